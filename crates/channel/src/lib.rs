@@ -1,0 +1,2 @@
+//! placeholder: per-host tested channels.
+pub mod cli;

@@ -1,0 +1,145 @@
+//! Deterministic fuzzing: thousands of mutated images, all read to the end.
+//! The reader must return (entries or a typed error) and never panic. The
+//! same loop runs under cargo-fuzz in `fuzz/fuzz_targets/reader.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+mod support;
+
+use std::io::Read;
+
+use fleetgate_initrd::{Compression, ModuleScan, Reader};
+use support::{ALL_COMPRESSIONS, Cpio, compress, early_cpio, main_cpio};
+
+/// xorshift64*: a tiny deterministic generator, so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// What the fuzz target does with each input.
+fn exercise(data: &[u8]) {
+    let mut reader = Reader::new(data);
+    let mut scan = ModuleScan::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match reader.next_entry() {
+            Ok(Some(mut entry)) => {
+                scan.add(entry.entry());
+                let _ = entry.entry().path_lossy();
+                while let Ok(n) = entry.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = e.to_string();
+                break;
+            }
+        }
+    }
+    let _ = scan.finish();
+}
+
+fn seeds() -> Vec<Vec<u8>> {
+    let mut seeds = vec![
+        main_cpio(),
+        Cpio::crc().file("f", b"data").symlink("l", "f").finish(),
+    ];
+    for c in ALL_COMPRESSIONS {
+        let mut image = early_cpio();
+        image.extend([0u8; 4]);
+        image.extend(compress(c, &main_cpio()));
+        seeds.push(image);
+    }
+    seeds
+}
+
+const TOKENS: [&[u8]; 8] = [
+    b"070701",
+    b"070702",
+    b"TRAILER!!!\0",
+    b"ffffffff",
+    b"00000000",
+    b"\x28\xb5\x2f\xfd",
+    b"\x02\x21\x4c\x18",
+    b"\0\0\0\0",
+];
+
+fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut d = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        if d.is_empty() {
+            d.push(0);
+        }
+        let at = rng.below(d.len());
+        match rng.below(6) {
+            0 => d[at] ^= 1 << rng.below(8),
+            1 => d[at] = rng.next() as u8,
+            2 => d.truncate(at),
+            3 => {
+                let t = TOKENS[rng.below(TOKENS.len())];
+                let end = (at + t.len()).min(d.len());
+                d.splice(at..end, t.iter().copied());
+            }
+            4 => {
+                let len = rng.below(16).min(d.len() - at);
+                let copy = d[at..at + len].to_vec();
+                let to = rng.below(d.len());
+                d.splice(to..to, copy);
+            }
+            _ => {
+                let end = (at + 1 + rng.below(8)).min(d.len());
+                d.drain(at..end);
+            }
+        }
+    }
+    d
+}
+
+#[test]
+fn mutated_images_never_panic() {
+    let seeds = seeds();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for i in 0..20_000 {
+        let seed = &seeds[i % seeds.len()];
+        let input = mutate(&mut rng, seed);
+        exercise(&input);
+    }
+}
+
+#[test]
+fn random_bytes_and_magic_prefixes_never_panic() {
+    let mut rng = Rng(42);
+    let prefixes: [&[u8]; 9] = [
+        b"",
+        b"070701",
+        b"\x1f\x8b\x08\x00",
+        b"\x28\xb5\x2f\xfd",
+        b"\xfd7zXZ\0",
+        b"\x5d\x00\x00\x80\x00",
+        b"\x02\x21\x4c\x18",
+        b"\x04\x22\x4d\x18",
+        b"BZh9",
+    ];
+    for i in 0..2000 {
+        let mut input = prefixes[i % prefixes.len()].to_vec();
+        let len = rng.below(300);
+        input.extend((0..len).map(|_| rng.next() as u8));
+        exercise(&input);
+    }
+    // Each compressor's output of random bytes (valid streams, junk inside).
+    for c in ALL_COMPRESSIONS.into_iter().chain([Compression::None]) {
+        let noise: Vec<u8> = (0..2000).map(|_| rng.next() as u8).collect();
+        exercise(&compress(c, &noise));
+    }
+}

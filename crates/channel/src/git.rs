@@ -1,0 +1,304 @@
+//! A bare mirror of the channel repository, driven with the real `git` binary.
+//!
+//! The mirror lives under the state directory, one per remote URL. Git runs with no
+//! user or system configuration (`GIT_CONFIG_GLOBAL=/dev/null`, `GIT_CONFIG_NOSYSTEM`),
+//! never prompts, may only use the `file`, `git`, `http(s)` and `ssh` transports (no
+//! `ext::`), and gets the token — if any — as an `http.extraHeader` through
+//! `GIT_CONFIG_*` environment variables: never in argv, never in the mirror's config,
+//! never in an error message.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use fleetgate_nix::ProcessError;
+use fleetgate_nix::process::Run;
+use sha2::Digest as _;
+
+use crate::error::ChannelError;
+use crate::secret::Secret;
+
+/// How git is run.
+#[derive(Clone, Debug)]
+pub struct GitSettings {
+    /// Timeout of each git invocation.
+    pub timeout: Duration,
+    /// HTTP token (GitHub: a fine-grained PAT or app token with contents:write).
+    pub token: Option<Secret>,
+    /// Committer name for note commits.
+    pub name: String,
+    /// Committer e-mail for note commits.
+    pub email: String,
+}
+
+impl Default for GitSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(300),
+            token: None,
+            name: "fleetgate".into(),
+            email: "fleetgate@localhost".into(),
+        }
+    }
+}
+
+/// Checks a remote URL or path: no option injection, no command-running transports, no
+/// credentials embedded (they would end up in logs and `.git/config`).
+pub fn validate_remote(url: &str) -> Result<(), ChannelError> {
+    let bad = |m: &str| Err(ChannelError::Config(format!("repository {url:?}: {m}")));
+    if url.is_empty() {
+        return bad("empty");
+    }
+    if url.starts_with('-') {
+        return bad("must not start with '-'");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("contains whitespace or control characters");
+    }
+    if url.contains("::") {
+        return bad("transport helpers (`helper::address`) are not allowed");
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if !matches!(scheme, "file" | "git" | "http" | "https" | "ssh") {
+            return bad("scheme must be file, git, http, https or ssh");
+        }
+        let authority = rest.split('/').next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && (userinfo.contains(':') || matches!(scheme, "http" | "https"))
+        {
+            return bad(
+                "credentials in the URL are not allowed; use --token-file or --token-credential",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A bare mirror of one remote.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    dir: PathBuf,
+    lock: PathBuf,
+    url: String,
+    settings: GitSettings,
+}
+
+/// One ref update of an atomic push, protected by a lease.
+#[derive(Clone, Debug)]
+pub struct RefUpdate {
+    /// The remote ref (`refs/heads/…`, `refs/notes/…`).
+    pub remote_ref: String,
+    /// What the remote ref must currently be (`None`: must not exist).
+    pub expect: Option<String>,
+    /// The object to set it to.
+    pub new: String,
+}
+
+impl Mirror {
+    /// The mirror of `url` under `state_dir` (not created yet).
+    pub fn new(state_dir: &Path, url: &str, settings: GitSettings) -> Result<Self, ChannelError> {
+        validate_remote(url)?;
+        let digest = sha2::Sha256::digest(url.as_bytes());
+        let key = hex::encode(&digest[..12]);
+        let base = state_dir.join("repos").join(key);
+        Ok(Self {
+            dir: base.join("repo.git"),
+            lock: base.join("lock"),
+            url: url.to_owned(),
+            settings,
+        })
+    }
+
+    /// The lock file serialising work on this repository.
+    pub fn lock_path(&self) -> &Path {
+        &self.lock
+    }
+
+    /// The remote URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn git(&self) -> Run {
+        let mut run = Run::new("git")
+            .timeout(self.settings.timeout)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", "/bin/false")
+            .env("SSH_ASKPASS", "/bin/false")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
+            .env("GIT_AUTHOR_NAME", &self.settings.name)
+            .env("GIT_AUTHOR_EMAIL", &self.settings.email)
+            .env("GIT_COMMITTER_NAME", &self.settings.name)
+            .env("GIT_COMMITTER_EMAIL", &self.settings.email)
+            .env("LC_ALL", "C");
+        for var in [
+            "GIT_TRACE",
+            "GIT_TRACE_CURL",
+            "GIT_TRACE_PACKET",
+            "GIT_CURL_VERBOSE",
+            "GIT_DIR",
+            "GIT_WORK_TREE",
+        ] {
+            run = run.env_remove(var);
+        }
+        if let Some(token) = &self.settings.token {
+            let basic = base64::engine::general_purpose::STANDARD
+                .encode(format!("x-access-token:{}", token.expose()));
+            run = run
+                .env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env("GIT_CONFIG_VALUE_0", format!("Authorization: Basic {basic}"));
+        }
+        run.arg("-C").arg(&self.dir)
+    }
+
+    fn run(&self, run: Run) -> Result<String, ChannelError> {
+        run.run()
+            .map(|o| o.stdout_text())
+            .map_err(ChannelError::Git)
+    }
+
+    /// Creates the bare mirror if needed and points `origin` at the URL.
+    pub fn ensure(&self) -> Result<(), ChannelError> {
+        if !self.dir.join("HEAD").exists() {
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| ChannelError::io("creating mirror", &self.dir, e))?;
+            self.run(self.git().args(["init", "--bare", "--quiet"]))?;
+            self.run(self.git().args(["remote", "add", "origin", "--"]).arg(&self.url))?;
+        }
+        Ok(())
+    }
+
+    /// Fetches all branches and all fleetgate notes refs into remote-tracking refs
+    /// (wildcards that match nothing are not an error).
+    pub fn fetch(&self) -> Result<(), ChannelError> {
+        self.run(self.git().args([
+            "fetch",
+            "--quiet",
+            "--prune",
+            "--no-tags",
+            "origin",
+            "+refs/heads/*:refs/remotes/origin/*",
+            "+refs/notes/fleetgate/*:refs/remotes/origin-notes/fleetgate/*",
+        ]))
+        .map(|_| ())
+    }
+
+    /// True if the commit object is present in the mirror.
+    pub fn has_commit(&self, commit: &str) -> bool {
+        self.git()
+            .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
+            .run()
+            .is_ok()
+    }
+
+    /// Fetches one commit by id (servers that allow it: GitHub, `uploadpack.allowAnySHA1InWant`).
+    pub fn fetch_commit(&self, commit: &str) -> Result<(), ChannelError> {
+        self.run(self.git().args(["fetch", "--quiet", "--no-tags", "origin", commit]))
+            .map(|_| ())
+    }
+
+    /// The commit a ref points to, if it exists.
+    pub fn rev(&self, refname: &str) -> Result<Option<String>, ChannelError> {
+        let (status, out) = self
+            .git()
+            .args(["rev-parse", "--verify", "--quiet", &format!("{refname}^{{object}}")])
+            .run_unchecked()
+            .map_err(ChannelError::Git)?;
+        Ok(status.success().then(|| out.stdout_text()))
+    }
+
+    /// True if `a` is an ancestor of (or equal to) `b`.
+    pub fn is_ancestor(&self, a: &str, b: &str) -> Result<bool, ChannelError> {
+        let (status, out) = self
+            .git()
+            .args(["merge-base", "--is-ancestor", a, b])
+            .run_unchecked()
+            .map_err(ChannelError::Git)?;
+        match status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(ChannelError::Git(ProcessError::Failed {
+                command: format!("git merge-base --is-ancestor {a} {b}"),
+                status: status.to_string(),
+                stderr_tail: fleetgate_nix::process::tail(&out.stderr),
+            })),
+        }
+    }
+
+    /// Creates a notes commit on top of `base` (or a new notes history) attaching
+    /// `content` to `commit`; returns the new notes commit id.
+    pub fn make_note(
+        &self,
+        work_ref: &str,
+        base: Option<&str>,
+        commit: &str,
+        content: &[u8],
+    ) -> Result<String, ChannelError> {
+        match base {
+            Some(b) => self.run(self.git().args(["update-ref", work_ref, b]))?,
+            None => self.run(self.git().args(["update-ref", "-d", work_ref]))?,
+        };
+        self.run(
+            self.git()
+                .args(["notes", "--ref", work_ref, "add", "--force", "--file=-", commit])
+                .stdin(content.to_vec()),
+        )?;
+        self.rev(work_ref)?.ok_or_else(|| {
+            ChannelError::Config(format!("git notes did not create {work_ref}"))
+        })
+    }
+
+    /// Pushes all updates atomically, each protected by its lease.
+    pub fn push_atomic(&self, updates: &[RefUpdate]) -> Result<(), ProcessError> {
+        let mut run = self.git().args(["push", "--atomic", "--porcelain", "origin"]);
+        for u in updates {
+            run = run.arg(format!(
+                "--force-with-lease={}:{}",
+                u.remote_ref,
+                u.expect.as_deref().unwrap_or("")
+            ));
+        }
+        for u in updates {
+            run = run.arg(format!("+{}:{}", u.new, u.remote_ref));
+        }
+        run.run().map(|_| ())
+    }
+}
+
+/// The remote-tracking ref for a remote notes ref.
+pub fn tracking_notes(notes_ref: &str) -> String {
+    notes_ref.replacen("refs/notes/", "refs/remotes/origin-notes/", 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_urls_are_checked() {
+        for ok in [
+            "/srv/git/dotfiles.git",
+            "https://github.com/o/r.git",
+            "git://127.0.0.1:9418/r.git",
+            "ssh://git@github.com/o/r.git",
+            "git@github.com:o/r.git",
+            "file:///srv/r.git",
+        ] {
+            validate_remote(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "--upload-pack=touch /tmp/x",
+            "ext::sh -c touch% /tmp/x",
+            "fd::17",
+            "https://user:tok@github.com/o/r.git",
+            "https://tok@github.com/o/r.git",
+            "ftp://x/r.git",
+            "/srv/a b.git",
+        ] {
+            assert!(validate_remote(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! A whole promotion, shared by every front end:
+//! 1. closure → cache, read back and signature-checked ([`crate::cache`]);
+//! 2. under the repository lock: branch + manifest note pushed atomically
+//!    ([`crate::branch`]);
+//! 3. still under the lock: the signed manifest written next to the cache, to the
+//!    manifest directory and to any extra sink (the server's database).
+//!
+//! Any failure in step 1 leaves branch and manifests untouched; a failure in step 2
+//! leaves them untouched too (the push is atomic).
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fleetgate_nix::{Nix, PublicKey, SecretKey, StoreUri};
+
+use crate::Log;
+use crate::branch::{BranchPolicy, Movement, advance};
+use crate::cache::{CacheFacts, upload_and_verify};
+use crate::commit::CommitId;
+use crate::error::ChannelError;
+use crate::git::{GitSettings, Mirror};
+use crate::host::HostName;
+use crate::lock::RepoLock;
+use crate::manifest::{Manifest, SignedManifest};
+
+/// Where and how promotions happen.
+#[derive(Clone, Debug)]
+pub struct ChannelConfig {
+    /// The channel repository (path or URL; no credentials in it).
+    pub repo: String,
+    /// The binary cache.
+    pub cache: StoreUri,
+    /// The Nix secret key file (signs the cache and the manifests).
+    pub signing_key_file: PathBuf,
+    /// The parsed secret key.
+    pub signing_key: SecretKey,
+    /// The public key narinfos must verify with (normally the signing key's).
+    pub public_key: PublicKey,
+    /// State directory (repository mirrors and locks).
+    pub state_dir: PathBuf,
+    /// How git is run (token, timeouts, identity).
+    pub git: GitSettings,
+    /// Push attempts and lock timeout (its `force` is ignored: see [`PromoteRequest`]).
+    pub policy: BranchPolicy,
+    /// An extra directory receiving `<host>.json` manifests.
+    pub manifest_dir: Option<PathBuf>,
+}
+
+impl ChannelConfig {
+    /// A configuration with defaults for everything but the essentials; the public key
+    /// is derived from the secret key.
+    pub fn new(
+        repo: &str,
+        cache: StoreUri,
+        signing_key_file: &Path,
+        state_dir: &Path,
+    ) -> Result<Self, ChannelError> {
+        crate::git::validate_remote(repo)?;
+        let signing_key = SecretKey::from_file(signing_key_file).map_err(ChannelError::Nix)?;
+        Ok(Self {
+            repo: repo.to_owned(),
+            cache,
+            signing_key_file: signing_key_file.to_owned(),
+            public_key: signing_key.public(),
+            signing_key,
+            state_dir: state_dir.to_owned(),
+            git: GitSettings::default(),
+            policy: BranchPolicy::default(),
+            manifest_dir: None,
+        })
+    }
+}
+
+/// One promotion.
+#[derive(Clone, Debug)]
+pub struct PromoteRequest {
+    /// The host.
+    pub host: HostName,
+    /// The commit CI built.
+    pub commit: CommitId,
+    /// The system's top-level store path.
+    pub system: String,
+    /// The CI build reference.
+    pub build: Option<String>,
+    /// Allow rewinding or jumping sideways.
+    pub force: bool,
+}
+
+impl PromoteRequest {
+    /// Validates raw strings into a request.
+    pub fn parse(
+        host: &str,
+        commit: &str,
+        system: &str,
+        build: Option<&str>,
+        force: bool,
+    ) -> Result<Self, ChannelError> {
+        let build = match build {
+            Some(b) if b.len() > 1024 || b.chars().any(char::is_control) => {
+                return Err(ChannelError::Config(
+                    "build reference is longer than 1024 characters or has control characters"
+                        .into(),
+                ));
+            }
+            other => other.map(str::to_owned),
+        };
+        Ok(Self {
+            host: HostName::parse(host)?,
+            commit: CommitId::parse(commit)?,
+            system: crate::store_path::validate(system)?,
+            build,
+            force,
+        })
+    }
+}
+
+/// What a promotion did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PromoteOutcome {
+    /// The host.
+    pub host: HostName,
+    /// Its branch.
+    pub branch: String,
+    /// The commit.
+    pub commit: CommitId,
+    /// What happened to the branch.
+    pub movement: Movement,
+    /// Push attempts used (0 when nothing had to change).
+    pub push_attempts: u32,
+    /// True if the closure was uploaded by this run.
+    pub uploaded: bool,
+    /// The published manifest (when the branch changed).
+    #[serde(skip)]
+    pub manifest: Option<SignedManifest>,
+    /// Files the manifest was written to.
+    pub published: Vec<PathBuf>,
+}
+
+/// Receives the signed manifest while the repository lock is still held.
+pub trait ManifestSink: Sync {
+    /// Stores it; an error is reported but the branch has already moved.
+    fn publish(&self, host: &HostName, manifest: &SignedManifest) -> Result<(), ChannelError>;
+}
+
+/// Promotes with no extra sink.
+pub fn promote(
+    nix: &Nix,
+    cfg: &ChannelConfig,
+    req: &PromoteRequest,
+    log: Log<'_>,
+) -> Result<PromoteOutcome, ChannelError> {
+    promote_with(nix, cfg, req, None, log)
+}
+
+/// Promotes, handing the manifest to `sink` under the lock.
+pub fn promote_with(
+    nix: &Nix,
+    cfg: &ChannelConfig,
+    req: &PromoteRequest,
+    sink: Option<&dyn ManifestSink>,
+    log: Log<'_>,
+) -> Result<PromoteOutcome, ChannelError> {
+    let facts: CacheFacts = upload_and_verify(
+        nix,
+        &cfg.cache,
+        &req.system,
+        &cfg.signing_key_file,
+        &cfg.public_key,
+        log,
+    )?;
+    log(&format!(
+        "cache {} has all {} paths of {} signed by {}",
+        cfg.cache.base(),
+        facts.closure_paths,
+        req.system,
+        cfg.public_key.name()
+    ));
+    let manifest = Manifest {
+        host: req.host.to_string(),
+        branch: req.host.branch(),
+        commit: req.commit.to_string(),
+        system: req.system.clone(),
+        nar_hash: facts.nar_hash.clone(),
+        nar_size: facts.nar_size,
+        closure_size: facts.closure_size,
+        closure_paths: facts.closure_paths,
+        cache: cfg.cache.base().to_owned(),
+        created_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs(),
+        build: req.build.clone(),
+    };
+    let signed = SignedManifest::sign(&manifest, &cfg.signing_key)?;
+    let document = signed.to_document();
+
+    let mirror = Mirror::new(&cfg.state_dir, &cfg.repo, cfg.git.clone())?;
+    if let Some(parent) = mirror.lock_path().parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| ChannelError::io("creating state directory", parent, e))?;
+    }
+    log(&format!("waiting for the lock of {}", cfg.repo));
+    let _lock = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout)?;
+    let policy = BranchPolicy {
+        force: req.force,
+        ..cfg.policy.clone()
+    };
+    let (movement, push_attempts) =
+        advance(&mirror, &req.host, &req.commit, &document, &policy, log)?;
+    let mut published = Vec::new();
+    let changed = movement.changed();
+    if changed {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if let Some(cache_dir) = cfg.cache.file_path() {
+            dirs.push(cache_dir.join("fleetgate").join("hosts"));
+        }
+        dirs.extend(cfg.manifest_dir.clone());
+        for dir in dirs {
+            let file = dir.join(format!("{}.json", req.host));
+            write_atomic(&file, &document)?;
+            log(&format!("manifest written to {}", file.display()));
+            published.push(file);
+        }
+        if let Some(sink) = sink {
+            sink.publish(&req.host, &signed)?;
+        }
+    }
+    Ok(PromoteOutcome {
+        host: req.host.clone(),
+        branch: req.host.branch(),
+        commit: req.commit.clone(),
+        movement,
+        push_attempts,
+        uploaded: facts.uploaded,
+        manifest: changed.then_some(signed),
+        published,
+    })
+}
+
+/// Writes a file by writing a temporary sibling and renaming it over the target.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ChannelError> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| ChannelError::Config(format!("{} has no parent", path.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| ChannelError::io("creating", dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        ChannelError::io("writing", path, e)
+    })
+}

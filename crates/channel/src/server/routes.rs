@@ -1,0 +1,250 @@
+//! HTTP handlers.
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::db::Report;
+use super::github;
+use super::state::{AppState, now};
+use crate::error::ChannelError;
+use crate::host::HostName;
+use crate::promote::{PromoteRequest, promote_with};
+
+/// The service's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/hooks/github", post(github_hook))
+        .route("/v1/hosts", get(fleet_status))
+        .route("/v1/hosts/{host}/manifest", get(manifest))
+        .route("/v1/hosts/{host}/report", post(report))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn channel_error(e: &ChannelError) -> Response {
+    let status = match e {
+        e if e.is_bad_input() => StatusCode::BAD_REQUEST,
+        ChannelError::Diverged { .. } => StatusCode::CONFLICT,
+        ChannelError::CommitNotFound { .. } | ChannelError::SystemMissing { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    error(status, text)
+}
+
+/// The body a CI step sends to `/hooks/github`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookBody {
+    /// Host name.
+    pub host: String,
+    /// Full commit id.
+    pub commit: String,
+    /// System store path (already in the cache, or in this machine's store).
+    pub system: String,
+    /// CI build reference (run URL).
+    pub build: Option<String>,
+}
+
+async fn github_hook(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(secret) = &state.hook_secret else {
+        return error(StatusCode::NOT_FOUND, "the hook is disabled (no secret configured)");
+    };
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !github::verify(secret.expose().as_bytes(), &body, sig) {
+        (state.log)("hook: rejected a request with a missing or bad X-Hub-Signature-256");
+        return error(StatusCode::UNAUTHORIZED, "bad or missing X-Hub-Signature-256");
+    }
+    if headers.get("x-github-event").and_then(|v| v.to_str().ok()) == Some("ping") {
+        return (StatusCode::OK, axum::Json(json!({ "pong": true }))).into_response();
+    }
+    let parsed: HookBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")),
+    };
+    let req = match PromoteRequest::parse(
+        &parsed.host,
+        &parsed.commit,
+        &parsed.system,
+        parsed.build.as_deref(),
+        false,
+    ) {
+        Ok(r) => r,
+        Err(e) => return channel_error(&e),
+    };
+    let Some((nix, cfg)) = state.channel.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "promotion is not configured (start serve with --repo, --cache, --signing-key)",
+        );
+    };
+    let st = state.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let log = |line: &str| (st.log)(&format!("hook: {line}"));
+        promote_with(&nix, &cfg, &req, Some(st.as_ref()), &log)
+    })
+    .await;
+    match result {
+        Ok(Ok(outcome)) => (StatusCode::OK, axum::Json(json!(outcome))).into_response(),
+        Ok(Err(e)) => {
+            (state.log)(&format!("hook: promotion failed: {e}"));
+            channel_error(&e)
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("promotion task: {e}")),
+    }
+}
+
+fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+async fn manifest(
+    State(state): State<Arc<AppState>>,
+    Path(host): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if HostName::parse(&host).is_err() {
+        return error(StatusCode::BAD_REQUEST, "invalid host name");
+    }
+    let Some(m) = state.manifest(&host) else {
+        return error(StatusCode::NOT_FOUND, "no manifest for this host yet");
+    };
+    let etag = HeaderValue::from_str(&m.etag).unwrap_or(HeaderValue::from_static("\"\""));
+    if etag_matches(&headers, &m.etag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        StatusCode::OK,
+        [
+            (header::ETAG, etag),
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        m.body.clone(),
+    )
+        .into_response()
+}
+
+/// What a host reports.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    /// `ok`, `failed`, … (at most 64 characters).
+    pub status: String,
+    /// The commit it runs.
+    pub commit: Option<String>,
+    /// The system it runs.
+    pub system: Option<String>,
+    /// Free text (at most 4096 characters).
+    pub message: Option<String>,
+}
+
+async fn report(
+    State(state): State<Arc<AppState>>,
+    Path(host): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if HostName::parse(&host).is_err() {
+        return error(StatusCode::BAD_REQUEST, "invalid host name");
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !state.host_tokens.check(&host, token) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token for this host");
+    }
+    let r: ReportBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")),
+    };
+    let too_long = r.status.is_empty()
+        || r.status.len() > 64
+        || r.message.as_ref().is_some_and(|m| m.len() > 4096)
+        || r.commit.as_ref().is_some_and(|c| crate::commit::CommitId::parse(c).is_err())
+        || r.system.as_ref().is_some_and(|s| crate::store_path::validate(s).is_err());
+    if too_long {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "status must be 1-64 characters, message at most 4096, commit a full id, system a store path",
+        );
+    }
+    let rep = Report {
+        received_at: now(),
+        status: r.status,
+        commit: r.commit,
+        system: r.system,
+        message: r.message,
+    };
+    let stored = state
+        .db
+        .lock()
+        .map_err(|_| ())
+        .and_then(|db| db.add_report(&host, &rep).map_err(|_| ()));
+    match stored {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(()) => error(StatusCode::INTERNAL_SERVER_ERROR, "could not store the report"),
+    }
+}
+
+async fn fleet_status(State(state): State<Arc<AppState>>) -> Response {
+    let mut hosts: BTreeSet<String> = state.host_tokens.hosts().cloned().collect();
+    if let Ok(m) = state.manifests.read() {
+        hosts.extend(m.keys().cloned());
+    }
+    let db = match state.db.lock() {
+        Ok(db) => db,
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "database lock poisoned"),
+    };
+    if let Ok(h) = db.reporting_hosts() {
+        hosts.extend(h);
+    }
+    let list: Vec<serde_json::Value> = hosts
+        .iter()
+        .map(|h| {
+            let manifest = state.manifest(h).and_then(|m| {
+                let doc = crate::manifest::SignedManifest::parse(&m.body).ok()?;
+                doc.unverified().ok()
+            });
+            let report = db.last_report(h).ok().flatten();
+            let in_sync = match (&manifest, &report) {
+                (Some(m), Some(r)) => r.commit.as_deref() == Some(m.commit.as_str()),
+                _ => false,
+            };
+            json!({ "host": h, "manifest": manifest, "report": report, "in_sync": in_sync })
+        })
+        .collect();
+    (StatusCode::OK, axum::Json(json!({ "hosts": list }))).into_response()
+}

@@ -150,7 +150,7 @@ pub fn advance(
             return Ok((movement, attempt - 1));
         }
         let old_note = mirror.rev(&tracking_notes(&notes_ref))?;
-        let work_ref = format!("refs/fleetgate/work/{host}");
+        let work_ref = format!("refs/notes/fleetgate-work/{host}");
         let new_note = mirror.make_note(&work_ref, old_note.as_deref(), commit.as_str(), note)?;
         let updates = [
             RefUpdate {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fleetgate_nix::{Nix, PublicKey, SecretKey, StoreUri};
+use sha2::Digest as _;
 
 use crate::Log;
 use crate::branch::{BranchPolicy, Movement, advance};
@@ -159,6 +160,17 @@ pub fn promote_with(
     sink: Option<&dyn ManifestSink>,
     log: Log<'_>,
 ) -> Result<PromoteOutcome, ChannelError> {
+    // Nix 2.8 fails ("coroutine has finished") when two `nix copy` write the same paths
+    // to one file:// cache at once, so uploads to one cache take turns.
+    let cache_lock = cfg.state_dir.join("caches").join(format!(
+        "{}.lock",
+        hex::encode(&sha2::Sha256::digest(cfg.cache.base().as_bytes())[..12])
+    ));
+    if let Some(parent) = cache_lock.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| ChannelError::io("creating state directory", parent, e))?;
+    }
+    let upload_lock = RepoLock::acquire(&cache_lock, cfg.policy.lock_timeout)?;
     let facts: CacheFacts = upload_and_verify(
         nix,
         &cfg.cache,
@@ -167,6 +179,7 @@ pub fn promote_with(
         &cfg.public_key,
         log,
     )?;
+    drop(upload_lock);
     log(&format!(
         "cache {} has all {} paths of {} signed by {}",
         cfg.cache.base(),

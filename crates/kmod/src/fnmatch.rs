@@ -422,8 +422,14 @@ mod tests {
         yes("*", "");
         yes("*", "anything/at.all");
         yes("virtio:d00000002v*", "virtio:d00000002v00001AF4");
-        yes("pci:v*d*sv*sd*bc01sc08i02*", "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02");
-        no("pci:v*d*sv*sd*bc01sc08i02*", "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc06i01");
+        yes(
+            "pci:v*d*sv*sd*bc01sc08i02*",
+            "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02",
+        );
+        no(
+            "pci:v*d*sv*sd*bc01sc08i02*",
+            "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc06i01",
+        );
         yes("*a*b*c", "xxaxxbxxbxxc");
         no("*a*b*c", "xxaxxbxxbxxcx");
         yes("a**b", "ab");

@@ -341,7 +341,12 @@ impl ModuleIndex {
                 continue;
             }
             if self.modules.contains_key(&name) {
-                self.skip("modules.dep", n + 1, line, "module listed twice; the first line wins");
+                self.skip(
+                    "modules.dep",
+                    n + 1,
+                    line,
+                    "module listed twice; the first line wins",
+                );
                 continue;
             }
             let deps = deps.split_whitespace().map(ModuleName::from_path).collect();
@@ -375,7 +380,12 @@ impl ModuleIndex {
                 continue;
             };
             let Some(pattern) = normalize_alias(pattern) else {
-                self.skip(file, n + 1, line, "unmatched bracket in alias (depmod skips it too)");
+                self.skip(
+                    file,
+                    n + 1,
+                    line,
+                    "unmatched bracket in alias (depmod skips it too)",
+                );
                 continue;
             };
             index.insert(pattern, module, true);
@@ -419,7 +429,12 @@ impl ModuleIndex {
                 continue;
             }
             let Some(pattern) = normalize_alias(pattern) else {
-                self.skip("modules.softdep", n, &line, "unmatched bracket in module name");
+                self.skip(
+                    "modules.softdep",
+                    n,
+                    &line,
+                    "unmatched bracket in module name",
+                );
                 continue;
             };
             #[derive(PartialEq)]
@@ -845,7 +860,12 @@ impl ModuleIndex {
         } else if self.is_builtin(&name) {
             (Some(LookupSource::Builtin), Some(name))
         } else {
-            match self.builtin_aliases.lookup(name.as_str()).into_iter().next() {
+            match self
+                .builtin_aliases
+                .lookup(name.as_str())
+                .into_iter()
+                .next()
+            {
                 Some(module) => (Some(LookupSource::BuiltinAliases), Some(module)),
                 None => (None, None),
             }

@@ -140,7 +140,10 @@ mod tests {
             ModuleName::from_path("kernel/drivers/block/virtio_blk.ko.gz"),
             "virtio_blk"
         );
-        assert_eq!(ModuleName::from_path("kernel/lib/crc-t10dif.ko"), "crc_t10dif");
+        assert_eq!(
+            ModuleName::from_path("kernel/lib/crc-t10dif.ko"),
+            "crc_t10dif"
+        );
         assert_eq!(ModuleName::new(""), "");
     }
 
@@ -157,7 +160,10 @@ mod tests {
 
     #[test]
     fn alias_normalisation_keeps_brackets_verbatim() {
-        assert_eq!(normalize_alias("crypto-crc32c").as_deref(), Some("crypto_crc32c"));
+        assert_eq!(
+            normalize_alias("crypto-crc32c").as_deref(),
+            Some("crypto_crc32c")
+        );
         assert_eq!(
             normalize_alias("usb:v13FDp3940d0[0-2]*dc*").as_deref(),
             Some("usb:v13FDp3940d0[0-2]*dc*")

@@ -86,8 +86,14 @@ fn debianish() -> ModuleIndex {
 #[test]
 fn resolves_modaliases_with_glob_patterns() {
     let index = debianish();
-    assert_eq!(index.resolve_modalias("virtio:d00000002v00001AF4"), names(&["virtio_blk"]));
-    assert_eq!(index.resolve_modalias("virtio:d00000008v00001AF4"), names(&["virtio_scsi"]));
+    assert_eq!(
+        index.resolve_modalias("virtio:d00000002v00001AF4"),
+        names(&["virtio_blk"])
+    );
+    assert_eq!(
+        index.resolve_modalias("virtio:d00000008v00001AF4"),
+        names(&["virtio_scsi"])
+    );
     assert_eq!(
         index.resolve_modalias("pci:v00001AF4d00001042sv00001AF4sd00001042bc01sc80i00"),
         names(&["virtio_pci"])
@@ -96,7 +102,11 @@ fn resolves_modaliases_with_glob_patterns() {
         index.resolve_modalias("pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02"),
         names(&["nvme"])
     );
-    assert!(index.resolve_modalias("virtio:d00000003v00001AF4").is_empty());
+    assert!(
+        index
+            .resolve_modalias("virtio:d00000003v00001AF4")
+            .is_empty()
+    );
     assert!(index.resolve_modalias("").is_empty());
 }
 
@@ -140,21 +150,36 @@ fn lookup_chain_order_and_normalisation() {
     let index = debianish();
     // A module name wins over everything and is normalised.
     let l = index.lookup("virtio-blk");
-    assert_eq!((l.source, l.modules), (Some(LookupSource::ModulesDep), names(&["virtio_blk"])));
+    assert_eq!(
+        (l.source, l.modules),
+        (Some(LookupSource::ModulesDep), names(&["virtio_blk"]))
+    );
     // `crypto-crc32c` matches a module alias, so the built-in alias of
     // crc32c_generic is never consulted (first step with a hit wins).
     let l = index.lookup("crypto-crc32c");
-    assert_eq!((l.source, l.modules), (Some(LookupSource::Aliases), names(&["crc32c_intel"])));
+    assert_eq!(
+        (l.source, l.modules),
+        (Some(LookupSource::Aliases), names(&["crc32c_intel"]))
+    );
     // Only built-in aliases know `crc32c`.
     let l = index.lookup("crc32c");
     assert_eq!(
         (l.source, l.modules),
-        (Some(LookupSource::BuiltinAliases), names(&["crc32c_generic"]))
+        (
+            Some(LookupSource::BuiltinAliases),
+            names(&["crc32c_generic"])
+        )
     );
     let l = index.lookup("loop");
-    assert_eq!((l.source, l.modules), (Some(LookupSource::Builtin), names(&["loop"])));
+    assert_eq!(
+        (l.source, l.modules),
+        (Some(LookupSource::Builtin), names(&["loop"]))
+    );
     let l = index.lookup("symbol:virtio_check_driver_offered_feature");
-    assert_eq!((l.source, l.modules), (Some(LookupSource::Symbols), names(&["virtio"])));
+    assert_eq!(
+        (l.source, l.modules),
+        (Some(LookupSource::Symbols), names(&["virtio"]))
+    );
     assert_eq!(index.lookup("no-such-thing"), Lookup::default());
     // A name with a module suffix is not a module name to modprobe either.
     assert!(index.resolve_modalias("virtio_blk.ko").is_empty());
@@ -166,13 +191,24 @@ fn builtin_modules_satisfy_modaliases_via_modinfo() {
     assert!(index.is_builtin(&name("loop")));
     assert!(!index.is_builtin(&name("virtio_blk")));
     assert_eq!(index.resolve_modalias("block-major-7-0"), names(&["loop"]));
-    assert_eq!(index.resolve_modalias("virtio:d00000012v00001AF4"), names(&["virtio_input"]));
+    assert_eq!(
+        index.resolve_modalias("virtio:d00000012v00001AF4"),
+        names(&["virtio_input"])
+    );
 
     let want = index.requirement("block-major-7-0");
     assert_eq!(want.source, Some(LookupSource::BuiltinAliases));
     assert!(want.is_builtin());
-    assert!(want.satisfied_by(|_| false), "built-in needs nothing present");
-    assert_eq!(want.candidates[0].load_plan, [LoadStep::Builtin { module: name("loop") }]);
+    assert!(
+        want.satisfied_by(|_| false),
+        "built-in needs nothing present"
+    );
+    assert_eq!(
+        want.candidates[0].load_plan,
+        [LoadStep::Builtin {
+            module: name("loop")
+        }]
+    );
 
     // virtio_input is only named in modules.builtin.modinfo, which is
     // extracted from the kernel image: built in as well.
@@ -223,7 +259,11 @@ fn dependency_cycles_terminate() {
     assert_eq!(index.dependencies(&name("c")).unwrap(), names(&["b", "a"]));
     assert_eq!(index.dependencies(&name("self")).unwrap(), names(&[]));
     // And the probe list too.
-    let plan: Vec<_> = index.load_plan("a").iter().map(|s| s.module().clone()).collect();
+    let plan: Vec<_> = index
+        .load_plan("a")
+        .iter()
+        .map(|s| s.module().clone())
+        .collect();
     assert_eq!(plan, names(&["c", "b", "a"]));
 }
 
@@ -245,12 +285,22 @@ fn softdeps_are_parsed_like_libkmod() {
     // backslash continuations join lines.
     let snd = index.softdeps(&name("snd-hda-intel")).unwrap();
     assert_eq!(snd.pattern, "snd_*");
-    assert_eq!((snd.pre.as_slice(), snd.post.as_slice()), (&["soundcore".to_owned()][..], &["snd_timer".to_owned()][..]));
+    assert_eq!(
+        (snd.pre.as_slice(), snd.post.as_slice()),
+        (&["soundcore".to_owned()][..], &["snd_timer".to_owned()][..])
+    );
     // `pre:a` is not the `pre:` keyword: it is ignored before any mode.
     let x = index.softdeps(&name("x")).unwrap();
-    assert_eq!((x.pre.clone(), x.post.clone()), (vec!["c".to_owned()], vec!["b".to_owned()]));
+    assert_eq!(
+        (x.pre.clone(), x.post.clone()),
+        (vec!["c".to_owned()], vec!["b".to_owned()])
+    );
     assert!(index.softdeps(&name("ext4")).is_none());
-    let reasons: Vec<_> = index.skipped_lines().iter().map(|s| (s.line, s.reason)).collect();
+    let reasons: Vec<_> = index
+        .skipped_lines()
+        .iter()
+        .map(|s| (s.line, s.reason))
+        .collect();
     assert_eq!(
         reasons,
         [
@@ -274,7 +324,11 @@ fn softdeps_resolve_through_aliases() {
 #[test]
 fn load_plan_reproduces_modprobe_show_depends_with_repetitions() {
     let index = debianish();
-    let plan: Vec<String> = index.load_plan("nvme").iter().map(ToString::to_string).collect();
+    let plan: Vec<String> = index
+        .load_plan("nvme")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     // libkmod revisits crct10dif_common for each softdep'd module, as the
     // real modprobe prints it.
     assert_eq!(
@@ -290,7 +344,11 @@ fn load_plan_reproduces_modprobe_show_depends_with_repetitions() {
             "insmod kernel/drivers/nvme/host/nvme.ko.gz",
         ]
     );
-    let plan: Vec<String> = index.load_plan("fs-ext4").iter().map(ToString::to_string).collect();
+    let plan: Vec<String> = index
+        .load_plan("fs-ext4")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(
         plan,
         [
@@ -303,7 +361,9 @@ fn load_plan_reproduces_modprobe_show_depends_with_repetitions() {
     );
     assert_eq!(
         index.load_plan("loop"),
-        [LoadStep::Builtin { module: name("loop") }]
+        [LoadStep::Builtin {
+            module: name("loop")
+        }]
     );
     // Two ahci patterns match this device: modprobe acts on each match, so
     // ahci's plan appears twice, then ata_generic's.
@@ -314,7 +374,16 @@ fn load_plan_reproduces_modprobe_show_depends_with_repetitions() {
         .collect();
     assert_eq!(
         plan,
-        ["libata", "libahci", "ahci", "libata", "libahci", "ahci", "libata", "ata_generic"]
+        [
+            "libata",
+            "libahci",
+            "ahci",
+            "libata",
+            "libahci",
+            "ahci",
+            "libata",
+            "ata_generic"
+        ]
     );
     assert!(index.load_plan("nothing").is_empty());
 }
@@ -327,14 +396,22 @@ fn requirement_for_a_modalias_lists_every_candidate() {
     let mods: Vec<_> = want.candidates.iter().map(|c| c.module.clone()).collect();
     assert_eq!(mods, names(&["ahci", "ata_generic"]));
     let ahci = &want.candidates[0];
-    assert_eq!(ahci.provider, Provider::File { path: "kernel/drivers/ata/ahci.ko".into() });
+    assert_eq!(
+        ahci.provider,
+        Provider::File {
+            path: "kernel/drivers/ata/ahci.ko".into()
+        }
+    );
     assert_eq!(ahci.dependencies, names(&["libata", "libahci"]));
     assert!(ahci.softdep_modules.is_empty());
 
     // Either complete candidate satisfies the device.
     assert!(want.satisfied_by(|m| ["libata", "ata_generic"].contains(&m.as_str())));
     assert!(!want.satisfied_by(|m| ["ahci", "libahci"].contains(&m.as_str())));
-    assert_eq!(ahci.missing_hard(|m| m == "ahci"), names(&["libata", "libahci"]));
+    assert_eq!(
+        ahci.missing_hard(|m| m == "ahci"),
+        names(&["libata", "libahci"])
+    );
 }
 
 #[test]
@@ -343,11 +420,20 @@ fn requirement_separates_soft_from_hard_modules() {
     let want = index.requirement("nvme");
     assert_eq!(want.source, Some(LookupSource::ModulesDep));
     let nvme = &want.candidates[0];
-    assert_eq!(nvme.dependencies, names(&["crct10dif_common", "crc_t10dif", "nvme_core"]));
-    assert_eq!(nvme.softdep_modules, names(&["crct10dif_pclmul", "crct10dif_generic"]));
+    assert_eq!(
+        nvme.dependencies,
+        names(&["crct10dif_common", "crc_t10dif", "nvme_core"])
+    );
+    assert_eq!(
+        nvme.softdep_modules,
+        names(&["crct10dif_pclmul", "crct10dif_generic"])
+    );
     let hard = |m: &ModuleName| nvme.dependencies.contains(m) || m == "nvme";
     assert!(want.satisfied_by(hard));
-    assert_eq!(nvme.missing_soft(hard), names(&["crct10dif_pclmul", "crct10dif_generic"]));
+    assert_eq!(
+        nvme.missing_soft(hard),
+        names(&["crct10dif_pclmul", "crct10dif_generic"])
+    );
     assert!(nvme.missing_soft(|_| true).is_empty());
 }
 
@@ -382,7 +468,12 @@ fn unknown_alias_module_is_reported_missing() {
     let want = index.requirement("dev:thing");
     assert_eq!(want.candidates[0].provider, Provider::Missing);
     assert_eq!(want.candidates[0].missing_hard(|_| true), names(&["ghost"]));
-    assert_eq!(index.load_plan("dev:thing"), [LoadStep::Unavailable { module: name("ghost") }]);
+    assert_eq!(
+        index.load_plan("dev:thing"),
+        [LoadStep::Unavailable {
+            module: name("ghost")
+        }]
+    );
 }
 
 #[test]
@@ -393,7 +484,11 @@ fn malformed_lines_are_skipped_and_reported() {
         modules_builtin_modinfo: b"nodot\0a.alias=\0",
         ..IndexSources::default()
     });
-    let skipped: Vec<_> = index.skipped_lines().iter().map(|s| (s.file, s.line)).collect();
+    let skipped: Vec<_> = index
+        .skipped_lines()
+        .iter()
+        .map(|s| (s.file, s.line))
+        .collect();
     assert_eq!(
         skipped,
         [
@@ -420,7 +515,13 @@ fn load_reads_a_directory_and_names_missing_files() {
 
     let err = ModuleIndex::load(&dir).unwrap_err();
     assert!(
-        matches!(&err, KmodError::MissingFile { file: "modules.dep", .. }),
+        matches!(
+            &err,
+            KmodError::MissingFile {
+                file: "modules.dep",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("modules.dep is missing"), "{err}");
@@ -440,7 +541,10 @@ fn load_reads_a_directory_and_names_missing_files() {
         index.module_path(&name("virtio_scsi")),
         Some("kernel/drivers/scsi/virtio_scsi.ko.zst")
     );
-    assert_eq!(index.resolve_modalias("virtio:d00000002v00001AF4"), names(&["virtio_blk"]));
+    assert_eq!(
+        index.resolve_modalias("virtio:d00000002v00001AF4"),
+        names(&["virtio_blk"])
+    );
     // Without modules.builtin, only modinfo tells what is built in.
     assert!(!index.is_builtin(&name("zswap")));
     assert!(index.is_builtin(&name("loop")));
@@ -450,7 +554,10 @@ fn load_reads_a_directory_and_names_missing_files() {
     assert_eq!(index.kernel_version(), Some("6.6.30"));
 
     let file = dir.join("modules.dep");
-    assert!(matches!(ModuleIndex::load(&file), Err(KmodError::NotADirectory(_))));
+    assert!(matches!(
+        ModuleIndex::load(&file),
+        Err(KmodError::NotADirectory(_))
+    ));
     assert!(matches!(
         ModuleIndex::load(tmp.join("absent")),
         Err(KmodError::Io { .. })

@@ -97,7 +97,10 @@ fn hand_picked() -> Vec<(&'static str, &'static str)> {
         ("", ""),
         ("*", ""),
         ("virtio:d00000002v*", "virtio:d00000002v00001AF4"),
-        ("pci:v*d*sv*sd*bc01sc08i02*", "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02"),
+        (
+            "pci:v*d*sv*sd*bc01sc08i02*",
+            "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02",
+        ),
         ("usb:v13FDp3940d0[0-2]*dc*", "usb:v13FDp3940d0100dc00"),
         ("[!a]", "b"),
         ("[^a]", "a"),
@@ -136,13 +139,38 @@ fn hand_picked() -> Vec<(&'static str, &'static str)> {
 
 fn generated(count: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
     let pattern_atoms: &[&[u8]] = &[
-        b"a", b"b", b"c", b"-", b"_", b"]", b"[", b"!", b"^", b"*", b"?", b"\\", b":", b"=",
-        b".", b"[!", b"[^", b"[]", b"[a-c]", b"[:alpha:]", b"[[:digit:]]", b"[[:x", b"[=a=]",
-        b"[.b.]", b"a-", b"z", b"0", b"9",
+        b"a",
+        b"b",
+        b"c",
+        b"-",
+        b"_",
+        b"]",
+        b"[",
+        b"!",
+        b"^",
+        b"*",
+        b"?",
+        b"\\",
+        b":",
+        b"=",
+        b".",
+        b"[!",
+        b"[^",
+        b"[]",
+        b"[a-c]",
+        b"[:alpha:]",
+        b"[[:digit:]]",
+        b"[[:x",
+        b"[=a=]",
+        b"[.b.]",
+        b"a-",
+        b"z",
+        b"0",
+        b"9",
     ];
     let text_atoms: &[&[u8]] = &[
-        b"a", b"b", b"c", b"-", b"_", b"]", b"[", b"!", b"^", b"*", b"\\", b":", b"0", b"9",
-        b"z", b".", b"=",
+        b"a", b"b", b"c", b"-", b"_", b"]", b"[", b"!", b"^", b"*", b"\\", b":", b"0", b"9", b"z",
+        b".", b"=",
     ];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     (0..count)
@@ -186,8 +214,16 @@ fn fnmatch_agrees_with_the_c_library() {
         "{} of {} pairs disagree with fnmatch(3):\n{}",
         mismatches.len(),
         pairs.len(),
-        mismatches.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+        mismatches
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // The corpus must exercise both outcomes to mean anything.
-    assert!(matched > 1000 && matched < pairs.len() - 1000, "{matched} matches");
+    assert!(
+        matched > 1000 && matched < pairs.len() - 1000,
+        "{matched} matches"
+    );
 }

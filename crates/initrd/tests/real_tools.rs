@@ -160,7 +160,7 @@ fn tool_made_images_list_like_cpio_t() {
     make_tree(&main_dir.0, false);
     let main = cpio_archive(&main_dir.0, "newc");
     let expected_main = cpio_list(&main);
-    assert!(expected_main.contains(&b"latin1-\xe9t\xe9".to_vec()));
+    assert!(expected_main.contains(b"latin1-\xe9t\xe9".as_slice()));
 
     for c in [
         Compression::Gzip,

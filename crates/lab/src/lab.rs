@@ -1,0 +1,387 @@
+//! A lab as a whole: bring it up, talk to its hosts, bring it down without a
+//! trace. This is the API tests and the `fleetgate-lab` command use.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::control::{self, HostStatus, Power, Request};
+use crate::hardware::Hardware;
+use crate::layout::LabDir;
+use crate::process;
+use crate::spec::LabSpec;
+use crate::state::{DiskIdentity, HostState, LabState};
+use crate::{disk, fixture, network, ssh_setup};
+
+/// Time allowed for a host to boot (firmware + stage 1 + stage 2 + sshd).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(150);
+const SSH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Nix configuration for every lab invocation, passed per invocation: no
+/// substituters (the lab never talks to the internet) and the experimental
+/// features flakes need on Nix 2.8.
+pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =\nwarn-dirty = false\n";
+
+pub struct Lab {
+    dir: LabDir,
+    state: LabState,
+}
+
+impl Lab {
+    pub fn open(dir: LabDir) -> anyhow::Result<Lab> {
+        let state = LabState::load(&dir)?;
+        Ok(Lab { dir, state })
+    }
+
+    pub fn dir(&self) -> &LabDir {
+        &self.dir
+    }
+
+    pub fn state(&self) -> &LabState {
+        &self.state
+    }
+
+    pub fn hosts(&self) -> impl Iterator<Item = &HostState> {
+        self.state.hosts.iter()
+    }
+
+    pub fn host(&self, name: &str) -> anyhow::Result<&HostState> {
+        Ok(self.state.host(name)?)
+    }
+
+    /// The fixture flake of this lab.
+    pub fn fleet_dir(&self) -> PathBuf {
+        self.dir.fleet_dir()
+    }
+
+    /// Brings up a lab in `dir`; on any failure, removes what it made.
+    pub fn up(dir: LabDir, spec: &LabSpec, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Lab> {
+        if dir.state_file().exists() {
+            match LabState::load(&dir) {
+                Ok(state) if network::bridge_exists(state.id) => {
+                    bail!("a lab is already up in {} (bring it down first: `fleetgate-lab down`)", dir.root().display())
+                }
+                _ => {
+                    progress("removing the remains of an earlier lab");
+                    Lab::down(&dir, &mut |_| {})?;
+                }
+            }
+        }
+        fs::create_dir_all(dir.root()).with_context(|| format!("creating {}", dir.root().display()))?;
+        let id = network::create_bridge()?;
+        let hosts = spec
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(index, host)| HostState {
+                spec: host.clone(),
+                address: network::host_address(id, index),
+                netns: network::netns_name(id, &host.name),
+                veth: network::veth_name(id, index),
+                disks: DiskIdentity::derive(id, &host.name),
+                root_loop: None,
+                esp_loop: None,
+            })
+            .collect();
+        let state = LabState { id, bridge: network::bridge_name(id), gateway: network::gateway_address(id), hosts };
+        state.save(&dir)?;
+        let mut lab = Lab { dir, state };
+        match lab.bring_up(progress) {
+            Ok(()) => Ok(lab),
+            Err(err) => {
+                progress(&format!("bringing the lab up failed: {err:#}; cleaning up"));
+                if let Err(cleanup) = Lab::down(&lab.dir, &mut |_| {}) {
+                    progress(&format!("cleanup also failed: {cleanup:#}"));
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn bring_up(&mut self, progress: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
+        progress("writing the fixture flake");
+        let fleet = self.dir.fleet_dir();
+        fixture::write(&fleet, &self.state, &self.dir.ssh_config())?;
+        progress("building the hosts' first generation (nix build)");
+        let names: Vec<String> = self.state.hosts.iter().map(|h| h.name().to_owned()).collect();
+        let systems = build_systems(&fleet, &names)?;
+        let client_key = ssh_setup::client_key(&self.dir)?;
+        let mut host_keys = Vec::new();
+        for index in 0..self.state.hosts.len() {
+            let name = self.state.hosts[index].name().to_owned();
+            progress(&format!("{name}: network, disks, hardware"));
+            network::add_host(self.state.id, index, &name)?;
+            self.create_disks(index)?;
+            self.state.save(&self.dir)?;
+            let host_dir = self.dir.host(&name);
+            host_keys.push((name.clone(), ssh_setup::host_key(&host_dir.host_keys_dir(), &name)?));
+            let host = &self.state.hosts[index];
+            let hardware = Hardware::of(host, &crate::init::loop_numbers(host)?);
+            hardware.write_sysfs(&host_dir.sys_dir(), host.uses_esp())?;
+        }
+        ssh_setup::write_client_config(&self.dir, &self.state, &host_keys)?;
+        for host in &self.state.hosts {
+            let name = host.name();
+            let system = systems.get(name).context("nix build returned no system")?;
+            progress(&format!("{name}: installing {system}"));
+            self.install(host, system, &client_key)?;
+        }
+        for host in &self.state.hosts {
+            progress(&format!("{}: power on", host.name()));
+            self.start_supervisor(host)?;
+        }
+        for host in &self.state.hosts {
+            let status = self.wait(host.name(), 1, &[Power::Running, Power::Hung, Power::Emergency], BOOT_TIMEOUT)?;
+            if status.power != Power::Running {
+                bail!("{} did not come up: {:?} ({})", host.name(), status.power, status.reason.unwrap_or_default());
+            }
+            progress(&format!("{}: up, boot_id {}", host.name(), status.boot_id.unwrap_or_default()));
+        }
+        Ok(())
+    }
+
+    fn create_disks(&mut self, index: usize) -> anyhow::Result<()> {
+        let host = &self.state.hosts[index];
+        let dir = self.dir.host(host.name());
+        fs::create_dir_all(dir.root())?;
+        disk::create_ext4_image(&dir.root_image(), host.spec.root_size_mib, &host.spec.root_label, &host.disks.root_fs_uuid)?;
+        let root_loop = disk::attach_loop(&dir.root_image())?;
+        self.state.hosts[index].root_loop = Some(root_loop);
+        if self.state.hosts[index].uses_esp() {
+            let host = &self.state.hosts[index];
+            disk::create_ext4_image(&dir.esp_image(), 256, "boot", &host.disks.esp_fs_uuid)?;
+            self.state.hosts[index].esp_loop = Some(disk::attach_loop(&dir.esp_image())?);
+        }
+        Ok(())
+    }
+
+    /// `nixos-install`: fill the new disk, then run the system's
+    /// `switch-to-configuration boot` inside the host to install its boot loader.
+    fn install(&self, host: &HostState, system: &str, client_key: &str) -> anyhow::Result<()> {
+        let exe = std::env::current_exe()?;
+        let mut prepare = Command::new("unshare");
+        prepare
+            .args(["--mount", "--propagation", "private", "--"])
+            .arg(&exe)
+            .arg("__prepare")
+            .arg("--lab")
+            .arg(self.dir.root())
+            .args(["--host", host.name(), "--system", system])
+            .env("FLEETGATE_LAB_CLIENT_KEY", client_key);
+        process::run(&mut prepare, INSTALL_TIMEOUT).with_context(|| format!("preparing the disk of {}", host.name()))?;
+        // The installer is a boot of its own, with a boot id of its own.
+        let boot_id = fs::read_to_string("/proc/sys/kernel/random/uuid")?;
+        fs::write(self.dir.host(host.name()).boot_id_file(), boot_id)?;
+        let mut install = Command::new("ip");
+        install
+            .args(["netns", "exec", &host.netns, "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child", "--propagation", "private", "--"])
+            .arg(&exe)
+            .arg("__install")
+            .arg("--lab")
+            .arg(self.dir.root())
+            .args(["--host", host.name(), "--system", system]);
+        let (status, stdout, stderr) = process::run_status(&mut install, INSTALL_TIMEOUT)?;
+        if !status.success() {
+            bail!("installing {} failed ({status}):\n{}\n{}", host.name(), process::tail(&stdout), process::tail(&stderr));
+        }
+        Ok(())
+    }
+
+    fn start_supervisor(&self, host: &HostState) -> anyhow::Result<()> {
+        let exe = std::env::current_exe()?;
+        let dir = self.dir.host(host.name());
+        let log = fs::File::create(dir.vmm_log())?;
+        let mut child = Command::new("setsid")
+            .args(["unshare", "--mount", "--propagation", "private", "--"])
+            .arg(&exe)
+            .arg("__vmm")
+            .arg("--lab")
+            .arg(self.dir.root())
+            .args(["--host", host.name()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("starting the host supervisor")?;
+        let stdout = child.stdout.take().context("supervisor has no stdout")?;
+        let (ready, wait_ready) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = ready.send(line);
+        });
+        match wait_ready.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.trim() == "ready" => Ok(()),
+            Ok(line) => bail!("the supervisor of {} failed to start ({}); see {}", host.name(), line.trim(), dir.vmm_log().display()),
+            Err(_) => {
+                let _ = child.kill();
+                bail!("the supervisor of {} did not start within 30s; see {}", host.name(), dir.vmm_log().display())
+            }
+        }
+    }
+
+    /// Removes every namespace, mount, loop device and process of the lab in
+    /// `dir`, then the directory itself.
+    pub fn down(dir: &LabDir, progress: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
+        let state = match LabState::load(dir) {
+            Ok(state) => state,
+            Err(err) if !dir.state_file().exists() => {
+                if dir.root().join("hosts").exists() || dir.root().join("fleet").exists() {
+                    fs::remove_dir_all(dir.root()).with_context(|| format!("removing {}", dir.root().display()))?;
+                    return Ok(());
+                }
+                return Err(err.into());
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let mut problems = Vec::new();
+        for (index, host) in state.hosts.iter().enumerate() {
+            let host_dir = dir.host(host.name());
+            let socket = host_dir.vmm_socket();
+            let stopped = socket.exists() && control::request(host.name(), &socket, &Request::Shutdown, Duration::from_secs(30)).is_ok();
+            if !stopped {
+                kill_pid_file(&host_dir.vmm_pid_file());
+            }
+            if network::netns_exists(state.id, host.name()) {
+                kill_netns_processes(&host.netns);
+            }
+            for image in [host_dir.root_image(), host_dir.esp_image()] {
+                if image.exists() {
+                    for device in disk::loops_backing(&image).unwrap_or_default() {
+                        if let Err(err) = disk::detach_loop(&device) {
+                            problems.push(format!("{}: {err}", host.name()));
+                        }
+                    }
+                }
+            }
+            if let Err(err) = network::remove_host(state.id, index, host.name()) {
+                problems.push(format!("{}: {err}", host.name()));
+            }
+            progress(&format!("{}: down", host.name()));
+        }
+        if let Err(err) = network::remove_bridge(state.id) {
+            problems.push(err.to_string());
+        }
+        if !problems.is_empty() {
+            bail!("the lab could not be removed completely:\n  {}", problems.join("\n  "));
+        }
+        fs::remove_dir_all(dir.root()).with_context(|| format!("removing {}", dir.root().display()))?;
+        Ok(())
+    }
+
+    fn control(&self, host: &str, request: &Request, timeout: Duration) -> anyhow::Result<HostStatus> {
+        self.state.host(host)?;
+        Ok(control::request(host, &self.dir.host(host).vmm_socket(), request, timeout)?)
+    }
+
+    pub fn status(&self, host: &str) -> anyhow::Result<HostStatus> {
+        self.control(host, &Request::Status, Duration::from_secs(10))
+    }
+
+    /// Waits until `host` made at least `min_boots` boot attempts and is in one
+    /// of `states`.
+    pub fn wait(&self, host: &str, min_boots: u64, states: &[Power], timeout: Duration) -> anyhow::Result<HostStatus> {
+        let request = Request::Wait { min_boots, states: states.to_vec(), timeout_ms: timeout.as_millis() as u64 };
+        self.control(host, &request, timeout + Duration::from_secs(5))
+    }
+
+    /// Waits for the next boot of `host` (after `after_boots`) to settle:
+    /// running, hung or in emergency mode.
+    pub fn wait_next_boot(&self, host: &str, after_boots: u64) -> anyhow::Result<HostStatus> {
+        self.wait(host, after_boots + 1, &[Power::Running, Power::Hung, Power::Emergency, Power::Off], BOOT_TIMEOUT)
+    }
+
+    /// A clean reboot; returns once the next boot settled.
+    pub fn reboot(&self, host: &str) -> anyhow::Result<HostStatus> {
+        let before = self.status(host)?.boots;
+        self.control(host, &Request::Reboot, CONTROL_TIMEOUT)?;
+        self.wait_next_boot(host, before)
+    }
+
+    /// Cut the power and turn it back on; returns once the next boot settled.
+    pub fn power_cycle(&self, host: &str) -> anyhow::Result<HostStatus> {
+        let before = self.status(host)?.boots;
+        self.control(host, &Request::PowerCycle, CONTROL_TIMEOUT)?;
+        self.wait_next_boot(host, before)
+    }
+
+    pub fn power_off(&self, host: &str) -> anyhow::Result<HostStatus> {
+        self.control(host, &Request::PowerOff, CONTROL_TIMEOUT)?;
+        self.wait(host, 0, &[Power::Off], CONTROL_TIMEOUT)
+    }
+
+    pub fn power_on(&self, host: &str) -> anyhow::Result<HostStatus> {
+        let before = self.status(host)?.boots;
+        self.control(host, &Request::PowerOn, CONTROL_TIMEOUT)?;
+        self.wait_next_boot(host, before)
+    }
+
+    /// `ssh -F <lab ssh_config> <host>`, ready for arguments.
+    pub fn ssh_command(&self, host: &str) -> Command {
+        let mut command = Command::new("ssh");
+        command.arg("-F").arg(self.dir.ssh_config()).arg(host);
+        command
+    }
+
+    /// Runs a shell command on `host` over real SSH and returns its stdout.
+    pub fn ssh(&self, host: &str, script: &str) -> anyhow::Result<String> {
+        let mut command = self.ssh_command(host);
+        command.arg("--").arg(script);
+        Ok(process::run(&mut command, SSH_TIMEOUT)?.stdout)
+    }
+
+    /// The console log of `host`.
+    pub fn console(&self, host: &str) -> anyhow::Result<String> {
+        let path = self.dir.host(host).console_log();
+        fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// Builds the current fixture systems of `hosts`.
+    pub fn build(&self, hosts: &[&str]) -> anyhow::Result<BTreeMap<String, String>> {
+        let names: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+        build_systems(&self.fleet_dir(), &names)
+    }
+}
+
+/// `nix build` of `nixosConfigurations.<host>.config.system.build.toplevel`
+/// for every host at once; returns host → store path.
+pub fn build_systems(fleet: &Path, hosts: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut command = Command::new("nix");
+    command.env("NIX_CONFIG", NIX_CONFIG).args(["build", "--no-link", "--json"]);
+    for host in hosts {
+        command.arg(format!("path:{}#nixosConfigurations.{host}.config.system.build.toplevel", fleet.display()));
+    }
+    let out = process::run(&mut command, BUILD_TIMEOUT)?;
+    let built: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).context("parsing `nix build --json`")?;
+    let mut systems = BTreeMap::new();
+    for (host, item) in hosts.iter().zip(built) {
+        let path = item["outputs"]["out"].as_str().context("`nix build --json` gave no output path")?;
+        systems.insert(host.clone(), path.to_owned());
+    }
+    Ok(systems)
+}
+
+fn kill_pid_file(path: &Path) {
+    if let Some(pid) = fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<i32>().ok()).and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Kills whatever still runs in a host's network namespace.
+fn kill_netns_processes(netns: &str) {
+    if let Ok(out) = process::run(Command::new("ip").args(["netns", "pids", netns]), Duration::from_secs(10)) {
+        for pid in out.stdout.split_whitespace().filter_map(|p| p.parse::<i32>().ok()).filter_map(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}

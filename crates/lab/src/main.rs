@@ -1,0 +1,190 @@
+//! `fleetgate-lab`: bring a lab fleet up, drive it, bring it down. Inside a lab
+//! host the same binary answers as `systemctl`, `reboot`, `bootctl`,
+//! `grub-reboot`… (see `fleetgate_lab::userland`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fleetgate_lab::layout::DEFAULT_LAB_DIR;
+use fleetgate_lab::{HostSpec, Lab, LabDir, LabSpec, Power, init, install, userland, vmm};
+
+/// A lab fleet of NixOS-shaped hosts for fleetgate's tests and demo.
+#[derive(Debug, Parser)]
+#[command(name = "fleetgate-lab", version)]
+struct Cli {
+    /// The lab's directory.
+    #[arg(long, global = true, env = "FLEETGATE_LAB_DIR", default_value = DEFAULT_LAB_DIR)]
+    lab: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bring a lab up: network, disks, hardware, first generation, boot.
+    Up {
+        /// Number of hosts (host1…hostN cycling through virtio, NVMe, SATA).
+        #[arg(long, conflicts_with = "host")]
+        hosts: Option<usize>,
+        /// A host as NAME[=BUS[,BOOTLOADER]], e.g. web1=virtio,grub. Repeatable.
+        #[arg(long)]
+        host: Vec<String>,
+    },
+    /// Remove every namespace, mount, loop device and process of the lab.
+    Down,
+    /// Power state, boot and generation of each host.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open an SSH session to a host (real ssh, the lab's own ssh_config).
+    Ssh {
+        host: String,
+        /// Command to run instead of a shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Reboot a host cleanly and wait for the boot to settle.
+    Reboot { host: String },
+    /// Cut a host's power and turn it on again (works on a hung host).
+    PowerCycle { host: String },
+    /// Turn a host off.
+    PowerOff { host: String },
+    /// Turn a host on.
+    PowerOn { host: String },
+    /// Print a host's console log.
+    Console { host: String },
+    /// Build the fixture systems of the given hosts (all if none) and print them.
+    Build { hosts: Vec<String> },
+    #[command(hide = true, name = "__vmm")]
+    Vmm {
+        #[arg(long)]
+        host: String,
+    },
+    #[command(hide = true, name = "__init")]
+    Init {
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        boot: String,
+    },
+    #[command(hide = true, name = "__prepare")]
+    Prepare {
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        system: String,
+    },
+    #[command(hide = true, name = "__install")]
+    Install {
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        system: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let argv0 = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_owned()).unwrap_or_default();
+    if let Some(code) = userland::dispatch(&argv0, &args[1..]) {
+        return code;
+    }
+    let cli = Cli::parse();
+    let dir = LabDir::new(&cli.lab);
+    match run(dir, cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("fleetgate-lab: error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn progress(line: &str) {
+    eprintln!("fleetgate-lab: {line}");
+}
+
+fn run(dir: LabDir, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up { hosts, host } => {
+            let spec = if host.is_empty() {
+                LabSpec::default_fleet(hosts.unwrap_or(3))?
+            } else {
+                LabSpec::new(host.iter().map(|h| HostSpec::parse(h)).collect::<Result<_, _>>()?)?
+            };
+            let lab = Lab::up(dir, &spec, &mut progress)?;
+            println!("lab up in {}", lab.dir().root().display());
+            println!("  ssh:   ssh -F {} <host>", lab.dir().ssh_config().display());
+            println!("  flake: {}", lab.fleet_dir().display());
+            print_status(&lab)?;
+        }
+        Command::Down => {
+            Lab::down(&dir, &mut progress)?;
+            println!("lab in {} is down", dir.root().display());
+        }
+        Command::Status { json } => {
+            let lab = Lab::open(dir)?;
+            if json {
+                let statuses = lab.hosts().map(|h| lab.status(h.name())).collect::<anyhow::Result<Vec<_>>>()?;
+                println!("{}", serde_json::to_string_pretty(&statuses)?);
+            } else {
+                print_status(&lab)?;
+            }
+        }
+        Command::Ssh { host, command } => {
+            let lab = Lab::open(dir)?;
+            lab.host(&host)?;
+            let status = lab.ssh_command(&host).args(&command).status().context("running ssh")?;
+            return Ok(ExitCode::from(status.code().unwrap_or(255) as u8));
+        }
+        Command::Reboot { host } => print_one(&Lab::open(dir)?.reboot(&host)?),
+        Command::PowerCycle { host } => print_one(&Lab::open(dir)?.power_cycle(&host)?),
+        Command::PowerOff { host } => print_one(&Lab::open(dir)?.power_off(&host)?),
+        Command::PowerOn { host } => print_one(&Lab::open(dir)?.power_on(&host)?),
+        Command::Console { host } => print!("{}", Lab::open(dir)?.console(&host)?),
+        Command::Build { hosts } => {
+            let lab = Lab::open(dir)?;
+            let names: Vec<String> = if hosts.is_empty() { lab.hosts().map(|h| h.name().to_owned()).collect() } else { hosts };
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            for (host, path) in lab.build(&refs)? {
+                println!("{host}\t{path}");
+            }
+        }
+        Command::Vmm { host } => vmm::run(&dir, &host)?,
+        Command::Init { host, boot } => return Ok(init::run(&dir, &host, init::Mode::Boot { toplevel: boot })),
+        Command::Prepare { host, system } => {
+            let key = std::env::var("FLEETGATE_LAB_CLIENT_KEY").context("FLEETGATE_LAB_CLIENT_KEY is not set")?;
+            install::prepare(&dir, &host, &system, &key)?;
+        }
+        Command::Install { host, system } => return Ok(init::run(&dir, &host, init::Mode::Install { system })),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_one(status: &fleetgate_lab::HostStatus) {
+    println!("{}\t{:?}\tboot {}\t{}", status.host, status.power, status.boots, status.reason.clone().unwrap_or_default());
+}
+
+fn print_status(lab: &Lab) -> anyhow::Result<()> {
+    println!("HOST       ADDRESS        DISK     BOOTLOADER    POWER     GENERATION");
+    for host in lab.hosts() {
+        let status = lab.status(host.name())?;
+        let power = match status.power {
+            Power::Running => "running".to_owned(),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        println!(
+            "{:<10} {:<14} {:<8} {:<13} {:<9} {}",
+            host.name(),
+            host.address,
+            host.spec.disk.as_str(),
+            host.spec.bootloader.as_str(),
+            power,
+            status.toplevel.unwrap_or_else(|| status.reason.unwrap_or_default())
+        );
+    }
+    Ok(())
+}

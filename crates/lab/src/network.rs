@@ -1,0 +1,127 @@
+//! The lab network: one Linux bridge per lab in the root namespace (that is
+//! where fleetgate runs), and one network namespace per host joined to it by a
+//! veth pair. Hosts get no default route: they can reach the lab and nothing else.
+//!
+//! Addresses are `10.203.<lab id>.0/24`: the bridge is `.1`, hosts `.11` up.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use rustix::fs::{FlockOperation, flock};
+
+use crate::process::{self, ProcessError};
+
+const IP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Serialises lab-id allocation between concurrent `up`s on one machine.
+const ALLOCATION_LOCK: &str = "/run/fleetgate-lab.lock";
+
+pub fn bridge_name(id: u8) -> String {
+    format!("fgl{id}")
+}
+
+pub fn netns_name(id: u8, host: &str) -> String {
+    format!("fgl{id}-{host}")
+}
+
+/// Interface names are limited to 15 bytes, so veths are named by index.
+pub fn veth_name(id: u8, index: usize) -> String {
+    format!("fgl{id}v{index}")
+}
+
+fn peer_name(id: u8, index: usize) -> String {
+    format!("fgl{id}p{index}")
+}
+
+pub fn gateway_address(id: u8) -> String {
+    format!("10.203.{id}.1")
+}
+
+pub fn host_address(id: u8, index: usize) -> String {
+    format!("10.203.{id}.{}", 11 + index)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error(transparent)]
+    Command(#[from] ProcessError),
+    #[error("cannot take the lab allocation lock {ALLOCATION_LOCK}: {0}")]
+    Lock(std::io::Error),
+    #[error("every lab id (1-250) is in use: bring a lab down first (`fleetgate-lab down`)")]
+    Exhausted,
+}
+
+fn ip(args: &[&str]) -> Result<String, ProcessError> {
+    Ok(process::run(Command::new("ip").args(args), IP_TIMEOUT)?.stdout)
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Picks a lab id no other lab on this machine uses and claims it by creating
+/// the lab's bridge, under a machine-wide lock.
+pub fn create_bridge() -> Result<u8, NetworkError> {
+    if let Some(parent) = Path::new(ALLOCATION_LOCK).parent() {
+        fs::create_dir_all(parent).map_err(NetworkError::Lock)?;
+    }
+    let lock = File::create(ALLOCATION_LOCK).map_err(NetworkError::Lock)?;
+    flock(&lock, FlockOperation::LockExclusive).map_err(|e| NetworkError::Lock(e.into()))?;
+    let id = (1..=250u8).find(|id| !link_exists(&bridge_name(*id))).ok_or(NetworkError::Exhausted)?;
+    let bridge = bridge_name(id);
+    ip(&["link", "add", &bridge, "type", "bridge"])?;
+    ip(&["addr", "add", &format!("{}/24", gateway_address(id)), "dev", &bridge])?;
+    ip(&["link", "set", &bridge, "up"])?;
+    Ok(id)
+}
+
+/// Creates the host's namespace and cables it to the bridge.
+pub fn add_host(id: u8, index: usize, host: &str) -> Result<(), NetworkError> {
+    let netns = netns_name(id, host);
+    let veth = veth_name(id, index);
+    let peer = peer_name(id, index);
+    ip(&["netns", "add", &netns])?;
+    ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer])?;
+    ip(&["link", "set", &peer, "netns", &netns])?;
+    ip(&["link", "set", &veth, "master", &bridge_name(id), "up"])?;
+    let inside = |args: &[&str]| -> Result<String, ProcessError> {
+        let mut full = vec!["netns", "exec", netns.as_str(), "ip"];
+        full.extend_from_slice(args);
+        ip(&full)
+    };
+    inside(&["link", "set", "lo", "up"])?;
+    inside(&["link", "set", &peer, "name", "eth0"])?;
+    inside(&["addr", "add", &format!("{}/24", host_address(id, index)), "dev", "eth0"])?;
+    inside(&["link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
+/// Removes what [`add_host`] made; quiet about parts already gone.
+pub fn remove_host(id: u8, index: usize, host: &str) -> Result<(), NetworkError> {
+    let netns = netns_name(id, host);
+    if Path::new("/run/netns").join(&netns).exists() {
+        ip(&["netns", "del", &netns])?;
+    }
+    let veth = veth_name(id, index);
+    if link_exists(&veth) {
+        ip(&["link", "del", &veth])?;
+    }
+    Ok(())
+}
+
+pub fn remove_bridge(id: u8) -> Result<(), NetworkError> {
+    let bridge = bridge_name(id);
+    if link_exists(&bridge) {
+        ip(&["link", "del", &bridge])?;
+    }
+    Ok(())
+}
+
+pub fn bridge_exists(id: u8) -> bool {
+    link_exists(&bridge_name(id))
+}
+
+pub fn netns_exists(id: u8, host: &str) -> bool {
+    Path::new("/run/netns").join(netns_name(id, host)).exists()
+}

@@ -1,0 +1,141 @@
+//! Running the standard tools the lab is built from (`ip`, `losetup`,
+//! `mkfs.ext4`, `nix`, `cpio`, `zstd`, `modprobe`…), always with a deadline.
+
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The output of a command that ran to completion with exit status 0.
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("could not start `{command}` (is it installed? `scripts/setup` installs every tool the lab needs)")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed { command: String, status: ExitStatus, stderr: String },
+    #[error("`{command}` did not finish within {timeout:?}; it was killed")]
+    TimedOut { command: String, timeout: Duration },
+    #[error("waiting for `{command}`")]
+    Wait { command: String, source: std::io::Error },
+}
+
+/// A human-readable rendering of a command line for error messages.
+pub fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+/// Runs `command` to completion, capturing its output; fails on a non-zero exit
+/// or when `timeout` passes (the child is then killed).
+pub fn run(command: &mut Command, timeout: Duration) -> Result<Output, ProcessError> {
+    let (status, stdout, stderr) = run_status(command, timeout)?;
+    if status.success() {
+        Ok(Output { stdout, stderr })
+    } else {
+        Err(ProcessError::Failed { command: describe(command), status, stderr: tail(&stderr) })
+    }
+}
+
+/// Like [`run`], but a non-zero exit is returned rather than treated as an error.
+pub fn run_status(command: &mut Command, timeout: Duration) -> Result<(ExitStatus, String, String), ProcessError> {
+    let name = describe(command);
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| ProcessError::Spawn { command: name.clone(), source })?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = wait_deadline(&mut child, timeout, &name)?;
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    Ok((status, stdout, stderr))
+}
+
+/// Waits for `child` until `timeout`; kills it when the deadline passes.
+pub fn wait_deadline(child: &mut Child, timeout: Duration, name: &str) -> Result<ExitStatus, ProcessError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => {}
+            Err(source) => return Err(ProcessError::Wait { command: name.to_owned(), source }),
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ProcessError::TimedOut { command: name.to_owned(), timeout });
+        }
+        // Polling a child has no blocking-with-timeout primitive in std; back off
+        // geometrically so short commands return quickly and long ones cost little.
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// The last lines of a tool's stderr: enough to say what went wrong.
+pub fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let start = lines.len().saturating_sub(12);
+    lines[start..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_of_a_successful_command() {
+        let out = run(Command::new("sh").args(["-c", "echo out; echo err >&2"]), Duration::from_secs(10)).unwrap();
+        assert_eq!(out.stdout, "out\n");
+        assert_eq!(out.stderr, "err\n");
+    }
+
+    #[test]
+    fn non_zero_exit_is_an_error_with_stderr() {
+        let err = run(Command::new("sh").args(["-c", "echo boom >&2; exit 3"]), Duration::from_secs(10)).unwrap_err();
+        match err {
+            ProcessError::Failed { stderr, status, .. } => {
+                assert_eq!(stderr, "boom");
+                assert_eq!(status.code(), Some(3));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_command_past_its_deadline_is_killed() {
+        let started = Instant::now();
+        let err = run(Command::new("sleep").arg("30"), Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_missing_program_says_so() {
+        let err = run(&mut Command::new("/nonexistent/tool"), Duration::from_secs(1)).unwrap_err();
+        assert!(err.to_string().contains("could not start"), "{err}");
+    }
+}

@@ -25,7 +25,7 @@ impl<R: Read> Input<R> {
     pub(crate) fn new(inner: R, capacity: usize) -> Self {
         Input {
             inner,
-            buf: vec![0; capacity.max(64)].into_boxed_slice(),
+            buf: vec![0; capacity.max(16)].into_boxed_slice(),
             pos: 0,
             end: 0,
             offset: 0,
@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn peek_gathers_across_short_reads_and_offset_tracks_consume() {
-        let mut input = Input::new(Trickle(b"\0\0\0\0abcdef"), 64);
+        let mut input = Input::new(Trickle(b"\0\0\0\0abcdef"), 16);
         assert_eq!(input.skip_zeros().unwrap(), 4);
         assert_eq!(input.offset(), 4);
         assert_eq!(input.peek(4).unwrap(), b"abcd");

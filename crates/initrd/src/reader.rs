@@ -18,6 +18,8 @@ use crate::{Compression, Error, Location};
 /// Size of a newc/crc header.
 const HEADER_LEN: usize = 110;
 const TRAILER: &[u8] = b"TRAILER!!!";
+/// Smallest buffer: magic numbers must fit when peeking.
+const MIN_BUFFER: usize = 16;
 
 /// Limits and knobs of a [`Reader`].
 #[derive(Clone, Debug)]
@@ -36,7 +38,7 @@ pub struct Options {
     /// Verify the data checksums of "070702" (crc) archives. Default true.
     pub verify_checksums: bool,
     /// Size of each of the two I/O buffers (raw and decompressed).
-    /// Default 128 KiB.
+    /// Default 128 KiB; values below 16 bytes are raised to 16.
     pub buffer_size: usize,
 }
 
@@ -142,7 +144,8 @@ impl<R: Read> Reader<R> {
     }
 
     /// Reads an image from `inner` with the given options.
-    pub fn with_options(inner: R, opts: Options) -> Self {
+    pub fn with_options(inner: R, mut opts: Options) -> Self {
+        opts.buffer_size = opts.buffer_size.max(MIN_BUFFER);
         Reader {
             src: Source::Raw(Input::new(inner, opts.buffer_size)),
             state: State::Top,

@@ -369,3 +369,29 @@ fn list_and_kernel_modules_read_a_file() {
         Err(Error::Open { .. })
     ));
 }
+
+#[test]
+fn tiny_buffers_give_identical_results() {
+    // Headers, names and magic numbers then straddle buffer refills.
+    let mut image = early_cpio();
+    image.extend([0u8; 12]);
+    for c in ALL_COMPRESSIONS {
+        image.extend(compress(c, &main_cpio()));
+        image.extend([0u8; 4]);
+    }
+    let expected = read_all(&image).unwrap();
+    assert_eq!(expected.len(), 4 + 7 * 9);
+    for size in [0, 16, 17, 113] {
+        let mut opts = Options::default();
+        opts.buffer_size = size;
+        let mut reader = Reader::with_options(image.as_slice(), opts);
+        let mut got = Vec::new();
+        while let Some(mut e) = reader.next_entry().unwrap() {
+            let path = e.entry().path_lossy().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            got.push((path, data));
+        }
+        assert_eq!(got, expected, "buffer size {size}");
+    }
+}

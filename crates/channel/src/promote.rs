@@ -57,10 +57,13 @@ impl ChannelConfig {
     ) -> Result<Self, ChannelError> {
         crate::git::validate_remote(repo)?;
         let signing_key = SecretKey::from_file(signing_key_file).map_err(ChannelError::Nix)?;
+        // Nix reads the key itself (`?secret-key=`), maybe from another directory.
+        let signing_key_file = std::path::absolute(signing_key_file)
+            .map_err(|e| ChannelError::io("resolving", signing_key_file, e))?;
         Ok(Self {
             repo: repo.to_owned(),
             cache,
-            signing_key_file: signing_key_file.to_owned(),
+            signing_key_file,
             public_key: signing_key.public(),
             signing_key,
             state_dir: state_dir.to_owned(),

@@ -211,10 +211,7 @@ fn reap() -> Vec<u32> {
 /// Stops every process of the host: SIGTERM, a grace period, SIGKILL.
 fn shutdown(message: &str, code: i32) -> ExitCode {
     console("[  OK  ] Stopped target Multi-User System.");
-    let everyone = Pid::from_raw(-1);
-    if let Some(everyone) = everyone {
-        let _ = kill_process(everyone, Signal::TERM);
-    }
+    signal_everyone(Signal::TERM);
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while Instant::now() < deadline {
         reap();
@@ -223,10 +220,20 @@ fn shutdown(message: &str, code: i32) -> ExitCode {
         }
         thread::sleep(Duration::from_millis(20));
     }
-    if let Some(everyone) = everyone {
-        let _ = kill_process(everyone, Signal::KILL);
-    }
+    signal_everyone(Signal::KILL);
     rustix::fs::sync();
     console(&format!("[  OK  ] Reached target System {}. {message}", if code == EXIT_REBOOT { "Reboot" } else { "Power Off" }));
     ExitCode::from(code as u8)
+}
+
+/// Signals every process of the host but PID 1 (this init): the host has its
+/// own PID namespace and `/proc`, so `/proc` lists exactly the host's processes.
+fn signal_everyone(signal: Signal) {
+    let Ok(entries) = fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let pid = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()).filter(|pid| *pid > 1).and_then(Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = kill_process(pid, signal);
+        }
+    }
 }

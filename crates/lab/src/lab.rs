@@ -168,7 +168,7 @@ impl Lab {
     /// `nixos-install`: fill the new disk, then run the system's
     /// `switch-to-configuration boot` inside the host to install its boot loader.
     fn install(&self, host: &HostState, system: &str, client_key: &str) -> anyhow::Result<()> {
-        let exe = std::env::current_exe()?;
+        let exe = lab_binary()?;
         let mut prepare = Command::new("unshare");
         prepare
             .args(["--mount", "--propagation", "private", "--"])
@@ -198,7 +198,7 @@ impl Lab {
     }
 
     fn start_supervisor(&self, host: &HostState) -> anyhow::Result<()> {
-        let exe = std::env::current_exe()?;
+        let exe = lab_binary()?;
         let dir = self.dir.host(host.name());
         let log = fs::File::create(dir.vmm_log())?;
         let mut child = Command::new("setsid")
@@ -346,6 +346,20 @@ impl Lab {
         fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
     }
 
+    /// The knobs of every fixture host (`fleet.json`).
+    pub fn knobs(&self) -> anyhow::Result<fixture::FleetKnobs> {
+        Ok(fixture::FleetKnobs::load(&self.fleet_dir())?)
+    }
+
+    /// Changes the knobs of one host; the next build makes a new generation.
+    pub fn edit_host(&self, host: &str, change: impl FnOnce(&mut fixture::HostKnobs)) -> anyhow::Result<()> {
+        let mut knobs = self.knobs()?;
+        let entry = knobs.hosts.get_mut(host).with_context(|| format!("the fixture has no host {host}"))?;
+        change(entry);
+        knobs.save(&self.fleet_dir())?;
+        Ok(())
+    }
+
     /// Builds the current fixture systems of `hosts`.
     pub fn build(&self, hosts: &[&str]) -> anyhow::Result<BTreeMap<String, String>> {
         let names: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
@@ -354,21 +368,50 @@ impl Lab {
 }
 
 /// `nix build` of `nixosConfigurations.<host>.config.system.build.toplevel`
-/// for every host at once; returns host → store path.
+/// for every host at once; returns host → store path. `nix build --json`
+/// lists results in no particular order, so they are matched by `drvPath`.
 pub fn build_systems(fleet: &Path, hosts: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let flake = format!("path:{}", fleet.display());
+    let mut eval = Command::new("nix");
+    eval.env("NIX_CONFIG", NIX_CONFIG)
+        .args(["eval", "--json", &format!("{flake}#nixosConfigurations"), "--apply"])
+        .arg("cs: builtins.mapAttrs (n: c: c.config.system.build.toplevel.drvPath) cs");
+    let drvs: BTreeMap<String, String> = serde_json::from_str(&process::run(&mut eval, BUILD_TIMEOUT)?.stdout).context("parsing `nix eval --json`")?;
     let mut command = Command::new("nix");
     command.env("NIX_CONFIG", NIX_CONFIG).args(["build", "--no-link", "--json"]);
     for host in hosts {
-        command.arg(format!("path:{}#nixosConfigurations.{host}.config.system.build.toplevel", fleet.display()));
+        command.arg(format!("{flake}#nixosConfigurations.{host}.config.system.build.toplevel"));
     }
     let out = process::run(&mut command, BUILD_TIMEOUT)?;
     let built: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).context("parsing `nix build --json`")?;
     let mut systems = BTreeMap::new();
-    for (host, item) in hosts.iter().zip(built) {
+    for host in hosts {
+        let drv = drvs.get(host).with_context(|| format!("the fixture flake has no host {host}"))?;
+        let item = built.iter().find(|item| item["drvPath"].as_str() == Some(drv)).with_context(|| format!("`nix build` did not build {host}"))?;
         let path = item["outputs"]["out"].as_str().context("`nix build --json` gave no output path")?;
         systems.insert(host.clone(), path.to_owned());
     }
     Ok(systems)
+}
+
+/// The `fleetgate-lab` executable, which hosts run as their init and
+/// userland: `$FLEETGATE_LAB_BIN`, this program if it is the lab, or the one
+/// cargo built next to this program (tests run from `target/*/deps`).
+pub fn lab_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("FLEETGATE_LAB_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    if exe.file_name().is_some_and(|n| n == "fleetgate-lab") {
+        return Ok(exe);
+    }
+    let candidates = exe.ancestors().skip(1).take(2).map(|dir| dir.join("fleetgate-lab"));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("cannot find the fleetgate-lab binary next to {} (build it: `cargo build -p fleetgate-lab`, or set FLEETGATE_LAB_BIN)", exe.display())
 }
 
 fn kill_pid_file(path: &Path) {

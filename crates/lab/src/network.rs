@@ -103,9 +103,15 @@ pub fn remove_host(id: u8, index: usize, host: &str) -> Result<(), NetworkError>
     if Path::new("/run/netns").join(&netns).exists() {
         ip(&["netns", "del", &netns])?;
     }
+    // Deleting the namespace destroys the veth pair asynchronously.
     let veth = veth_name(id, index);
     if link_exists(&veth) {
-        ip(&["link", "del", &veth])?;
+        match ip(&["link", "del", &veth]) {
+            Err(ProcessError::Failed { stderr, .. }) if stderr.contains("Cannot find device") => {}
+            other => {
+                other?;
+            }
+        }
     }
     Ok(())
 }

@@ -360,7 +360,7 @@ impl Machine {
     }
 
     fn spawn_init(&self, toplevel: &str) -> anyhow::Result<Child> {
-        let exe = std::env::current_exe()?;
+        let exe = crate::lab::lab_binary()?;
         let lab_root = self.dir.root().parent().and_then(Path::parent).context("host dir has no lab dir")?;
         let console = self.console.try_clone()?;
         let child = Command::new("ip")

@@ -70,7 +70,8 @@ mod tests {
 
     #[test]
     fn malformed_values_read_as_unset() {
-        assert_eq!(decode_string(&[7, 0]), Some(String::new()));
+        assert_eq!(decode_string(&[7, 0]), None, "shorter than the attributes");
+        assert_eq!(decode_string(&[7, 0, 0, 0]), Some(String::new()));
         assert_eq!(decode_string(&[7]), None);
         assert_eq!(decode_string(&[7, 0, 0, 0, 0x41]), None);
     }

@@ -1,0 +1,271 @@
+//! The facts script's output → [`Facts`].
+
+use std::collections::BTreeMap;
+
+use crate::{
+    BlockDevice, BlockId, BootEntry, Device, DiskLink, FORMAT, Facts, Finding, Firmware, Generation, Loader, Mount,
+    Profile, RootDevice, Severity, SystemInfo,
+};
+
+fn opt(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// Parses the output of [`crate::SCRIPT`]. Never fails: unknown or malformed
+/// records are skipped (and reported), missing ones leave fields unknown and
+/// add findings.
+#[must_use]
+pub fn parse(target: &str, output: &str) -> Facts {
+    let mut f = Facts {
+        format: FORMAT,
+        target: target.to_owned(),
+        ..Facts::default()
+    };
+    let mut version = None;
+    let mut ended = false;
+    let mut missing_files = Vec::new();
+    let mut skipped = Vec::new();
+    let mut blkid_lines: Option<Vec<String>> = None;
+    let mut systems: BTreeMap<String, SystemInfo> = BTreeMap::new();
+    let mut files: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+
+    for line in output.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let field = |i: usize| fields.get(i).copied().unwrap_or("");
+        match (field(0), fields.len()) {
+            ("version", _) => version = Some(field(1).to_owned()),
+            ("end", _) => ended = true,
+            ("missing-tool", _) => f.missing_tools.push(field(1).to_owned()),
+            ("missing-file", _) => missing_files.push(field(1).to_owned()),
+            ("hostname", _) => f.hostname = opt(field(1)),
+            ("kernel", _) => f.kernel_release = opt(field(1)),
+            ("boot-id", _) => f.boot_id = opt(field(1)),
+            ("mount", 5) => f.mounts.push(Mount {
+                mount_point: field(1).to_owned(),
+                dev: field(2).to_owned(),
+                fs_type: field(3).to_owned(),
+                source: field(4).to_owned(),
+            }),
+            ("root", 5) => {
+                f.root = Some(RootDevice {
+                    dev: opt(field(1)),
+                    fs_type: opt(field(2)),
+                    source: opt(field(3)),
+                    sysfs: opt(field(4)),
+                });
+            }
+            ("device", 7) => f.root_chain.push(Device {
+                sysfs: field(1).to_owned(),
+                subsystem: opt(field(2)),
+                driver: opt(field(3)),
+                module: opt(field(4)),
+                modalias: opt(field(5)),
+                devname: opt(field(6)),
+            }),
+            ("block", 4) => f.block_devices.push(BlockDevice {
+                name: field(1).to_owned(),
+                dev: opt(field(2)),
+                sysfs: opt(field(3)),
+            }),
+            ("link", 4) => f.disk_links.push(DiskLink {
+                kind: field(1).to_owned(),
+                name: field(2).to_owned(),
+                target: field(3).to_owned(),
+            }),
+            ("blkid", 2) => blkid_lines.get_or_insert_with(Vec::new).push(field(1).to_owned()),
+            ("system", 3) => {
+                systems.entry(field(1).to_owned()).or_default().path = field(2).to_owned();
+            }
+            ("system-link", 4) => {
+                systems
+                    .entry(field(1).to_owned())
+                    .or_default()
+                    .links
+                    .insert(field(2).to_owned(), field(3).to_owned());
+            }
+            ("system-file", 3) => {
+                files.entry((field(1).to_owned(), field(2).to_owned())).or_default();
+            }
+            ("system-line", 4) => {
+                files
+                    .entry((field(1).to_owned(), field(2).to_owned()))
+                    .or_default()
+                    .push(field(3).to_owned());
+            }
+            ("generation", 3) => match field(1).parse() {
+                Ok(number) => f.generations.push(Generation {
+                    number,
+                    path: field(2).to_owned(),
+                }),
+                Err(_) => skipped.push(line.to_owned()),
+            },
+            ("profile", 3) => {
+                f.profile = Some(Profile {
+                    link: field(1).to_owned(),
+                    path: field(2).to_owned(),
+                });
+            }
+            ("firmware", _) => {
+                f.boot.firmware = match field(1) {
+                    "uefi" => Some(Firmware::Uefi),
+                    "bios" => Some(Firmware::Bios),
+                    _ => None,
+                };
+            }
+            ("sdboot", 2) => {
+                if f.boot.loader != Some(Loader::SystemdBoot) {
+                    f.boot.loader = Some(Loader::SystemdBoot);
+                    f.boot.location = opt(field(1));
+                    f.boot.entries.clear();
+                }
+            }
+            ("sdboot-entry", 3) => f.boot.entries.push(BootEntry {
+                id: field(1).to_owned(),
+                title: opt(field(2)),
+            }),
+            ("sdboot-conf", 2) => {
+                if !field(1).trim().is_empty() {
+                    f.boot.loader_conf.push(field(1).to_owned());
+                }
+            }
+            ("efivar", 3) => {
+                f.boot.efi_vars.insert(field(1).to_owned(), field(2).to_owned());
+            }
+            ("grub", 2) => {
+                if f.boot.loader.is_none() {
+                    f.boot.loader = Some(Loader::Grub);
+                    f.boot.location = opt(field(1));
+                }
+            }
+            ("grub-entry", 2) => {
+                if f.boot.loader == Some(Loader::Grub) {
+                    f.boot.entries.push(BootEntry {
+                        id: field(1).to_owned(),
+                        title: opt(field(1)),
+                    });
+                }
+            }
+            ("grubenv", 2) => {
+                if let Some((k, v)) = field(1).split_once('=') {
+                    f.boot.grubenv.insert(k.to_owned(), v.to_owned());
+                }
+            }
+            ("nix-free-kib", 3) => f.nix_free_bytes = field(2).parse::<u64>().ok().map(|k| k * 1024),
+            ("mem", 3) => {
+                let bytes = field(2).parse::<u64>().ok().map(|k| k * 1024);
+                match field(1) {
+                    "MemTotal" => f.memory_total_bytes = bytes,
+                    "MemAvailable" => f.memory_available_bytes = bytes,
+                    _ => {}
+                }
+            }
+            _ => skipped.push(line.to_owned()),
+        }
+    }
+
+    for ((system, file), lines) in files {
+        systems.entry(system).or_default().files.insert(file, lines.join("\n"));
+    }
+    f.current_system = systems.remove("current").filter(|s| !s.path.is_empty());
+    f.booted_system = systems.remove("booted").filter(|s| !s.path.is_empty());
+    f.generations.sort_by_key(|g| g.number);
+    f.block_ids = blkid_lines.map(|lines| parse_blkid(&lines));
+
+    findings(&mut f, version.as_deref(), ended, &missing_files, &skipped);
+    f
+}
+
+/// `blkid -o export`: blocks of `KEY=value` lines separated by empty lines.
+fn parse_blkid(lines: &[String]) -> Vec<BlockId> {
+    let mut out = Vec::new();
+    let mut cur = BlockId::default();
+    let flush = |cur: &mut BlockId, out: &mut Vec<BlockId>| {
+        if !cur.devname.is_empty() {
+            out.push(std::mem::take(cur));
+        }
+        *cur = BlockId::default();
+    };
+    for line in lines {
+        match line.split_once('=') {
+            Some(("DEVNAME", v)) => {
+                flush(&mut cur, &mut out);
+                cur.devname = v.to_owned();
+            }
+            Some((k, v)) => {
+                cur.tags.insert(k.to_owned(), v.to_owned());
+            }
+            None => flush(&mut cur, &mut out),
+        }
+    }
+    flush(&mut cur, &mut out);
+    out
+}
+
+fn findings(f: &mut Facts, version: Option<&str>, ended: bool, missing_files: &[String], skipped: &[String]) {
+    let mut add = |finding: Finding| f.findings.push(finding);
+    match version {
+        Some("1") => {}
+        Some(v) => add(Finding::new(
+            "facts.format",
+            Severity::Warning,
+            format!("the facts script reported format {v}; this fleetgate reads format 1"),
+        )),
+        None => add(Finding::new(
+            "facts.no-output",
+            Severity::Error,
+            "the facts script printed nothing recognisable: is `sh` a POSIX shell on this host?",
+        )),
+    }
+    if version.is_some() && !ended {
+        add(Finding::new(
+            "facts.truncated",
+            Severity::Warning,
+            "the facts script's output stops before its end; later facts are unknown",
+        ));
+    }
+    if !f.missing_tools.is_empty() {
+        add(Finding::new(
+            "facts.missing-tools",
+            Severity::Info,
+            format!("tools not found on the host: {}; the facts they give are unknown", f.missing_tools.join(", ")),
+        ));
+    }
+    for file in missing_files {
+        let (severity, why) = match file.as_str() {
+            "/dev/disk" => (Severity::Info, "no udev /dev/disk links: root names (LABEL=, UUID=) are checked against blkid only"),
+            "/proc/self/mountinfo" => (Severity::Warning, "the root file system cannot be found"),
+            _ => (Severity::Info, "the fact it gives is unknown"),
+        };
+        add(Finding::new("facts.missing-file", severity, format!("{file} is missing: {why}")));
+    }
+    let root_sysfs = f.root.as_ref().and_then(|r| r.sysfs.as_deref());
+    if version.is_some() && (root_sysfs.is_none() || f.root_chain.is_empty()) {
+        let root = f.root.clone().unwrap_or_default();
+        add(Finding::new(
+            "facts.root-device-unknown",
+            Severity::Warning,
+            "the block device holding / was not found in sysfs; the drivers it needs are unknown",
+        )
+        .with_evidence([
+            format!("mount source: {}", root.source.as_deref().unwrap_or("unknown")),
+            format!("device number: {}", root.dev.as_deref().unwrap_or("unknown")),
+            format!("file system: {}", root.fs_type.as_deref().unwrap_or("unknown")),
+        ]));
+    }
+    if version.is_some() && f.current_system.is_none() {
+        add(Finding::new(
+            "facts.not-nixos",
+            Severity::Info,
+            "/run/current-system does not exist: not a running NixOS system",
+        ));
+    }
+    if !skipped.is_empty() {
+        add(Finding::new(
+            "facts.unparsed",
+            Severity::Info,
+            format!("{} line(s) of the facts script's output were not understood", skipped.len()),
+        )
+        .with_evidence(skipped.iter().take(10).cloned()));
+    }
+}

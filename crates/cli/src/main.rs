@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check_cmd;
+mod facts_cmd;
+
 /// Keep a fleet of NixOS machines up to date without ever leaving one unbootable.
 #[derive(Debug, Parser)]
 #[command(name = "fleetgate", version, about, propagate_version = true)]
@@ -13,15 +16,23 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// CI side: promote tested builds to per-host channels (cache, branch, signed manifest).
     Channel(fleetgate_channel::cli::ChannelArgs),
+    /// What fleetgate knows about a host: root device chain and drivers, systems, boot loader.
+    Facts(facts_cmd::FactsArgs),
+    /// Decide before deploying whether a system will boot on a host, and whether it can switch live.
+    Check(check_cmd::CheckArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Channel(args) => fleetgate_channel::cli::run(args),
+        Command::Facts(args) => facts_cmd::run(&args),
+        Command::Check(args) => check_cmd::run(&args),
     }
 }

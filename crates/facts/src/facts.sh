@@ -123,6 +123,8 @@ for s in current booted; do
     [ -f "$p/$f" ] || continue
     o system-file "$s" "$f"
     while IFS= read -r l || [ -n "$l" ]; do o system-line "$s" "$f" "$l"; done < "$p/$f"
+    # Files are compared byte for byte: say whether the last line ends in a newline.
+    [ -s "$p/$f" ] && [ -z "$(tail -c 1 "$p/$f" 2>/dev/null)" ] && o system-eol "$s" "$f"
   done
 done
 for l in /nix/var/nix/profiles/system-*-link; do

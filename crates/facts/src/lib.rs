@@ -253,8 +253,8 @@ pub struct SystemInfo {
     /// `firmware`, `systemd`).
     pub links: BTreeMap<String, String>,
     /// Small files (`kernel-params`, `init-interface-version`,
-    /// `nixos-version`, `system`, `switch-inhibitors`, `boot.json`), lines
-    /// joined with `\n`.
+    /// `nixos-version`, `system`, `switch-inhibitors`, `boot.json`), exactly
+    /// (for text files without tabs or carriage returns).
     pub files: BTreeMap<String, String>,
 }
 
@@ -412,6 +412,25 @@ pub enum FactsError {
     },
 }
 
+/// Gets facts for a target as `fleetgate` takes it: `local` (this machine,
+/// read live), `ssh://[user@]host[:port]` (with extra `ssh` arguments such
+/// as `["-F", "ssh_config"]`), or the path of a facts JSON file.
+///
+/// # Errors
+/// [`FactsError::Transport`] for an unreachable host or a bad `ssh://`
+/// target, [`FactsError::Read`]/[`FactsError::Json`]/[`FactsError::Format`]
+/// for a file.
+pub fn from_target(target: &str, ssh_options: Vec<String>, timeout: Duration) -> Result<Facts, FactsError> {
+    if target == "local" {
+        return collect(&fleetgate_transport::Local, timeout);
+    }
+    if target.starts_with("ssh://") {
+        let ssh = fleetgate_transport::Ssh::new(fleetgate_transport::SshTarget::parse(target)?, ssh_options);
+        return collect(&ssh, timeout);
+    }
+    Facts::load(Path::new(target))
+}
+
 /// Runs [`SCRIPT`] on `transport` and parses what it prints.
 ///
 /// # Errors
@@ -432,4 +451,102 @@ pub fn collect(transport: &dyn Transport, timeout: Duration) -> Result<Facts, Fa
         );
     }
     Ok(facts)
+}
+
+/// The human form of [`Facts`].
+#[must_use]
+pub fn render(f: &Facts) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let unknown = "unknown";
+    let gib = |b: Option<u64>| {
+        #[allow(clippy::cast_precision_loss)]
+        b.map_or_else(|| unknown.to_owned(), |b| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30)))
+    };
+    let _ = writeln!(out, "target:      {}", f.target);
+    let _ = writeln!(out, "hostname:    {}", f.hostname.as_deref().unwrap_or(unknown));
+    let _ = writeln!(out, "kernel:      {}", f.kernel_release.as_deref().unwrap_or(unknown));
+    let _ = writeln!(out, "boot id:     {}", f.boot_id.as_deref().unwrap_or(unknown));
+    match &f.root {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "root:        {} ({}, {})",
+                r.source.as_deref().unwrap_or(unknown),
+                r.fs_type.as_deref().unwrap_or(unknown),
+                r.dev.as_deref().unwrap_or(unknown)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "root:        {unknown}");
+        }
+    }
+    let _ = writeln!(out, "root chain:");
+    for d in &f.root_chain {
+        if d.subsystem.is_none() && d.driver.is_none() {
+            continue;
+        }
+        let mut line = format!("  {} [{}]", d.name(), d.subsystem.as_deref().unwrap_or("-"));
+        if let Some(driver) = &d.driver {
+            let _ = write!(line, " driver {driver}");
+            match &d.module {
+                Some(m) => {
+                    let _ = write!(line, " (module {m})");
+                }
+                None => line.push_str(" (built in)"),
+            }
+        }
+        if let Some(alias) = &d.modalias {
+            let _ = write!(line, " {alias}");
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if let Some(root) = f.root_block_name() {
+        let names: Vec<String> = f
+            .disk_links
+            .iter()
+            .filter(|l| l.target.rsplit('/').next() == Some(root))
+            .map(|l| format!("{}/{}", l.kind, l.name))
+            .collect();
+        let _ = writeln!(out, "root names:  {}", if names.is_empty() { "(no /dev/disk links)".to_owned() } else { names.join(", ") });
+    }
+    for (label, sys) in [("current:", &f.current_system), ("booted:", &f.booted_system)] {
+        let _ = writeln!(out, "{label:<13}{}", sys.as_ref().map_or("(none: not NixOS)", |s| s.path.as_str()));
+    }
+    if !f.generations.is_empty() {
+        let _ = writeln!(out, "generations:");
+        for g in &f.generations {
+            let default = f.profile.as_ref().is_some_and(|p| p.link == format!("system-{}-link", g.number));
+            let _ = writeln!(out, "  {}{} {}", g.number, if default { "*" } else { " " }, g.path);
+        }
+    }
+    let firmware = match f.boot.firmware {
+        Some(Firmware::Uefi) => "UEFI",
+        Some(Firmware::Bios) => "BIOS",
+        None => unknown,
+    };
+    let loader = match f.boot.loader {
+        Some(Loader::SystemdBoot) => "systemd-boot",
+        Some(Loader::Grub) => "GRUB",
+        None => "none found",
+    };
+    let _ = writeln!(out, "boot:        {firmware}, {loader}{}", f.boot.location.as_ref().map_or(String::new(), |l| format!(" ({l})")));
+    for e in &f.boot.entries {
+        let _ = writeln!(out, "  entry {}", e.id);
+    }
+    for (k, v) in &f.boot.efi_vars {
+        let _ = writeln!(out, "  efivar {k} = {v}");
+    }
+    for (k, v) in &f.boot.grubenv {
+        let _ = writeln!(out, "  grubenv {k} = {v}");
+    }
+    let _ = writeln!(out, "nix free:    {}", gib(f.nix_free_bytes));
+    let _ = writeln!(out, "memory:      {} total, {} available", gib(f.memory_total_bytes), gib(f.memory_available_bytes));
+    for finding in &f.findings {
+        let _ = writeln!(out, "{}: {}: {}", finding.severity.as_str(), finding.id, finding.message);
+        for e in &finding.evidence {
+            let _ = writeln!(out, "  {e}");
+        }
+    }
+    out
 }

@@ -1,6 +1,6 @@
 //! The facts script's output → [`Facts`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     BlockDevice, BlockId, BootEntry, Device, DiskLink, FORMAT, Facts, Finding, Firmware, Generation, Loader, Mount,
@@ -29,6 +29,7 @@ pub fn parse(target: &str, output: &str) -> Facts {
     let mut blkid_lines: Option<Vec<String>> = None;
     let mut systems: BTreeMap<String, SystemInfo> = BTreeMap::new();
     let mut files: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut eols: BTreeSet<(String, String)> = BTreeSet::new();
 
     for line in output.lines() {
         let fields: Vec<&str> = line.split('\t').collect();
@@ -86,6 +87,9 @@ pub fn parse(target: &str, output: &str) -> Facts {
             }
             ("system-file", 3) => {
                 files.entry((field(1).to_owned(), field(2).to_owned())).or_default();
+            }
+            ("system-eol", 3) => {
+                eols.insert((field(1).to_owned(), field(2).to_owned()));
             }
             ("system-line", 4) => {
                 files
@@ -165,7 +169,11 @@ pub fn parse(target: &str, output: &str) -> Facts {
     }
 
     for ((system, file), lines) in files {
-        systems.entry(system).or_default().files.insert(file, lines.join("\n"));
+        let mut text = lines.join("\n");
+        if eols.contains(&(system.clone(), file.clone())) {
+            text.push('\n');
+        }
+        systems.entry(system).or_default().files.insert(file, text);
     }
     f.current_system = systems.remove("current").filter(|s| !s.path.is_empty());
     f.booted_system = systems.remove("booted").filter(|s| !s.path.is_empty());

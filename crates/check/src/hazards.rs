@@ -1,0 +1,187 @@
+//! Hazard lints from a flake's evaluated configuration (`--flake F#host`):
+//! failure modes that no file of the built system shows by itself.
+
+use std::time::Duration;
+
+use fleetgate_facts::{Finding, Severity};
+use fleetgate_nix::Nix;
+use fleetgate_system::SystemToplevel;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::FlakeHost;
+use crate::initrd::Coverage;
+
+/// Evaluates every attribute the lints read in one `nix eval`, each
+/// defaulting when the module that defines it is not imported. Paths are
+/// turned into strings with `toString` (never copied into the store) and
+/// tested with `pathExists`.
+const APPLY: &str = r#"c:
+  let
+    get = path: let r = builtins.tryEval (builtins.foldl'
+      (acc: k: if builtins.isAttrs acc then acc.${k} or null else null) c path);
+      in if r.success then r.value else null;
+    orDefault = v: d: if v == null then d else v;
+    report = get [ "hardware" "facter" "reportPath" ];
+  in {
+    facterReport = if report == null then null else {
+      path = toString report;
+      # A path value is checked by Nix (allowed in pure evaluation); a string
+      # is checked by fleetgate on this machine.
+      exists = if builtins.isPath report then builtins.pathExists report else null;
+    };
+    availableKernelModules = orDefault (get [ "boot" "initrd" "availableKernelModules" ]) [];
+    kernelModules = orDefault (get [ "boot" "initrd" "kernelModules" ]) [];
+    sopsKeepGenerations = get [ "sops" "keepGenerations" ];
+    microvmShares = orDefault (get [ "microvm" "shares" ]) [];
+  }"#;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Evaluated {
+    facter_report: Option<FacterReport>,
+    available_kernel_modules: Vec<String>,
+    kernel_modules: Vec<String>,
+    sops_keep_generations: Option<i64>,
+    microvm_shares: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FacterReport {
+    path: String,
+    exists: Option<bool>,
+}
+
+impl FacterReport {
+    /// Whether the report exists: as Nix said for a path value; for a
+    /// string, on this machine (relative to a `path:` flake's directory).
+    fn exists(&self, flake: &FlakeHost) -> bool {
+        if let Some(e) = self.exists {
+            return e;
+        }
+        let p = std::path::Path::new(&self.path);
+        if p.is_absolute() {
+            return p.exists();
+        }
+        flake
+            .flake
+            .strip_prefix("path:")
+            .is_some_and(|dir| std::path::Path::new(dir).join(p).exists())
+    }
+}
+
+/// Runs the hazard lints.
+#[must_use]
+pub fn lint(flake: &FlakeHost, new: &SystemToplevel, coverage: &Coverage) -> Vec<Finding> {
+    let installable = format!("{}#nixosConfigurations.\"{}\".config", flake.flake, flake.host);
+    let evaluated = Nix::detect()
+        .map_err(|e| e.to_string())
+        .and_then(|nix| {
+            nix.with_timeout(Duration::from_secs(300))
+                .eval_json(&installable, Some(APPLY))
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|v| serde_json::from_value::<Evaluated>(v).map_err(|e| e.to_string()));
+    match evaluated {
+        Ok(ev) => lint_evaluated(&ev, flake, new, coverage),
+        Err(e) => {
+            // Nix's own message is at the end; the command line (with the
+            // whole --apply expression) is not worth repeating.
+            let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+            vec![Finding::new(
+                "hazard.eval-failed",
+                Severity::Warning,
+                format!("cannot evaluate {installable} for the hazard lints: {tail}"),
+            )]
+        }
+    }
+}
+
+fn lint_evaluated(ev: &Evaluated, flake: &FlakeHost, new: &SystemToplevel, coverage: &Coverage) -> Vec<Finding> {
+    let mut out = Vec::new();
+
+    // nixos-facter: a missing report silently adds no drivers.
+    let report_state = match &ev.facter_report {
+        None => Some("hardware.facter.reportPath is null".to_owned()),
+        Some(r) if !r.exists(flake) => Some(format!("hardware.facter.reportPath points at {}, which does not exist", r.path)),
+        Some(_) => None,
+    };
+    if let Some(state) = report_state {
+        let configured: Vec<&String> = ev.available_kernel_modules.iter().chain(&ev.kernel_modules).collect();
+        let uncovered: Vec<String> = coverage
+            .root_modules()
+            .into_iter()
+            .filter(|m| !configured.iter().any(|c| c.replace('-', "_") == *m))
+            .collect();
+        if !uncovered.is_empty() {
+            let quoted: Vec<String> = uncovered.iter().map(|m| format!("\"{m}\"")).collect();
+            out.push(
+                Finding::new(
+                    "hazard.facter-report-missing",
+                    Severity::Error,
+                    format!(
+                        "{state}, and boot.initrd.availableKernelModules does not list the root disk's drivers ({}): nixos-facter silently adds nothing, so every generation built from this configuration loses them",
+                        uncovered.join(", ")
+                    ),
+                )
+                .with_evidence([
+                    format!("boot.initrd.availableKernelModules = {:?}", ev.available_kernel_modules),
+                    format!("boot.initrd.kernelModules = {:?}", ev.kernel_modules),
+                ])
+                .with_fix(format!(
+                    "generate the report (`nixos-facter -o facter.json`) and set hardware.facter.reportPath = ./facter.json, or write boot.initrd.availableKernelModules = [ {} ];",
+                    quoted.join(" ")
+                )),
+            );
+        }
+    }
+
+    // sops-nix deletes old secret generations that virtiofsd still serves.
+    if let Some(keep) = ev.sops_keep_generations.filter(|k| *k != 0) {
+        let shares: Vec<String> = ev
+            .microvm_shares
+            .iter()
+            .filter(|s| s.get("proto").and_then(Value::as_str) == Some("virtiofs"))
+            .filter_map(|s| s.get("source").and_then(Value::as_str))
+            .filter(|src| src.starts_with("/run/secrets"))
+            .map(str::to_owned)
+            .collect();
+        if !shares.is_empty() {
+            out.push(
+                Finding::new(
+                    "hazard.sops-virtiofs",
+                    Severity::Warning,
+                    format!(
+                        "sops.keepGenerations = {keep} while a microvm shares {} over virtiofs: each rebuild deletes the secrets generation virtiofsd still serves, and the VM sees an empty mount",
+                        shares.join(", ")
+                    ),
+                )
+                .with_evidence(shares.iter().map(|s| format!("microvm.shares: source = {s}, proto = virtiofs")))
+                .with_fix("sops.keepGenerations = 0;"),
+            );
+        }
+    }
+
+    // Stage 1 that waits forever cannot be recovered by a watchdog reboot.
+    let params = new.kernel_params();
+    let panic_on_fail = params.iter().any(|p| p == "boot.panic_on_fail");
+    let panic_reboots = params
+        .iter()
+        .filter_map(|p| p.strip_prefix("panic="))
+        .next_back()
+        .and_then(|v| v.parse::<i64>().ok())
+        .is_some_and(|n| n != 0);
+    if !(panic_on_fail && panic_reboots) {
+        out.push(
+            Finding::new(
+                "hazard.stage1-hangs",
+                Severity::Info,
+                "if stage 1 cannot find the root device, this system waits forever at the console; a headless host then needs hands on a (VNC) console",
+            )
+            .with_evidence([format!("kernel params: {}", params.join(" "))])
+            .with_fix("boot.kernelParams = [ \"boot.panic_on_fail\" \"panic=30\" ]; (a failed stage 1 then reboots, and a verified reboot falls back by itself)"),
+        );
+    }
+    out
+}

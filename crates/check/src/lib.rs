@@ -1,0 +1,251 @@
+//! `fleetgate-check`: decide, before anything is pushed, whether a NixOS
+//! system will boot on a host and whether it can switch to it live.
+//!
+//! [`check`] takes the new system ([`SystemToplevel`]), what is known about
+//! the host ([`Facts`]) and [`Options`], runs every check and returns a
+//! [`Report`]: a [`Decision`] — `switch`, `boot` or `blocked` — and the
+//! [`Finding`]s it rests on. The checks (details in `docs/check.md`):
+//!
+//! * **initrd driver coverage** ([`initrd`]): every device on the host's
+//!   root chain that has a driver bound, and the root file system type, are
+//!   resolved through the *new* kernel's own module metadata
+//!   (`modules.alias`/`dep`/`softdep`/`builtin`, via `fleetgate-kmod`); each
+//!   module needed must be built in or inside the new initrd (read with
+//!   `fleetgate-initrd`), for the same kernel version;
+//! * **root device** ([`root`]): the new system's root (`etc/fstab`,
+//!   `root=`) names a device that exists on the host, and its label or UUID
+//!   is unique;
+//! * **live switch or reboot** ([`switch`]): `fleetgate-system`'s
+//!   `compare_for_switch` against the host's current system (inhibitors,
+//!   init interface) and booted system (kernel, initrd, modules, params,
+//!   firmware, systemd);
+//! * **closure diff** ([`closure`]): packages added, removed, upgraded, and
+//!   the size delta, when both systems are in the local store;
+//! * **hazard lints** ([`hazards`]): from a flake's evaluated configuration
+//!   (missing nixos-facter report, sops secrets shared over virtiofs, stage 1
+//!   that never gives up).
+//!
+//! Any finding of severity `error` blocks; otherwise a needed reboot gives
+//! `boot` and the rest `switch`.
+
+pub mod closure;
+pub mod hazards;
+pub mod human;
+pub mod initrd;
+pub mod root;
+pub mod switch;
+
+use std::path::{Path, PathBuf};
+
+use fleetgate_facts::Facts;
+pub use fleetgate_facts::{Finding, Severity};
+use fleetgate_system::SystemToplevel;
+use serde::{Deserialize, Serialize};
+
+/// Version of the [`Report`] JSON document.
+pub const FORMAT: u32 = 1;
+
+/// What to do with the new system on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// It will boot, and a live `switch` activates all of it.
+    Switch,
+    /// It will boot, but needs `boot` and a reboot (a switch is refused, or
+    /// parts only take effect at boot).
+    Boot,
+    /// It will not boot, or that cannot be shown: do not deploy.
+    Blocked,
+}
+
+impl Decision {
+    /// `switch`, `boot`, `blocked`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Switch => "switch",
+            Decision::Boot => "boot",
+            Decision::Blocked => "blocked",
+        }
+    }
+}
+
+/// A flake and host whose evaluated configuration the hazard lints read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlakeHost {
+    /// The flake reference (`.`, `path:/srv/fleet`, `github:org/fleet`).
+    pub flake: String,
+    /// The host: `nixosConfigurations.<host>`.
+    pub host: String,
+}
+
+impl FlakeHost {
+    /// Parses `<flake>#<host>` (as `nixos-rebuild --flake` takes it).
+    /// A local directory (`.`, `./fleet`, `/srv/fleet`, or any relative path
+    /// that is a directory) becomes `path:<abs>`
+    /// so that Nix 2.8 does not require it to be a git repository.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<FlakeHost> {
+        let (flake, host) = text.rsplit_once('#')?;
+        if host.is_empty() || flake.is_empty() {
+            return None;
+        }
+        let host = host.strip_prefix("nixosConfigurations.").unwrap_or(host);
+        let local = flake.starts_with('.') || flake.starts_with('/') || (!flake.contains(':') && Path::new(flake).is_dir());
+        let flake = if local {
+            let abs = std::path::absolute(flake).unwrap_or_else(|_| PathBuf::from(flake));
+            format!("path:{}", abs.display())
+        } else {
+            flake.to_owned()
+        };
+        Some(FlakeHost {
+            flake,
+            host: host.to_owned(),
+        })
+    }
+}
+
+/// How to check.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The system to compare against (`--current`); default: the target's
+    /// `/run/current-system` from the facts.
+    pub current: Option<PathBuf>,
+    /// Assume `NIXOS_NO_CHECK=1` on the host.
+    pub no_check: bool,
+    /// Evaluate this flake's host for the hazard lints.
+    pub flake: Option<FlakeHost>,
+    /// Skip the closure diff (it runs `nix-store`).
+    pub no_closure_diff: bool,
+}
+
+/// The outcome of a check: the stable JSON document of `fleetgate check --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The target the facts came from.
+    pub target: String,
+    /// The new system.
+    pub system: String,
+    /// The system compared against for a live switch, if any.
+    pub current: Option<String>,
+    /// The system the host booted, if known.
+    pub booted: Option<String>,
+    /// The verdict.
+    pub decision: Decision,
+    /// One sentence: what to do next.
+    pub next_step: String,
+    /// What changes, when both closures are in the local store.
+    pub closure: Option<closure::ClosureDiff>,
+    /// Everything found, errors first.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// The report as pretty JSON.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// Findings with this id.
+    pub fn findings_with_id<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Finding> + 'a {
+        self.findings.iter().filter(move |f| f.id == id)
+    }
+}
+
+/// Runs every check of `new` against the host described by `facts`.
+#[must_use]
+pub fn check(new: &SystemToplevel, facts: &Facts, options: &Options) -> Report {
+    let mut findings: Vec<Finding> = facts
+        .findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Warning)
+        .cloned()
+        .collect();
+
+    let coverage = initrd::check_coverage(new, facts);
+    findings.extend(coverage.findings.iter().cloned());
+    findings.extend(root::check_root(new, facts));
+    let switch = switch::check_switch(new, facts, options);
+    findings.extend(switch.findings.iter().cloned());
+
+    let closure = if options.no_closure_diff {
+        None
+    } else {
+        switch
+            .current_path
+            .as_deref()
+            .and_then(|current| closure::diff(current, new.path()).ok())
+    };
+    if let Some(diff) = &closure {
+        findings.push(diff.finding());
+    }
+    if let Some(flake) = &options.flake {
+        findings.extend(hazards::lint(flake, new, &coverage));
+    }
+
+    // Errors first, then warnings, then information; stable within.
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    let blocked = findings.iter().any(|f| f.severity == Severity::Error);
+    let decision = if blocked {
+        Decision::Blocked
+    } else if switch.reboot_needed {
+        Decision::Boot
+    } else {
+        Decision::Switch
+    };
+    let next_step = next_step(decision, &findings, switch.reboot_needed);
+    Report {
+        format: FORMAT,
+        target: facts.target.clone(),
+        system: new.path().display().to_string(),
+        current: switch.current_path.map(|p| p.display().to_string()),
+        booted: switch.booted_path.map(|p| p.display().to_string()),
+        decision,
+        next_step,
+        closure,
+        findings,
+    }
+}
+
+fn next_step(decision: Decision, findings: &[Finding], reboot_needed: bool) -> String {
+    match decision {
+        Decision::Blocked => {
+            let fixes: Vec<&str> = findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .filter_map(|f| f.fix.as_deref())
+                .collect();
+            let reboot = if reboot_needed {
+                " It needs a reboot to take effect, and that reboot would not come back."
+            } else {
+                ""
+            };
+            if fixes.is_empty() {
+                format!("Do not deploy this system: fix the errors above and check again.{reboot}")
+            } else {
+                let fixes: Vec<String> = fixes.iter().enumerate().map(|(i, f)| format!("({}) {f}", i + 1)).collect();
+                format!("Do not deploy this system.{reboot} Fix: {} Then build and check again.", fixes.join(" "))
+            }
+        }
+        Decision::Boot => "Deploy with `boot` and reboot (then confirm the host came back on the new generation).".to_owned(),
+        Decision::Switch => "Safe to deploy with a live `switch`.".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FlakeHost;
+
+    #[test]
+    fn parses_flake_hosts() {
+        let f = FlakeHost::parse("github:org/fleet#web1").expect("valid");
+        assert_eq!((f.flake.as_str(), f.host.as_str()), ("github:org/fleet", "web1"));
+        let f = FlakeHost::parse("/srv/fleet#nixosConfigurations.db1").expect("valid");
+        assert_eq!((f.flake.as_str(), f.host.as_str()), ("path:/srv/fleet", "db1"));
+        assert!(FlakeHost::parse(".#").is_none());
+        assert!(FlakeHost::parse("web1").is_none());
+    }
+}

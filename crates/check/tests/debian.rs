@@ -1,0 +1,162 @@
+//! Real data: Debian's own kernel modules tree and the initrd its
+//! `mkinitramfs` made on this machine, checked against this machine's live
+//! facts (root ext4 on a virtio disk `/dev/vda`).
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use fleetgate_check::{Decision, Options, Severity, check};
+use fleetgate_facts::Facts;
+use fleetgate_system::SystemToplevel;
+
+fn debian_kernel() -> String {
+    let mut versions: Vec<String> = std::fs::read_dir("/lib/modules")
+        .expect("/lib/modules")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|v| Path::new(&format!("/boot/initrd.img-{v}")).is_file())
+        .collect();
+    versions.sort();
+    versions.pop().expect("a Debian kernel with an initrd (scripts/setup installs linux-image-amd64)")
+}
+
+/// A directory laid out like a NixOS toplevel around Debian's kernel.
+fn toplevel(dir: &Path, kver: &str, initrd: &Path, fstab: &str) -> PathBuf {
+    let top = dir.join("system");
+    std::fs::create_dir_all(top.join("kernel-modules/lib/modules")).expect("mkdir");
+    std::fs::create_dir_all(top.join("etc")).expect("mkdir");
+    symlink(format!("/lib/modules/{kver}"), top.join("kernel-modules/lib/modules").join(kver)).expect("link");
+    symlink(format!("/boot/vmlinuz-{kver}"), top.join("kernel")).expect("link");
+    symlink(initrd, top.join("initrd")).expect("link");
+    std::fs::write(top.join("nixos-version"), "25.05.debian-test").expect("write");
+    std::fs::write(top.join("init-interface-version"), "systemd 2").expect("write");
+    std::fs::write(top.join("kernel-params"), "root=fstab loglevel=4").expect("write");
+    std::fs::write(top.join("etc/fstab"), fstab).expect("write");
+    top
+}
+
+fn local_facts() -> Facts {
+    fleetgate_facts::collect(&fleetgate_transport::Local, Duration::from_secs(60)).expect("local facts")
+}
+
+/// An initrd (newc cpio, gzip) holding empty module files at `paths`.
+fn small_initrd(dir: &Path, paths: &[String]) -> PathBuf {
+    let tree = dir.join("tree");
+    for p in paths {
+        let file = tree.join(p);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, b"").expect("write");
+    }
+    let out = dir.join("initrd.gz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cd {} && find . | cpio -o -H newc --quiet | gzip -9 > {}", tree.display(), out.display()))
+        .status()
+        .expect("cpio runs");
+    assert!(status.success());
+    out
+}
+
+#[test]
+fn debians_initrd_covers_this_machines_root_chain() {
+    let kver = debian_kernel();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let top = toplevel(dir.path(), &kver, Path::new(&format!("/boot/initrd.img-{kver}")), "/dev/vda / ext4 defaults 0 1\n");
+    let system = SystemToplevel::open(&top).expect("opens");
+    let report = check(&system, &local_facts(), &Options { no_closure_diff: true, ..Options::default() });
+    let coverage = report.findings_with_id("initrd.coverage").next().unwrap_or_else(|| panic!("{report:#?}"));
+    let evidence = coverage.evidence.join("\n");
+    // The running kernel has these drivers built in; Debian's kernel has
+    // them as modules, and its initrd (MODULES=most) carries them.
+    assert!(evidence.contains("virtio_blk → virtio_blk: in the initrd"), "{evidence}");
+    assert!(evidence.contains("virtio_pci: in the initrd"), "{evidence}");
+    assert!(evidence.contains("file system ext4 → ext4: in the initrd"), "{evidence}");
+    assert!(report.findings_with_id("root.device").next().is_some(), "{report:#?}");
+    // Not NixOS: no current system, so only `boot` is possible.
+    assert_eq!(report.decision, Decision::Boot, "{report:#?}");
+    assert!(report.findings_with_id("switch.no-current-system").next().is_some());
+}
+
+#[test]
+fn an_initrd_without_the_virtio_drivers_is_blocked_by_name() {
+    let kver = debian_kernel();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = format!("usr/lib/modules/{kver}/kernel");
+    let initrd = small_initrd(
+        dir.path(),
+        &[
+            format!("{base}/fs/ext4/ext4.ko"),
+            format!("{base}/fs/jbd2/jbd2.ko"),
+            format!("{base}/fs/mbcache.ko"),
+            format!("{base}/lib/crc16.ko"),
+            format!("{base}/crypto/crc32c_generic.ko"),
+            format!("{base}/drivers/virtio/virtio.ko"),
+        ],
+    );
+    let top = toplevel(dir.path(), &kver, &initrd, "/dev/vda / ext4 defaults 0 1\n");
+    let report = check(&SystemToplevel::open(&top).expect("opens"), &local_facts(), &Options { no_closure_diff: true, ..Options::default() });
+    assert_eq!(report.decision, Decision::Blocked);
+    let missing = report.findings_with_id("initrd.missing-modules").next().unwrap_or_else(|| panic!("{report:#?}"));
+    assert_eq!(missing.severity, Severity::Error);
+    assert_eq!(missing.fix.as_deref(), Some(r#"boot.initrd.availableKernelModules = [ "virtio_blk" "virtio_pci" ];"#));
+    assert!(missing.message.contains("virtio_ring"), "dependencies named: {}", missing.message);
+    assert!(!missing.message.contains("ext4"), "{}", missing.message);
+}
+
+#[test]
+fn an_initrd_for_another_kernel_version_is_an_error() {
+    let kver = debian_kernel();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let initrd = small_initrd(
+        dir.path(),
+        &["lib/modules/5.10.0-99-amd64/kernel/drivers/block/virtio_blk.ko".to_owned()],
+    );
+    let top = toplevel(dir.path(), &kver, &initrd, "/dev/vda / ext4 defaults 0 1\n");
+    let report = check(&SystemToplevel::open(&top).expect("opens"), &local_facts(), &Options { no_closure_diff: true, ..Options::default() });
+    assert_eq!(report.decision, Decision::Blocked);
+    let mismatch = report.findings_with_id("initrd.kernel-version-mismatch").next().unwrap_or_else(|| panic!("{report:#?}"));
+    assert!(mismatch.message.contains("5.10.0-99-amd64") && mismatch.message.contains(&kver), "{}", mismatch.message);
+    // The module of the wrong version does not count as present.
+    assert!(report.findings_with_id("initrd.missing-modules").next().is_some());
+}
+
+#[test]
+fn a_root_label_the_host_does_not_have_is_blocked() {
+    let kver = debian_kernel();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let top = toplevel(
+        dir.path(),
+        &kver,
+        Path::new(&format!("/boot/initrd.img-{kver}")),
+        "/dev/disk/by-label/NIXOS_ROOT / ext4 defaults 0 1\n",
+    );
+    let mut facts = local_facts();
+    // As on a host with udev: the root is known by UUID only.
+    facts.disk_links = vec![fleetgate_facts::DiskLink { kind: "by-uuid".into(), name: "1234-abcd".into(), target: "/dev/vda".into() }];
+    facts.block_ids = Some(vec![]);
+    let report = check(&SystemToplevel::open(&top).expect("opens"), &facts, &Options { no_closure_diff: true, ..Options::default() });
+    assert_eq!(report.decision, Decision::Blocked);
+    let missing = report.findings_with_id("root.device-missing").next().unwrap_or_else(|| panic!("{report:#?}"));
+    assert!(missing.message.contains("A start job is running for /dev/disk/by-label/NIXOS_ROOT"), "{}", missing.message);
+    assert!(missing.evidence.iter().any(|e| e.contains("/dev/disk/by-uuid/1234-abcd")), "{:?}", missing.evidence);
+}
+
+#[test]
+fn duplicate_labels_are_blocked() {
+    let kver = debian_kernel();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let top = toplevel(dir.path(), &kver, Path::new(&format!("/boot/initrd.img-{kver}")), "LABEL=root / ext4 defaults 0 1\n");
+    let mut facts = local_facts();
+    let id = |dev: &str| fleetgate_facts::BlockId {
+        devname: dev.into(),
+        tags: [("LABEL".to_owned(), "root".to_owned())].into_iter().collect(),
+    };
+    // Loop devices do not exist in stage 1 and do not count.
+    facts.block_ids = Some(vec![id("/dev/vda"), id("/dev/vdb1"), id("/dev/loop3")]);
+    let report = check(&SystemToplevel::open(&top).expect("opens"), &facts, &Options { no_closure_diff: true, ..Options::default() });
+    let dup = report.findings_with_id("root.not-unique").next().unwrap_or_else(|| panic!("{report:#?}"));
+    assert_eq!(dup.evidence, ["/dev/vda", "/dev/vdb1"]);
+    assert_eq!(report.decision, Decision::Blocked);
+}

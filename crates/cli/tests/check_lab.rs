@@ -1,0 +1,244 @@
+//! `fleetgate facts` and `fleetgate check` against lab hosts over real SSH,
+//! through the real binary: the incident of product.md §1 and the disk buses
+//! that must pass.
+
+use std::path::Path;
+use std::process::Command;
+
+use fleetgate_lab::fixture::FleetKnobs;
+use fleetgate_lab::testing::LabGuard;
+use serde_json::Value;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn fleetgate(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+        .args(args)
+        // No network: a substituter lookup would hang or fail offline.
+        .env("NIX_CONFIG", "substituters =")
+        .output()
+        .expect("fleetgate runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn check(lab: &LabGuard, host: &str, system: &str, extra: &[&str]) -> Run {
+    let config = lab.dir().ssh_config().display().to_string();
+    let target = format!("ssh://{host}");
+    let mut args = vec!["check", "--system", system, "--target", &target, "--ssh-config", &config];
+    args.extend_from_slice(extra);
+    fleetgate(&args)
+}
+
+fn ids(report: &Value) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+fn finding<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["findings"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["id"] == id))
+        .unwrap_or_else(|| panic!("no finding {id} in {report:#}"))
+}
+
+/// Store hashes and the lab's temporary paths vary between runs.
+fn redact(text: &str, lab: &Path) -> String {
+    let text = text.replace(&lab.display().to_string(), "[LAB]");
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("/nix/store/") {
+        let (head, tail) = rest.split_at(i + "/nix/store/".len());
+        redacted.push_str(head);
+        let hash_len = tail.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        if hash_len >= 32 && tail.as_bytes().get(32) == Some(&b'-') {
+            redacted.push_str("[HASH]");
+            rest = &tail[32..];
+        } else {
+            rest = tail;
+        }
+    }
+    redacted.push_str(rest);
+    // Closure sizes change with the initrd's compressed size.
+    redacted
+        .lines()
+        .map(|line| {
+            if let Some(i) = line.find("closure size ") {
+                let end = line[i..].find(" B").or_else(|| line[i..].find("iB")).map_or(line.len(), |e| i + e + 2);
+                format!("{}closure size [SIZE]{}", &line[..i], &line[end..])
+            } else if let Some(key) = ["\"old_size\": ", "\"new_size\": "].iter().find(|k| line.trim_start().starts_with(**k)) {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                let comma = if line.ends_with(',') { "," } else { "" };
+                format!("{indent}{key}\"[SIZE]\"{comma}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[test]
+fn seed_incident_virtio_host_new_initrd_without_virtio_is_blocked() -> anyhow::Result<()> {
+    let lab = LabGuard::up(&["web1=virtio,systemd-boot"])?;
+    let current = lab.ssh("web1", "readlink -f /run/current-system")?.trim().to_owned();
+
+    // The current system is good: it boots (it just did) and checks clean.
+    let good = check(&lab, "web1", &current, &["--json"]);
+    assert_eq!(good.code, 0, "{}{}", good.stdout, good.stderr);
+    let good: Value = serde_json::from_str(&good.stdout)?;
+    assert_eq!(good["decision"], "switch", "{good:#}");
+
+    // The refactor: the virtio drivers vanish from availableKernelModules
+    // (nixos-facter with a missing report), and dbus becomes broker.
+    let fleet = lab.fleet_dir();
+    let mut knobs = FleetKnobs::load(&fleet)?;
+    let web1 = knobs.hosts.get_mut("web1").expect("web1 knobs");
+    web1.available_kernel_modules.retain(|m| !m.starts_with("virtio_"));
+    web1.switch_inhibitors.insert("dbus-implementation".into(), "broker".into());
+    web1.revision += 1;
+    knobs.save(&fleet)?;
+    let new = lab.build(&["web1"])?.remove("web1").expect("built");
+
+    let flake = format!("{}#web1", fleet.display());
+    let run = check(&lab, "web1", &new, &["--json", "--flake", &flake]);
+    assert_eq!(run.code, 1, "blocked exits 1: {}{}", run.stdout, run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout)?;
+    assert_eq!(report["decision"], "blocked");
+    assert_eq!(report["current"], current.as_str());
+    let missing = finding(&report, "initrd.missing-modules");
+    assert_eq!(missing["severity"], "error");
+    let message = missing["message"].as_str().unwrap_or_default();
+    assert!(message.contains("virtio_blk") && message.contains("virtio_pci"), "{message}");
+    assert_eq!(missing["fix"], r#"boot.initrd.availableKernelModules = [ "virtio_blk" "virtio_pci" ];"#);
+    // ... and that a live switch is refused, so the change needs a reboot.
+    let refused = finding(&report, "switch.refused");
+    assert!(
+        refused["evidence"].as_array().is_some_and(|e| e.iter().any(|l| l == "dbus-implementation : dbus -> broker")),
+        "{refused:#}"
+    );
+    assert!(report["next_step"].as_str().is_some_and(|s| s.contains("needs a reboot")), "{report:#}");
+    // The hazard lint names the cause: no facter report, no hand-written modules.
+    assert_eq!(finding(&report, "hazard.facter-report-missing")["severity"], "error");
+    assert!(ids(&report).contains(&"hazard.stage1-hangs".to_owned()));
+
+    let human = check(&lab, "web1", &new, &["--flake", &flake]);
+    assert_eq!(human.code, 1);
+    let root = lab.dir().root().to_path_buf();
+    insta::assert_snapshot!("seed_incident_human", redact(&human.stdout, &root));
+    insta::assert_snapshot!("seed_incident_json", redact(&run.stdout, &root));
+
+    let left = lab.down()?;
+    assert!(left.is_empty(), "left behind: {left:?}");
+    Ok(())
+}
+
+#[test]
+fn lab_nvme_and_sata_hosts_pass_with_the_default_fixture() -> anyhow::Result<()> {
+    let lab = LabGuard::up(&["db1=nvme,grub", "st1=sata,systemd-boot"])?;
+    for (host, disk, modules) in [("db1", "nvme0n1p2", vec!["nvme"]), ("st1", "sda2", vec!["sd_mod", "ahci"])] {
+        let current = lab.ssh(host, "readlink -f /run/current-system")?.trim().to_owned();
+        let run = check(&lab, host, &current, &["--json"]);
+        assert_eq!(run.code, 0, "{host}: {}{}", run.stdout, run.stderr);
+        let report: Value = serde_json::from_str(&run.stdout)?;
+        assert_eq!(report["decision"], "switch", "{host}: {report:#}");
+        let coverage = finding(&report, "initrd.coverage");
+        let evidence: Vec<&str> = coverage["evidence"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for m in &modules {
+            assert!(evidence.iter().any(|e| e.contains(&format!("→ {m}: in the initrd"))), "{host}: {evidence:?}");
+        }
+        assert!(coverage["message"].as_str().is_some_and(|m| m.contains(disk)), "{coverage:#}");
+
+        // Without the bus's drivers, the same host is blocked, naming them.
+        let fleet = lab.fleet_dir();
+        let mut knobs = FleetKnobs::load(&fleet)?;
+        let k = knobs.hosts.get_mut(host).expect("knobs");
+        let before = k.available_kernel_modules.clone();
+        k.available_kernel_modules.retain(|m| !modules.contains(&m.as_str()));
+        k.revision += 1;
+        knobs.save(&fleet)?;
+        let broken = lab.build(&[host])?.remove(host).expect("built");
+        let run = check(&lab, host, &broken, &["--json"]);
+        assert_eq!(run.code, 1, "{host}: {}", run.stdout);
+        let report: Value = serde_json::from_str(&run.stdout)?;
+        let quoted: Vec<String> = modules.iter().map(|m| format!("\"{m}\"")).collect();
+        assert_eq!(
+            finding(&report, "initrd.missing-modules")["fix"],
+            format!("boot.initrd.availableKernelModules = [ {} ];", quoted.join(" ")).as_str()
+        );
+        // A change that leaves the boot-time parts alone stays a live switch.
+        let mut knobs = FleetKnobs::load(&fleet)?;
+        let k = knobs.hosts.get_mut(host).expect("knobs");
+        k.available_kernel_modules = before;
+        k.services.insert("extra".into(), true);
+        k.revision += 1;
+        knobs.save(&fleet)?;
+        let services_only = lab.build(&[host])?.remove(host).expect("built");
+        let run = check(&lab, host, &services_only, &["--json"]);
+        assert_eq!(run.code, 0, "{host}: {}", run.stdout);
+        let report: Value = serde_json::from_str(&run.stdout)?;
+        assert_eq!(report["decision"], "switch", "{host}: {report:#}");
+    }
+
+    // facts over ssh, human form.
+    let config = lab.dir().ssh_config().display().to_string();
+    let run = fleetgate(&["facts", "--target", "ssh://db1", "--ssh-config", &config]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("nvme0 [nvme]") && run.stdout.contains("driver nvme (module nvme)"), "{}", run.stdout);
+    assert!(run.stdout.contains("BIOS, GRUB"), "{}", run.stdout);
+    let left = lab.down()?;
+    assert!(left.is_empty(), "left behind: {left:?}");
+    Ok(())
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let run = fleetgate(&["check", "--target", "local"]);
+    assert_eq!(run.code, 2, "missing --system is a usage error");
+    let run = fleetgate(&["check", "--system", "/nonexistent", "--target", "local"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("cannot read the system /nonexistent"), "{}", run.stderr);
+    let run = fleetgate(&[
+        "facts",
+        "--target",
+        "ssh://nobody@127.0.0.1:1",
+        "--ssh-opt=-F",
+        "--ssh-opt=/dev/null",
+        "--ssh-opt=-oUserKnownHostsFile=/dev/null",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
+    let run = fleetgate(&["facts", "--target", "/nonexistent/facts.json"]);
+    assert_eq!(run.code, 2);
+}
+
+#[test]
+fn local_facts_and_a_facts_file_target() -> anyhow::Result<()> {
+    let run = fleetgate(&["facts", "--target", "local", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let facts: Value = serde_json::from_str(&run.stdout)?;
+    assert_eq!(facts["format"], 1);
+    assert_eq!(facts["root"]["source"], "/dev/vda");
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("facts.json");
+    std::fs::write(&file, &run.stdout)?;
+    let again = fleetgate(&["facts", "--target", &file.display().to_string(), "--json"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(serde_json::from_str::<Value>(&again.stdout)?, facts);
+    let human = fleetgate(&["facts", "--target", "local"]);
+    assert!(human.stdout.contains("virtio1 [virtio] driver virtio_blk (built in)"), "{}", human.stdout);
+    Ok(())
+}

@@ -185,3 +185,68 @@ fn lint_evaluated(ev: &Evaluated, flake: &FlakeHost, new: &SystemToplevel, cover
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn system(params: &str) -> (tempfile::TempDir, SystemToplevel) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("nixos-version"), "25.05").expect("write");
+        std::fs::write(dir.path().join("kernel-params"), params).expect("write");
+        let s = SystemToplevel::open(dir.path()).expect("opens");
+        (dir, s)
+    }
+
+    fn evaluated(json: serde_json::Value) -> Evaluated {
+        serde_json::from_value(json).expect("shape")
+    }
+
+    fn flake() -> FlakeHost {
+        FlakeHost { flake: "path:/nonexistent".into(), host: "h".into() }
+    }
+
+    #[test]
+    fn sops_secrets_over_virtiofs_warn_unless_all_generations_are_kept() {
+        let (_d, sys) = system("boot.panic_on_fail panic=30");
+        let shares = serde_json::json!([
+            { "source": "/run/secrets", "mountPoint": "/secrets", "tag": "s", "proto": "virtiofs" },
+            { "source": "/nix/store", "mountPoint": "/nix/.ro-store", "tag": "ro", "proto": "virtiofs" },
+        ]);
+        let ev = |keep: i64| evaluated(serde_json::json!({
+            "facterReport": { "path": "/etc/facter.json", "exists": true },
+            "availableKernelModules": [], "kernelModules": [],
+            "sopsKeepGenerations": keep, "microvmShares": shares,
+        }));
+        let found = lint_evaluated(&ev(1), &flake(), &sys, &Coverage::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].id, "hazard.sops-virtiofs");
+        assert_eq!(found[0].fix.as_deref(), Some("sops.keepGenerations = 0;"));
+        assert!(lint_evaluated(&ev(0), &flake(), &sys, &Coverage::default()).is_empty());
+    }
+
+    #[test]
+    fn a_facter_report_that_exists_or_hand_written_modules_are_fine() {
+        let (_d, sys) = system("loglevel=4");
+        let coverage = Coverage {
+            needs: vec![crate::initrd::Need {
+                what: "virtio1".into(),
+                module: Some("virtio_blk".into()),
+                builtin: false,
+                missing: vec![],
+                missing_soft: vec![],
+                device: true,
+            }],
+            findings: vec![],
+        };
+        let ev = |report: serde_json::Value, modules: &[&str]| evaluated(serde_json::json!({
+            "facterReport": report, "availableKernelModules": modules, "kernelModules": [],
+            "sopsKeepGenerations": null, "microvmShares": [],
+        }));
+        let ids = |e: &Evaluated| lint_evaluated(e, &flake(), &sys, &coverage).into_iter().map(|f| f.id).collect::<Vec<_>>();
+        assert_eq!(ids(&ev(serde_json::Value::Null, &[])), ["hazard.facter-report-missing", "hazard.stage1-hangs"]);
+        assert_eq!(ids(&ev(serde_json::json!({"path": "/nonexistent/facter.json", "exists": null}), &[])), ["hazard.facter-report-missing", "hazard.stage1-hangs"]);
+        assert_eq!(ids(&ev(serde_json::Value::Null, &["virtio-blk"])), ["hazard.stage1-hangs"]);
+        assert_eq!(ids(&ev(serde_json::json!({"path": "/x", "exists": true}), &[])), ["hazard.stage1-hangs"]);
+    }
+}

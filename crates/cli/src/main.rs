@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check_cmd;
+mod deploy_cmd;
 mod facts_cmd;
 
 /// Keep a fleet of NixOS machines up to date without ever leaving one unbootable.
@@ -26,6 +27,8 @@ enum Command {
     Facts(facts_cmd::FactsArgs),
     /// Decide before deploying whether a system will boot on a host, and whether it can switch live.
     Check(check_cmd::CheckArgs),
+    /// Push a flake to hosts: canary and waves, magic rollback for live switches, verified reboots.
+    Deploy(deploy_cmd::DeployArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,5 +37,6 @@ fn main() -> ExitCode {
         Command::Channel(args) => fleetgate_channel::cli::run(args),
         Command::Facts(args) => facts_cmd::run(&args),
         Command::Check(args) => check_cmd::run(&args),
+        Command::Deploy(args) => deploy_cmd::run(&args),
     }
 }

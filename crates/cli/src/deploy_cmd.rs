@@ -1,0 +1,224 @@
+//! `fleetgate deploy`: arguments, progress on the terminal, the final table
+//! or the JSON report. Everything else is `fleetgate-deploy`.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use fleetgate_deploy::events::{Bus, Event, EventKind};
+use fleetgate_deploy::history::{self, History};
+use fleetgate_deploy::{CheckPlanner, DeployOptions, Deployer, Inventory, Strategy, select};
+use miette::{IntoDiagnostic as _, WrapErr as _, miette};
+
+/// Exit status when nothing was deployed because the run could not start.
+const EXIT_USAGE: u8 = 2;
+
+/// `fleetgate deploy` arguments.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// `FLAKE[#HOST[,HOST…]]`, several allowed (default: `.`, every host).
+    pub targets: Vec<String>,
+    /// Only hosts matching these tags (`@web`) or name globs (`db*`).
+    #[arg(long, value_delimiter = ',')]
+    pub on: Vec<String>,
+    /// Rollout: `all`, `canary` (canary hosts first, fully verified) or `waves`.
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Canary hosts (default: the first selected host).
+    #[arg(long, value_delimiter = ',')]
+    pub canary: Vec<String>,
+    /// Hosts deployed at the same time.
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+    /// Stop starting new hosts once this many failed.
+    #[arg(long)]
+    pub max_failures: Option<usize>,
+    /// Hosts per wave with `--strategy waves`.
+    #[arg(long)]
+    pub wave_size: Option<usize>,
+    /// Deploy even when the plan is blocked (still with a verified reboot or magic rollback).
+    #[arg(long)]
+    pub force: bool,
+    /// Always use a verified reboot, even when a live switch would do.
+    #[arg(long)]
+    pub reboot: bool,
+    /// Reboot even when the boot loader cannot boot a generation once.
+    #[arg(long)]
+    pub allow_unverified_reboot: bool,
+    /// Let targets fetch paths from their own substituters during the copy.
+    #[arg(long)]
+    pub substitute_on_destination: bool,
+    /// Build and plan only; push nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Retry the hosts that failed, were unreachable or skipped in the last run.
+    #[arg(long)]
+    pub resume: bool,
+    /// Seconds a host waits for the confirmation of a live switch before it rolls back by itself.
+    #[arg(long, value_name = "SECS")]
+    pub confirm_timeout: Option<u64>,
+    /// Seconds a host may take to come back from a reboot before it is power-cycled.
+    #[arg(long, value_name = "SECS")]
+    pub reboot_timeout: Option<u64>,
+    /// `fleetgate.toml` to use (default: beside the flake).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// History database (default: `$XDG_STATE_HOME/fleetgate/history.sqlite`).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `fleetgate deploy`.
+pub fn run(args: &DeployArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
+    let history_path = args.history.clone().unwrap_or_else(history::default_path);
+    let history = History::open(&history_path).into_diagnostic()?;
+    let (flake, mut named) = select::parse_targets(&args.targets).into_diagnostic()?;
+    let mut flake = flake;
+    if args.resume {
+        let unfinished = history.unfinished().into_diagnostic()?;
+        if unfinished.hosts.is_empty() {
+            eprintln!("every host of the last run ({}) is deployed; nothing to resume", unfinished.run_id);
+            return Ok(0);
+        }
+        if args.targets.is_empty() {
+            flake = unfinished.flake;
+        }
+        eprintln!("resuming run {}: {}", unfinished.run_id, unfinished.hosts.join(", "));
+        named = unfinished.hosts;
+    }
+    let nix = fleetgate_nix::Nix::detect()
+        .into_diagnostic()
+        .wrap_err("fleetgate deploy needs Nix 2.8 or newer on this machine")?;
+    let inventory = Inventory::load(&nix, &flake, args.config.as_deref()).into_diagnostic()?;
+    let selected = select::select(&inventory, &named, &args.on).into_diagnostic()?;
+    let options = options(args, &inventory)?;
+    let planner = CheckPlanner::default();
+    let history = Mutex::new(history);
+
+    let (tx, rx) = mpsc::channel();
+    let ui = std::thread::spawn({
+        let hosts = selected.clone();
+        let tty = std::io::stderr().is_terminal();
+        move || show_progress(&rx, &hosts, tty)
+    });
+    let deployer = Deployer {
+        nix: &nix,
+        inventory: &inventory,
+        planner: &planner,
+        options: &options,
+        bus: Bus::new(tx),
+        history: Some(&history),
+    };
+    let result = deployer.run(&selected);
+    drop(deployer);
+    let _ = ui.join();
+    let report = result.into_diagnostic()?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(u8::try_from(report.exit_code).unwrap_or(EXIT_USAGE))
+}
+
+fn options(args: &DeployArgs, inventory: &Inventory) -> miette::Result<DeployOptions> {
+    let mut o = DeployOptions::from_settings(&inventory.config.deploy).into_diagnostic()?;
+    if let Some(s) = &args.strategy {
+        o.strategy = Strategy::parse(s).into_diagnostic()?;
+    }
+    if !args.canary.is_empty() {
+        o.canary.clone_from(&args.canary);
+    }
+    if let Some(n) = args.max_parallel {
+        if n == 0 {
+            return Err(miette!("--max-parallel must be at least 1"));
+        }
+        o.max_parallel = n;
+    }
+    if args.max_failures.is_some() {
+        o.max_failures = args.max_failures;
+    }
+    if let Some(n) = args.wave_size {
+        o.wave_size = n.max(1);
+    }
+    o.force = args.force;
+    o.reboot = args.reboot;
+    o.allow_unverified_reboot = args.allow_unverified_reboot;
+    o.substitute_on_destination |= args.substitute_on_destination;
+    o.dry_run = args.dry_run;
+    if let Some(s) = args.confirm_timeout {
+        o.timeouts.confirm = Duration::from_secs(s);
+    }
+    if let Some(s) = args.reboot_timeout {
+        o.timeouts.reboot = Duration::from_secs(s);
+    }
+    Ok(o)
+}
+
+/// Renders events: a spinner per host on a terminal, plain lines otherwise.
+fn show_progress(rx: &mpsc::Receiver<Event>, hosts: &[String], tty: bool) {
+    let start = Instant::now();
+    if !tty {
+        for event in rx {
+            eprintln!("{}", plain_line(&event, start.elapsed()));
+        }
+        return;
+    }
+    let multi = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template("{spinner} {prefix:<12} {elapsed:>4} {wide_msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    let width = hosts.iter().map(String::len).max().unwrap_or(8);
+    let bars: std::collections::BTreeMap<String, indicatif::ProgressBar> = hosts
+        .iter()
+        .map(|h| {
+            let bar = multi.add(indicatif::ProgressBar::new_spinner());
+            bar.set_style(style.clone());
+            bar.set_prefix(format!("{h:<width$}"));
+            bar.set_message("waiting");
+            bar.enable_steady_tick(Duration::from_millis(120));
+            (h.clone(), bar)
+        })
+        .collect();
+    for event in rx {
+        let Some(bar) = bars.get(&event.host) else { continue };
+        match event.kind {
+            EventKind::Phase(p) => bar.set_message(p.as_str().to_owned()),
+            EventKind::Info(text) => bar.set_message(text),
+            EventKind::Finished { ok, summary } => {
+                bar.finish_with_message(format!("{} {summary}", if ok { "✔" } else { "✘" }));
+            }
+        }
+    }
+    for bar in bars.values() {
+        if !bar.is_finished() {
+            bar.abandon();
+        }
+    }
+}
+
+/// One plain progress line: `[  12.3s] web1: copy`.
+pub fn plain_line(event: &Event, elapsed: Duration) -> String {
+    let what = match &event.kind {
+        EventKind::Phase(p) => p.as_str().to_owned(),
+        EventKind::Info(text) => text.clone(),
+        EventKind::Finished { summary, .. } => summary.clone(),
+    };
+    format!("[{:>6.1}s] {}: {what}", elapsed.as_secs_f64(), event.host)
+}

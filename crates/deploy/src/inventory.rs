@@ -1,0 +1,225 @@
+//! Which hosts exist and how to reach them: the flake's
+//! `nixosConfigurations`, connection data from deploy-rs's `deploy.nodes`
+//! schema (so deploy-rs users change nothing), and `fleetgate.toml`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use fleetgate_nix::Nix;
+use fleetgate_transport::SshTarget;
+use serde::Deserialize;
+
+use crate::config::{FileConfig, HealthSettings};
+use crate::error::DeployError;
+
+/// One host to deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// Its name in `nixosConfigurations`.
+    pub name: String,
+    /// Where ssh connects (`hostname` of deploy-rs or fleetgate.toml).
+    pub hostname: String,
+    /// Login user.
+    pub ssh_user: Option<String>,
+    /// Port.
+    pub ssh_port: Option<u16>,
+    /// Extra ssh options.
+    pub ssh_opts: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Power-cycle command, if any.
+    pub power_cycle: Option<String>,
+    /// Health checks.
+    pub health: HealthSettings,
+}
+
+impl Host {
+    /// The ssh target.
+    #[must_use]
+    pub fn ssh_target(&self) -> SshTarget {
+        SshTarget {
+            user: self.ssh_user.clone(),
+            host: self.hostname.clone(),
+            port: self.ssh_port,
+        }
+    }
+
+    /// `{host}` and `{hostname}` replaced in `template`.
+    #[must_use]
+    pub fn expand(&self, template: &str) -> String {
+        template.replace("{hostname}", &self.hostname).replace("{host}", &self.name)
+    }
+}
+
+/// The flake, its hosts, and the file config.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    /// The flake reference, as given to nix.
+    pub flake: String,
+    /// Every host the flake defines, by name.
+    pub hosts: BTreeMap<String, Host>,
+    /// `fleetgate.toml` (empty if there is none).
+    pub config: FileConfig,
+    /// Where `fleetgate.toml` was read from.
+    pub config_path: Option<PathBuf>,
+}
+
+/// A `deploy.nodes.<name>` entry, the fields fleetgate uses.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployNode {
+    /// `hostname`.
+    pub hostname: Option<String>,
+    /// `sshUser`.
+    pub ssh_user: Option<String>,
+    /// `sshOpts`.
+    #[serde(default)]
+    pub ssh_opts: Vec<String>,
+}
+
+/// The local directory of a flake reference, if it has one (`.`, `/x`,
+/// `path:/x`, `git+file:///x`), to look for `fleetgate.toml` in.
+#[must_use]
+pub fn local_dir(flake: &str) -> Option<PathBuf> {
+    let rest = flake
+        .strip_prefix("path:")
+        .or_else(|| flake.strip_prefix("git+file://"))
+        .unwrap_or(flake);
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    if rest.contains(':') {
+        return None;
+    }
+    let dir = Path::new(if rest.is_empty() { "." } else { rest });
+    dir.join("flake.nix").is_file().then(|| dir.to_owned())
+}
+
+const DEPLOY_NODES_APPLY: &str = "d: builtins.mapAttrs (n: v: { hostname = v.hostname or null; sshUser = v.sshUser or null; sshOpts = v.sshOpts or []; }) (d.nodes or {})";
+
+impl Inventory {
+    /// Evaluates the flake's host names and deploy-rs nodes (two small
+    /// evaluations that build nothing) and reads `fleetgate.toml`.
+    ///
+    /// # Errors
+    /// [`DeployError::Eval`] when the flake has no `nixosConfigurations`,
+    /// [`DeployError::Config`] for a bad `fleetgate.toml`.
+    pub fn load(nix: &Nix, flake: &str, config_file: Option<&Path>) -> Result<Inventory, DeployError> {
+        let installable = format!("{flake}#nixosConfigurations");
+        let names = nix
+            .eval_json(&installable, Some("builtins.attrNames"))
+            .map_err(|source| DeployError::Eval {
+                what: "the flake's nixosConfigurations".to_owned(),
+                installable: installable.clone(),
+                source,
+            })?;
+        let names: Vec<String> = serde_json::from_value(names).map_err(|e| DeployError::NixOutput {
+            what: installable.clone(),
+            message: e.to_string(),
+        })?;
+        // A flake without `deploy` is fine: no deploy-rs data.
+        let nodes: BTreeMap<String, DeployNode> = nix
+            .eval_json(&format!("{flake}#deploy"), Some(DEPLOY_NODES_APPLY))
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let (config, config_path) = match config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| DeployError::ReadConfig {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                (FileConfig::parse(&text, path)?, Some(path.to_owned()))
+            }
+            None => match local_dir(flake) {
+                Some(dir) => FileConfig::load_beside(&dir)?,
+                None => (FileConfig::default(), None),
+            },
+        };
+        Inventory::assemble(flake, &names, &nodes, config, config_path)
+    }
+
+    /// Puts the pieces together (no nix involved).
+    ///
+    /// # Errors
+    /// [`DeployError::Config`] when `fleetgate.toml` names a host the flake
+    /// does not define.
+    pub fn assemble(
+        flake: &str,
+        names: &[String],
+        nodes: &BTreeMap<String, DeployNode>,
+        config: FileConfig,
+        config_path: Option<PathBuf>,
+    ) -> Result<Inventory, DeployError> {
+        if let Some(unknown) = config.hosts.keys().find(|h| !names.contains(h)) {
+            return Err(DeployError::Config {
+                path: config_path.clone().unwrap_or_else(|| PathBuf::from(crate::config::FILE_NAME)),
+                message: format!("[hosts.{unknown}]: the flake has no nixosConfigurations.{unknown}"),
+            });
+        }
+        let hosts = names
+            .iter()
+            .map(|name| {
+                let settings = config.host(name);
+                let node = nodes.get(name).cloned().unwrap_or_default();
+                let host = Host {
+                    name: name.clone(),
+                    hostname: settings.hostname.or(node.hostname).unwrap_or_else(|| name.clone()),
+                    ssh_user: settings.ssh_user.or(node.ssh_user),
+                    ssh_port: settings.ssh_port,
+                    ssh_opts: settings.ssh_opts.unwrap_or(node.ssh_opts),
+                    tags: settings.tags,
+                    power_cycle: settings.power_cycle,
+                    health: settings.health,
+                };
+                (name.clone(), host)
+            })
+            .collect();
+        Ok(Inventory {
+            flake: flake.to_owned(),
+            hosts,
+            config,
+            config_path,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deploy_rs_nodes_give_connection_data_and_the_file_wins() {
+        let names = vec!["web1".to_owned(), "db1".to_owned()];
+        let nodes = BTreeMap::from([(
+            "web1".to_owned(),
+            DeployNode {
+                hostname: Some("10.0.0.1".into()),
+                ssh_user: Some("root".into()),
+                ssh_opts: vec!["-p".into(), "2222".into()],
+            },
+        )]);
+        let config = FileConfig::parse("[hosts.db1]\nhostname = \"db.example\"\ntags = [\"db\"]\n", Path::new("f")).expect("valid");
+        let inv = Inventory::assemble(".", &names, &nodes, config, None).expect("valid");
+        let web1 = &inv.hosts["web1"];
+        assert_eq!(web1.ssh_target().to_string(), "ssh://root@10.0.0.1");
+        assert_eq!(web1.ssh_opts, ["-p", "2222"]);
+        let db1 = &inv.hosts["db1"];
+        assert_eq!((db1.hostname.as_str(), db1.tags.as_slice()), ("db.example", ["db".to_owned()].as_slice()));
+    }
+
+    #[test]
+    fn a_config_for_an_unknown_host_is_an_error() {
+        let config = FileConfig::parse("[hosts.nope]\n", Path::new("f")).expect("valid");
+        let err = Inventory::assemble(".", &["a".into()], &BTreeMap::new(), config, None).expect_err("unknown");
+        assert!(err.to_string().contains("nixosConfigurations.nope"), "{err}");
+    }
+
+    #[test]
+    fn local_flake_directories() {
+        assert_eq!(local_dir("github:owner/repo"), None);
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("flake.nix"), "{}").expect("write");
+        let d = dir.path().display();
+        assert_eq!(local_dir(&format!("path:{d}")), Some(dir.path().to_owned()));
+        assert_eq!(local_dir(&format!("{d}")), Some(dir.path().to_owned()));
+    }
+}

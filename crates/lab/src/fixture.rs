@@ -17,7 +17,7 @@ use crate::process::{self, ProcessError};
 use crate::spec::DiskBus;
 use crate::state::LabState;
 
-const FILES: [(&str, &str); 12] = [
+const FILES: [(&str, &str); 13] = [
     ("flake.nix", include_str!("../fixture/flake.nix")),
     ("builders/kernel.sh", include_str!("../fixture/builders/kernel.sh")),
     ("builders/write-text.sh", include_str!("../fixture/builders/write-text.sh")),
@@ -26,6 +26,7 @@ const FILES: [(&str, &str); 12] = [
     ("builders/etc.sh", include_str!("../fixture/builders/etc.sh")),
     ("builders/toplevel.sh", include_str!("../fixture/builders/toplevel.sh")),
     ("builders/activate.sh", include_str!("../fixture/builders/activate.sh")),
+    ("builders/stage-1-init.sh", include_str!("../fixture/builders/stage-1-init.sh")),
     ("builders/stage-2-init.sh", include_str!("../fixture/builders/stage-2-init.sh")),
     ("builders/activatable.sh", include_str!("../fixture/builders/activatable.sh")),
     ("builders/switch-to-configuration.pl", include_str!("../fixture/builders/switch-to-configuration.pl")),

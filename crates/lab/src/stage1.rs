@@ -156,7 +156,8 @@ fn unpack(initrd: &Path, root: &Path) -> Result<Result<(), String>, Stage1Error>
         _ => return Ok(Err("unknown compression".into())),
     };
     let script = match decompressor {
-        Some(cmd) => format!("{} \"$1\" | cpio -idm --quiet --no-absolute-filenames -D \"$2\"", cmd.join(" ")),
+        // On stdin: zstd and gzip silently skip input files that are symlinks.
+        Some(cmd) => format!("{} < \"$1\" | cpio -idm --quiet --no-absolute-filenames -D \"$2\"", cmd.join(" ")),
         None => "cpio -idm --quiet --no-absolute-filenames -D \"$2\" < \"$1\"".to_owned(),
     };
     let mut command = Command::new("bash");

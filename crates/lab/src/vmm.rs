@@ -317,9 +317,19 @@ impl Machine {
             }
             None => None,
         };
-        let choice = match self.host.spec.bootloader {
-            Bootloader::SystemdBoot => firmware::systemd_boot::choose(&esp_mnt, &self.dir.sys_dir().join("firmware/efi/efivars"))?,
-            Bootloader::Grub => firmware::grub::choose(&root_mnt)?,
+        let chosen = match self.host.spec.bootloader {
+            Bootloader::SystemdBoot => firmware::systemd_boot::choose(&esp_mnt, &self.dir.sys_dir().join("firmware/efi/efivars")),
+            Bootloader::Grub => firmware::grub::choose(&root_mnt),
+        };
+        let choice = match chosen {
+            Ok(choice) => choice,
+            Err(err) => {
+                // Say what the firmware saw, so a failure explains itself.
+                let disk = if self.host.uses_esp() { &esp_mnt } else { &root_mnt };
+                let seen = list_tree(disk, 3);
+                self.log(&format!("firmware: {err}; the boot disk holds: {seen}"));
+                return Err(err.into());
+            }
         };
         let hardware = Hardware::of(&self.host, &crate::init::loop_numbers(&self.host)?);
         let mut verdict = stage1::boot(&choice, &hardware, &fw.join("work"))?;
@@ -486,6 +496,25 @@ fn forward_console(stdout: std::process::ChildStdout, mut console: Option<File>,
             }
         }
     }
+}
+
+/// Paths under `dir`, `depth` levels deep, for diagnostics.
+fn list_tree(dir: &Path, depth: usize) -> String {
+    fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if depth > 1 && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&entry.path(), &format!("{name}/"), depth - 1, out);
+            } else {
+                out.push(name);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, "/", depth, &mut out);
+    out.sort();
+    if out.is_empty() { "nothing".into() } else { out.join(" ") }
 }
 
 fn kill(pid: u32, signal: Signal) {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 //! Calibrates the lab against a real kernel. The lab decides whether a
 //! generation boots with its own stage-1 model (`stage1.rs`: the initrd
 //! unpacked with zstd/cpio, kmod's modprobe against the initrd's own module

@@ -25,11 +25,24 @@ pub fn store_uri(host: &Host) -> String {
     }
 }
 
-/// Copies `system`'s closure to the host.
+/// Below this many free bytes on the target's `/nix` after a failed copy,
+/// the failure is reported as a full disk (Nix often only says "disk I/O
+/// error" from SQLite).
+pub const LOW_SPACE: u64 = 16 << 20;
+
+/// Copies `system`'s closure to the host. `free_after` is asked only when
+/// the copy failed: the free bytes on the target's `/nix` then.
 ///
 /// # Errors
-/// A message saying what failed and what to do; disk-full is recognised.
-pub fn copy(nix: &Nix, host: &Host, system: &str, substitute_on_destination: bool, free_bytes: Option<u64>) -> Result<(), String> {
+/// A message saying what failed and what to do; a full disk is recognised.
+pub fn copy(
+    nix: &Nix,
+    host: &Host,
+    system: &str,
+    substitute_on_destination: bool,
+    free_bytes: Option<u64>,
+    free_after: &mut dyn FnMut() -> Option<u64>,
+) -> Result<(), String> {
     let store = StoreUri::parse(&store_uri(host)).map_err(|e| e.to_string())?;
     let nix = nix.clone().with_env("NIX_SSHOPTS", nix_sshopts(host));
     let options = CopyOptions {
@@ -38,11 +51,14 @@ pub fn copy(nix: &Nix, host: &Host, system: &str, substitute_on_destination: boo
     };
     nix.copy_to(&store, &[system.to_owned()], &options).map_err(|e| {
         let text = e.to_string();
-        if text.contains("No space left on device") || text.contains("disk full") {
+        let after = free_after();
+        if text.contains("No space left on device") || after.is_some_and(|f| f < LOW_SPACE) {
             format!(
-                "the target ran out of disk space during the copy ({} free on /nix before it); nothing was activated. \
-                 Free space on the host (e.g. `nix-collect-garbage --delete-older-than 30d`) and deploy again",
-                free_bytes.map_or_else(|| "unknown".to_owned(), human_bytes)
+                "the target ran out of disk space during the copy ({} free on /nix before it, {} after); nothing was activated. \
+                 Free space on the host (e.g. `nix-collect-garbage --delete-older-than 30d`) and deploy again:\n{}",
+                free_bytes.map_or_else(|| "unknown".to_owned(), human_bytes),
+                after.map_or_else(|| "unknown".to_owned(), human_bytes),
+                tail(&text)
             )
         } else {
             format!("nix copy to {} failed; nothing was activated: {}", store_uri(host), tail(&text))

@@ -155,6 +155,7 @@ fn deploy_locked(run: &mut Run<'_, '_>, target: &mut Target<'_>) -> Result<HostR
         a => a,
     };
     let action = if job.options.reboot { Action::Boot } else { action };
+    run.report.action = Some(action);
     if job.options.dry_run {
         return Err((Outcome::Skipped, Standing::KnownGood, format!("dry run: would {}", action.as_str())));
     }
@@ -166,7 +167,13 @@ fn deploy_locked(run: &mut Run<'_, '_>, target: &mut Target<'_>) -> Result<HostR
     let baseline = health::system_state(target.shared(), t.command);
 
     run.tl.start(Phase::Copy);
-    copy::copy(job.nix, job.host, new, job.options.substitute_on_destination, facts.nix_free_bytes)
+    let mut free_after = || {
+        target
+            .sh_ok("set -- $(stat -f -c '%a %S' /nix/store); echo $(($1 * $2))", t.command)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    };
+    copy::copy(job.nix, job.host, new, job.options.substitute_on_destination, facts.nix_free_bytes, &mut free_after)
         .map_err(|m| (Outcome::Failed, Standing::KnownGood, m))?;
 
     match action {

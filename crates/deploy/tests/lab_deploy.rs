@@ -50,3 +50,49 @@ fn lab_switch_live_then_inhibitor_goes_boot_with_verified_reboot() {
     assert!(report.hosts.iter().all(|h| h.outcome == Outcome::UpToDate), "{}", report.human());
     assert!(lab.down().expect("down").is_empty());
 }
+
+/// The seed incident (product.md §1): two virtio VPSes; the new generation
+/// switches dbus → broker and its initrd lost the virtio drivers.
+#[test]
+fn seed_incident_blocked_then_forced_hangs_power_cycle_back_on_previous() {
+    let lab = LabGuard::up(&["vps1=virtio,systemd-boot", "vps2=virtio,grub"]).expect("lab");
+    let first = lab.build(&["vps1", "vps2"]).expect("build");
+    write_config(&lab, &format!("[defaults]\npower_cycle = \"{}\"\nhealth.units = [\"app.service\"]\n", power_cycle_command(&lab)));
+    for h in ["vps1", "vps2"] {
+        lab.edit_host(h, |k| {
+            k.revision = 2;
+            k.switch_inhibitors.insert("dbus-implementation".into(), "broker".into());
+            k.available_kernel_modules.retain(|m| !m.starts_with("virtio"));
+        })
+        .expect("edit");
+    }
+    let bad = lab.build(&["vps1", "vps2"]).expect("build");
+
+    // Blocked: nothing pushed, and the report says why.
+    let report = deploy(&lab, &[], &options());
+    assert_eq!(report.exit_code, 1, "{}", report.human());
+    for h in ["vps1", "vps2"] {
+        let r = host(&report, h);
+        assert_eq!((r.action, r.outcome), (Some(Action::Blocked), Outcome::Blocked), "{h}: {}", r.message);
+        assert!(!valid_on(&lab, h, &bad[h]), "{h}: nothing was pushed");
+        assert_eq!(readlink(&lab, h, "/run/current-system"), first[h]);
+    }
+    let human = report.human();
+    assert!(human.contains("virtio_blk") && human.contains("nothing was pushed"), "{human}");
+
+    // Forced: verified reboot → hang → power-cycle → previous generation.
+    let mut forced = options();
+    forced.force = true;
+    let report = deploy(&lab, &[], &forced);
+    assert_eq!(report.exit_code, 1, "{}", report.human());
+    for h in ["vps1", "vps2"] {
+        let r = host(&report, h);
+        assert_eq!((r.action, r.outcome), (Some(Action::Boot), Outcome::Failed), "{h}");
+        assert!(r.rolled_back, "{h}: {}", r.message);
+        assert!(r.message.contains("power-cycled") && r.message.contains("previous generation"), "{h}: {}", r.message);
+        assert!(r.phases.iter().any(|p| p.phase == fleetgate_deploy::events::Phase::PowerCycle), "{h}");
+        assert!(lab.console(h).expect("console").contains("A start job is running for /dev/disk/by-label/NIXOS_ROOT"), "{h} really hung");
+        assert_on(&lab, h, &first[h]);
+    }
+    assert!(lab.down().expect("down").is_empty());
+}

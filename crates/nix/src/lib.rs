@@ -12,8 +12,8 @@
 //! - [`StoreUri`] handles store URIs and their query parameters (`secret-key`, …);
 //! - [`keys`] reads and writes Nix's `name:base64` ed25519 key format, computes narinfo
 //!   fingerprints and verifies narinfo signatures without trusting Nix to do it;
-//! - [`process`] is the timeout-bounded process runner everything above uses, and that
-//!   callers can use for other tools (git) too.
+//! - [`process`] re-exports the timeout-bounded process runner everything above uses
+//!   (the `fleetgate-process` crate), which callers can use for other tools (git) too.
 //!
 //! Every error carries the command line (never its environment, where secrets live) and
 //! the tail of the child's stderr.

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::process::{self, Output, RunError};
+use crate::process::{self, Output};
 use crate::{Transport, TransportError};
 
 /// This machine: commands run directly as child processes.
@@ -21,28 +21,6 @@ impl Transport for Local {
             .ok_or_else(|| TransportError::InvalidArgument("empty command".to_owned()))?;
         let mut command = Command::new(program);
         command.args(args);
-        let line = argv.join(" ");
-        match process::run(command, stdin, timeout) {
-            Ok(done) => Ok(Output {
-                target: self.describe(),
-                command: line,
-                status: done.status.code(),
-                stdout: done.stdout,
-                stderr: done.stderr,
-            }),
-            Err(RunError::Spawn(source)) => Err(TransportError::Spawn {
-                program: (*program).to_owned(),
-                source,
-            }),
-            Err(RunError::Io(source)) => Err(TransportError::Io {
-                what: format!("waiting for `{line}`"),
-                source,
-            }),
-            Err(RunError::Timeout) => Err(TransportError::Timeout {
-                target: self.describe(),
-                command: line,
-                after: timeout,
-            }),
-        }
+        process::run(command, stdin, timeout, self.describe(), argv.join(" "))
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use wait_timeout::ChildExt;
 
-use crate::process::{self, Output, RunError, tail};
+use crate::process::{self, Output, tail};
 use crate::{Transport, TransportError, shell_quote};
 
 /// Exit status `ssh` uses for its own errors (connection, authentication).
@@ -249,7 +249,7 @@ impl Ssh {
                 .arg(format!("ControlPath={}", m.socket().display()))
                 .args(["-O", "exit"])
                 .arg(&self.target.host);
-            let _ = process::run(command, None, Duration::from_secs(10));
+            let _ = fleetgate_process::run_command(command, None, Duration::from_secs(10));
         }
     }
 }
@@ -284,29 +284,11 @@ impl Transport for Ssh {
                 .arg(format!("ControlPath={}", socket.display()));
         }
         command.arg(&self.target.host).arg("--").arg(&remote);
-        match process::run(command, stdin, timeout) {
-            Ok(done) if done.status.code() == Some(SSH_ERROR) => Err(self.unreachable(tail(&done.stderr))),
-            Ok(done) => Ok(Output {
-                target: self.describe(),
-                command: remote,
-                status: done.status.code(),
-                stdout: done.stdout,
-                stderr: done.stderr,
-            }),
-            Err(RunError::Spawn(source)) => Err(TransportError::Spawn {
-                program: "ssh".to_owned(),
-                source,
-            }),
-            Err(RunError::Io(source)) => Err(TransportError::Io {
-                what: "waiting for ssh".to_owned(),
-                source,
-            }),
-            Err(RunError::Timeout) => Err(TransportError::Timeout {
-                target: self.describe(),
-                command: remote,
-                after: timeout,
-            }),
+        let out = process::run(command, stdin, timeout, self.describe(), remote)?;
+        if out.status == Some(SSH_ERROR) {
+            return Err(self.unreachable(tail(&out.stderr)));
         }
+        Ok(out)
     }
 }
 

@@ -179,6 +179,21 @@ impl FleetKnobs {
     }
 }
 
+/// Writes `fleetgate.toml` beside the flake: how `fleetgate deploy` recovers a
+/// lab host that does not come back (the lab's power-cycle) and what makes
+/// one healthy. Tests may overwrite it.
+pub fn write_deploy_config(fleet_dir: &Path, lab_root: &Path, lab_binary: &Path) -> Result<(), FixtureError> {
+    let text = format!(
+        "# Written by fleetgate-lab: how `fleetgate deploy` reaches and recovers the lab's hosts.\n\
+         [deploy]\nstrategy = \"canary\"\nconfirm_timeout_secs = 60\nreboot_timeout_secs = 60\n\n\
+         [defaults]\npower_cycle = \"{} --lab {} power-cycle {{host}}\"\nhealth.units = [\"app.service\"]\n",
+        lab_binary.display(),
+        lab_root.display()
+    );
+    let path = fleet_dir.join("fleetgate.toml");
+    fs::write(&path, text).map_err(io(format!("writing {}", path.display())))
+}
+
 /// Writes the fixture flake for `state`'s hosts into `fleet_dir`.
 pub fn write(fleet_dir: &Path, state: &LabState, ssh_config: &Path) -> Result<FleetKnobs, FixtureError> {
     for (name, text) in FILES {

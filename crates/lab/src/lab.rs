@@ -112,6 +112,7 @@ impl Lab {
         progress("writing the fixture flake");
         let fleet = self.dir.fleet_dir();
         fixture::write(&fleet, &self.state, &self.dir.ssh_config())?;
+        fixture::write_deploy_config(&fleet, self.dir.root(), &lab_binary()?)?;
         progress("building the hosts' first generation (nix build)");
         let names: Vec<String> = self.state.hosts.iter().map(|h| h.name().to_owned()).collect();
         let systems = build_systems(&fleet, &names)?;

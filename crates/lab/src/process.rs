@@ -2,6 +2,7 @@
 //! `mkfs.ext4`, `nix`, `cpio`, `zstd`, `modprobe`…), always with a deadline.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -49,7 +50,10 @@ pub fn run(command: &mut Command, timeout: Duration) -> Result<Output, ProcessEr
 /// Like [`run`], but a non-zero exit is returned rather than treated as an error.
 pub fn run_status(command: &mut Command, timeout: Duration) -> Result<(ExitStatus, String, String), ProcessError> {
     let name = describe(command);
+    // Its own process group, so a timeout also kills grandchildren (`ssh`
+    // under `nix copy`) that would otherwise keep the pipes open.
     let mut child = command
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -74,6 +78,7 @@ pub fn wait_deadline(child: &mut Child, timeout: Duration, name: &str) -> Result
             Err(source) => return Err(ProcessError::Wait { command: name.to_owned(), source }),
         }
         if Instant::now() >= deadline {
+            kill_group(child);
             let _ = child.kill();
             let _ = child.wait();
             return Err(ProcessError::TimedOut { command: name.to_owned(), timeout });
@@ -82,6 +87,14 @@ pub fn wait_deadline(child: &mut Child, timeout: Duration, name: &str) -> Result
         // geometrically so short commands return quickly and long ones cost little.
         thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// SIGKILL to the child's process group, if it leads one.
+fn kill_group(child: &Child) {
+    let Some(pid) = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw) else { return };
+    if rustix::process::getpgid(Some(pid)).is_ok_and(|group| group == pid) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
 }
 
@@ -131,6 +144,14 @@ mod tests {
         let err = run(Command::new("sleep").arg("30"), Duration::from_millis(200)).unwrap_err();
         assert!(matches!(err, ProcessError::TimedOut { .. }), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_timeout_also_kills_grandchildren_holding_the_pipes() {
+        let started = Instant::now();
+        let err = run(Command::new("sh").args(["-c", "sleep 30 & sleep 30"]), Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "a grandchild kept the pipes open");
     }
 
     #[test]

@@ -21,10 +21,10 @@ pub enum Compression {
     /// Legacy `.lzma` ("LZMA_Alone", first byte `5d 00`).
     Lzma,
     /// LZ4 legacy format (`02 21 4c 18`), what the kernel's `unlz4` and
-    /// `lz4 -l` use.
+    /// `lz4 -l` use. (The standard LZ4 *frame* format, `04 22 4d 18`, is
+    /// not a [`Compression`]: the kernel cannot unpack it, so the reader
+    /// reports it as [`crate::Error::UnsupportedCompression`].)
     Lz4Legacy,
-    /// Standard LZ4 frame format (`04 22 4d 18`).
-    Lz4,
     /// bzip2 (`BZh1`..`BZh9`).
     Bzip2,
 }
@@ -39,7 +39,6 @@ impl Compression {
             Compression::Xz => "xz",
             Compression::Lzma => "lzma",
             Compression::Lz4Legacy => "lz4-legacy",
-            Compression::Lz4 => "lz4",
             Compression::Bzip2 => "bzip2",
         }
     }
@@ -59,10 +58,19 @@ pub(crate) enum Magic {
     /// An odc ("070707") or old binary cpio header.
     OldCpio(&'static str),
     Compressed(Compression),
-    /// Recognised, but not decodable here.
-    Unsupported(&'static str),
+    /// Recognised, but not decodable here: the format's name and why.
+    Unsupported(&'static str, &'static str),
     Unknown,
 }
+
+/// Why an LZ4 *frame* stream is refused: `lib/decompress.c` maps the LZ4
+/// magic to `unlz4`, which reads only the legacy format (`lz4 -l`).
+const LZ4_FRAME_REASON: &str = "the kernel cannot unpack it: lib/decompress.c reads only legacy LZ4 \
+     (`lz4 -l`, magic 02 21 4c 18), so the kernel would fail to unpack this initrd at boot; \
+     rebuild the image with `lz4 -l`";
+
+/// Why a format the kernel may unpack is still refused.
+const NOT_DECODED_HERE: &str = "fleetgate cannot decode it, so its contents cannot be checked";
 
 /// Number of bytes [`detect`] wants to see (fewer only at end of file).
 pub(crate) const MAGIC_LEN: usize = 6;
@@ -90,15 +98,18 @@ pub(crate) fn detect(b: &[u8]) -> Magic {
     } else if starts(&[0x02, 0x21, 0x4c, 0x18]) {
         Magic::Compressed(Compression::Lz4Legacy)
     } else if starts(&[0x04, 0x22, 0x4d, 0x18]) {
-        Magic::Compressed(Compression::Lz4)
+        Magic::Unsupported("lz4 frame format", LZ4_FRAME_REASON)
     } else if starts(b"BZh") && b.get(3).is_some_and(|c| (b'1'..=b'9').contains(c)) {
         Magic::Compressed(Compression::Bzip2)
     } else if starts(&[0x89, b'L', b'Z', b'O']) {
-        Magic::Unsupported("lzo")
+        Magic::Unsupported("lzo", NOT_DECODED_HERE)
     } else if starts(&[0x1f, 0x9e]) {
-        Magic::Unsupported("old gzip (1f 9e)")
+        Magic::Unsupported("old gzip (1f 9e)", NOT_DECODED_HERE)
     } else if b.len() >= 4 && b[1..4] == [0x2a, 0x4d, 0x18] && b[0] & 0xf0 == 0x50 {
-        Magic::Unsupported("zstd/lz4 skippable frame")
+        Magic::Unsupported(
+            "zstd/lz4 skippable frame",
+            "the kernel cannot unpack it either (no compressed_formats[] entry in lib/decompress.c)",
+        )
     } else {
         Magic::Unknown
     }
@@ -119,7 +130,6 @@ enum Kind<R: Read> {
     Zstd(zstd::stream::read::Decoder<'static, Input<R>>),
     Xz(liblzma::bufread::XzDecoder<Input<R>>),
     Bzip2(bzip2::bufread::BzDecoder<Input<R>>),
-    Lz4(lz4_flex::frame::FrameDecoder<Input<R>>),
     Lz4Legacy(Lz4Legacy<R>),
 }
 
@@ -164,10 +174,6 @@ impl<R: Read> Decoder<R> {
                 Kind::Xz(liblzma::bufread::XzDecoder::new_stream(input, stream))
             }
             Compression::Bzip2 => Kind::Bzip2(bzip2::bufread::BzDecoder::new(input)),
-            // lz4_flex's FrameDecoder reads exactly the bytes of the frame it
-            // decodes (it uses `read_exact` on the header, block sizes and
-            // blocks), and returns end of data at the frame's end mark.
-            Compression::Lz4 => Kind::Lz4(lz4_flex::frame::FrameDecoder::new(input)),
             Compression::Lz4Legacy => Kind::Lz4Legacy(Lz4Legacy::new(input)),
         };
         Ok(Decoder { kind, done: false })
@@ -179,7 +185,6 @@ impl<R: Read> Decoder<R> {
             Kind::Zstd(d) => d.get_ref(),
             Kind::Xz(d) => d.get_ref(),
             Kind::Bzip2(d) => d.get_ref(),
-            Kind::Lz4(d) => d.get_ref(),
             Kind::Lz4Legacy(d) => d.get_ref(),
         }
     }
@@ -190,7 +195,6 @@ impl<R: Read> Decoder<R> {
             Kind::Zstd(d) => d.finish(),
             Kind::Xz(d) => d.into_inner(),
             Kind::Bzip2(d) => d.into_inner(),
-            Kind::Lz4(d) => d.into_inner(),
             Kind::Lz4Legacy(d) => d.into_inner(),
         }
     }
@@ -206,12 +210,11 @@ impl<R: Read> Read for Decoder<R> {
             Kind::Zstd(d) => d.read(buf)?,
             Kind::Xz(d) => d.read(buf)?,
             Kind::Bzip2(d) => d.read(buf)?,
-            Kind::Lz4(d) => d.read(buf)?,
             Kind::Lz4Legacy(d) => d.read(buf)?,
         };
         if n == 0 {
             // Never call a finished decoder again: some would start on the
-            // next stream (lz4_flex) or report a state error (liblzma).
+            // next stream or report a state error (liblzma).
             self.done = true;
         }
         Ok(n.min(buf.len()))
@@ -247,11 +250,14 @@ mod tests {
         );
         assert_eq!(
             detect(&[0x04, 0x22, 0x4d, 0x18]),
-            Magic::Compressed(Compression::Lz4)
+            Magic::Unsupported("lz4 frame format", LZ4_FRAME_REASON)
         );
         assert_eq!(detect(b"BZh91AY"), Magic::Compressed(Compression::Bzip2));
         assert_eq!(detect(b"BZh0"), Magic::Unknown);
-        assert_eq!(detect(b"\x89LZO\0"), Magic::Unsupported("lzo"));
+        assert_eq!(
+            detect(b"\x89LZO\0"),
+            Magic::Unsupported("lzo", NOT_DECODED_HERE)
+        );
         assert_eq!(detect(b"hello!"), Magic::Unknown);
         assert_eq!(detect(b""), Magic::Unknown);
     }

@@ -104,11 +104,16 @@ pub enum Error {
         found: Vec<u8>,
     },
 
-    /// A segment uses a compression format this crate does not decode.
-    #[error("unsupported compression {name} (magic {magic:02x?}) at file byte {offset}")]
+    /// A segment uses a compression format this crate does not decode:
+    /// either one the kernel cannot unpack either (the LZ4 frame format,
+    /// which would make the kernel fail at boot), or one fleetgate cannot
+    /// check (lzo). `reason` says which.
+    #[error("unsupported compression {name} (magic {magic:02x?}) at file byte {offset}: {reason}")]
     UnsupportedCompression {
         /// Name of the format recognised by its magic.
         name: &'static str,
+        /// Why it is refused (e.g. "the kernel cannot unpack it: ...").
+        reason: &'static str,
         /// The magic bytes found.
         magic: Vec<u8>,
         /// File byte offset of the segment.

@@ -12,6 +12,8 @@
 //! # Format
 //!
 //! The rules follow the kernel's unpacker rather than any one userspace tool:
+//! what the kernel cannot unpack is an error here too, so a module found in
+//! an image is one the kernel will see.
 //!
 //! * Segments: at top level, zero bytes are skipped; `070701`/`070702` at a
 //!   4-byte aligned offset starts an uncompressed archive, which ends at its
@@ -21,9 +23,13 @@
 //!   Inside a decompressed stream, archives may follow each other after zero
 //!   padding. See the kernel's `init/initramfs.c` (`unpack_to_rootfs`) and
 //!   `lib/decompress.c`, and Debian's `unmkinitramfs`.
-//! * Compression: gzip, zstd, xz, legacy lzma, LZ4 legacy (`lz4 -l`, which
-//!   is what the kernel reads) and the standard LZ4 frame format, bzip2.
-//!   lzo is recognised and reported as [`Error::UnsupportedCompression`].
+//! * Compression: gzip, zstd, xz, legacy lzma, LZ4 legacy (`lz4 -l`),
+//!   bzip2. The standard LZ4 *frame* format (`lz4` without `-l`, magic
+//!   `04 22 4d 18`) is reported as [`Error::UnsupportedCompression`]: the
+//!   kernel's `lib/decompress.c` hands every LZ4 stream to `unlz4`, which
+//!   reads only the legacy format, so such an image does not boot. lzo,
+//!   which the kernel does unpack, is also recognised but not decoded, and
+//!   reported the same way.
 //! * cpio: the "new ASCII" format, `newc` (`070701`) and `crc` (`070702`,
 //!   whose data checksum is verified), as described in `cpio(5)` and the
 //!   kernel's `Documentation/driver-api/early-userspace/buffer-format.rst`.

@@ -437,9 +437,10 @@ impl<R: Read> Reader<R> {
                     },
                 });
             }
-            (Magic::Unsupported(name), magic) => {
+            (Magic::Unsupported(name, reason), magic) => {
                 return Err(Error::UnsupportedCompression {
                     name,
+                    reason,
                     magic,
                     offset,
                 });

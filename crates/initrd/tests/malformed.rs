@@ -4,7 +4,7 @@
 mod support;
 
 use fleetgate_initrd::{Compression, Error, Options, Reader};
-use support::{ALL_COMPRESSIONS, Cpio, compress, early_cpio, main_cpio, read_all};
+use support::{ALL_COMPRESSIONS, Cpio, compress, early_cpio, lz4_frame, main_cpio, read_all};
 
 /// Runs the reader to the end (reading all data) and returns its error.
 fn error_of(image: &[u8]) -> Error {
@@ -43,7 +43,7 @@ fn every_truncation_of_a_compressed_segment_is_an_error() {
                     // Only formats without an end marker of their own may look
                     // complete, and only if the whole archive came out.
                     assert!(
-                        matches!(compression, Compression::Lz4Legacy | Compression::Lz4),
+                        matches!(compression, Compression::Lz4Legacy),
                         "{compression} cut at {len} parsed ({} entries)",
                         entries.len()
                     );
@@ -165,6 +165,49 @@ fn old_cpio_formats_are_rejected_with_their_name() {
     ));
 }
 
+/// The kernel's `lib/decompress.c` unpacks only legacy LZ4 (`lz4 -l`);
+/// an image with an LZ4 *frame* segment does not boot, so its modules must
+/// not be reported as present.
+#[test]
+fn lz4_frame_format_is_refused_because_the_kernel_cannot_unpack_it() {
+    let mut image = early_cpio();
+    let at = image.len() as u64;
+    image.extend(lz4_frame(&main_cpio()));
+    let err = error_of(&image);
+    let text = err.to_string();
+    match err {
+        Error::UnsupportedCompression {
+            name,
+            reason,
+            magic,
+            offset,
+        } => {
+            assert_eq!(name, "lz4 frame format");
+            assert_eq!(magic[..4], [0x04, 0x22, 0x4d, 0x18]);
+            assert_eq!(offset, at);
+            assert!(reason.contains("kernel cannot unpack"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(text.contains("lz4 frame format"), "{text}");
+    assert!(text.contains("kernel cannot unpack"), "{text}");
+    assert!(text.contains("lz4 -l"), "{text}");
+    // The module scan fails too, rather than listing the modules.
+    let dir = std::env::temp_dir().join(format!("fleetgate-initrd-lz4f-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("initrd.img");
+    std::fs::write(&path, &image).unwrap();
+    let scanned = fleetgate_initrd::kernel_modules(&path);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(matches!(
+        scanned,
+        Err(Error::UnsupportedCompression {
+            name: "lz4 frame format",
+            ..
+        })
+    ));
+}
+
 #[test]
 fn unknown_and_unsupported_magic() {
     let mut image = early_cpio();
@@ -175,6 +218,7 @@ fn unknown_and_unsupported_magic() {
             name,
             magic,
             offset,
+            ..
         } => {
             assert_eq!(name, "lzo");
             assert_eq!(magic, b"\x89LZO\0\r");

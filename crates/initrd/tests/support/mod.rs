@@ -118,11 +118,6 @@ pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
             e.write_all(data).unwrap();
             e.finish().unwrap()
         }
-        Compression::Lz4 => {
-            let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
-            e.write_all(data).unwrap();
-            e.finish().unwrap()
-        }
         Compression::Lz4Legacy => {
             let mut out = 0x184C_2102u32.to_le_bytes().to_vec();
             for chunk in data.chunks(8 << 20) {
@@ -141,15 +136,22 @@ pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
     }
 }
 
-pub const ALL_COMPRESSIONS: [Compression; 7] = [
+pub const ALL_COMPRESSIONS: [Compression; 6] = [
     Compression::Gzip,
     Compression::Zstd,
     Compression::Xz,
     Compression::Lzma,
-    Compression::Lz4,
     Compression::Lz4Legacy,
     Compression::Bzip2,
 ];
+
+/// `data` in the standard LZ4 frame format (`lz4` without `-l`), which
+/// the kernel cannot unpack.
+pub fn lz4_frame(data: &[u8]) -> Vec<u8> {
+    let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
 
 /// A small "early" (microcode) archive.
 pub fn early_cpio() -> Vec<u8> {

@@ -123,7 +123,7 @@ impl Hardware {
             ),
             DiskBus::Nvme => (
                 format!("nvme-Samsung_SSD_970_EVO_1TB_{}", ids.serial),
-                "pci-0000:00:04.0-nvme-1".to_owned(),
+                "pci-0000:01:00.0-nvme-1".to_owned(),
                 "devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1".to_owned(),
                 vec!["nvme", "ext4"],
             ),
@@ -195,8 +195,11 @@ impl Hardware {
         Ok(())
     }
 
-    fn write_pci_function(&self, tree: &Tree, slot: &str, ids: PciIds, driver: &str, module: &str) -> io::Result<String> {
+    /// A PCI function at `slot` (`bridge/function` for one behind a bridge),
+    /// bound to `driver`, which comes from `module` or is built in (`None`).
+    fn write_pci_function(&self, tree: &Tree, slot: &str, ids: PciIds, driver: &str, module: Option<&str>) -> io::Result<String> {
         let dev = format!("devices/pci0000:00/{slot}");
+        let slot = slot.rsplit('/').next().unwrap_or(slot);
         let modalias = format!(
             "pci:v0000{:04X}d0000{:04X}sv0000{:04X}sd0000{:04X}bc{:02X}sc{:02X}i{:02X}",
             ids.vendor, ids.device, ids.subvendor, ids.subdevice, ids.class >> 16, (ids.class >> 8) & 0xff, ids.class & 0xff
@@ -215,14 +218,17 @@ impl Hardware {
             ),
         )?;
         tree.link(&format!("{dev}/subsystem"), "bus/pci")?;
-        tree.bind_driver(&dev, "pci", driver, module)?;
+        match module {
+            Some(module) => tree.bind_driver(&dev, "pci", driver, module)?,
+            None => tree.bind_builtin_driver(&dev, "pci", driver)?,
+        }
         tree.file("devices/pci0000:00/uevent", "")?;
         Ok(dev)
     }
 
     fn write_virtio(&self, tree: &Tree) -> io::Result<()> {
         let ids = PciIds { vendor: 0x1af4, device: 0x1042, subvendor: 0x1af4, subdevice: 0x1100, class: 0x018000 };
-        let pci = self.write_pci_function(tree, "0000:00:02.0", ids, "virtio-pci", "virtio_pci")?;
+        let pci = self.write_pci_function(tree, "0000:00:02.0", ids, "virtio-pci", Some("virtio_pci"))?;
         let virtio = format!("{pci}/virtio1");
         tree.file(&format!("{virtio}/device"), "0x0002\n")?;
         tree.file(&format!("{virtio}/vendor"), "0x1af4\n")?;
@@ -235,8 +241,12 @@ impl Hardware {
 
     fn write_nvme(&self, tree: &Tree) -> io::Result<()> {
         // Samsung 970 EVO Plus, as `lspci -nn` shows it: 144d:a808, class 010802.
+        // An NVMe SSD sits behind a PCIe root port, whose driver (`pcieport`)
+        // is always built into the kernel: no `module` link, no alias.
+        let port = PciIds { vendor: 0x1b36, device: 0x000c, subvendor: 0x1af4, subdevice: 0x1100, class: 0x060400 };
+        self.write_pci_function(tree, "0000:00:1c.0", port, "pcieport", None)?;
         let ids = PciIds { vendor: 0x144d, device: 0xa808, subvendor: 0x144d, subdevice: 0xa801, class: 0x010802 };
-        let pci = self.write_pci_function(tree, "0000:00:04.0", ids, "nvme", "nvme")?;
+        let pci = self.write_pci_function(tree, "0000:00:1c.0/0000:01:00.0", ids, "nvme", Some("nvme"))?;
         let ctrl = format!("{pci}/nvme/nvme0");
         tree.file(&format!("{ctrl}/model"), "Samsung SSD 970 EVO Plus 1TB           \n")?;
         tree.file(&format!("{ctrl}/serial"), &format!("{}\n", self.by_id))?;
@@ -265,7 +275,7 @@ impl Hardware {
     fn write_sata(&self, tree: &Tree) -> io::Result<()> {
         // QEMU q35's ICH9 AHCI controller: 8086:2922, class 010601.
         let ids = PciIds { vendor: 0x8086, device: 0x2922, subvendor: 0x1af4, subdevice: 0x1100, class: 0x010601 };
-        let pci = self.write_pci_function(tree, "0000:00:1f.2", ids, "ahci", "ahci")?;
+        let pci = self.write_pci_function(tree, "0000:00:1f.2", ids, "ahci", Some("ahci"))?;
         let ata = format!("{pci}/ata1");
         tree.file(&format!("{ata}/uevent"), "")?;
         let host = format!("{ata}/host0");
@@ -410,6 +420,15 @@ impl Tree<'_> {
         self.link(&format!("{driver_dir}/module"), &format!("module/{module}"))?;
         self.file(&format!("module/{module}/initstate"), "live\n")
     }
+
+    /// `driver` link of a device whose driver is built into the kernel: the
+    /// driver directory has no `module` link.
+    fn bind_builtin_driver(&self, device: &str, bus: &str, driver: &str) -> io::Result<()> {
+        let driver_dir = format!("bus/{bus}/drivers/{driver}");
+        self.link(&format!("{device}/driver"), &driver_dir)?;
+        let name = Path::new(device).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        self.link(&format!("{driver_dir}/{name}"), device)
+    }
 }
 
 /// The relative path from the directory holding `link` to `target`, both given
@@ -480,6 +499,12 @@ mod tests {
         let ctrl_pci = fs::canonicalize(sys.join("devices/virtual/nvme-subsystem/nvme-subsys0/nvme0/device")).unwrap();
         assert_eq!(read(&ctrl_pci, "modalias"), "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02");
         assert!(fs::canonicalize(ctrl_pci.join("driver")).unwrap().ends_with("bus/pci/drivers/nvme"));
+        // Behind a root port bound to the built-in pcieport driver.
+        let port = ctrl_pci.parent().unwrap();
+        assert!(port.ends_with("devices/pci0000:00/0000:00:1c.0"), "{port:?}");
+        assert_eq!(read(port, "class"), "0x060400");
+        assert!(fs::canonicalize(port.join("driver")).unwrap().ends_with("bus/pci/drivers/pcieport"));
+        assert!(!port.join("driver/module").exists(), "pcieport is built in");
         assert!(!sys.join("firmware/efi").exists());
         assert_eq!(read(sys, "dev/block/7:3/partition"), "2");
     }

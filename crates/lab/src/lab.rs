@@ -202,8 +202,10 @@ impl Lab {
         let exe = lab_binary()?;
         let dir = self.dir.host(host.name());
         let log = fs::File::create(dir.vmm_log())?;
+        // `setsid --fork`: the supervisor is re-parented away from us at once,
+        // so it never lingers as our zombie; its stdout still reaches us.
         let mut child = Command::new("setsid")
-            .args(["unshare", "--mount", "--propagation", "private", "--"])
+            .args(["--fork", "unshare", "--mount", "--propagation", "private", "--"])
             .arg(&exe)
             .arg("__vmm")
             .arg("--lab")
@@ -221,13 +223,12 @@ impl Lab {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = ready.send(line);
         });
-        match wait_ready.recv_timeout(Duration::from_secs(30)) {
+        let ready = wait_ready.recv_timeout(Duration::from_secs(30));
+        let _ = process::wait_deadline(&mut child, Duration::from_secs(10), "setsid --fork");
+        match ready {
             Ok(line) if line.trim() == "ready" => Ok(()),
             Ok(line) => bail!("the supervisor of {} failed to start ({}); see {}", host.name(), line.trim(), dir.vmm_log().display()),
-            Err(_) => {
-                let _ = child.kill();
-                bail!("the supervisor of {} did not start within 30s; see {}", host.name(), dir.vmm_log().display())
-            }
+            Err(_) => bail!("the supervisor of {} did not start within 30s; see {}", host.name(), dir.vmm_log().display()),
         }
     }
 
@@ -251,7 +252,7 @@ impl Lab {
             let socket = host_dir.vmm_socket();
             let stopped = socket.exists() && control::request(host.name(), &socket, &Request::Shutdown, Duration::from_secs(30)).is_ok();
             if !stopped {
-                kill_pid_file(&host_dir.vmm_pid_file());
+                kill_pid_file(&host_dir.vmm_pid_file(), dir.root());
             }
             if network::netns_exists(state.id, host.name()) {
                 kill_netns_processes(&host.netns);
@@ -415,8 +416,15 @@ pub fn lab_binary() -> anyhow::Result<PathBuf> {
     bail!("cannot find the fleetgate-lab binary next to {} (build it: `cargo build -p fleetgate-lab`, or set FLEETGATE_LAB_BIN)", exe.display())
 }
 
-fn kill_pid_file(path: &Path) {
-    if let Some(pid) = fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<i32>().ok()).and_then(rustix::process::Pid::from_raw) {
+/// Kills the supervisor named by a pid file, but only if that pid still is
+/// this lab's supervisor (after a crash the number may belong to anyone).
+fn kill_pid_file(path: &Path, lab_root: &Path) {
+    let Some(raw) = fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<i32>().ok()) else { return };
+    let cmdline = fs::read(format!("/proc/{raw}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default();
+    if !(cmdline.contains("__vmm") && cmdline.contains(&lab_root.display().to_string())) {
+        return;
+    }
+    if let Some(pid) = rustix::process::Pid::from_raw(raw) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
 }

@@ -48,7 +48,7 @@ pub enum NetworkError {
     Command(#[from] ProcessError),
     #[error("cannot take the lab allocation lock {ALLOCATION_LOCK}: {0}")]
     Lock(std::io::Error),
-    #[error("every lab id (1-250) is in use: bring a lab down first (`fleetgate-lab down`)")]
+    #[error("every lab id (1-250) is in use or its 10.203.<id>.0/24 is already routed here: bring a lab down first (`fleetgate-lab down`)")]
     Exhausted,
 }
 
@@ -68,12 +68,44 @@ pub fn create_bridge() -> Result<u8, NetworkError> {
     }
     let lock = File::create(ALLOCATION_LOCK).map_err(NetworkError::Lock)?;
     flock(&lock, FlockOperation::LockExclusive).map_err(|e| NetworkError::Lock(e.into()))?;
-    let id = (1..=250u8).find(|id| !link_exists(&bridge_name(*id))).ok_or(NetworkError::Exhausted)?;
+    let routes = routed_prefixes(&ip(&["-4", "-o", "route", "show", "table", "all"])?);
+    let id = (1..=250u8)
+        .find(|id| !link_exists(&bridge_name(*id)) && !routes.iter().any(|r| overlaps(*r, lab_prefix(*id))))
+        .ok_or(NetworkError::Exhausted)?;
     let bridge = bridge_name(id);
     ip(&["link", "add", &bridge, "type", "bridge"])?;
     ip(&["addr", "add", &format!("{}/24", gateway_address(id)), "dev", &bridge])?;
     ip(&["link", "set", &bridge, "up"])?;
     Ok(id)
+}
+
+type Prefix = (u32, u8);
+
+fn lab_prefix(id: u8) -> Prefix {
+    (u32::from_be_bytes([10, 203, id, 0]), 24)
+}
+
+/// Destinations of `ip -4 -o route show table all`, without `default` (a lab
+/// never conflicts with the default route: it is more specific).
+fn routed_prefixes(routes: &str) -> Vec<Prefix> {
+    const TYPES: [&str; 10] = ["unicast", "local", "broadcast", "multicast", "throw", "unreachable", "prohibit", "blackhole", "nat", "anycast"];
+    routes
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let first = words.next()?;
+            let dest = if TYPES.contains(&first) { words.next()? } else { first };
+            let (address, length) = dest.split_once('/').unwrap_or((dest, "32"));
+            let address: std::net::Ipv4Addr = address.parse().ok()?;
+            Some((u32::from(address), length.parse().ok().filter(|l| *l <= 32)?))
+        })
+        .collect()
+}
+
+fn overlaps(a: Prefix, b: Prefix) -> bool {
+    let shorter = a.1.min(b.1);
+    let mask = if shorter == 0 { 0 } else { u32::MAX << (32 - shorter) };
+    a.0 & mask == b.0 & mask
 }
 
 /// Creates the host's namespace and cables it to the bridge.
@@ -130,4 +162,21 @@ pub fn bridge_exists(id: u8) -> bool {
 
 pub fn netns_exists(id: u8, host: &str) -> bool {
     Path::new("/run/netns").join(netns_name(id, host)).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_routed_range_keeps_its_lab_id_free() {
+        let routes = routed_prefixes(
+            "default via 192.0.2.1 dev eth0\n10.203.7.0/24 dev tun0 scope link\nlocal 127.0.0.0/8 dev lo table local\nbroadcast 10.203.9.255 dev fgl9 table local\n10.0.0.0/8 via 192.0.2.9 dev eth0\n",
+        );
+        assert!(routes.iter().any(|r| overlaps(*r, lab_prefix(7))), "a VPN's 10.203.7.0/24");
+        assert!(routes.iter().any(|r| overlaps(*r, lab_prefix(9))), "a broadcast address inside it");
+        assert!(routes.iter().any(|r| overlaps(*r, lab_prefix(100))), "a covering 10.0.0.0/8");
+        let without_vpn = routed_prefixes("default via 192.0.2.1 dev eth0\n192.0.2.0/24 dev eth0\n");
+        assert!(!without_vpn.iter().any(|r| overlaps(*r, lab_prefix(7))), "the default route never conflicts");
+    }
 }

@@ -112,6 +112,8 @@ fn serve(listener: UnixListener, shared: Arc<Shared>, events: Sender<Event>) {
 }
 
 fn handle(stream: UnixStream, shared: &Shared, events: &Sender<Event>) -> std::io::Result<()> {
+    // A client that connects and says nothing must not hold a thread forever.
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line)?;
     let response = match serde_json::from_str::<Request>(&line) {
@@ -392,13 +394,25 @@ impl Machine {
     fn while_running(&mut self, unshare_pid: u32, boot_id: &str, toplevel: &str) -> Next {
         let mut requested: Option<(Next, Sender<Result<(), String>>)> = None;
         let mut deadline: Option<Instant> = None;
+        let mut power_cut = false;
         loop {
             let event = match deadline {
                 Some(at) => match self.inbox.recv_timeout(at.saturating_duration_since(Instant::now())) {
                     Ok(event) => event,
+                    Err(RecvTimeoutError::Timeout) if power_cut => {
+                        // Even SIGKILL did not end the host: say so instead of
+                        // trying forever.
+                        let reason = "the host's processes did not die after the power was cut".to_owned();
+                        self.log(&format!("--- {reason} ---"));
+                        if let Some((_, reply)) = requested.take() {
+                            let _ = reply.send(Err(reason.clone()));
+                        }
+                        return self.stuck(Power::Hung, reason);
+                    }
                     Err(RecvTimeoutError::Timeout) => {
                         self.log("--- shutdown took too long: power cut ---");
                         kill(unshare_pid, Signal::KILL);
+                        power_cut = true;
                         deadline = Some(Instant::now() + KILL_TIMEOUT);
                         continue;
                     }
@@ -447,11 +461,13 @@ impl Machine {
                 Event::Command(Request::PowerCycle, reply) => {
                     self.log("--- power cycle ---");
                     kill(unshare_pid, Signal::KILL);
+                    power_cut = true;
                     requested = Some((Next::Boot, reply));
                     deadline = Some(Instant::now() + KILL_TIMEOUT);
                 }
                 Event::Command(Request::Shutdown, reply) => {
                     kill(unshare_pid, Signal::KILL);
+                    power_cut = true;
                     requested = Some((Next::Exit, reply));
                     deadline = Some(Instant::now() + KILL_TIMEOUT);
                 }

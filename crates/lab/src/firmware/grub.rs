@@ -184,11 +184,32 @@ pub fn resolve<'a>(menu: &'a [MenuItem], spec: &str) -> Option<&'a MenuItem> {
     }
 }
 
+/// Expands `${name}` and `$name` (a name is `[A-Za-z0-9_]+`), as GRUB's
+/// script parser does; unknown variables expand to nothing.
 fn expand(value: &str, env: &BTreeMap<String, String>) -> String {
-    let mut out = value.to_owned();
-    for (key, val) in env {
-        out = out.replace(&format!("${{{key}}}"), val).replace(&format!("${key}"), val);
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, tail) = match after.strip_prefix('{') {
+            Some(braced) => match braced.find('}') {
+                Some(end) => (&braced[..end], &braced[end + 1..]),
+                None => ("", after),
+            },
+            None => {
+                let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            }
+        };
+        if name.is_empty() {
+            out.push('$');
+        } else {
+            out.push_str(env.get(name).map(String::as_str).unwrap_or(""));
+        }
+        rest = tail;
     }
+    out.push_str(rest);
     out
 }
 
@@ -295,6 +316,15 @@ submenu "NixOS - All configurations" --class submenu {
         assert_eq!(resolve(&config.menu, "1>1").unwrap().title, "NixOS - Configuration 1 (2026-11-21)");
         assert_eq!(resolve(&config.menu, "nixos-default").unwrap().title, "NixOS - Default");
         assert!(resolve(&config.menu, "1").is_none(), "a submenu is not bootable");
+    }
+
+    #[test]
+    fn variables_expand_by_whole_name() {
+        let env = BTreeMap::from([("next".to_owned(), "X".to_owned()), ("next_entry".to_owned(), "Y".to_owned())]);
+        assert_eq!(expand("${next_entry}", &env), "Y");
+        assert_eq!(expand("$next_entry and $next", &env), "Y and X");
+        assert_eq!(expand("${missing}x", &env), "x");
+        assert_eq!(expand("cost $", &env), "cost $");
     }
 
     #[test]

@@ -87,6 +87,7 @@ pub fn run(args: &DeployArgs) -> ExitCode {
 }
 
 fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
+    validate(args)?;
     let history_path = args.history.clone().unwrap_or_else(history::default_path);
     let history = History::open(&history_path).into_diagnostic()?;
     let (flake, mut named) = select::parse_targets(&args.targets).into_diagnostic()?;
@@ -138,6 +139,24 @@ fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
     Ok(u8::try_from(report.exit_code).unwrap_or(EXIT_USAGE))
 }
 
+/// Refuses values that make no sense before anything is evaluated or built.
+fn validate(args: &DeployArgs) -> miette::Result<()> {
+    let zero = |value: Option<u64>| value == Some(0);
+    if zero(args.max_parallel.map(|n| n as u64)) {
+        return Err(miette!("--max-parallel must be at least 1"));
+    }
+    if zero(args.wave_size.map(|n| n as u64)) {
+        return Err(miette!("--wave-size must be at least 1"));
+    }
+    if zero(args.confirm_timeout) {
+        return Err(miette!("--confirm-timeout must be at least 1 second: with 0 every live switch would roll back"));
+    }
+    if zero(args.reboot_timeout) {
+        return Err(miette!("--reboot-timeout must be at least 1 second: with 0 every verified reboot would be power-cycled"));
+    }
+    Ok(())
+}
+
 fn options(args: &DeployArgs, inventory: &Inventory) -> miette::Result<DeployOptions> {
     let mut o = DeployOptions::from_settings(&inventory.config.deploy).into_diagnostic()?;
     if let Some(s) = &args.strategy {
@@ -147,16 +166,13 @@ fn options(args: &DeployArgs, inventory: &Inventory) -> miette::Result<DeployOpt
         o.canary.clone_from(&args.canary);
     }
     if let Some(n) = args.max_parallel {
-        if n == 0 {
-            return Err(miette!("--max-parallel must be at least 1"));
-        }
         o.max_parallel = n;
     }
     if args.max_failures.is_some() {
         o.max_failures = args.max_failures;
     }
     if let Some(n) = args.wave_size {
-        o.wave_size = n.max(1);
+        o.wave_size = n;
     }
     o.force = args.force;
     o.reboot = args.reboot;

@@ -11,7 +11,7 @@ use fleetgate_nix::NixError;
 #[non_exhaustive]
 pub enum DeployError {
     /// `fleetgate.toml` could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     ReadConfig {
         /// The file.
         path: PathBuf,
@@ -28,7 +28,7 @@ pub enum DeployError {
         message: String,
     },
     /// The flake could not be evaluated.
-    #[error("evaluating {what} failed; run `nix eval {installable}` to see the whole error: {source}")]
+    #[error("evaluating {what} failed; run `nix eval {installable}` to see the whole error")]
     Eval {
         /// What was being evaluated.
         what: String,
@@ -67,7 +67,7 @@ pub enum DeployError {
         path: PathBuf,
     },
     /// The history database failed.
-    #[error("history database {}: {source}", path.display())]
+    #[error("history database {}", path.display())]
     History {
         /// The database file.
         path: PathBuf,
@@ -76,7 +76,7 @@ pub enum DeployError {
         source: rusqlite::Error,
     },
     /// The history database directory could not be created.
-    #[error("cannot create {}: {source}", path.display())]
+    #[error("cannot create {}", path.display())]
     StateDir {
         /// The directory.
         path: PathBuf,

@@ -254,6 +254,13 @@ impl Lab {
             if !stopped {
                 kill_pid_file(&host_dir.vmm_pid_file(), dir.root());
             }
+            // The supervisor answers `Shutdown` just before it exits.
+            if !wait_until_exited(&host_dir.vmm_pid_file(), Duration::from_secs(15)) {
+                kill_pid_file(&host_dir.vmm_pid_file(), dir.root());
+                if !wait_until_exited(&host_dir.vmm_pid_file(), Duration::from_secs(15)) {
+                    problems.push(format!("{}: the supervisor does not exit", host.name()));
+                }
+            }
             if network::netns_exists(state.id, host.name()) {
                 kill_netns_processes(&host.netns);
             }
@@ -427,6 +434,27 @@ fn kill_pid_file(path: &Path, lab_root: &Path) {
     if let Some(pid) = rustix::process::Pid::from_raw(raw) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
+}
+
+/// Waits until the process of a pid file has exited (gone, or a zombie
+/// waiting for PID 1 to reap it); false if it still runs at the deadline.
+fn wait_until_exited(pid_file: &Path, timeout: Duration) -> bool {
+    let Some(pid) = fs::read_to_string(pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok()) else { return true };
+    let exited = || match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    while !exited() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    true
 }
 
 /// Kills whatever still runs in a host's network namespace.

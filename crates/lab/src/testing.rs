@@ -22,6 +22,8 @@ impl LabGuard {
     pub fn up(hosts: &[&str]) -> anyhow::Result<LabGuard> {
         let tmp = tempfile::Builder::new().prefix("fleetgate-lab-test-").tempdir()?;
         let root = tmp.path().join("lab");
+        // Lets `scripts/test` tell a live test's lab from a killed test's.
+        fs::write(tmp.path().join("owner.pid"), std::process::id().to_string())?;
         let spec = LabSpec::new(hosts.iter().map(|h| HostSpec::parse(h)).collect::<Result<_, _>>()?)?;
         let lab = Lab::up(LabDir::new(&root), &spec, &mut |_| {})?;
         Ok(LabGuard { lab: Some(lab), root, _tmp: tmp })

@@ -116,7 +116,8 @@ fn missing_root_driver_hangs_and_boot_counting_falls_back_after_power_cycles() {
     assert_eq!(booted(&lab, "vps1"), good);
     let entries = lab.ssh("vps1", "ls /boot/loader/entries").unwrap();
     assert_eq!(entries, "nixos-generation-1.conf\nnixos-generation-2+0-2.conf\n");
-    assert!(lab.down().unwrap().is_empty());
+    let left = lab.down().unwrap();
+    assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
 #[test]
@@ -138,7 +139,8 @@ fn oneshot_boots_once_and_a_failed_stage_2_is_emergency_mode() {
     let back = lab.power_cycle("vps2").unwrap();
     assert_eq!((back.power, back.entry.as_deref()), (Power::Running, Some("nixos-generation-1.conf")));
     assert_eq!(booted(&lab, "vps2"), good);
-    assert!(lab.down().unwrap().is_empty());
+    let left = lab.down().unwrap();
+    assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
 #[test]
@@ -166,5 +168,6 @@ fn grub_next_entry_boots_once_and_unhealthy_services_degrade_the_system() {
     assert_eq!(lab.ssh("db2", "grub-editenv - list").unwrap(), "next_entry=\n");
     assert_eq!(lab.reboot("db2").unwrap().power, Power::Running);
     assert_eq!(booted(&lab, "db2"), second);
-    assert!(lab.down().unwrap().is_empty());
+    let left = lab.down().unwrap();
+    assert!(left.is_empty(), "left behind: {left:#?}");
 }

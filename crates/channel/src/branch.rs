@@ -1,12 +1,15 @@
 //! Moving `nixos-tested-<host>`: the fast-forward decision, and the push that carries the
 //! branch and the host's manifest note together (`git push --atomic`, each ref behind a
 //! `--force-with-lease`), retried from a fresh fetch when the remote moved meanwhile.
+//! Only such lease / fast-forward rejections are retried: a remote that declines the
+//! update (hook, protected branch) or cannot be reached or authenticated to fails at
+//! once.
 use std::time::Duration;
 
 use crate::Log;
 use crate::commit::CommitId;
 use crate::error::ChannelError;
-use crate::git::{Mirror, RefUpdate, tracking_notes};
+use crate::git::{Mirror, PushFailure, RefUpdate, tracking_notes};
 use crate::host::HostName;
 
 /// How the branch relates to the promoted commit.
@@ -172,15 +175,29 @@ pub fn advance(
                 ));
                 return Ok((movement, attempt));
             }
-            Err(e) => {
+            Err(PushFailure::Stale(e)) => {
                 log(&format!(
-                    "{branch}: push attempt {attempt}/{} rejected: {}",
-                    policy.max_attempts,
+                    "{branch}: push attempt {attempt}/{} rejected, the remote moved: {}",
+                    policy.max_attempts.max(1),
                     e.stderr_tail().lines().last().unwrap_or("")
                 ));
                 last_error = Some(e);
                 std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
             }
+            Err(PushFailure::Declined(source)) => {
+                log(&format!(
+                    "{branch}: push attempt {attempt} declined by the remote, not retrying: {}",
+                    source.stderr_tail().lines().last().unwrap_or("")
+                ));
+                return Err(ChannelError::PushRejected {
+                    branch,
+                    attempts: attempt,
+                    source,
+                });
+            }
+            // Unreachable remote, refused credentials, timeout: a retry would only hide
+            // the cause, so it is reported at once.
+            Err(PushFailure::NoAnswer(e)) => return Err(ChannelError::Git(e)),
         }
     }
     match last_error {

@@ -251,7 +251,12 @@ impl Mirror {
     }
 
     /// Pushes all updates atomically, each protected by its lease.
-    pub fn push_atomic(&self, updates: &[RefUpdate]) -> Result<(), ProcessError> {
+    ///
+    /// The refspecs carry no `+`: git lets a forced refspec override
+    /// `--force-with-lease`, so with one the lease would protect nothing. Without it,
+    /// a ref whose remote value is the expected one is still force-updated (that is how
+    /// rewinds and sideways moves go through), and any other value rejects the push.
+    pub fn push_atomic(&self, updates: &[RefUpdate]) -> Result<(), PushFailure> {
         let mut run = self.git().args(["push", "--atomic", "--porcelain", "origin"]);
         for u in updates {
             run = run.arg(format!(
@@ -261,9 +266,94 @@ impl Mirror {
             ));
         }
         for u in updates {
-            run = run.arg(format!("+{}:{}", u.new, u.remote_ref));
+            run = run.arg(format!("{}:{}", u.new, u.remote_ref));
         }
-        run.run().map(|_| ())
+        let (status, out) = run.run_unchecked().map_err(PushFailure::NoAnswer)?;
+        if status.success() {
+            return Ok(());
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // Rejected refs: `!<TAB><from>:<to><TAB><summary>`.
+        let rejections: Vec<String> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix('!'))
+            .map(|l| l.trim().replace('\t', " "))
+            .collect();
+        let mut stderr_tail = fleetgate_nix::process::tail(&out.stderr);
+        for r in &rejections {
+            if !stderr_tail.is_empty() {
+                stderr_tail.push('\n');
+            }
+            stderr_tail.push_str(r);
+        }
+        let error = ProcessError::Failed {
+            command: run.command_line(),
+            status: status.to_string(),
+            stderr_tail,
+        };
+        Err(classify_push(&rejections, error))
+    }
+
+    /// The note attached to `commit` in the notes history `notes_commit` (a notes
+    /// commit, e.g. a remote-tracking notes ref), if there is one.
+    pub fn note(&self, notes_commit: &str, commit: &str) -> Result<Option<Vec<u8>>, ChannelError> {
+        // Notes trees may fan out (`ab/cdef…`): find the entry whose path, without
+        // slashes, is the commit id.
+        let listing = self.run(self.git().args(["ls-tree", "-r", "--full-tree", notes_commit]))?;
+        let blob = listing.lines().find_map(|line| {
+            let (meta, path) = line.split_once('\t')?;
+            let oid = meta.split_whitespace().nth(2)?;
+            (path.replace('/', "") == commit).then(|| oid.to_owned())
+        });
+        let Some(blob) = blob else {
+            return Ok(None);
+        };
+        self.git()
+            .args(["cat-file", "blob", &blob])
+            .run()
+            .map(|o| Some(o.stdout))
+            .map_err(ChannelError::Git)
+    }
+}
+
+/// Why a push did not go through.
+#[derive(Debug)]
+pub enum PushFailure {
+    /// A lease or fast-forward rejection (`stale info`, `non-fast-forward`, `fetch first`,
+    /// or the remote failing to lock a ref that moved meanwhile): the remote moved since
+    /// the last fetch, so fetching again and retrying can succeed.
+    Stale(ProcessError),
+    /// The remote answered and refused the update (a hook, a protected branch,
+    /// permissions on the ref): retrying gives the same answer.
+    Declined(ProcessError),
+    /// No per-ref answer at all: the remote was unreachable, refused the credentials or
+    /// does not exist, or git timed out. Retrying would not help either.
+    NoAnswer(ProcessError),
+}
+
+/// Sorts a failed push by the per-ref reasons `git push --porcelain` printed.
+fn classify_push<S: AsRef<str>>(rejections: &[S], error: ProcessError) -> PushFailure {
+    const STALE: [&str; 8] = [
+        "(stale info)",
+        "(non-fast-forward)",
+        "(fetch first)",
+        "cannot lock ref",
+        "failed to lock",
+        "failed to update ref",
+        "incorrect old value",
+        "but expected",
+    ];
+    let reasons: Vec<&str> = rejections
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|r| !r.contains("(atomic push failed)"))
+        .collect();
+    if rejections.is_empty() {
+        PushFailure::NoAnswer(error)
+    } else if !reasons.is_empty() && reasons.iter().all(|r| STALE.iter().any(|s| r.contains(s))) {
+        PushFailure::Stale(error)
+    } else {
+        PushFailure::Declined(error)
     }
 }
 
@@ -275,6 +365,32 @@ pub fn tracking_notes(notes_ref: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failed() -> ProcessError {
+        ProcessError::Failed {
+            command: "git push".into(),
+            status: "exit status: 1".into(),
+            stderr_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_lease_and_fast_forward_rejections_are_worth_a_retry() {
+        let stale = |r: &[&str]| matches!(classify_push(r, failed()), PushFailure::Stale(_));
+        assert!(stale(&["[rejected] (stale info)"]));
+        assert!(stale(&["[rejected] (atomic push failed)", "[rejected] (stale info)"]));
+        assert!(stale(&["[rejected] (non-fast-forward)"]));
+        assert!(stale(&["[remote rejected] (cannot lock ref 'refs/heads/x': is at 1 but expected 2)"]));
+        assert!(matches!(
+            classify_push(&["[remote rejected] (pre-receive hook declined)"], failed()),
+            PushFailure::Declined(_)
+        ));
+        assert!(matches!(
+            classify_push(&["[rejected] (atomic push failed)"], failed()),
+            PushFailure::Declined(_)
+        ));
+        assert!(matches!(classify_push::<&str>(&[], failed()), PushFailure::NoAnswer(_)));
+    }
 
     #[test]
     fn remote_urls_are_checked() {

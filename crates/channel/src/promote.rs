@@ -6,7 +6,10 @@
 //!    manifest directory and to any extra sink (the server's database).
 //!
 //! Any failure in step 1 leaves branch and manifests untouched; a failure in step 2
-//! leaves them untouched too (the push is atomic).
+//! leaves them untouched too (the push is atomic). A failure in step 3 leaves the branch
+//! moved and some manifest stale; running the same promotion again finds the branch
+//! already there and republishes the manifest the branch tip carries (its git note) to
+//! every file and sink that does not hold it.
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +21,7 @@ use crate::branch::{BranchPolicy, Movement, advance};
 use crate::cache::{CacheFacts, upload_and_verify};
 use crate::commit::CommitId;
 use crate::error::ChannelError;
-use crate::git::{GitSettings, Mirror};
+use crate::git::{GitSettings, Mirror, tracking_notes};
 use crate::host::HostName;
 use crate::lock::RepoLock;
 use crate::manifest::{Manifest, SignedManifest};
@@ -135,14 +138,24 @@ pub struct PromoteOutcome {
     /// The published manifest (when the branch changed).
     #[serde(skip)]
     pub manifest: Option<SignedManifest>,
-    /// Files the manifest was written to.
+    /// Files the manifest was written to (when the branch did not change: the files
+    /// that were stale and got the branch tip's manifest again).
     pub published: Vec<PathBuf>,
 }
 
 /// Receives the signed manifest while the repository lock is still held.
 pub trait ManifestSink: Sync {
-    /// Stores it; an error is reported but the branch has already moved.
+    /// Stores it; an error is reported but the branch has already moved (a retry of
+    /// the same promotion republishes it).
     fn publish(&self, host: &HostName, manifest: &SignedManifest) -> Result<(), ChannelError>;
+
+    /// The document ([`SignedManifest::to_document`]) it currently holds for the host,
+    /// so that an unchanged promotion republishes only what differs. `None` (the
+    /// default) means "unknown": the manifest is published again.
+    fn current(&self, host: &HostName) -> Option<Vec<u8>> {
+        let _ = host;
+        None
+    }
 }
 
 /// Promotes with no extra sink.
@@ -222,24 +235,14 @@ pub fn promote_with(
     };
     let (movement, push_attempts) =
         advance(&mirror, &req.host, &req.commit, &document, &policy, log)?;
-    let mut published = Vec::new();
     let changed = movement.changed();
-    if changed {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        if let Some(cache_dir) = cfg.cache.file_path() {
-            dirs.push(cache_dir.join("fleetgate").join("hosts"));
-        }
-        dirs.extend(cfg.manifest_dir.clone());
-        for dir in dirs {
-            let file = dir.join(format!("{}.json", req.host));
-            write_atomic(&file, &document)?;
-            log(&format!("manifest written to {}", file.display()));
-            published.push(file);
-        }
-        if let Some(sink) = sink {
-            sink.publish(&req.host, &signed)?;
-        }
-    }
+    let published = if changed {
+        publish(cfg, &req.host, &signed, &document, sink, log)?
+    } else {
+        // The branch did not move, but a previous run may have moved it and then failed
+        // to write the manifests: republish the one the branch tip carries.
+        repair(cfg, &mirror, &req.host, &movement, &req.commit, sink, log)?
+    };
     Ok(PromoteOutcome {
         host: req.host.clone(),
         branch: req.host.branch(),
@@ -250,6 +253,98 @@ pub fn promote_with(
         manifest: changed.then_some(signed),
         published,
     })
+}
+
+/// The manifest files of a host: next to a `file://` cache, and in the manifest directory.
+fn manifest_files(cfg: &ChannelConfig, host: &HostName) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(cache_dir) = cfg.cache.file_path() {
+        dirs.push(cache_dir.join("fleetgate").join("hosts"));
+    }
+    dirs.extend(cfg.manifest_dir.clone());
+    dirs.into_iter()
+        .map(|d| d.join(format!("{host}.json")))
+        .collect()
+}
+
+/// Writes the manifest to every file and the sink; returns the files written.
+fn publish(
+    cfg: &ChannelConfig,
+    host: &HostName,
+    signed: &SignedManifest,
+    document: &[u8],
+    sink: Option<&dyn ManifestSink>,
+    log: Log<'_>,
+) -> Result<Vec<PathBuf>, ChannelError> {
+    let mut published = Vec::new();
+    for file in manifest_files(cfg, host) {
+        write_atomic(&file, document)?;
+        log(&format!("manifest written to {}", file.display()));
+        published.push(file);
+    }
+    if let Some(sink) = sink {
+        sink.publish(host, signed)?;
+    }
+    Ok(published)
+}
+
+/// For a promotion that left the branch alone: reads the signed manifest attached to the
+/// branch tip (the git note pushed together with the branch) and rewrites every file and
+/// sink entry that does not hold it. Returns the files rewritten.
+fn repair(
+    cfg: &ChannelConfig,
+    mirror: &Mirror,
+    host: &HostName,
+    movement: &Movement,
+    commit: &CommitId,
+    sink: Option<&dyn ManifestSink>,
+    log: Log<'_>,
+) -> Result<Vec<PathBuf>, ChannelError> {
+    let branch = host.branch();
+    let tip = match movement {
+        Movement::AlreadyContained { tip } => tip.as_str(),
+        _ => commit.as_str(),
+    };
+    let Some(notes) = mirror.rev(&tracking_notes(&host.notes_ref()))? else {
+        log(&format!("{branch}: no manifest notes to republish"));
+        return Ok(Vec::new());
+    };
+    let Some(note) = mirror.note(&notes, tip)? else {
+        log(&format!("{branch}: its tip {tip} carries no manifest note, nothing to republish"));
+        return Ok(Vec::new());
+    };
+    let signed = SignedManifest::parse(&note)?;
+    match signed.verify(&cfg.public_key) {
+        Ok(m) if m.host == host.as_str() && m.commit == tip => {}
+        Ok(m) => {
+            log(&format!(
+                "{branch}: the note on {tip} is a manifest for {} at {}, not republished",
+                m.host, m.commit
+            ));
+            return Ok(Vec::new());
+        }
+        Err(e) => {
+            log(&format!("{branch}: the note on {tip} is not republished: {e}"));
+            return Ok(Vec::new());
+        }
+    }
+    let document = signed.to_document();
+    let mut published = Vec::new();
+    for file in manifest_files(cfg, host) {
+        if std::fs::read(&file).ok().as_deref() == Some(document.as_slice()) {
+            continue;
+        }
+        write_atomic(&file, &document)?;
+        log(&format!("manifest of {tip} republished to {}", file.display()));
+        published.push(file);
+    }
+    if let Some(sink) = sink
+        && sink.current(host).as_deref() != Some(document.as_slice())
+    {
+        sink.publish(host, &signed)?;
+        log(&format!("manifest of {tip} republished to the server"));
+    }
+    Ok(published)
 }
 
 /// Writes a file by writing a temporary sibling and renaming it over the target.

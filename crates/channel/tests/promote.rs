@@ -2,9 +2,17 @@
 #![allow(clippy::unwrap_used)]
 mod common;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use common::{Env, git};
 use fleetgate_channel::branch::Movement;
-use fleetgate_channel::{ChannelError, PromoteRequest, SignedManifest, promote};
+use fleetgate_channel::git::Mirror;
+use fleetgate_channel::promote::{ManifestSink, promote_with};
+use fleetgate_channel::{
+    ChannelConfig, ChannelError, HostName, PromoteRequest, SignedManifest, promote,
+};
 use fleetgate_nix::{PublicKey, StoreUri};
 
 fn req(host: &str, commit: &str, system: &str) -> PromoteRequest {
@@ -157,7 +165,7 @@ fn hook(env: &Env, script: &str) {
 }
 
 #[test]
-fn a_rejected_push_is_retried_then_reported() {
+fn a_push_declined_by_the_remote_is_reported_without_retrying() {
     let env = Env::new();
     let log = env.log();
     let c1 = env.commit("c1");
@@ -173,34 +181,161 @@ fn a_rejected_push_is_retried_then_reported() {
     let e = promote(&env.nix, &cfg, &req("web1", &c1, &sys), &log).unwrap_err();
     match &e {
         ChannelError::PushRejected { attempts, source, .. } => {
-            assert_eq!(*attempts, 3);
+            assert_eq!(*attempts, 1);
             assert!(source.stderr_tail().contains("protected branch"), "{source}");
+            assert!(source.stderr_tail().contains("pre-receive hook declined"), "{source}");
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 3);
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 1);
     assert_eq!(env.remote_refs(), refs);
     assert!(!env.manifest_file("web1").exists());
-    assert!(env.all_logs().contains("push attempt 3/3 rejected"));
+    assert!(env.all_logs().contains("declined by the remote, not retrying"), "{}", env.all_logs());
+}
+
+/// Installs a `reference-transaction` hook in fleetgate's mirror of the channel
+/// repository that runs `script` once, right after the mirror prepared its notes commit:
+/// between fetch and push, like another promotion landing at that moment.
+fn race_once(env: &Env, cfg: &ChannelConfig, script: &str) {
+    let mirror = Mirror::new(&cfg.state_dir, &cfg.repo, cfg.git.clone()).unwrap();
+    mirror.ensure().unwrap();
+    let hooks = mirror.lock_path().parent().unwrap().join("repo.git/hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let marker = env.root().join("raced");
+    let path = hooks.join("reference-transaction");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = committed ] || exit 0\ngrep -q fleetgate-work || exit 0\n\
+             [ -e '{m}' ] && exit 0\ntouch '{m}'\nunset GIT_DIR\n{script}\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 #[test]
-fn a_push_rejected_once_succeeds_on_retry() {
+fn a_push_whose_lease_went_stale_is_retried_from_a_fresh_fetch() {
     let env = Env::new();
     let log = env.log();
     let c1 = env.commit("c1");
+    let c2 = env.commit("c2");
     let sys = env.system("retry", None);
-    let marker = env.root().join("rejected-once");
-    hook(
+    let cfg = env.config();
+    // Another promotion creates the branch at c1 after our fetch saw no branch.
+    race_once(
         &env,
+        &cfg,
         &format!(
-            "#!/bin/sh\nif [ ! -e '{m}' ]; then touch '{m}'; echo 'remote moved' >&2; exit 1; fi\nexit 0\n",
-            m = marker.display()
+            "git --git-dir='{}' update-ref refs/heads/nixos-tested-web1 {c1}",
+            env.remote.display()
         ),
     );
-    let out = promote(&env.nix, &env.config(), &req("web1", &c1, &sys), &log).unwrap();
-    assert_eq!(out.push_attempts, 2);
-    assert_eq!(env.branch("web1").as_deref(), Some(c1.as_str()));
+    let out = promote(&env.nix, &cfg, &req("web1", &c2, &sys), &log).unwrap();
+    assert_eq!(out.push_attempts, 2, "{}", env.all_logs());
+    assert_eq!(out.movement, Movement::FastForward { from: c1.clone() });
+    assert_eq!(env.branch("web1").as_deref(), Some(c2.as_str()));
+    assert!(env.all_logs().contains("rejected, the remote moved"), "{}", env.all_logs());
+}
+
+#[test]
+fn a_lease_is_not_overridden_by_the_forced_refspec() {
+    // The race moves the branch sideways; a blind force push would overwrite it.
+    let env = Env::new();
+    let log = env.log();
+    let base = git(&env.work, &["rev-parse", "HEAD"]);
+    let c1 = env.commit("c1");
+    let sys = env.system("lease", None);
+    git(&env.work, &["checkout", "--quiet", "-b", "side", &base]);
+    let side = env.commit("side");
+    let cfg = env.config();
+    race_once(
+        &env,
+        &cfg,
+        &format!(
+            "git --git-dir='{}' update-ref refs/heads/nixos-tested-web1 {side}",
+            env.remote.display()
+        ),
+    );
+    let e = promote(&env.nix, &cfg, &req("web1", &c1, &sys), &log).unwrap_err();
+    assert!(matches!(e, ChannelError::Diverged { .. }), "{e:?}");
+    assert_eq!(env.branch("web1").as_deref(), Some(side.as_str()));
+}
+
+#[derive(Default)]
+struct FlakySink {
+    fail_next: AtomicBool,
+    calls: AtomicUsize,
+    held: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl ManifestSink for FlakySink {
+    fn publish(&self, host: &HostName, manifest: &SignedManifest) -> Result<(), ChannelError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(ChannelError::Config("database is down".into()));
+        }
+        self.held.lock().unwrap().insert(host.to_string(), manifest.to_document());
+        Ok(())
+    }
+
+    fn current(&self, host: &HostName) -> Option<Vec<u8>> {
+        self.held.lock().unwrap().get(host.as_str()).cloned()
+    }
+}
+
+#[test]
+fn a_manifest_write_that_failed_after_the_push_is_repaired_by_a_retry() {
+    let env = Env::new();
+    let log = env.log();
+    let c1 = env.commit("c1");
+    let sys = env.system("repair", None);
+    let mut cfg = env.config();
+    // A file where the manifest directory belongs: writing into it fails (even as root).
+    let dir = env.root().join("manifests");
+    std::fs::write(&dir, "in the way").unwrap();
+    cfg.manifest_dir = Some(dir.clone());
+    let sink = FlakySink::default();
+    let request = req("web1", &c1, &sys);
+
+    let e = promote_with(&env.nix, &cfg, &request, Some(&sink), &log).unwrap_err();
+    assert!(matches!(e, ChannelError::Io { .. }), "{e:?}");
+    assert_eq!(env.branch("web1").as_deref(), Some(c1.as_str()), "the push went through");
+    let note = git(&env.remote, &["notes", "--ref=fleetgate/web1", "show", "nixos-tested-web1"]);
+
+    // Retry with the directory usable but the sink failing once: the file is repaired.
+    std::fs::remove_file(&dir).unwrap();
+    sink.fail_next.store(true, Ordering::SeqCst);
+    let e = promote_with(&env.nix, &cfg, &request, Some(&sink), &log).unwrap_err();
+    assert!(e.to_string().contains("database is down"), "{e}");
+    let file = dir.join("web1.json");
+    let doc = std::fs::read(&file).unwrap();
+    assert_eq!(String::from_utf8_lossy(&doc).trim(), note.trim());
+    assert_eq!(std::fs::read(env.manifest_file("web1")).unwrap(), doc);
+    let pk = PublicKey::from_file(&env.pk).unwrap();
+    let m = SignedManifest::parse(&doc).unwrap().verify(&pk).unwrap();
+    assert_eq!(m.commit, c1);
+
+    // Another retry: the file is already right; the sink gets the manifest.
+    let out = promote_with(&env.nix, &cfg, &request, Some(&sink), &log).unwrap();
+    assert_eq!(out.movement, Movement::AlreadyAt);
+    assert!(out.published.is_empty(), "{:?}", out.published);
+    assert_eq!(sink.current(&request.host), Some(doc.clone()));
+    assert!(env.all_logs().contains("republished to the server"), "{}", env.all_logs());
+
+    // Once everything holds it, a retry writes nothing.
+    let calls = sink.calls.load(Ordering::SeqCst);
+    let out = promote_with(&env.nix, &cfg, &request, Some(&sink), &log).unwrap();
+    assert!(out.published.is_empty());
+    assert_eq!(sink.calls.load(Ordering::SeqCst), calls);
+
+    // A stale file (an older run's leftovers) is rewritten from the branch tip's note.
+    std::fs::write(&file, b"{}").unwrap();
+    let out = promote_with(&env.nix, &cfg, &request, Some(&sink), &log).unwrap();
+    assert_eq!(out.published, vec![file.clone()]);
+    assert_eq!(std::fs::read(&file).unwrap(), doc);
 }
 
 #[test]

@@ -114,4 +114,9 @@ impl ManifestSink for AppState {
     fn publish(&self, host: &HostName, manifest: &SignedManifest) -> Result<(), ChannelError> {
         self.put_manifest(host, manifest)
     }
+
+    fn current(&self, host: &HostName) -> Option<Vec<u8>> {
+        // The memory table is only updated after the database write succeeded.
+        self.manifest(host.as_str()).map(|m| m.body.to_vec())
+    }
 }

@@ -10,6 +10,8 @@ use fleetgate_facts::{Finding, Severity};
 use fleetgate_nix::Nix;
 use serde::{Deserialize, Serialize};
 
+use crate::CheckError;
+
 /// A package whose versions differ.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionChange {
@@ -65,6 +67,17 @@ impl ClosureDiff {
         )
         .with_evidence(evidence)
     }
+}
+
+/// The info finding for a closure diff that could not be made: why.
+#[must_use]
+pub fn unavailable(error: &CheckError) -> Finding {
+    Finding::new(
+        "closure.unavailable",
+        Severity::Info,
+        format!("no closure diff: {}", crate::error::one_line(&crate::error_chain(error))),
+    )
+    .with_fix("build or copy both systems into this machine's store to see what changes (or pass --no-closure-diff)")
 }
 
 /// `-1.5 MiB`, `+12 KiB`.
@@ -145,16 +158,22 @@ pub fn diff_paths(old: &[String], new: &[String]) -> ClosureDiff {
 /// Diffs the closures of two store paths in the local store.
 ///
 /// # Errors
-/// A message when Nix is missing or a path is not in the local store.
-pub fn diff(old: &Path, new: &Path) -> Result<ClosureDiff, String> {
-    let nix = Nix::detect().map_err(|e| e.to_string())?.with_timeout(Duration::from_secs(120));
-    let requisites = |p: &Path| -> Result<Vec<String>, String> {
+/// [`CheckError::NixUnavailable`] when Nix is missing,
+/// [`CheckError::Closure`] when a path is not in the local store.
+pub fn diff(old: &Path, new: &Path) -> Result<ClosureDiff, CheckError> {
+    let nix = Nix::detect()
+        .map_err(|source| CheckError::NixUnavailable { source })?
+        .with_timeout(Duration::from_secs(120));
+    let requisites = |p: &Path| -> Result<Vec<String>, CheckError> {
         let out = nix
             .legacy("nix-store")
             .args(["-q", "--requisites"])
             .arg(p)
             .run()
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| CheckError::Closure {
+                path: p.display().to_string(),
+                source: source.into(),
+            })?;
         Ok(out.stdout_text().lines().map(str::to_owned).collect())
     };
     let old_paths = requisites(old)?;

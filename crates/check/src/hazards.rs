@@ -9,26 +9,41 @@ use fleetgate_system::SystemToplevel;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::FlakeHost;
+use crate::{CheckError, FlakeHost};
 use crate::initrd::Coverage;
 
-/// Evaluates every attribute the lints read in one `nix eval`, each
-/// defaulting when the module that defines it is not imported. Paths are
-/// turned into strings with `toString` (never copied into the store) and
-/// tested with `pathExists`.
-const APPLY: &str = r#"c:
+/// Evaluates every attribute the lints read in one `nix eval` of
+/// `nixosConfigurations.<host>` (its `config`, and its `options` when it
+/// has them), each defaulting when the module that defines it is not
+/// imported. Paths are turned into strings with `toString` (never copied
+/// into the store) and tested with `pathExists`.
+///
+/// nixos-facter: `declared` says whether any module declares
+/// `hardware.facter` at all (`config.hardware ? facter`, which forces no
+/// value); `explicit` whether a module set `reportPath` rather than leaving
+/// the option's default (its `highestPrio` is below the default's 1500), or
+/// null when the configuration has no `options` to ask.
+const APPLY: &str = r#"s:
   let
-    get = path: let r = builtins.tryEval (builtins.foldl'
+    c = s.config or { };
+    o = s.options or null;
+    try = v: let r = builtins.tryEval v; in if r.success then r.value else null;
+    get = path: try (builtins.foldl'
       (acc: k: if builtins.isAttrs acc then acc.${k} or null else null) c path);
-      in if r.success then r.value else null;
     orDefault = v: d: if v == null then d else v;
     report = get [ "hardware" "facter" "reportPath" ];
+    declared = try (c ? hardware && builtins.isAttrs c.hardware && c.hardware ? facter);
+    prio = if o == null then null else try (o.hardware.facter.reportPath.highestPrio or null);
   in {
-    facterReport = if report == null then null else {
-      path = toString report;
-      # A path value is checked by Nix (allowed in pure evaluation); a string
-      # is checked by fleetgate on this machine.
-      exists = if builtins.isPath report then builtins.pathExists report else null;
+    facter = {
+      declared = declared == true;
+      explicit = if prio == null then null else prio < 1500;
+      report = if report == null then null else {
+        path = toString report;
+        # A path value is checked by Nix (allowed in pure evaluation); a
+        # string is checked by fleetgate on this machine.
+        exists = if builtins.isPath report then builtins.pathExists report else null;
+      };
     };
     availableKernelModules = orDefault (get [ "boot" "initrd" "availableKernelModules" ]) [];
     kernelModules = orDefault (get [ "boot" "initrd" "kernelModules" ]) [];
@@ -39,11 +54,30 @@ const APPLY: &str = r#"c:
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Evaluated {
-    facter_report: Option<FacterReport>,
+    facter: Facter,
     available_kernel_modules: Vec<String>,
     kernel_modules: Vec<String>,
     sops_keep_generations: Option<i64>,
     microvm_shares: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Facter {
+    /// Some module declares `hardware.facter`.
+    declared: bool,
+    /// A module set `reportPath` (not the option's default); `None`: unknown.
+    explicit: Option<bool>,
+    /// `reportPath`, when not null.
+    report: Option<FacterReport>,
+}
+
+impl Facter {
+    /// Whether the configuration uses nixos-facter: it is imported, and
+    /// `reportPath` was set (to something, even null) unless that cannot be
+    /// told.
+    fn in_use(&self) -> bool {
+        self.declared && self.explicit != Some(false)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,25 +104,42 @@ impl FacterReport {
     }
 }
 
+/// Evaluates what the lints read from `flake`.
+///
+/// # Errors
+/// [`CheckError::NixUnavailable`], [`CheckError::Eval`] or
+/// [`CheckError::EvalShape`].
+fn evaluate(installable: &str) -> Result<Evaluated, CheckError> {
+    let nix = Nix::detect().map_err(|source| CheckError::NixUnavailable { source })?;
+    let value = nix
+        .with_timeout(Duration::from_secs(300))
+        .eval_json(installable, Some(APPLY))
+        .map_err(|source| CheckError::Eval {
+            installable: installable.to_owned(),
+            source,
+        })?;
+    serde_json::from_value::<Evaluated>(value).map_err(|source| CheckError::EvalShape {
+        installable: installable.to_owned(),
+        source,
+    })
+}
+
 /// Runs the hazard lints.
 #[must_use]
 pub fn lint(flake: &FlakeHost, new: &SystemToplevel, coverage: &Coverage) -> Vec<Finding> {
-    let installable = format!("{}#nixosConfigurations.\"{}\".config", flake.flake, flake.host);
-    let evaluated = Nix::detect()
-        .map_err(|e| e.to_string())
-        .and_then(|nix| {
-            nix.with_timeout(Duration::from_secs(300))
-                .eval_json(&installable, Some(APPLY))
-                .map_err(|e| e.to_string())
-        })
-        .and_then(|v| serde_json::from_value::<Evaluated>(v).map_err(|e| e.to_string()));
-    match evaluated {
+    let installable = format!("{}#nixosConfigurations.\"{}\"", flake.flake, flake.host);
+    match evaluate(&installable) {
         Ok(ev) => lint_evaluated(&ev, flake, new, coverage),
         Err(e) => {
             // Nix's own message is at the end; the command line (with the
             // whole --apply expression) is not worth repeating.
-            let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
-            let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+            let text = crate::error_chain(&e);
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let from = lines
+                .iter()
+                .position(|l| l.trim_start().starts_with("error:"))
+                .unwrap_or(lines.len().saturating_sub(3));
+            let tail = lines[from..].iter().map(|l| l.trim()).collect::<Vec<_>>().join(" / ");
             vec![Finding::new(
                 "hazard.eval-failed",
                 Severity::Warning,
@@ -101,8 +152,10 @@ pub fn lint(flake: &FlakeHost, new: &SystemToplevel, coverage: &Coverage) -> Vec
 fn lint_evaluated(ev: &Evaluated, flake: &FlakeHost, new: &SystemToplevel, coverage: &Coverage) -> Vec<Finding> {
     let mut out = Vec::new();
 
-    // nixos-facter: a missing report silently adds no drivers.
-    let report_state = match &ev.facter_report {
+    // nixos-facter: a missing report silently adds no drivers. A
+    // configuration that does not use nixos-facter is not concerned.
+    let report_state = match &ev.facter.report {
+        _ if !ev.facter.in_use() => None,
         None => Some("hardware.facter.reportPath is null".to_owned()),
         Some(r) if !r.exists(flake) => Some(format!("hardware.facter.reportPath points at {}, which does not exist", r.path)),
         Some(_) => None,
@@ -214,7 +267,7 @@ mod tests {
             { "source": "/nix/store", "mountPoint": "/nix/.ro-store", "tag": "ro", "proto": "virtiofs" },
         ]);
         let ev = |keep: i64| evaluated(serde_json::json!({
-            "facterReport": { "path": "/etc/facter.json", "exists": true },
+            "facter": { "declared": true, "explicit": true, "report": { "path": "/etc/facter.json", "exists": true } },
             "availableKernelModules": [], "kernelModules": [],
             "sopsKeepGenerations": keep, "microvmShares": shares,
         }));
@@ -240,7 +293,8 @@ mod tests {
             findings: vec![],
         };
         let ev = |report: serde_json::Value, modules: &[&str]| evaluated(serde_json::json!({
-            "facterReport": report, "availableKernelModules": modules, "kernelModules": [],
+            "facter": { "declared": true, "explicit": null, "report": report },
+            "availableKernelModules": modules, "kernelModules": [],
             "sopsKeepGenerations": null, "microvmShares": [],
         }));
         let ids = |e: &Evaluated| lint_evaluated(e, &flake(), &sys, &coverage).into_iter().map(|f| f.id).collect::<Vec<_>>();
@@ -248,5 +302,14 @@ mod tests {
         assert_eq!(ids(&ev(serde_json::json!({"path": "/nonexistent/facter.json", "exists": null}), &[])), ["hazard.facter-report-missing", "hazard.stage1-hangs"]);
         assert_eq!(ids(&ev(serde_json::Value::Null, &["virtio-blk"])), ["hazard.stage1-hangs"]);
         assert_eq!(ids(&ev(serde_json::json!({"path": "/x", "exists": true}), &[])), ["hazard.stage1-hangs"]);
+        // nixos-facter not imported, or declared by a module everyone
+        // imports but never set: not concerned.
+        let facter = |declared: bool, explicit: serde_json::Value| evaluated(serde_json::json!({
+            "facter": { "declared": declared, "explicit": explicit, "report": null },
+            "availableKernelModules": [], "kernelModules": [], "sopsKeepGenerations": null, "microvmShares": [],
+        }));
+        assert_eq!(ids(&facter(false, serde_json::Value::Null)), ["hazard.stage1-hangs"]);
+        assert_eq!(ids(&facter(true, serde_json::json!(false))), ["hazard.stage1-hangs"]);
+        assert_eq!(ids(&facter(true, serde_json::json!(true))), ["hazard.facter-report-missing", "hazard.stage1-hangs"]);
     }
 }

@@ -29,6 +29,7 @@
 //! `boot` and the rest `switch`.
 
 pub mod closure;
+mod error;
 pub mod hazards;
 pub mod human;
 pub mod initrd;
@@ -37,6 +38,7 @@ pub mod switch;
 
 use std::path::{Path, PathBuf};
 
+pub use error::{CheckError, error_chain};
 use fleetgate_facts::Facts;
 pub use fleetgate_facts::{Finding, Severity};
 use fleetgate_system::SystemToplevel;
@@ -146,7 +148,7 @@ impl Report {
     /// The report as pretty JSON.
     #[must_use]
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
     }
 
     /// Findings with this id.
@@ -171,13 +173,15 @@ pub fn check(new: &SystemToplevel, facts: &Facts, options: &Options) -> Report {
     let switch = switch::check_switch(new, facts, options);
     findings.extend(switch.findings.iter().cloned());
 
-    let closure = if options.no_closure_diff {
-        None
-    } else {
-        switch
-            .current_path
-            .as_deref()
-            .and_then(|current| closure::diff(current, new.path()).ok())
+    let closure = match (options.no_closure_diff, switch.current_path.as_deref()) {
+        (false, Some(current)) => match closure::diff(current, new.path()) {
+            Ok(diff) => Some(diff),
+            Err(e) => {
+                findings.push(closure::unavailable(&e));
+                None
+            }
+        },
+        _ => None,
     };
     if let Some(diff) = &closure {
         findings.push(diff.finding());
@@ -237,7 +241,32 @@ fn next_step(decision: Decision, findings: &[Finding], reboot_needed: bool) -> S
 
 #[cfg(test)]
 mod tests {
-    use super::FlakeHost;
+    use super::*;
+
+    #[test]
+    fn a_closure_diff_that_cannot_be_made_is_an_info_finding_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in [("nixos-version", "25.05"), ("init-interface-version", "systemd 2")] {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        let new = SystemToplevel::open(dir.path()).expect("opens");
+        let host = fleetgate_facts::SystemInfo {
+            path: format!("/nix/store/{}-nixos-system-gone-25.05", "0".repeat(32)),
+            links: std::collections::BTreeMap::new(),
+            files: [("nixos-version", "25.05"), ("init-interface-version", "systemd 2")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        let facts = Facts { current_system: Some(host.clone()), booted_system: Some(host), ..Facts::default() };
+        let report = check(&new, &facts, &Options::default());
+        let f = report.findings_with_id("closure.unavailable").next().unwrap_or_else(|| panic!("{report:#?}"));
+        assert_eq!(f.severity, Severity::Info);
+        assert!(f.message.starts_with("no closure diff: ") && !f.message.contains('\n'), "{}", f.message);
+        assert!(report.closure.is_none());
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+        assert_eq!(json["findings"].as_array().map(Vec::len), Some(report.findings.len()));
+    }
 
     #[test]
     fn parses_flake_hosts() {

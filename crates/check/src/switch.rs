@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use fleetgate_facts::{Facts, Finding, Severity, SystemInfo};
 use fleetgate_system::{Effect, SwitchReason, SystemToplevel, compare_for_switch};
 
-use crate::Options;
+use crate::error::one_line;
+use crate::{CheckError, Options, error_chain};
 
 /// The result of [`check_switch`].
 #[derive(Debug, Default)]
@@ -39,22 +40,35 @@ struct Opened {
     _shadow: Option<tempfile::TempDir>,
 }
 
-fn open_from_facts(info: &SystemInfo) -> Result<Opened, String> {
+/// Opens the host's system from the local store when it is there, else
+/// rebuilds it from the facts in a temporary directory.
+///
+/// # Errors
+/// [`CheckError::Shadow`] when the temporary directory cannot be made,
+/// [`CheckError::Open`] when the result is not a system.
+fn open_from_facts(info: &SystemInfo) -> Result<Opened, CheckError> {
     let path = Path::new(&info.path);
     if path.is_dir() {
         if let Ok(system) = SystemToplevel::open(path) {
             return Ok(Opened { system, _shadow: None });
         }
     }
+    let shadow = |step: String| {
+        move |source| CheckError::Shadow {
+            path: info.path.clone(),
+            step,
+            source,
+        }
+    };
     let dir = tempfile::Builder::new()
         .prefix("fleetgate-shadow-")
         .tempdir()
-        .map_err(|e| format!("creating a temporary directory: {e}"))?;
+        .map_err(shadow("creating a temporary directory".to_owned()))?;
     for (name, target) in &info.links {
         if !matches!(name.as_str(), "kernel" | "initrd" | "kernel-modules" | "firmware" | "systemd") {
             continue;
         }
-        std::os::unix::fs::symlink(target, dir.path().join(name)).map_err(|e| format!("creating {name}: {e}"))?;
+        std::os::unix::fs::symlink(target, dir.path().join(name)).map_err(shadow(format!("linking {name}")))?;
     }
     for (name, text) in &info.files {
         if !matches!(
@@ -63,9 +77,12 @@ fn open_from_facts(info: &SystemInfo) -> Result<Opened, String> {
         ) {
             continue;
         }
-        std::fs::write(dir.path().join(name), text).map_err(|e| format!("writing {name}: {e}"))?;
+        std::fs::write(dir.path().join(name), text).map_err(shadow(format!("writing {name}")))?;
     }
-    let system = SystemToplevel::open(dir.path()).map_err(|e| e.to_string())?;
+    let system = SystemToplevel::open(dir.path()).map_err(|source| CheckError::Open {
+        path: info.path.clone(),
+        source,
+    })?;
     Ok(Opened {
         system,
         _shadow: Some(dir),
@@ -80,14 +97,19 @@ fn is_component_change(reason: &SwitchReason) -> bool {
 #[must_use]
 pub fn check_switch(new: &SystemToplevel, facts: &Facts, options: &Options) -> SwitchCheck {
     let mut out = SwitchCheck::default();
+    let mut booted_unknown = false;
     let current = match &options.current {
         Some(path) => match SystemToplevel::open(path) {
             Ok(system) => Some(Opened { system, _shadow: None }),
-            Err(e) => {
+            Err(source) => {
+                let e = CheckError::Open {
+                    path: path.display().to_string(),
+                    source,
+                };
                 out.findings.push(Finding::new(
                     "switch.current-unreadable",
                     Severity::Error,
-                    format!("--current {} cannot be read: {e}", path.display()),
+                    format!("--current: {}", one_line(&error_chain(&e))),
                 ));
                 return out;
             }
@@ -96,18 +118,49 @@ pub fn check_switch(new: &SystemToplevel, facts: &Facts, options: &Options) -> S
             Some(info) => match open_from_facts(info) {
                 Ok(o) => Some(o),
                 Err(e) => {
-                    out.findings.push(Finding::new(
-                        "switch.current-unreadable",
-                        Severity::Warning,
-                        format!("the host's current system {} cannot be examined: {e}", info.path),
-                    ));
-                    None
+                    // The host runs NixOS, but what it runs is unknown:
+                    // nothing shows that a live switch would be accepted.
+                    out.current_path = Some(PathBuf::from(&info.path));
+                    out.booted_path = facts.booted_system.as_ref().map(|b| PathBuf::from(&b.path));
+                    out.reboot_needed = true;
+                    out.findings.push(
+                        Finding::new(
+                            "switch.current-unreadable",
+                            Severity::Warning,
+                            format!(
+                                "the host's current system cannot be examined, so a live switch cannot be shown to be safe; assuming `boot` and a reboot: {}",
+                                one_line(&error_chain(&e))
+                            ),
+                        )
+                        .with_fix("deploy with `boot` and reboot, or pass --current with a copy of the host's system"),
+                    );
+                    return out;
                 }
             },
             None => None,
         },
     };
-    let booted = facts.booted_system.as_ref().and_then(|info| open_from_facts(info).ok());
+    let booted = match &facts.booted_system {
+        Some(info) => match open_from_facts(info) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                out.findings.push(
+                    Finding::new(
+                        "switch.booted-unreadable",
+                        Severity::Warning,
+                        format!(
+                            "the host's booted system cannot be examined, so whether boot-time components change is unknown; assuming they do (`boot` and a reboot): {}",
+                            one_line(&error_chain(&e))
+                        ),
+                    )
+                    .with_fix("deploy with `boot` and reboot"),
+                );
+                booted_unknown = true;
+                None
+            }
+        },
+        None => None,
+    };
     out.current_path = match (&options.current, &facts.current_system) {
         (Some(p), _) => Some(current.as_ref().map_or(p.clone(), |c| c.system.path().to_path_buf())),
         (None, Some(info)) => Some(PathBuf::from(&info.path)),
@@ -132,8 +185,13 @@ pub fn check_switch(new: &SystemToplevel, facts: &Facts, options: &Options) -> S
         .filter(|r| !is_component_change(r))
         .cloned()
         .collect();
-    let components = against_booted.as_ref().unwrap_or(&against_current);
-    reasons.extend(components.reasons.iter().filter(|r| is_component_change(r)).cloned());
+    // Boot-time components are compared with what the host booted; with
+    // the current system only when the host reports no booted system at
+    // all, never in place of one that could not be examined.
+    let components = if booted_unknown { None } else { Some(against_booted.as_ref().unwrap_or(&against_current)) };
+    if let Some(components) = components {
+        reasons.extend(components.reasons.iter().filter(|r| is_component_change(r)).cloned());
+    }
     for note in &against_current.notes {
         let fleetgate_system::DecisionNote::UnreadableInhibitors { path, reason } = note;
         out.findings.push(Finding::new(
@@ -203,7 +261,7 @@ pub fn check_switch(new: &SystemToplevel, facts: &Facts, options: &Options) -> S
             .with_evidence(skipped.iter().cloned()),
         );
     }
-    out.reboot_needed = !(refused.is_empty() && activation.is_empty() && later.is_empty());
+    out.reboot_needed = booted_unknown || !(refused.is_empty() && activation.is_empty() && later.is_empty());
     if !out.reboot_needed {
         out.findings.push(Finding::new(
             "switch.live",
@@ -212,4 +270,78 @@ pub fn check_switch(new: &SystemToplevel, facts: &Facts, options: &Options) -> S
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn info(path: &str, files: &[(&str, &str)]) -> SystemInfo {
+        SystemInfo {
+            path: path.to_owned(),
+            links: BTreeMap::new(),
+            files: files.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    const GOOD: &[(&str, &str)] = &[("nixos-version", "25.05"), ("init-interface-version", "systemd 2"), ("kernel-params", "loglevel=4")];
+
+    fn new_system() -> (tempfile::TempDir, SystemToplevel) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in GOOD {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        let s = SystemToplevel::open(dir.path()).expect("opens");
+        (dir, s)
+    }
+
+    fn ids(check: &SwitchCheck) -> Vec<(&str, Severity)> {
+        check.findings.iter().map(|f| (f.id.as_str(), f.severity)).collect()
+    }
+
+    #[test]
+    fn the_same_system_switches_live() {
+        let (_d, new) = new_system();
+        let facts = Facts {
+            current_system: Some(info("/nix/store/aaaa-current", GOOD)),
+            booted_system: Some(info("/nix/store/aaaa-current", GOOD)),
+            ..Facts::default()
+        };
+        let check = check_switch(&new, &facts, &Options::default());
+        assert_eq!(ids(&check), [("switch.live", Severity::Info)]);
+        assert!(!check.reboot_needed);
+    }
+
+    #[test]
+    fn a_booted_system_that_cannot_be_examined_warns_and_needs_a_reboot() {
+        let (_d, new) = new_system();
+        let facts = Facts {
+            current_system: Some(info("/nix/store/aaaa-current", GOOD)),
+            // No nixos-version, init-interface-version or boot.json: not a system.
+            booted_system: Some(info("/nix/store/bbbb-booted", &[])),
+            ..Facts::default()
+        };
+        let check = check_switch(&new, &facts, &Options::default());
+        assert_eq!(ids(&check), [("switch.booted-unreadable", Severity::Warning)], "{:#?}", check.findings);
+        assert!(check.findings[0].message.contains("/nix/store/bbbb-booted"), "{}", check.findings[0].message);
+        assert!(check.reboot_needed, "decided conservatively");
+    }
+
+    #[test]
+    fn a_current_system_that_cannot_be_examined_warns_and_needs_a_reboot() {
+        let (_d, new) = new_system();
+        let facts = Facts {
+            current_system: Some(info("/nix/store/aaaa-current", &[])),
+            booted_system: Some(info("/nix/store/aaaa-current", &[])),
+            ..Facts::default()
+        };
+        let check = check_switch(&new, &facts, &Options::default());
+        assert_eq!(ids(&check), [("switch.current-unreadable", Severity::Warning)], "{:#?}", check.findings);
+        assert!(check.reboot_needed);
+        assert_eq!(check.current_path.as_deref(), Some(Path::new("/nix/store/aaaa-current")));
+        let check = check_switch(&new, &facts, &Options { current: Some("/nonexistent".into()), ..Options::default() });
+        assert_eq!(ids(&check), [("switch.current-unreadable", Severity::Error)]);
+    }
 }

@@ -1,0 +1,73 @@
+//! The hazard lints' one `nix eval` against real flakes: nixos-facter
+//! imported or not, `reportPath` set or left at its default.
+
+use std::path::Path;
+
+use fleetgate_check::initrd::{Coverage, Need};
+use fleetgate_check::{FlakeHost, hazards};
+use fleetgate_system::SystemToplevel;
+
+/// Configurations shaped like `nixosSystem`'s result: `config`, and
+/// `options` with each option's `highestPrio` (1500: only the default).
+const FLAKE: &str = r#"{
+  outputs = { self }: {
+    nixosConfigurations = {
+      # nixos-facter not imported: no hardware.facter at all.
+      plain = { config.hardware.enableRedistributableFirmware = true; config.boot.initrd.availableKernelModules = [ ]; };
+      # Imported, reportPath set to null (the lab fixture's shape: no options).
+      nullReport = { config.hardware.facter.reportPath = null; };
+      # Declared by a module every configuration imports, never set.
+      declaredOnly = {
+        config.hardware.facter.reportPath = null;
+        options.hardware.facter.reportPath.highestPrio = 1500;
+      };
+      # Set explicitly to a report that is not there.
+      explicitMissing = {
+        config.hardware.facter.reportPath = "/nonexistent/facter.json";
+        options.hardware.facter.reportPath.highestPrio = 100;
+      };
+    };
+  };
+}
+"#;
+
+fn system(dir: &Path) -> SystemToplevel {
+    let top = dir.join("system");
+    std::fs::create_dir_all(&top).expect("mkdir");
+    std::fs::write(top.join("nixos-version"), "25.05").expect("write");
+    std::fs::write(top.join("kernel-params"), "boot.panic_on_fail panic=30").expect("write");
+    SystemToplevel::open(&top).expect("opens")
+}
+
+#[test]
+fn the_facter_lint_only_concerns_configurations_that_use_nixos_facter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flake = dir.path().join("fleet");
+    std::fs::create_dir_all(&flake).expect("mkdir");
+    std::fs::write(flake.join("flake.nix"), FLAKE).expect("write");
+    let new = system(dir.path());
+    let coverage = Coverage {
+        needs: vec![Need {
+            what: "virtio1".into(),
+            module: Some("virtio_blk".into()),
+            builtin: false,
+            missing: vec![],
+            missing_soft: vec![],
+            device: true,
+        }],
+        findings: vec![],
+    };
+    let ids = |host: &str| -> Vec<String> {
+        let fh = FlakeHost::parse(&format!("{}#{host}", flake.display())).expect("flake#host");
+        hazards::lint(&fh, &new, &coverage).into_iter().map(|f| format!("{}: {}", f.id, f.message)).collect()
+    };
+    assert_eq!(ids("plain"), Vec::<String>::new());
+    assert_eq!(ids("declaredOnly"), Vec::<String>::new());
+    let found = ids("nullReport");
+    assert!(found.len() == 1 && found[0].starts_with("hazard.facter-report-missing: hardware.facter.reportPath is null"), "{found:#?}");
+    let found = ids("explicitMissing");
+    assert!(found.len() == 1 && found[0].contains("points at /nonexistent/facter.json"), "{found:#?}");
+    let found = ids("absent");
+    assert!(found.len() == 1 && found[0].starts_with("hazard.eval-failed: "), "{found:#?}");
+    assert!(found[0].contains(": error: flake") && !found[0].contains("orDefault"), "Nix's message, not the command: {found:#?}");
+}

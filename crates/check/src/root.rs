@@ -117,7 +117,13 @@ pub fn check_root(new: &SystemToplevel, facts: &Facts) -> Vec<Finding> {
             .with_fix("give the root file system a unique label (`e2label`/`tune2fs -L`) or name it by UUID in `fileSystems.\"/\".device`"),
         );
     }
-    match found.iter().next() {
+    // When the spec matches several devices and the current root is one of
+    // them, that is the one checked (the driver check covered its chain).
+    let chosen: Option<&String> = found
+        .iter()
+        .find(|d| Some(d.as_str()) == current_root.as_deref())
+        .or_else(|| found.iter().next());
+    match chosen {
         None if have_links || have_blkid || matches!(spec, RootSpec::Path(_)) => {
             let mut evidence = vec![format!("new root: {spec} (from {})", if rootfs.fstab.is_some() { "etc/fstab" } else { "root=" })];
             if let Some(cur) = &current_root {
@@ -169,7 +175,7 @@ pub fn check_root(new: &SystemToplevel, facts: &Facts) -> Vec<Finding> {
         }
     }
     if let (Some(new_fs), Some(cur_fs)) = (rootfs.fs_type(), facts.root.as_ref().and_then(|r| r.fs_type.as_deref())) {
-        let same_device = found.iter().next().is_some_and(|d| Some(d.as_str()) == current_root.as_deref());
+        let same_device = chosen.is_some_and(|d| Some(d.as_str()) == current_root.as_deref());
         if same_device && new_fs != cur_fs && new_fs != "auto" {
             out.push(Finding::new(
                 "root.fs-type-differs",
@@ -179,4 +185,61 @@ pub fn check_root(new: &SystemToplevel, facts: &Facts) -> Vec<Finding> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use fleetgate_facts::{BlockId, Device, DiskLink};
+
+    use super::*;
+
+    fn system(fstab: &str) -> (tempfile::TempDir, SystemToplevel) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("etc")).expect("mkdir");
+        std::fs::write(dir.path().join("nixos-version"), "25.05").expect("write");
+        std::fs::write(dir.path().join("kernel-params"), "root=fstab").expect("write");
+        std::fs::write(dir.path().join("etc/fstab"), fstab).expect("write");
+        let s = SystemToplevel::open(dir.path()).expect("opens");
+        (dir, s)
+    }
+
+    fn facts_on(root: &str) -> Facts {
+        Facts {
+            root_chain: vec![Device {
+                sysfs: format!("/sys/devices/virtual/block/{root}"),
+                subsystem: Some("block".into()),
+                devname: Some(root.into()),
+                ..Device::default()
+            }],
+            ..Facts::default()
+        }
+    }
+
+    fn id(dev: &str, label: &str) -> BlockId {
+        BlockId { devname: dev.into(), tags: [("LABEL".to_owned(), label.to_owned())].into_iter().collect() }
+    }
+
+    fn ids(found: &[Finding]) -> Vec<&str> {
+        found.iter().map(|f| f.id.as_str()).collect()
+    }
+
+    #[test]
+    fn several_matches_including_the_current_root_resolve_to_the_current_root() {
+        let (_d, sys) = system("LABEL=root / ext4 defaults 0 1\n");
+        // `sda1` sorts before `vda2`: the current root must still win.
+        let mut facts = facts_on("vda2");
+        facts.block_ids = Some(vec![id("/dev/sda1", "root"), id("/dev/vda2", "root")]);
+        let found = check_root(&sys, &facts);
+        assert_eq!(ids(&found), ["root.not-unique", "root.device"], "{found:#?}");
+        assert_eq!(found[1].message, "LABEL=root is /dev/vda2 on this host");
+        // Through a udev link and blkid that disagree, the same.
+        let mut facts = facts_on("vda2");
+        facts.disk_links = vec![DiskLink { kind: "by-label".into(), name: "root".into(), target: "/dev/vda2".into() }];
+        facts.block_ids = Some(vec![id("/dev/sda1", "root")]);
+        assert_eq!(ids(&check_root(&sys, &facts)), ["root.device"]);
+        // Only other devices: the warning stays.
+        let mut facts = facts_on("vdb1");
+        facts.block_ids = Some(vec![id("/dev/vda2", "root")]);
+        assert_eq!(ids(&check_root(&sys, &facts)), ["root.other-device"]);
+    }
 }

@@ -23,7 +23,7 @@ pub enum KmodError {
     #[error("cannot tell the kernel version from the directory name {}", .0.display())]
     NoKernelVersion(PathBuf),
     /// Reading a file failed for another reason than its absence.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,

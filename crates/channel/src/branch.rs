@@ -206,6 +206,6 @@ pub fn advance(
             attempts: policy.max_attempts.max(1),
             source,
         }),
-        None => Err(ChannelError::Config("no push attempt was made".into())),
+        None => Err(ChannelError::Internal("no push attempt was made".into())),
     }
 }

@@ -1,5 +1,12 @@
 //! `fleetgate channel …`: argument parsing and error reporting (miette) for the channel
 //! front ends. Every decision lives in the library modules.
+//!
+//! Exit codes: 0 success (including "already contained" and skipped Hydra events), 1 a
+//! promotion was attempted and failed or was refused, 2 bad input or configuration
+//! (nothing attempted; see [`ChannelError::exit_code`]; clap's usage errors are 2 too).
+//! With `--json`, `promote`, `hydra-hook` and `sync` print one JSON document on stdout —
+//! also when they fail — and keep the human-readable report on stderr.
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -104,6 +111,9 @@ struct PromoteArgs {
     /// Allow rewinding the branch or moving it sideways.
     #[arg(long)]
     force: bool,
+    /// Print the outcome (or the error) as one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     opts: ChannelOpts,
 }
@@ -128,6 +138,9 @@ struct HydraHookArgs {
     /// Hydra database name for the psql fallback (e.g. `hydra`).
     #[arg(long)]
     hydra_db: Option<String>,
+    /// Print the outcome, the skip reason or the error as one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     opts: ChannelOpts,
 }
@@ -149,6 +162,9 @@ struct SyncArgs {
     /// Attribute of each host that is its system.
     #[arg(long, default_value = "config.system.build.toplevel")]
     system_attr: String,
+    /// Print every host's result (or the error) as one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     opts: ChannelOpts,
 }
@@ -204,23 +220,64 @@ fn log_line(line: &str) {
 }
 
 fn report(e: ChannelError) -> ExitCode {
+    let code = e.exit_code();
     eprintln!("{:?}", miette::Report::new(e));
-    ExitCode::FAILURE
+    ExitCode::from(code)
+}
+
+/// The JSON document of a failure.
+fn error_json(e: &ChannelError) -> serde_json::Value {
+    serde_json::json!({
+        "result": "failed",
+        "error": e.chain(),
+        "exit_code": e.exit_code(),
+    })
+}
+
+/// The JSON document of a promotion: `{"result":"promoted", …the outcome…}`.
+fn outcome_json(o: &PromoteOutcome) -> serde_json::Value {
+    let mut v = serde_json::to_value(o).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.insert("result".into(), "promoted".into());
+    }
+    v
+}
+
+fn print_json(out: &mut dyn Write, v: &serde_json::Value) {
+    // A closed stdout must not turn a promotion into a failure.
+    let _ = writeln!(out, "{v}");
 }
 
 /// Runs `fleetgate channel`; returns the process exit code.
 pub fn run(args: ChannelArgs) -> ExitCode {
+    run_with_output(args, &mut std::io::stdout())
+}
+
+/// [`run`], printing results to `out` instead of stdout (progress and errors still go
+/// to stderr).
+pub fn run_with_output(args: ChannelArgs, out: &mut dyn Write) -> ExitCode {
+    let json = match &args.command {
+        ChannelCommand::Promote(a) => a.json,
+        ChannelCommand::HydraHook(a) => a.json,
+        ChannelCommand::Sync(a) => a.json,
+        _ => false,
+    };
     let result = match args.command {
-        ChannelCommand::Promote(a) => run_promote(a),
-        ChannelCommand::HydraHook(a) => run_hydra_hook(a),
-        ChannelCommand::Sync(a) => run_sync(a),
+        ChannelCommand::Promote(a) => run_promote(a, out),
+        ChannelCommand::HydraHook(a) => run_hydra_hook(a, out),
+        ChannelCommand::Sync(a) => run_sync(a, out),
         ChannelCommand::Serve(a) => run_serve(a),
-        ChannelCommand::Keygen(a) => run_keygen(a),
-        ChannelCommand::Verify(a) => run_verify(a),
+        ChannelCommand::Keygen(a) => run_keygen(a, out),
+        ChannelCommand::Verify(a) => run_verify(a, out),
     };
     match result {
         Ok(code) => code,
-        Err(e) => report(e),
+        Err(e) => {
+            if json {
+                print_json(out, &error_json(&e));
+            }
+            report(e)
+        }
     }
 }
 
@@ -271,7 +328,7 @@ fn channel_config(opts: &ChannelOpts) -> Result<ChannelConfig, ChannelError> {
     Ok(cfg)
 }
 
-fn print_outcome(o: &PromoteOutcome) {
+fn print_outcome(out: &mut dyn Write, o: &PromoteOutcome) {
     let what = match &o.movement {
         crate::branch::Movement::Created => "created".to_owned(),
         crate::branch::Movement::FastForward { from } => format!("fast-forwarded from {from}"),
@@ -284,19 +341,31 @@ fn print_outcome(o: &PromoteOutcome) {
             format!("moved sideways from {from} (--force)")
         }
     };
-    println!("{} -> {}: {what}", o.branch, o.commit);
+    let _ = writeln!(out, "{} -> {}: {what}", o.branch, o.commit);
 }
 
-fn run_promote(a: PromoteArgs) -> Result<ExitCode, ChannelError> {
+fn run_promote(a: PromoteArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> {
     let req = PromoteRequest::parse(&a.host, &a.commit, &a.system, a.build.as_deref(), a.force)?;
     let cfg = channel_config(&a.opts)?;
     let nix = nix_for(&a.opts)?;
     let outcome = promote(&nix, &cfg, &req, &log_line)?;
-    print_outcome(&outcome);
+    if a.json {
+        print_json(out, &outcome_json(&outcome));
+    } else {
+        print_outcome(out, &outcome);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_hydra_hook(a: HydraHookArgs) -> Result<ExitCode, ChannelError> {
+fn print_skip(out: &mut dyn Write, json: bool, reason: &str) {
+    if json {
+        print_json(out, &serde_json::json!({ "result": "skipped", "reason": reason }));
+    } else {
+        let _ = writeln!(out, "skipped: {reason}");
+    }
+}
+
+fn run_hydra_hook(a: HydraHookArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> {
     let event = HydraEvent::read(&a.event)?;
     let mut hook_cfg = HookConfig::new(&a.job_pattern)?;
     hook_cfg.project = a.project;
@@ -305,47 +374,93 @@ fn run_hydra_hook(a: HydraHookArgs) -> Result<ExitCode, ChannelError> {
     hook_cfg.hydra_db = a.hydra_db;
     // Decide before touching Nix or git: skipped events need neither.
     if let hook::Decision::Skip(reason) = hook::decide(&event, &hook_cfg)? {
-        println!("skipped: {reason}");
+        print_skip(out, a.json, &reason);
         return Ok(ExitCode::SUCCESS);
     }
     let cfg = channel_config(&a.opts)?;
     let nix = nix_for(&a.opts)?;
     match hook::run(&nix, &cfg, &hook_cfg, &event, &log_line)? {
-        HookOutcome::Skipped(reason) => println!("skipped: {reason}"),
-        HookOutcome::Promoted(o) => print_outcome(&o),
+        HookOutcome::Skipped(reason) => print_skip(out, a.json, &reason),
+        HookOutcome::Promoted(o) if a.json => print_json(out, &outcome_json(&o)),
+        HookOutcome::Promoted(o) => print_outcome(out, &o),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_sync(a: SyncArgs) -> Result<ExitCode, ChannelError> {
+fn run_sync(a: SyncArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> {
     let commit = crate::commit::CommitId::parse(&a.commit)?;
     let cfg = channel_config(&a.opts)?;
     let nix = nix_for(&a.opts)?;
     let req = SyncRequest {
         flake: a.flake,
-        commit,
+        commit: commit.clone(),
         hosts: (!a.hosts.is_empty()).then_some(a.hosts),
         hosts_attr: a.hosts_attr,
         system_attr: a.system_attr,
     };
     let results = crate::sync::run(&nix, &cfg, &req, &log_line)?;
-    let mut failed = 0;
+    Ok(report_sync(out, a.json, &commit, results))
+}
+
+/// Prints the per-host results of a sync; the exit code is the worst of the failures'
+/// ([`ChannelError::exit_code`]), 0 if none failed.
+pub(crate) fn report_sync(
+    out: &mut dyn Write,
+    json: bool,
+    commit: &crate::commit::CommitId,
+    results: Vec<(String, HostSync)>,
+) -> ExitCode {
+    let mut code = 0u8;
+    let mut hosts = Vec::new();
     for (host, r) in results {
         match r {
-            HostSync::Promoted(o) => print_outcome(&o),
-            HostSync::NotCached(p) => println!("{host}: {p} not in the cache, skipped"),
+            HostSync::Promoted(o) => {
+                if json {
+                    let mut v = outcome_json(&o);
+                    if let Some(map) = v.as_object_mut() {
+                        map.insert("host".into(), host.as_str().into());
+                    }
+                    hosts.push(v);
+                } else {
+                    print_outcome(out, &o);
+                }
+            }
+            HostSync::NotCached(p) => {
+                if json {
+                    hosts.push(serde_json::json!({
+                        "host": host, "result": "not_cached", "system": p,
+                    }));
+                } else {
+                    let _ = writeln!(out, "{host}: {p} not in the cache, skipped");
+                }
+            }
             HostSync::Failed(e) => {
-                failed += 1;
-                println!("{host}: failed");
-                eprintln!("{:?}", miette::Report::new(e));
+                code = code.max(e.exit_code());
+                if json {
+                    let mut v = error_json(&e);
+                    if let Some(map) = v.as_object_mut() {
+                        map.insert("host".into(), host.as_str().into());
+                    }
+                    hosts.push(v);
+                } else {
+                    let _ = writeln!(out, "{host}: failed");
+                }
+                eprintln!("{host}: {:?}", miette::Report::new(e));
             }
         }
     }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if json {
+        print_json(
+            out,
+            &serde_json::json!({
+                "result": if code == 0 { "synced" } else { "failed" },
+                "commit": commit,
+                "exit_code": code,
+                "hosts": hosts,
+            }),
+        );
+    }
+    ExitCode::from(code)
 }
 
 fn run_serve(a: ServeArgs) -> Result<ExitCode, ChannelError> {
@@ -381,7 +496,7 @@ fn run_serve(a: ServeArgs) -> Result<ExitCode, ChannelError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_keygen(a: KeygenArgs) -> Result<ExitCode, ChannelError> {
+fn run_keygen(a: KeygenArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> {
     for p in [&a.secret_key_file, &a.public_key_file] {
         if p.exists() {
             return Err(ChannelError::Config(format!(
@@ -394,20 +509,79 @@ fn run_keygen(a: KeygenArgs) -> Result<ExitCode, ChannelError> {
     nix.generate_key_pair(&a.name, &a.secret_key_file, &a.public_key_file)
         .map_err(ChannelError::Nix)?;
     let pk = PublicKey::from_file(&a.public_key_file).map_err(ChannelError::Nix)?;
-    println!("{pk}");
+    let _ = writeln!(out, "{pk}");
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_verify(a: VerifyArgs) -> Result<ExitCode, ChannelError> {
+fn run_verify(a: VerifyArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> {
     let pk = PublicKey::from_file(&a.public_key).map_err(ChannelError::Nix)?;
     let bytes = read(&a.manifest)?;
     let m = SignedManifest::parse(&bytes)?.verify(&pk)?;
     let text = serde_json::to_string_pretty(&m)
         .map_err(|e| ChannelError::ManifestFormat(e.to_string()))?;
-    println!("{text}");
+    let _ = writeln!(out, "{text}");
     Ok(ExitCode::SUCCESS)
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, ChannelError> {
     std::fs::read(p).map_err(|e| ChannelError::io("reading", p, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commit::CommitId;
+
+    fn sync_report(results: Vec<(String, HostSync)>) -> (ExitCode, serde_json::Value) {
+        let commit = CommitId::parse(&"a".repeat(40)).unwrap();
+        let mut out = Vec::new();
+        let code = report_sync(&mut out, true, &commit, results);
+        (code, serde_json::from_slice(&out).unwrap())
+    }
+
+    #[test]
+    fn sync_json_lists_every_host_and_the_exit_code_is_the_worst_failure() {
+        let store = "/nix/store/9lbzgxvs2rjybvqa15sgxw4j0qzp009i-sys".to_owned();
+        let (code, v) = sync_report(vec![("beta".into(), HostSync::NotCached(store.clone()))]);
+        assert_eq!(code, ExitCode::SUCCESS);
+        assert_eq!(v["result"], "synced");
+        assert_eq!(v["commit"], "a".repeat(40));
+        assert_eq!(v["hosts"][0]["host"], "beta");
+        assert_eq!(v["hosts"][0]["result"], "not_cached");
+        assert_eq!(v["hosts"][0]["system"], store.as_str());
+
+        let not_found = ChannelError::CommitNotFound { commit: "a".repeat(40), repo: "r".into() };
+        let (code, v) = sync_report(vec![
+            ("beta".into(), HostSync::NotCached(store)),
+            ("gamma".into(), HostSync::Failed(not_found)),
+        ]);
+        assert_eq!(code, ExitCode::FAILURE);
+        assert_eq!(v["result"], "failed");
+        assert_eq!(v["hosts"][1]["host"], "gamma");
+        assert_eq!(v["hosts"][1]["exit_code"], 1);
+        assert!(v["hosts"][1]["error"].as_str().unwrap().contains("is not in r"), "{v}");
+
+        let bad = ChannelError::BadHost { host: "-x".into() };
+        let not_found = ChannelError::CommitNotFound { commit: "a".repeat(40), repo: "r".into() };
+        let (code, v) = sync_report(vec![
+            ("gamma".into(), HostSync::Failed(not_found)),
+            ("-x".into(), HostSync::Failed(bad)),
+        ]);
+        assert_eq!(code, ExitCode::from(2));
+        assert_eq!(v["exit_code"], 2);
+    }
+
+    #[test]
+    fn exit_codes_separate_bad_input_from_failed_promotions() {
+        assert_eq!(ChannelError::BadHost { host: "x".into() }.exit_code(), 2);
+        assert_eq!(ChannelError::Config("--repo is required".into()).exit_code(), 2);
+        assert_eq!(ChannelError::HydraEvent("x".into()).exit_code(), 2);
+        let diverged = ChannelError::Diverged {
+            branch: "b".into(),
+            current: "c".into(),
+            commit: "d".into(),
+        };
+        assert_eq!(diverged.exit_code(), 1);
+        assert_eq!(ChannelError::Database("locked".into()).exit_code(), 1);
+    }
 }

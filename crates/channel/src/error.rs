@@ -154,8 +154,8 @@ pub enum ChannelError {
         /// What was tried.
         message: String,
     },
-    /// Local file I/O.
-    #[error("{action} {}: {source}", .path.display())]
+    /// Local file I/O (the operating system's error is the source, printed after this).
+    #[error("{action} {}", .path.display())]
     #[diagnostic(help("check permissions and free space"))]
     Io {
         /// What we were doing.
@@ -175,6 +175,17 @@ pub enum ChannelError {
     /// The manifest document is malformed.
     #[error("malformed manifest: {0}")]
     ManifestFormat(String),
+    /// The server's database failed.
+    #[error("database: {0}")]
+    #[diagnostic(help("check the --db file: permissions, free space, another process holding it"))]
+    Database(String),
+    /// The HTTP service could not start or stopped with an error.
+    #[error("{0}")]
+    #[diagnostic(help("check --listen (address in use? permission to bind?)"))]
+    Server(String),
+    /// Something that should not happen did (a bug, or git behaving unexpectedly).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ChannelError {
@@ -185,6 +196,31 @@ impl ChannelError {
             path: path.into(),
             source,
         }
+    }
+
+    /// The process exit code of the CLI for this error: 2 for bad input and
+    /// configuration errors (nothing was attempted, fix the command line, the event or
+    /// the files it names), 1 for everything else (the promotion was attempted and
+    /// failed, or was refused, e.g. `Diverged`).
+    pub fn exit_code(&self) -> u8 {
+        if self.is_bad_input() || matches!(self, Self::Config(_) | Self::Secret { .. }) {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The message followed by every source's, `: `-separated (for one-line logs and
+    /// JSON; never contains a secret, as none of the parts does).
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
     }
 
     /// True for errors caused by bad input (HTTP 400 in the server).

@@ -246,7 +246,7 @@ impl Mirror {
                 .stdin(content.to_vec()),
         )?;
         self.rev(work_ref)?.ok_or_else(|| {
-            ChannelError::Config(format!("git notes did not create {work_ref}"))
+            ChannelError::Internal(format!("git notes did not create {work_ref}"))
         })
     }
 

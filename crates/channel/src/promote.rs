@@ -324,7 +324,7 @@ fn repair(
             return Ok(Vec::new());
         }
         Err(e) => {
-            log(&format!("{branch}: the note on {tip} is not republished: {e}"));
+            log(&format!("{branch}: the note on {tip} is not republished: {}", e.chain()));
             return Ok(Vec::new());
         }
     }

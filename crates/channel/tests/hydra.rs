@@ -239,15 +239,27 @@ struct Cli {
 }
 
 #[test]
-fn the_cli_exits_zero_for_skipped_events_and_non_zero_for_malformed_ones() {
-    let skipped = Cli::try_parse_from([
-        "t", "hydra-hook", "--event", fixture("status-01-failed.json").to_str().unwrap(),
-    ])
-    .unwrap();
-    assert_eq!(fleetgate_channel::cli::run(skipped.channel), std::process::ExitCode::SUCCESS);
-    let malformed = Cli::try_parse_from([
-        "t", "hydra-hook", "--event", fixture("malformed.json").to_str().unwrap(),
-    ])
-    .unwrap();
-    assert_eq!(fleetgate_channel::cli::run(malformed.channel), std::process::ExitCode::FAILURE);
+fn the_cli_exits_zero_for_skipped_events_and_two_for_malformed_ones() {
+    let run = |args: &[&str]| {
+        let cli = Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
+        let mut out = Vec::new();
+        let code = fleetgate_channel::cli::run_with_output(cli.channel, &mut out);
+        (code, String::from_utf8(out).unwrap())
+    };
+    let failed = fixture("status-01-failed.json");
+    let (code, out) = run(&["hydra-hook", "--event", failed.to_str().unwrap()]);
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    assert!(out.starts_with("skipped: build "), "{out}");
+    let (code, out) = run(&["hydra-hook", "--json", "--event", failed.to_str().unwrap()]);
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["result"], "skipped");
+    assert!(v["reason"].as_str().unwrap().contains("failed (buildStatus 1)"), "{v}");
+
+    let malformed = fixture("malformed.json");
+    let (code, out) = run(&["hydra-hook", "--json", "--event", malformed.to_str().unwrap()]);
+    assert_eq!(code, std::process::ExitCode::from(2));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["result"].as_str(), v["exit_code"].as_u64()), (Some("failed"), Some(2)));
+    assert!(v["error"].as_str().unwrap().contains("Hydra event"), "{v}");
 }

@@ -28,7 +28,7 @@ pub struct Report {
 }
 
 fn sql_err(e: rusqlite::Error) -> ChannelError {
-    ChannelError::Config(format!("database: {e}"))
+    ChannelError::Database(e.to_string())
 }
 
 impl Db {

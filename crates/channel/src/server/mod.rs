@@ -73,7 +73,7 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, ChannelError> {
         .worker_threads(threads.max(1))
         .enable_all()
         .build()
-        .map_err(|e| ChannelError::Config(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| ChannelError::Internal(format!("cannot start the async runtime: {e}")))
 }
 
 /// Binds and serves on a background thread.
@@ -85,10 +85,10 @@ pub fn start(
     let state = Arc::new(AppState::open(cfg, log)?);
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(state.listen))
-        .map_err(|e| ChannelError::Config(format!("cannot listen on {}: {e}", state.listen)))?;
+        .map_err(|e| ChannelError::Server(format!("cannot listen on {}: {e}", state.listen)))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| ChannelError::Config(format!("no local address: {e}")))?;
+        .map_err(|e| ChannelError::Server(format!("no local address: {e}")))?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = routes::router(state);
     let thread = std::thread::spawn(move || {
@@ -117,7 +117,7 @@ pub fn serve_forever(
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(state.listen)
             .await
-            .map_err(|e| ChannelError::Config(format!("cannot listen on {}: {e}", state.listen)))?;
+            .map_err(|e| ChannelError::Server(format!("cannot listen on {}: {e}", state.listen)))?;
         log(&format!(
             "listening on http://{}",
             listener.local_addr().map_or(state.listen, |a| a)
@@ -144,6 +144,6 @@ pub fn serve_forever(
                 }
             })
             .await
-            .map_err(|e| ChannelError::Config(format!("server error: {e}")))
+            .map_err(|e| ChannelError::Server(format!("server error: {e}")))
     })
 }

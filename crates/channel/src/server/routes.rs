@@ -41,13 +41,7 @@ fn channel_error(e: &ChannelError) -> Response {
         }
         _ => StatusCode::BAD_GATEWAY,
     };
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    error(status, text)
+    error(status, e.chain())
 }
 
 /// The body a CI step sends to `/hooks/github`.

@@ -91,7 +91,7 @@ impl AppState {
             let db = self
                 .db
                 .lock()
-                .map_err(|_| ChannelError::Config("database lock poisoned".into()))?;
+                .map_err(|_| ChannelError::Database("lock poisoned".into()))?;
             db.put_manifest(host.as_str(), &doc, &inner.commit, &inner.system, now())?;
         }
         let cached = Arc::new(CachedManifest {

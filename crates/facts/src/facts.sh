@@ -151,10 +151,42 @@ for v in LoaderEntryOneShot LoaderEntryDefault LoaderEntrySelected; do
   f=/sys/firmware/efi/efivars/$v-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
   [ -f "$f" ] && o efivar "$v" "$(tail -c +5 "$f" 2>/dev/null | tr -d '\000')"
 done
+# GRUB menu entries with the path grub-reboot takes: `Submenu>Entry`.
+# Braces are counted per line (`{` ending a line opens, `}` starting one
+# closes), which is how grub-mkconfig and NixOS write grub.cfg.
+grub_entries() {
+  depth=0; path=; opened=
+  while IFS= read -r line || [ -n "$line" ]; do
+    t=${line#"${line%%[![:space:]]*}"}
+    case "$t" in
+      \}*)
+        depth=$((depth - 1))
+        if [ -n "$opened" ] && [ "${opened##* }" = "$depth" ]; then
+          opened=${opened% *}
+          case "$path" in *'>'*) path=${path%'>'*} ;; *) path= ;; esac
+        fi ;;
+      menuentry[[:space:]]*|submenu[[:space:]]*)
+        kind=${t%%[[:space:]]*}
+        r=${t#"$kind"}; r=${r#"${r%%[![:space:]]*}"}
+        case "$r" in
+          \"*) r=${r#?}; title=${r%%\"*} ;;
+          \'*) r=${r#?}; title=${r%%\'*} ;;
+          *) title=${r%%[[:space:]]*} ;;
+        esac
+        if [ "$kind" = submenu ]; then
+          opened="$opened $depth"
+          path=${path:+$path>}$title
+        else
+          o grub-entry "${path:+$path>}$title" "$title"
+        fi ;;
+    esac
+    case "$t" in *\{) depth=$((depth + 1)) ;; esac
+  done < "$1"
+}
 for g in /boot/grub/grub.cfg /boot/grub2/grub.cfg; do
   [ -f "$g" ] || continue
   o grub "$g"
-  sed -n "s/^[[:space:]]*menuentry[[:space:]]*[\"']\([^\"']*\)[\"'].*/\1/p" "$g" | while IFS= read -r t; do o grub-entry "$t"; done
+  grub_entries "$g"
   e=${g%/*}/grubenv
   [ -f "$e" ] && sed -n '/^[^#]/p' "$e" | while IFS= read -r l; do o grubenv "$l"; done
 done

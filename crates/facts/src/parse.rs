@@ -7,6 +7,25 @@ use crate::{
     Profile, RootDevice, Severity, SystemInfo,
 };
 
+/// A count of KiB as bytes; `None` when it is not a number or the bytes
+/// do not fit (a hostile or broken host must not crash the parser).
+fn kib_to_bytes(text: &str) -> Option<u64> {
+    text.trim().parse::<u64>().ok()?.checked_mul(1024)
+}
+
+/// Which boot loader location the records being read belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    /// Before any loader record.
+    None,
+    /// The systemd-boot location that was chosen.
+    SystemdBoot,
+    /// The GRUB configuration that was chosen.
+    Grub,
+    /// A later location: its records are ignored.
+    Ignored,
+}
+
 fn opt(s: &str) -> Option<String> {
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_owned())
@@ -30,6 +49,7 @@ pub fn parse(target: &str, output: &str) -> Facts {
     let mut systems: BTreeMap<String, SystemInfo> = BTreeMap::new();
     let mut files: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     let mut eols: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut section = Section::None;
 
     for line in output.lines() {
         let fields: Vec<&str> = line.split('\t').collect();
@@ -117,19 +137,30 @@ pub fn parse(target: &str, output: &str) -> Facts {
                     _ => None,
                 };
             }
+            // The first loader location wins (systemd-boot over GRUB): the
+            // records of a later one are ignored, never merged in.
             ("sdboot", 2) => {
-                if f.boot.loader != Some(Loader::SystemdBoot) {
+                section = if f.boot.loader == Some(Loader::SystemdBoot) {
+                    Section::Ignored
+                } else {
                     f.boot.loader = Some(Loader::SystemdBoot);
                     f.boot.location = opt(field(1));
                     f.boot.entries.clear();
+                    f.boot.loader_conf.clear();
+                    f.boot.grubenv.clear();
+                    Section::SystemdBoot
+                };
+            }
+            ("sdboot-entry", 3) => {
+                if section == Section::SystemdBoot {
+                    f.boot.entries.push(BootEntry {
+                        id: field(1).to_owned(),
+                        title: opt(field(2)),
+                    });
                 }
             }
-            ("sdboot-entry", 3) => f.boot.entries.push(BootEntry {
-                id: field(1).to_owned(),
-                title: opt(field(2)),
-            }),
             ("sdboot-conf", 2) => {
-                if !field(1).trim().is_empty() {
+                if section == Section::SystemdBoot && !field(1).trim().is_empty() {
                     f.boot.loader_conf.push(field(1).to_owned());
                 }
             }
@@ -137,27 +168,43 @@ pub fn parse(target: &str, output: &str) -> Facts {
                 f.boot.efi_vars.insert(field(1).to_owned(), field(2).to_owned());
             }
             ("grub", 2) => {
-                if f.boot.loader.is_none() {
+                section = if f.boot.loader.is_none() {
                     f.boot.loader = Some(Loader::Grub);
                     f.boot.location = opt(field(1));
-                }
+                    Section::Grub
+                } else {
+                    Section::Ignored
+                };
             }
-            ("grub-entry", 2) => {
-                if f.boot.loader == Some(Loader::Grub) {
+            // `grub-entry <path> <title>`: the path is what `grub-reboot`
+            // takes (`NixOS - All configurations>NixOS - Configuration 2 (…)`).
+            ("grub-entry", 2 | 3) => {
+                if section == Section::Grub {
+                    let title = if fields.len() == 3 { field(2) } else { field(1) };
                     f.boot.entries.push(BootEntry {
                         id: field(1).to_owned(),
-                        title: opt(field(1)),
+                        title: opt(title),
                     });
                 }
             }
             ("grubenv", 2) => {
-                if let Some((k, v)) = field(1).split_once('=') {
-                    f.boot.grubenv.insert(k.to_owned(), v.to_owned());
+                if section == Section::Grub {
+                    if let Some((k, v)) = field(1).split_once('=') {
+                        f.boot.grubenv.insert(k.to_owned(), v.to_owned());
+                    }
                 }
             }
-            ("nix-free-kib", 3) => f.nix_free_bytes = field(2).parse::<u64>().ok().map(|k| k * 1024),
+            ("nix-free-kib", 3) => {
+                f.nix_free_bytes = kib_to_bytes(field(2));
+                if f.nix_free_bytes.is_none() {
+                    skipped.push(line.to_owned());
+                }
+            }
             ("mem", 3) => {
-                let bytes = field(2).parse::<u64>().ok().map(|k| k * 1024);
+                let bytes = kib_to_bytes(field(2));
+                if bytes.is_none() {
+                    skipped.push(line.to_owned());
+                }
                 match field(1) {
                     "MemTotal" => f.memory_total_bytes = bytes,
                     "MemAvailable" => f.memory_available_bytes = bytes,
@@ -275,5 +322,83 @@ fn findings(f: &mut Facts, version: Option<&str>, ended: bool, missing_files: &[
             format!("{} line(s) of the facts script's output were not understood", skipped.len()),
         )
         .with_evidence(skipped.iter().take(10).cloned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(records: &[&str]) -> Facts {
+        let mut out = String::from("version\t1\n");
+        for r in records {
+            out.push_str(r);
+            out.push('\n');
+        }
+        out.push_str("end\n");
+        parse("test", &out)
+    }
+
+    fn unparsed(f: &Facts) -> Vec<String> {
+        f.findings.iter().filter(|f| f.id == "facts.unparsed").flat_map(|f| f.evidence.clone()).collect()
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_unknown_and_reported_not_a_panic() {
+        let f = facts(&["nix-free-kib\t/nix\t18446744073709551615", "mem\tMemTotal\t99999999999999999999", "mem\tMemAvailable\t1024"]);
+        assert_eq!(f.nix_free_bytes, None);
+        assert_eq!(f.memory_total_bytes, None);
+        assert_eq!(f.memory_available_bytes, Some(1 << 20));
+        assert_eq!(
+            unparsed(&f),
+            ["nix-free-kib\t/nix\t18446744073709551615", "mem\tMemTotal\t99999999999999999999"]
+        );
+        assert_eq!(facts(&["nix-free-kib\t/nix\t12"]).nix_free_bytes, Some(12 * 1024));
+    }
+
+    #[test]
+    fn only_the_first_loader_location_counts() {
+        let f = facts(&[
+            "sdboot\t/boot",
+            "sdboot-entry\tnixos-generation-1.conf\tNixOS",
+            "sdboot-conf\tdefault nixos-generation-1.conf",
+            "sdboot\t/efi",
+            "sdboot-entry\tstale.conf\tStale",
+            "sdboot-conf\tdefault stale.conf",
+            "efivar\tLoaderEntryDefault\tnixos-generation-1.conf",
+            "grub\t/boot/grub/grub.cfg",
+            "grub-entry\tNixOS\tNixOS",
+            "grubenv\tnext_entry=x",
+        ]);
+        assert_eq!(f.boot.loader, Some(Loader::SystemdBoot));
+        assert_eq!(f.boot.location.as_deref(), Some("/boot"));
+        assert_eq!(f.boot.entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["nixos-generation-1.conf"]);
+        assert_eq!(f.boot.loader_conf, ["default nixos-generation-1.conf"]);
+        assert!(f.boot.grubenv.is_empty());
+        assert_eq!(f.boot.efi_vars.len(), 1);
+
+        let f = facts(&[
+            "grub\t/boot/grub/grub.cfg",
+            "grub-entry\tNixOS\tNixOS",
+            "grub-entry\tNixOS - All configurations>NixOS - Configuration 1 (2025-01-01)\tNixOS - Configuration 1 (2025-01-01)",
+            "grubenv\tsaved_entry=0",
+            "grub\t/boot/grub2/grub.cfg",
+            "grub-entry\tOther\tOther",
+            "grubenv\tnext_entry=Other",
+        ]);
+        assert_eq!(f.boot.loader, Some(Loader::Grub));
+        assert_eq!(f.boot.location.as_deref(), Some("/boot/grub/grub.cfg"));
+        assert_eq!(
+            f.boot.entries,
+            [
+                BootEntry { id: "NixOS".into(), title: Some("NixOS".into()) },
+                BootEntry {
+                    id: "NixOS - All configurations>NixOS - Configuration 1 (2025-01-01)".into(),
+                    title: Some("NixOS - Configuration 1 (2025-01-01)".into()),
+                },
+            ]
+        );
+        assert_eq!(f.boot.grubenv.keys().collect::<Vec<_>>(), ["saved_entry"]);
+        assert!(unparsed(&f).is_empty());
     }
 }

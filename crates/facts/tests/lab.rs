@@ -5,19 +5,9 @@
 use std::time::Duration;
 
 use fleetgate_facts::{Facts, Firmware, Loader, Severity, collect};
-use fleetgate_lab::{HostSpec, Lab, LabDir, LabSpec};
+use fleetgate_lab::Lab;
+use fleetgate_lab::testing::LabGuard;
 use fleetgate_transport::{Ssh, SshTarget};
-
-/// Brings the lab down however the test ends.
-struct LabGuard(LabDir);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        if let Err(e) = Lab::down(&self.0, &mut |_| {}) {
-            eprintln!("lab down failed: {e:#}");
-        }
-    }
-}
 
 fn facts_of(lab: &Lab, host: &str) -> Facts {
     let config = lab.dir().ssh_config().display().to_string();
@@ -35,15 +25,7 @@ fn chain_modules(facts: &Facts) -> Vec<(String, String)> {
 
 #[test]
 fn lab_hosts_of_every_disk_bus() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let lab_dir = LabDir::new(dir.path().join("lab"));
-    let _guard = LabGuard(lab_dir.clone());
-    let spec = LabSpec::new(vec![
-        HostSpec::parse("web1=virtio,systemd-boot")?,
-        HostSpec::parse("db1=nvme,grub")?,
-        HostSpec::parse("st1=sata,systemd-boot")?,
-    ])?;
-    let lab = Lab::up(lab_dir, &spec, &mut |_| {})?;
+    let lab = LabGuard::up(&["web1=virtio,systemd-boot", "db1=nvme,grub", "st1=sata,systemd-boot"])?;
 
     let web1 = facts_of(&lab, "web1");
     assert_eq!(web1.hostname.as_deref(), Some("web1"));
@@ -77,7 +59,15 @@ fn lab_hosts_of_every_disk_bus() -> anyhow::Result<()> {
     assert_eq!(chain_modules(&db1), [("nvme".into(), "nvme".into())]);
     assert_eq!(db1.boot.firmware, Some(Firmware::Bios));
     assert_eq!(db1.boot.loader, Some(Loader::Grub));
-    assert!(db1.boot.entries.iter().any(|e| e.id.starts_with("NixOS - Configuration 1")), "{:?}", db1.boot.entries);
+    // Entries in NixOS's submenu carry the path grub-reboot takes.
+    let gen1 = db1
+        .boot
+        .entries
+        .iter()
+        .find(|e| e.title.as_deref().is_some_and(|t| t.starts_with("NixOS - Configuration 1 ")))
+        .unwrap_or_else(|| panic!("{:?}", db1.boot.entries));
+    assert_eq!(gen1.id, format!("NixOS - All configurations>{}", gen1.title.as_deref().unwrap_or_default()));
+    assert!(db1.boot.entries.iter().any(|e| e.id == "NixOS"), "{:?}", db1.boot.entries);
 
     let st1 = facts_of(&lab, "st1");
     assert_eq!(st1.root_block_name(), Some("sda2"));
@@ -89,6 +79,8 @@ fn lab_hosts_of_every_disk_bus() -> anyhow::Result<()> {
         assert!(!facts.findings.iter().any(|f| f.severity >= Severity::Warning), "{}: {:#?}", facts.target, facts.findings);
         assert!(facts.nix_free_bytes.is_some_and(|b| b > 0));
     }
+    let left = lab.down()?;
+    assert!(left.is_empty(), "left behind: {left:?}");
     Ok(())
 }
 

@@ -231,6 +231,7 @@ fn poll() {
             hook_secret: Some(Secret::new("unused-secret-0123456789")),
             host_tokens: HostTokens::default(),
             channel: None,
+            max_promotions: 1,
         },
         Arc::new(|_: &str| {}),
     )

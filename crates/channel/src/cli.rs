@@ -189,6 +189,9 @@ struct ServeArgs {
     /// systemd credential holding the host token file.
     #[arg(long)]
     host_tokens_credential: Option<String>,
+    /// Hook promotions running at once (more wait in the job queue, up to 64).
+    #[arg(long, default_value_t = 2)]
+    max_promotions: usize,
     #[command(flatten)]
     opts: ChannelOpts,
 }
@@ -491,6 +494,7 @@ fn run_serve(a: ServeArgs) -> Result<ExitCode, ChannelError> {
         hook_secret,
         host_tokens,
         channel,
+        max_promotions: a.max_promotions,
     };
     crate::server::serve_forever(cfg, Arc::new(log_line))?;
     Ok(ExitCode::SUCCESS)

@@ -4,9 +4,12 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::Env;
 use fleetgate_channel::SignedManifest;
+use fleetgate_channel::git::Mirror;
+use fleetgate_channel::lock::RepoLock;
 use fleetgate_channel::secret::Secret;
 use fleetgate_channel::server::github;
 use fleetgate_channel::server::tokens::HostTokens;
@@ -32,6 +35,10 @@ impl Http {
     }
 
     fn hook(&self, body: &str, sig: Option<String>) -> (u16, String) {
+        self.hook_delivery(body, sig, None)
+    }
+
+    fn hook_delivery(&self, body: &str, sig: Option<String>, delivery: Option<&str>) -> (u16, String) {
         let mut r = self
             .agent
             .post(&format!("{}/hooks/github", self.base))
@@ -39,12 +46,42 @@ impl Http {
         if let Some(s) = sig {
             r = r.header("X-Hub-Signature-256", &s);
         }
+        if let Some(d) = delivery {
+            r = r.header("X-GitHub-Delivery", d);
+        }
         let mut resp = r.send(body).unwrap();
         (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap())
     }
 
     fn signed_hook(&self, body: &str) -> (u16, String) {
         self.hook(body, Some(github::sign(HOOK_SECRET.as_bytes(), body.as_bytes())))
+    }
+
+    /// A signed hook with a delivery id: the 202 answer as JSON.
+    fn delivery(&self, body: &str, delivery: &str) -> serde_json::Value {
+        let sig = github::sign(HOOK_SECRET.as_bytes(), body.as_bytes());
+        let (code, text) = self.hook_delivery(body, Some(sig), Some(delivery));
+        assert_eq!(code, 202, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn job(&self, id: &str) -> serde_json::Value {
+        let (code, _, body) = self.get(&format!("/v1/jobs/{id}"), None);
+        assert_eq!(code, 200);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// Polls a job until `done` says so (bounded).
+    fn wait_job(&self, id: &str, done: impl Fn(&str) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let job = self.job(id);
+            if done(job["state"].as_str().unwrap()) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} stuck: {job}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn get(&self, path: &str, etag: Option<&str>) -> (u16, Option<String>, Vec<u8>) {
@@ -83,6 +120,7 @@ fn hook_manifest_etag_report_and_status() {
             hook_secret: Some(Secret::new(HOOK_SECRET)),
             host_tokens: HostTokens::parse(&Secret::new(&format!("web1 {HOST_TOKEN}\n"))).unwrap(),
             channel: Some((env.nix.clone(), env.config())),
+            max_promotions: 2,
         },
         Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_owned())),
     )
@@ -111,11 +149,46 @@ fn hook_manifest_etag_report_and_status() {
     assert_eq!(env.remote_refs(), refs);
     assert_eq!(http.get("/v1/hosts/web1/manifest", None).0, 404);
 
-    // A signed request promotes.
-    let (code, body) = http.signed_hook(&good);
-    assert_eq!(code, 200, "{body}");
-    assert!(body.contains("\"kind\":\"created\""), "{body}");
+    // A signed request is accepted at once and promotes in the background. The test
+    // holds the repository's lock, like a long promotion in progress: the answer still
+    // comes straight away (GitHub gives up after 10 s), and the job waits.
+    let cfg = env.config();
+    let mirror = Mirror::new(&cfg.state_dir, &cfg.repo, cfg.git.clone()).unwrap();
+    std::fs::create_dir_all(mirror.lock_path().parent().unwrap()).unwrap();
+    let held = RepoLock::acquire(mirror.lock_path(), Duration::from_secs(5)).unwrap();
+    let asked = Instant::now();
+    let accepted = http.delivery(&good, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    assert_eq!(accepted["duplicate"], false);
+    assert_eq!(accepted["status_url"], format!("/v1/jobs/{id}"));
+    assert_eq!(accepted["host"], "web1");
+    http.wait_job(&id, |s| s == "running");
+    // GitHub redelivers the same delivery: the same job, not a second promotion.
+    let again = http.delivery(&good, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+    assert_eq!((again["id"].as_str(), again["duplicate"].as_bool()), (Some(id.as_str()), Some(true)));
+    assert_eq!(env.branch("web1"), None, "still waiting for the lock");
+    drop(held);
+    let job = http.wait_job(&id, |s| s != "queued" && s != "running");
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["outcome"]["movement"]["kind"], "created", "{job}");
     assert_eq!(env.branch("web1").as_deref(), Some(c1.as_str()));
+    // Even after it finished, the delivery is not promoted again.
+    let again = http.delivery(&good, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+    assert_eq!(again["id"].as_str(), Some(id.as_str()));
+    assert_eq!(again["state"], "succeeded");
+    let started = server_log.lock().unwrap().iter().filter(|l| l.contains("promoting web1")).count();
+    assert_eq!(started, 1);
+
+    // A job that fails says why, with the status a synchronous answer would have had.
+    let unknown = good.replace(&c1, &"ab".repeat(20));
+    let failing = http.delivery(&unknown, "delivery-2");
+    let job = http.wait_job(failing["id"].as_str().unwrap(), |s| s != "queued" && s != "running");
+    assert_eq!((job["state"].as_str(), job["status"].as_u64()), (Some("failed"), Some(422)), "{job}");
+    assert!(job["error"].as_str().unwrap().contains("is not in"), "{job}");
+    assert_eq!(http.get("/v1/jobs/0123456789abcdef0123456789abcdef", None).0, 404);
+    let sig = github::sign(HOOK_SECRET.as_bytes(), good.as_bytes());
+    assert_eq!(http.hook_delivery(&good, Some(sig), Some("a b")).0, 400);
 
     // The manifest, its ETag, and a 304 for an agent that already has it.
     let (code, etag, doc) = http.get("/v1/hosts/web1/manifest", None);
@@ -156,6 +229,7 @@ fn hook_manifest_etag_report_and_status() {
             hook_secret: None,
             host_tokens: HostTokens::default(),
             channel: None,
+            max_promotions: 1,
         },
         Arc::new(|_: &str| {}),
     )

@@ -1,7 +1,10 @@
 //! `fleetgate channel serve`: the channel's HTTP service.
 //!
 //! - `POST /hooks/github` — a CI step (GitHub Actions or anything that can compute an
-//!   HMAC) asks for a promotion; the body is signed with `X-Hub-Signature-256`;
+//!   HMAC) asks for a promotion; the body is signed with `X-Hub-Signature-256`. The
+//!   answer is `202 Accepted` with a job id, the promotion runs in the background
+//!   ([`jobs`]);
+//! - `GET /v1/jobs/<id>` — how that promotion went;
 //! - `GET /v1/hosts/<host>/manifest` — the host's signed manifest, with a strong `ETag`;
 //!   `If-None-Match` gets `304 Not Modified`, so idle agents cost almost nothing;
 //! - `POST /v1/hosts/<host>/report` — the host reports what it runs (per-host bearer
@@ -11,6 +14,7 @@
 //! State lives in SQLite ([`db`]); manifests are also kept in memory, ready to send.
 pub mod db;
 pub mod github;
+pub mod jobs;
 pub mod routes;
 pub mod state;
 pub mod tokens;
@@ -40,6 +44,8 @@ pub struct ServerConfig {
     pub host_tokens: HostTokens,
     /// Promotion settings and Nix (hook disabled without them).
     pub channel: Option<(Nix, ChannelConfig)>,
+    /// Promotions running at once (more wait in the job queue).
+    pub max_promotions: usize,
 }
 
 /// A server running on its own thread and runtime; stopped and joined on drop.

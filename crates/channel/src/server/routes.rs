@@ -13,7 +13,8 @@ use serde_json::json;
 
 use super::db::Report;
 use super::github;
-use super::state::{AppState, now};
+use super::jobs::{self, Job, JobState, Submitted};
+use super::state::{AppState, MAX_PENDING_JOBS, now};
 use crate::error::ChannelError;
 use crate::host::HostName;
 use crate::promote::{PromoteRequest, promote_with};
@@ -22,6 +23,7 @@ use crate::promote::{PromoteRequest, promote_with};
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/hooks/github", post(github_hook))
+        .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/hosts", get(fleet_status))
         .route("/v1/hosts/{host}/manifest", get(manifest))
         .route("/v1/hosts/{host}/report", post(report))
@@ -33,15 +35,19 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 fn channel_error(e: &ChannelError) -> Response {
-    let status = match e {
+    error(error_status(e), e.chain())
+}
+
+/// The HTTP status an error maps to (also recorded in failed jobs).
+fn error_status(e: &ChannelError) -> StatusCode {
+    match e {
         e if e.is_bad_input() => StatusCode::BAD_REQUEST,
         ChannelError::Diverged { .. } => StatusCode::CONFLICT,
         ChannelError::CommitNotFound { .. } | ChannelError::SystemMissing { .. } => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         _ => StatusCode::BAD_GATEWAY,
-    };
-    error(status, e.chain())
+    }
 }
 
 /// The body a CI step sends to `/hooks/github`.
@@ -96,19 +102,105 @@ async fn github_hook(
             "promotion is not configured (start serve with --repo, --cache, --signing-key)",
         );
     };
-    let st = state.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let log = |line: &str| (st.log)(&format!("hook: {line}"));
-        promote_with(&nix, &cfg, &req, Some(st.as_ref()), &log)
-    })
-    .await;
-    match result {
-        Ok(Ok(outcome)) => (StatusCode::OK, axum::Json(json!(outcome))).into_response(),
-        Ok(Err(e)) => {
-            (state.log)(&format!("hook: promotion failed: {e}"));
-            channel_error(&e)
+    let delivery = match headers.get("x-github-delivery").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(d)) if jobs::valid_delivery(d) => Some(d.to_owned()),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "X-GitHub-Delivery must be 1-128 letters, digits, '-', '_' or '.'",
+            );
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("promotion task: {e}")),
+    };
+    let submitted = match state.jobs.lock() {
+        Ok(mut jobs) => jobs.submit(delivery.as_deref(), req.host.as_str(), req.commit.as_str(), now()),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "job table lock poisoned"),
+    };
+    let job = match submitted {
+        Submitted::New(job) => job,
+        Submitted::Duplicate(job) => {
+            (state.log)(&format!(
+                "hook: delivery {} is job {} already, not started again",
+                job.delivery.as_deref().unwrap_or(""),
+                job.id
+            ));
+            return accepted(&job, true);
+        }
+        Submitted::Full => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, HeaderValue::from_static("60"))],
+                axum::Json(json!({
+                    "error": format!(
+                        "{} promotions are queued or running already; retry later",
+                        MAX_PENDING_JOBS
+                    )
+                })),
+            )
+                .into_response();
+        }
+    };
+    let response = accepted(&job, false);
+    let st = state.clone();
+    tokio::spawn(async move {
+        let id = job.id.clone();
+        // The semaphore bounds running promotions; it is never closed.
+        let Ok(_permit) = st.promotions.clone().acquire_owned().await else {
+            return;
+        };
+        set_job(&st, &id, JobState::Running);
+        (st.log)(&format!("hook: job {id}: promoting {} to {}", req.host, req.commit));
+        let worker = st.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let log = |line: &str| (worker.log)(&format!("hook: {line}"));
+            promote_with(&nix, &cfg, &req, Some(worker.as_ref()), &log)
+        })
+        .await;
+        let state = match result {
+            Ok(Ok(outcome)) => {
+                (st.log)(&format!("hook: job {id} succeeded"));
+                JobState::Succeeded { outcome: json!(outcome) }
+            }
+            Ok(Err(e)) => {
+                (st.log)(&format!("hook: job {id}: promotion failed: {}", e.chain()));
+                JobState::Failed { status: error_status(&e).as_u16(), error: e.chain() }
+            }
+            Err(e) => JobState::Failed {
+                status: StatusCode::INTERNAL_SERVER_ERROR.as_u16(),
+                error: format!("promotion task: {e}"),
+            },
+        };
+        set_job(&st, &id, state);
+    });
+    response
+}
+
+fn set_job(state: &AppState, id: &str, job_state: JobState) {
+    if let Ok(mut jobs) = state.jobs.lock() {
+        jobs.set(id, job_state);
+    }
+}
+
+/// `202 Accepted` for a (possibly already known) job, with where to ask about it.
+fn accepted(job: &Job, duplicate: bool) -> Response {
+    let location = format!("/v1/jobs/{}", job.id);
+    let mut body = json!(job);
+    if let Some(map) = body.as_object_mut() {
+        map.insert("duplicate".into(), duplicate.into());
+        map.insert("status_url".into(), location.clone().into());
+    }
+    let location = HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/v1/jobs"));
+    (StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)).into_response()
+}
+
+async fn job_status(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let job = match state.jobs.lock() {
+        Ok(jobs) => jobs.get(&id).cloned(),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "job table lock poisoned"),
+    };
+    match job {
+        Some(job) => (StatusCode::OK, axum::Json(json!(job))).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such job (job ids are forgotten on restart)"),
     }
 }
 

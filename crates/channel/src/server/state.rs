@@ -10,6 +10,7 @@ use sha2::Digest as _;
 
 use super::ServerConfig;
 use super::db::Db;
+use super::jobs::JobTable;
 use super::tokens::HostTokens;
 use crate::error::ChannelError;
 use crate::host::HostName;
@@ -35,7 +36,12 @@ pub struct AppState {
     pub(crate) host_tokens: HostTokens,
     pub(crate) channel: Option<(Nix, ChannelConfig)>,
     pub(crate) log: Arc<dyn Fn(&str) + Send + Sync>,
+    pub(crate) jobs: Mutex<JobTable>,
+    pub(crate) promotions: Arc<tokio::sync::Semaphore>,
 }
+
+/// Unfinished hook jobs admitted at once (queued + running).
+pub const MAX_PENDING_JOBS: usize = 64;
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,6 +86,8 @@ impl AppState {
             host_tokens: cfg.host_tokens,
             channel: cfg.channel,
             log,
+            jobs: Mutex::new(JobTable::new(MAX_PENDING_JOBS)),
+            promotions: Arc::new(tokio::sync::Semaphore::new(cfg.max_promotions.max(1))),
         })
     }
 

@@ -3,20 +3,10 @@
 
 use std::fmt::Write as _;
 
-use fleetgate_facts::Finding;
-
 use crate::{Decision, Report};
 
-/// Renders one finding, indented.
-pub fn render_finding(out: &mut String, f: &Finding) {
-    let _ = writeln!(out, "{:<8}{}: {}", f.severity.as_str(), f.id, f.message);
-    for line in &f.evidence {
-        let _ = writeln!(out, "          {line}");
-    }
-    if let Some(fix) = &f.fix {
-        let _ = writeln!(out, "        fix: {fix}");
-    }
-}
+/// Renders one finding, indented (the renderer `fleetgate facts` uses too).
+pub use fleetgate_facts::render_finding;
 
 /// Renders a report for a terminal.
 #[must_use]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use fleetgate_check::{Decision, FlakeHost, Options};
 
-use crate::facts_cmd::TargetArgs;
+use crate::facts_cmd::{CliError, TargetArgs};
 
 /// Arguments of `fleetgate check`.
 #[derive(Debug, clap::Args)]
@@ -36,25 +36,26 @@ pub struct CheckArgs {
 
 /// Runs `fleetgate check`: exit 0 (switch or boot), 1 (blocked), 2 (usage or I/O error).
 pub fn run(args: &CheckArgs) -> ExitCode {
-    let flake = match args.flake.as_deref().map(|f| FlakeHost::parse(f).ok_or(f)) {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(e) => e.report(),
+    }
+}
+
+fn run_inner(args: &CheckArgs) -> Result<ExitCode, CliError> {
+    let flake = match args.flake.as_deref() {
         None => None,
-        Some(Ok(f)) => Some(f),
-        Some(Err(bad)) => {
-            eprintln!("fleetgate: --flake wants FLAKE#HOST, got {bad:?}");
-            return ExitCode::from(2);
-        }
+        Some(text) => Some(FlakeHost::parse(text).ok_or_else(|| {
+            CliError::new(format!("--flake wants FLAKE#HOST, got {text:?}"))
+                .with_help("name the flake and the host, as nixos-rebuild --flake takes them: `--flake .#web1`, `--flake /srv/fleet#db1`")
+        })?),
     };
-    let system = match fleetgate_system::SystemToplevel::open(&args.system) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("fleetgate: cannot read the system {}: {e}", args.system.display());
-            return ExitCode::from(2);
-        }
-    };
-    let facts = match args.target.facts() {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    let system = fleetgate_system::SystemToplevel::open(&args.system).map_err(|e| {
+        CliError::new(format!("cannot read the system {}", args.system.display()))
+            .caused_by(e)
+            .with_help("pass a built system: a store path like `$(nix build --print-out-paths .#nixosConfigurations.HOST.config.system.build.toplevel)`, or a directory laid out like one")
+    })?;
+    let facts = args.target.facts()?;
     let options = Options {
         current: args.current.clone(),
         no_check: args.no_check,
@@ -67,8 +68,8 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     } else {
         print!("{}", fleetgate_check::human::render(&report));
     }
-    match report.decision {
+    Ok(match report.decision {
         Decision::Switch | Decision::Boot => ExitCode::SUCCESS,
         Decision::Blocked => ExitCode::from(1),
-    }
+    })
 }

@@ -230,6 +230,39 @@ fn usage_and_io_errors_exit_2() {
     assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
     let run = fleetgate(&["facts", "--target", "/nonexistent/facts.json"]);
     assert_eq!(run.code, 2);
+    // Neither local, nor ssh://, nor a file: say what a target is.
+    let run = fleetgate(&["facts", "--target", "web1"]);
+    assert_eq!(run.code, 2);
+    let stderr = one_line(&run.stderr);
+    assert!(
+        stderr.contains("T must be `local`, `ssh://[user@]host[:port]`, or a facts file from `fleetgate facts --json`"),
+        "{}",
+        run.stderr
+    );
+    assert!(stderr.contains("try `--target ssh://web1`"), "{}", run.stderr);
+    let run = fleetgate(&["check", "--system", "/nonexistent", "--target", "web1"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    // A facts file that is not one: the reason once, and what to do.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{").expect("write");
+    let run = fleetgate(&["facts", "--target", &bad.display().to_string()]);
+    assert_eq!(run.code, 2);
+    let stderr = one_line(&run.stderr);
+    assert!(stderr.contains("is not a fleetgate facts document") && stderr.contains("help:"), "{}", run.stderr);
+    assert_eq!(stderr.matches("EOF while parsing").count(), 1, "{}", run.stderr);
+    let run = fleetgate(&["facts", "--target", "local", "--timeout", "0"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("give at least 1 second"), "{}", run.stderr);
+    let run = fleetgate(&["check", "--system", "/nonexistent", "--target", "local", "--flake", "web1"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--flake wants FLAKE#HOST"), "{}", run.stderr);
+}
+
+/// miette wraps long lines: compare text with whitespace runs collapsed
+/// and its frame characters dropped.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().filter(|w| !matches!(*w, "│" | "×" | "╰─▶" | "├─▶")).collect::<Vec<_>>().join(" ")
 }
 
 #[test]

@@ -30,9 +30,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use fleetgate_transport::{Transport, TransportError};
+use fleetgate_transport::Transport;
 use serde::{Deserialize, Serialize};
 
+/// The transport's error, inside [`FactsError::Transport`].
+pub use fleetgate_transport::TransportError;
 pub use parse::parse;
 
 /// The facts script (POSIX `sh`, read-only). Its output format is private
@@ -328,7 +330,7 @@ impl Facts {
     /// The facts as pretty JSON (the stable document).
     #[must_use]
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
     }
 
     /// Reads a facts JSON document.
@@ -384,8 +386,15 @@ pub enum FactsError {
     /// The host could not be reached or the script could not run.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// A target that is neither `local`, an `ssh://` URL, nor an existing
+    /// file.
+    #[error("`{target}` is not `local`, not an `ssh://` URL, and no such file exists")]
+    NoSuchTarget {
+        /// The target as given.
+        target: String,
+    },
     /// A facts file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,
@@ -394,7 +403,7 @@ pub enum FactsError {
         source: std::io::Error,
     },
     /// A facts file is not a facts document.
-    #[error("{path} is not a fleetgate facts document: {source}")]
+    #[error("{path} is not a fleetgate facts document")]
     Json {
         /// The file.
         path: String,
@@ -418,7 +427,8 @@ pub enum FactsError {
 ///
 /// # Errors
 /// [`FactsError::Transport`] for an unreachable host or a bad `ssh://`
-/// target, [`FactsError::Read`]/[`FactsError::Json`]/[`FactsError::Format`]
+/// target, [`FactsError::NoSuchTarget`] for anything else that is not a
+/// file, [`FactsError::Read`]/[`FactsError::Json`]/[`FactsError::Format`]
 /// for a file.
 pub fn from_target(target: &str, ssh_options: Vec<String>, timeout: Duration) -> Result<Facts, FactsError> {
     if target == "local" {
@@ -428,7 +438,11 @@ pub fn from_target(target: &str, ssh_options: Vec<String>, timeout: Duration) ->
         let ssh = fleetgate_transport::Ssh::new(fleetgate_transport::SshTarget::parse(target)?, ssh_options);
         return collect(&ssh, timeout);
     }
-    Facts::load(Path::new(target))
+    let path = Path::new(target);
+    if !path.exists() {
+        return Err(FactsError::NoSuchTarget { target: target.to_owned() });
+    }
+    Facts::load(path)
 }
 
 /// Runs [`SCRIPT`] on `transport` and parses what it prints.
@@ -451,6 +465,20 @@ pub fn collect(transport: &dyn Transport, timeout: Duration) -> Result<Facts, Fa
         );
     }
     Ok(facts)
+}
+
+/// Renders one finding for a terminal, as `fleetgate facts` and
+/// `fleetgate check` show them: severity, id and message, the evidence
+/// indented, then the fix.
+pub fn render_finding(out: &mut String, f: &Finding) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "{:<8}{}: {}", f.severity.as_str(), f.id, f.message);
+    for line in &f.evidence {
+        let _ = writeln!(out, "          {line}");
+    }
+    if let Some(fix) = &f.fix {
+        let _ = writeln!(out, "        fix: {fix}");
+    }
 }
 
 /// The human form of [`Facts`].
@@ -542,11 +570,33 @@ pub fn render(f: &Facts) -> String {
     }
     let _ = writeln!(out, "nix free:    {}", gib(f.nix_free_bytes));
     let _ = writeln!(out, "memory:      {} total, {} available", gib(f.memory_total_bytes), gib(f.memory_available_bytes));
+    if !f.findings.is_empty() {
+        out.push('\n');
+    }
     for finding in &f.findings {
-        let _ = writeln!(out, "{}: {}: {}", finding.severity.as_str(), finding.id, finding.message);
-        for e in &finding.evidence {
-            let _ = writeln!(out, "  {e}");
-        }
+        render_finding(&mut out, finding);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn error_messages_do_not_repeat_their_source() {
+        let e = Facts::load(Path::new("/nonexistent/facts.json")).expect_err("no such file");
+        assert_eq!(e.to_string(), "cannot read /nonexistent/facts.json");
+        assert!(e.source().is_some_and(|s| s.to_string().contains("No such file")), "{e:?}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "{").expect("write");
+        let e = Facts::load(&bad).expect_err("not JSON");
+        assert_eq!(e.to_string(), format!("{} is not a fleetgate facts document", bad.display()));
+        assert!(e.source().is_some());
+        let e = from_target("web1", Vec::new(), Duration::from_secs(1)).expect_err("not a target");
+        assert!(matches!(e, FactsError::NoSuchTarget { .. }), "{e:?}");
+    }
 }

@@ -270,21 +270,24 @@ fn findings(f: &mut Facts, version: Option<&str>, ended: bool, missing_files: &[
             "facts.no-output",
             Severity::Error,
             "the facts script printed nothing recognisable: is `sh` a POSIX shell on this host?",
-        )),
+        )
+        .with_fix("make `sh` on the host a POSIX shell (dash, bash, busybox sh) and make sure the login prints nothing to stdout")),
     }
     if version.is_some() && !ended {
         add(Finding::new(
             "facts.truncated",
             Severity::Warning,
             "the facts script's output stops before its end; later facts are unknown",
-        ));
+        )
+        .with_fix("gather the facts again; if they stop again, look at the host's logs (out of memory, a killed session)"));
     }
     if !f.missing_tools.is_empty() {
         add(Finding::new(
             "facts.missing-tools",
             Severity::Info,
             format!("tools not found on the host: {}; the facts they give are unknown", f.missing_tools.join(", ")),
-        ));
+        )
+        .with_fix(format!("put {} on the host's PATH for complete facts", f.missing_tools.join(", "))));
     }
     for file in missing_files {
         let (severity, why) = match file.as_str() {
@@ -306,7 +309,8 @@ fn findings(f: &mut Facts, version: Option<&str>, ended: bool, missing_files: &[
             format!("mount source: {}", root.source.as_deref().unwrap_or("unknown")),
             format!("device number: {}", root.dev.as_deref().unwrap_or("unknown")),
             format!("file system: {}", root.fs_type.as_deref().unwrap_or("unknown")),
-        ]));
+        ])
+        .with_fix("gather the facts as root, on the host itself, with /sys mounted"));
     }
     if version.is_some() && f.current_system.is_none() {
         add(Finding::new(
@@ -341,6 +345,16 @@ mod tests {
 
     fn unparsed(f: &Facts) -> Vec<String> {
         f.findings.iter().filter(|f| f.id == "facts.unparsed").flat_map(|f| f.evidence.clone()).collect()
+    }
+
+    #[test]
+    fn the_human_form_shows_each_findings_fix() {
+        let f = facts(&["missing-tool\tblkid"]);
+        let text = crate::render(&f);
+        assert!(text.contains("info    facts.missing-tools: tools not found on the host: blkid"), "{text}");
+        assert!(text.contains("        fix: put blkid on the host's PATH for complete facts"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&f.to_json()).expect("valid JSON");
+        assert_eq!(json["missing_tools"][0], "blkid");
     }
 
     #[test]

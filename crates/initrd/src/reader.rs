@@ -299,27 +299,14 @@ impl<R: Read> Reader<R> {
         self.pos += n as u64;
     }
 
-    /// Fills `out` completely from the stream, or fails as truncated.
-    fn read_exact(&mut self, out: &mut [u8], what: &'static str) -> Result<(), Error> {
-        let mut done = 0;
-        while done < out.len() {
-            let avail = self.fill()?;
-            if avail == 0 {
-                return Err(Error::Truncated {
-                    what,
-                    at: self.location(),
-                });
-            }
-            let n = avail.min(out.len() - done);
-            out[done..done + n].copy_from_slice(&self.buffered()[..n]);
-            self.consume(n);
-            done += n;
-        }
-        Ok(())
-    }
-
-    /// Skips `n` bytes of the stream; with `sum`, adds them to the checksum.
-    fn skip(&mut self, mut n: u64, what: &'static str, sum: bool) -> Result<(), Error> {
+    /// Consumes exactly `n` bytes of the stream, handing them to `take` one
+    /// buffered chunk at a time, or fails as truncated (inside `what`).
+    fn take_chunks(
+        &mut self,
+        mut n: u64,
+        what: &'static str,
+        mut take: impl FnMut(&[u8]),
+    ) -> Result<(), Error> {
         while n > 0 {
             let avail = self.fill()?;
             if avail == 0 {
@@ -329,13 +316,31 @@ impl<R: Read> Reader<R> {
                 });
             }
             let k = (avail as u64).min(n) as usize;
-            if sum {
-                self.sum = byte_sum(self.sum, &self.buffered()[..k]);
-            }
+            take(&self.buffered()[..k]);
             self.consume(k);
             n -= k as u64;
         }
         Ok(())
+    }
+
+    /// Fills `out` completely from the stream, or fails as truncated.
+    fn read_exact(&mut self, out: &mut [u8], what: &'static str) -> Result<(), Error> {
+        let mut done = 0;
+        self.take_chunks(out.len() as u64, what, |chunk| {
+            out[done..done + chunk.len()].copy_from_slice(chunk);
+            done += chunk.len();
+        })
+    }
+
+    /// Skips `n` bytes of the stream; with `sum`, adds them to the checksum.
+    fn skip(&mut self, n: u64, what: &'static str, sum: bool) -> Result<(), Error> {
+        if !sum {
+            return self.take_chunks(n, what, |_| {});
+        }
+        let mut total = self.sum;
+        let result = self.take_chunks(n, what, |chunk| total = byte_sum(total, chunk));
+        self.sum = total;
+        result
     }
 
     /// Skips to the next multiple of 4 of the stream offset.
@@ -629,26 +634,8 @@ impl<R: Read> Reader<R> {
     }
 
     /// Appends exactly `n` bytes of the stream to `out`.
-    fn read_into(
-        &mut self,
-        out: &mut Vec<u8>,
-        mut n: u64,
-        what: &'static str,
-    ) -> Result<(), Error> {
-        while n > 0 {
-            let avail = self.fill()?;
-            if avail == 0 {
-                return Err(Error::Truncated {
-                    what,
-                    at: self.location(),
-                });
-            }
-            let k = (avail as u64).min(n) as usize;
-            out.extend_from_slice(&self.buffered()[..k]);
-            self.consume(k);
-            n -= k as u64;
-        }
-        Ok(())
+    fn read_into(&mut self, out: &mut Vec<u8>, n: u64, what: &'static str) -> Result<(), Error> {
+        self.take_chunks(n, what, |chunk| out.extend_from_slice(chunk))
     }
 
     /// Skips the rest of the current entry's data and its padding, and

@@ -92,46 +92,45 @@ pub fn parse_fstab(text: &str) -> Result<Vec<FstabEntry>, FstabError> {
 
 /// Decodes libmount's `\NNN` (three octal digits) escapes.
 fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if let (b'\\', Some(digits)) = (bytes[i], bytes.get(i + 1..i + 4)) {
-            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let value = digits
-                    .iter()
-                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-                if let Ok(byte) = u8::try_from(value) {
-                    out.push(byte);
-                    i += 4;
-                    continue;
-                }
-            }
+    unescape(field, |rest| {
+        let digits = rest.get(..3)?;
+        if !digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+            return None;
         }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+        let value = digits
+            .iter()
+            .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+        Some((u8::try_from(value).ok()?, 3))
+    })
 }
 
 /// Decodes udev's `\xNN` escapes in `/dev/disk/by-*` link names (udev
 /// writes a label `my root` as `my\x20root`).
 fn unescape_udev(name: &str) -> String {
-    let bytes = name.as_bytes();
+    unescape(name, |rest| {
+        let hex = rest.strip_prefix(b"x")?.get(..2)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let byte = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+        Some((byte, 3))
+    })
+}
+
+/// Replaces each backslash escape that `decode` understands: given the bytes
+/// after a `\`, it returns the byte meant and how many bytes it used. Other
+/// backslashes stay as they are; invalid UTF-8 is replaced.
+fn unescape(text: &str, decode: impl Fn(&[u8]) -> Option<(u8, usize)>) -> String {
+    let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') {
-            if let Some(hex) = bytes.get(i + 2..i + 4) {
-                if let Some(byte) = std::str::from_utf8(hex)
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    out.push(byte);
-                    i += 4;
-                    continue;
-                }
-            }
+        if bytes[i] == b'\\'
+            && let Some((byte, used)) = decode(&bytes[i + 1..])
+        {
+            out.push(byte);
+            i += 1 + used;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -362,6 +361,16 @@ mod tests {
             ),
             ("swap", 0, 0)
         );
+    }
+
+    #[test]
+    fn escapes_are_decoded_only_when_complete_and_valid() {
+        assert_eq!(unescape_octal(r"a\040b\011c"), "a b\tc");
+        // Over 255, too short, not octal, trailing: left as written.
+        assert_eq!(unescape_octal(r"\777\04\089\"), r"\777\04\089\");
+        assert_eq!(unescape_udev(r"my\x20root\x2f"), "my root/");
+        assert_eq!(unescape_udev(r"\x+f\x2\xzz\040\"), r"\x+f\x2\xzz\040\");
+        assert_eq!(unescape_udev(&escape_udev("a b/c")), "a b/c");
     }
 
     #[test]

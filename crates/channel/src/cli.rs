@@ -239,9 +239,13 @@ fn error_json(e: &ChannelError) -> serde_json::Value {
 
 /// The JSON document of a promotion: `{"result":"promoted", …the outcome…}`.
 fn outcome_json(o: &PromoteOutcome) -> serde_json::Value {
-    let mut v = serde_json::to_value(o).unwrap_or_default();
+    tagged(serde_json::to_value(o).unwrap_or_default(), "result", "promoted")
+}
+
+/// `v` (an object) with one more member.
+fn tagged(mut v: serde_json::Value, key: &str, value: &str) -> serde_json::Value {
     if let Some(map) = v.as_object_mut() {
-        map.insert("result".into(), "promoted".into());
+        map.insert(key.into(), value.into());
     }
     v
 }
@@ -417,17 +421,8 @@ pub(crate) fn report_sync(
     let mut hosts = Vec::new();
     for (host, r) in results {
         match r {
-            HostSync::Promoted(o) => {
-                if json {
-                    let mut v = outcome_json(&o);
-                    if let Some(map) = v.as_object_mut() {
-                        map.insert("host".into(), host.as_str().into());
-                    }
-                    hosts.push(v);
-                } else {
-                    print_outcome(out, &o);
-                }
-            }
+            HostSync::Promoted(o) if json => hosts.push(tagged(outcome_json(&o), "host", &host)),
+            HostSync::Promoted(o) => print_outcome(out, &o),
             HostSync::NotCached(p) => {
                 if json {
                     hosts.push(serde_json::json!({
@@ -440,11 +435,7 @@ pub(crate) fn report_sync(
             HostSync::Failed(e) => {
                 code = code.max(e.exit_code());
                 if json {
-                    let mut v = error_json(&e);
-                    if let Some(map) = v.as_object_mut() {
-                        map.insert("host".into(), host.as_str().into());
-                    }
-                    hosts.push(v);
+                    hosts.push(tagged(error_json(&e), "host", &host));
                 } else {
                     let _ = writeln!(out, "{host}: failed");
                 }

@@ -289,16 +289,13 @@ impl ManifestSink for FlakySink {
 #[test]
 fn a_manifest_write_that_failed_after_the_push_is_repaired_by_a_retry() {
     let env = Env::new();
-    let log = env.log();
-    let c1 = env.commit("c1");
-    let sys = env.system("repair", None);
-    let mut cfg = env.config();
     // A file where the manifest directory belongs: writing into it fails (even as root).
     let dir = env.root().join("manifests");
     std::fs::write(&dir, "in the way").unwrap();
-    cfg.manifest_dir = Some(dir.clone());
-    let sink = FlakySink::default();
-    let request = req("web1", &c1, &sys);
+    let cfg = ChannelConfig { manifest_dir: Some(dir.clone()), ..env.config() };
+    let request = req("web1", &env.commit("c1"), &env.system("repair", None));
+    let c1 = request.commit.to_string();
+    let (sink, log) = (FlakySink::default(), env.log());
 
     let e = promote_with(&env.nix, &cfg, &request, Some(&sink), &log).unwrap_err();
     assert!(matches!(e, ChannelError::Io { .. }), "{e:?}");

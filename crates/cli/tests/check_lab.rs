@@ -51,8 +51,107 @@ fn finding<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no finding {id} in {report:#}"))
 }
 
-/// Store hashes and the lab's temporary paths vary between runs.
+/// Store hashes, the lab's temporary paths, UUIDs (boot ids, file systems,
+/// partitions) and sizes vary between runs.
 fn redact(text: &str, lab: &Path) -> String {
+    redact_sizes(&redact_uuids(&redact_hashes(text, lab)))
+}
+
+/// `d0ce5a24-6a66-4222-bbf8-8ff44e344703` → `[UUID]`.
+fn redact_uuids(text: &str) -> String {
+    let groups = [8, 4, 4, 4, 12];
+    let is_uuid = |s: &str| {
+        let parts: Vec<&str> = s.split('-').collect();
+        parts.len() == 5 && parts.iter().zip(groups).all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if let Some(candidate) = text.get(i..i + 36) {
+            let before_ok = i == 0 || !text.as_bytes()[i - 1].is_ascii_alphanumeric();
+            let after_ok = text.as_bytes().get(i + 36).is_none_or(|b| !b.is_ascii_alphanumeric());
+            if before_ok && after_ok && is_uuid(candidate) {
+                out.push_str("[UUID]");
+                i += 36;
+                continue;
+            }
+        }
+        let ch = text[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// What else varies in `fleetgate facts` between machines and runs: the
+/// running kernel (lab hosts share this machine's), the loop device behind
+/// the root, the disk's serial number, the dates in GRUB's entry titles.
+fn redact_facts(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            if line.starts_with("kernel:") {
+                return "kernel:      [KERNEL]".to_owned();
+            }
+            let mut line = line.to_owned();
+            if line.starts_with("root:") {
+                if let (Some(open), Some(close)) = (line.rfind(", "), line.rfind(')')) {
+                    line.replace_range(open + 2..close, "[MAJ:MIN]");
+                }
+            }
+            let words: Vec<String> = line
+                .split(' ')
+                .map(|w| match (w.strip_prefix("by-id/"), w.rfind('_')) {
+                    (Some(_), Some(us)) => {
+                        let end = w[us..].find("-part").or_else(|| w[us..].find(',')).map_or(w.len(), |e| us + e);
+                        format!("{}[SERIAL]{}", &w[..=us], &w[end..])
+                    }
+                    _ => w.to_owned(),
+                })
+                .collect();
+            let line = words.join(" ");
+            // `(2026-11-22 - 25.05.lab-r1)`
+            match line.find(" (").map(|i| i + 2).filter(|&i| line.get(i..i + 10).is_some_and(is_date)) {
+                Some(i) => format!("{}[DATE]{}", &line[..i], &line[i + 10..]),
+                None => line,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10 && b[4] == b'-' && b[7] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+/// `12.3 GiB` → `[SIZE]` (free space and memory).
+fn redact_sizes(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let words: Vec<&str> = line.split(' ').collect();
+            let mut out: Vec<String> = Vec::new();
+            let mut j = 0;
+            while j < words.len() {
+                let number = words[j].contains('.') && words[j].chars().all(|c| c.is_ascii_digit() || c == '.');
+                if number && words.get(j + 1).is_some_and(|u| u.trim_end_matches(',') == "GiB") {
+                    let comma = if words[j + 1].ends_with(',') { "," } else { "" };
+                    out.push(format!("[SIZE]{comma}"));
+                    j += 2;
+                } else {
+                    out.push(words[j].to_owned());
+                    j += 1;
+                }
+            }
+            out.join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Store hashes and the lab's temporary paths vary between runs.
+fn redact_hashes(text: &str, lab: &Path) -> String {
     let text = text.replace(&lab.display().to_string(), "[LAB]");
     let mut redacted = String::with_capacity(text.len());
     let mut rest = text.as_str();
@@ -206,6 +305,23 @@ fn lab_nvme_and_sata_hosts_pass_with_the_default_fixture() -> anyhow::Result<()>
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("nvme0 [nvme]") && run.stdout.contains("driver nvme (module nvme)"), "{}", run.stdout);
     assert!(run.stdout.contains("BIOS, GRUB"), "{}", run.stdout);
+    let root = lab.dir().root().to_path_buf();
+    insta::assert_snapshot!("nvme_facts_human", redact_facts(&redact(&run.stdout, &root)));
+
+    // Only a switch inhibitor changes: NixOS refuses the live switch, and
+    // nothing else stands in the way: `boot`.
+    let fleet = lab.fleet_dir();
+    let mut knobs = FleetKnobs::load(&fleet)?;
+    let k = knobs.hosts.get_mut("db1").expect("knobs");
+    k.services.remove("extra");
+    k.switch_inhibitors.insert("dbus-implementation".into(), "broker".into());
+    k.revision += 1;
+    knobs.save(&fleet)?;
+    let inhibited = lab.build(&["db1"])?.remove("db1").expect("built");
+    let run = check(&lab, "db1", &inhibited, &[]);
+    assert_eq!(run.code, 0, "boot exits 0: {}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("decision: BOOT"), "{}", run.stdout);
+    insta::assert_snapshot!("inhibitor_only_boot_human", redact(&run.stdout, &root));
     let left = lab.down()?;
     assert!(left.is_empty(), "left behind: {left:?}");
     Ok(())

@@ -127,7 +127,7 @@ pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
         Err(e) => {
             cov.findings.push(error(
                 "initrd.no-kernel-modules",
-                format!("the new system's kernel modules cannot be read, so its initrd cannot be checked: {e}"),
+                format!("the new system's kernel modules cannot be read, so its initrd cannot be checked: {}", error_chain(&e)),
             ));
             return cov;
         }
@@ -135,7 +135,7 @@ pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
     let index = match ModuleIndex::load(&dir) {
         Ok(index) => index,
         Err(e) => {
-            cov.findings.push(error("initrd.no-kernel-modules", format!("cannot read the new kernel's module metadata: {e}")));
+            cov.findings.push(error("initrd.no-kernel-modules", format!("cannot read the new kernel's module metadata: {}", error_chain(&e))));
             return cov;
         }
     };
@@ -156,7 +156,7 @@ pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
         Err(e) => {
             cov.findings.push(error(
                 "initrd.unreadable",
-                format!("the new initrd {} cannot be read: {e}", initrd_path.display()),
+                format!("the new initrd {} cannot be read: {}", initrd_path.display(), error_chain(&e)),
             ));
             return cov;
         }
@@ -430,6 +430,18 @@ fn missing_message(lacking: &[&Need], root_name: &str) -> String {
     format!(
         "the new initrd lacks {what} needed to reach {root_name}: stage 1 would wait forever for the root file system, and the host would not come back from a reboot"
     )
+}
+
+/// An error and its causes on one line (`a: b: c`), for finding messages.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -125,7 +125,12 @@ impl Planner for CheckPlanner {
 fn is_reboot_finding(f: &Finding) -> bool {
     matches!(
         f.id.as_str(),
-        "switch.refused" | "switch.activation-refused" | "switch.reboot-needed" | "switch.no-current-system"
+        "switch.refused"
+            | "switch.activation-refused"
+            | "switch.reboot-needed"
+            | "switch.no-current-system"
+            | "switch.current-unreadable"
+            | "switch.booted-unreadable"
     )
 }
 

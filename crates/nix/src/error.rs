@@ -39,7 +39,7 @@ pub enum NixError {
     #[error("invalid hash `{0}`")]
     Hash(String),
     /// Reading a file (key file, …) failed.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: std::path::PathBuf,

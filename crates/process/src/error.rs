@@ -7,7 +7,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     /// The program could not be started (missing binary, permissions).
-    #[error("could not start `{command}`: {source}")]
+    #[error("could not start `{command}`")]
     Spawn {
         /// The command line (program and arguments; never the environment).
         command: String,
@@ -35,7 +35,7 @@ pub enum ProcessError {
         stderr_tail: String,
     },
     /// Reading the child's output or waiting for it failed.
-    #[error("I/O error while running `{command}`: {source}")]
+    #[error("I/O error while running `{command}`")]
     Io {
         /// The command line.
         command: String,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub enum SystemError {
     /// Reading a file or directory failed (other than it being absent where
     /// absence is allowed).
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The path.
         path: PathBuf,

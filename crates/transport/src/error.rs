@@ -37,7 +37,7 @@ pub enum TransportError {
         stderr: String,
     },
     /// A local program (`ssh`, `sh`) could not be started.
-    #[error("cannot start `{program}`: {source}")]
+    #[error("cannot start `{program}`")]
     Spawn {
         /// The program.
         program: String,
@@ -46,7 +46,7 @@ pub enum TransportError {
         source: std::io::Error,
     },
     /// A local I/O error (pipes, temporary directory).
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,

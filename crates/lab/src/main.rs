@@ -93,6 +93,9 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Vmm { .. } | Command::Init { .. } | Command::Prepare { .. } | Command::Install { .. }) {
+        forward_interrupts();
+    }
     let dir = LabDir::new(&cli.lab);
     match run(dir, cli.command) {
         Ok(code) => code,
@@ -101,6 +104,21 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Our children run in process groups of their own (so a timeout reaches
+/// their children too), which keeps Ctrl-C from reaching them: take them down
+/// ourselves when interrupted. What `up` had made stays; `down` removes it.
+fn forward_interrupts() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            fleetgate_lab::process::kill_running();
+            eprintln!("fleetgate-lab: interrupted; what was made so far stays: `fleetgate-lab down` removes it");
+            std::process::exit(130);
+        }
+    });
 }
 
 fn progress(line: &str) {

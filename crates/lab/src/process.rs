@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,22 @@ pub fn describe(command: &Command) -> String {
     text
 }
 
+/// Process groups of the commands running right now, so that an interrupted
+/// `fleetgate-lab` can take them down with it ([`kill_running`]).
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Kills every command this process is running (their whole process groups):
+/// what Ctrl-C would have done had they been in our process group.
+pub fn kill_running() {
+    if let Ok(running) = RUNNING.lock() {
+        for pid in running.iter() {
+            if let Some(pid) = i32::try_from(*pid).ok().and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
 /// Runs `command` to completion, capturing its output; fails on a non-zero exit
 /// or when `timeout` passes (the child is then killed).
 pub fn run(command: &mut Command, timeout: Duration) -> Result<Output, ProcessError> {
@@ -61,7 +78,15 @@ pub fn run_status(command: &mut Command, timeout: Duration) -> Result<(ExitStatu
         .map_err(|source| ProcessError::Spawn { command: name.clone(), source })?;
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let status = wait_deadline(&mut child, timeout, &name)?;
+    let pid = child.id();
+    if let Ok(mut running) = RUNNING.lock() {
+        running.push(pid);
+    }
+    let status = wait_deadline(&mut child, timeout, &name);
+    if let Ok(mut running) = RUNNING.lock() {
+        running.retain(|p| *p != pid);
+    }
+    let status = status?;
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
     Ok((status, stdout, stderr))

@@ -4,11 +4,13 @@
 //!    reads);
 //! 2. Hydra's REST API: `GET /build/<id>` → `jobsetevals` → `GET /eval/<id>` → `flake`
 //!    (a locked flake URL carrying the revision);
-//! 3. Hydra's PostgreSQL database through `psql`, with the query the original hook used.
+//! 3. Hydra's PostgreSQL database through `psql`: the flake URL of the build's newest
+//!    evaluation (the original hook's query took an arbitrary one).
 use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use fleetgate_nix::ProcessError;
 use fleetgate_nix::process::Run;
 use regex::Regex;
 
@@ -93,21 +95,252 @@ pub fn from_hydra_api(base: &str, build: u64, timeout: Duration) -> Result<Commi
     from_flake_url(flake).ok_or_else(|| format!("eval {eval}: no revision in flake URL {flake:?}"))
 }
 
-/// Asks Hydra's database with `psql` (peer authentication as the hydra user), the
-/// query the original hook used. `build` is an integer, so nothing can be injected.
-pub fn from_hydra_db(dbname: &str, build: u64, timeout: Duration) -> Result<CommitId, String> {
+/// Asks Hydra's database with `psql`: the flake URL of the newest evaluation the build
+/// belongs to (the API route's choice too). Tables and columns as in Hydra's
+/// `src/sql/hydra.sql` (`Builds`, `JobsetEvalMembers(eval, build)`,
+/// `JobsetEvals(id, flake)`), checked against a real PostgreSQL in `tests/hydra_db.rs`.
+///
+/// `db` is anything `psql --dbname` takes: a database name (peer authentication as the
+/// hydra user, the rest from libpq's `PG*` variables), `key=value` pairs or a
+/// `postgresql://` URI. A password in it is taken out and given to psql through
+/// `PGPASSWORD` only: it is never on a command line (visible to every user), and never
+/// in an error, even where libpq would echo part of a malformed string. `build` is an
+/// integer, so nothing can be injected; psql never prompts for a password.
+pub fn from_hydra_db(db: &str, build: u64, timeout: Duration) -> Result<CommitId, String> {
+    let conn = ConnInfo::split(db)?;
+    // `builds` first, so that a build Hydra does not know is told apart from one in no
+    // (or a non-flake) evaluation.
     let query = format!(
-        "SELECT flake FROM jobsetevals WHERE id = (SELECT eval FROM jobsetevalmembers \
-         WHERE build = {build} LIMIT 1) ORDER BY id DESC LIMIT 1"
+        "SELECT e.id, e.flake FROM builds b \
+         LEFT JOIN jobsetevalmembers m ON m.build = b.id \
+         LEFT JOIN jobsetevals e ON e.id = m.eval \
+         WHERE b.id = {build} ORDER BY e.id DESC NULLS LAST LIMIT 1"
     );
-    let out = Run::new("psql")
-        .args(["--no-psqlrc", "--tuples-only", "--no-align", "--dbname", dbname, "--command"])
-        .arg(query)
-        .timeout(timeout)
-        .run()
-        .map_err(|e| e.to_string())?;
-    let flake = out.stdout_text();
-    from_flake_url(flake.trim()).ok_or_else(|| format!("no revision in flake URL {flake:?}"))
+    let mut run = Run::new("psql")
+        .args([
+            "--no-psqlrc",
+            "--no-password",
+            "--tuples-only",
+            "--no-align",
+        ])
+        .args(["--dbname", &conn.shown, "--command", &query])
+        .env("PGCONNECT_TIMEOUT", timeout.as_secs().max(2).to_string())
+        .timeout(timeout);
+    if let Some(password) = &conn.password {
+        run = run.env("PGPASSWORD", password);
+    }
+    let out = run.run().map_err(|e| conn.redact(&psql_error(&e)))?;
+    let text = out.stdout_text();
+    let Some(row) = text.lines().next() else {
+        return Err(format!("build {build} is not in Hydra's database"));
+    };
+    // Unaligned output: `<eval id>|<flake>`, empty for NULL; the URL may contain `|`.
+    let (eval, flake) = row.split_once('|').unwrap_or((row, ""));
+    if eval.is_empty() {
+        return Err(format!(
+            "build {build} belongs to no evaluation in Hydra's database"
+        ));
+    }
+    if flake.is_empty() {
+        return Err(format!(
+            "eval {eval} has no flake URL (not a flake jobset?)"
+        ));
+    }
+    from_flake_url(flake).ok_or_else(|| format!("eval {eval}: no revision in flake URL {flake:?}"))
+}
+
+/// One line saying why psql failed, without its command line (the query is noise).
+fn psql_error(e: &ProcessError) -> String {
+    let tail = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    match e {
+        ProcessError::Spawn { source, .. } => {
+            format!("cannot run psql ({source}): install PostgreSQL's client (postgresql-client)")
+        }
+        ProcessError::Failed {
+            status,
+            stderr_tail,
+            ..
+        } => {
+            format!("psql failed ({status}): {}", tail(stderr_tail))
+        }
+        ProcessError::Timeout {
+            after, stderr_tail, ..
+        } => format!(
+            "psql did not answer within {after:?} and was killed (timeout){}",
+            if stderr_tail.trim().is_empty() {
+                String::new()
+            } else {
+                format!(": {}", tail(stderr_tail))
+            }
+        ),
+        ProcessError::Io { source, .. } => format!("reading psql's output: {source}"),
+    }
+}
+
+/// A libpq connection string, split into what may be shown (command line, errors) and
+/// its password. Parsed the way libpq parses `psql --dbname` (`conninfo_parse`,
+/// `conninfo_uri_parse`); errors never quote the string, since any word of it may be
+/// the password.
+struct ConnInfo {
+    shown: String,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnInfo")
+            .field("shown", &self.shown)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl ConnInfo {
+    fn split(s: &str) -> Result<Self, String> {
+        let prefix = ["postgresql://", "postgres://"]
+            .into_iter()
+            .find(|p| s.starts_with(p));
+        if let Some(prefix) = prefix {
+            Self::split_uri(prefix, &s[prefix.len()..])
+        } else if s.contains('=') {
+            Self::split_keywords(s)
+        } else {
+            // A bare database name.
+            Ok(Self {
+                shown: s.to_owned(),
+                password: None,
+            })
+        }
+    }
+
+    /// `postgresql://[user[:password]@][hosts][/dbname][?key=value&…]`.
+    fn split_uri(prefix: &str, rest: &str) -> Result<Self, String> {
+        let bad = |what: &str| format!("--hydra-db is not a valid connection URI: {what}");
+        let mut password = None;
+        let mut shown = prefix.to_owned();
+        // libpq: credentials end at the first `@`, unless a `/` comes first.
+        let rest = match rest.find(['@', '/']) {
+            Some(at) if rest.as_bytes()[at] == b'@' => {
+                let (user, pw) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
+                if rest[..at].contains(':') {
+                    password = Some(
+                        percent_decode(pw)
+                            .ok_or_else(|| bad("invalid percent-encoding in the password"))?,
+                    );
+                }
+                shown.push_str(user);
+                shown.push('@');
+                &rest[at + 1..]
+            }
+            _ => rest,
+        };
+        let (location, query) = match rest.split_once('?') {
+            Some((l, q)) => (l, Some(q)),
+            None => (rest, None),
+        };
+        shown.push_str(location);
+        let mut kept = Vec::new();
+        for param in query.into_iter().flat_map(|q| q.split('&')) {
+            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+            if percent_decode(key).as_deref() == Some("password") {
+                password = Some(
+                    percent_decode(value)
+                        .ok_or_else(|| bad("invalid percent-encoding in the password"))?,
+                );
+            } else {
+                kept.push(param);
+            }
+        }
+        if !kept.is_empty() {
+            shown.push('?');
+            shown.push_str(&kept.join("&"));
+        }
+        Ok(Self { shown, password })
+    }
+
+    /// `key=value key = 'quoted \' value' …`.
+    fn split_keywords(s: &str) -> Result<Self, String> {
+        let bad = |what: &str| {
+            format!(
+                "--hydra-db is not a valid connection string: {what} (values are not shown: one may be the password)"
+            )
+        };
+        let mut chars = s.chars().peekable();
+        let mut pairs = Vec::new();
+        let mut password = None;
+        loop {
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+            if chars.peek().is_none() {
+                break;
+            }
+            let mut key = String::new();
+            while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+                key.push(c);
+            }
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+            if chars.next() != Some('=') {
+                return Err(bad("missing \"=\" after a keyword"));
+            }
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+            let mut value = String::new();
+            if chars.next_if_eq(&'\'').is_some() {
+                loop {
+                    match chars.next() {
+                        None => return Err(bad("unterminated quoted value")),
+                        Some('\'') => break,
+                        Some('\\') => value.extend(chars.next()),
+                        Some(c) => value.push(c),
+                    }
+                }
+            } else {
+                while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                    if c == '\\' {
+                        value.extend(chars.next());
+                    } else {
+                        value.push(c);
+                    }
+                }
+            }
+            if key == "password" {
+                password = Some(value);
+            } else {
+                let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");
+                pairs.push(format!("{key}='{quoted}'"));
+            }
+        }
+        Ok(Self {
+            shown: pairs.join(" "),
+            password,
+        })
+    }
+
+    /// `message` with the password, should anything have echoed it, masked.
+    fn redact(&self, message: &str) -> String {
+        match &self.password {
+            Some(p) if !p.is_empty() => message.replace(p.as_str(), "***"),
+            _ => message.to_owned(),
+        }
+    }
+}
+
+/// RFC 3986 percent-decoding as libpq does it (`%00` refused); None if malformed.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
+            out.push(u8::from_str_radix(hex, 16).ok().filter(|b| *b != 0)?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -145,5 +378,53 @@ mod tests {
             .unwrap();
         assert!(from_system(dir.path()).is_none());
         assert!(from_system(&dir.path().join("absent")).is_none());
+    }
+
+    #[test]
+    fn connection_strings_lose_their_password_to_the_environment() {
+        let split = |s: &str| ConnInfo::split(s).unwrap();
+        let c = split("hydra");
+        assert_eq!((c.shown.as_str(), c.password), ("hydra", None));
+        let c = split("postgresql://hydra:p%40ss%3Aw%2Fd@db.example:5433/hydra?sslmode=require");
+        assert_eq!(
+            c.shown,
+            "postgresql://hydra@db.example:5433/hydra?sslmode=require"
+        );
+        assert_eq!(c.password.as_deref(), Some("p@ss:w/d"));
+        let c = split("postgres://@/hydra?host=/run/postgresql&password=s%20t&user=hydra");
+        assert_eq!(
+            c.shown,
+            "postgres://@/hydra?host=/run/postgresql&user=hydra"
+        );
+        assert_eq!(c.password.as_deref(), Some("s t"));
+        let c = split("postgresql:///hydra?host=/run/postgresql");
+        assert_eq!(
+            (c.shown.as_str(), c.password),
+            ("postgresql:///hydra?host=/run/postgresql", None)
+        );
+        let c = split(r"host=/run/postgresql  dbname = hydra password='it\'s \\ secret' user=a\ b");
+        assert_eq!(c.shown, r"host='/run/postgresql' dbname='hydra' user='a b'");
+        assert_eq!(c.password.as_deref(), Some(r"it's \ secret"));
+        for bad in [
+            "postgresql://u:%zzsecret@/db",
+            "postgresql://u:%00secret@/db",
+            "postgresql:///db?password=%4secret",
+        ] {
+            let e = ConnInfo::split(bad).unwrap_err();
+            assert!(
+                e.contains("percent-encoding") && !e.contains("secret"),
+                "{e}"
+            );
+        }
+        for bad in [
+            "host=/x secret",
+            "host=/x password='secret",
+            "host=/x secret password=y",
+        ] {
+            let e = ConnInfo::split(bad).unwrap_err();
+            assert!(e.contains("--hydra-db") && !e.contains("secret"), "{e}");
+        }
+        let c = split("password=secret host=/x");
+        assert_eq!(c.redact("FATAL: secret rejected"), "FATAL: *** rejected");
     }
 }

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use fleetgate_deploy::copy::human_bytes;
 use fleetgate_deploy::events::{Bus, Event, EventKind};
 use fleetgate_deploy::history::{self, History};
 use fleetgate_deploy::{CheckPlanner, DeployOptions, Deployer, Inventory, Strategy, select};
@@ -188,12 +189,15 @@ fn options(args: &DeployArgs, inventory: &Inventory) -> miette::Result<DeployOpt
     Ok(o)
 }
 
-/// Renders events: a spinner per host on a terminal, plain lines otherwise.
+/// Renders events: a spinner per host on a terminal (the copy with its
+/// bytes), plain lines otherwise (the copy's total once, at its end).
 fn show_progress(rx: &mpsc::Receiver<Event>, hosts: &[String], tty: bool) {
     let start = Instant::now();
     if !tty {
         for event in rx {
-            eprintln!("{}", plain_line(&event, start.elapsed()));
+            if let Some(line) = plain_line(&event, start.elapsed()) {
+                eprintln!("{line}");
+            }
         }
         return;
     }
@@ -217,6 +221,10 @@ fn show_progress(rx: &mpsc::Receiver<Event>, hosts: &[String], tty: bool) {
         match event.kind {
             EventKind::Phase(p) => bar.set_message(p.as_str().to_owned()),
             EventKind::Info(text) => bar.set_message(text),
+            EventKind::CopyProgress { done_bytes, expected_bytes } => {
+                bar.set_message(copy_progress_text(done_bytes, expected_bytes));
+            }
+            EventKind::Copied { bytes, paths } => bar.set_message(copied_text(bytes, paths)),
             EventKind::Finished { ok, summary } => {
                 bar.finish_with_message(format!("{} {summary}", if ok { "✔" } else { "✘" }));
             }
@@ -229,12 +237,68 @@ fn show_progress(rx: &mpsc::Receiver<Event>, hosts: &[String], tty: bool) {
     }
 }
 
-/// One plain progress line: `[  12.3s] web1: copy`.
-pub fn plain_line(event: &Event, elapsed: Duration) -> String {
+/// One plain progress line: `[  12.3s] web1: copy`; `None` for the copy's
+/// running byte counts (plain output gets the total once, from
+/// [`EventKind::Copied`]).
+pub fn plain_line(event: &Event, elapsed: Duration) -> Option<String> {
     let what = match &event.kind {
         EventKind::Phase(p) => p.as_str().to_owned(),
         EventKind::Info(text) => text.clone(),
+        EventKind::CopyProgress { .. } => return None,
+        EventKind::Copied { bytes, paths } => copied_text(*bytes, *paths),
         EventKind::Finished { summary, .. } => summary.clone(),
     };
-    format!("[{:>6.1}s] {}: {what}", elapsed.as_secs_f64(), event.host)
+    Some(format!("[{:>6.1}s] {}: {what}", elapsed.as_secs_f64(), event.host))
+}
+
+/// `copy 12.3 MiB / 40.1 MiB` (or `copy 12.3 MiB` while the total is unknown).
+pub fn copy_progress_text(done: u64, expected: Option<u64>) -> String {
+    match expected {
+        Some(total) => format!("copy {} / {}", human_bytes(done), human_bytes(total.max(done))),
+        None => format!("copy {}", human_bytes(done)),
+    }
+}
+
+/// `copied 40.1 MiB (12 paths)`.
+pub fn copied_text(bytes: u64, paths: u64) -> String {
+    match paths {
+        0 => "copied nothing: the host has every path".to_owned(),
+        1 => format!("copied {} (1 path)", human_bytes(bytes)),
+        n => format!("copied {} ({n} paths)", human_bytes(bytes)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind) -> Event {
+        Event { host: "web1".into(), kind }
+    }
+
+    #[test]
+    fn copy_progress_reads_as_bytes() {
+        assert_eq!(copy_progress_text(12_897_485, Some(42_047_898)), "copy 12.3 MiB / 40.1 MiB");
+        assert_eq!(copy_progress_text(0, Some(0)), "copy 0 B / 0 B");
+        assert_eq!(copy_progress_text(2048, None), "copy 2.0 KiB");
+        assert_eq!(copied_text(42_047_898, 3), "copied 40.1 MiB (3 paths)");
+        assert_eq!(copied_text(0, 0), "copied nothing: the host has every path");
+    }
+
+    #[test]
+    fn plain_output_prints_the_copy_once_at_its_end() {
+        let t = Duration::from_millis(12_345);
+        assert_eq!(
+            plain_line(&event(EventKind::CopyProgress { done_bytes: 1, expected_bytes: Some(2) }), t),
+            None
+        );
+        assert_eq!(
+            plain_line(&event(EventKind::Copied { bytes: 42_047_898, paths: 3 }), t).as_deref(),
+            Some("[  12.3s] web1: copied 40.1 MiB (3 paths)")
+        );
+        assert_eq!(
+            plain_line(&event(EventKind::Phase(fleetgate_deploy::events::Phase::Copy)), t).as_deref(),
+            Some("[  12.3s] web1: copy")
+        );
+    }
 }

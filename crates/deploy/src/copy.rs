@@ -1,9 +1,24 @@
 //! `nix copy --to ssh://…` of a system closure, with the host's ssh options
-//! passed the way deploy-rs does (`NIX_SSHOPTS`).
+//! passed the way deploy-rs does (`NIX_SSHOPTS`), and its progress on the
+//! event bus.
+//!
+//! Progress: before the copy, the target is asked which paths of the
+//! closure it lacks (one `nix-store --check-validity --print-invalid` over
+//! fleetgate's own SSH connection), whose NAR sizes make the bytes to
+//! expect; then `nix copy --log-format internal-json` reports each path as
+//! Nix sends it ([`fleetgate_nix::copy_progress`]). The bus gets
+//! [`EventKind::CopyProgress`] at most every [`PROGRESS_EVERY`], then one
+//! [`EventKind::Copied`].
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use fleetgate_nix::{CopyOptions, Nix, StoreUri};
 
+use crate::events::{Bus, EventKind};
 use crate::inventory::Host;
+use crate::remote::Target;
 
 /// `NIX_SSHOPTS` for a host: its ssh options and port, space-separated
 /// (Nix splits the variable on spaces).
@@ -30,40 +45,172 @@ pub fn store_uri(host: &Host) -> String {
 /// error" from SQLite).
 pub const LOW_SPACE: u64 = 16 << 20;
 
-/// Copies `system`'s closure to the host. `free_after` is asked only when
-/// the copy failed: the free bytes on the target's `/nix` then.
+/// The shortest time between two [`EventKind::CopyProgress`] of a host.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// What the copy asks the target itself (not through Nix).
+pub trait Probe {
+    /// Free bytes on the target's `/nix`; asked only when the copy failed.
+    fn free_bytes(&mut self) -> Option<u64>;
+    /// Which of `paths` the target lacks; `None` when that cannot be told
+    /// (the copy then goes on without a total).
+    fn lacking(&mut self, paths: &[String]) -> Option<BTreeSet<String>>;
+}
+
+/// A [`Probe`] over a target's shared SSH connection.
+pub struct TargetProbe<'t, 'a> {
+    /// The target.
+    pub target: &'t mut Target<'a>,
+    /// The timeout of each question.
+    pub timeout: Duration,
+}
+
+impl Probe for TargetProbe<'_, '_> {
+    fn free_bytes(&mut self) -> Option<u64> {
+        self.target
+            .sh_ok("set -- $(stat -f -c '%a %S' /nix/store); echo $(($1 * $2))", self.timeout)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    fn lacking(&mut self, paths: &[String]) -> Option<BTreeSet<String>> {
+        let out = self.target.sh_ok(&lacking_script(paths)?, self.timeout).ok()?;
+        let asked: BTreeSet<&str> = paths.iter().map(String::as_str).collect();
+        Some(out.lines().filter(|l| asked.contains(l)).map(str::to_owned).collect())
+    }
+}
+
+/// The script that prints which of `paths` the target lacks: the paths go
+/// in a here-document (the script travels on stdin, so a closure of
+/// thousands of paths is no argument-length problem). `None` if a path is
+/// not a plain store path.
+#[must_use]
+pub fn lacking_script(paths: &[String]) -> Option<String> {
+    let plain = |p: &String| {
+        p.starts_with("/nix/store/") && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/+-._?=".contains(&b))
+    };
+    if !paths.iter().all(plain) {
+        return None;
+    }
+    let mut script = String::from("xargs -r nix-store --check-validity --print-invalid <<'FLEETGATE_PATHS'\n");
+    for p in paths {
+        let _ = writeln!(script, "{p}");
+    }
+    script.push_str("FLEETGATE_PATHS\n");
+    Some(script)
+}
+
+/// One host's copy.
+pub struct CopyJob<'a> {
+    /// Nix on this machine.
+    pub nix: &'a Nix,
+    /// The target.
+    pub host: &'a Host,
+    /// The system to copy (its closure goes).
+    pub system: &'a str,
+    /// `--substitute-on-destination`.
+    pub substitute_on_destination: bool,
+    /// Free bytes on the target's `/nix` before the copy (from its facts).
+    pub free_bytes: Option<u64>,
+    /// The deadline of the whole copy.
+    pub timeout: Duration,
+    /// Where progress goes.
+    pub bus: &'a Bus,
+}
+
+/// What a copy sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    /// NAR bytes.
+    pub bytes: u64,
+    /// Store paths.
+    pub paths: u64,
+}
+
+/// Copies the system's closure to the host, with progress on the bus.
 ///
 /// # Errors
-/// A message saying what failed and what to do; a full disk is recognised.
-pub fn copy(
-    nix: &Nix,
-    host: &Host,
-    system: &str,
-    substitute_on_destination: bool,
-    free_bytes: Option<u64>,
-    free_after: &mut dyn FnMut() -> Option<u64>,
-) -> Result<(), String> {
+/// A message saying what failed and what to do; a full disk is recognised
+/// (by Nix's message, or the free space [`Probe::free_bytes`] finds after).
+pub fn copy(job: &CopyJob<'_>, probe: &mut dyn Probe) -> Result<Copied, String> {
+    let host = job.host;
     let store = StoreUri::parse(&store_uri(host)).map_err(|e| e.to_string())?;
-    let nix = nix.clone().with_env("NIX_SSHOPTS", nix_sshopts(host));
+    let nix = job
+        .nix
+        .clone()
+        .with_env("NIX_SSHOPTS", nix_sshopts(host))
+        .with_timeout(job.timeout);
     let options = CopyOptions {
-        substitute_on_destination,
+        substitute_on_destination: job.substitute_on_destination,
         ..CopyOptions::default()
     };
-    nix.copy_to(&store, &[system.to_owned()], &options).map_err(|e| {
-        let text = e.to_string();
-        let after = free_after();
-        if text.contains("No space left on device") || after.is_some_and(|f| f < LOW_SPACE) {
-            format!(
-                "the target ran out of disk space during the copy ({} free on /nix before it, {} after); nothing was activated. \
-                 Free space on the host (e.g. `nix-collect-garbage --delete-older-than 30d`) and deploy again:\n{}",
-                free_bytes.map_or_else(|| "unknown".to_owned(), human_bytes),
-                after.map_or_else(|| "unknown".to_owned(), human_bytes),
-                tail(&text)
-            )
-        } else {
-            format!("nix copy to {} failed; nothing was activated: {}", store_uri(host), tail(&text))
+    let mut throttle = Throttle::default();
+    let result = nix.copy_to_with_progress(
+        &store,
+        &[job.system.to_owned()],
+        &options,
+        &mut |paths| probe.lacking(paths),
+        &mut |p| {
+            if throttle.due() {
+                job.bus.send(
+                    &host.name,
+                    EventKind::CopyProgress {
+                        done_bytes: p.done_bytes,
+                        expected_bytes: p.expected_bytes,
+                    },
+                );
+            }
+        },
+    );
+    match result {
+        Ok(end) => {
+            let copied = Copied {
+                bytes: end.done_bytes,
+                paths: end.paths_done,
+            };
+            job.bus.send(
+                &host.name,
+                EventKind::Copied {
+                    bytes: copied.bytes,
+                    paths: copied.paths,
+                },
+            );
+            Ok(copied)
         }
-    })
+        Err(e) => {
+            let text = e.to_string();
+            let after = probe.free_bytes();
+            Err(if text.contains("No space left on device") || after.is_some_and(|f| f < LOW_SPACE) {
+                format!(
+                    "the target ran out of disk space during the copy ({} free on /nix before it, {} after); nothing was activated. \
+                     Free space on the host (e.g. `nix-collect-garbage --delete-older-than 30d`) and deploy again:\n{}",
+                    job.free_bytes.map_or_else(|| "unknown".to_owned(), human_bytes),
+                    after.map_or_else(|| "unknown".to_owned(), human_bytes),
+                    tail(&text)
+                )
+            } else {
+                format!("nix copy to {} failed; nothing was activated: {}", store_uri(host), tail(&text))
+            })
+        }
+    }
+}
+
+/// Lets a progress report through at most every [`PROGRESS_EVERY`]; the
+/// first one (the total, before any byte) always goes.
+#[derive(Default)]
+struct Throttle {
+    last: Option<Instant>,
+}
+
+impl Throttle {
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < PROGRESS_EVERY) {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
 }
 
 fn tail(text: &str) -> String {
@@ -103,6 +250,36 @@ mod tests {
         assert_eq!(nix_sshopts(&host), "-F /lab/ssh_config -p 2222");
         assert_eq!(store_uri(&host), "ssh://root@10.0.0.1");
         assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12_897_485), "12.3 MiB");
         assert_eq!(human_bytes(10), "10 B");
+    }
+
+    #[test]
+    fn the_lacking_script_takes_paths_in_a_here_document() {
+        let paths = vec![
+            "/nix/store/gh1w7al1y2nmz17pdfs918nln960ils9-etc".to_owned(),
+            "/nix/store/zqmyxhdc1445q25jf2ibvmx3620c8ayz-initrd-linux-6.1.0-56-amd64".to_owned(),
+        ];
+        assert_eq!(
+            lacking_script(&paths).as_deref(),
+            Some(
+                "xargs -r nix-store --check-validity --print-invalid <<'FLEETGATE_PATHS'\n\
+                 /nix/store/gh1w7al1y2nmz17pdfs918nln960ils9-etc\n\
+                 /nix/store/zqmyxhdc1445q25jf2ibvmx3620c8ayz-initrd-linux-6.1.0-56-amd64\n\
+                 FLEETGATE_PATHS\n"
+            )
+        );
+        // Nothing that could end the here-document or reach the shell.
+        assert_eq!(lacking_script(&["/nix/store/x\nFLEETGATE_PATHS\nrm -rf /".to_owned()]), None);
+        assert_eq!(lacking_script(&["/tmp/x".to_owned()]), None);
+    }
+
+    #[test]
+    fn progress_is_throttled_but_the_first_report_goes() {
+        let mut t = Throttle::default();
+        assert!(t.due());
+        assert!(!t.due());
+        std::thread::sleep(PROGRESS_EVERY);
+        assert!(t.due());
     }
 }

@@ -75,6 +75,23 @@ pub enum EventKind {
     Phase(Phase),
     /// A line worth showing.
     Info(String),
+    /// How far the copy is (throttled: a few a second at most, see
+    /// [`crate::copy::PROGRESS_EVERY`]). Bytes are NAR bytes (what
+    /// `nix path-info` calls `narSize`); with Nix 2.8 they move one store
+    /// path at a time, when Nix has sent it.
+    CopyProgress {
+        /// NAR bytes sent so far.
+        done_bytes: u64,
+        /// NAR bytes to send in all, when known (the paths the target lacks).
+        expected_bytes: Option<u64>,
+    },
+    /// The copy ended well (sent once, after the last [`EventKind::CopyProgress`]).
+    Copied {
+        /// NAR bytes sent: the NAR sizes of the paths the target lacked.
+        bytes: u64,
+        /// Store paths sent.
+        paths: u64,
+    },
     /// The host is done; the text is the outcome and its reason.
     Finished {
         /// Whether it ended well.

@@ -167,14 +167,18 @@ fn deploy_locked(run: &mut Run<'_, '_>, target: &mut Target<'_>) -> Result<HostR
     let baseline = health::system_state(target.shared(), t.command);
 
     run.tl.start(Phase::Copy);
-    let mut free_after = || {
-        target
-            .sh_ok("set -- $(stat -f -c '%a %S' /nix/store); echo $(($1 * $2))", t.command)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
+    let copy_job = copy::CopyJob {
+        nix: job.nix,
+        host: job.host,
+        system: new,
+        substitute_on_destination: job.options.substitute_on_destination,
+        free_bytes: facts.nix_free_bytes,
+        timeout: t.copy,
+        bus: &job.bus,
     };
-    copy::copy(job.nix, job.host, new, job.options.substitute_on_destination, facts.nix_free_bytes, &mut free_after)
+    let copied = copy::copy(&copy_job, &mut copy::TargetProbe { target, timeout: t.command })
         .map_err(|m| (Outcome::Failed, Standing::KnownGood, m))?;
+    run.report.copied_bytes = Some(copied.bytes);
 
     match action {
         Action::Switch => {

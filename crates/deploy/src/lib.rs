@@ -9,7 +9,8 @@
 //! 1. a lock on the target ([`lock`]: `mkdir /run/fleetgate/lock`);
 //! 2. facts and a plan ([`plan`]: `fleetgate check` decides `switch`,
 //!    `boot` or `blocked`; blocked plans are not deployed without `--force`);
-//! 3. `nix copy --to ssh://…` ([`copy`]);
+//! 3. `nix copy --to ssh://…` ([`copy`]), its progress in NAR bytes on the
+//!    bus ([`events::EventKind::CopyProgress`]);
 //! 4. either a **live switch with magic rollback** ([`switch`]: a detached
 //!    watchdog on the target rolls back unless confirmed over a new SSH
 //!    connection after health checks), or a **verified reboot**

@@ -82,6 +82,10 @@ pub struct HostReport {
     pub rolled_back: bool,
     /// The system this run proved to boot healthy (recorded as last good).
     pub booted_healthy: Option<String>,
+    /// NAR bytes `nix copy` sent to the host (the NAR sizes of the closure's
+    /// paths it lacked); `None` when no copy ended well.
+    #[serde(default)]
+    pub copied_bytes: Option<u64>,
     /// Why, and what to do next.
     pub message: String,
     /// The plan's findings.
@@ -104,6 +108,7 @@ impl HostReport {
             running_system: None,
             rolled_back: false,
             booted_healthy: None,
+            copied_bytes: None,
             message: message.into(),
             findings: Vec::new(),
             phases: Vec::new(),

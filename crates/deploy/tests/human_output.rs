@@ -17,6 +17,7 @@ fn report() -> RunReport {
     web1.new_system = sys("web1-r2");
     web1.running_system = sys("web1-r2");
     web1.booted_healthy = sys("web1-r2");
+    web1.copied_bytes = Some(42_047_898);
     web1.phases = vec![PhaseRecord { phase: Phase::Copy, start_ms: 10, duration_ms: 1200, ok: true, detail: String::new() }];
     let mut vps1 = HostReport::untouched(
         "vps1",

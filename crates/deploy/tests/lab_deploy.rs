@@ -96,3 +96,64 @@ fn seed_incident_blocked_then_forced_hangs_power_cycle_back_on_previous() {
     }
     assert!(lab.down().expect("down").is_empty());
 }
+
+/// The copy reports its progress on the bus, in NAR bytes: before any byte
+/// the total (the NAR sizes of the closure's paths the host lacks, asked of
+/// the host), then bytes as Nix sends each path, then `Copied` with what was
+/// sent — which is the sum of `narSize` (`nix path-info --json`) over the
+/// paths that were not on the host before. (Not the closure size of
+/// `nix path-info -S`: the host already has most of the closure; with Nix
+/// 2.8 the bytes move one path at a time.) The test tells which paths the
+/// host lacked its own way: whether the store path exists on its disk.
+#[test]
+fn lab_copy_reports_progress_in_nar_bytes_of_the_paths_the_host_lacked() {
+    use fleetgate_deploy::events::{Bus, EventKind, Phase};
+
+    let lab = LabGuard::up(&["web1=virtio,systemd-boot"]).expect("lab");
+    lab.build(&["web1"]).expect("build");
+    // A new initrd (another module in it) and a new kernel command line: megabytes to copy.
+    lab.edit_host("web1", |k| {
+        k.revision = 2;
+        k.kernel_modules.push("nvme".into());
+        k.kernel_params.push("fleetgate.test=copy".into());
+    })
+    .expect("edit");
+    let new = lab.build(&["web1"]).expect("build")["web1"].clone();
+    let (closure, _) = nix().path_info(None, std::slice::from_ref(&new), true, false).expect("path-info");
+    let on_host: Vec<bool> = closure
+        .iter()
+        .map(|p| lab.ssh("web1", &format!("test -e {} && echo yes || echo no", p.path)).expect("ssh").trim() == "yes")
+        .collect();
+    let lacked: Vec<_> = closure.iter().zip(&on_host).filter(|(_, on)| !**on).map(|(p, _)| p).collect();
+    let expected: u64 = lacked.iter().map(|p| p.nar_size).sum();
+    assert!(lacked.len() >= 2 && lacked.len() < closure.len(), "{} of {} paths lacked", lacked.len(), closure.len());
+    assert!(expected > 1 << 20, "{expected}");
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let report = deploy_with(&lab, &[], &options(), None, Bus::new(tx));
+    assert_eq!(report.exit_code, 0, "{}", report.human());
+    assert_eq!(host(&report, "web1").copied_bytes, Some(expected));
+    let events: Vec<EventKind> = rx.try_iter().filter(|e| e.host == "web1").map(|e| e.kind).collect();
+    let copy_start = events.iter().position(|k| *k == EventKind::Phase(Phase::Copy)).expect("a copy phase");
+    let copy: Vec<&EventKind> = events[copy_start + 1..]
+        .iter()
+        .take_while(|k| !matches!(k, EventKind::Phase(_)))
+        .collect();
+    let progress: Vec<(u64, Option<u64>)> = copy
+        .iter()
+        .filter_map(|k| match k {
+            EventKind::CopyProgress { done_bytes, expected_bytes } => Some((*done_bytes, *expected_bytes)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(progress.first(), Some(&(0, Some(expected))), "the total before any byte: {copy:?}");
+    assert!(progress.iter().all(|(d, e)| *e == Some(expected) && *d <= expected), "{copy:?}");
+    assert!(progress.windows(2).all(|w| w[0].0 <= w[1].0), "{copy:?}");
+    assert_eq!(
+        copy.last(),
+        Some(&&EventKind::Copied { bytes: expected, paths: lacked.len() as u64 }),
+        "{copy:?}"
+    );
+    assert_on(&lab, "web1", &new);
+    assert!(lab.down().expect("down").is_empty());
+}

@@ -9,6 +9,8 @@
 //!   so a stock `nix.conf` is never edited;
 //! - [`PathInfo`] parses `nix path-info --json` in both shapes (a list up to 2.18, an
 //!   object keyed by store path later);
+//! - [`Nix::copy_to_with_progress`] runs `nix copy` with `--log-format internal-json` and
+//!   reports [`CopyProgress`] (NAR bytes sent) as Nix goes ([`copy_progress`]);
 //! - [`StoreUri`] handles store URIs and their query parameters (`secret-key`, …);
 //! - [`keys`] reads and writes Nix's `name:base64` ed25519 key format, computes narinfo
 //!   fingerprints and verifies narinfo signatures without trusting Nix to do it;
@@ -18,6 +20,7 @@
 //! Every error carries the command line (never its environment, where secrets live) and
 //! the tail of the child's stderr.
 
+pub mod copy_progress;
 pub mod error;
 pub mod hash;
 pub mod keys;
@@ -27,6 +30,7 @@ pub mod process;
 pub mod store_uri;
 pub mod version;
 
+pub use copy_progress::CopyProgress;
 pub use error::{NixError, ProcessError};
 pub use keys::{PublicKey, SecretKey, narinfo_fingerprint};
 pub use nix::{CopyOptions, Nix};

@@ -1,11 +1,13 @@
 //! [`Nix`]: the installed Nix, and typed wrappers over the commands fleetgate needs.
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::NixError;
+use crate::copy_progress::{CopyProgress, CopyTracker};
+use crate::error::{NixError, ProcessError};
 use crate::path_info::PathInfo;
 use crate::process::Run;
 use crate::store_uri::StoreUri;
@@ -182,6 +184,12 @@ impl Nix {
         paths: &[String],
         opts: &CopyOptions,
     ) -> Result<(), NixError> {
+        self.copy_to_command(store, opts).arg("--").args(paths).run()?;
+        Ok(())
+    }
+
+    /// `nix copy --to STORE` and its options, without the paths.
+    fn copy_to_command(&self, store: &StoreUri, opts: &CopyOptions) -> Run {
         let mut to = store.clone();
         if let Some(key) = &opts.secret_key_file {
             to = to.with_param("secret-key", &key.to_string_lossy());
@@ -193,8 +201,68 @@ impl Nix {
         if opts.substitute_on_destination {
             run = run.arg("--substitute-on-destination");
         }
-        run.arg("--").args(paths).run()?;
-        Ok(())
+        run
+    }
+
+    /// Like [`Nix::copy_to`], reporting progress as Nix goes: `on_progress` is called on
+    /// this thread each time the [`CopyProgress`] changes (with Nix 2.8, when a copy
+    /// starts and each time a path has been sent; see [`crate::copy_progress`]). Returns
+    /// the progress at the end: `done_bytes` is then the NAR size of everything sent.
+    ///
+    /// The NAR sizes come from a `nix path-info --recursive` of `paths` in the local store
+    /// first. Nix 2.8 does not say which paths the destination lacks, so `lacking` is asked
+    /// with the closure's paths before the copy starts: the caller may know (fleetgate asks
+    /// a target in one round trip over its own SSH connection). What it returns (`None`:
+    /// unknown) gives the bytes to expect from the start.
+    ///
+    /// The timeout is the same as every command's: it bounds the whole copy. Errors carry
+    /// the messages of Nix, ssh and the remote as plain text, as [`Nix::copy_to`]'s do.
+    pub fn copy_to_with_progress(
+        &self,
+        store: &StoreUri,
+        paths: &[String],
+        opts: &CopyOptions,
+        lacking: &mut dyn FnMut(&[String]) -> Option<BTreeSet<String>>,
+        on_progress: &mut dyn FnMut(&CopyProgress),
+    ) -> Result<CopyProgress, NixError> {
+        let (closure, _) = self.path_info(None, paths, true, false)?;
+        let all: Vec<String> = closure.iter().map(|p| p.path.clone()).collect();
+        let expected = lacking(&all).map(|m| {
+            closure
+                .iter()
+                .filter(|p| m.contains(&p.path))
+                .map(|p| p.nar_size)
+                .sum()
+        });
+        let mut tracker = CopyTracker::new(closure.into_iter().map(|p| (p.path, p.nar_size)), expected);
+        on_progress(tracker.progress());
+        let run = self
+            .copy_to_command(store, opts)
+            .args(["--log-format", "internal-json"])
+            .arg("--")
+            .args(paths);
+        let result = run.run_streaming_unchecked(&mut |line| {
+            if tracker.feed(line) {
+                on_progress(tracker.progress());
+            }
+        });
+        let plain = tracker.messages_tail();
+        match result {
+            Ok((status, _)) if status.success() => Ok(tracker.progress().clone()),
+            Ok((status, _)) => Err(ProcessError::Failed {
+                command: run.command_line(),
+                status: status.to_string(),
+                stderr_tail: plain,
+            }
+            .into()),
+            Err(ProcessError::Timeout { command, after, .. }) => Err(ProcessError::Timeout {
+                command,
+                after,
+                stderr_tail: plain,
+            }
+            .into()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Copies `paths` from `store` into the local store.

@@ -1,8 +1,9 @@
 //! The runner itself: spawn in a new process group, feed, capture, wait, kill.
 use std::ffi::OsStr;
-use std::io::{Read, Write};
+use std::io::{BufRead as _, BufReader, Read, Write};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,35 +30,16 @@ const GRACE: Duration = Duration::from_secs(2);
 /// (with the stderr written so far) when the timeout expires, [`ProcessError::Io`] if
 /// waiting fails. Never [`ProcessError::Failed`]: a non-zero exit is returned as a status.
 pub fn run_command(
-    mut command: Command,
+    command: Command,
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<(ExitStatus, Output), ProcessError> {
-    let line = command_line(&command);
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
-        command: line.clone(),
-        source,
-    })?;
-    let feeder = match (stdin, child.stdin.take()) {
-        (Some(bytes), Some(mut pipe)) => {
-            let bytes = bytes.to_vec();
-            Some(std::thread::spawn(move || {
-                // A child that exits without reading closes the pipe; that is not our error.
-                let _ = pipe.write_all(&bytes);
-            }))
-        }
-        _ => None,
-    };
-    let stdout = reader(child.stdout.take());
+    let Spawned {
+        line,
+        mut child,
+        feeder,
+        stdout,
+    } = spawn(command, stdin)?;
     let stderr = reader(child.stderr.take());
     let status = match child.wait_timeout(timeout) {
         Ok(Some(status)) => status,
@@ -101,6 +83,189 @@ pub fn run_command(
             stderr: join(stderr),
         },
     ))
+}
+
+/// Like [`run_command`], and hands every line of standard error to `on_stderr_line` as it
+/// arrives (without its `\n`), on the calling thread. The returned [`Output`] still holds
+/// the whole of standard error.
+///
+/// The deadline is the same: `timeout` for the child itself, then the same short grace
+/// for a grandchild holding the pipes. `on_stderr_line` is never called after this
+/// function returned, and a slow callback does not stretch the deadline (the child is
+/// killed on time; lines already read are still handed over before the error returns).
+///
+/// # Errors
+/// As [`run_command`].
+pub fn run_command_streaming(
+    command: Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+    on_stderr_line: &mut dyn FnMut(&[u8]),
+) -> Result<(ExitStatus, Output), ProcessError> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let Spawned {
+        line,
+        mut child,
+        feeder,
+        stdout,
+    } = spawn(command, stdin)?;
+    let lines = line_reader(child.stderr.take());
+    let mut stderr = Vec::new();
+    let mut deliver = |chunk: Vec<u8>, stderr: &mut Vec<u8>| {
+        let text = chunk.strip_suffix(b"\n").unwrap_or(&chunk);
+        on_stderr_line(text);
+        stderr.extend_from_slice(&chunk);
+    };
+    let mut status = None;
+    let mut grace_until: Option<Instant> = None;
+    // Lines until standard error closes, watching the child and the deadline on the way.
+    while let Some(rx) = &lines {
+        let now = Instant::now();
+        if status.is_none() {
+            match child.try_wait() {
+                Ok(Some(s)) => {
+                    status = Some(s);
+                    grace_until = Some(now + GRACE);
+                }
+                Ok(None) if now >= deadline => {
+                    kill(&mut child);
+                    drop(join(stdout));
+                    // The group is dead: what is left in the pipe is still handed over.
+                    drain(rx, &mut |chunk| deliver(chunk, &mut stderr));
+                    return Err(ProcessError::Timeout {
+                        command: line,
+                        after: timeout,
+                        stderr_tail: tail(&stderr),
+                    });
+                }
+                Ok(None) => {}
+                Err(source) => {
+                    kill(&mut child);
+                    drop(join(stdout));
+                    return Err(ProcessError::Io {
+                        command: line,
+                        source,
+                    });
+                }
+            }
+        }
+        if let Some(until) = grace_until {
+            if now >= until {
+                kill_group(&child);
+                drain(rx, &mut |chunk| deliver(chunk, &mut stderr));
+                break;
+            }
+        }
+        let limit = grace_until.unwrap_or(deadline);
+        let wait = TICK.min(limit.saturating_duration_since(now));
+        match rx.recv_timeout(wait) {
+            Ok(chunk) => deliver(chunk, &mut stderr),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // Standard error is closed (or was never there); the child may still run.
+    let status = match status {
+        Some(s) => s,
+        None => match child.wait_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                kill(&mut child);
+                drop(join(stdout));
+                return Err(ProcessError::Timeout {
+                    command: line,
+                    after: timeout,
+                    stderr_tail: tail(&stderr),
+                });
+            }
+            Err(source) => {
+                kill(&mut child);
+                drop(join(stdout));
+                return Err(ProcessError::Io {
+                    command: line,
+                    source,
+                });
+            }
+        },
+    };
+    let until = grace_until.unwrap_or_else(|| Instant::now() + GRACE);
+    while !finished(&stdout) {
+        if Instant::now() >= until {
+            kill_group(&child);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if let Some(t) = feeder {
+        let _ = t.join();
+    }
+    Ok((
+        status,
+        Output {
+            stdout: join(stdout),
+            stderr,
+        },
+    ))
+}
+
+/// Hands over the lines still in the channel after the child's group was killed, for at
+/// most [`GRACE`] (a process that left the group could keep the pipe open forever).
+fn drain(rx: &mpsc::Receiver<Vec<u8>>, deliver: &mut dyn FnMut(Vec<u8>)) {
+    let until = Instant::now() + GRACE;
+    loop {
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(chunk) => deliver(chunk),
+            Err(_) => return,
+        }
+    }
+}
+
+/// How often [`run_command_streaming`] looks at the child while waiting for lines.
+const TICK: Duration = Duration::from_millis(50);
+
+/// A child started in its own group, standard input being fed, standard output read.
+struct Spawned {
+    line: String,
+    child: Child,
+    feeder: Option<JoinHandle<()>>,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+}
+
+/// Spawns `command` in a new process group with stdin fed from `stdin` (or `/dev/null`)
+/// and stdout and stderr piped; stdout is already being read.
+fn spawn(mut command: Command, stdin: Option<&[u8]>) -> Result<Spawned, ProcessError> {
+    let line = command_line(&command);
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
+        command: line.clone(),
+        source,
+    })?;
+    let feeder = match (stdin, child.stdin.take()) {
+        (Some(bytes), Some(mut pipe)) => {
+            let bytes = bytes.to_vec();
+            Some(std::thread::spawn(move || {
+                // A child that exits without reading closes the pipe; that is not our error.
+                let _ = pipe.write_all(&bytes);
+            }))
+        }
+        _ => None,
+    };
+    let stdout = reader(child.stdout.take());
+    Ok(Spawned {
+        line,
+        child,
+        feeder,
+        stdout,
+    })
 }
 
 /// The command line of `command`, for messages: program and arguments, shell-quoted where
@@ -157,6 +322,29 @@ fn kill(child: &mut Child) {
     kill_group(child);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Reads `pipe` line by line on a thread of its own, each line (with its `\n`, if it had
+/// one) sent as it is complete; the channel closes at the end of the pipe.
+fn line_reader<R: Read + Send + 'static>(pipe: Option<R>) -> Option<mpsc::Receiver<Vec<u8>>> {
+    pipe.map(|p| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut p = BufReader::new(p);
+            loop {
+                let mut line = Vec::new();
+                match p.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        rx
+    })
 }
 
 fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> Option<JoinHandle<Vec<u8>>> {
@@ -241,6 +429,101 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn streamed_lines_arrive_while_the_child_runs() {
+        let dir = tempfile_dir();
+        let flag = dir.join("seen-a");
+        // The child waits for a file the callback creates when it sees the first line:
+        // without streaming this would only end at the timeout.
+        let script = format!(
+            "echo a >&2; while [ ! -e '{}' ]; do sleep 0.05; done; echo out; printf b >&2",
+            flag.display()
+        );
+        let mut seen = Vec::new();
+        let started = Instant::now();
+        let (status, out) =
+            run_command_streaming(sh(&script), None, Duration::from_secs(30), &mut |l| {
+                if l == b"a" {
+                    std::fs::write(&flag, "").unwrap();
+                }
+                seen.push(String::from_utf8_lossy(l).into_owned());
+            })
+            .unwrap();
+        assert!(status.success());
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(seen, ["a", "b"], "the last line needs no newline");
+        assert_eq!(out.stderr, b"a\nb");
+        assert_eq!(out.stdout, b"out\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn streaming_keeps_the_deadline_kills_grandchildren_and_the_tail() {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let e = run_command_streaming(
+            sh("echo started >&2; sleep 30 & sleep 30"),
+            None,
+            Duration::from_millis(300),
+            &mut |l| seen.push(l.to_vec()),
+        )
+        .unwrap_err();
+        assert!(matches!(&e, ProcessError::Timeout { .. }), "{e}");
+        assert_eq!(e.stderr_tail(), "started");
+        assert_eq!(seen, [b"started".to_vec()]);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn streaming_a_grandchild_holding_stderr_after_the_child_exits_is_killed() {
+        let started = Instant::now();
+        let (status, out) = run_command_streaming(
+            sh("echo hi >&2; exit 4; "),
+            None,
+            Duration::from_secs(60),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(status.code(), Some(4));
+        assert_eq!(out.stderr, b"hi\n");
+        let (status, out) = run_command_streaming(
+            sh("echo hi >&2; sleep 30 &"),
+            None,
+            Duration::from_secs(60),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(status.success());
+        assert_eq!(out.stderr, b"hi\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn streaming_a_missing_program_is_a_spawn_error() {
+        let e = run_command_streaming(
+            Command::new("/nonexistent/prog"),
+            None,
+            Duration::from_secs(5),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(e, ProcessError::Spawn { .. }), "{e:?}");
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "fleetgate-process-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

@@ -32,6 +32,13 @@
 //! callers that describe a command from scratch; [`run_command`] takes a ready
 //! [`std::process::Command`] for callers that already build one.
 //!
+//! # Progress on stderr
+//!
+//! [`Run::run_streaming_unchecked`] and [`run_command_streaming`] hand each line of
+//! standard error to a callback as the child writes it (`nix --log-format
+//! internal-json` reports progress there), on the calling thread, under the same hard
+//! deadline and group kill; the output still holds all of stderr.
+//!
 //! ```
 //! use std::time::Duration;
 //! use fleetgate_process::Run;
@@ -45,6 +52,6 @@ mod child;
 mod error;
 mod run;
 
-pub use child::{STDERR_TAIL_LINES, command_line, run_command, tail};
+pub use child::{STDERR_TAIL_LINES, command_line, run_command, run_command_streaming, tail};
 pub use error::ProcessError;
 pub use run::{Output, Run};

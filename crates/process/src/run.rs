@@ -5,7 +5,7 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use crate::child::quote_words;
-use crate::{ProcessError, run_command, tail};
+use crate::{ProcessError, run_command, run_command_streaming, tail};
 
 /// One invocation of an external program.
 #[derive(Clone, Debug)]
@@ -138,6 +138,29 @@ impl Run {
     /// As [`run_command`]: [`ProcessError::Spawn`], [`ProcessError::Timeout`],
     /// [`ProcessError::Io`].
     pub fn run_unchecked(&self) -> Result<(ExitStatus, Output), ProcessError> {
+        run_command(self.to_command(), self.stdin.as_deref(), self.timeout)
+    }
+
+    /// Like [`Run::run_unchecked`], and hands each line of standard error (without its
+    /// `\n`) to `on_stderr_line` as the child writes it, on the calling thread — for
+    /// progress from tools that report on stderr (`nix --log-format internal-json`). The
+    /// timeout is the same hard deadline; [`Output::stderr`] still holds all of stderr.
+    ///
+    /// # Errors
+    /// As [`Run::run_unchecked`].
+    pub fn run_streaming_unchecked(
+        &self,
+        on_stderr_line: &mut dyn FnMut(&[u8]),
+    ) -> Result<(ExitStatus, Output), ProcessError> {
+        run_command_streaming(
+            self.to_command(),
+            self.stdin.as_deref(),
+            self.timeout,
+            on_stderr_line,
+        )
+    }
+
+    fn to_command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args);
         for k in &self.env_remove {
@@ -149,7 +172,7 @@ impl Run {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        run_command(cmd, self.stdin.as_deref(), self.timeout)
+        cmd
     }
 }
 

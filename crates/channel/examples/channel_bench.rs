@@ -21,11 +21,7 @@ use fleetgate_nix::{Nix, SecretKey, StoreUri};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -188,7 +184,13 @@ fn load(base: &str, agents: usize, hosts: usize, rounds: usize, threads: usize, 
     }
     let secs = start.elapsed().as_secs_f64();
     all.sort_by(f64::total_cmp);
-    Load { rps: all.len() as f64 / secs, p50_ms: pct(&all, 0.5), p99_ms: pct(&all, 0.99), not_modified: nm, total: all.len() }
+    Load {
+        rps: all.len() as f64 / secs,
+        p50_ms: pct(&all, 0.5),
+        p99_ms: pct(&all, 0.99),
+        not_modified: nm,
+        total: all.len(),
+    }
 }
 
 fn poll() {
@@ -277,6 +279,8 @@ fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("latency") => latency(),
         Some("poll") => poll(),
-        _ => eprintln!("usage: channel_bench latency [--promotions N] | poll [--agents N] [--hosts N] [--rounds N] [--threads N]"),
+        _ => eprintln!(
+            "usage: channel_bench latency [--promotions N] | poll [--agents N] [--hosts N] [--rounds N] [--threads N]"
+        ),
     }
 }

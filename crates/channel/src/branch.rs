@@ -62,11 +62,7 @@ pub struct BranchPolicy {
 
 impl Default for BranchPolicy {
     fn default() -> Self {
-        Self {
-            force: false,
-            max_attempts: 5,
-            lock_timeout: Duration::from_secs(600),
-        }
+        Self { force: false, max_attempts: 5, lock_timeout: Duration::from_secs(600) }
     }
 }
 
@@ -86,24 +82,16 @@ pub fn decide(
     }
     if mirror.is_ancestor(commit, current)? {
         return Ok(if force {
-            Movement::ForcedRewind {
-                from: current.to_owned(),
-            }
+            Movement::ForcedRewind { from: current.to_owned() }
         } else {
-            Movement::AlreadyContained {
-                tip: current.to_owned(),
-            }
+            Movement::AlreadyContained { tip: current.to_owned() }
         });
     }
     if mirror.is_ancestor(current, commit)? {
-        return Ok(Movement::FastForward {
-            from: current.to_owned(),
-        });
+        return Ok(Movement::FastForward { from: current.to_owned() });
     }
     if force {
-        Ok(Movement::ForcedSideways {
-            from: current.to_owned(),
-        })
+        Ok(Movement::ForcedSideways { from: current.to_owned() })
     } else {
         Err(ChannelError::Diverged {
             branch: branch.to_owned(),
@@ -134,20 +122,11 @@ pub fn advance(
             // Not reachable from any branch: ask for it by id (GitHub allows this).
             let _ = mirror.fetch_commit(commit.as_str());
             if !mirror.has_commit(commit.as_str()) {
-                return Err(ChannelError::CommitNotFound {
-                    commit: commit.to_string(),
-                    repo: mirror.url().to_owned(),
-                });
+                return Err(ChannelError::CommitNotFound { commit: commit.to_string(), repo: mirror.url().to_owned() });
             }
         }
         let current = mirror.rev(&format!("refs/remotes/origin/{branch}"))?;
-        let movement = decide(
-            mirror,
-            &branch,
-            current.as_deref(),
-            commit.as_str(),
-            policy.force,
-        )?;
+        let movement = decide(mirror, &branch, current.as_deref(), commit.as_str(), policy.force)?;
         if !movement.changed() {
             log(&format!("{branch}: {commit} is already contained, nothing to do"));
             return Ok((movement, attempt - 1));
@@ -156,23 +135,12 @@ pub fn advance(
         let work_ref = format!("refs/notes/fleetgate-work/{host}");
         let new_note = mirror.make_note(&work_ref, old_note.as_deref(), commit.as_str(), note)?;
         let updates = [
-            RefUpdate {
-                remote_ref: format!("refs/heads/{branch}"),
-                expect: current.clone(),
-                new: commit.to_string(),
-            },
-            RefUpdate {
-                remote_ref: notes_ref.clone(),
-                expect: old_note,
-                new: new_note,
-            },
+            RefUpdate { remote_ref: format!("refs/heads/{branch}"), expect: current.clone(), new: commit.to_string() },
+            RefUpdate { remote_ref: notes_ref.clone(), expect: old_note, new: new_note },
         ];
         match mirror.push_atomic(&updates) {
             Ok(()) => {
-                log(&format!(
-                    "{branch}: {} -> {commit} ({movement:?})",
-                    current.as_deref().unwrap_or("(new)")
-                ));
+                log(&format!("{branch}: {} -> {commit} ({movement:?})", current.as_deref().unwrap_or("(new)")));
                 return Ok((movement, attempt));
             }
             Err(PushFailure::Stale(e)) => {
@@ -189,11 +157,7 @@ pub fn advance(
                     "{branch}: push attempt {attempt} declined by the remote, not retrying: {}",
                     source.stderr_tail().lines().last().unwrap_or("")
                 ));
-                return Err(ChannelError::PushRejected {
-                    branch,
-                    attempts: attempt,
-                    source,
-                });
+                return Err(ChannelError::PushRejected { branch, attempts: attempt, source });
             }
             // Unreachable remote, refused credentials, timeout: a retry would only hide
             // the cause, so it is reported at once.
@@ -201,11 +165,7 @@ pub fn advance(
         }
     }
     match last_error {
-        Some(source) => Err(ChannelError::PushRejected {
-            branch,
-            attempts: policy.max_attempts.max(1),
-            source,
-        }),
+        Some(source) => Err(ChannelError::PushRejected { branch, attempts: policy.max_attempts.max(1), source }),
         None => Err(ChannelError::Internal("no push attempt was made".into())),
     }
 }

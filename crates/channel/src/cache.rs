@@ -42,37 +42,21 @@ pub fn upload_and_verify(
         nix.copy_to(
             cache,
             &sys,
-            &CopyOptions {
-                secret_key_file: Some(secret_key_file.to_owned()),
-                ..CopyOptions::default()
-            },
+            &CopyOptions { secret_key_file: Some(secret_key_file.to_owned()), ..CopyOptions::default() },
         )
-        .map_err(|source| ChannelError::CacheUpload {
-            cache: cache.base().to_owned(),
-            source,
-        })?;
+        .map_err(|source| ChannelError::CacheUpload { cache: cache.base().to_owned(), source })?;
         let (infos, _) = nix.path_info(None, &sys, true, false).map_err(ChannelError::Nix)?;
         infos.into_iter().map(|i| i.path).collect()
     } else {
-        log(&format!(
-            "{system} is not in the local store; checking that {} already has it",
-            cache.base()
-        ));
-        let (_, absent) = nix
-            .path_info(Some(cache), &sys, false, false)
-            .map_err(ChannelError::Nix)?;
+        log(&format!("{system} is not in the local store; checking that {} already has it", cache.base()));
+        let (_, absent) = nix.path_info(Some(cache), &sys, false, false).map_err(ChannelError::Nix)?;
         if !absent.is_empty() {
-            return Err(ChannelError::SystemMissing {
-                path: system.to_owned(),
-                cache: cache.base().to_owned(),
-            });
+            return Err(ChannelError::SystemMissing { path: system.to_owned(), cache: cache.base().to_owned() });
         }
-        let (infos, _) = nix
-            .path_info(Some(cache), &sys, true, false)
-            .map_err(|_| ChannelError::CacheIncomplete {
-                cache: cache.base().to_owned(),
-                missing: vec![format!("(part of the closure of {system})")],
-            })?;
+        let (infos, _) = nix.path_info(Some(cache), &sys, true, false).map_err(|_| ChannelError::CacheIncomplete {
+            cache: cache.base().to_owned(),
+            missing: vec![format!("(part of the closure of {system})")],
+        })?;
         infos.into_iter().map(|i| i.path).collect()
     };
     verify(nix, cache, system, &closure, public, !local)
@@ -86,14 +70,9 @@ fn verify(
     public: &PublicKey,
     uploaded_elsewhere: bool,
 ) -> Result<CacheFacts, ChannelError> {
-    let (infos, missing) = nix
-        .path_info(Some(cache), closure, false, false)
-        .map_err(ChannelError::Nix)?;
+    let (infos, missing) = nix.path_info(Some(cache), closure, false, false).map_err(ChannelError::Nix)?;
     if !missing.is_empty() {
-        return Err(ChannelError::CacheIncomplete {
-            cache: cache.base().to_owned(),
-            missing,
-        });
+        return Err(ChannelError::CacheIncomplete { cache: cache.base().to_owned(), missing });
     }
     if let Some(bad) = infos.iter().find(|i| !i.is_signed_by(public)) {
         return Err(ChannelError::CacheSignature {
@@ -102,17 +81,11 @@ fn verify(
             key: public.name().to_owned(),
         });
     }
-    let top: &PathInfo = infos
-        .iter()
-        .find(|i| i.path == system)
-        .ok_or_else(|| ChannelError::CacheIncomplete {
-            cache: cache.base().to_owned(),
-            missing: vec![system.to_owned()],
-        })?;
-    let nar_hash = top
-        .nar_hash()
-        .map(|h| h.to_sri())
-        .unwrap_or_else(|| top.nar_hash.clone());
+    let top: &PathInfo = infos.iter().find(|i| i.path == system).ok_or_else(|| ChannelError::CacheIncomplete {
+        cache: cache.base().to_owned(),
+        missing: vec![system.to_owned()],
+    })?;
+    let nar_hash = top.nar_hash().map(|h| h.to_sri()).unwrap_or_else(|| top.nar_hash.clone());
     Ok(CacheFacts {
         nar_hash,
         nar_size: top.nar_size,

@@ -296,17 +296,16 @@ fn nix_for(opts: &ChannelOpts) -> Result<Nix, ChannelError> {
         .with_option("narinfo-cache-negative-ttl", "0")
         .with_option("narinfo-cache-positive-ttl", "0");
     for o in &opts.nix_options {
-        let (k, v) = o.split_once('=').ok_or_else(|| {
-            ChannelError::Config(format!("--nix-option {o:?}: expected NAME=VALUE"))
-        })?;
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| ChannelError::Config(format!("--nix-option {o:?}: expected NAME=VALUE")))?;
         nix = nix.with_option(k, v);
     }
     Ok(nix)
 }
 
 fn required<'a, T>(v: &'a Option<T>, flag: &str) -> Result<&'a T, ChannelError> {
-    v.as_ref()
-        .ok_or_else(|| ChannelError::Config(format!("{flag} is required")))
+    v.as_ref().ok_or_else(|| ChannelError::Config(format!("{flag} is required")))
 }
 
 fn channel_config(opts: &ChannelOpts) -> Result<ChannelConfig, ChannelError> {
@@ -319,11 +318,7 @@ fn channel_config(opts: &ChannelOpts) -> Result<ChannelConfig, ChannelError> {
     }
     cfg.git = GitSettings {
         timeout: Duration::from_secs(opts.git_timeout),
-        token: Secret::load_optional(
-            "git token",
-            opts.token_file.as_deref(),
-            opts.token_credential.as_deref(),
-        )?,
+        token: Secret::load_optional("git token", opts.token_file.as_deref(), opts.token_credential.as_deref())?,
         ..GitSettings::default()
     };
     cfg.policy = BranchPolicy {
@@ -458,24 +453,15 @@ pub(crate) fn report_sync(
 }
 
 fn run_serve(a: ServeArgs) -> Result<ExitCode, ChannelError> {
-    let hook_secret = Secret::load_optional(
-        "webhook secret",
-        a.hook_secret_file.as_deref(),
-        a.hook_secret_credential.as_deref(),
-    )?;
-    let host_tokens = match Secret::load_optional(
-        "host tokens",
-        a.host_tokens_file.as_deref(),
-        a.host_tokens_credential.as_deref(),
-    )? {
-        Some(text) => HostTokens::parse(&text)?,
-        None => HostTokens::default(),
-    };
-    let channel = if a.opts.repo.is_some() {
-        Some((nix_for(&a.opts)?, channel_config(&a.opts)?))
-    } else {
-        None
-    };
+    let hook_secret =
+        Secret::load_optional("webhook secret", a.hook_secret_file.as_deref(), a.hook_secret_credential.as_deref())?;
+    let host_tokens =
+        match Secret::load_optional("host tokens", a.host_tokens_file.as_deref(), a.host_tokens_credential.as_deref())?
+        {
+            Some(text) => HostTokens::parse(&text)?,
+            None => HostTokens::default(),
+        };
+    let channel = if a.opts.repo.is_some() { Some((nix_for(&a.opts)?, channel_config(&a.opts)?)) } else { None };
     if let Some(dir) = a.db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| ChannelError::io("creating", dir, e))?;
     }
@@ -494,15 +480,11 @@ fn run_serve(a: ServeArgs) -> Result<ExitCode, ChannelError> {
 fn run_keygen(a: KeygenArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> {
     for p in [&a.secret_key_file, &a.public_key_file] {
         if p.exists() {
-            return Err(ChannelError::Config(format!(
-                "{} already exists; refusing to overwrite a key",
-                p.display()
-            )));
+            return Err(ChannelError::Config(format!("{} already exists; refusing to overwrite a key", p.display())));
         }
     }
     let nix = Nix::detect().map_err(ChannelError::Nix)?;
-    nix.generate_key_pair(&a.name, &a.secret_key_file, &a.public_key_file)
-        .map_err(ChannelError::Nix)?;
+    nix.generate_key_pair(&a.name, &a.secret_key_file, &a.public_key_file).map_err(ChannelError::Nix)?;
     let pk = PublicKey::from_file(&a.public_key_file).map_err(ChannelError::Nix)?;
     let _ = writeln!(out, "{pk}");
     Ok(ExitCode::SUCCESS)
@@ -512,8 +494,7 @@ fn run_verify(a: VerifyArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelErr
     let pk = PublicKey::from_file(&a.public_key).map_err(ChannelError::Nix)?;
     let bytes = read(&a.manifest)?;
     let m = SignedManifest::parse(&bytes)?.verify(&pk)?;
-    let text = serde_json::to_string_pretty(&m)
-        .map_err(|e| ChannelError::ManifestFormat(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&m).map_err(|e| ChannelError::ManifestFormat(e.to_string()))?;
     let _ = writeln!(out, "{text}");
     Ok(ExitCode::SUCCESS)
 }
@@ -558,10 +539,8 @@ mod tests {
 
         let bad = ChannelError::BadHost { host: "-x".into() };
         let not_found = ChannelError::CommitNotFound { commit: "a".repeat(40), repo: "r".into() };
-        let (code, v) = sync_report(vec![
-            ("gamma".into(), HostSync::Failed(not_found)),
-            ("-x".into(), HostSync::Failed(bad)),
-        ]);
+        let (code, v) =
+            sync_report(vec![("gamma".into(), HostSync::Failed(not_found)), ("-x".into(), HostSync::Failed(bad))]);
         assert_eq!(code, ExitCode::from(2));
         assert_eq!(v["exit_code"], 2);
     }
@@ -571,11 +550,7 @@ mod tests {
         assert_eq!(ChannelError::BadHost { host: "x".into() }.exit_code(), 2);
         assert_eq!(ChannelError::Config("--repo is required".into()).exit_code(), 2);
         assert_eq!(ChannelError::HydraEvent("x".into()).exit_code(), 2);
-        let diverged = ChannelError::Diverged {
-            branch: "b".into(),
-            current: "c".into(),
-            commit: "d".into(),
-        };
+        let diverged = ChannelError::Diverged { branch: "b".into(), current: "c".into(), commit: "d".into() };
         assert_eq!(diverged.exit_code(), 1);
         assert_eq!(ChannelError::Database("locked".into()).exit_code(), 1);
     }

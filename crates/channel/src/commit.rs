@@ -15,9 +15,7 @@ impl CommitId {
         if matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(Self(s.to_ascii_lowercase()))
         } else {
-            Err(ChannelError::BadCommit {
-                commit: s.escape_debug().to_string(),
-            })
+            Err(ChannelError::BadCommit { commit: s.escape_debug().to_string() })
         }
     }
 
@@ -42,7 +40,17 @@ mod tests {
         let sha1 = "0123456789abcdef0123456789ABCDEF01234567";
         assert_eq!(CommitId::parse(sha1).unwrap().as_str(), sha1.to_lowercase());
         assert!(CommitId::parse(&"a".repeat(64)).is_ok());
-        for bad in ["", "abc1234", "HEAD", "main", "HEAD~1", &"g".repeat(40), &"a".repeat(41), &"a".repeat(63), "-0123456789abcdef0123456789abcdef0123456"] {
+        for bad in [
+            "",
+            "abc1234",
+            "HEAD",
+            "main",
+            "HEAD~1",
+            &"g".repeat(40),
+            &"a".repeat(41),
+            &"a".repeat(63),
+            "-0123456789abcdef0123456789abcdef0123456",
+        ] {
             let e = CommitId::parse(bad).unwrap_err();
             assert!(e.to_string().contains("commit"), "{bad}: {e}");
         }

@@ -68,7 +68,9 @@ pub enum ChannelError {
     },
     /// After upload, the cache lacks some paths of the closure.
     #[error("the cache {cache} lacks {} path(s) of the closure, e.g. {}; branch and manifest left untouched", .missing.len(), .missing.first().map(String::as_str).unwrap_or("?"))]
-    #[diagnostic(help("re-run the promotion; if it persists, the cache drops uploads (quota, permissions, eventual consistency)"))]
+    #[diagnostic(help(
+        "re-run the promotion; if it persists, the cache drops uploads (quota, permissions, eventual consistency)"
+    ))]
     CacheIncomplete {
         /// The cache.
         cache: String,
@@ -191,11 +193,7 @@ pub enum ChannelError {
 impl ChannelError {
     /// Wraps an I/O error with the file and what was being done.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        Self::Io { action, path: path.into(), source }
     }
 
     /// The process exit code of the CLI for this error: 2 for bad input and
@@ -203,11 +201,7 @@ impl ChannelError {
     /// the files it names), 1 for everything else (the promotion was attempted and
     /// failed, or was refused, e.g. `Diverged`).
     pub fn exit_code(&self) -> u8 {
-        if self.is_bad_input() || matches!(self, Self::Config(_) | Self::Secret { .. }) {
-            2
-        } else {
-            1
-        }
+        if self.is_bad_input() || matches!(self, Self::Config(_) | Self::Secret { .. }) { 2 } else { 1 }
     }
 
     /// The message followed by every source's, `: `-separated (for one-line logs and

@@ -65,9 +65,7 @@ pub fn validate_remote(url: &str) -> Result<(), ChannelError> {
         if let Some((userinfo, _)) = authority.rsplit_once('@')
             && (userinfo.contains(':') || matches!(scheme, "http" | "https"))
         {
-            return bad(
-                "credentials in the URL are not allowed; use --token-file or --token-credential",
-            );
+            return bad("credentials in the URL are not allowed; use --token-file or --token-credential");
         }
     }
     Ok(())
@@ -100,12 +98,7 @@ impl Mirror {
         let digest = sha2::Sha256::digest(url.as_bytes());
         let key = hex::encode(&digest[..12]);
         let base = state_dir.join("repos").join(key);
-        Ok(Self {
-            dir: base.join("repo.git"),
-            lock: base.join("lock"),
-            url: url.to_owned(),
-            settings,
-        })
+        Ok(Self { dir: base.join("repo.git"), lock: base.join("lock"), url: url.to_owned(), settings })
     }
 
     /// The lock file serialising work on this repository.
@@ -132,19 +125,11 @@ impl Mirror {
             .env("GIT_COMMITTER_NAME", &self.settings.name)
             .env("GIT_COMMITTER_EMAIL", &self.settings.email)
             .env("LC_ALL", "C");
-        for var in [
-            "GIT_TRACE",
-            "GIT_TRACE_CURL",
-            "GIT_TRACE_PACKET",
-            "GIT_CURL_VERBOSE",
-            "GIT_DIR",
-            "GIT_WORK_TREE",
-        ] {
+        for var in ["GIT_TRACE", "GIT_TRACE_CURL", "GIT_TRACE_PACKET", "GIT_CURL_VERBOSE", "GIT_DIR", "GIT_WORK_TREE"] {
             run = run.env_remove(var);
         }
         if let Some(token) = &self.settings.token {
-            let basic = base64::engine::general_purpose::STANDARD
-                .encode(format!("x-access-token:{}", token.expose()));
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{}", token.expose()));
             run = run
                 .env("GIT_CONFIG_COUNT", "1")
                 .env("GIT_CONFIG_KEY_0", "http.extraHeader")
@@ -154,16 +139,13 @@ impl Mirror {
     }
 
     fn run(&self, run: Run) -> Result<String, ChannelError> {
-        run.run()
-            .map(|o| o.stdout_text())
-            .map_err(ChannelError::Git)
+        run.run().map(|o| o.stdout_text()).map_err(ChannelError::Git)
     }
 
     /// Creates the bare mirror if needed and points `origin` at the URL.
     pub fn ensure(&self) -> Result<(), ChannelError> {
         if !self.dir.join("HEAD").exists() {
-            std::fs::create_dir_all(&self.dir)
-                .map_err(|e| ChannelError::io("creating mirror", &self.dir, e))?;
+            std::fs::create_dir_all(&self.dir).map_err(|e| ChannelError::io("creating mirror", &self.dir, e))?;
             self.run(self.git().args(["init", "--bare", "--quiet"]))?;
             self.run(self.git().args(["remote", "add", "origin", "--"]).arg(&self.url))?;
         }
@@ -187,16 +169,12 @@ impl Mirror {
 
     /// True if the commit object is present in the mirror.
     pub fn has_commit(&self, commit: &str) -> bool {
-        self.git()
-            .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
-            .run()
-            .is_ok()
+        self.git().args(["cat-file", "-e", &format!("{commit}^{{commit}}")]).run().is_ok()
     }
 
     /// Fetches one commit by id (servers that allow it: GitHub, `uploadpack.allowAnySHA1InWant`).
     pub fn fetch_commit(&self, commit: &str) -> Result<(), ChannelError> {
-        self.run(self.git().args(["fetch", "--quiet", "--no-tags", "origin", commit]))
-            .map(|_| ())
+        self.run(self.git().args(["fetch", "--quiet", "--no-tags", "origin", commit])).map(|_| ())
     }
 
     /// The commit a ref points to, if it exists.
@@ -211,11 +189,8 @@ impl Mirror {
 
     /// True if `a` is an ancestor of (or equal to) `b`.
     pub fn is_ancestor(&self, a: &str, b: &str) -> Result<bool, ChannelError> {
-        let (status, out) = self
-            .git()
-            .args(["merge-base", "--is-ancestor", a, b])
-            .run_unchecked()
-            .map_err(ChannelError::Git)?;
+        let (status, out) =
+            self.git().args(["merge-base", "--is-ancestor", a, b]).run_unchecked().map_err(ChannelError::Git)?;
         match status.code() {
             Some(0) => Ok(true),
             Some(1) => Ok(false),
@@ -241,13 +216,9 @@ impl Mirror {
             None => self.run(self.git().args(["update-ref", "-d", work_ref]))?,
         };
         self.run(
-            self.git()
-                .args(["notes", "--ref", work_ref, "add", "--force", "--file=-", commit])
-                .stdin(content.to_vec()),
+            self.git().args(["notes", "--ref", work_ref, "add", "--force", "--file=-", commit]).stdin(content.to_vec()),
         )?;
-        self.rev(work_ref)?.ok_or_else(|| {
-            ChannelError::Internal(format!("git notes did not create {work_ref}"))
-        })
+        self.rev(work_ref)?.ok_or_else(|| ChannelError::Internal(format!("git notes did not create {work_ref}")))
     }
 
     /// Pushes all updates atomically, each protected by its lease.
@@ -259,11 +230,7 @@ impl Mirror {
     pub fn push_atomic(&self, updates: &[RefUpdate]) -> Result<(), PushFailure> {
         let mut run = self.git().args(["push", "--atomic", "--porcelain", "origin"]);
         for u in updates {
-            run = run.arg(format!(
-                "--force-with-lease={}:{}",
-                u.remote_ref,
-                u.expect.as_deref().unwrap_or("")
-            ));
+            run = run.arg(format!("--force-with-lease={}:{}", u.remote_ref, u.expect.as_deref().unwrap_or("")));
         }
         for u in updates {
             run = run.arg(format!("{}:{}", u.new, u.remote_ref));
@@ -274,11 +241,8 @@ impl Mirror {
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
         // Rejected refs: `!<TAB><from>:<to><TAB><summary>`.
-        let rejections: Vec<String> = stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix('!'))
-            .map(|l| l.trim().replace('\t', " "))
-            .collect();
+        let rejections: Vec<String> =
+            stdout.lines().filter_map(|l| l.strip_prefix('!')).map(|l| l.trim().replace('\t', " ")).collect();
         let mut stderr_tail = fleetgate_nix::process::tail(&out.stderr);
         for r in &rejections {
             if !stderr_tail.is_empty() {
@@ -286,11 +250,7 @@ impl Mirror {
             }
             stderr_tail.push_str(r);
         }
-        let error = ProcessError::Failed {
-            command: run.command_line(),
-            status: status.to_string(),
-            stderr_tail,
-        };
+        let error = ProcessError::Failed { command: run.command_line(), status: status.to_string(), stderr_tail };
         Err(classify_push(&rejections, error))
     }
 
@@ -308,11 +268,7 @@ impl Mirror {
         let Some(blob) = blob else {
             return Ok(None);
         };
-        self.git()
-            .args(["cat-file", "blob", &blob])
-            .run()
-            .map(|o| Some(o.stdout))
-            .map_err(ChannelError::Git)
+        self.git().args(["cat-file", "blob", &blob]).run().map(|o| Some(o.stdout)).map_err(ChannelError::Git)
     }
 }
 
@@ -343,11 +299,8 @@ fn classify_push<S: AsRef<str>>(rejections: &[S], error: ProcessError) -> PushFa
         "incorrect old value",
         "but expected",
     ];
-    let reasons: Vec<&str> = rejections
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|r| !r.contains("(atomic push failed)"))
-        .collect();
+    let reasons: Vec<&str> =
+        rejections.iter().map(AsRef::as_ref).filter(|r| !r.contains("(atomic push failed)")).collect();
     if rejections.is_empty() {
         PushFailure::NoAnswer(error)
     } else if !reasons.is_empty() && reasons.iter().all(|r| STALE.iter().any(|s| r.contains(s))) {
@@ -367,11 +320,7 @@ mod tests {
     use super::*;
 
     fn failed() -> ProcessError {
-        ProcessError::Failed {
-            command: "git push".into(),
-            status: "exit status: 1".into(),
-            stderr_tail: String::new(),
-        }
+        ProcessError::Failed { command: "git push".into(), status: "exit status: 1".into(), stderr_tail: String::new() }
     }
 
     #[test]
@@ -385,10 +334,7 @@ mod tests {
             classify_push(&["[remote rejected] (pre-receive hook declined)"], failed()),
             PushFailure::Declined(_)
         ));
-        assert!(matches!(
-            classify_push(&["[rejected] (atomic push failed)"], failed()),
-            PushFailure::Declined(_)
-        ));
+        assert!(matches!(classify_push(&["[rejected] (atomic push failed)"], failed()), PushFailure::Declined(_)));
         assert!(matches!(classify_push::<&str>(&[], failed()), PushFailure::NoAnswer(_)));
     }
 

@@ -19,13 +19,7 @@ impl HostName {
             && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
             && bytes[0].is_ascii_alphanumeric()
             && bytes[bytes.len() - 1].is_ascii_alphanumeric();
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(ChannelError::BadHost {
-                host: s.escape_debug().to_string(),
-            })
-        }
+        if ok { Ok(Self(s.to_owned())) } else { Err(ChannelError::BadHost { host: s.escape_debug().to_string() }) }
     }
 
     /// The name.
@@ -66,8 +60,27 @@ mod tests {
     fn injections_are_refused() {
         let long = "a".repeat(64);
         for bad in [
-            "", "-web", "--force", "web-", "a/b", "../x", "a..b", "a.b", "a:b", "a~1", "a^",
-            "a b", "a\nb", "a@{1}", "héte", "a*", "a?", "a[", "a\\b", "refs/heads/x", &long,
+            "",
+            "-web",
+            "--force",
+            "web-",
+            "a/b",
+            "../x",
+            "a..b",
+            "a.b",
+            "a:b",
+            "a~1",
+            "a^",
+            "a b",
+            "a\nb",
+            "a@{1}",
+            "héte",
+            "a*",
+            "a?",
+            "a[",
+            "a\\b",
+            "refs/heads/x",
+            &long,
         ] {
             let e = HostName::parse(bad).unwrap_err();
             assert!(e.to_string().contains("host name"), "{bad:?}: {e}");

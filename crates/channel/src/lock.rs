@@ -34,10 +34,7 @@ impl RepoLock {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(ChannelError::LockTimeout {
-                    path: path.to_owned(),
-                    waited: timeout,
-                });
+                return Err(ChannelError::LockTimeout { path: path.to_owned(), waited: timeout });
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));

@@ -57,14 +57,9 @@ pub struct SignedManifest {
 impl SignedManifest {
     /// Serialises and signs a manifest.
     pub fn sign(manifest: &Manifest, key: &SecretKey) -> Result<Self, ChannelError> {
-        let text = serde_json::to_string(manifest)
-            .map_err(|e| ChannelError::ManifestFormat(e.to_string()))?;
+        let text = serde_json::to_string(manifest).map_err(|e| ChannelError::ManifestFormat(e.to_string()))?;
         let signature = key.sign(&Self::bytes_for(&text));
-        Ok(Self {
-            format: FORMAT.to_owned(),
-            manifest: text,
-            signatures: vec![signature],
-        })
+        Ok(Self { format: FORMAT.to_owned(), manifest: text, signatures: vec![signature] })
     }
 
     fn bytes_for(text: &str) -> Vec<u8> {
@@ -83,19 +78,13 @@ impl SignedManifest {
     /// Checks the format and a signature by `key`, then returns the manifest.
     pub fn verify(&self, key: &PublicKey) -> Result<Manifest, ChannelError> {
         if self.format != FORMAT {
-            return Err(ChannelError::ManifestFormat(format!(
-                "unknown format {:?}",
-                self.format
-            )));
+            return Err(ChannelError::ManifestFormat(format!("unknown format {:?}", self.format)));
         }
         let bytes = self.signed_bytes();
         if !self.signatures.iter().any(|s| key.verifies(&bytes, s)) {
-            return Err(ChannelError::ManifestSignature {
-                key: key.name().to_owned(),
-            });
+            return Err(ChannelError::ManifestSignature { key: key.name().to_owned() });
         }
-        serde_json::from_str(&self.manifest)
-            .map_err(|e| ChannelError::ManifestFormat(e.to_string()))
+        serde_json::from_str(&self.manifest).map_err(|e| ChannelError::ManifestFormat(e.to_string()))
     }
 
     /// Parses a published document.
@@ -112,8 +101,7 @@ impl SignedManifest {
 
     /// The manifest without verifying (for display only).
     pub fn unverified(&self) -> Result<Manifest, ChannelError> {
-        serde_json::from_str(&self.manifest)
-            .map_err(|e| ChannelError::ManifestFormat(e.to_string()))
+        serde_json::from_str(&self.manifest).map_err(|e| ChannelError::ManifestFormat(e.to_string()))
     }
 }
 
@@ -151,10 +139,7 @@ mod tests {
 
         let mut forged = parsed.clone();
         forged.manifest = forged.manifest.replace("web1", "web2");
-        assert!(matches!(
-            forged.verify(&sk.public()),
-            Err(ChannelError::ManifestSignature { .. })
-        ));
+        assert!(matches!(forged.verify(&sk.public()), Err(ChannelError::ManifestSignature { .. })));
         assert!(parsed.verify(&key(1, "fleetgate-test").public()).is_err());
         let mut wrong_format = parsed;
         wrong_format.format = "v0".into();

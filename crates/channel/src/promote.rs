@@ -52,17 +52,12 @@ pub struct ChannelConfig {
 impl ChannelConfig {
     /// A configuration with defaults for everything but the essentials; the public key
     /// is derived from the secret key.
-    pub fn new(
-        repo: &str,
-        cache: StoreUri,
-        signing_key_file: &Path,
-        state_dir: &Path,
-    ) -> Result<Self, ChannelError> {
+    pub fn new(repo: &str, cache: StoreUri, signing_key_file: &Path, state_dir: &Path) -> Result<Self, ChannelError> {
         crate::git::validate_remote(repo)?;
         let signing_key = SecretKey::from_file(signing_key_file).map_err(ChannelError::Nix)?;
         // Nix reads the key itself (`?secret-key=`), maybe from another directory.
-        let signing_key_file = std::path::absolute(signing_key_file)
-            .map_err(|e| ChannelError::io("resolving", signing_key_file, e))?;
+        let signing_key_file =
+            std::path::absolute(signing_key_file).map_err(|e| ChannelError::io("resolving", signing_key_file, e))?;
         Ok(Self {
             repo: repo.to_owned(),
             cache,
@@ -104,8 +99,7 @@ impl PromoteRequest {
         let build = match build {
             Some(b) if b.len() > 1024 || b.chars().any(char::is_control) => {
                 return Err(ChannelError::Config(
-                    "build reference is longer than 1024 characters or has control characters"
-                        .into(),
+                    "build reference is longer than 1024 characters or has control characters".into(),
                 ));
             }
             other => other.map(str::to_owned),
@@ -178,23 +172,16 @@ pub fn promote_with(
 ) -> Result<PromoteOutcome, ChannelError> {
     // Nix 2.8 fails ("coroutine has finished") when two `nix copy` write the same paths
     // to one file:// cache at once, so uploads to one cache take turns.
-    let cache_lock = cfg.state_dir.join("caches").join(format!(
-        "{}.lock",
-        hex::encode(&sha2::Sha256::digest(cfg.cache.base().as_bytes())[..12])
-    ));
+    let cache_lock = cfg
+        .state_dir
+        .join("caches")
+        .join(format!("{}.lock", hex::encode(&sha2::Sha256::digest(cfg.cache.base().as_bytes())[..12])));
     if let Some(parent) = cache_lock.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| ChannelError::io("creating state directory", parent, e))?;
+        std::fs::create_dir_all(parent).map_err(|e| ChannelError::io("creating state directory", parent, e))?;
     }
     let upload_lock = RepoLock::acquire(&cache_lock, cfg.policy.lock_timeout)?;
-    let facts: CacheFacts = upload_and_verify(
-        nix,
-        &cfg.cache,
-        &req.system,
-        &cfg.signing_key_file,
-        &cfg.public_key,
-        log,
-    )?;
+    let facts: CacheFacts =
+        upload_and_verify(nix, &cfg.cache, &req.system, &cfg.signing_key_file, &cfg.public_key, log)?;
     drop(upload_lock);
     log(&format!(
         "cache {} has all {} paths of {} signed by {}",
@@ -213,10 +200,7 @@ pub fn promote_with(
         closure_size: facts.closure_size,
         closure_paths: facts.closure_paths,
         cache: cfg.cache.base().to_owned(),
-        created_at: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs(),
+        created_at: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs(),
         build: req.build.clone(),
     };
     let signed = SignedManifest::sign(&manifest, &cfg.signing_key)?;
@@ -224,17 +208,12 @@ pub fn promote_with(
 
     let mirror = Mirror::new(&cfg.state_dir, &cfg.repo, cfg.git.clone())?;
     if let Some(parent) = mirror.lock_path().parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| ChannelError::io("creating state directory", parent, e))?;
+        std::fs::create_dir_all(parent).map_err(|e| ChannelError::io("creating state directory", parent, e))?;
     }
     log(&format!("waiting for the lock of {}", cfg.repo));
     let _lock = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout)?;
-    let policy = BranchPolicy {
-        force: req.force,
-        ..cfg.policy.clone()
-    };
-    let (movement, push_attempts) =
-        advance(&mirror, &req.host, &req.commit, &document, &policy, log)?;
+    let policy = BranchPolicy { force: req.force, ..cfg.policy.clone() };
+    let (movement, push_attempts) = advance(&mirror, &req.host, &req.commit, &document, &policy, log)?;
     let changed = movement.changed();
     let published = if changed {
         publish(cfg, &req.host, &signed, &document, sink, log)?
@@ -262,9 +241,7 @@ fn manifest_files(cfg: &ChannelConfig, host: &HostName) -> Vec<PathBuf> {
         dirs.push(cache_dir.join("fleetgate").join("hosts"));
     }
     dirs.extend(cfg.manifest_dir.clone());
-    dirs.into_iter()
-        .map(|d| d.join(format!("{host}.json")))
-        .collect()
+    dirs.into_iter().map(|d| d.join(format!("{host}.json"))).collect()
 }
 
 /// Writes the manifest to every file and the sink; returns the files written.
@@ -317,10 +294,7 @@ fn repair(
     match signed.verify(&cfg.public_key) {
         Ok(m) if m.host == host.as_str() && m.commit == tip => {}
         Ok(m) => {
-            log(&format!(
-                "{branch}: the note on {tip} is a manifest for {} at {}, not republished",
-                m.host, m.commit
-            ));
+            log(&format!("{branch}: the note on {tip} is a manifest for {} at {}, not republished", m.host, m.commit));
             return Ok(Vec::new());
         }
         Err(e) => {
@@ -349,14 +323,9 @@ fn repair(
 
 /// Writes a file by writing a temporary sibling and renaming it over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ChannelError> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| ChannelError::Config(format!("{} has no parent", path.display())))?;
+    let dir = path.parent().ok_or_else(|| ChannelError::Config(format!("{} has no parent", path.display())))?;
     std::fs::create_dir_all(dir).map_err(|e| ChannelError::io("creating", dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));

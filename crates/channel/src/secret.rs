@@ -31,10 +31,7 @@ impl Secret {
 
     /// Loads a secret; `what` names it in errors ("git token").
     pub fn load(what: &str, source: &SecretSource) -> Result<Self, ChannelError> {
-        let err = |message: String| ChannelError::Secret {
-            what: what.to_owned(),
-            message,
-        };
+        let err = |message: String| ChannelError::Secret { what: what.to_owned(), message };
         let path = match source {
             SecretSource::File(p) => p.clone(),
             SecretSource::Credential(name) => {
@@ -50,8 +47,7 @@ impl Secret {
                 Path::new(&dir).join(name)
             }
         };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
         let secret = Self::new(&text);
         if secret.0.is_empty() {
             return Err(err(format!("{} is empty", path.display())));

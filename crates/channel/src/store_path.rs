@@ -3,26 +3,16 @@ use crate::error::ChannelError;
 
 /// Checks that `s` is a plain top-level store path (no subpath, no `..`, no options).
 pub fn validate(s: &str) -> Result<String, ChannelError> {
-    let bad = || ChannelError::BadStorePath {
-        path: s.escape_debug().to_string(),
-    };
+    let bad = || ChannelError::BadStorePath { path: s.escape_debug().to_string() };
     let rest = s.strip_prefix("/nix/store/").ok_or_else(bad)?;
     let (hash, name) = rest.split_at_checked(32).ok_or_else(bad)?;
-    let hash_ok = hash
-        .bytes()
-        .all(|b| b"0123456789abcdfghijklmnpqrsvwxyz".contains(&b));
+    let hash_ok = hash.bytes().all(|b| b"0123456789abcdfghijklmnpqrsvwxyz".contains(&b));
     let name = name.strip_prefix('-').ok_or_else(bad)?;
     let name_ok = !name.is_empty()
         && name.len() <= 211
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b));
-    if hash_ok && name_ok {
-        Ok(s.to_owned())
-    } else {
-        Err(bad())
-    }
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b));
+    if hash_ok && name_ok { Ok(s.to_owned()) } else { Err(bad()) }
 }
 
 #[cfg(test)]

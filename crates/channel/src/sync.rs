@@ -74,14 +74,7 @@ pub fn run(
     Ok(results)
 }
 
-fn sync_host(
-    nix: &Nix,
-    cfg: &ChannelConfig,
-    req: &SyncRequest,
-    flake: &str,
-    name: &str,
-    log: Log<'_>,
-) -> HostSync {
+fn sync_host(nix: &Nix, cfg: &ChannelConfig, req: &SyncRequest, flake: &str, name: &str, log: Log<'_>) -> HostSync {
     let host = match HostName::parse(name) {
         Ok(h) => h,
         Err(e) => return HostSync::Failed(e),
@@ -90,9 +83,7 @@ fn sync_host(
     let system = match nix.eval_json(&attr, Some("d: d.outPath")) {
         Ok(serde_json::Value::String(s)) => s,
         Ok(other) => {
-            return HostSync::Failed(ChannelError::Config(format!(
-                "{attr} evaluated to {other}, not a store path"
-            )));
+            return HostSync::Failed(ChannelError::Config(format!("{attr} evaluated to {other}, not a store path")));
         }
         Err(e) => return HostSync::Failed(ChannelError::Nix(e)),
     };
@@ -104,16 +95,12 @@ fn sync_host(
         Ok(_) => {}
         Err(e) => return HostSync::Failed(ChannelError::Nix(e)),
     }
-    let request = match PromoteRequest::parse(
-        host.as_str(),
-        req.commit.as_str(),
-        &system,
-        Some(&format!("sync:{flake}")),
-        false,
-    ) {
-        Ok(r) => r,
-        Err(e) => return HostSync::Failed(e),
-    };
+    let request =
+        match PromoteRequest::parse(host.as_str(), req.commit.as_str(), &system, Some(&format!("sync:{flake}")), false)
+        {
+            Ok(r) => r,
+            Err(e) => return HostSync::Failed(e),
+        };
     match promote(nix, cfg, &request, log) {
         Ok(o) => HostSync::Promoted(Box::new(o)),
         Err(e) => HostSync::Failed(e),

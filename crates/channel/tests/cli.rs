@@ -16,8 +16,7 @@ struct Cli {
 
 /// Runs the CLI in-process; returns the exit code and what it printed on stdout.
 fn run(args: &[&str]) -> (ExitCode, String) {
-    let cli = Cli::try_parse_from(std::iter::once("fleetgate-channel").chain(args.iter().copied()))
-        .unwrap();
+    let cli = Cli::try_parse_from(std::iter::once("fleetgate-channel").chain(args.iter().copied())).unwrap();
     let mut out = Vec::new();
     let code = fleetgate_channel::cli::run_with_output(cli.channel, &mut out);
     (code, String::from_utf8(out).unwrap())
@@ -37,10 +36,26 @@ fn promote_exit_codes_and_json() {
     let state = env.root().join("state");
     let base = |host: &str, commit: &str| -> Vec<String> {
         [
-            "promote", "--json", "--host", host, "--commit", commit, "--system", &sys,
-            "--repo", env.remote.to_str().unwrap(), "--cache", &cache,
-            "--signing-key", env.sk.to_str().unwrap(), "--state-dir", state.to_str().unwrap(),
-            "--nix-option", "substituters=", "--nix-option", "sandbox=false",
+            "promote",
+            "--json",
+            "--host",
+            host,
+            "--commit",
+            commit,
+            "--system",
+            &sys,
+            "--repo",
+            env.remote.to_str().unwrap(),
+            "--cache",
+            &cache,
+            "--signing-key",
+            env.sk.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--nix-option",
+            "substituters=",
+            "--nix-option",
+            "sandbox=false",
         ]
         .iter()
         .map(|s| (*s).to_owned())

@@ -12,10 +12,7 @@ fn twenty_concurrent_promotions_lose_nothing_and_never_rewind() {
     let cfg = env.config();
     let commits: Vec<String> = (1..=5).map(|i| env.commit(&format!("c{i}"))).collect();
     let hosts = ["h1", "h2", "h3", "h4"];
-    let systems: Vec<String> = hosts
-        .iter()
-        .map(|h| env.system(&format!("conc-{h}"), None))
-        .collect();
+    let systems: Vec<String> = hosts.iter().map(|h| env.system(&format!("conc-{h}"), None)).collect();
 
     // Every (host, commit) pair once, in an interleaved order (4 and 5 are coprime).
     let jobs: Vec<(usize, usize)> = (0..20).map(|i| (i % 4, (i * 3) % 5)).collect();
@@ -30,8 +27,7 @@ fn twenty_concurrent_promotions_lose_nothing_and_never_rewind() {
             .map(|&(h, c)| {
                 let (cfg, env, commits, systems) = (&cfg, &env, &commits, &systems);
                 s.spawn(move || {
-                    let req = PromoteRequest::parse(hosts[h], &commits[c], &systems[h], None, false)
-                        .unwrap();
+                    let req = PromoteRequest::parse(hosts[h], &commits[c], &systems[h], None, false).unwrap();
                     let log = env.log();
                     promote(&env.nix, cfg, &req, &log)
                 })
@@ -49,10 +45,7 @@ fn twenty_concurrent_promotions_lose_nothing_and_never_rewind() {
         let branch = format!("refs/heads/nixos-tested-{host}");
         // Nothing lost: every branch ends at the newest commit, with a matching manifest.
         assert_eq!(env.branch(host).as_ref(), Some(newest));
-        let m = SignedManifest::parse(&std::fs::read(env.manifest_file(host)).unwrap())
-            .unwrap()
-            .verify(&pk)
-            .unwrap();
+        let m = SignedManifest::parse(&std::fs::read(env.manifest_file(host)).unwrap()).unwrap().verify(&pk).unwrap();
         assert_eq!(&m.commit, newest);
         assert_eq!(m.system, systems[i]);
         // Never rewound: each update in the remote's reflog moved forward.

@@ -47,7 +47,10 @@ fn the_full_payload_parses_every_field() {
     assert_eq!((iso.kind.as_str(), iso.file_size), ("file", Some(1_048_576)));
     assert_eq!(iso.sha256hash.as_ref().map(String::len), Some(64));
     assert_eq!(e.metrics.len(), 3);
-    assert_eq!((e.metrics[0].name.as_str(), e.metrics[0].unit.as_deref(), e.metrics[0].value), ("lineCoverage", Some("%"), 18.0));
+    assert_eq!(
+        (e.metrics[0].name.as_str(), e.metrics[0].unit.as_deref(), e.metrics[0].value),
+        ("lineCoverage", Some("%"), 18.0)
+    );
     assert_eq!(e.metrics[2].unit, None);
     assert_eq!(e.metrics[2].value, 1234.5);
 
@@ -208,8 +211,7 @@ fn without_a_recorded_revision_the_commit_comes_from_hydras_api() {
     let mut cfg = HookConfig::new(DEFAULT_JOB_PATTERN).unwrap();
     cfg.hydra_url = Some(format!("http://{}", hydra.addr));
     let log = env.log();
-    let HookOutcome::Promoted(o) = hook::run(&env.nix, &env.config(), &cfg, &event_for(&sys), &log).unwrap()
-    else {
+    let HookOutcome::Promoted(o) = hook::run(&env.nix, &env.config(), &cfg, &event_for(&sys), &log).unwrap() else {
         panic!("not promoted")
     };
     assert_eq!(o.commit.as_str(), c1);

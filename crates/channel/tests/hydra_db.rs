@@ -36,9 +36,7 @@ const ROLE: &str = "hydra";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hydra-db")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hydra-db").join(name)
 }
 
 /// PostgreSQL's server binaries (`initdb`, `pg_ctl`): Debian's `postgresql` package puts
@@ -55,9 +53,10 @@ fn server_bin_dir() -> PathBuf {
         })
         .collect();
     found.sort();
-    found.pop().map(|(_, bin)| bin).expect(
-        "PostgreSQL's server is needed: apt-get install postgresql (scripts/setup installs it)",
-    )
+    found
+        .pop()
+        .map(|(_, bin)| bin)
+        .expect("PostgreSQL's server is needed: apt-get install postgresql (scripts/setup installs it)")
 }
 
 /// A private PostgreSQL cluster. Dropping it (also while a test panics) stops the server
@@ -76,10 +75,7 @@ impl Postgres {
     /// initdb + start; the superuser is `hydra` with [`PASSWORD`], database `hydra` has
     /// Hydra's tables and the fixture rows (`rev_old`, `rev_new` in the flake URLs).
     fn start(rev_old: &str, rev_new: &str) -> Self {
-        let tmp = tempfile::Builder::new()
-            .prefix("fleetgate-pg-")
-            .tempdir()
-            .unwrap();
+        let tmp = tempfile::Builder::new().prefix("fleetgate-pg-").tempdir().unwrap();
         let root_owned = tmp.path().metadata().unwrap().uid() == 0;
         let home = tmp.path().join("pg");
         std::fs::create_dir(&home).unwrap();
@@ -89,14 +85,7 @@ impl Postgres {
         if root_owned {
             // The unprivileged user Debian's postgresql package creates.
             let id = |flag: &str| -> u32 {
-                Run::new("id")
-                    .args([flag, "postgres"])
-                    .timeout(WAIT)
-                    .run()
-                    .unwrap()
-                    .stdout_text()
-                    .parse()
-                    .unwrap()
+                Run::new("id").args([flag, "postgres"]).timeout(WAIT).run().unwrap().stdout_text().parse().unwrap()
             };
             let (uid, gid) = (id("-u"), id("-g"));
             use std::os::unix::fs::PermissionsExt as _;
@@ -104,25 +93,11 @@ impl Postgres {
             for p in [&home, &pwfile] {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
             }
-            as_owner = ["runuser", "-u", "postgres", "--"]
-                .map(String::from)
-                .to_vec();
+            as_owner = ["runuser", "-u", "postgres", "--"].map(String::from).to_vec();
         }
-        let pg = Self {
-            bin: server_bin_dir(),
-            as_owner,
-            data: home.join("data"),
-            socket_dir: home.clone(),
-            tmp,
-        };
+        let pg = Self { bin: server_bin_dir(), as_owner, data: home.join("data"), socket_dir: home.clone(), tmp };
         pg.server_tool("initdb")
-            .args([
-                "--auth=scram-sha-256",
-                "--username",
-                ROLE,
-                "--encoding=UTF8",
-                "--no-locale",
-            ])
+            .args(["--auth=scram-sha-256", "--username", ROLE, "--encoding=UTF8", "--no-locale"])
             .args(["--no-sync", "--no-instructions", "--pgdata"])
             .arg(&pg.data)
             .arg(format!("--pwfile={}", pwfile.display()))
@@ -130,10 +105,7 @@ impl Postgres {
             .unwrap();
         std::fs::remove_file(&pwfile).unwrap();
         // No TCP at all: only the Unix socket in our own directory.
-        let mut conf = std::fs::OpenOptions::new()
-            .append(true)
-            .open(pg.data.join("postgresql.conf"))
-            .unwrap();
+        let mut conf = std::fs::OpenOptions::new().append(true).open(pg.data.join("postgresql.conf")).unwrap();
         writeln!(
             conf,
             "listen_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 20",
@@ -149,10 +121,7 @@ impl Postgres {
             .arg(format!("--log={}", log.display()))
             .run();
         if let Err(e) = started {
-            panic!(
-                "pg_ctl start: {e}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
+            panic!("pg_ctl start: {e}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
         }
         pg.psql("postgres", &["--command", "CREATE DATABASE hydra"]);
         let schema = fixture("schema.sql");
@@ -187,14 +156,7 @@ impl Postgres {
     /// Runs psql as a client (password through the environment); returns stdout.
     fn psql(&self, db: &str, args: &[&str]) -> String {
         Run::new("psql")
-            .args([
-                "--no-psqlrc",
-                "--no-password",
-                "--set",
-                "ON_ERROR_STOP=1",
-                "--tuples-only",
-                "--no-align",
-            ])
+            .args(["--no-psqlrc", "--no-password", "--set", "ON_ERROR_STOP=1", "--tuples-only", "--no-align"])
             .args(["--dbname", &self.keyword_value(db, None)])
             .args(args)
             .env("PGPASSWORD", PASSWORD)
@@ -206,21 +168,13 @@ impl Postgres {
 
     /// `postgresql://hydra:<password>@/<db>?host=<socket dir>` (percent-encoded).
     fn uri(&self, db: &str) -> String {
-        format!(
-            "postgresql://{ROLE}:{PASSWORD_URI}@/{db}?host={}",
-            self.socket_dir.display()
-        )
+        format!("postgresql://{ROLE}:{PASSWORD_URI}@/{db}?host={}", self.socket_dir.display())
     }
 
     /// `host='…' dbname='…' user='hydra' [password='…']`, quoted the way libpq reads it.
     fn keyword_value(&self, db: &str, password: Option<&str>) -> String {
         let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-        let mut s = format!(
-            "host={} dbname={} user={}",
-            q(self.socket_dir.to_str().unwrap()),
-            q(db),
-            q(ROLE)
-        );
+        let mut s = format!("host={} dbname={} user={}", q(self.socket_dir.to_str().unwrap()), q(db), q(ROLE));
         if let Some(p) = password {
             s.push_str(&format!(" password = {}", q(p)));
         }
@@ -238,22 +192,13 @@ impl Drop for Postgres {
         let pid = self.postmaster_pid();
         let stopped = self
             .server_tool("pg_ctl")
-            .args([
-                "stop",
-                "--mode=immediate",
-                "--wait",
-                "--timeout=30",
-                "--pgdata",
-            ])
+            .args(["stop", "--mode=immediate", "--wait", "--timeout=30", "--pgdata"])
             .arg(&self.data)
             .run();
         if let (Err(e), Some(pid)) = (stopped, pid) {
             // Only the postmaster this guard started (its pid from its own data dir).
             eprintln!("pg_ctl stop failed ({e}); killing postmaster {pid}");
-            let _ = Run::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .timeout(WAIT)
-                .run();
+            let _ = Run::new("kill").args(["-KILL", &pid.to_string()]).timeout(WAIT).run();
         }
         // `tmp` (data, socket, log) is removed when the fields drop, right after this.
     }
@@ -261,10 +206,8 @@ impl Drop for Postgres {
 
 /// True while the process exists and is not a zombie waiting to be reaped.
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
 }
 
 #[derive(clap::Parser)]
@@ -284,8 +227,7 @@ fn cli_child() {
         return;
     };
     let args: Vec<String> = serde_json::from_str(&args).unwrap();
-    let cli =
-        Cli::try_parse_from(std::iter::once("fleetgate channel".to_owned()).chain(args)).unwrap();
+    let cli = Cli::try_parse_from(std::iter::once("fleetgate channel".to_owned()).chain(args)).unwrap();
     let mut stdout = std::io::stdout();
     writeln!(stdout, "\n{CHILD_STDOUT_STARTS}").unwrap();
     let code = fleetgate_channel::cli::run(cli.channel);
@@ -303,22 +245,13 @@ struct Ran {
 
 impl Ran {
     fn json(&self) -> serde_json::Value {
-        assert_eq!(
-            self.stdout.lines().count(),
-            1,
-            "one JSON document: {}",
-            self.stdout
-        );
+        assert_eq!(self.stdout.lines().count(), 1, "one JSON document: {}", self.stdout);
         serde_json::from_str(&self.stdout).unwrap()
     }
 
     /// Whether stderr says `text`, however miette wrapped and framed its lines.
     fn stderr_says(&self, text: &str) -> bool {
-        let squash = |s: &str| {
-            s.chars()
-                .filter(|c| !c.is_whitespace() && *c != '│')
-                .collect::<String>()
-        };
+        let squash = |s: &str| s.chars().filter(|c| !c.is_whitespace() && *c != '│').collect::<String>();
         squash(&self.stderr).contains(&squash(text))
     }
 
@@ -332,13 +265,7 @@ impl Ran {
 /// Runs `fleetgate channel <args>` in a child process (bounded by a timeout).
 fn fleetgate(env: &Env, args: &[&str], extra_env: &[(&str, &str)]) -> Ran {
     let mut run = Run::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "cli_child",
-            "--nocapture",
-            "--quiet",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "cli_child", "--nocapture", "--quiet", "--test-threads=1"])
         .env(CHILD_ARGS, serde_json::to_string(args).unwrap())
         .env("HOME", env.root())
         .env("XDG_CACHE_HOME", env.root().join(".cache"))
@@ -351,18 +278,13 @@ fn fleetgate(env: &Env, args: &[&str], extra_env: &[(&str, &str)]) -> Ran {
     let (_, stdout) = stdout
         .split_once(&format!("{CHILD_STDOUT_STARTS}\n"))
         .unwrap_or_else(|| panic!("the child did not run the CLI: {stdout}"));
-    Ran {
-        code: status.code().unwrap(),
-        stdout: stdout.to_owned(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    Ran { code: status.code().unwrap(), stdout: stdout.to_owned(), stderr: String::from_utf8(out.stderr).unwrap() }
 }
 
 /// A `buildFinished` event for `build` with output `system`, written next to the env.
 fn event_file(env: &Env, build: u64, system: &str) -> PathBuf {
     let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("build-finished.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture("build-finished.json")).unwrap()).unwrap();
     v["build"] = build.into();
     v["outputs"][0]["path"] = system.into();
     v["products"][0]["path"] = system.into();
@@ -415,20 +337,8 @@ fn the_hook_promotes_the_commit_of_the_builds_newest_eval_from_hydras_database()
     let new = env.commit("eval 12");
     let pg = Postgres::start(&old, &new);
     // The server has no TCP listener at all.
-    assert_eq!(
-        pg.psql("hydra", &["--command", "SHOW listen_addresses"]),
-        ""
-    );
-    assert_eq!(
-        pg.psql(
-            "hydra",
-            &[
-                "--command",
-                "SELECT count(*) FROM jobsetevalmembers WHERE build = 4711"
-            ]
-        ),
-        "2"
-    );
+    assert_eq!(pg.psql("hydra", &["--command", "SHOW listen_addresses"]), "");
+    assert_eq!(pg.psql("hydra", &["--command", "SELECT count(*) FROM jobsetevalmembers WHERE build = 4711"]), "2");
 
     let sys = env.system("hydra-db", None);
     let event = event_file(&env, 4711, &sys);
@@ -442,36 +352,21 @@ fn the_hook_promotes_the_commit_of_the_builds_newest_eval_from_hydras_database()
     // as Hydra's API route picks the newest of `jobsetevals`.
     assert_eq!(v["commit"], new.as_str(), "{v}");
     assert_eq!(env.branch("web1").as_deref(), Some(new.as_str()));
-    assert!(
-        ran.stderr_says(&format!("commit {new} from Hydra's database")),
-        "{}",
-        ran.stderr
-    );
+    assert!(ran.stderr_says(&format!("commit {new} from Hydra's database")), "{}", ran.stderr);
     let manifest = std::fs::read_to_string(env.manifest_file("web1")).unwrap();
-    assert!(
-        manifest.contains(&new) && !manifest.contains(MARKER),
-        "{manifest}"
-    );
+    assert!(manifest.contains(&new) && !manifest.contains(MARKER), "{manifest}");
 
     // `--hydra-db hydra` as in docs/channel.md: a bare database name, the rest (socket
     // directory, role, password) from libpq's environment variables.
     let ran = fleetgate(
         &env,
         &strs(&hook_args(&env, &event, "hydra")),
-        &[
-            ("PGHOST", pg.socket_dir.to_str().unwrap()),
-            ("PGUSER", ROLE),
-            ("PGPASSWORD", PASSWORD),
-        ],
+        &[("PGHOST", pg.socket_dir.to_str().unwrap()), ("PGUSER", ROLE), ("PGPASSWORD", PASSWORD)],
     );
     assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
     ran.assert_no_password();
     let v = ran.json();
-    assert_eq!(
-        (v["result"].as_str(), v["commit"].as_str()),
-        (Some("promoted"), Some(new.as_str())),
-        "{v}"
-    );
+    assert_eq!((v["result"].as_str(), v["commit"].as_str()), (Some("promoted"), Some(new.as_str())), "{v}");
     assert_eq!(v["movement"]["kind"], "already_at", "{v}");
     assert!(ran.stderr_says("from Hydra's database"), "{}", ran.stderr);
 }
@@ -483,23 +378,12 @@ fn every_libpq_connection_string_form_reaches_the_server_and_unknown_builds_are_
     let t = Duration::from_secs(30);
     let forms = [
         pg.uri("hydra"),
-        format!(
-            "postgres://{ROLE}@/hydra?host={}&password={PASSWORD_URI}",
-            pg.socket_dir.display()
-        ),
+        format!("postgres://{ROLE}@/hydra?host={}&password={PASSWORD_URI}", pg.socket_dir.display()),
         pg.keyword_value("hydra", Some(PASSWORD)),
     ];
     for db in &forms {
-        assert_eq!(
-            revision::from_hydra_db(db, 4711, t).unwrap().as_str(),
-            new,
-            "{db}"
-        );
-        assert_eq!(
-            revision::from_hydra_db(db, 4715, t).unwrap().as_str(),
-            new,
-            "{db}"
-        );
+        assert_eq!(revision::from_hydra_db(db, 4711, t).unwrap().as_str(), new, "{db}");
+        assert_eq!(revision::from_hydra_db(db, 4715, t).unwrap().as_str(), new, "{db}");
     }
     let db = &forms[0];
     let err = |build: u64| {
@@ -509,24 +393,15 @@ fn every_libpq_connection_string_form_reaches_the_server_and_unknown_builds_are_
         e
     };
     let e = err(4713);
-    assert!(
-        e.contains("build 4713") && e.contains("not in Hydra's database"),
-        "{e}"
-    );
+    assert!(e.contains("build 4713") && e.contains("not in Hydra's database"), "{e}");
     let e = err(u64::from(u32::MAX) + 7);
     assert!(e.contains("not in Hydra's database"), "{e}");
     let e = err(4714);
-    assert!(
-        e.contains("build 4714") && e.contains("no evaluation"),
-        "{e}"
-    );
+    assert!(e.contains("build 4714") && e.contains("no evaluation"), "{e}");
     let e = err(4712);
     assert!(e.contains("eval 11") && e.contains("no flake URL"), "{e}");
     // A wrong password: the server says so, and neither password is shown.
-    let wrong = format!(
-        "postgresql://{ROLE}:wrong-{MARKER}@/hydra?host={}",
-        pg.socket_dir.display()
-    );
+    let wrong = format!("postgresql://{ROLE}:wrong-{MARKER}@/hydra?host={}", pg.socket_dir.display());
     let e = revision::from_hydra_db(&wrong, 4711, t).unwrap_err();
     assert!(e.contains("password authentication failed"), "{e}");
     assert!(!e.contains(MARKER), "{e}");
@@ -537,30 +412,20 @@ fn every_libpq_connection_string_form_reaches_the_server_and_unknown_builds_are_
     cfg.hydra_db = Some(db.clone());
     cfg.timeout = t;
     let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("build-finished.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture("build-finished.json")).unwrap()).unwrap();
     let logs = std::sync::Mutex::new(Vec::<String>::new());
     let log = |l: &str| logs.lock().unwrap().push(l.to_owned());
     let event = HydraEvent::parse(v.to_string().as_bytes()).unwrap();
     let c = hook::resolve_commit(&event, ABSENT_SYSTEM, &cfg, &log).unwrap();
     assert_eq!(c.as_str(), new);
-    assert_eq!(
-        logs.lock().unwrap().as_slice(),
-        [format!("commit {new} from Hydra's database")]
-    );
+    assert_eq!(logs.lock().unwrap().as_slice(), [format!("commit {new} from Hydra's database")]);
     v["build"] = 4713.into();
     let event = HydraEvent::parse(v.to_string().as_bytes()).unwrap();
     let e = hook::resolve_commit(&event, ABSENT_SYSTEM, &cfg, &log).unwrap_err();
-    assert!(
-        matches!(e, ChannelError::HydraCommit { build: 4713, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, ChannelError::HydraCommit { build: 4713, .. }), "{e}");
     assert_eq!(e.exit_code(), 1);
     let text = e.chain();
-    assert!(
-        text.contains("Hydra database: build 4713 is not in Hydra's database"),
-        "{text}"
-    );
+    assert!(text.contains("Hydra database: build 4713 is not in Hydra's database"), "{text}");
     assert!(!text.contains(MARKER), "{text}");
 }
 
@@ -578,25 +443,11 @@ fn a_build_missing_from_the_database_fails_with_exit_1_and_promotes_nothing() {
     assert_eq!(ran.code, 1, "{}\n{}", ran.stdout, ran.stderr);
     ran.assert_no_password();
     let v = ran.json();
-    assert_eq!(
-        (v["result"].as_str(), v["exit_code"].as_u64()),
-        (Some("failed"), Some(1)),
-        "{v}"
-    );
+    assert_eq!((v["result"].as_str(), v["exit_code"].as_u64()), (Some("failed"), Some(1)), "{v}");
     let error = v["error"].as_str().unwrap();
-    assert!(
-        error.contains("cannot find the commit Hydra built for build 4713"),
-        "{error}"
-    );
-    assert!(
-        error.contains("Hydra database: build 4713 is not in Hydra's database"),
-        "{error}"
-    );
-    assert!(
-        ran.stderr_says("build 4713 is not in Hydra's database"),
-        "{}",
-        ran.stderr
-    );
+    assert!(error.contains("cannot find the commit Hydra built for build 4713"), "{error}");
+    assert!(error.contains("Hydra database: build 4713 is not in Hydra's database"), "{error}");
+    assert!(ran.stderr_says("build 4713 is not in Hydra's database"), "{}", ran.stderr);
     assert_eq!(env.remote_refs(), refs);
     assert!(!env.cache.exists(), "nothing uploaded");
 }
@@ -643,11 +494,7 @@ fn bad_urls_unreachable_servers_and_wrong_passwords_fail_clearly_without_the_pas
             format!("postgresql://{ROLE}:%zz{MARKER}@/hydra?host={sock}"),
             &["--hydra-db", "percent"],
         ),
-        (
-            "a password word without =",
-            format!("host={sock} user={ROLE} {MARKER}"),
-            &["--hydra-db", "missing \"=\""],
-        ),
+        ("a password word without =", format!("host={sock} user={ROLE} {MARKER}"), &["--hydra-db", "missing \"=\""]),
     ];
     for (what, db, expected) in &cases {
         let ran = fleetgate(&env, &strs(&hook_args(&env, &event, db)), &[]);
@@ -656,18 +503,11 @@ fn bad_urls_unreachable_servers_and_wrong_passwords_fail_clearly_without_the_pas
         let v = ran.json();
         assert_eq!(v["result"], "failed", "{what}: {v}");
         let error = v["error"].as_str().unwrap();
-        assert!(
-            error.contains("cannot find the commit Hydra built for build 4711"),
-            "{what}: {error}"
-        );
+        assert!(error.contains("cannot find the commit Hydra built for build 4711"), "{what}: {error}");
         assert!(error.contains("Hydra database: "), "{what}: {error}");
         for e in *expected {
             assert!(error.contains(e), "{what}: {error:?} should say {e:?}");
-            assert!(
-                ran.stderr_says(e),
-                "{what}: stderr should say {e:?}: {}",
-                ran.stderr
-            );
+            assert!(ran.stderr_says(e), "{what}: stderr should say {e:?}: {}", ran.stderr);
         }
         assert_eq!(env.remote_refs(), refs, "{what}: nothing promoted");
         assert!(!env.cache.exists(), "{what}: nothing uploaded");
@@ -681,15 +521,10 @@ fn psql_processes(needle: &str) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .filter_map(|e| {
             let dir = e.ok()?.path();
-            let cmdline = String::from_utf8_lossy(&std::fs::read(dir.join("cmdline")).ok()?)
-                .replace('\0', " ");
+            let cmdline = String::from_utf8_lossy(&std::fs::read(dir.join("cmdline")).ok()?).replace('\0', " ");
             // `psql …`, or `/usr/bin/perl /usr/bin/psql …` while Debian's pg_wrapper runs.
-            let is_psql = cmdline
-                .split(' ')
-                .take(2)
-                .any(|w| w.rsplit('/').next() == Some("psql"));
-            (is_psql && cmdline.contains(needle))
-                .then(|| Some((cmdline, std::fs::read(dir.join("environ")).ok()?)))?
+            let is_psql = cmdline.split(' ').take(2).any(|w| w.rsplit('/').next() == Some("psql"));
+            (is_psql && cmdline.contains(needle)).then(|| Some((cmdline, std::fs::read(dir.join("environ")).ok()?)))?
         })
         .collect()
 }
@@ -698,44 +533,26 @@ fn psql_processes(needle: &str) -> Vec<(String, Vec<u8>)> {
 fn a_server_that_never_answers_is_given_up_on_and_the_password_is_never_on_a_command_line() {
     // Something accepts connections on the socket but never says a word.
     let dir = tempfile::tempdir().unwrap();
-    let listener =
-        std::os::unix::net::UnixListener::bind(dir.path().join(".s.PGSQL.5432")).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join(".s.PGSQL.5432")).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(listener.accept().map(|(stream, _)| stream));
     });
-    let db = format!(
-        "postgresql://{ROLE}:{PASSWORD_URI}@/hydra?host={}",
-        dir.path().display()
-    );
+    let db = format!("postgresql://{ROLE}:{PASSWORD_URI}@/hydra?host={}", dir.path().display());
     let worker = std::thread::spawn(move || {
         let started = Instant::now();
         let r = revision::from_hydra_db(&db, 4711, Duration::from_secs(5));
         (r, started.elapsed())
     });
     // psql has connected and waits for the server's answer: look at it now.
-    let connection = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("psql never connected")
-        .unwrap();
+    let connection = rx.recv_timeout(Duration::from_secs(20)).expect("psql never connected").unwrap();
     let procs = psql_processes(&dir.path().display().to_string());
     assert_eq!(procs.len(), 1, "{procs:?}");
     let (cmdline, environ) = &procs[0];
-    assert!(
-        !cmdline.contains(MARKER),
-        "the password is on psql's command line: {cmdline}"
-    );
-    assert!(
-        cmdline.contains(&format!("postgresql://{ROLE}@/hydra")),
-        "{cmdline}"
-    );
+    assert!(!cmdline.contains(MARKER), "the password is on psql's command line: {cmdline}");
+    assert!(cmdline.contains(&format!("postgresql://{ROLE}@/hydra")), "{cmdline}");
     let pgpassword = format!("PGPASSWORD={PASSWORD}");
-    assert!(
-        environ
-            .split(|b| *b == 0)
-            .any(|v| v == pgpassword.as_bytes()),
-        "no PGPASSWORD for psql"
-    );
+    assert!(environ.split(|b| *b == 0).any(|v| v == pgpassword.as_bytes()), "no PGPASSWORD for psql");
 
     let (r, elapsed) = worker.join().unwrap();
     drop(connection);

@@ -10,9 +10,7 @@ use common::{Env, git};
 use fleetgate_channel::branch::Movement;
 use fleetgate_channel::git::Mirror;
 use fleetgate_channel::promote::{ManifestSink, promote_with};
-use fleetgate_channel::{
-    ChannelConfig, ChannelError, HostName, PromoteRequest, SignedManifest, promote,
-};
+use fleetgate_channel::{ChannelConfig, ChannelError, HostName, PromoteRequest, SignedManifest, promote};
 use fleetgate_nix::{PublicKey, StoreUri};
 
 fn req(host: &str, commit: &str, system: &str) -> PromoteRequest {
@@ -34,10 +32,7 @@ fn promotion_uploads_then_moves_branch_note_and_manifest_and_is_idempotent() {
 
     // The cache has the closure, signed with our key (checked by the nix crate's code).
     let pk = PublicKey::from_file(&env.pk).unwrap();
-    let (infos, missing) = env
-        .nix
-        .path_info(Some(&env.cache_uri()), std::slice::from_ref(&sys), true, false)
-        .unwrap();
+    let (infos, missing) = env.nix.path_info(Some(&env.cache_uri()), std::slice::from_ref(&sys), true, false).unwrap();
     assert!(missing.is_empty());
     assert_eq!(infos.len(), 2);
     assert!(infos.iter().all(|i| i.is_signed_by(&pk)));
@@ -171,10 +166,7 @@ fn a_push_declined_by_the_remote_is_reported_without_retrying() {
     let c1 = env.commit("c1");
     let sys = env.system("rejected", None);
     let counter = env.root().join("attempts");
-    hook(
-        &env,
-        &format!("#!/bin/sh\necho x >> '{}'\necho 'protected branch' >&2\nexit 1\n", counter.display()),
-    );
+    hook(&env, &format!("#!/bin/sh\necho x >> '{}'\necho 'protected branch' >&2\nexit 1\n", counter.display()));
     let mut cfg = env.config();
     cfg.policy.max_attempts = 3;
     let refs = env.remote_refs();
@@ -228,10 +220,7 @@ fn a_push_whose_lease_went_stale_is_retried_from_a_fresh_fetch() {
     race_once(
         &env,
         &cfg,
-        &format!(
-            "git --git-dir='{}' update-ref refs/heads/nixos-tested-web1 {c1}",
-            env.remote.display()
-        ),
+        &format!("git --git-dir='{}' update-ref refs/heads/nixos-tested-web1 {c1}", env.remote.display()),
     );
     let out = promote(&env.nix, &cfg, &req("web1", &c2, &sys), &log).unwrap();
     assert_eq!(out.push_attempts, 2, "{}", env.all_logs());
@@ -254,10 +243,7 @@ fn a_lease_is_not_overridden_by_the_forced_refspec() {
     race_once(
         &env,
         &cfg,
-        &format!(
-            "git --git-dir='{}' update-ref refs/heads/nixos-tested-web1 {side}",
-            env.remote.display()
-        ),
+        &format!("git --git-dir='{}' update-ref refs/heads/nixos-tested-web1 {side}", env.remote.display()),
     );
     let e = promote(&env.nix, &cfg, &req("web1", &c1, &sys), &log).unwrap_err();
     assert!(matches!(e, ChannelError::Diverged { .. }), "{e:?}");
@@ -340,8 +326,7 @@ fn a_commit_unknown_to_the_repository_changes_nothing() {
     let env = Env::new();
     let sys = env.system("unknown-commit", None);
     let refs = env.remote_refs();
-    let e = promote(&env.nix, &env.config(), &req("web1", &"ab".repeat(20), &sys), &env.log())
-        .unwrap_err();
+    let e = promote(&env.nix, &env.config(), &req("web1", &"ab".repeat(20), &sys), &env.log()).unwrap_err();
     assert!(matches!(e, ChannelError::CommitNotFound { .. }), "{e:?}");
     assert_eq!(env.remote_refs(), refs);
     assert!(!env.manifest_file("web1").exists());

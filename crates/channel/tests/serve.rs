@@ -39,10 +39,7 @@ impl Http {
     }
 
     fn hook_delivery(&self, body: &str, sig: Option<String>, delivery: Option<&str>) -> (u16, String) {
-        let mut r = self
-            .agent
-            .post(&format!("{}/hooks/github", self.base))
-            .header("Content-Type", "application/json");
+        let mut r = self.agent.post(&format!("{}/hooks/github", self.base)).header("Content-Type", "application/json");
         if let Some(s) = sig {
             r = r.header("X-Hub-Signature-256", &s);
         }
@@ -132,7 +129,8 @@ fn hook_manifest_etag_report_and_status() {
 
     // Bad requests change nothing.
     let refs = env.remote_refs();
-    let good = serde_json::json!({ "host": "web1", "commit": c1, "system": sys, "build": "https://ci/run/1" }).to_string();
+    let good =
+        serde_json::json!({ "host": "web1", "commit": c1, "system": sys, "build": "https://ci/run/1" }).to_string();
     assert_eq!(http.hook(&good, None).0, 401);
     assert_eq!(http.hook(&good, Some(github::sign(b"wrong secret", good.as_bytes()))).0, 401);
     let tampered = good.replace("web1", "web2");

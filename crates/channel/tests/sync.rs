@@ -21,11 +21,7 @@ fn sync_promotes_cached_hosts_and_skips_the_others() {
     };
     std::fs::write(
         env.work.join("flake.nix"),
-        format!(
-            "{{ outputs = {{ self }}: {{ nixosConfigurations = {{ {} {} }}; }}; }}\n",
-            host("alpha"),
-            host("beta")
-        ),
+        format!("{{ outputs = {{ self }}: {{ nixosConfigurations = {{ {} {} }}; }}; }}\n", host("alpha"), host("beta")),
     )
     .unwrap();
     git(&env.work, &["add", "flake.nix"]);
@@ -36,10 +32,7 @@ fn sync_promotes_cached_hosts_and_skips_the_others() {
 
     // CI built and cached alpha only.
     let locked = locked_flake(&flake, &commit);
-    let built = env
-        .nix
-        .build(&[format!("{locked}#nixosConfigurations.alpha.config.system.build.toplevel")])
-        .unwrap();
+    let built = env.nix.build(&[format!("{locked}#nixosConfigurations.alpha.config.system.build.toplevel")]).unwrap();
     let alpha = built[0].outputs["out"].clone();
     env.nix
         .copy_to(

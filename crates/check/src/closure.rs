@@ -161,19 +161,15 @@ pub fn diff_paths(old: &[String], new: &[String]) -> ClosureDiff {
 /// [`CheckError::NixUnavailable`] when Nix is missing,
 /// [`CheckError::Closure`] when a path is not in the local store.
 pub fn diff(old: &Path, new: &Path) -> Result<ClosureDiff, CheckError> {
-    let nix = Nix::detect()
-        .map_err(|source| CheckError::NixUnavailable { source })?
-        .with_timeout(Duration::from_secs(120));
+    let nix =
+        Nix::detect().map_err(|source| CheckError::NixUnavailable { source })?.with_timeout(Duration::from_secs(120));
     let requisites = |p: &Path| -> Result<Vec<String>, CheckError> {
         let out = nix
             .legacy("nix-store")
             .args(["-q", "--requisites"])
             .arg(p)
             .run()
-            .map_err(|source| CheckError::Closure {
-                path: p.display().to_string(),
-                source: source.into(),
-            })?;
+            .map_err(|source| CheckError::Closure { path: p.display().to_string(), source: source.into() })?;
         Ok(out.stdout_text().lines().map(str::to_owned).collect())
     };
     let old_paths = requisites(old)?;
@@ -213,7 +209,10 @@ mod tests {
         let d = diff_paths(&old, &new);
         assert_eq!(d.added, ["sops-3.8"]);
         assert_eq!(d.removed, ["firmware-1"]);
-        assert_eq!(d.changed, [VersionChange { name: "systemd".into(), old: vec!["254.6".into()], new: vec!["255.1".into()] }]);
+        assert_eq!(
+            d.changed,
+            [VersionChange { name: "systemd".into(), old: vec!["254.6".into()], new: vec!["255.1".into()] }]
+        );
         assert_eq!(signed_size(-1536), "-1.5 KiB");
         assert_eq!(signed_size(3 << 20), "+3.0 MiB");
     }

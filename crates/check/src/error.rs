@@ -103,6 +103,9 @@ mod tests {
             source: std::io::Error::other("disk full"),
         };
         assert_eq!(e.to_string(), "cannot rebuild the host's system /nix/store/x from its facts (writing boot.json)");
-        assert_eq!(error_chain(&e), "cannot rebuild the host's system /nix/store/x from its facts (writing boot.json): disk full");
+        assert_eq!(
+            error_chain(&e),
+            "cannot rebuild the host's system /nix/store/x from its facts (writing boot.json): disk full"
+        );
     }
 }

@@ -9,8 +9,8 @@ use fleetgate_system::SystemToplevel;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{CheckError, FlakeHost};
 use crate::initrd::Coverage;
+use crate::{CheckError, FlakeHost};
 
 /// Evaluates every attribute the lints read in one `nix eval` of
 /// `nixosConfigurations.<host>` (its `config`, and its `options` when it
@@ -97,10 +97,7 @@ impl FacterReport {
         if p.is_absolute() {
             return p.exists();
         }
-        flake
-            .flake
-            .strip_prefix("path:")
-            .is_some_and(|dir| std::path::Path::new(dir).join(p).exists())
+        flake.flake.strip_prefix("path:").is_some_and(|dir| std::path::Path::new(dir).join(p).exists())
     }
 }
 
@@ -114,14 +111,9 @@ fn evaluate(installable: &str) -> Result<Evaluated, CheckError> {
     let value = nix
         .with_timeout(Duration::from_secs(300))
         .eval_json(installable, Some(APPLY))
-        .map_err(|source| CheckError::Eval {
-            installable: installable.to_owned(),
-            source,
-        })?;
-    serde_json::from_value::<Evaluated>(value).map_err(|source| CheckError::EvalShape {
-        installable: installable.to_owned(),
-        source,
-    })
+        .map_err(|source| CheckError::Eval { installable: installable.to_owned(), source })?;
+    serde_json::from_value::<Evaluated>(value)
+        .map_err(|source| CheckError::EvalShape { installable: installable.to_owned(), source })
 }
 
 /// Runs the hazard lints.
@@ -157,7 +149,9 @@ fn lint_evaluated(ev: &Evaluated, flake: &FlakeHost, new: &SystemToplevel, cover
     let report_state = match &ev.facter.report {
         _ if !ev.facter.in_use() => None,
         None => Some("hardware.facter.reportPath is null".to_owned()),
-        Some(r) if !r.exists(flake) => Some(format!("hardware.facter.reportPath points at {}, which does not exist", r.path)),
+        Some(r) if !r.exists(flake) => {
+            Some(format!("hardware.facter.reportPath points at {}, which does not exist", r.path))
+        }
         Some(_) => None,
     };
     if let Some(state) = report_state {
@@ -266,11 +260,13 @@ mod tests {
             { "source": "/run/secrets", "mountPoint": "/secrets", "tag": "s", "proto": "virtiofs" },
             { "source": "/nix/store", "mountPoint": "/nix/.ro-store", "tag": "ro", "proto": "virtiofs" },
         ]);
-        let ev = |keep: i64| evaluated(serde_json::json!({
-            "facter": { "declared": true, "explicit": true, "report": { "path": "/etc/facter.json", "exists": true } },
-            "availableKernelModules": [], "kernelModules": [],
-            "sopsKeepGenerations": keep, "microvmShares": shares,
-        }));
+        let ev = |keep: i64| {
+            evaluated(serde_json::json!({
+                "facter": { "declared": true, "explicit": true, "report": { "path": "/etc/facter.json", "exists": true } },
+                "availableKernelModules": [], "kernelModules": [],
+                "sopsKeepGenerations": keep, "microvmShares": shares,
+            }))
+        };
         let found = lint_evaluated(&ev(1), &flake(), &sys, &Coverage::default());
         assert_eq!(found.len(), 1, "{found:#?}");
         assert_eq!(found[0].id, "hazard.sops-virtiofs");
@@ -292,24 +288,35 @@ mod tests {
             }],
             findings: vec![],
         };
-        let ev = |report: serde_json::Value, modules: &[&str]| evaluated(serde_json::json!({
-            "facter": { "declared": true, "explicit": null, "report": report },
-            "availableKernelModules": modules, "kernelModules": [],
-            "sopsKeepGenerations": null, "microvmShares": [],
-        }));
-        let ids = |e: &Evaluated| lint_evaluated(e, &flake(), &sys, &coverage).into_iter().map(|f| f.id).collect::<Vec<_>>();
+        let ev = |report: serde_json::Value, modules: &[&str]| {
+            evaluated(serde_json::json!({
+                "facter": { "declared": true, "explicit": null, "report": report },
+                "availableKernelModules": modules, "kernelModules": [],
+                "sopsKeepGenerations": null, "microvmShares": [],
+            }))
+        };
+        let ids =
+            |e: &Evaluated| lint_evaluated(e, &flake(), &sys, &coverage).into_iter().map(|f| f.id).collect::<Vec<_>>();
         assert_eq!(ids(&ev(serde_json::Value::Null, &[])), ["hazard.facter-report-missing", "hazard.stage1-hangs"]);
-        assert_eq!(ids(&ev(serde_json::json!({"path": "/nonexistent/facter.json", "exists": null}), &[])), ["hazard.facter-report-missing", "hazard.stage1-hangs"]);
+        assert_eq!(
+            ids(&ev(serde_json::json!({"path": "/nonexistent/facter.json", "exists": null}), &[])),
+            ["hazard.facter-report-missing", "hazard.stage1-hangs"]
+        );
         assert_eq!(ids(&ev(serde_json::Value::Null, &["virtio-blk"])), ["hazard.stage1-hangs"]);
         assert_eq!(ids(&ev(serde_json::json!({"path": "/x", "exists": true}), &[])), ["hazard.stage1-hangs"]);
         // nixos-facter not imported, or declared by a module everyone
         // imports but never set: not concerned.
-        let facter = |declared: bool, explicit: serde_json::Value| evaluated(serde_json::json!({
-            "facter": { "declared": declared, "explicit": explicit, "report": null },
-            "availableKernelModules": [], "kernelModules": [], "sopsKeepGenerations": null, "microvmShares": [],
-        }));
+        let facter = |declared: bool, explicit: serde_json::Value| {
+            evaluated(serde_json::json!({
+                "facter": { "declared": declared, "explicit": explicit, "report": null },
+                "availableKernelModules": [], "kernelModules": [], "sopsKeepGenerations": null, "microvmShares": [],
+            }))
+        };
         assert_eq!(ids(&facter(false, serde_json::Value::Null)), ["hazard.stage1-hangs"]);
         assert_eq!(ids(&facter(true, serde_json::json!(false))), ["hazard.stage1-hangs"]);
-        assert_eq!(ids(&facter(true, serde_json::json!(true))), ["hazard.facter-report-missing", "hazard.stage1-hangs"]);
+        assert_eq!(
+            ids(&facter(true, serde_json::json!(true))),
+            ["hazard.facter-report-missing", "hazard.stage1-hangs"]
+        );
     }
 }

@@ -94,19 +94,9 @@ fn describe(device: &Device) -> String {
 /// Builds what a requirement lacks, choosing the candidate closest to
 /// complete (a built-in or complete one wins).
 fn need(what: String, device: bool, req: &Requirement, present: &dyn Fn(&ModuleName) -> bool) -> Need {
-    let best = req
-        .candidates
-        .iter()
-        .min_by_key(|c| (c.missing_hard(present).len(), !c.is_builtin()));
+    let best = req.candidates.iter().min_by_key(|c| (c.missing_hard(present).len(), !c.is_builtin()));
     match best {
-        None => Need {
-            what,
-            module: None,
-            builtin: false,
-            missing: Vec::new(),
-            missing_soft: Vec::new(),
-            device,
-        },
+        None => Need { what, module: None, builtin: false, missing: Vec::new(), missing_soft: Vec::new(), device },
         Some(c) => Need {
             what,
             module: Some(c.module.as_str().to_owned()),
@@ -127,7 +117,10 @@ pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
         Err(e) => {
             cov.findings.push(error(
                 "initrd.no-kernel-modules",
-                format!("the new system's kernel modules cannot be read, so its initrd cannot be checked: {}", error_chain(&e)),
+                format!(
+                    "the new system's kernel modules cannot be read, so its initrd cannot be checked: {}",
+                    error_chain(&e)
+                ),
             ));
             return cov;
         }
@@ -135,7 +128,10 @@ pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
     let index = match ModuleIndex::load(&dir) {
         Ok(index) => index,
         Err(e) => {
-            cov.findings.push(error("initrd.no-kernel-modules", format!("cannot read the new kernel's module metadata: {}", error_chain(&e))));
+            cov.findings.push(error(
+                "initrd.no-kernel-modules",
+                format!("cannot read the new kernel's module metadata: {}", error_chain(&e)),
+            ));
             return cov;
         }
     };
@@ -174,12 +170,8 @@ pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
             .with_fix("build the initrd from the same kernel package as `boot.kernelPackages`"),
         );
     }
-    let in_initrd: BTreeSet<String> = modules
-        .files
-        .iter()
-        .filter(|f| f.kernel_version == kver)
-        .map(|f| f.name.clone())
-        .collect();
+    let in_initrd: BTreeSet<String> =
+        modules.files.iter().filter(|f| f.kernel_version == kver).map(|f| f.name.clone()).collect();
     let fs_type = new
         .root_filesystem()
         .ok()
@@ -233,9 +225,7 @@ fn is_pci_bridge(device: &Device) -> bool {
 /// it a bridge or bus in front of the controller, not the controller).
 fn is_own_controller(chain: &[Device], device: &Device) -> bool {
     let prefix = format!("{}/", device.sysfs);
-    !chain
-        .iter()
-        .any(|e| e.driver.is_some() && e.subsystem.as_deref() == Some("pci") && e.sysfs.starts_with(&prefix))
+    !chain.iter().any(|e| e.driver.is_some() && e.subsystem.as_deref() == Some("pci") && e.sysfs.starts_with(&prefix))
 }
 
 /// Resolves every bound device of the chain and the file system through the
@@ -258,10 +248,8 @@ fn assess(cov: &mut Coverage, input: &Inputs<'_>, facts: &Facts) {
     let mut notes = Vec::new();
     for device in facts.root_chain.iter().filter(|d| d.driver.is_some()) {
         if is_pci_bridge(device) {
-            notes.push(format!(
-                "{} → PCI bridge: the devices behind it work without a driver for it",
-                describe(device)
-            ));
+            notes
+                .push(format!("{} → PCI bridge: the devices behind it work without a driver for it", describe(device)));
             continue;
         }
         let req = requirement_for(index, device);
@@ -293,10 +281,7 @@ fn assess(cov: &mut Coverage, input: &Inputs<'_>, facts: &Facts) {
         cov.findings.push(
             error(
                 "initrd.no-driver",
-                format!(
-                    "the new kernel {kver} has no module, built-in or loadable, for: {}",
-                    unresolved.join("; ")
-                ),
+                format!("the new kernel {kver} has no module, built-in or loadable, for: {}", unresolved.join("; ")),
             )
             .with_fix("boot a kernel that supports this hardware (`boot.kernelPackages`)"),
         );
@@ -464,7 +449,13 @@ mod tests {
         })
     }
 
-    fn device(sysfs: &str, subsystem: &str, driver: Option<&str>, module: Option<&str>, modalias: Option<&str>) -> Device {
+    fn device(
+        sysfs: &str,
+        subsystem: &str,
+        driver: Option<&str>,
+        module: Option<&str>,
+        modalias: Option<&str>,
+    ) -> Device {
         Device {
             sysfs: sysfs.to_owned(),
             subsystem: Some(subsystem.to_owned()),
@@ -485,10 +476,22 @@ mod tests {
             root_chain: vec![
                 Device {
                     devname: Some("nvme0n1p2".into()),
-                    ..device("/sys/devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1/nvme0n1p2", "block", None, None, None)
+                    ..device(
+                        "/sys/devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1/nvme0n1p2",
+                        "block",
+                        None,
+                        None,
+                        None,
+                    )
                 },
                 device(&format!("{NVME}/nvme/nvme0"), "nvme", None, None, None),
-                device(NVME, "pci", Some("nvme"), Some("nvme"), Some("pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02")),
+                device(
+                    NVME,
+                    "pci",
+                    Some("nvme"),
+                    Some("nvme"),
+                    Some("pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02"),
+                ),
                 port,
             ],
             ..Facts::default()
@@ -520,7 +523,8 @@ mod tests {
 
     #[test]
     fn a_pcie_root_port_with_a_built_in_driver_does_not_block_the_nvme_behind_it() {
-        let port = device(PORT, "pci", Some("pcieport"), None, Some("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00"));
+        let port =
+            device(PORT, "pci", Some("pcieport"), None, Some("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00"));
         let cov = assess_with(&nvme_facts(port), &["nvme", "nvme_core", "ext4", "jbd2"]);
         assert_eq!(ids(&cov), [("initrd.coverage", Severity::Info)], "{:#?}", cov.findings);
         let evidence = cov.findings[0].evidence.join("\n");
@@ -528,14 +532,24 @@ mod tests {
         assert!(evidence.contains("0000:00:1c.0") && evidence.contains("PCI bridge"), "{evidence}");
         assert_eq!(cov.needs.iter().filter(|n| n.device).count(), 1, "the bridge needs nothing: {:#?}", cov.needs);
         // Removing the controller's driver still blocks.
-        let cov = assess_with(&nvme_facts(device(PORT, "pci", Some("pcieport"), None, Some("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00"))), &["ext4", "jbd2"]);
+        let cov = assess_with(
+            &nvme_facts(device(
+                PORT,
+                "pci",
+                Some("pcieport"),
+                None,
+                Some("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00"),
+            )),
+            &["ext4", "jbd2"],
+        );
         assert!(ids(&cov).contains(&("initrd.missing-modules", Severity::Error)), "{:#?}", cov.findings);
     }
 
     #[test]
     fn an_unknown_built_in_driver_above_the_controller_warns_and_on_the_controller_blocks() {
         // Not a bridge, built into the running kernel, unknown to the new one.
-        let upstream = device(PORT, "pci", Some("mystery"), None, Some("pci:v00001234d00005678sv00000000sd00000000bc08sc80i00"));
+        let upstream =
+            device(PORT, "pci", Some("mystery"), None, Some("pci:v00001234d00005678sv00000000sd00000000bc08sc80i00"));
         let cov = assess_with(&nvme_facts(upstream), &["nvme", "nvme_core", "ext4", "jbd2"]);
         assert_eq!(
             ids(&cov),
@@ -545,12 +559,30 @@ mod tests {
         );
         assert!(cov.findings[0].message.contains("mystery"), "{}", cov.findings[0].message);
         // The root disk's own controller, built in and unknown: blocked.
-        let mut facts = nvme_facts(device(PORT, "pci", Some("pcieport"), None, Some("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00")));
-        facts.root_chain[2] = device(NVME, "pci", Some("mystery-nvme"), None, Some("pci:v00001234d00005678sv00000000sd00000000bc01sc80i00"));
+        let mut facts = nvme_facts(device(
+            PORT,
+            "pci",
+            Some("pcieport"),
+            None,
+            Some("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00"),
+        ));
+        facts.root_chain[2] = device(
+            NVME,
+            "pci",
+            Some("mystery-nvme"),
+            None,
+            Some("pci:v00001234d00005678sv00000000sd00000000bc01sc80i00"),
+        );
         let cov = assess_with(&facts, &["ext4", "jbd2"]);
         assert_eq!(ids(&cov).first(), Some(&("initrd.no-driver", Severity::Error)), "{:#?}", cov.findings);
         // A driver that was a module on the running host and is gone: blocked too.
-        facts.root_chain[2] = device(NVME, "pci", Some("gone"), Some("gone"), Some("pci:v00001234d00005678sv00000000sd00000000bc01sc80i00"));
+        facts.root_chain[2] = device(
+            NVME,
+            "pci",
+            Some("gone"),
+            Some("gone"),
+            Some("pci:v00001234d00005678sv00000000sd00000000bc01sc80i00"),
+        );
         facts.root_chain.push(device("/sys/devices/pci0000:00", "pci", Some("other"), None, None));
         let cov = assess_with(&facts, &["ext4", "jbd2"]);
         assert_eq!(ids(&cov).first(), Some(&("initrd.no-driver", Severity::Error)), "{:#?}", cov.findings);
@@ -558,15 +590,24 @@ mod tests {
 
     #[test]
     fn missing_modules_names_only_what_is_missing() {
-        let port = device(PORT, "pci", Some("pcieport"), None, Some("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00"));
+        let port =
+            device(PORT, "pci", Some("pcieport"), None, Some("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00"));
         // nvme is there, only its dependency nvme_core is not.
         let cov = assess_with(&nvme_facts(port.clone()), &["nvme", "ext4", "jbd2"]);
         let f = cov.findings.iter().find(|f| f.id == "initrd.missing-modules").expect("missing modules");
-        assert!(f.message.starts_with("the new initrd lacks nvme_core (dependencies of nvme, which is there without them)"), "{}", f.message);
+        assert!(
+            f.message.starts_with("the new initrd lacks nvme_core (dependencies of nvme, which is there without them)"),
+            "{}",
+            f.message
+        );
         assert_eq!(f.fix.as_deref(), Some(r#"boot.initrd.availableKernelModules = [ "nvme" ];"#));
         // Both missing: the driver first, then its dependency.
         let cov = assess_with(&nvme_facts(port), &["ext4", "jbd2"]);
         let f = cov.findings.iter().find(|f| f.id == "initrd.missing-modules").expect("missing modules");
-        assert!(f.message.starts_with("the new initrd lacks nvme (and their dependencies nvme_core) needed"), "{}", f.message);
+        assert!(
+            f.message.starts_with("the new initrd lacks nvme (and their dependencies nvme_core) needed"),
+            "{}",
+            f.message
+        );
     }
 }

@@ -93,17 +93,15 @@ impl FlakeHost {
             return None;
         }
         let host = host.strip_prefix("nixosConfigurations.").unwrap_or(host);
-        let local = flake.starts_with('.') || flake.starts_with('/') || (!flake.contains(':') && Path::new(flake).is_dir());
+        let local =
+            flake.starts_with('.') || flake.starts_with('/') || (!flake.contains(':') && Path::new(flake).is_dir());
         let flake = if local {
             let abs = std::path::absolute(flake).unwrap_or_else(|_| PathBuf::from(flake));
             format!("path:{}", abs.display())
         } else {
             flake.to_owned()
         };
-        Some(FlakeHost {
-            flake,
-            host: host.to_owned(),
-        })
+        Some(FlakeHost { flake, host: host.to_owned() })
     }
 }
 
@@ -160,12 +158,8 @@ impl Report {
 /// Runs every check of `new` against the host described by `facts`.
 #[must_use]
 pub fn check(new: &SystemToplevel, facts: &Facts, options: &Options) -> Report {
-    let mut findings: Vec<Finding> = facts
-        .findings
-        .iter()
-        .filter(|f| f.severity >= Severity::Warning)
-        .cloned()
-        .collect();
+    let mut findings: Vec<Finding> =
+        facts.findings.iter().filter(|f| f.severity >= Severity::Warning).cloned().collect();
 
     let coverage = initrd::check_coverage(new, facts);
     findings.extend(coverage.findings.iter().cloned());
@@ -217,11 +211,8 @@ pub fn check(new: &SystemToplevel, facts: &Facts, options: &Options) -> Report {
 fn next_step(decision: Decision, findings: &[Finding], reboot_needed: bool) -> String {
     match decision {
         Decision::Blocked => {
-            let fixes: Vec<&str> = findings
-                .iter()
-                .filter(|f| f.severity == Severity::Error)
-                .filter_map(|f| f.fix.as_deref())
-                .collect();
+            let fixes: Vec<&str> =
+                findings.iter().filter(|f| f.severity == Severity::Error).filter_map(|f| f.fix.as_deref()).collect();
             let reboot = if reboot_needed {
                 " It needs a reboot to take effect, and that reboot would not come back."
             } else {
@@ -234,7 +225,9 @@ fn next_step(decision: Decision, findings: &[Finding], reboot_needed: bool) -> S
                 format!("Do not deploy this system.{reboot} Fix: {} Then build and check again.", fixes.join(" "))
             }
         }
-        Decision::Boot => "Deploy with `boot` and reboot (then confirm the host came back on the new generation).".to_owned(),
+        Decision::Boot => {
+            "Deploy with `boot` and reboot (then confirm the host came back on the new generation).".to_owned()
+        }
         Decision::Switch => "Safe to deploy with a live `switch`.".to_owned(),
     }
 }

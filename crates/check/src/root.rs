@@ -119,21 +119,26 @@ pub fn check_root(new: &SystemToplevel, facts: &Facts) -> Vec<Finding> {
     }
     // When the spec matches several devices and the current root is one of
     // them, that is the one checked (the driver check covered its chain).
-    let chosen: Option<&String> = found
-        .iter()
-        .find(|d| Some(d.as_str()) == current_root.as_deref())
-        .or_else(|| found.iter().next());
+    let chosen: Option<&String> =
+        found.iter().find(|d| Some(d.as_str()) == current_root.as_deref()).or_else(|| found.iter().next());
     match chosen {
         None if have_links || have_blkid || matches!(spec, RootSpec::Path(_)) => {
-            let mut evidence = vec![format!("new root: {spec} (from {})", if rootfs.fstab.is_some() { "etc/fstab" } else { "root=" })];
+            let mut evidence =
+                vec![format!("new root: {spec} (from {})", if rootfs.fstab.is_some() { "etc/fstab" } else { "root=" })];
             if let Some(cur) = &current_root {
                 let names: Vec<String> = facts
                     .disk_links
                     .iter()
-                    .filter(|l| short(&l.target) == cur && matches!(l.kind.as_str(), "by-label" | "by-uuid" | "by-partlabel" | "by-partuuid"))
+                    .filter(|l| {
+                        short(&l.target) == cur
+                            && matches!(l.kind.as_str(), "by-label" | "by-uuid" | "by-partlabel" | "by-partuuid")
+                    })
                     .map(|l| format!("/dev/disk/{}/{}", l.kind, l.name))
                     .collect();
-                evidence.push(format!("/ is on /dev/{cur} now, known as: {}", if names.is_empty() { "(no persistent names)".to_owned() } else { names.join(", ") }));
+                evidence.push(format!(
+                    "/ is on /dev/{cur} now, known as: {}",
+                    if names.is_empty() { "(no persistent names)".to_owned() } else { names.join(", ") }
+                ));
             }
             out.push(
                 Finding::new(
@@ -166,22 +171,21 @@ pub fn check_root(new: &SystemToplevel, facts: &Facts) -> Vec<Finding> {
                     .with_fix("make sure the new root device is reachable with the same drivers"),
                 );
             } else {
-                out.push(Finding::new(
-                    "root.device",
-                    Severity::Info,
-                    format!("{spec} is /dev/{dev} on this host"),
-                ));
+                out.push(Finding::new("root.device", Severity::Info, format!("{spec} is /dev/{dev} on this host")));
             }
         }
     }
     if let (Some(new_fs), Some(cur_fs)) = (rootfs.fs_type(), facts.root.as_ref().and_then(|r| r.fs_type.as_deref())) {
         let same_device = chosen.is_some_and(|d| Some(d.as_str()) == current_root.as_deref());
         if same_device && new_fs != cur_fs && new_fs != "auto" {
-            out.push(Finding::new(
-                "root.fs-type-differs",
-                Severity::Error,
-                format!("the new system mounts / as {new_fs}, but the device holds {cur_fs}"),
-            ).with_fix(format!("set `fileSystems.\"/\".fsType = \"{cur_fs}\";`")));
+            out.push(
+                Finding::new(
+                    "root.fs-type-differs",
+                    Severity::Error,
+                    format!("the new system mounts / as {new_fs}, but the device holds {cur_fs}"),
+                )
+                .with_fix(format!("set `fileSystems.\"/\".fsType = \"{cur_fs}\";`")),
+            );
         }
     }
     out

@@ -53,13 +53,7 @@ fn open_from_facts(info: &SystemInfo) -> Result<Opened, CheckError> {
             return Ok(Opened { system, _shadow: None });
         }
     }
-    let shadow = |step: String| {
-        move |source| CheckError::Shadow {
-            path: info.path.clone(),
-            step,
-            source,
-        }
-    };
+    let shadow = |step: String| move |source| CheckError::Shadow { path: info.path.clone(), step, source };
     let dir = tempfile::Builder::new()
         .prefix("fleetgate-shadow-")
         .tempdir()
@@ -79,14 +73,9 @@ fn open_from_facts(info: &SystemInfo) -> Result<Opened, CheckError> {
         }
         std::fs::write(dir.path().join(name), text).map_err(shadow(format!("writing {name}")))?;
     }
-    let system = SystemToplevel::open(dir.path()).map_err(|source| CheckError::Open {
-        path: info.path.clone(),
-        source,
-    })?;
-    Ok(Opened {
-        system,
-        _shadow: Some(dir),
-    })
+    let system =
+        SystemToplevel::open(dir.path()).map_err(|source| CheckError::Open { path: info.path.clone(), source })?;
+    Ok(Opened { system, _shadow: Some(dir) })
 }
 
 fn is_component_change(reason: &SwitchReason) -> bool {
@@ -102,10 +91,7 @@ pub fn check_switch(new: &SystemToplevel, facts: &Facts, options: &Options) -> S
         Some(path) => match SystemToplevel::open(path) {
             Ok(system) => Some(Opened { system, _shadow: None }),
             Err(source) => {
-                let e = CheckError::Open {
-                    path: path.display().to_string(),
-                    source,
-                };
+                let e = CheckError::Open { path: path.display().to_string(), source };
                 out.findings.push(Finding::new(
                     "switch.current-unreadable",
                     Severity::Error,
@@ -179,12 +165,8 @@ pub fn check_switch(new: &SystemToplevel, facts: &Facts, options: &Options) -> S
     };
     let against_current = compare_for_switch(&current.system, new, options.no_check);
     let against_booted = booted.as_ref().map(|b| compare_for_switch(&b.system, new, options.no_check));
-    let mut reasons: Vec<SwitchReason> = against_current
-        .reasons
-        .iter()
-        .filter(|r| !is_component_change(r))
-        .cloned()
-        .collect();
+    let mut reasons: Vec<SwitchReason> =
+        against_current.reasons.iter().filter(|r| !is_component_change(r)).cloned().collect();
     // Boot-time components are compared with what the host booted; with
     // the current system only when the host reports no booted system at
     // all, never in place of one that could not be examined.
@@ -197,7 +179,10 @@ pub fn check_switch(new: &SystemToplevel, facts: &Facts, options: &Options) -> S
         out.findings.push(Finding::new(
             "switch.unreadable-inhibitors",
             Severity::Warning,
-            format!("{} is not a JSON object of strings ({reason}): NixOS then compares no inhibitors at all", path.display()),
+            format!(
+                "{} is not a JSON object of strings ({reason}): NixOS then compares no inhibitors at all",
+                path.display()
+            ),
         ));
     }
 
@@ -219,10 +204,7 @@ pub fn check_switch(new: &SystemToplevel, facts: &Facts, options: &Options) -> S
             Finding::new(
                 "switch.refused",
                 Severity::Warning,
-                format!(
-                    "NixOS refuses a live switch ({}): this system needs `boot` and a reboot",
-                    refused.join("; ")
-                ),
+                format!("NixOS refuses a live switch ({}): this system needs `boot` and a reboot", refused.join("; ")),
             )
             .with_evidence(refused.iter().cloned())
             .with_fix("deploy with `boot` and reboot (one host first, then the rest)"),
@@ -286,7 +268,8 @@ mod tests {
         }
     }
 
-    const GOOD: &[(&str, &str)] = &[("nixos-version", "25.05"), ("init-interface-version", "systemd 2"), ("kernel-params", "loglevel=4")];
+    const GOOD: &[(&str, &str)] =
+        &[("nixos-version", "25.05"), ("init-interface-version", "systemd 2"), ("kernel-params", "loglevel=4")];
 
     fn new_system() -> (tempfile::TempDir, SystemToplevel) {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -46,7 +46,8 @@ fn local_facts() -> Facts {
 /// The facts of a virtio VM, captured once (see the fixture's test in
 /// `crates/facts/tests/local.rs`).
 fn virtio_facts() -> Facts {
-    Facts::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../facts/tests/fixtures/virtio-vm.facts.json")).expect("fixture loads")
+    Facts::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../facts/tests/fixtures/virtio-vm.facts.json"))
+        .expect("fixture loads")
 }
 
 /// An initrd (newc cpio, gzip) holding empty module files at `paths`.
@@ -71,7 +72,8 @@ fn small_initrd(dir: &Path, paths: &[String]) -> PathBuf {
 fn debians_initrd_covers_a_virtio_vms_root_chain() {
     let kver = debian_kernel();
     let dir = tempfile::tempdir().expect("tempdir");
-    let top = toplevel(dir.path(), &kver, Path::new(&format!("/boot/initrd.img-{kver}")), "/dev/vda / ext4 defaults 0 1\n");
+    let top =
+        toplevel(dir.path(), &kver, Path::new(&format!("/boot/initrd.img-{kver}")), "/dev/vda / ext4 defaults 0 1\n");
     let system = SystemToplevel::open(&top).expect("opens");
     let report = check(&system, &virtio_facts(), &Options { no_closure_diff: true, ..Options::default() });
     let coverage = report.findings_with_id("initrd.coverage").next().unwrap_or_else(|| panic!("{report:#?}"));
@@ -104,7 +106,11 @@ fn an_initrd_without_the_virtio_drivers_is_blocked_by_name() {
         ],
     );
     let top = toplevel(dir.path(), &kver, &initrd, "/dev/vda / ext4 defaults 0 1\n");
-    let report = check(&SystemToplevel::open(&top).expect("opens"), &virtio_facts(), &Options { no_closure_diff: true, ..Options::default() });
+    let report = check(
+        &SystemToplevel::open(&top).expect("opens"),
+        &virtio_facts(),
+        &Options { no_closure_diff: true, ..Options::default() },
+    );
     assert_eq!(report.decision, Decision::Blocked);
     let missing = report.findings_with_id("initrd.missing-modules").next().unwrap_or_else(|| panic!("{report:#?}"));
     assert_eq!(missing.severity, Severity::Error);
@@ -117,14 +123,17 @@ fn an_initrd_without_the_virtio_drivers_is_blocked_by_name() {
 fn an_initrd_for_another_kernel_version_is_an_error() {
     let kver = debian_kernel();
     let dir = tempfile::tempdir().expect("tempdir");
-    let initrd = small_initrd(
-        dir.path(),
-        &["lib/modules/5.10.0-99-amd64/kernel/drivers/block/virtio_blk.ko".to_owned()],
-    );
+    let initrd =
+        small_initrd(dir.path(), &["lib/modules/5.10.0-99-amd64/kernel/drivers/block/virtio_blk.ko".to_owned()]);
     let top = toplevel(dir.path(), &kver, &initrd, "/dev/vda / ext4 defaults 0 1\n");
-    let report = check(&SystemToplevel::open(&top).expect("opens"), &virtio_facts(), &Options { no_closure_diff: true, ..Options::default() });
+    let report = check(
+        &SystemToplevel::open(&top).expect("opens"),
+        &virtio_facts(),
+        &Options { no_closure_diff: true, ..Options::default() },
+    );
     assert_eq!(report.decision, Decision::Blocked);
-    let mismatch = report.findings_with_id("initrd.kernel-version-mismatch").next().unwrap_or_else(|| panic!("{report:#?}"));
+    let mismatch =
+        report.findings_with_id("initrd.kernel-version-mismatch").next().unwrap_or_else(|| panic!("{report:#?}"));
     assert!(mismatch.message.contains("5.10.0-99-amd64") && mismatch.message.contains(&kver), "{}", mismatch.message);
     // The module of the wrong version does not count as present.
     assert!(report.findings_with_id("initrd.missing-modules").next().is_some());
@@ -142,12 +151,21 @@ fn a_root_label_the_host_does_not_have_is_blocked() {
     );
     let mut facts = virtio_facts();
     // As on a host with udev: the root is known by UUID only.
-    facts.disk_links = vec![fleetgate_facts::DiskLink { kind: "by-uuid".into(), name: "1234-abcd".into(), target: "/dev/vda".into() }];
+    facts.disk_links =
+        vec![fleetgate_facts::DiskLink { kind: "by-uuid".into(), name: "1234-abcd".into(), target: "/dev/vda".into() }];
     facts.block_ids = Some(vec![]);
-    let report = check(&SystemToplevel::open(&top).expect("opens"), &facts, &Options { no_closure_diff: true, ..Options::default() });
+    let report = check(
+        &SystemToplevel::open(&top).expect("opens"),
+        &facts,
+        &Options { no_closure_diff: true, ..Options::default() },
+    );
     assert_eq!(report.decision, Decision::Blocked);
     let missing = report.findings_with_id("root.device-missing").next().unwrap_or_else(|| panic!("{report:#?}"));
-    assert!(missing.message.contains("A start job is running for /dev/disk/by-label/NIXOS_ROOT"), "{}", missing.message);
+    assert!(
+        missing.message.contains("A start job is running for /dev/disk/by-label/NIXOS_ROOT"),
+        "{}",
+        missing.message
+    );
     assert!(missing.evidence.iter().any(|e| e.contains("/dev/disk/by-uuid/1234-abcd")), "{:?}", missing.evidence);
 }
 
@@ -155,7 +173,8 @@ fn a_root_label_the_host_does_not_have_is_blocked() {
 fn duplicate_labels_are_blocked() {
     let kver = debian_kernel();
     let dir = tempfile::tempdir().expect("tempdir");
-    let top = toplevel(dir.path(), &kver, Path::new(&format!("/boot/initrd.img-{kver}")), "LABEL=root / ext4 defaults 0 1\n");
+    let top =
+        toplevel(dir.path(), &kver, Path::new(&format!("/boot/initrd.img-{kver}")), "LABEL=root / ext4 defaults 0 1\n");
     let mut facts = virtio_facts();
     let id = |dev: &str| fleetgate_facts::BlockId {
         devname: dev.into(),
@@ -163,7 +182,11 @@ fn duplicate_labels_are_blocked() {
     };
     // Loop devices do not exist in stage 1 and do not count.
     facts.block_ids = Some(vec![id("/dev/vda"), id("/dev/vdb1"), id("/dev/loop3")]);
-    let report = check(&SystemToplevel::open(&top).expect("opens"), &facts, &Options { no_closure_diff: true, ..Options::default() });
+    let report = check(
+        &SystemToplevel::open(&top).expect("opens"),
+        &facts,
+        &Options { no_closure_diff: true, ..Options::default() },
+    );
     let dup = report.findings_with_id("root.not-unique").next().unwrap_or_else(|| panic!("{report:#?}"));
     assert_eq!(dup.evidence, ["/dev/vda", "/dev/vdb1"]);
     assert_eq!(report.decision, Decision::Blocked);
@@ -178,8 +201,17 @@ fn this_machines_live_facts_give_a_verdict() {
     let facts = local_facts();
     let source = facts.root.as_ref().and_then(|r| r.source.clone()).unwrap_or_else(|| "/dev/root".into());
     let fs = facts.root.as_ref().and_then(|r| r.fs_type.clone()).unwrap_or_else(|| "ext4".into());
-    let top = toplevel(dir.path(), &kver, Path::new(&format!("/boot/initrd.img-{kver}")), &format!("{source} / {fs} defaults 0 1\n"));
-    let report = check(&SystemToplevel::open(&top).expect("opens"), &facts, &Options { no_closure_diff: true, ..Options::default() });
+    let top = toplevel(
+        dir.path(),
+        &kver,
+        Path::new(&format!("/boot/initrd.img-{kver}")),
+        &format!("{source} / {fs} defaults 0 1\n"),
+    );
+    let report = check(
+        &SystemToplevel::open(&top).expect("opens"),
+        &facts,
+        &Options { no_closure_diff: true, ..Options::default() },
+    );
     assert!(report.findings.iter().any(|f| f.id.starts_with("initrd.")), "{report:#?}");
     assert!(report.findings.iter().any(|f| f.id.starts_with("switch.")), "{report:#?}");
     assert!(!report.next_step.is_empty());

@@ -51,7 +51,14 @@ fn every_finding_id_is_in_docs_check_md() {
         ids.extend(ids_in(&std::fs::read_to_string(file).expect("source")));
     }
     // The scan itself works: it finds ids of every area, across line breaks.
-    for known in ["facts.unparsed", "initrd.missing-modules", "root.none", "switch.unreadable-inhibitors", "closure.diff", "hazard.stage1-hangs"] {
+    for known in [
+        "facts.unparsed",
+        "initrd.missing-modules",
+        "root.none",
+        "switch.unreadable-inhibitors",
+        "closure.diff",
+        "hazard.stage1-hangs",
+    ] {
         assert!(ids.contains(known), "{known} not found in the code: {ids:?}");
     }
     assert!(ids.len() >= 40, "{ids:?}");

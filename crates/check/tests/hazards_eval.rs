@@ -64,10 +64,16 @@ fn the_facter_lint_only_concerns_configurations_that_use_nixos_facter() {
     assert_eq!(ids("plain"), Vec::<String>::new());
     assert_eq!(ids("declaredOnly"), Vec::<String>::new());
     let found = ids("nullReport");
-    assert!(found.len() == 1 && found[0].starts_with("hazard.facter-report-missing: hardware.facter.reportPath is null"), "{found:#?}");
+    assert!(
+        found.len() == 1 && found[0].starts_with("hazard.facter-report-missing: hardware.facter.reportPath is null"),
+        "{found:#?}"
+    );
     let found = ids("explicitMissing");
     assert!(found.len() == 1 && found[0].contains("points at /nonexistent/facter.json"), "{found:#?}");
     let found = ids("absent");
     assert!(found.len() == 1 && found[0].starts_with("hazard.eval-failed: "), "{found:#?}");
-    assert!(found[0].contains(": error: flake") && !found[0].contains("orDefault"), "Nix's message, not the command: {found:#?}");
+    assert!(
+        found[0].contains(": error: flake") && !found[0].contains("orDefault"),
+        "Nix's message, not the command: {found:#?}"
+    );
 }

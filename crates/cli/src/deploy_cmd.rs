@@ -153,7 +153,9 @@ fn validate(args: &DeployArgs) -> miette::Result<()> {
         return Err(miette!("--confirm-timeout must be at least 1 second: with 0 every live switch would roll back"));
     }
     if zero(args.reboot_timeout) {
-        return Err(miette!("--reboot-timeout must be at least 1 second: with 0 every verified reboot would be power-cycled"));
+        return Err(miette!(
+            "--reboot-timeout must be at least 1 second: with 0 every verified reboot would be power-cycled"
+        ));
     }
     Ok(())
 }
@@ -288,10 +290,7 @@ mod tests {
     #[test]
     fn plain_output_prints_the_copy_once_at_its_end() {
         let t = Duration::from_millis(12_345);
-        assert_eq!(
-            plain_line(&event(EventKind::CopyProgress { done_bytes: 1, expected_bytes: Some(2) }), t),
-            None
-        );
+        assert_eq!(plain_line(&event(EventKind::CopyProgress { done_bytes: 1, expected_bytes: Some(2) }), t), None);
         assert_eq!(
             plain_line(&event(EventKind::Copied { bytes: 42_047_898, paths: 3 }), t).as_deref(),
             Some("[  12.3s] web1: copied 40.1 MiB (3 paths)")

@@ -11,7 +11,8 @@ use fleetgate_facts::FactsError;
 pub const EXIT_USAGE: u8 = 2;
 
 /// What `--target` accepts, as the docs say it.
-const TARGET_FORMS: &str = "T must be `local`, `ssh://[user@]host[:port]`, or a facts file from `fleetgate facts --json`";
+const TARGET_FORMS: &str =
+    "T must be `local`, `ssh://[user@]host[:port]`, or a facts file from `fleetgate facts --json`";
 
 /// An error of `fleetgate facts` or `fleetgate check`, for miette: what
 /// failed, why (the source chain), and what to do about it.

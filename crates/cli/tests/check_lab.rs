@@ -62,7 +62,8 @@ fn redact_uuids(text: &str) -> String {
     let groups = [8, 4, 4, 4, 12];
     let is_uuid = |s: &str| {
         let parts: Vec<&str> = s.split('-').collect();
-        parts.len() == 5 && parts.iter().zip(groups).all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+        parts.len() == 5
+            && parts.iter().zip(groups).all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
     };
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -122,7 +123,10 @@ fn redact_facts(text: &str) -> String {
 
 fn is_date(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() == 10 && b[4] == b'-' && b[7] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
 /// `12.3 GiB` → `[SIZE]` (free space and memory).
@@ -174,7 +178,9 @@ fn redact_hashes(text: &str, lab: &Path) -> String {
             if let Some(i) = line.find("closure size ") {
                 let end = line[i..].find(" B").or_else(|| line[i..].find("iB")).map_or(line.len(), |e| i + e + 2);
                 format!("{}closure size [SIZE]{}", &line[..i], &line[end..])
-            } else if let Some(key) = ["\"old_size\": ", "\"new_size\": "].iter().find(|k| line.trim_start().starts_with(**k)) {
+            } else if let Some(key) =
+                ["\"old_size\": ", "\"new_size\": "].iter().find(|k| line.trim_start().starts_with(**k))
+            {
                 let indent = &line[..line.len() - line.trim_start().len()];
                 let comma = if line.ends_with(',') { "," } else { "" };
                 format!("{indent}{key}\"[SIZE]\"{comma}")
@@ -252,10 +258,8 @@ fn lab_nvme_and_sata_hosts_pass_with_the_default_fixture() -> anyhow::Result<()>
         let report: Value = serde_json::from_str(&run.stdout)?;
         assert_eq!(report["decision"], "switch", "{host}: {report:#}");
         let coverage = finding(&report, "initrd.coverage");
-        let evidence: Vec<&str> = coverage["evidence"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+        let evidence: Vec<&str> =
+            coverage["evidence"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
         for m in &modules {
             assert!(evidence.iter().any(|e| e.contains(&format!("→ {m}: in the initrd"))), "{host}: {evidence:?}");
         }
@@ -266,7 +270,10 @@ fn lab_nvme_and_sata_hosts_pass_with_the_default_fixture() -> anyhow::Result<()>
         if host == "db1" {
             assert!(evidence.iter().any(|e| e.contains("driver pcieport → PCI bridge")), "{host}: {evidence:?}");
         }
-        assert!(!ids(&report).iter().any(|id| id.starts_with("initrd.") && id != "initrd.coverage"), "{host}: {report:#}");
+        assert!(
+            !ids(&report).iter().any(|id| id.starts_with("initrd.") && id != "initrd.coverage"),
+            "{host}: {report:#}"
+        );
 
         // Without the bus's drivers, the same host is blocked, naming them.
         let fleet = lab.fleet_dir();

@@ -52,9 +52,9 @@ impl BootOnce {
                 esp: boot.location.clone().unwrap_or_else(|| "/boot".to_owned()),
                 previous_default: boot.efi_vars.get(DEFAULT_VAR).cloned().filter(|v| !v.is_empty()),
             }),
-            Loader::Grub => Some(BootOnce::Grub {
-                cfg: boot.location.clone().unwrap_or_else(|| "/boot/grub/grub.cfg".to_owned()),
-            }),
+            Loader::Grub => {
+                Some(BootOnce::Grub { cfg: boot.location.clone().unwrap_or_else(|| "/boot/grub/grub.cfg".to_owned()) })
+            }
         }
     }
 
@@ -147,10 +147,9 @@ done
                 "bootctl set-oneshot '' >&2 || true\nbootctl set-default {} >&2 || true\n",
                 q(previous_default.as_deref().unwrap_or(""))
             ),
-            BootOnce::Grub { cfg } => format!(
-                "grub-editenv \"$(dirname {})/grubenv\" unset next_entry >&2 || true\n",
-                q(cfg)
-            ),
+            BootOnce::Grub { cfg } => {
+                format!("grub-editenv \"$(dirname {})/grubenv\" unset next_entry >&2 || true\n", q(cfg))
+            }
         }
     }
 }
@@ -183,12 +182,22 @@ mod tests {
         fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).expect("chmod");
         let once = BootOnce::Grub { cfg: cfg.display().to_string() };
         let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-        let out = Command::new("sh").arg("-c").arg(once.arm(2, Some(1), "/nix/store/old")).env("PATH", &path).output().expect("sh");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(once.arm(2, Some(1), "/nix/store/old"))
+            .env("PATH", &path)
+            .output()
+            .expect("sh");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "armed\n", "{}", String::from_utf8_lossy(&out.stderr));
         let chosen = fs::read_to_string(tmp.path().join("chosen")).expect("chosen");
         assert_eq!(chosen, "NixOS - All configurations>NixOS - Configuration 2 (2025-01-02 - 25.05.lab-r2)\n");
         // The default entry is not the previous system: refuse.
-        let out = Command::new("sh").arg("-c").arg(once.arm(2, Some(1), "/nix/store/other")).env("PATH", &path).output().expect("sh");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(once.arm(2, Some(1), "/nix/store/other"))
+            .env("PATH", &path)
+            .output()
+            .expect("sh");
         assert_eq!(out.status.code(), Some(CANNOT));
     }
 }

@@ -44,10 +44,8 @@ pub fn build(nix: &Nix, flake: &str, hosts: &[String], max_parallel: usize) -> R
         installable: installable.clone(),
         source,
     })?;
-    let drvs: BTreeMap<String, Option<String>> = serde_json::from_value(value).map_err(|e| DeployError::NixOutput {
-        what: "nix eval".to_owned(),
-        message: e.to_string(),
-    })?;
+    let drvs: BTreeMap<String, Option<String>> = serde_json::from_value(value)
+        .map_err(|e| DeployError::NixOutput { what: "nix eval".to_owned(), message: e.to_string() })?;
     let mut built = Built::default();
     let mut todo = Vec::new();
     for host in hosts {
@@ -56,7 +54,10 @@ pub fn build(nix: &Nix, flake: &str, hosts: &[String], max_parallel: usize) -> R
             None => {
                 built.failed.insert(
                     host.clone(),
-                    format!("its system does not evaluate; run `nix eval {}.drvPath` to see why", toplevel(flake, host)),
+                    format!(
+                        "its system does not evaluate; run `nix eval {}.drvPath` to see why",
+                        toplevel(flake, host)
+                    ),
                 );
             }
         }
@@ -92,14 +93,11 @@ fn one_by_one(nix: &Nix, flake: &str, todo: &[(String, String)], parallel: usize
                 loop {
                     let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
                     let Some((host, _)) = next else { break };
-                    let result = nix
-                        .build(&[toplevel(flake, host)])
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| {
-                            r.first()
-                                .and_then(|r| r.outputs.get("out").cloned())
-                                .ok_or_else(|| "`nix build --json` reported no output".to_owned())
-                        });
+                    let result = nix.build(&[toplevel(flake, host)]).map_err(|e| e.to_string()).and_then(|r| {
+                        r.first()
+                            .and_then(|r| r.outputs.get("out").cloned())
+                            .ok_or_else(|| "`nix build --json` reported no output".to_owned())
+                    });
                     results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((host.clone(), result));
                 }
             });

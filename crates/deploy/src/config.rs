@@ -113,10 +113,7 @@ impl FileConfig {
     /// # Errors
     /// [`DeployError::Config`] with toml's message (line and column).
     pub fn parse(text: &str, path: &Path) -> Result<FileConfig, DeployError> {
-        toml::from_str(text).map_err(|e| DeployError::Config {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        toml::from_str(text).map_err(|e| DeployError::Config { path: path.to_owned(), message: e.to_string() })
     }
 
     /// Reads `dir/fleetgate.toml`; an absent file is an empty config.

@@ -135,15 +135,8 @@ pub struct Copied {
 pub fn copy(job: &CopyJob<'_>, probe: &mut dyn Probe) -> Result<Copied, String> {
     let host = job.host;
     let store = StoreUri::parse(&store_uri(host)).map_err(|e| e.to_string())?;
-    let nix = job
-        .nix
-        .clone()
-        .with_env("NIX_SSHOPTS", nix_sshopts(host))
-        .with_timeout(job.timeout);
-    let options = CopyOptions {
-        substitute_on_destination: job.substitute_on_destination,
-        ..CopyOptions::default()
-    };
+    let nix = job.nix.clone().with_env("NIX_SSHOPTS", nix_sshopts(host)).with_timeout(job.timeout);
+    let options = CopyOptions { substitute_on_destination: job.substitute_on_destination, ..CopyOptions::default() };
     let mut throttle = Throttle::default();
     let result = nix.copy_to_with_progress(
         &store,
@@ -154,27 +147,15 @@ pub fn copy(job: &CopyJob<'_>, probe: &mut dyn Probe) -> Result<Copied, String> 
             if throttle.due() {
                 job.bus.send(
                     &host.name,
-                    EventKind::CopyProgress {
-                        done_bytes: p.done_bytes,
-                        expected_bytes: p.expected_bytes,
-                    },
+                    EventKind::CopyProgress { done_bytes: p.done_bytes, expected_bytes: p.expected_bytes },
                 );
             }
         },
     );
     match result {
         Ok(end) => {
-            let copied = Copied {
-                bytes: end.done_bytes,
-                paths: end.paths_done,
-            };
-            job.bus.send(
-                &host.name,
-                EventKind::Copied {
-                    bytes: copied.bytes,
-                    paths: copied.paths,
-                },
-            );
+            let copied = Copied { bytes: end.done_bytes, paths: end.paths_done };
+            job.bus.send(&host.name, EventKind::Copied { bytes: copied.bytes, paths: copied.paths });
             Ok(copied)
         }
         Err(e) => {

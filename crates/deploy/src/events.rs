@@ -120,9 +120,7 @@ impl Bus {
     /// A bus feeding `tx`.
     #[must_use]
     pub fn new(tx: Sender<Event>) -> Bus {
-        Bus {
-            tx: Some(Arc::new(Mutex::new(tx))),
-        }
+        Bus { tx: Some(Arc::new(Mutex::new(tx))) }
     }
 
     /// A bus that drops everything.
@@ -135,10 +133,7 @@ impl Bus {
     pub fn send(&self, host: &str, kind: EventKind) {
         if let Some(tx) = &self.tx {
             let tx = tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let _ = tx.send(Event {
-                host: host.to_owned(),
-                kind,
-            });
+            let _ = tx.send(Event { host: host.to_owned(), kind });
         }
     }
 }
@@ -172,13 +167,7 @@ impl Timeline {
     /// A timeline of `host` in a run that started at `run_start`.
     #[must_use]
     pub fn new(host: &str, bus: Bus, run_start: Instant) -> Timeline {
-        Timeline {
-            host: host.to_owned(),
-            bus,
-            run_start,
-            current: None,
-            records: Vec::new(),
-        }
+        Timeline { host: host.to_owned(), bus, run_start, current: None, records: Vec::new() }
     }
 
     /// Ends the running phase (successfully) and starts `phase`.

@@ -103,7 +103,13 @@ impl Deployer<'_> {
         };
         for (host, why) in &built.failed {
             let report = HostReport::untouched(host, Outcome::Failed, format!("{why}; nothing was pushed"));
-            self.bus.send(host, EventKind::Finished { ok: false, summary: format!("failed: {}", report.message.lines().next().unwrap_or_default()) });
+            self.bus.send(
+                host,
+                EventKind::Finished {
+                    ok: false,
+                    summary: format!("failed: {}", report.message.lines().next().unwrap_or_default()),
+                },
+            );
             record(report)?;
         }
         let buildable: Vec<String> = selected.iter().filter(|h| built.systems.contains_key(*h)).cloned().collect();
@@ -114,7 +120,11 @@ impl Deployer<'_> {
             if let Some(reason) = stop {
                 for host in wave {
                     self.bus.send(host, EventKind::Finished { ok: false, summary: format!("skipped: {reason}") });
-                    record(HostReport::untouched(host, Outcome::Skipped, format!("{reason}; nothing was done (retry with `fleetgate deploy --resume`)")))?;
+                    record(HostReport::untouched(
+                        host,
+                        Outcome::Skipped,
+                        format!("{reason}; nothing was done (retry with `fleetgate deploy --resume`)"),
+                    ))?;
                 }
                 continue;
             }
@@ -129,12 +139,20 @@ impl Deployer<'_> {
                         loop {
                             let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
                             let Some(name) = next else { break };
-                            let report = if self.options.max_failures.is_some_and(|m| failures.load(Ordering::SeqCst) >= m) {
-                                let why = format!("--max-failures {} reached", self.options.max_failures.unwrap_or_default());
-                                self.bus.send(name, EventKind::Finished { ok: false, summary: format!("skipped: {why}") });
+                            let report = if self
+                                .options
+                                .max_failures
+                                .is_some_and(|m| failures.load(Ordering::SeqCst) >= m)
+                            {
+                                let why =
+                                    format!("--max-failures {} reached", self.options.max_failures.unwrap_or_default());
+                                self.bus
+                                    .send(name, EventKind::Finished { ok: false, summary: format!("skipped: {why}") });
                                 HostReport::untouched(name, Outcome::Skipped, format!("{why}; nothing was done"))
                             } else {
-                                let (Some(host), Some(system)) = (self.inventory.hosts.get(name), built.systems.get(name)) else {
+                                let (Some(host), Some(system)) =
+                                    (self.inventory.hosts.get(name), built.systems.get(name))
+                                else {
                                     continue;
                                 };
                                 deploy_host(&HostJob {
@@ -181,7 +199,13 @@ impl Deployer<'_> {
         }
     }
 
-    fn stop_reason(&self, index: usize, plan: &[Vec<String>], results: &Mutex<BTreeMap<String, HostReport>>, failures: &AtomicUsize) -> Option<String> {
+    fn stop_reason(
+        &self,
+        index: usize,
+        plan: &[Vec<String>],
+        results: &Mutex<BTreeMap<String, HostReport>>,
+        failures: &AtomicUsize,
+    ) -> Option<String> {
         if index == 0 {
             return None;
         }

@@ -58,13 +58,16 @@ pub fn check_once(host: &Host, t: &dyn Transport, baseline: &str, timeout: Durat
                 if let Some(state) = line.strip_prefix("state=") {
                     let state = if state.trim().is_empty() { "unknown" } else { state.trim() };
                     if rank(state) > rank(baseline) {
-                        failed.push(format!("systemctl is-system-running says {state} (it said {baseline} before the deploy)"));
+                        failed.push(format!(
+                            "systemctl is-system-running says {state} (it said {baseline} before the deploy)"
+                        ));
                     }
                 } else if let Some(unit) = line.strip_prefix("unit=") {
                     failed.push(format!("unit {unit}, must be active"));
                 } else if let Some(rest) = line.strip_prefix("command=") {
                     let (i, exit) = rest.split_once(' ').unwrap_or((rest, ""));
-                    let cmd = i.parse::<usize>().ok().and_then(|i| host.health.commands.get(i)).cloned().unwrap_or_default();
+                    let cmd =
+                        i.parse::<usize>().ok().and_then(|i| host.health.commands.get(i)).cloned().unwrap_or_default();
                     failed.push(format!("health command `{cmd}` failed ({exit})"));
                 }
             }
@@ -86,7 +89,13 @@ pub fn check_once(host: &Host, t: &dyn Transport, baseline: &str, timeout: Durat
 }
 
 /// Checks until healthy or `within` passes; returns the last failures.
-pub fn wait_healthy(host: &Host, connect: &dyn Fn() -> Box<dyn Transport>, baseline: &str, within: Duration, command: Duration) -> Result<(), Vec<String>> {
+pub fn wait_healthy(
+    host: &Host,
+    connect: &dyn Fn() -> Box<dyn Transport>,
+    baseline: &str,
+    within: Duration,
+    command: Duration,
+) -> Result<(), Vec<String>> {
     let deadline = Instant::now() + within;
     let mut last = Vec::new();
     let ok = poll(deadline, Duration::from_secs(1), || {
@@ -120,7 +129,8 @@ fn http(url: &str, timeout: Duration) -> Result<(), String> {
     let mut stream = tcp(&address, timeout)?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: fleetgate\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: fleetgate\r\n\r\n")
+        .map_err(|e| e.to_string())?;
     let mut head = [0u8; 64];
     let n = stream.read(&mut head).map_err(|e| e.to_string())?;
     let line = String::from_utf8_lossy(&head[..n]);

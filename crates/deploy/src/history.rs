@@ -94,29 +94,17 @@ impl History {
     /// [`DeployError::StateDir`], [`DeployError::History`].
     pub fn open(path: &Path) -> Result<History, DeployError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| DeployError::StateDir {
-                path: dir.to_owned(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|source| DeployError::StateDir { path: dir.to_owned(), source })?;
         }
-        let err = |source| DeployError::History {
-            path: path.to_owned(),
-            source,
-        };
+        let err = |source| DeployError::History { path: path.to_owned(), source };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(History {
-            conn,
-            path: path.to_owned(),
-        })
+        Ok(History { conn, path: path.to_owned() })
     }
 
     fn err(&self, source: rusqlite::Error) -> DeployError {
-        DeployError::History {
-            path: self.path.clone(),
-            source,
-        }
+        DeployError::History { path: self.path.clone(), source }
     }
 
     /// Where the database is.
@@ -129,7 +117,14 @@ impl History {
     ///
     /// # Errors
     /// [`DeployError::History`].
-    pub fn start_run(&self, run_id: &str, flake: &str, strategy: &str, hosts: &[String], started_at: u64) -> Result<(), DeployError> {
+    pub fn start_run(
+        &self,
+        run_id: &str,
+        flake: &str,
+        strategy: &str,
+        hosts: &[String],
+        started_at: u64,
+    ) -> Result<(), DeployError> {
         self.conn
             .execute(
                 "INSERT INTO runs (id, flake, strategy, hosts, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -145,10 +140,7 @@ impl History {
     /// # Errors
     /// [`DeployError::History`].
     pub fn record_host(&mut self, run_id: &str, h: &HostReport, now: u64) -> Result<(), DeployError> {
-        let tx = self.conn.transaction().map_err(|e| DeployError::History {
-            path: self.path.clone(),
-            source: e,
-        })?;
+        let tx = self.conn.transaction().map_err(|e| DeployError::History { path: self.path.clone(), source: e })?;
         let result = (|| {
             tx.execute(
                 "INSERT OR REPLACE INTO host_results VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -156,7 +148,10 @@ impl History {
                     run_id,
                     h.host,
                     h.outcome.as_str(),
-                    serde_json::to_value(h.standing).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                    serde_json::to_value(h.standing)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
                     h.action.map(crate::plan::Action::as_str),
                     h.previous_system,
                     h.new_system,
@@ -227,17 +222,16 @@ impl History {
         let Some((run_id, flake, hosts)) = last else {
             return Err(DeployError::NothingToResume { path: self.path.clone() });
         };
-        let mut stmt = self
-            .conn
-            .prepare("SELECT host, outcome FROM host_results WHERE run_id = ?1")
-            .map_err(|e| self.err(e))?;
+        let mut stmt =
+            self.conn.prepare("SELECT host, outcome FROM host_results WHERE run_id = ?1").map_err(|e| self.err(e))?;
         let done: Vec<(String, String)> = stmt
             .query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .and_then(Iterator::collect)
             .map_err(|e| self.err(e))?;
         let ok = |h: &str| {
-            done.iter()
-                .any(|(host, outcome)| host == h && (outcome == Outcome::Deployed.as_str() || outcome == Outcome::UpToDate.as_str()))
+            done.iter().any(|(host, outcome)| {
+                host == h && (outcome == Outcome::Deployed.as_str() || outcome == Outcome::UpToDate.as_str())
+            })
         };
         Ok(Unfinished {
             hosts: hosts.split_whitespace().filter(|h| !ok(h)).map(str::to_owned).collect(),

@@ -103,10 +103,18 @@ pub fn deploy_host(job: &HostJob<'_>) -> HostReport {
             return run.finish(Outcome::Failed, Standing::KnownGood, format!("{e}; nothing was done"));
         }
         Err(LockError::Transport(e)) if e.is_unreachable() => {
-            return run.finish(Outcome::Unreachable, Standing::KnownGood, format!("{}; nothing was done (retry with `fleetgate deploy --resume`)", why(&e)));
+            return run.finish(
+                Outcome::Unreachable,
+                Standing::KnownGood,
+                format!("{}; nothing was done (retry with `fleetgate deploy --resume`)", why(&e)),
+            );
         }
         Err(LockError::Transport(e)) => {
-            return run.finish(Outcome::Unreachable, Standing::KnownGood, format!("could not take the deploy lock: {}; nothing was done", why(&e)));
+            return run.finish(
+                Outcome::Unreachable,
+                Standing::KnownGood,
+                format!("could not take the deploy lock: {}; nothing was done", why(&e)),
+            );
         }
     }
     let report = deploy_locked(&mut run, &mut target);
@@ -122,8 +130,9 @@ fn deploy_locked(run: &mut Run<'_, '_>, target: &mut Target<'_>) -> Result<HostR
     let new = job.system;
 
     run.tl.start(Phase::Facts);
-    let facts = fleetgate_facts::collect(target.shared(), t.facts)
-        .map_err(|e| (Outcome::Unreachable, Standing::KnownGood, format!("gathering facts failed: {e}; nothing was done")))?;
+    let facts = fleetgate_facts::collect(target.shared(), t.facts).map_err(|e| {
+        (Outcome::Unreachable, Standing::KnownGood, format!("gathering facts failed: {e}; nothing was done"))
+    })?;
     let old = facts.current_system.as_ref().map(|s| s.path.clone());
     run.report.previous_system.clone_from(&old);
     run.report.running_system.clone_from(&old);
@@ -160,7 +169,11 @@ fn deploy_locked(run: &mut Run<'_, '_>, target: &mut Target<'_>) -> Result<HostR
         return Err((Outcome::Skipped, Standing::KnownGood, format!("dry run: would {}", action.as_str())));
     }
     let Some(old) = old else {
-        return Err((Outcome::Failed, Standing::KnownGood, "the host has no /run/current-system: is it NixOS? nothing was done".to_owned()));
+        return Err((
+            Outcome::Failed,
+            Standing::KnownGood,
+            "the host has no /run/current-system: is it NixOS? nothing was done".to_owned(),
+        ));
     };
     let old_generation = generation_of(&facts, &old);
     let boot_id = facts.boot_id.clone().unwrap_or_default();
@@ -195,11 +208,20 @@ fn deploy_locked(run: &mut Run<'_, '_>, target: &mut Target<'_>) -> Result<HostR
                 SwitchOutcome::Confirmed => {
                     run.report.running_system = Some(new.to_owned());
                     record(run, target, false);
-                    Ok(finish(run, Outcome::Deployed, Standing::KnownGood, "switched live, healthy, confirmed, and the boot default"))
+                    Ok(finish(
+                        run,
+                        Outcome::Deployed,
+                        Standing::KnownGood,
+                        "switched live, healthy, confirmed, and the boot default",
+                    ))
                 }
                 SwitchOutcome::RolledBack(why) => {
                     run.report.rolled_back = true;
-                    Err((Outcome::Failed, Standing::KnownGood, format!("{why}. The host runs the previous generation.")))
+                    Err((
+                        Outcome::Failed,
+                        Standing::KnownGood,
+                        format!("{why}. The host runs the previous generation."),
+                    ))
                 }
                 SwitchOutcome::Unknown(why) => {
                     run.report.running_system = None;
@@ -224,9 +246,18 @@ fn deploy_locked(run: &mut Run<'_, '_>, target: &mut Target<'_>) -> Result<HostR
                     run.report.running_system = Some(new.to_owned());
                     run.report.booted_healthy = Some(new.to_owned());
                     record(run, target, true);
-                    Ok(finish(run, Outcome::Deployed, Standing::KnownGood, "booted the new generation once, healthy, now the default"))
+                    Ok(finish(
+                        run,
+                        Outcome::Deployed,
+                        Standing::KnownGood,
+                        "booted the new generation once, healthy, now the default",
+                    ))
                 }
-                RebootOutcome::Refused(why) => Err((Outcome::Failed, Standing::KnownGood, format!("{why}. The host runs the previous generation."))),
+                RebootOutcome::Refused(why) => Err((
+                    Outcome::Failed,
+                    Standing::KnownGood,
+                    format!("{why}. The host runs the previous generation."),
+                )),
                 RebootOutcome::RolledBack(why) => {
                     run.report.rolled_back = true;
                     Err((Outcome::Failed, Standing::KnownGood, format!("{why}. Nothing is left to repair by hand.")))

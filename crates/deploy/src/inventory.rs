@@ -37,11 +37,7 @@ impl Host {
     /// The ssh target.
     #[must_use]
     pub fn ssh_target(&self) -> SshTarget {
-        SshTarget {
-            user: self.ssh_user.clone(),
-            host: self.hostname.clone(),
-            port: self.ssh_port,
-        }
+        SshTarget { user: self.ssh_user.clone(), host: self.hostname.clone(), port: self.ssh_port }
     }
 
     /// `{host}` and `{hostname}` replaced in `template`.
@@ -81,10 +77,7 @@ pub struct DeployNode {
 /// `path:/x`, `git+file:///x`), to look for `fleetgate.toml` in.
 #[must_use]
 pub fn local_dir(flake: &str) -> Option<PathBuf> {
-    let rest = flake
-        .strip_prefix("path:")
-        .or_else(|| flake.strip_prefix("git+file://"))
-        .unwrap_or(flake);
+    let rest = flake.strip_prefix("path:").or_else(|| flake.strip_prefix("git+file://")).unwrap_or(flake);
     let rest = rest.split(['?', '#']).next().unwrap_or(rest);
     if rest.contains(':') {
         return None;
@@ -104,17 +97,13 @@ impl Inventory {
     /// [`DeployError::Config`] for a bad `fleetgate.toml`.
     pub fn load(nix: &Nix, flake: &str, config_file: Option<&Path>) -> Result<Inventory, DeployError> {
         let installable = format!("{flake}#nixosConfigurations");
-        let names = nix
-            .eval_json(&installable, Some("builtins.attrNames"))
-            .map_err(|source| DeployError::Eval {
-                what: "the flake's nixosConfigurations".to_owned(),
-                installable: installable.clone(),
-                source,
-            })?;
-        let names: Vec<String> = serde_json::from_value(names).map_err(|e| DeployError::NixOutput {
-            what: installable.clone(),
-            message: e.to_string(),
+        let names = nix.eval_json(&installable, Some("builtins.attrNames")).map_err(|source| DeployError::Eval {
+            what: "the flake's nixosConfigurations".to_owned(),
+            installable: installable.clone(),
+            source,
         })?;
+        let names: Vec<String> = serde_json::from_value(names)
+            .map_err(|e| DeployError::NixOutput { what: installable.clone(), message: e.to_string() })?;
         // A flake without `deploy` is fine: no deploy-rs data.
         let nodes: BTreeMap<String, DeployNode> = nix
             .eval_json(&format!("{flake}#deploy"), Some(DEPLOY_NODES_APPLY))
@@ -123,10 +112,8 @@ impl Inventory {
             .unwrap_or_default();
         let (config, config_path) = match config_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| DeployError::ReadConfig {
-                    path: path.to_owned(),
-                    source,
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| DeployError::ReadConfig { path: path.to_owned(), source })?;
                 (FileConfig::parse(&text, path)?, Some(path.to_owned()))
             }
             None => match local_dir(flake) {
@@ -173,12 +160,7 @@ impl Inventory {
                 (name.clone(), host)
             })
             .collect();
-        Ok(Inventory {
-            flake: flake.to_owned(),
-            hosts,
-            config,
-            config_path,
-        })
+        Ok(Inventory { flake: flake.to_owned(), hosts, config, config_path })
     }
 }
 
@@ -197,7 +179,8 @@ mod tests {
                 ssh_opts: vec!["-p".into(), "2222".into()],
             },
         )]);
-        let config = FileConfig::parse("[hosts.db1]\nhostname = \"db.example\"\ntags = [\"db\"]\n", Path::new("f")).expect("valid");
+        let config = FileConfig::parse("[hosts.db1]\nhostname = \"db.example\"\ntags = [\"db\"]\n", Path::new("f"))
+            .expect("valid");
         let inv = Inventory::assemble(".", &names, &nodes, config, None).expect("valid");
         let web1 = &inv.hosts["web1"];
         assert_eq!(web1.ssh_target().to_string(), "ssh://root@10.0.0.1");

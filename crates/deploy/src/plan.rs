@@ -99,10 +99,7 @@ impl Planner for CheckPlanner {
             }
         };
         let options = Options {
-            flake: (!self.no_lints).then(|| FlakeHost {
-                flake: input.flake.to_owned(),
-                host: input.host.to_owned(),
-            }),
+            flake: (!self.no_lints).then(|| FlakeHost { flake: input.flake.to_owned(), host: input.host.to_owned() }),
             no_closure_diff: true,
             ..Options::default()
         };

@@ -85,7 +85,11 @@ pub fn verified_reboot(target: &mut Target<'_>, tl: &mut Timeline, p: &RebootPla
     let armed = match &p.once {
         Some(once) => match target.sh(&once.arm(new_gen, p.old_generation, &p.old), t.command) {
             Ok(o) if o.success() => {
-                tl.info(format!("{} will boot generation {new_gen} once{}", once.name(), if o.stdout_text().contains("pinned") { " (default pinned to the previous one)" } else { "" }));
+                tl.info(format!(
+                    "{} will boot generation {new_gen} once{}",
+                    once.name(),
+                    if o.stdout_text().contains("pinned") { " (default pinned to the previous one)" } else { "" }
+                ));
                 true
             }
             Ok(o) if o.status == Some(CANNOT) => {
@@ -94,7 +98,10 @@ pub fn verified_reboot(target: &mut Target<'_>, tl: &mut Timeline, p: &RebootPla
             }
             Ok(o) => {
                 let _ = restore(target, p);
-                return RebootOutcome::Refused(format!("arming the one-time boot failed: {}", String::from_utf8_lossy(&o.stderr).trim()));
+                return RebootOutcome::Refused(format!(
+                    "arming the one-time boot failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
             }
             Err(e) => {
                 let _ = restore(target, p);
@@ -139,10 +146,18 @@ pub fn verified_reboot(target: &mut Target<'_>, tl: &mut Timeline, p: &RebootPla
     tl.start(Phase::Health);
     let booted = match target.sh_ok("readlink -f /run/booted-system\n", t.command) {
         Ok(b) => b.trim().to_owned(),
-        Err(e) => return RebootOutcome::Unknown(format!("the host came back but cannot be asked what it booted: {}", why(&e))),
+        Err(e) => {
+            return RebootOutcome::Unknown(format!(
+                "the host came back but cannot be asked what it booted: {}",
+                why(&e)
+            ));
+        }
     };
     let hung = if cycled {
-        format!("the host did not come back within {} s from booting the new generation (hung in stage 1?); it was power-cycled", t.reboot.as_secs())
+        format!(
+            "the host did not come back within {} s from booting the new generation (hung in stage 1?); it was power-cycled",
+            t.reboot.as_secs()
+        )
     } else {
         String::new()
     };
@@ -150,7 +165,8 @@ pub fn verified_reboot(target: &mut Target<'_>, tl: &mut Timeline, p: &RebootPla
         let reason = if cycled {
             format!("{hung} and came back on the previous generation")
         } else {
-            "the host booted the previous generation instead of the new one (the one-time boot was not honoured)".to_owned()
+            "the host booted the previous generation instead of the new one (the one-time boot was not honoured)"
+                .to_owned()
         };
         return match restore(target, p) {
             Ok(()) => RebootOutcome::RolledBack(format!("{reason}; the previous generation is the default again")),
@@ -176,8 +192,15 @@ pub fn verified_reboot(target: &mut Target<'_>, tl: &mut Timeline, p: &RebootPla
     );
     match target.sh(&bless, t.activation) {
         Ok(o) if o.success() => RebootOutcome::Blessed,
-        Ok(o) => back_to_old(target, tl, p, &format!("making the new generation the default failed:\n{}", tail(&o.stdout_text(), 6))),
-        Err(e) => RebootOutcome::Unknown(format!("lost the host while making the new generation the default: {}", why(&e))),
+        Ok(o) => back_to_old(
+            target,
+            tl,
+            p,
+            &format!("making the new generation the default failed:\n{}", tail(&o.stdout_text(), 6)),
+        ),
+        Err(e) => {
+            RebootOutcome::Unknown(format!("lost the host while making the new generation the default: {}", why(&e)))
+        }
     }
 }
 
@@ -201,11 +224,18 @@ fn restore(target: &mut Target<'_>, p: &RebootPlan) -> Result<(), String> {
 fn back_to_old(target: &mut Target<'_>, tl: &mut Timeline, p: &RebootPlan, reason: &str) -> RebootOutcome {
     tl.start(Phase::Rollback);
     if let Err(e) = restore(target, p) {
-        return RebootOutcome::Unknown(format!("{reason}; restoring the previous generation as the default failed: {e}"));
+        return RebootOutcome::Unknown(format!(
+            "{reason}; restoring the previous generation as the default failed: {e}"
+        ));
     }
     let boot_id = match target.sh_ok("cat /proc/sys/kernel/random/boot_id", target.timeouts.command) {
         Ok(b) => b.trim().to_owned(),
-        Err(e) => return RebootOutcome::Unknown(format!("{reason}; the previous generation is the default again, but the host stopped answering: {}", why(&e))),
+        Err(e) => {
+            return RebootOutcome::Unknown(format!(
+                "{reason}; the previous generation is the default again, but the host stopped answering: {}",
+                why(&e)
+            ));
+        }
     };
     reboot(target);
     let mut back = wait_boot(target, &boot_id, target.timeouts.reboot);
@@ -213,11 +243,18 @@ fn back_to_old(target: &mut Target<'_>, tl: &mut Timeline, p: &RebootPlan, reaso
         back = power_cycle(target, tl, &RebootPlan { boot_id, ..p.clone() });
     }
     if back.is_none() {
-        return RebootOutcome::Unknown(format!("{reason}; the previous generation is the default again, but the host did not come back from the reboot into it"));
+        return RebootOutcome::Unknown(format!(
+            "{reason}; the previous generation is the default again, but the host did not come back from the reboot into it"
+        ));
     }
     match target.sh_ok("readlink -f /run/booted-system\n", target.timeouts.command) {
-        Ok(b) if b.trim() == p.old => RebootOutcome::RolledBack(format!("{reason}; rebooted into the previous generation, which is the default again")),
-        Ok(b) => RebootOutcome::Unknown(format!("{reason}; after rebooting into the previous generation the host runs {}", b.trim())),
+        Ok(b) if b.trim() == p.old => RebootOutcome::RolledBack(format!(
+            "{reason}; rebooted into the previous generation, which is the default again"
+        )),
+        Ok(b) => RebootOutcome::Unknown(format!(
+            "{reason}; after rebooting into the previous generation the host runs {}",
+            b.trim()
+        )),
         Err(e) => RebootOutcome::Unknown(format!("{reason}; the host cannot be asked what it booted: {}", why(&e))),
     }
 }
@@ -252,7 +289,10 @@ fn power_cycle(target: &mut Target<'_>, tl: &mut Timeline, p: &RebootPlan) -> Op
         match run.run() {
             Ok(_) => tl.info(format!("power-cycled ({command})")),
             Err(e) => {
-                tl.info(format!("power-cycle attempt {attempt} failed: {}", e.to_string().lines().next().unwrap_or_default()));
+                tl.info(format!(
+                    "power-cycle attempt {attempt} failed: {}",
+                    e.to_string().lines().next().unwrap_or_default()
+                ));
                 continue;
             }
         }
@@ -272,7 +312,10 @@ fn not_back_message(target: &Target<'_>, armed: bool) -> String {
     };
     let how = match &target.host.power_cycle {
         Some(c) => format!("the power-cycle command `{c}` failed or the host did not come back after it"),
-        None => format!("it has no power-cycle command (set `power_cycle` in fleetgate.toml under [hosts.{}])", target.host.name),
+        None => format!(
+            "it has no power-cycle command (set `power_cycle` in fleetgate.toml under [hosts.{}])",
+            target.host.name
+        ),
     };
     format!(
         "the host did not come back within {} s after rebooting into the new generation and {how}. {default}. {} keeps the last good generation.",

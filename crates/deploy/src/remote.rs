@@ -35,11 +35,7 @@ impl<'a> Target<'a> {
     /// A target; nothing is connected yet.
     #[must_use]
     pub fn new(host: &'a Host, timeouts: &'a Timeouts) -> Target<'a> {
-        Target {
-            host,
-            timeouts,
-            shared: None,
-        }
+        Target { host, timeouts, shared: None }
     }
 
     fn ssh(&self, multiplex: bool) -> Ssh {
@@ -132,11 +128,7 @@ pub fn why(e: &TransportError) -> String {
 /// (`system-N-link`).
 #[must_use]
 pub fn set_profile_script(system: &str) -> String {
-    format!(
-        "set -e\nnix-env -p {p} --set {s} >&2\nreadlink {p}\n",
-        p = paths::PROFILE,
-        s = q(system)
-    )
+    format!("set -e\nnix-env -p {p} --set {s} >&2\nreadlink {p}\n", p = paths::PROFILE, s = q(system))
 }
 
 /// Points the profile back at `generation` (or at `system` when the
@@ -158,12 +150,7 @@ pub fn q(word: &str) -> String {
 /// The generation number in `system-12-link`.
 #[must_use]
 pub fn generation_number(link: &str) -> Option<u64> {
-    link.rsplit('/')
-        .next()?
-        .strip_prefix("system-")?
-        .strip_suffix("-link")?
-        .parse()
-        .ok()
+    link.rsplit('/').next()?.strip_prefix("system-")?.strip_suffix("-link")?.parse().ok()
 }
 
 #[cfg(test)]
@@ -183,6 +170,12 @@ mod tests {
         let got: Option<()> = poll(start + Duration::from_millis(50), Duration::from_millis(10), || None);
         assert!(got.is_none() && start.elapsed() >= Duration::from_millis(50));
         let mut n = 0;
-        assert_eq!(poll(start + Duration::from_secs(5), Duration::from_millis(1), || { n += 1; (n == 3).then_some(n) }), Some(3));
+        assert_eq!(
+            poll(start + Duration::from_secs(5), Duration::from_millis(1), || {
+                n += 1;
+                (n == 3).then_some(n)
+            }),
+            Some(3)
+        );
     }
 }

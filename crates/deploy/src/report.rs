@@ -160,11 +160,7 @@ pub fn exit_code(hosts: &[HostReport]) -> i32 {
 fn short(path: Option<&str>) -> String {
     match path {
         // /nix/store/<32 chars>-name → name
-        Some(p) => p
-            .strip_prefix("/nix/store/")
-            .and_then(|r| r.get(33..))
-            .unwrap_or(p)
-            .to_owned(),
+        Some(p) => p.strip_prefix("/nix/store/").and_then(|r| r.get(33..)).unwrap_or(p).to_owned(),
         None => "-".to_owned(),
     }
 }
@@ -235,7 +231,8 @@ impl RunReport {
             self.exit_code,
             match self.exit_code {
                 EXIT_OK => "",
-                EXIT_FAILED => " (every host is on a known-good generation; `fleetgate deploy --resume` retries the others)",
+                EXIT_FAILED =>
+                    " (every host is on a known-good generation; `fleetgate deploy --resume` retries the others)",
                 _ => " (a host's state is unknown: see above, a human must look)",
             }
         );

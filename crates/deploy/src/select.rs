@@ -98,7 +98,11 @@ mod tests {
         assert!(parse_targets(&["a#x".into(), "b#y".into()]).is_err());
         assert!(glob_match("web*", "web12") && glob_match("w?b1", "web1") && !glob_match("db*", "web1"));
 
-        let config = FileConfig::parse("[hosts.web1]\ntags = [\"web\"]\n[hosts.web2]\ntags = [\"web\", \"eu\"]\n", std::path::Path::new("f")).expect("valid");
+        let config = FileConfig::parse(
+            "[hosts.web1]\ntags = [\"web\"]\n[hosts.web2]\ntags = [\"web\", \"eu\"]\n",
+            std::path::Path::new("f"),
+        )
+        .expect("valid");
         let names: Vec<String> = ["web1", "web2", "db1"].map(str::to_owned).to_vec();
         let inv = Inventory::assemble(".", &names, &BTreeMap::new(), config, None).expect("ok");
         assert_eq!(select(&inv, &[], &[]).expect("all"), ["db1", "web1", "web2"]);

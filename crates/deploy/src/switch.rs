@@ -144,35 +144,53 @@ fn look(target: &mut Target<'_>, w: &Watchdog) -> Option<Seen> {
 }
 
 /// Runs a live switch from `w.old` to `w.new` under the watchdog.
-pub fn magic_switch(target: &mut Target<'_>, tl: &mut Timeline, w: &Watchdog, run_id: &str, baseline: &str, boot_id: &str) -> SwitchOutcome {
+pub fn magic_switch(
+    target: &mut Target<'_>,
+    tl: &mut Timeline,
+    w: &Watchdog,
+    run_id: &str,
+    baseline: &str,
+    boot_id: &str,
+) -> SwitchOutcome {
     let t = target.timeouts.clone();
     tl.start(Phase::Activate);
     let prepare = format!("mkdir -p {d} && chmod 700 {d}", d = q(&w.dir));
     if let Err(e) = target.sh_ok(&prepare, t.command) {
-        return SwitchOutcome::RolledBack(format!("could not prepare the watchdog, nothing was changed: {}", crate::remote::why(&e)));
+        return SwitchOutcome::RolledBack(format!(
+            "could not prepare the watchdog, nothing was changed: {}",
+            crate::remote::why(&e)
+        ));
     }
     let script_path = format!("{}/watchdog.sh", w.dir);
-    if let Err(e) = target.shared().upload(w.script().as_bytes(), std::path::Path::new(&script_path), 0o700, t.command) {
-        return SwitchOutcome::RolledBack(format!("could not install the watchdog, nothing was changed: {}", crate::remote::why(&e)));
+    if let Err(e) = target.shared().upload(w.script().as_bytes(), std::path::Path::new(&script_path), 0o700, t.command)
+    {
+        return SwitchOutcome::RolledBack(format!(
+            "could not install the watchdog, nothing was changed: {}",
+            crate::remote::why(&e)
+        ));
     }
     if let Err(e) = target.sh_ok(&set_profile_script(&w.new), t.command) {
         let _ = target.sh(&restore_profile_script(w.old_generation, &w.old), t.command);
-        return SwitchOutcome::RolledBack(format!("could not set the system profile (the previous profile was restored): {}", crate::remote::why(&e)));
+        return SwitchOutcome::RolledBack(format!(
+            "could not set the system profile (the previous profile was restored): {}",
+            crate::remote::why(&e)
+        ));
     }
     let unit = format!("fleetgate-watchdog-{run_id}");
     match target.sh_ok(&w.launch_script(&unit), t.command) {
         Ok(how) => tl.info(format!("watchdog armed ({}), {} s to confirm", how.trim(), w.window_secs)),
         Err(e) => {
             let _ = target.sh(&restore_profile_script(w.old_generation, &w.old), t.command);
-            return SwitchOutcome::RolledBack(format!("could not start the watchdog (the previous profile was restored): {}", crate::remote::why(&e)));
+            return SwitchOutcome::RolledBack(format!(
+                "could not start the watchdog (the previous profile was restored): {}",
+                crate::remote::why(&e)
+            ));
         }
     }
 
     // Wait for activation to finish (the watchdog runs it).
     let deadline = Instant::now() + t.activation + Duration::from_secs(30);
-    let seen = poll(deadline, Duration::from_millis(500), || {
-        look(target, w).filter(|s| s.state != "activating")
-    });
+    let seen = poll(deadline, Duration::from_millis(500), || look(target, w).filter(|s| s.state != "activating"));
     let Some(seen) = seen else {
         return wait_for_watchdog(target, w, boot_id, "lost contact with the host during activation");
     };
@@ -193,7 +211,8 @@ pub fn magic_switch(target: &mut Target<'_>, tl: &mut Timeline, w: &Watchdog, ru
                 Some(1) => "exit 1: pre-switch checks failed".to_owned(),
                 Some(2) => "exit 2: activation failed".to_owned(),
                 Some(4) => "exit 4: units failed".to_owned(),
-                Some(100) => "exit 100: the init interface changed; it needs a reboot (deploy with --reboot)".to_owned(),
+                Some(100) =>
+                    "exit 100: the init interface changed; it needs a reboot (deploy with --reboot)".to_owned(),
                 Some(124) => format!("timed out after {} s", w.activation_secs),
                 other => format!("exit {other:?}"),
             }
@@ -220,11 +239,26 @@ pub fn magic_switch(target: &mut Target<'_>, tl: &mut Timeline, w: &Watchdog, ru
             let why = format!("making the new system the boot default failed: {}", tail(&o.stdout_text(), 5));
             return trigger_rollback(target, w, boot_id, &why);
         }
-        Err(e) => return trigger_rollback(target, w, boot_id, &format!("could not reach the host to confirm: {}", crate::remote::why(&e))),
+        Err(e) => {
+            return trigger_rollback(
+                target,
+                w,
+                boot_id,
+                &format!("could not reach the host to confirm: {}", crate::remote::why(&e)),
+            );
+        }
     }
     let fresh = target.fresh();
-    if let Err(e) = fleetgate_transport::Transport::run_script(&fresh, &format!("mkdir -p {}/confirm", q(&w.dir)), t.command).and_then(fleetgate_transport::Output::check) {
-        return wait_for_watchdog(target, w, boot_id, &format!("could not confirm over a new SSH connection ({})", crate::remote::why(&e)));
+    if let Err(e) =
+        fleetgate_transport::Transport::run_script(&fresh, &format!("mkdir -p {}/confirm", q(&w.dir)), t.command)
+            .and_then(fleetgate_transport::Output::check)
+    {
+        return wait_for_watchdog(
+            target,
+            w,
+            boot_id,
+            &format!("could not confirm over a new SSH connection ({})", crate::remote::why(&e)),
+        );
     }
     let confirmed = poll(Instant::now() + Duration::from_secs(20), Duration::from_millis(300), || {
         look(target, w).filter(|s| s.state != "waiting")
@@ -246,7 +280,9 @@ fn wait_for_watchdog(target: &mut Target<'_>, w: &Watchdog, boot_id: &str, why: 
     let t = target.timeouts.clone();
     let deadline = Instant::now() + Duration::from_secs(w.window_secs) + t.activation + Duration::from_secs(60);
     let seen = poll(deadline, Duration::from_secs(1), || {
-        look(target, w).filter(|s| s.state == "missing" || s.state == "confirmed" || s.state.starts_with("rolled-back") || s.boot_id != boot_id)
+        look(target, w).filter(|s| {
+            s.state == "missing" || s.state == "confirmed" || s.state.starts_with("rolled-back") || s.boot_id != boot_id
+        })
     });
     match seen {
         None => SwitchOutcome::Unknown(format!(
@@ -271,7 +307,9 @@ fn final_state(target: &mut Target<'_>, w: &Watchdog, state: &str, why: &str) ->
 fn wait_for_watchdog_done(target: &mut Target<'_>, w: &Watchdog, why: &str) -> SwitchOutcome {
     let deadline = Instant::now() + target.timeouts.activation + Duration::from_secs(30);
     match poll(deadline, Duration::from_secs(1), || look(target, w).filter(|s| s.state.starts_with("rolled-back"))) {
-        Some(s) => verify_old(target, w, &format!("{why}; the host rolled back to the previous generation ({})", s.state)),
+        Some(s) => {
+            verify_old(target, w, &format!("{why}; the host rolled back to the previous generation ({})", s.state))
+        }
         None => SwitchOutcome::Unknown(format!("{why}; the rollback did not finish in time: check the host")),
     }
 }
@@ -289,7 +327,10 @@ fn verify_old(target: &mut Target<'_>, w: &Watchdog, why: &str) -> SwitchOutcome
                 SwitchOutcome::Unknown(format!("{why}; but it runs {current} with the profile on {profile}: check it"))
             }
         }
-        Err(e) => SwitchOutcome::Unknown(format!("{why}; then the host could not be asked where it is: {}", crate::remote::why(&e))),
+        Err(e) => SwitchOutcome::Unknown(format!(
+            "{why}; then the host could not be asked where it is: {}",
+            crate::remote::why(&e)
+        )),
     }
 }
 
@@ -307,8 +348,15 @@ fn after_reboot(target: &mut Target<'_>, w: &Watchdog, why: &str) -> SwitchOutco
                 q(&w.old)
             );
             match target.sh_ok(&script, t.activation) {
-                Ok(_) => verify_old(target, w, &format!("{why}; it came back on the previous generation and its profile was restored")),
-                Err(e) => SwitchOutcome::Unknown(format!("{why}; it came back on the previous generation but restoring its profile failed: {}", crate::remote::why(&e))),
+                Ok(_) => verify_old(
+                    target,
+                    w,
+                    &format!("{why}; it came back on the previous generation and its profile was restored"),
+                ),
+                Err(e) => SwitchOutcome::Unknown(format!(
+                    "{why}; it came back on the previous generation but restoring its profile failed: {}",
+                    crate::remote::why(&e)
+                )),
             }
         }
         Ok(c) => SwitchOutcome::Unknown(format!("{why}; it came back running {c}, unconfirmed: check it")),

@@ -52,7 +52,13 @@ pub fn write_config(lab: &Lab, text: &str) {
 }
 
 /// Deploys `hosts` (all if empty) with `options`, recording in `history`.
-pub fn deploy_with(lab: &Lab, hosts: &[&str], options: &DeployOptions, history: Option<&Mutex<History>>, bus: Bus) -> RunReport {
+pub fn deploy_with(
+    lab: &Lab,
+    hosts: &[&str],
+    options: &DeployOptions,
+    history: Option<&Mutex<History>>,
+    bus: Bus,
+) -> RunReport {
     let nix = nix();
     let inventory = Inventory::load(&nix, &flake(lab), None).expect("inventory");
     let named: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
@@ -77,7 +83,10 @@ pub fn readlink(lab: &Lab, host: &str, path: &str) -> String {
 }
 
 pub fn valid_on(lab: &Lab, host: &str, path: &str) -> bool {
-    lab.ssh(host, &format!("nix-store --check-validity {path} 2>/dev/null && echo valid || echo invalid")).expect("ssh").trim() == "valid"
+    lab.ssh(host, &format!("nix-store --check-validity {path} 2>/dev/null && echo valid || echo invalid"))
+        .expect("ssh")
+        .trim()
+        == "valid"
 }
 
 /// The host runs and has its profile on `system`, and a reboot (the boot

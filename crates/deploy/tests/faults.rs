@@ -30,7 +30,11 @@ fn fault_activation_fails_watchdog_rolls_back() {
     assert_eq!(report.exit_code, 1, "{}", report.human());
     let r = host(&report, "web1");
     assert_eq!((r.action, r.outcome, r.rolled_back), (Some(Action::Switch), Outcome::Failed, true), "{}", r.message);
-    assert!(r.message.contains("exit 2: activation failed") && r.message.contains("injected activation failure"), "{}", r.message);
+    assert!(
+        r.message.contains("exit 2: activation failed") && r.message.contains("injected activation failure"),
+        "{}",
+        r.message
+    );
     assert_known_good(&report);
     assert_on(&lab, "web1", &first["web1"]);
     assert!(lab.down().expect("down").is_empty());
@@ -41,7 +45,10 @@ fn fault_health_check_fails_after_switch_rolls_back() {
     let lab = LabGuard::up(&["web1=nvme,grub"]).expect("lab");
     let first = lab.build(&["web1"]).expect("build");
     // The new generation drops the `app` service; the health check wants it.
-    write_config(&lab, "[hosts.web1]\nhealth.units = [\"app.service\"]\nhealth.commands = [\"test -d /run/current-system\"]\n");
+    write_config(
+        &lab,
+        "[hosts.web1]\nhealth.units = [\"app.service\"]\nhealth.commands = [\"test -d /run/current-system\"]\n",
+    );
     lab.edit_host("web1", |k| {
         k.revision = 2;
         k.services.clear();
@@ -51,8 +58,16 @@ fn fault_health_check_fails_after_switch_rolls_back() {
     assert_eq!(report.exit_code, 1, "{}", report.human());
     let r = host(&report, "web1");
     assert_eq!((r.outcome, r.rolled_back), (Outcome::Failed, true), "{}", r.message);
-    assert!(r.message.contains("health checks failed") && r.message.contains("unit app.service is inactive"), "{}", r.message);
-    assert_eq!(lab.ssh("web1", "systemctl is-active app").expect("ssh").trim(), "active", "the old system's service is back");
+    assert!(
+        r.message.contains("health checks failed") && r.message.contains("unit app.service is inactive"),
+        "{}",
+        r.message
+    );
+    assert_eq!(
+        lab.ssh("web1", "systemctl is-active app").expect("ssh").trim(),
+        "active",
+        "the old system's service is back"
+    );
     assert_known_good(&report);
     assert_on(&lab, "web1", &first["web1"]);
     assert!(lab.down().expect("down").is_empty());
@@ -108,7 +123,9 @@ fn fault_ssh_cut_during_activation_target_rolls_back_by_itself() {
         wait_for("the watchdog to be armed", Duration::from_secs(60), || !watchdog_state(&pid).is_empty());
         assert!(Command::new("ip").args(["link", "set", &veth, "down"]).status().expect("ip").success());
         // The host, alone, gives up waiting and rolls back.
-        wait_for("the watchdog to roll back", Duration::from_secs(120), || watchdog_state(&pid).starts_with("rolled-back"));
+        wait_for("the watchdog to roll back", Duration::from_secs(120), || {
+            watchdog_state(&pid).starts_with("rolled-back")
+        });
         assert!(Command::new("ip").args(["link", "set", &veth, "up"]).status().expect("ip").success());
         drop(rx);
         deployer.join().expect("deploy thread")
@@ -171,7 +188,11 @@ fn fault_disk_full_during_copy_leaves_the_host_untouched() {
     assert_eq!(report.exit_code, 1, "{}", report.human());
     let r = host(&report, "web1");
     assert_eq!((r.outcome, r.standing), (Outcome::Failed, Standing::KnownGood), "{}", r.message);
-    assert!(r.message.contains("ran out of disk space") && r.message.contains("nothing was activated"), "{}", r.message);
+    assert!(
+        r.message.contains("ran out of disk space") && r.message.contains("nothing was activated"),
+        "{}",
+        r.message
+    );
     assert!(r.phases.iter().any(|p| p.phase == Phase::Copy && !p.ok));
     assert!(!valid_on(&lab, "web1", &second["web1"]));
     assert_eq!(readlink(&lab, "web1", "/nix/var/nix/profiles/system"), first["web1"]);
@@ -199,7 +220,9 @@ fn fault_two_concurrent_deploys_to_one_host_the_second_is_refused() {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if rx.recv_timeout(left).expect("the first deploy reaches its health checks").kind == EventKind::Phase(Phase::Health) {
+            if rx.recv_timeout(left).expect("the first deploy reaches its health checks").kind
+                == EventKind::Phase(Phase::Health)
+            {
                 break;
             }
         }
@@ -231,7 +254,11 @@ fn fault_power_cycle_command_fails_once_and_is_retried() {
     let first = lab.build(&["vps1"]).expect("build");
     let marker = lab.dir().root().join("provider-api-flaked");
     // The provider's API fails the first call, then works.
-    let command = format!("if [ -e {m} ]; then {pc}; else touch {m}; echo 'API error 503' >&2; exit 1; fi", m = marker.display(), pc = power_cycle_command(&lab));
+    let command = format!(
+        "if [ -e {m} ]; then {pc}; else touch {m}; echo 'API error 503' >&2; exit 1; fi",
+        m = marker.display(),
+        pc = power_cycle_command(&lab)
+    );
     write_config(&lab, &format!("[hosts.vps1]\npower_cycle = '''{command}'''\n"));
     hanging_generation(&lab, "vps1");
     let mut forced = options();
@@ -259,7 +286,12 @@ fn fault_power_cycle_command_never_works_exit_3_but_the_default_still_boots_the_
     assert_eq!(report.exit_code, 3, "{}", report.human());
     let r = host(&report, "vps1");
     assert_eq!(r.standing, Standing::Unknown);
-    assert!(r.message.contains("boot default is still the previous generation") && r.message.contains("power-cycling it brings it back"), "{}", r.message);
+    assert!(
+        r.message.contains("boot default is still the previous generation")
+            && r.message.contains("power-cycling it brings it back"),
+        "{}",
+        r.message
+    );
     // What the report promises holds: a power cycle brings it back.
     assert_eq!(lab.status("vps1").expect("status").power, fleetgate_lab::Power::Hung);
     let back = lab.power_cycle("vps1").expect("power cycle");

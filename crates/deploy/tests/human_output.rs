@@ -11,14 +11,16 @@ fn sys(name: &str) -> Option<String> {
 }
 
 fn report() -> RunReport {
-    let mut web1 = HostReport::untouched("web1", Outcome::Deployed, "booted the new generation once, healthy, now the default");
+    let mut web1 =
+        HostReport::untouched("web1", Outcome::Deployed, "booted the new generation once, healthy, now the default");
     web1.action = Some(Action::Boot);
     web1.previous_system = sys("web1-r1");
     web1.new_system = sys("web1-r2");
     web1.running_system = sys("web1-r2");
     web1.booted_healthy = sys("web1-r2");
     web1.copied_bytes = Some(42_047_898);
-    web1.phases = vec![PhaseRecord { phase: Phase::Copy, start_ms: 10, duration_ms: 1200, ok: true, detail: String::new() }];
+    web1.phases =
+        vec![PhaseRecord { phase: Phase::Copy, start_ms: 10, duration_ms: 1200, ok: true, detail: String::new() }];
     let mut vps1 = HostReport::untouched(
         "vps1",
         Outcome::Failed,
@@ -30,11 +32,19 @@ fn report() -> RunReport {
     vps1.new_system = sys("vps1-r2");
     vps1.running_system = sys("vps1-r1");
     vps1.findings = vec![
-        Finding::new("initrd.missing-modules", Severity::Error, "the new initrd cannot see the root disk: virtio_blk, virtio_pci are missing")
-            .with_fix("add them to boot.initrd.availableKernelModules"),
+        Finding::new(
+            "initrd.missing-modules",
+            Severity::Error,
+            "the new initrd cannot see the root disk: virtio_blk, virtio_pci are missing",
+        )
+        .with_fix("add them to boot.initrd.availableKernelModules"),
         Finding::new("switch.refused", Severity::Warning, "dbus-implementation : dbus -> broker"),
     ];
-    let db1 = HostReport::untouched("db1", Outcome::Unreachable, "ssh://root@db1 is unreachable: Connection refused; nothing was done (retry with `fleetgate deploy --resume`)");
+    let db1 = HostReport::untouched(
+        "db1",
+        Outcome::Unreachable,
+        "ssh://root@db1 is unreachable: Connection refused; nothing was done (retry with `fleetgate deploy --resume`)",
+    );
     let hosts = vec![web1, vps1, db1];
     RunReport {
         format: FORMAT,

@@ -57,7 +57,10 @@ fn lab_switch_live_then_inhibitor_goes_boot_with_verified_reboot() {
 fn seed_incident_blocked_then_forced_hangs_power_cycle_back_on_previous() {
     let lab = LabGuard::up(&["vps1=virtio,systemd-boot", "vps2=virtio,grub"]).expect("lab");
     let first = lab.build(&["vps1", "vps2"]).expect("build");
-    write_config(&lab, &format!("[defaults]\npower_cycle = \"{}\"\nhealth.units = [\"app.service\"]\n", power_cycle_command(&lab)));
+    write_config(
+        &lab,
+        &format!("[defaults]\npower_cycle = \"{}\"\nhealth.units = [\"app.service\"]\n", power_cycle_command(&lab)),
+    );
     for h in ["vps1", "vps2"] {
         lab.edit_host(h, |k| {
             k.revision = 2;
@@ -91,7 +94,10 @@ fn seed_incident_blocked_then_forced_hangs_power_cycle_back_on_previous() {
         assert!(r.rolled_back, "{h}: {}", r.message);
         assert!(r.message.contains("power-cycled") && r.message.contains("previous generation"), "{h}: {}", r.message);
         assert!(r.phases.iter().any(|p| p.phase == fleetgate_deploy::events::Phase::PowerCycle), "{h}");
-        assert!(lab.console(h).expect("console").contains("A start job is running for /dev/disk/by-label/NIXOS_ROOT"), "{h} really hung");
+        assert!(
+            lab.console(h).expect("console").contains("A start job is running for /dev/disk/by-label/NIXOS_ROOT"),
+            "{h} really hung"
+        );
         assert_on(&lab, h, &first[h]);
     }
     assert!(lab.down().expect("down").is_empty());
@@ -135,10 +141,8 @@ fn lab_copy_reports_progress_in_nar_bytes_of_the_paths_the_host_lacked() {
     assert_eq!(host(&report, "web1").copied_bytes, Some(expected));
     let events: Vec<EventKind> = rx.try_iter().filter(|e| e.host == "web1").map(|e| e.kind).collect();
     let copy_start = events.iter().position(|k| *k == EventKind::Phase(Phase::Copy)).expect("a copy phase");
-    let copy: Vec<&EventKind> = events[copy_start + 1..]
-        .iter()
-        .take_while(|k| !matches!(k, EventKind::Phase(_)))
-        .collect();
+    let copy: Vec<&EventKind> =
+        events[copy_start + 1..].iter().take_while(|k| !matches!(k, EventKind::Phase(_))).collect();
     let progress: Vec<(u64, Option<u64>)> = copy
         .iter()
         .filter_map(|k| match k {
@@ -149,11 +153,7 @@ fn lab_copy_reports_progress_in_nar_bytes_of_the_paths_the_host_lacked() {
     assert_eq!(progress.first(), Some(&(0, Some(expected))), "the total before any byte: {copy:?}");
     assert!(progress.iter().all(|(d, e)| *e == Some(expected) && *d <= expected), "{copy:?}");
     assert!(progress.windows(2).all(|w| w[0].0 <= w[1].0), "{copy:?}");
-    assert_eq!(
-        copy.last(),
-        Some(&&EventKind::Copied { bytes: expected, paths: lacked.len() as u64 }),
-        "{copy:?}"
-    );
+    assert_eq!(copy.last(), Some(&&EventKind::Copied { bytes: expected, paths: lacked.len() as u64 }), "{copy:?}");
     assert_on(&lab, "web1", &new);
     assert!(lab.down().expect("down").is_empty());
 }

@@ -87,13 +87,7 @@ impl Finding {
     /// A finding without evidence or fix.
     #[must_use]
     pub fn new(id: &str, severity: Severity, message: impl Into<String>) -> Finding {
-        Finding {
-            id: id.to_owned(),
-            severity,
-            message: message.into(),
-            evidence: Vec::new(),
-            fix: None,
-        }
+        Finding { id: id.to_owned(), severity, message: message.into(), evidence: Vec::new(), fix: None }
     }
 
     /// Adds evidence lines.
@@ -338,19 +332,12 @@ impl Facts {
     /// # Errors
     /// [`FactsError::Read`] or [`FactsError::Json`].
     pub fn load(path: &Path) -> Result<Facts, FactsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FactsError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let facts: Facts = serde_json::from_str(&text).map_err(|source| FactsError::Json {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| FactsError::Read { path: path.display().to_string(), source })?;
+        let facts: Facts = serde_json::from_str(&text)
+            .map_err(|source| FactsError::Json { path: path.display().to_string(), source })?;
         if facts.format != FORMAT {
-            return Err(FactsError::Format {
-                path: path.display().to_string(),
-                format: facts.format,
-            });
+            return Err(FactsError::Format { path: path.display().to_string(), format: facts.format });
         }
         Ok(facts)
     }
@@ -536,7 +523,11 @@ pub fn render(f: &Facts) -> String {
             .filter(|l| l.target.rsplit('/').next() == Some(root))
             .map(|l| format!("{}/{}", l.kind, l.name))
             .collect();
-        let _ = writeln!(out, "root names:  {}", if names.is_empty() { "(no /dev/disk links)".to_owned() } else { names.join(", ") });
+        let _ = writeln!(
+            out,
+            "root names:  {}",
+            if names.is_empty() { "(no /dev/disk links)".to_owned() } else { names.join(", ") }
+        );
     }
     for (label, sys) in [("current:", &f.current_system), ("booted:", &f.booted_system)] {
         let _ = writeln!(out, "{label:<13}{}", sys.as_ref().map_or("(none: not NixOS)", |s| s.path.as_str()));
@@ -558,7 +549,11 @@ pub fn render(f: &Facts) -> String {
         Some(Loader::Grub) => "GRUB",
         None => "none found",
     };
-    let _ = writeln!(out, "boot:        {firmware}, {loader}{}", f.boot.location.as_ref().map_or(String::new(), |l| format!(" ({l})")));
+    let _ = writeln!(
+        out,
+        "boot:        {firmware}, {loader}{}",
+        f.boot.location.as_ref().map_or(String::new(), |l| format!(" ({l})"))
+    );
     for e in &f.boot.entries {
         let _ = writeln!(out, "  entry {}", e.id);
     }
@@ -569,7 +564,8 @@ pub fn render(f: &Facts) -> String {
         let _ = writeln!(out, "  grubenv {k} = {v}");
     }
     let _ = writeln!(out, "nix free:    {}", gib(f.nix_free_bytes));
-    let _ = writeln!(out, "memory:      {} total, {} available", gib(f.memory_total_bytes), gib(f.memory_available_bytes));
+    let _ =
+        writeln!(out, "memory:      {} total, {} available", gib(f.memory_total_bytes), gib(f.memory_available_bytes));
     if !f.findings.is_empty() {
         out.push('\n');
     }

@@ -36,11 +36,7 @@ fn opt(s: &str) -> Option<String> {
 /// add findings.
 #[must_use]
 pub fn parse(target: &str, output: &str) -> Facts {
-    let mut f = Facts {
-        format: FORMAT,
-        target: target.to_owned(),
-        ..Facts::default()
-    };
+    let mut f = Facts { format: FORMAT, target: target.to_owned(), ..Facts::default() };
     let mut version = None;
     let mut ended = false;
     let mut missing_files = Vec::new();
@@ -99,11 +95,7 @@ pub fn parse(target: &str, output: &str) -> Facts {
                 systems.entry(field(1).to_owned()).or_default().path = field(2).to_owned();
             }
             ("system-link", 4) => {
-                systems
-                    .entry(field(1).to_owned())
-                    .or_default()
-                    .links
-                    .insert(field(2).to_owned(), field(3).to_owned());
+                systems.entry(field(1).to_owned()).or_default().links.insert(field(2).to_owned(), field(3).to_owned());
             }
             ("system-file", 3) => {
                 files.entry((field(1).to_owned(), field(2).to_owned())).or_default();
@@ -112,23 +104,14 @@ pub fn parse(target: &str, output: &str) -> Facts {
                 eols.insert((field(1).to_owned(), field(2).to_owned()));
             }
             ("system-line", 4) => {
-                files
-                    .entry((field(1).to_owned(), field(2).to_owned()))
-                    .or_default()
-                    .push(field(3).to_owned());
+                files.entry((field(1).to_owned(), field(2).to_owned())).or_default().push(field(3).to_owned());
             }
             ("generation", 3) => match field(1).parse() {
-                Ok(number) => f.generations.push(Generation {
-                    number,
-                    path: field(2).to_owned(),
-                }),
+                Ok(number) => f.generations.push(Generation { number, path: field(2).to_owned() }),
                 Err(_) => skipped.push(line.to_owned()),
             },
             ("profile", 3) => {
-                f.profile = Some(Profile {
-                    link: field(1).to_owned(),
-                    path: field(2).to_owned(),
-                });
+                f.profile = Some(Profile { link: field(1).to_owned(), path: field(2).to_owned() });
             }
             ("firmware", _) => {
                 f.boot.firmware = match field(1) {
@@ -153,10 +136,7 @@ pub fn parse(target: &str, output: &str) -> Facts {
             }
             ("sdboot-entry", 3) => {
                 if section == Section::SystemdBoot {
-                    f.boot.entries.push(BootEntry {
-                        id: field(1).to_owned(),
-                        title: opt(field(2)),
-                    });
+                    f.boot.entries.push(BootEntry { id: field(1).to_owned(), title: opt(field(2)) });
                 }
             }
             ("sdboot-conf", 2) => {
@@ -181,10 +161,7 @@ pub fn parse(target: &str, output: &str) -> Facts {
             ("grub-entry", 2 | 3) => {
                 if section == Section::Grub {
                     let title = if fields.len() == 3 { field(2) } else { field(1) };
-                    f.boot.entries.push(BootEntry {
-                        id: field(1).to_owned(),
-                        title: opt(title),
-                    });
+                    f.boot.entries.push(BootEntry { id: field(1).to_owned(), title: opt(title) });
                 }
             }
             ("grubenv", 2) => {
@@ -279,7 +256,9 @@ fn findings(f: &mut Facts, version: Option<&str>, ended: bool, missing_files: &[
             Severity::Warning,
             "the facts script's output stops before its end; later facts are unknown",
         )
-        .with_fix("gather the facts again; if they stop again, look at the host's logs (out of memory, a killed session)"));
+        .with_fix(
+            "gather the facts again; if they stop again, look at the host's logs (out of memory, a killed session)",
+        ));
     }
     if !f.missing_tools.is_empty() {
         add(Finding::new(
@@ -291,7 +270,9 @@ fn findings(f: &mut Facts, version: Option<&str>, ended: bool, missing_files: &[
     }
     for file in missing_files {
         let (severity, why) = match file.as_str() {
-            "/dev/disk" => (Severity::Info, "no udev /dev/disk links: root names (LABEL=, UUID=) are checked against blkid only"),
+            "/dev/disk" => {
+                (Severity::Info, "no udev /dev/disk links: root names (LABEL=, UUID=) are checked against blkid only")
+            }
             "/proc/self/mountinfo" => (Severity::Warning, "the root file system cannot be found"),
             _ => (Severity::Info, "the fact it gives is unknown"),
         };
@@ -359,14 +340,15 @@ mod tests {
 
     #[test]
     fn sizes_that_overflow_are_unknown_and_reported_not_a_panic() {
-        let f = facts(&["nix-free-kib\t/nix\t18446744073709551615", "mem\tMemTotal\t99999999999999999999", "mem\tMemAvailable\t1024"]);
+        let f = facts(&[
+            "nix-free-kib\t/nix\t18446744073709551615",
+            "mem\tMemTotal\t99999999999999999999",
+            "mem\tMemAvailable\t1024",
+        ]);
         assert_eq!(f.nix_free_bytes, None);
         assert_eq!(f.memory_total_bytes, None);
         assert_eq!(f.memory_available_bytes, Some(1 << 20));
-        assert_eq!(
-            unparsed(&f),
-            ["nix-free-kib\t/nix\t18446744073709551615", "mem\tMemTotal\t99999999999999999999"]
-        );
+        assert_eq!(unparsed(&f), ["nix-free-kib\t/nix\t18446744073709551615", "mem\tMemTotal\t99999999999999999999"]);
         assert_eq!(facts(&["nix-free-kib\t/nix\t12"]).nix_free_bytes, Some(12 * 1024));
     }
 

@@ -56,7 +56,10 @@ fn grub_entries_carry_their_submenu_path() {
         }
         let out = cmd.arg("-c").arg(grub_entries_script()).arg("sh").arg(&cfg).output().expect("shell runs");
         assert!(out.status.success(), "{sh}: {}", String::from_utf8_lossy(&out.stderr));
-        let facts = fleetgate_facts::parse("test", &format!("version\t1\ngrub\t{}\n{}end\n", cfg.display(), String::from_utf8_lossy(&out.stdout)));
+        let facts = fleetgate_facts::parse(
+            "test",
+            &format!("version\t1\ngrub\t{}\n{}end\n", cfg.display(), String::from_utf8_lossy(&out.stdout)),
+        );
         let ids: Vec<&str> = facts.boot.entries.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(
             ids,

@@ -16,11 +16,7 @@ fn facts_of(lab: &Lab, host: &str) -> Facts {
 }
 
 fn chain_modules(facts: &Facts) -> Vec<(String, String)> {
-    facts
-        .root_chain
-        .iter()
-        .filter_map(|d| Some((d.driver.clone()?, d.module.clone()?)))
-        .collect()
+    facts.root_chain.iter().filter_map(|d| Some((d.driver.clone()?, d.module.clone()?))).collect()
 }
 
 #[test]
@@ -31,7 +27,10 @@ fn lab_hosts_of_every_disk_bus() -> anyhow::Result<()> {
     assert_eq!(web1.hostname.as_deref(), Some("web1"));
     assert_eq!(web1.root_block_name(), Some("vda2"));
     assert_eq!(web1.root.as_ref().and_then(|r| r.fs_type.as_deref()), Some("ext4"));
-    assert_eq!(chain_modules(&web1), [("virtio_blk".into(), "virtio_blk".into()), ("virtio-pci".into(), "virtio_pci".into())]);
+    assert_eq!(
+        chain_modules(&web1),
+        [("virtio_blk".into(), "virtio_blk".into()), ("virtio-pci".into(), "virtio_pci".into())]
+    );
     assert_eq!(web1.disk_link("by-label", "NIXOS_ROOT").map(|l| l.target.as_str()), Some("/dev/vda2"));
     assert_eq!(web1.boot.firmware, Some(Firmware::Uefi));
     assert_eq!(web1.boot.loader, Some(Loader::SystemdBoot));
@@ -48,7 +47,9 @@ fn lab_hosts_of_every_disk_bus() -> anyhow::Result<()> {
     assert_eq!(web1.generations.len(), 1);
     assert_eq!(web1.generations[0].path, current.path);
     let ids = web1.block_ids.clone().expect("blkid ran");
-    assert!(ids.iter().any(|b| b.devname == "/dev/vda2" && b.tags.get("LABEL").map(String::as_str) == Some("NIXOS_ROOT")));
+    assert!(
+        ids.iter().any(|b| b.devname == "/dev/vda2" && b.tags.get("LABEL").map(String::as_str) == Some("NIXOS_ROOT"))
+    );
 
     let db1 = facts_of(&lab, "db1");
     assert_eq!(db1.root_block_name(), Some("nvme0n1p2"));
@@ -76,7 +77,12 @@ fn lab_hosts_of_every_disk_bus() -> anyhow::Result<()> {
     assert_eq!(scsi.modalias.as_deref(), Some("scsi:t-0x00"));
 
     for facts in [&web1, &db1, &st1] {
-        assert!(!facts.findings.iter().any(|f| f.severity >= Severity::Warning), "{}: {:#?}", facts.target, facts.findings);
+        assert!(
+            !facts.findings.iter().any(|f| f.severity >= Severity::Warning),
+            "{}: {:#?}",
+            facts.target,
+            facts.findings
+        );
         assert!(facts.nix_free_bytes.is_some_and(|b| b > 0));
     }
     let left = lab.down()?;

@@ -18,7 +18,8 @@ fn local() -> Facts {
 }
 
 fn virtio_fixture() -> Facts {
-    Facts::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/virtio-vm.facts.json")).expect("fixture loads")
+    Facts::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/virtio-vm.facts.json"))
+        .expect("fixture loads")
 }
 
 #[test]
@@ -57,11 +58,8 @@ fn a_virtio_vm_has_the_virtio_root_chain() {
     assert_eq!(virtio.driver.as_deref(), Some("virtio_blk"));
     assert_eq!(virtio.module, None, "built into that VM's kernel");
     assert_eq!(virtio.modalias.as_deref(), Some("virtio:d00000002v00001AF4"));
-    let pci = facts
-        .root_chain
-        .iter()
-        .find(|d| d.subsystem.as_deref() == Some("pci"))
-        .expect("a PCI device on the chain");
+    let pci =
+        facts.root_chain.iter().find(|d| d.subsystem.as_deref() == Some("pci")).expect("a PCI device on the chain");
     assert_eq!(pci.driver.as_deref(), Some("virtio-pci"));
     assert!(pci.modalias.as_deref().is_some_and(|m| m.starts_with("pci:v00001AF4d00001042")));
     assert!(facts.block_devices.iter().any(|b| b.name == "vda"));

@@ -57,11 +57,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         if segments {
             if last_segment != Some(entry.segment) {
                 last_segment = Some(entry.segment);
-                writeln!(
-                    out,
-                    "segment {} {} {}",
-                    entry.segment, entry.compression, entry.segment_offset
-                )?;
+                writeln!(out, "segment {} {} {}", entry.segment, entry.compression, entry.segment_offset)?;
             }
         } else if !quiet {
             out.write_all(entry.path_bytes())?;
@@ -72,12 +68,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let modules = scan.finish();
     if !segments {
         let versions: Vec<&str> = modules.kernel_versions.iter().map(String::as_str).collect();
-        writeln!(
-            out,
-            "# {count} entries; kernel versions: {}; {} modules",
-            versions.join(" "),
-            modules.names.len()
-        )?;
+        writeln!(out, "# {count} entries; kernel versions: {}; {} modules", versions.join(" "), modules.names.len())?;
     }
     out.flush()?;
     Ok(())

@@ -143,17 +143,10 @@ pub(crate) struct Decoder<R: Read> {
 
 impl<R: Read> Decoder<R> {
     /// Builds a decoder for a stream starting at the input's position.
-    pub(crate) fn new(
-        compression: Compression,
-        input: Input<R>,
-        limits: DecoderLimits,
-    ) -> io::Result<Self> {
+    pub(crate) fn new(compression: Compression, input: Input<R>, limits: DecoderLimits) -> io::Result<Self> {
         let kind = match compression {
             Compression::None => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "no decoder for uncompressed data",
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "no decoder for uncompressed data"));
             }
             Compression::Gzip => Kind::Gzip(flate2::bufread::GzDecoder::new(input)),
             Compression::Zstd => {
@@ -164,13 +157,11 @@ impl<R: Read> Decoder<R> {
                 Kind::Zstd(d)
             }
             Compression::Xz => {
-                let stream = liblzma::stream::Stream::new_stream_decoder(limits.memory, 0)
-                    .map_err(io::Error::other)?;
+                let stream = liblzma::stream::Stream::new_stream_decoder(limits.memory, 0).map_err(io::Error::other)?;
                 Kind::Xz(liblzma::bufread::XzDecoder::new_stream(input, stream))
             }
             Compression::Lzma => {
-                let stream = liblzma::stream::Stream::new_lzma_decoder(limits.memory)
-                    .map_err(io::Error::other)?;
+                let stream = liblzma::stream::Stream::new_lzma_decoder(limits.memory).map_err(io::Error::other)?;
                 Kind::Xz(liblzma::bufread::XzDecoder::new_stream(input, stream))
             }
             Compression::Bzip2 => Kind::Bzip2(bzip2::bufread::BzDecoder::new(input)),
@@ -231,33 +222,15 @@ mod tests {
         assert_eq!(detect(b"070702..."), Magic::Cpio);
         assert_eq!(detect(b"070707..."), Magic::OldCpio("odc"));
         assert_eq!(detect(&[0xc7, 0x71, 0, 0]), Magic::OldCpio("old binary"));
-        assert_eq!(
-            detect(&[0x1f, 0x8b, 8, 0]),
-            Magic::Compressed(Compression::Gzip)
-        );
-        assert_eq!(
-            detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
-            Magic::Compressed(Compression::Zstd)
-        );
+        assert_eq!(detect(&[0x1f, 0x8b, 8, 0]), Magic::Compressed(Compression::Gzip));
+        assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Magic::Compressed(Compression::Zstd));
         assert_eq!(detect(b"\xfd7zXZ\0"), Magic::Compressed(Compression::Xz));
-        assert_eq!(
-            detect(&[0x5d, 0, 0, 0x80]),
-            Magic::Compressed(Compression::Lzma)
-        );
-        assert_eq!(
-            detect(&[0x02, 0x21, 0x4c, 0x18]),
-            Magic::Compressed(Compression::Lz4Legacy)
-        );
-        assert_eq!(
-            detect(&[0x04, 0x22, 0x4d, 0x18]),
-            Magic::Unsupported("lz4 frame format", LZ4_FRAME_REASON)
-        );
+        assert_eq!(detect(&[0x5d, 0, 0, 0x80]), Magic::Compressed(Compression::Lzma));
+        assert_eq!(detect(&[0x02, 0x21, 0x4c, 0x18]), Magic::Compressed(Compression::Lz4Legacy));
+        assert_eq!(detect(&[0x04, 0x22, 0x4d, 0x18]), Magic::Unsupported("lz4 frame format", LZ4_FRAME_REASON));
         assert_eq!(detect(b"BZh91AY"), Magic::Compressed(Compression::Bzip2));
         assert_eq!(detect(b"BZh0"), Magic::Unknown);
-        assert_eq!(
-            detect(b"\x89LZO\0"),
-            Magic::Unsupported("lzo", NOT_DECODED_HERE)
-        );
+        assert_eq!(detect(b"\x89LZO\0"), Magic::Unsupported("lzo", NOT_DECODED_HERE));
         assert_eq!(detect(b"hello!"), Magic::Unknown);
         assert_eq!(detect(b""), Magic::Unknown);
     }

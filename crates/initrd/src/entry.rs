@@ -174,11 +174,7 @@ pub(crate) fn normalise_path(raw: &[u8]) -> &[u8] {
             p = rest;
         }
     }
-    if p.is_empty() && !raw.is_empty() {
-        b"."
-    } else {
-        p
-    }
+    if p.is_empty() && !raw.is_empty() { b"." } else { p }
 }
 
 #[cfg(test)]

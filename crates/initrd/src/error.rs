@@ -25,11 +25,7 @@ pub struct Location {
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.compression == Compression::None {
-            write!(
-                f,
-                "byte {} (segment {}, uncompressed)",
-                self.offset, self.segment
-            )
+            write!(f, "byte {} (segment {}, uncompressed)", self.offset, self.segment)
         } else {
             write!(
                 f,
@@ -94,9 +90,7 @@ pub enum Error {
 
     /// Bytes at a segment boundary are neither zero padding, a cpio archive,
     /// nor the magic of a known compression format.
-    #[error(
-        "bad magic at file byte {offset}: {found:02x?} is neither a cpio archive nor a known compression format"
-    )]
+    #[error("bad magic at file byte {offset}: {found:02x?} is neither a cpio archive nor a known compression format")]
     BadMagic {
         /// File byte offset of the unrecognised bytes.
         offset: u64,
@@ -122,9 +116,7 @@ pub enum Error {
 
     /// A cpio archive in a format the kernel does not unpack (old binary or
     /// odc/"070707"); the kernel only accepts newc ("070701") and crc ("070702").
-    #[error(
-        "unsupported cpio format {format} at {at}; the kernel only unpacks newc/crc (`cpio -H newc`)"
-    )]
+    #[error("unsupported cpio format {format} at {at}; the kernel only unpacks newc/crc (`cpio -H newc`)")]
     UnsupportedCpioFormat {
         /// "odc" or "old binary".
         format: &'static str,
@@ -171,9 +163,7 @@ pub enum Error {
     },
 
     /// Data of a "070702" (crc) archive member does not match its checksum.
-    #[error(
-        "checksum mismatch for {path:?} at {at}: header says {expected:#010x}, data sums to {actual:#010x}"
-    )]
+    #[error("checksum mismatch for {path:?} at {at}: header says {expected:#010x}, data sums to {actual:#010x}")]
     ChecksumMismatch {
         /// Path of the entry (lossily decoded).
         path: String,
@@ -188,9 +178,7 @@ pub enum Error {
     /// Inside a compressed segment, outside any cpio archive (at its start
     /// or after a trailer), something other than zero padding, another
     /// archive, or the end of the stream.
-    #[error(
-        "expected zero padding, a cpio archive or the end of the stream at {at}, found byte {found:#04x}"
-    )]
+    #[error("expected zero padding, a cpio archive or the end of the stream at {at}, found byte {found:#04x}")]
     Junk {
         /// Where the junk starts.
         at: Location,

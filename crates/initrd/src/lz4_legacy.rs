@@ -29,15 +29,7 @@ pub(crate) struct Lz4Legacy<R> {
 
 impl<R: Read> Lz4Legacy<R> {
     pub(crate) fn new(input: Input<R>) -> Self {
-        Lz4Legacy {
-            input,
-            src: Vec::new(),
-            dst: Vec::new(),
-            pos: 0,
-            end: 0,
-            started: false,
-            finished: false,
-        }
+        Lz4Legacy { input, src: Vec::new(), dst: Vec::new(), pos: 0, end: 0, started: false, finished: false }
     }
 
     pub(crate) fn get_ref(&self) -> &Input<R> {
@@ -62,10 +54,7 @@ impl<R: Read> Lz4Legacy<R> {
                 continue;
             }
             if !self.started {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "not an lz4 legacy stream",
-                ));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "not an lz4 legacy stream"));
             }
             let size = size as usize;
             if size == 0 || size > CHUNK_BOUND {

@@ -129,10 +129,7 @@ impl ModuleScan {
             list.sort_unstable();
         }
 
-        let ns = Namespace {
-            nodes: &self.nodes,
-            children: &children,
-        };
+        let ns = Namespace { nodes: &self.nodes, children: &children };
         let mut roots: Vec<Vec<u8>> = vec![b"lib/modules".to_vec(), b"usr/lib/modules".to_vec()];
         for store_item in ns.children_of(b"nix/store") {
             roots.push([b"nix/store/", *store_item, b"/lib/modules"].concat());
@@ -207,13 +204,7 @@ impl Namespace<'_> {
         Some(done)
     }
 
-    fn walk(
-        &self,
-        dir: Vec<u8>,
-        version: &str,
-        walked: &mut HashSet<(Vec<u8>, String)>,
-        out: &mut KernelModules,
-    ) {
+    fn walk(&self, dir: Vec<u8>, version: &str, walked: &mut HashSet<(Vec<u8>, String)>, out: &mut KernelModules) {
         // Iterative depth-first walk; `walked` stops symlink loops.
         let mut stack = vec![dir];
         while let Some(dir) = stack.pop() {
@@ -251,8 +242,7 @@ impl Namespace<'_> {
 
 /// The non-empty, non-`.` components of a path.
 fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
-    path.split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
+    path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".")
 }
 
 /// A path in canonical form: components joined by `/`, no leading `/`.
@@ -272,11 +262,7 @@ fn clean(path: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    if dir.is_empty() {
-        name.to_vec()
-    } else {
-        [dir, b"/", name].concat()
-    }
+    if dir.is_empty() { name.to_vec() } else { [dir, b"/", name].concat() }
 }
 
 #[cfg(test)]
@@ -286,10 +272,7 @@ mod tests {
     #[test]
     fn module_names_are_stems_with_underscores() {
         assert_eq!(module_name(b"virtio_blk.ko").as_deref(), Some("virtio_blk"));
-        assert_eq!(
-            module_name(b"crc32c-intel.ko.zst").as_deref(),
-            Some("crc32c_intel")
-        );
+        assert_eq!(module_name(b"crc32c-intel.ko.zst").as_deref(), Some("crc32c_intel"));
         assert_eq!(module_name(b"ext4.ko.xz").as_deref(), Some("ext4"));
         assert_eq!(module_name(b"dm-mod.ko.gz").as_deref(), Some("dm_mod"));
         assert_eq!(module_name(b".ko"), None);
@@ -299,10 +282,7 @@ mod tests {
 
     #[test]
     fn clean_paths() {
-        assert_eq!(
-            clean(b"/lib//modules/./x").as_deref(),
-            Some(&b"lib/modules/x"[..])
-        );
+        assert_eq!(clean(b"/lib//modules/./x").as_deref(), Some(&b"lib/modules/x"[..]));
         assert_eq!(clean(b"."), None);
         assert_eq!(clean(b"a/../b"), None);
     }

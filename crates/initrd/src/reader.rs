@@ -128,10 +128,7 @@ impl Reader<File> {
     /// Opens an image file with default [`Options`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|source| Error::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = File::open(path).map_err(|source| Error::Open { path: path.to_path_buf(), source })?;
         Ok(Reader::new(file))
     }
 }
@@ -150,11 +147,7 @@ impl<R: Read> Reader<R> {
             src: Source::Raw(Input::new(inner, opts.buffer_size)),
             state: State::Top,
             opts,
-            seg: Segment {
-                index: 0,
-                compression: Compression::None,
-                start: 0,
-            },
+            seg: Segment { index: 0, compression: Compression::None, start: 0 },
             segments_seen: 0,
             pos: 0,
             entry: Entry::empty(),
@@ -238,22 +231,13 @@ impl<R: Read> Reader<R> {
     /// Maps an error from the current stream to a typed error.
     fn stream_error(&self, e: io::Error) -> Error {
         match &self.src {
-            Source::Raw(input) => Error::Io {
-                offset: input.offset(),
-                source: e,
-            },
+            Source::Raw(input) => Error::Io { offset: input.offset(), source: e },
             Source::Decoded(d) => {
                 let input = d.get_ref().input();
                 if input.io_failed {
-                    Error::Io {
-                        offset: input.offset(),
-                        source: e,
-                    }
+                    Error::Io { offset: input.offset(), source: e }
                 } else if input.eof && e.kind() == io::ErrorKind::UnexpectedEof {
-                    Error::Truncated {
-                        what: "compressed data",
-                        at: self.location(),
-                    }
+                    Error::Truncated { what: "compressed data", at: self.location() }
                 } else {
                     Error::Decompress {
                         compression: self.seg.compression,
@@ -263,10 +247,7 @@ impl<R: Read> Reader<R> {
                     }
                 }
             }
-            Source::Poisoned => Error::Io {
-                offset: 0,
-                source: e,
-            },
+            Source::Poisoned => Error::Io { offset: 0, source: e },
         }
     }
 
@@ -301,19 +282,11 @@ impl<R: Read> Reader<R> {
 
     /// Consumes exactly `n` bytes of the stream, handing them to `take` one
     /// buffered chunk at a time, or fails as truncated (inside `what`).
-    fn take_chunks(
-        &mut self,
-        mut n: u64,
-        what: &'static str,
-        mut take: impl FnMut(&[u8]),
-    ) -> Result<(), Error> {
+    fn take_chunks(&mut self, mut n: u64, what: &'static str, mut take: impl FnMut(&[u8])) -> Result<(), Error> {
         while n > 0 {
             let avail = self.fill()?;
             if avail == 0 {
-                return Err(Error::Truncated {
-                    what,
-                    at: self.location(),
-                });
+                return Err(Error::Truncated { what, at: self.location() });
             }
             let k = (avail as u64).min(n) as usize;
             take(&self.buffered()[..k]);
@@ -355,15 +328,9 @@ impl<R: Read> Reader<R> {
     /// Returns false at end of file.
     fn start_segment(&mut self) -> Result<bool, Error> {
         let Source::Raw(input) = &mut self.src else {
-            return Err(Error::Io {
-                offset: 0,
-                source: Self::poisoned(),
-            });
+            return Err(Error::Io { offset: 0, source: Self::poisoned() });
         };
-        let io_err = |input: &Input<R>, source| Error::Io {
-            offset: input.offset(),
-            source,
-        };
+        let io_err = |input: &Input<R>, source| Error::Io { offset: input.offset(), source };
         if let Err(e) = input.skip_zeros() {
             return Err(io_err(input, e));
         }
@@ -381,12 +348,7 @@ impl<R: Read> Reader<R> {
             // The file ends before a whole magic number.
             return Err(Error::Truncated {
                 what: "a segment's magic number",
-                at: Location {
-                    segment: index,
-                    compression: Compression::None,
-                    segment_offset: offset,
-                    offset,
-                },
+                at: Location { segment: index, compression: Compression::None, segment_offset: offset, offset },
             });
         }
         match magic {
@@ -396,11 +358,7 @@ impl<R: Read> Reader<R> {
                 if offset % 4 != 0 {
                     return Err(Error::BadMagic { offset, found });
                 }
-                self.seg = Segment {
-                    index,
-                    compression: Compression::None,
-                    start: offset,
-                };
+                self.seg = Segment { index, compression: Compression::None, start: offset };
                 self.pos = offset;
                 self.state = State::Header;
             }
@@ -408,47 +366,26 @@ impl<R: Read> Reader<R> {
                 let Source::Raw(input) = std::mem::replace(&mut self.src, Source::Poisoned) else {
                     return Ok(false);
                 };
-                let limits = DecoderLimits {
-                    memory: self.opts.decoder_memory_limit,
-                };
-                let decoder = Decoder::new(compression, input, limits).map_err(|source| {
-                    Error::Decompress {
-                        compression,
-                        segment_offset: offset,
-                        decompressed: 0,
-                        source,
-                    }
-                })?;
-                self.src = Source::Decoded(Box::new(BufReader::with_capacity(
-                    self.opts.buffer_size,
-                    decoder,
-                )));
-                self.seg = Segment {
-                    index,
+                let limits = DecoderLimits { memory: self.opts.decoder_memory_limit };
+                let decoder = Decoder::new(compression, input, limits).map_err(|source| Error::Decompress {
                     compression,
-                    start: offset,
-                };
+                    segment_offset: offset,
+                    decompressed: 0,
+                    source,
+                })?;
+                self.src = Source::Decoded(Box::new(BufReader::with_capacity(self.opts.buffer_size, decoder)));
+                self.seg = Segment { index, compression, start: offset };
                 self.pos = 0;
                 self.state = State::Between;
             }
             (Magic::OldCpio(format), _) => {
                 return Err(Error::UnsupportedCpioFormat {
                     format,
-                    at: Location {
-                        segment: index,
-                        compression: Compression::None,
-                        segment_offset: offset,
-                        offset,
-                    },
+                    at: Location { segment: index, compression: Compression::None, segment_offset: offset, offset },
                 });
             }
             (Magic::Unsupported(name, reason), magic) => {
-                return Err(Error::UnsupportedCompression {
-                    name,
-                    reason,
-                    magic,
-                    offset,
-                });
+                return Err(Error::UnsupportedCompression { name, reason, magic, offset });
             }
             (Magic::Unknown, found) => return Err(Error::BadMagic { offset, found }),
         }
@@ -479,18 +416,13 @@ impl<R: Read> Reader<R> {
                 None => continue,
                 Some(b'0') => {
                     if self.pos % 4 != 0 && self.pos != zeros_from {
-                        return Err(Error::BrokenPadding {
-                            at: self.location(),
-                        });
+                        return Err(Error::BrokenPadding { at: self.location() });
                     }
                     self.state = State::Header;
                     return Ok(());
                 }
                 Some(found) => {
-                    return Err(Error::Junk {
-                        at: self.location(),
-                        found,
-                    });
+                    return Err(Error::Junk { at: self.location(), found });
                 }
             }
         }
@@ -510,10 +442,7 @@ impl<R: Read> Reader<R> {
             b"070702" => CpioFormat::Crc,
             b"070707" => return Err(Error::UnsupportedCpioFormat { format: "odc", at }),
             [0xc7, 0x71, ..] | [0x71, 0xc7, ..] => {
-                return Err(Error::UnsupportedCpioFormat {
-                    format: "old binary",
-                    at,
-                });
+                return Err(Error::UnsupportedCpioFormat { format: "old binary", at });
             }
             other => {
                 let mut found = [0u8; 6];
@@ -545,18 +474,10 @@ impl<R: Read> Reader<R> {
         let checksum = field(12)?;
 
         if namesize == 0 {
-            return Err(Error::BadHeaderField {
-                field: FIELD_NAMES[11],
-                value: "00000000".to_owned(),
-                at,
-            });
+            return Err(Error::BadHeaderField { field: FIELD_NAMES[11], value: "00000000".to_owned(), at });
         }
         if u64::from(namesize) > self.opts.max_name_len {
-            return Err(Error::NameTooLong {
-                len: u64::from(namesize),
-                max: self.opts.max_name_len,
-                at,
-            });
+            return Err(Error::NameTooLong { len: u64::from(namesize), max: self.opts.max_name_len, at });
         }
 
         // Read the name into the reused buffer.
@@ -619,9 +540,7 @@ impl<R: Read> Reader<R> {
             && size > 0
             && FileType::from_mode(mode) == FileType::Regular;
 
-        if FileType::from_mode(mode) == FileType::Symlink
-            && u64::from(size) <= self.opts.max_symlink_len
-        {
+        if FileType::from_mode(mode) == FileType::Symlink && u64::from(size) <= self.opts.max_symlink_len {
             let mut target = std::mem::take(&mut self.entry.link_target);
             target.clear();
             let res = self.read_into(&mut target, u64::from(size), "a symlink target");
@@ -648,10 +567,7 @@ impl<R: Read> Reader<R> {
                 path: self.entry.path_lossy().into_owned(),
                 expected: self.entry.checksum,
                 actual: self.sum,
-                at: Location {
-                    offset: self.entry.header_offset,
-                    ..self.location()
-                },
+                at: Location { offset: self.entry.header_offset, ..self.location() },
             });
         }
         self.align4("file data padding")
@@ -674,10 +590,7 @@ impl<R: Read> Reader<R> {
         }
         let avail = self.fill()?;
         if avail == 0 {
-            return Err(Error::Truncated {
-                what: "file data",
-                at: self.location(),
-            });
+            return Err(Error::Truncated { what: "file data", at: self.location() });
         }
         let k = (avail as u64).min(self.remaining).min(out.len() as u64) as usize;
         out[..k].copy_from_slice(&self.buffered()[..k]);
@@ -746,10 +659,7 @@ impl<R: Read> EntryReader<'_, R> {
         self.by_ref().take(max).read_to_end(&mut out)?;
         let mut probe = [0u8; 1];
         if self.read(&mut probe)? != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("entry data is longer than {max} bytes"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("entry data is longer than {max} bytes")));
         }
         Ok(out)
     }

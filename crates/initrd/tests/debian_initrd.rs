@@ -16,10 +16,7 @@ fn images() -> Vec<PathBuf> {
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("initrd.img-"))
-                })
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("initrd.img-")))
                 .collect()
         })
         .unwrap_or_default();
@@ -39,23 +36,10 @@ fn listing_equals_lsinitramfs_and_modules_match() {
             .arg(&image)
             .output()
             .expect("lsinitramfs is required (apt-get install initramfs-tools)");
-        assert!(
-            out.status.success(),
-            "lsinitramfs failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let theirs: BTreeSet<Vec<u8>> = out
-            .stdout
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect();
-        assert!(
-            theirs.len() > 100,
-            "{}: lsinitramfs listed only {} paths",
-            image.display(),
-            theirs.len()
-        );
+        assert!(out.status.success(), "lsinitramfs failed: {}", String::from_utf8_lossy(&out.stderr));
+        let theirs: BTreeSet<Vec<u8>> =
+            out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+        assert!(theirs.len() > 100, "{}: lsinitramfs listed only {} paths", image.display(), theirs.len());
 
         let mut reader = Reader::open(&image).unwrap();
         let mut ours = BTreeSet::new();
@@ -68,14 +52,8 @@ fn listing_equals_lsinitramfs_and_modules_match() {
                 e.read_to_string(&mut builtin).unwrap();
             }
         }
-        let only_ours: Vec<_> = ours
-            .difference(&theirs)
-            .map(|p| String::from_utf8_lossy(p))
-            .collect();
-        let only_theirs: Vec<_> = theirs
-            .difference(&ours)
-            .map(|p| String::from_utf8_lossy(p))
-            .collect();
+        let only_ours: Vec<_> = ours.difference(&theirs).map(|p| String::from_utf8_lossy(p)).collect();
+        let only_theirs: Vec<_> = theirs.difference(&ours).map(|p| String::from_utf8_lossy(p)).collect();
         assert!(
             only_ours.is_empty() && only_theirs.is_empty(),
             "{}: only ours {only_ours:?}, only lsinitramfs {only_theirs:?}",
@@ -89,31 +67,16 @@ fn listing_equals_lsinitramfs_and_modules_match() {
             .filter(|p| p.starts_with(b"usr/lib/modules/") || p.starts_with(b"lib/modules/"))
             .filter_map(|p| fleetgate_initrd::module_name(p.rsplit(|&b| b == b'/').next()?))
             .collect();
-        assert!(
-            !expected.is_empty(),
-            "{}: no modules listed",
-            image.display()
-        );
+        assert!(!expected.is_empty(), "{}: no modules listed", image.display());
         assert_eq!(modules.names, expected, "{}", image.display());
 
-        let version = image
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .trim_start_matches("initrd.img-")
-            .to_owned();
-        assert!(
-            modules.kernel_versions.contains(&version),
-            "{:?}",
-            modules.kernel_versions
-        );
+        let version = image.file_name().unwrap().to_string_lossy().trim_start_matches("initrd.img-").to_owned();
+        assert!(modules.kernel_versions.contains(&version), "{:?}", modules.kernel_versions);
 
         // The disk drivers a VPS needs are modules in the image or built in.
         for needed in ["virtio_blk", "virtio_pci", "virtio_scsi"] {
             let builtin_here = builtin.lines().any(|l| {
-                fleetgate_initrd::module_name(l.rsplit('/').next().unwrap_or("").as_bytes())
-                    .as_deref()
-                    == Some(needed)
+                fleetgate_initrd::module_name(l.rsplit('/').next().unwrap_or("").as_bytes()).as_deref() == Some(needed)
             });
             assert!(
                 modules.contains(needed) || builtin_here,

@@ -86,9 +86,7 @@ fn huge_declared_file_size_does_not_allocate() {
     // c_filesize is the 7th field: offset 6 + 6 * 8.
     image[54..62].copy_from_slice(b"ffffffff");
     match error_of(&image) {
-        Error::Truncated {
-            what: "file data", ..
-        } => {}
+        Error::Truncated { what: "file data", .. } => {}
         other => panic!("{other:?}"),
     }
 }
@@ -107,13 +105,7 @@ fn name_size_is_capped() {
         other => panic!("{other:?}"),
     }
     image[94..102].copy_from_slice(b"00000000");
-    assert!(matches!(
-        error_of(&image),
-        Error::BadHeaderField {
-            field: "c_namesize",
-            ..
-        }
-    ));
+    assert!(matches!(error_of(&image), Error::BadHeaderField { field: "c_namesize", .. }));
 }
 
 #[test]
@@ -149,13 +141,7 @@ fn old_cpio_formats_are_rejected_with_their_name() {
         other => panic!("{other:?}"),
     }
     let binary = [0xc7, 0x71, 0, 0, 0, 0, 0, 0];
-    assert!(matches!(
-        error_of(&binary),
-        Error::UnsupportedCpioFormat {
-            format: "old binary",
-            ..
-        }
-    ));
+    assert!(matches!(error_of(&binary), Error::UnsupportedCpioFormat { format: "old binary", .. }));
     // odc inside a compressed segment
     let mut gz_odc = early_cpio();
     gz_odc.extend(compress(Compression::Gzip, &odc));
@@ -176,12 +162,7 @@ fn lz4_frame_format_is_refused_because_the_kernel_cannot_unpack_it() {
     let err = error_of(&image);
     let text = err.to_string();
     match err {
-        Error::UnsupportedCompression {
-            name,
-            reason,
-            magic,
-            offset,
-        } => {
+        Error::UnsupportedCompression { name, reason, magic, offset } => {
             assert_eq!(name, "lz4 frame format");
             assert_eq!(magic[..4], [0x04, 0x22, 0x4d, 0x18]);
             assert_eq!(offset, at);
@@ -199,13 +180,7 @@ fn lz4_frame_format_is_refused_because_the_kernel_cannot_unpack_it() {
     std::fs::write(&path, &image).unwrap();
     let scanned = fleetgate_initrd::kernel_modules(&path);
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(matches!(
-        scanned,
-        Err(Error::UnsupportedCompression {
-            name: "lz4 frame format",
-            ..
-        })
-    ));
+    assert!(matches!(scanned, Err(Error::UnsupportedCompression { name: "lz4 frame format", .. })));
 }
 
 #[test]
@@ -214,12 +189,7 @@ fn unknown_and_unsupported_magic() {
     let at = image.len() as u64;
     image.extend(b"\x89LZO\0\r\n\x1a\n");
     match error_of(&image) {
-        Error::UnsupportedCompression {
-            name,
-            magic,
-            offset,
-            ..
-        } => {
+        Error::UnsupportedCompression { name, magic, offset, .. } => {
             assert_eq!(name, "lzo");
             assert_eq!(magic, b"\x89LZO\0\r");
             assert_eq!(offset, at);
@@ -247,10 +217,7 @@ fn unknown_and_unsupported_magic() {
     assert!(matches!(error_of(&image), Error::Truncated { at: loc, .. } if loc.offset == at));
     let mut image = b"\0\0\0\0\0".to_vec();
     image.extend(main_cpio());
-    assert!(matches!(
-        error_of(&image),
-        Error::BadMagic { offset: 5, .. }
-    ));
+    assert!(matches!(error_of(&image), Error::BadMagic { offset: 5, .. }));
 }
 
 #[test]
@@ -292,11 +259,7 @@ fn corrupt_compressed_data_is_a_decompress_error() {
             *b ^= 0x55;
         }
         match read_all(&image) {
-            Err(Error::Decompress {
-                compression: c,
-                segment_offset: 0,
-                ..
-            }) => assert_eq!(c, compression),
+            Err(Error::Decompress { compression: c, segment_offset: 0, .. }) => assert_eq!(c, compression),
             // The cpio parser may trip over the garbage before the decoder
             // reaches the stream's checksum.
             Err(
@@ -335,10 +298,7 @@ fn errors_display_their_position() {
     let text = error_of(&image).to_string();
     assert!(text.contains("segment 1"), "{text}");
     assert!(text.contains("zstd"), "{text}");
-    assert!(
-        text.contains(&format!("file byte {}", early_cpio().len())),
-        "{text}"
-    );
+    assert!(text.contains(&format!("file byte {}", early_cpio().len())), "{text}");
 }
 
 #[test]

@@ -51,10 +51,7 @@ fn exercise(data: &[u8]) {
 }
 
 fn seeds() -> Vec<Vec<u8>> {
-    let mut seeds = vec![
-        main_cpio(),
-        Cpio::crc().file("f", b"data").symlink("l", "f").finish(),
-    ];
+    let mut seeds = vec![main_cpio(), Cpio::crc().file("f", b"data").symlink("l", "f").finish()];
     for c in ALL_COMPRESSIONS {
         let mut image = early_cpio();
         image.extend([0u8; 4]);

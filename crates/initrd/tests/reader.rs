@@ -9,10 +9,7 @@ use fleetgate_initrd::{Compression, CpioFormat, Error, FileType, ModuleScan, Opt
 use support::{ALL_COMPRESSIONS, Cpio, compress, early_cpio, main_cpio, read_all};
 
 fn entries(image: &[u8]) -> Vec<fleetgate_initrd::Entry> {
-    Reader::new(image)
-        .entries()
-        .collect::<Result<Vec<_>, _>>()
-        .expect("image should parse")
+    Reader::new(image).entries().collect::<Result<Vec<_>, _>>().expect("image should parse")
 }
 
 #[test]
@@ -57,12 +54,7 @@ fn newc_entries_have_metadata_and_normalised_paths() {
 #[test]
 fn data_is_read_on_demand_and_skipped_otherwise() {
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let image = Cpio::newc()
-        .file("a", &big)
-        .file("b", b"second file")
-        .symlink("c", "b")
-        .file("d", &big)
-        .finish();
+    let image = Cpio::newc().file("a", &big).file("b", b"second file").symlink("c", "b").file("d", &big).finish();
     for compression in [Compression::None, Compression::Zstd] {
         let image = compress(compression, &image);
         let mut reader = Reader::new(image.as_slice());
@@ -112,16 +104,9 @@ fn early_cpio_followed_by_every_compression() {
         let mut image = early.clone();
         image.extend(compress(compression, &main_cpio()));
         let es = entries(&image);
-        let first_main = es
-            .iter()
-            .position(|e| e.segment == 1)
-            .expect("second segment");
+        let first_main = es.iter().position(|e| e.segment == 1).expect("second segment");
         assert_eq!(first_main, 4, "{compression}");
-        assert!(
-            es[..4]
-                .iter()
-                .all(|e| e.compression == Compression::None && e.segment_offset == 0)
-        );
+        assert!(es[..4].iter().all(|e| e.compression == Compression::None && e.segment_offset == 0));
         for e in &es[4..] {
             assert_eq!(e.compression, compression);
             assert_eq!(e.segment_offset, early.len() as u64, "{compression}");
@@ -147,11 +132,7 @@ fn early_cpio_followed_by_every_compression() {
             "{compression}"
         );
         let all = read_all(&image).unwrap();
-        assert_eq!(
-            all.last().unwrap().1,
-            b"#!/bin/sh\necho hello\n",
-            "{compression}"
-        );
+        assert_eq!(all.last().unwrap().1, b"#!/bin/sh\necho hello\n", "{compression}");
     }
 }
 
@@ -172,18 +153,11 @@ fn zero_padding_between_and_inside_segments() {
     image.extend([0u8; 100]);
 
     let es = entries(&image);
-    let segs: Vec<(usize, Compression, u64)> = es
-        .iter()
-        .map(|e| (e.segment, e.compression, e.segment_offset))
-        .collect();
+    let segs: Vec<(usize, Compression, u64)> =
+        es.iter().map(|e| (e.segment, e.compression, e.segment_offset)).collect();
     assert_eq!(segs.first(), Some(&(0, Compression::None, 0)));
     assert!(segs.contains(&(1, Compression::Gzip, gz_at)));
-    let tail: Vec<_> = es
-        .iter()
-        .rev()
-        .take(2)
-        .map(|e| (e.path_lossy().into_owned(), e.segment))
-        .collect();
+    let tail: Vec<_> = es.iter().rev().take(2).map(|e| (e.path_lossy().into_owned(), e.segment)).collect();
     assert_eq!(tail, [("two".to_owned(), 2), ("one".to_owned(), 2)]);
     assert_eq!(es.last().unwrap().segment_offset, zst_at);
     assert_eq!(es.last().unwrap().compression, Compression::Zstd);
@@ -206,10 +180,7 @@ fn lz4_legacy_with_several_chunks_and_zero_padding() {
     let archive = Cpio::newc().file("big", &big).file("after", b"ok").finish();
     let mut image = compress(Compression::Lz4Legacy, &archive);
     image.extend([0u8; 16]);
-    image.extend(compress(
-        Compression::Gzip,
-        &Cpio::newc().file("tail", b"t").finish(),
-    ));
+    image.extend(compress(Compression::Gzip, &Cpio::newc().file("tail", b"t").finish()));
     let all = read_all(&image).unwrap();
     assert_eq!(all.len(), 3);
     assert!(all[0].1 == big);
@@ -222,25 +193,12 @@ fn crc_format_checksums_are_verified() {
     let good = Cpio::crc().file("f", b"hello").symlink("l", "f").finish();
     let es = entries(&good);
     assert_eq!(es[0].format, CpioFormat::Crc);
-    assert_eq!(
-        es[0].checksum,
-        b"hello".iter().map(|&b| u32::from(b)).sum::<u32>()
-    );
+    assert_eq!(es[0].checksum, b"hello".iter().map(|&b| u32::from(b)).sum::<u32>());
 
-    let bad = Cpio::crc()
-        .raw_entry(b"f", 0o100644, b"hello", Some(1))
-        .finish();
-    let err = Reader::new(bad.as_slice())
-        .entries()
-        .find_map(Result::err)
-        .expect("an error");
+    let bad = Cpio::crc().raw_entry(b"f", 0o100644, b"hello", Some(1)).finish();
+    let err = Reader::new(bad.as_slice()).entries().find_map(Result::err).expect("an error");
     match err {
-        Error::ChecksumMismatch {
-            path,
-            expected,
-            actual,
-            at,
-        } => {
+        Error::ChecksumMismatch { path, expected, actual, at } => {
             assert_eq!(path, "f");
             assert_eq!(expected, 1);
             assert_eq!(actual, 532);
@@ -249,10 +207,7 @@ fn crc_format_checksums_are_verified() {
         other => panic!("wrong error {other:?}"),
     }
     // Also when the data was read, not skipped.
-    assert!(matches!(
-        read_all(&bad),
-        Err(Error::ChecksumMismatch { .. })
-    ));
+    assert!(matches!(read_all(&bad), Err(Error::ChecksumMismatch { .. })));
     // And not at all when disabled.
     let mut opts = Options::default();
     opts.verify_checksums = false;
@@ -288,10 +243,7 @@ fn nixos_stage1_layout_resolves_symlinks_into_the_store() {
         // a directory symlink inside the version directory
         .symlink(&format!("{store}/lib/modules/6.6.1/extra"), &format!("/{kernel}/extra"))
         .file(&format!("{kernel}/extra/zfs.ko.zst"), b"m")
-        .file(
-            &format!("{kernel}/lib/modules/6.6.1/kernel/drivers/block/virtio_blk.ko.xz"),
-            b"m",
-        )
+        .file(&format!("{kernel}/lib/modules/6.6.1/kernel/drivers/block/virtio_blk.ko.xz"), b"m")
         // a loop must not hang
         .symlink(&format!("{store}/lib/modules/6.6.1/loop"), ".")
         .file("lib.ko", b"not under lib/modules")
@@ -306,12 +258,7 @@ fn nixos_stage1_layout_resolves_symlinks_into_the_store() {
     assert!(found.contains("virtio-blk"));
     assert_eq!(found.kernel_versions.iter().collect::<Vec<_>>(), ["6.6.1"]);
     // Reached through /lib, it is the same store path (walked once).
-    assert!(
-        found
-            .files
-            .iter()
-            .any(|f| f.path.ends_with("extra/zfs.ko.zst"))
-    );
+    assert!(found.files.iter().any(|f| f.path.ends_with("extra/zfs.ko.zst")));
 }
 
 #[test]
@@ -324,31 +271,19 @@ fn modules_under_lib_usr_lib_and_merged_usr_symlink() {
         scan.add(e.entry());
     }
     let found = scan.finish();
-    assert_eq!(
-        found.names.iter().collect::<Vec<_>>(),
-        ["dm_mod", "virtio_blk"]
-    );
-    assert_eq!(
-        found.kernel_versions.iter().collect::<Vec<_>>(),
-        ["6.1.0-test"]
-    );
+    assert_eq!(found.names.iter().collect::<Vec<_>>(), ["dm_mod", "virtio_blk"]);
+    assert_eq!(found.kernel_versions.iter().collect::<Vec<_>>(), ["6.1.0-test"]);
 }
 
 #[test]
 fn long_symlink_target_is_left_as_data() {
     let target = "t".repeat(5000);
-    let image = Cpio::newc()
-        .symlink("l", &target)
-        .file("after", b"a")
-        .finish();
+    let image = Cpio::newc().symlink("l", &target).file("after", b"a").finish();
     let mut reader = Reader::new(image.as_slice());
     let mut e = reader.next_entry().unwrap().unwrap();
     assert_eq!(e.entry().symlink_target(), None);
     assert_eq!(e.read_to_vec(10_000).unwrap(), target.as_bytes());
-    assert_eq!(
-        reader.next_entry().unwrap().unwrap().entry().path_bytes(),
-        b"after"
-    );
+    assert_eq!(reader.next_entry().unwrap().unwrap().entry().path_bytes(), b"after");
 }
 
 #[test]
@@ -364,10 +299,7 @@ fn list_and_kernel_modules_read_a_file() {
     let modules = fleetgate_initrd::kernel_modules(&file).unwrap();
     assert!(modules.contains("virtio_blk"));
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(matches!(
-        fleetgate_initrd::list(&file),
-        Err(Error::Open { .. })
-    ));
+    assert!(matches!(fleetgate_initrd::list(&file), Err(Error::Open { .. })));
 }
 
 #[test]

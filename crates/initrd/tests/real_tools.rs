@@ -14,33 +14,20 @@ use std::process::{Command, Stdio};
 use fleetgate_initrd::{Compression, Reader};
 
 fn tool(name: &str) -> Command {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
-    assert!(
-        found,
-        "the `{name}` tool is required for this test (apt-get install cpio zstd xz-utils lz4 bzip2 gzip)"
-    );
+    let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
+    assert!(found, "the `{name}` tool is required for this test (apt-get install cpio zstd xz-utils lz4 bzip2 gzip)");
     Command::new(name)
 }
 
 /// Runs `cmd` with `input` on stdin, returns stdout.
 fn pipe(mut cmd: Command, input: &[u8]) -> Vec<u8> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -105,16 +92,10 @@ fn make_tree(dir: &Path, big: bool) {
     std::fs::write(dir.join("init"), b"#!/bin/sh\nexec /sbin/init\n").unwrap();
     std::os::unix::fs::symlink("usr/lib", dir.join("lib")).unwrap();
     std::fs::hard_link(dir.join("init"), dir.join("init-hardlink")).unwrap();
-    std::fs::write(
-        dir.join(std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9")),
-        b"x",
-    )
-    .unwrap();
+    std::fs::write(dir.join(std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9")), b"x").unwrap();
     if big {
         // Over 8 MiB so that `lz4 -l` writes several chunks.
-        let data: Vec<u8> = (0..9u32 << 20)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 29) as u8)
-            .collect();
+        let data: Vec<u8> = (0..9u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 29) as u8).collect();
         std::fs::write(dir.join("big.bin"), data).unwrap();
     }
 }
@@ -147,11 +128,7 @@ fn our_paths(image: &[u8], segment: usize) -> BTreeSet<Vec<u8>> {
 fn tool_made_images_list_like_cpio_t() {
     let early_dir = TempDir::new("early");
     std::fs::create_dir_all(early_dir.0.join("kernel/x86/microcode")).unwrap();
-    std::fs::write(
-        early_dir.0.join("kernel/x86/microcode/AuthenticAMD.bin"),
-        [1u8; 3000],
-    )
-    .unwrap();
+    std::fs::write(early_dir.0.join("kernel/x86/microcode/AuthenticAMD.bin"), [1u8; 3000]).unwrap();
     let early = cpio_archive(&early_dir.0, "newc");
     assert_eq!(early.len() % 512, 0, "cpio pads to 512-byte blocks");
 
@@ -171,27 +148,13 @@ fn tool_made_images_list_like_cpio_t() {
     ] {
         let mut image = early.clone();
         image.extend(compress(c, &main));
-        assert_eq!(
-            our_paths(&image, 0),
-            cpio_list(&early),
-            "{c}: early segment"
-        );
+        assert_eq!(our_paths(&image, 0), cpio_list(&early), "{c}: early segment");
         assert_eq!(our_paths(&image, 1), expected_main, "{c}: main segment");
-        let entries: Vec<_> = Reader::new(image.as_slice())
-            .entries()
-            .map(|e| e.unwrap())
-            .collect();
+        let entries: Vec<_> = Reader::new(image.as_slice()).entries().map(|e| e.unwrap()).collect();
         let last = entries.last().unwrap();
-        assert_eq!(
-            (last.compression, last.segment_offset),
-            (c, early.len() as u64)
-        );
+        assert_eq!((last.compression, last.segment_offset), (c, early.len() as u64));
         // The hard link's data is carried by one of the two entries.
-        let init_sizes: u64 = entries
-            .iter()
-            .filter(|e| e.path_bytes().starts_with(b"init"))
-            .map(|e| e.size)
-            .sum();
+        let init_sizes: u64 = entries.iter().filter(|e| e.path_bytes().starts_with(b"init")).map(|e| e.size).sum();
         assert_eq!(init_sizes, 26, "{c}");
         let lib = entries.iter().find(|e| e.path_bytes() == b"lib").unwrap();
         assert_eq!(lib.symlink_target(), Some(&b"usr/lib"[..]));
@@ -209,17 +172,9 @@ fn tool_made_lz4_frame_image_is_an_error_naming_the_kernel() {
     cmd.args(["-c", "-9"]);
     let image = pipe(cmd, &main);
     assert_eq!(image[..4], [0x04, 0x22, 0x4d, 0x18]);
-    let err = Reader::new(image.as_slice())
-        .entries()
-        .find_map(Result::err)
-        .expect("an LZ4 frame image must be an error");
-    assert!(
-        matches!(
-            err,
-            fleetgate_initrd::Error::UnsupportedCompression { offset: 0, .. }
-        ),
-        "{err:?}"
-    );
+    let err =
+        Reader::new(image.as_slice()).entries().find_map(Result::err).expect("an LZ4 frame image must be an error");
+    assert!(matches!(err, fleetgate_initrd::Error::UnsupportedCompression { offset: 0, .. }), "{err:?}");
     assert!(err.to_string().contains("kernel cannot unpack"), "{err}");
 }
 
@@ -251,12 +206,6 @@ fn tool_made_crc_archive_and_multi_chunk_lz4_legacy() {
         scan.add(&e.unwrap());
     }
     let found = scan.finish();
-    assert_eq!(
-        found.names.iter().collect::<Vec<_>>(),
-        ["nbd", "virtio_blk"]
-    );
-    assert_eq!(
-        found.kernel_versions.iter().collect::<Vec<_>>(),
-        ["6.9.0-test"]
-    );
+    assert_eq!(found.names.iter().collect::<Vec<_>>(), ["nbd", "virtio_blk"]);
+    assert_eq!(found.kernel_versions.iter().collect::<Vec<_>>(), ["6.9.0-test"]);
 }

@@ -8,17 +8,10 @@ use fleetgate_kmod::ModuleIndex;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = args
-        .next()
-        .ok_or("usage: resolve <modules dir> [query...]")?;
+    let dir = args.next().ok_or("usage: resolve <modules dir> [query...]")?;
     let start = Instant::now();
     let index = ModuleIndex::load(&dir)?;
-    println!(
-        "loaded {} modules, {} aliases in {:?}",
-        index.module_count(),
-        index.alias_count(),
-        start.elapsed()
-    );
+    println!("loaded {} modules, {} aliases in {:?}", index.module_count(), index.alias_count(), start.elapsed());
     for query in args {
         let start = Instant::now();
         let want = index.requirement(&query);

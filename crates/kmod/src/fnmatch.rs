@@ -227,11 +227,7 @@ fn bracket(p: &[u8], open: usize, ch: u8) -> Bracket {
             break;
         }
     }
-    if negate {
-        Bracket::Match(i)
-    } else {
-        Bracket::NoMatch
-    }
+    if negate { Bracket::Match(i) } else { Bracket::NoMatch }
 }
 
 enum Element {
@@ -422,14 +418,8 @@ mod tests {
         yes("*", "");
         yes("*", "anything/at.all");
         yes("virtio:d00000002v*", "virtio:d00000002v00001AF4");
-        yes(
-            "pci:v*d*sv*sd*bc01sc08i02*",
-            "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02",
-        );
-        no(
-            "pci:v*d*sv*sd*bc01sc08i02*",
-            "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc06i01",
-        );
+        yes("pci:v*d*sv*sd*bc01sc08i02*", "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02");
+        no("pci:v*d*sv*sd*bc01sc08i02*", "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc06i01");
         yes("*a*b*c", "xxaxxbxxbxxc");
         no("*a*b*c", "xxaxxbxxbxxcx");
         yes("a**b", "ab");
@@ -454,14 +444,8 @@ mod tests {
         yes("[!]]", "x");
         no("[!]]", "]");
         // Real modules.alias entries.
-        yes(
-            "usb:v13FDp3940d0[0-2]*dc*dsc*dp*ic*isc*ip*in*",
-            "usb:v13FDp3940d0100dc00dsc00dp00ic08isc06ip50in00",
-        );
-        no(
-            "usb:v1645p0007d013[0-3]dc*dsc*dp*ic*isc*ip*in*",
-            "usb:v1645p0007d0134dc00dsc00dp00ic08isc06ip50in00",
-        );
+        yes("usb:v13FDp3940d0[0-2]*dc*dsc*dp*ic*isc*ip*in*", "usb:v13FDp3940d0100dc00dsc00dp00ic08isc06ip50in00");
+        no("usb:v1645p0007d013[0-3]dc*dsc*dp*ic*isc*ip*in*", "usb:v1645p0007d0134dc00dsc00dp00ic08isc06ip50in00");
     }
 
     #[test]

@@ -154,10 +154,7 @@ impl PatternIndex {
                 id
             }
         };
-        let literal = pattern
-            .bytes()
-            .position(|b| matches!(b, b'*' | b'?' | b'['))
-            .unwrap_or(pattern.len());
+        let literal = pattern.bytes().position(|b| matches!(b, b'*' | b'?' | b'[')).unwrap_or(pattern.len());
         self.longest_prefix = self.longest_prefix.max(literal);
         let seq = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         self.entries.push(PatternEntry {
@@ -171,8 +168,7 @@ impl PatternIndex {
 
     /// Sorts the entries for lookups; call once after the last insert.
     fn finish(mut self) -> Self {
-        self.entries
-            .sort_unstable_by(|a, b| a.prefix().cmp(b.prefix()).then(a.seq.cmp(&b.seq)));
+        self.entries.sort_unstable_by(|a, b| a.prefix().cmp(b.prefix()).then(a.seq.cmp(&b.seq)));
         self.ids = HashMap::new();
         self
     }
@@ -229,13 +225,8 @@ pub struct ModuleIndex {
 }
 
 /// Optional files, in the order they are read.
-const OPTIONAL_FILES: [&str; 5] = [
-    "modules.alias",
-    "modules.softdep",
-    "modules.builtin",
-    "modules.builtin.modinfo",
-    "modules.symbols",
-];
+const OPTIONAL_FILES: [&str; 5] =
+    ["modules.alias", "modules.softdep", "modules.builtin", "modules.builtin.modinfo", "modules.symbols"];
 
 impl ModuleIndex {
     /// Reads a kernel modules directory such as `/lib/modules/6.1.0-56-amd64`
@@ -254,19 +245,14 @@ impl ModuleIndex {
     /// but cannot be read.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        let meta = fs::metadata(dir).map_err(|source| KmodError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let meta = fs::metadata(dir).map_err(|source| KmodError::Io { path: dir.to_path_buf(), source })?;
         if !meta.is_dir() {
             return Err(KmodError::NotADirectory(dir.to_path_buf()));
         }
         let kernel_version = kernel_version_of(dir)?;
 
-        let dep = read_optional(dir, "modules.dep")?.ok_or_else(|| KmodError::MissingFile {
-            dir: dir.to_path_buf(),
-            file: "modules.dep",
-        })?;
+        let dep = read_optional(dir, "modules.dep")?
+            .ok_or_else(|| KmodError::MissingFile { dir: dir.to_path_buf(), file: "modules.dep" })?;
         let mut optional: Vec<Option<Vec<u8>>> = Vec::with_capacity(OPTIONAL_FILES.len());
         let mut absent_files = Vec::new();
         for file in OPTIONAL_FILES {
@@ -302,10 +288,8 @@ impl ModuleIndex {
     /// skipped and listed by [`ModuleIndex::skipped_lines`].
     #[must_use]
     pub fn from_parts(sources: IndexSources<'_>) -> Self {
-        let mut index = ModuleIndex {
-            kernel_version: sources.kernel_version.map(str::to_owned),
-            ..ModuleIndex::default()
-        };
+        let mut index =
+            ModuleIndex { kernel_version: sources.kernel_version.map(str::to_owned), ..ModuleIndex::default() };
         index.parse_dep(sources.modules_dep);
         index.aliases = index.parse_alias_file("modules.alias", sources.modules_alias);
         index.symbols = index.parse_alias_file("modules.symbols", sources.modules_symbols);
@@ -316,12 +300,7 @@ impl ModuleIndex {
     }
 
     fn skip(&mut self, file: &'static str, line: usize, text: &str, reason: &'static str) {
-        self.skipped.push(SkippedLine {
-            file,
-            line,
-            text: text.to_owned(),
-            reason,
-        });
+        self.skipped.push(SkippedLine { file, line, text: text.to_owned(), reason });
     }
 
     fn parse_dep(&mut self, text: &str) {
@@ -341,23 +320,12 @@ impl ModuleIndex {
                 continue;
             }
             if self.modules.contains_key(&name) {
-                self.skip(
-                    "modules.dep",
-                    n + 1,
-                    line,
-                    "module listed twice; the first line wins",
-                );
+                self.skip("modules.dep", n + 1, line, "module listed twice; the first line wins");
                 continue;
             }
             let deps = deps.split_whitespace().map(ModuleName::from_path).collect();
             self.module_order.push(name.clone());
-            self.modules.insert(
-                name,
-                ModuleEntry {
-                    path: path.to_owned(),
-                    deps,
-                },
-            );
+            self.modules.insert(name, ModuleEntry { path: path.to_owned(), deps });
         }
     }
 
@@ -380,12 +348,7 @@ impl ModuleIndex {
                 continue;
             };
             let Some(pattern) = normalize_alias(pattern) else {
-                self.skip(
-                    file,
-                    n + 1,
-                    line,
-                    "unmatched bracket in alias (depmod skips it too)",
-                );
+                self.skip(file, n + 1, line, "unmatched bracket in alias (depmod skips it too)");
                 continue;
             };
             index.insert(pattern, module, true);
@@ -409,12 +372,7 @@ impl ModuleIndex {
                 None => continue,
                 Some("softdep") => {}
                 Some(_) => {
-                    self.skip(
-                        "modules.softdep",
-                        n,
-                        &line,
-                        "only `softdep` lines are used from this file",
-                    );
+                    self.skip("modules.softdep", n, &line, "only `softdep` lines are used from this file");
                     continue;
                 }
             }
@@ -429,12 +387,7 @@ impl ModuleIndex {
                 continue;
             }
             let Some(pattern) = normalize_alias(pattern) else {
-                self.skip(
-                    "modules.softdep",
-                    n,
-                    &line,
-                    "unmatched bracket in module name",
-                );
+                self.skip("modules.softdep", n, &line, "unmatched bracket in module name");
                 continue;
             };
             #[derive(PartialEq)]
@@ -484,12 +437,7 @@ impl ModuleIndex {
             }
             let entry = String::from_utf8_lossy(raw);
             let Some((module, key_value)) = entry.split_once('.') else {
-                self.skip(
-                    "modules.builtin.modinfo",
-                    n + 1,
-                    &entry,
-                    "entry without a `module.` prefix",
-                );
+                self.skip("modules.builtin.modinfo", n + 1, &entry, "entry without a `module.` prefix");
                 continue;
             };
             if !module.is_empty() {
@@ -502,12 +450,7 @@ impl ModuleIndex {
                 continue;
             }
             let Some(pattern) = normalize_alias(value) else {
-                self.skip(
-                    "modules.builtin.modinfo",
-                    n + 1,
-                    &entry,
-                    "unmatched bracket in alias (depmod skips it too)",
-                );
+                self.skip("modules.builtin.modinfo", n + 1, &entry, "unmatched bracket in alias (depmod skips it too)");
                 continue;
             };
             aliases.insert(pattern, module, false);
@@ -604,10 +547,7 @@ impl ModuleIndex {
         let Some(key) = normalize_alias(query) else {
             return Lookup::default();
         };
-        let found = |source: LookupSource, modules: Vec<ModuleName>| Lookup {
-            source: Some(source),
-            modules,
-        };
+        let found = |source: LookupSource, modules: Vec<ModuleName>| Lookup { source: Some(source), modules };
         if !key.contains(':') {
             let name = ModuleName::new(&key);
             if name.as_str() == key && self.modules.contains_key(&name) {
@@ -667,16 +607,12 @@ impl ModuleIndex {
 
     fn dependency_closure(&self, root: &ModuleName) -> Vec<ModuleName> {
         let direct = |m: &ModuleName| -> Vec<ModuleName> {
-            self.modules
-                .get(m)
-                .map(|e| e.deps.iter().rev().cloned().collect())
-                .unwrap_or_default()
+            self.modules.get(m).map(|e| e.deps.iter().rev().cloned().collect()).unwrap_or_default()
         };
         let mut out = Vec::new();
         let mut visited: HashSet<ModuleName> = HashSet::from([root.clone()]);
         // Iterative post-order walk: (module, its deps in load order, next).
-        let mut stack: Vec<(ModuleName, Vec<ModuleName>, usize)> =
-            vec![(root.clone(), direct(root), 0)];
+        let mut stack: Vec<(ModuleName, Vec<ModuleName>, usize)> = vec![(root.clone(), direct(root), 0)];
         while let Some((_, deps, next)) = stack.last_mut() {
             if let Some(dep) = deps.get(*next).cloned() {
                 *next += 1;
@@ -699,9 +635,7 @@ impl ModuleIndex {
     /// module-init-tools does").
     #[must_use]
     pub fn softdeps(&self, module: &ModuleName) -> Option<&SoftDep> {
-        self.softdeps
-            .iter()
-            .find(|s| fnmatch(&s.pattern, module.as_str()))
+        self.softdeps.iter().find(|s| fnmatch(&s.pattern, module.as_str()))
     }
 
     /// The softdep pre and post modules of `module`, each name resolved
@@ -712,12 +646,8 @@ impl ModuleIndex {
         let Some(softdep) = self.softdeps(module) else {
             return (Vec::new(), Vec::new());
         };
-        let resolve = |names: &[String]| -> Vec<ModuleName> {
-            names
-                .iter()
-                .flat_map(|name| self.lookup(name).modules)
-                .collect()
-        };
+        let resolve =
+            |names: &[String]| -> Vec<ModuleName> { names.iter().flat_map(|name| self.lookup(name).modules).collect() };
         (resolve(&softdep.pre), resolve(&softdep.post))
     }
 
@@ -733,20 +663,12 @@ impl ModuleIndex {
     /// (`makeModulesClosure` runs `modprobe --show-depends` per root module).
     #[must_use]
     pub fn load_plan(&self, query: &str) -> Vec<LoadStep> {
-        self.lookup_with_repeats(query)
-            .modules
-            .iter()
-            .flat_map(|m| self.probe_list(m))
-            .map(|m| self.step(m))
-            .collect()
+        self.lookup_with_repeats(query).modules.iter().flat_map(|m| self.probe_list(m)).map(|m| self.step(m)).collect()
     }
 
     fn step(&self, module: ModuleName) -> LoadStep {
         if let Some(entry) = self.modules.get(&module) {
-            LoadStep::Insmod {
-                path: entry.path.clone(),
-                module,
-            }
+            LoadStep::Insmod { path: entry.path.clone(), module }
         } else if self.is_builtin(&module) {
             LoadStep::Builtin { module }
         } else {
@@ -789,20 +711,14 @@ impl ModuleIndex {
 
     fn candidate(&self, module: ModuleName) -> Candidate {
         let provider = if let Some(entry) = self.modules.get(&module) {
-            Provider::File {
-                path: entry.path.clone(),
-            }
+            Provider::File { path: entry.path.clone() }
         } else if self.is_builtin(&module) {
             Provider::Builtin
         } else {
             Provider::Missing
         };
         let dependencies = self.dependency_closure(&module);
-        let load_plan: Vec<LoadStep> = self
-            .probe_list(&module)
-            .into_iter()
-            .map(|m| self.step(m))
-            .collect();
+        let load_plan: Vec<LoadStep> = self.probe_list(&module).into_iter().map(|m| self.step(m)).collect();
         let mut seen: HashSet<&ModuleName> = dependencies.iter().collect();
         seen.insert(&module);
         let mut softdep_modules: Vec<ModuleName> = Vec::new();
@@ -811,13 +727,7 @@ impl ModuleIndex {
                 softdep_modules.push(step.module().clone());
             }
         }
-        Candidate {
-            module,
-            provider,
-            dependencies,
-            softdep_modules,
-            load_plan,
-        }
+        Candidate { module, provider, dependencies, softdep_modules, load_plan }
     }
 
     /// What it takes to make a device (given by its modalias) or a named
@@ -835,11 +745,7 @@ impl ModuleIndex {
         Requirement {
             query: query.to_owned(),
             source: lookup.source,
-            candidates: lookup
-                .modules
-                .into_iter()
-                .map(|m| self.candidate(m))
-                .collect(),
+            candidates: lookup.modules.into_iter().map(|m| self.candidate(m)).collect(),
         }
     }
 
@@ -860,12 +766,7 @@ impl ModuleIndex {
         } else if self.is_builtin(&name) {
             (Some(LookupSource::Builtin), Some(name))
         } else {
-            match self
-                .builtin_aliases
-                .lookup(name.as_str())
-                .into_iter()
-                .next()
-            {
+            match self.builtin_aliases.lookup(name.as_str()).into_iter().next() {
                 Some(module) => (Some(LookupSource::BuiltinAliases), Some(module)),
                 None => (None, None),
             }
@@ -886,10 +787,7 @@ fn kernel_version_of(dir: &Path) -> Result<String> {
     if let Some(v) = from(dir) {
         return Ok(v);
     }
-    let canonical = fs::canonicalize(dir).map_err(|source| KmodError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let canonical = fs::canonicalize(dir).map_err(|source| KmodError::Io { path: dir.to_path_buf(), source })?;
     from(&canonical).ok_or_else(|| KmodError::NoKernelVersion(dir.to_path_buf()))
 }
 

@@ -136,14 +136,8 @@ mod tests {
         assert_eq!(ModuleName::new("crc32c-intel"), "crc32c_intel");
         assert_eq!(ModuleName::new("virtio_blk.ko.xz"), "virtio_blk");
         assert_eq!(ModuleName::new("nvme-core.ko.zst"), "nvme_core");
-        assert_eq!(
-            ModuleName::from_path("kernel/drivers/block/virtio_blk.ko.gz"),
-            "virtio_blk"
-        );
-        assert_eq!(
-            ModuleName::from_path("kernel/lib/crc-t10dif.ko"),
-            "crc_t10dif"
-        );
+        assert_eq!(ModuleName::from_path("kernel/drivers/block/virtio_blk.ko.gz"), "virtio_blk");
+        assert_eq!(ModuleName::from_path("kernel/lib/crc-t10dif.ko"), "crc_t10dif");
         assert_eq!(ModuleName::new(""), "");
     }
 
@@ -160,14 +154,8 @@ mod tests {
 
     #[test]
     fn alias_normalisation_keeps_brackets_verbatim() {
-        assert_eq!(
-            normalize_alias("crypto-crc32c").as_deref(),
-            Some("crypto_crc32c")
-        );
-        assert_eq!(
-            normalize_alias("usb:v13FDp3940d0[0-2]*dc*").as_deref(),
-            Some("usb:v13FDp3940d0[0-2]*dc*")
-        );
+        assert_eq!(normalize_alias("crypto-crc32c").as_deref(), Some("crypto_crc32c"));
+        assert_eq!(normalize_alias("usb:v13FDp3940d0[0-2]*dc*").as_deref(), Some("usb:v13FDp3940d0[0-2]*dc*"));
         assert_eq!(normalize_alias("a]b"), None);
         assert_eq!(normalize_alias("a[b"), None);
         assert_eq!(normalize_alias("a[-]-b").as_deref(), Some("a[-]_b"));

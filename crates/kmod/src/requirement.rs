@@ -50,9 +50,7 @@ impl LoadStep {
     #[must_use]
     pub fn module(&self) -> &ModuleName {
         match self {
-            LoadStep::Insmod { module, .. }
-            | LoadStep::Builtin { module }
-            | LoadStep::Unavailable { module } => module,
+            LoadStep::Insmod { module, .. } | LoadStep::Builtin { module } | LoadStep::Unavailable { module } => module,
         }
     }
 }
@@ -102,13 +100,9 @@ impl Candidate {
         match &self.provider {
             Provider::Builtin => Vec::new(),
             Provider::Missing => vec![self.module.clone()],
-            Provider::File { .. } => self
-                .dependencies
-                .iter()
-                .chain(std::iter::once(&self.module))
-                .filter(|m| !present(m))
-                .cloned()
-                .collect(),
+            Provider::File { .. } => {
+                self.dependencies.iter().chain(std::iter::once(&self.module)).filter(|m| !present(m)).cloned().collect()
+            }
         }
     }
 
@@ -118,11 +112,7 @@ impl Candidate {
     pub fn missing_soft(&self, present: impl Fn(&ModuleName) -> bool) -> Vec<ModuleName> {
         self.softdep_modules
             .iter()
-            .filter(|m| {
-                self.load_plan
-                    .iter()
-                    .any(|s| matches!(s, LoadStep::Insmod { module, .. } if module == *m))
-            })
+            .filter(|m| self.load_plan.iter().any(|s| matches!(s, LoadStep::Insmod { module, .. } if module == *m)))
             .filter(|m| !present(m))
             .cloned()
             .collect()
@@ -163,8 +153,6 @@ impl Requirement {
     /// [`crate::ModuleIndex::requirement_for_driver`] there is exactly one
     /// candidate and no assumption.
     pub fn satisfied_by(&self, present: impl Fn(&ModuleName) -> bool) -> bool {
-        self.candidates
-            .iter()
-            .any(|c| c.missing_hard(&present).is_empty())
+        self.candidates.iter().any(|c| c.missing_hard(&present).is_empty())
     }
 }

@@ -86,27 +86,11 @@ fn debianish() -> ModuleIndex {
 #[test]
 fn resolves_modaliases_with_glob_patterns() {
     let index = debianish();
-    assert_eq!(
-        index.resolve_modalias("virtio:d00000002v00001AF4"),
-        names(&["virtio_blk"])
-    );
-    assert_eq!(
-        index.resolve_modalias("virtio:d00000008v00001AF4"),
-        names(&["virtio_scsi"])
-    );
-    assert_eq!(
-        index.resolve_modalias("pci:v00001AF4d00001042sv00001AF4sd00001042bc01sc80i00"),
-        names(&["virtio_pci"])
-    );
-    assert_eq!(
-        index.resolve_modalias("pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02"),
-        names(&["nvme"])
-    );
-    assert!(
-        index
-            .resolve_modalias("virtio:d00000003v00001AF4")
-            .is_empty()
-    );
+    assert_eq!(index.resolve_modalias("virtio:d00000002v00001AF4"), names(&["virtio_blk"]));
+    assert_eq!(index.resolve_modalias("virtio:d00000008v00001AF4"), names(&["virtio_scsi"]));
+    assert_eq!(index.resolve_modalias("pci:v00001AF4d00001042sv00001AF4sd00001042bc01sc80i00"), names(&["virtio_pci"]));
+    assert_eq!(index.resolve_modalias("pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02"), names(&["nvme"]));
+    assert!(index.resolve_modalias("virtio:d00000003v00001AF4").is_empty());
     assert!(index.resolve_modalias("").is_empty());
 }
 
@@ -124,11 +108,7 @@ fn bracket_classes_in_aliases() {
         names(&["ata_generic"])
     );
     // sc07 is outside the range.
-    assert!(
-        index
-            .resolve_modalias("pci:v00001234d00005678sv00000000sd00000000bc01sc07i80")
-            .is_empty()
-    );
+    assert!(index.resolve_modalias("pci:v00001234d00005678sv00000000sd00000000bc01sc07i80").is_empty());
 }
 
 #[test]
@@ -150,36 +130,18 @@ fn lookup_chain_order_and_normalisation() {
     let index = debianish();
     // A module name wins over everything and is normalised.
     let l = index.lookup("virtio-blk");
-    assert_eq!(
-        (l.source, l.modules),
-        (Some(LookupSource::ModulesDep), names(&["virtio_blk"]))
-    );
+    assert_eq!((l.source, l.modules), (Some(LookupSource::ModulesDep), names(&["virtio_blk"])));
     // `crypto-crc32c` matches a module alias, so the built-in alias of
     // crc32c_generic is never consulted (first step with a hit wins).
     let l = index.lookup("crypto-crc32c");
-    assert_eq!(
-        (l.source, l.modules),
-        (Some(LookupSource::Aliases), names(&["crc32c_intel"]))
-    );
+    assert_eq!((l.source, l.modules), (Some(LookupSource::Aliases), names(&["crc32c_intel"])));
     // Only built-in aliases know `crc32c`.
     let l = index.lookup("crc32c");
-    assert_eq!(
-        (l.source, l.modules),
-        (
-            Some(LookupSource::BuiltinAliases),
-            names(&["crc32c_generic"])
-        )
-    );
+    assert_eq!((l.source, l.modules), (Some(LookupSource::BuiltinAliases), names(&["crc32c_generic"])));
     let l = index.lookup("loop");
-    assert_eq!(
-        (l.source, l.modules),
-        (Some(LookupSource::Builtin), names(&["loop"]))
-    );
+    assert_eq!((l.source, l.modules), (Some(LookupSource::Builtin), names(&["loop"])));
     let l = index.lookup("symbol:virtio_check_driver_offered_feature");
-    assert_eq!(
-        (l.source, l.modules),
-        (Some(LookupSource::Symbols), names(&["virtio"]))
-    );
+    assert_eq!((l.source, l.modules), (Some(LookupSource::Symbols), names(&["virtio"])));
     assert_eq!(index.lookup("no-such-thing"), Lookup::default());
     // A name with a module suffix is not a module name to modprobe either.
     assert!(index.resolve_modalias("virtio_blk.ko").is_empty());
@@ -191,24 +153,13 @@ fn builtin_modules_satisfy_modaliases_via_modinfo() {
     assert!(index.is_builtin(&name("loop")));
     assert!(!index.is_builtin(&name("virtio_blk")));
     assert_eq!(index.resolve_modalias("block-major-7-0"), names(&["loop"]));
-    assert_eq!(
-        index.resolve_modalias("virtio:d00000012v00001AF4"),
-        names(&["virtio_input"])
-    );
+    assert_eq!(index.resolve_modalias("virtio:d00000012v00001AF4"), names(&["virtio_input"]));
 
     let want = index.requirement("block-major-7-0");
     assert_eq!(want.source, Some(LookupSource::BuiltinAliases));
     assert!(want.is_builtin());
-    assert!(
-        want.satisfied_by(|_| false),
-        "built-in needs nothing present"
-    );
-    assert_eq!(
-        want.candidates[0].load_plan,
-        [LoadStep::Builtin {
-            module: name("loop")
-        }]
-    );
+    assert!(want.satisfied_by(|_| false), "built-in needs nothing present");
+    assert_eq!(want.candidates[0].load_plan, [LoadStep::Builtin { module: name("loop") }]);
 
     // virtio_input is only named in modules.builtin.modinfo, which is
     // extracted from the kernel image: built in as well.
@@ -221,10 +172,7 @@ fn builtin_modules_satisfy_modaliases_via_modinfo() {
 #[test]
 fn transitive_dependencies_in_load_order() {
     let index = debianish();
-    assert_eq!(
-        index.dependencies(&name("virtio_blk")).unwrap(),
-        names(&["virtio_ring", "virtio"])
-    );
+    assert_eq!(index.dependencies(&name("virtio_blk")).unwrap(), names(&["virtio_ring", "virtio"]));
     assert_eq!(
         index.dependencies(&name("virtio_scsi")).unwrap(),
         names(&["virtio_ring", "virtio", "scsi_common", "scsi_mod"])
@@ -243,10 +191,7 @@ fn dependencies_of_non_flat_files_are_closed_transitively() {
         modules_dep: "a.ko: b.ko c.ko\nb.ko:\nc.ko: d.ko\nd.ko: e.ko\ne.ko:\n",
         ..IndexSources::default()
     });
-    assert_eq!(
-        index.dependencies(&name("a")).unwrap(),
-        names(&["e", "d", "c", "b"])
-    );
+    assert_eq!(index.dependencies(&name("a")).unwrap(), names(&["e", "d", "c", "b"]));
 }
 
 #[test]
@@ -259,11 +204,7 @@ fn dependency_cycles_terminate() {
     assert_eq!(index.dependencies(&name("c")).unwrap(), names(&["b", "a"]));
     assert_eq!(index.dependencies(&name("self")).unwrap(), names(&[]));
     // And the probe list too.
-    let plan: Vec<_> = index
-        .load_plan("a")
-        .iter()
-        .map(|s| s.module().clone())
-        .collect();
+    let plan: Vec<_> = index.load_plan("a").iter().map(|s| s.module().clone()).collect();
     assert_eq!(plan, names(&["c", "b", "a"]));
 }
 
@@ -291,23 +232,10 @@ fn softdeps_are_parsed_like_libkmod() {
     );
     // `pre:a` is not the `pre:` keyword: it is ignored before any mode.
     let x = index.softdeps(&name("x")).unwrap();
-    assert_eq!(
-        (x.pre.clone(), x.post.clone()),
-        (vec!["c".to_owned()], vec!["b".to_owned()])
-    );
+    assert_eq!((x.pre.clone(), x.post.clone()), (vec!["c".to_owned()], vec!["b".to_owned()]));
     assert!(index.softdeps(&name("ext4")).is_none());
-    let reasons: Vec<_> = index
-        .skipped_lines()
-        .iter()
-        .map(|s| (s.line, s.reason))
-        .collect();
-    assert_eq!(
-        reasons,
-        [
-            (5, "softdep without dependencies"),
-            (7, "only `softdep` lines are used from this file")
-        ]
-    );
+    let reasons: Vec<_> = index.skipped_lines().iter().map(|s| (s.line, s.reason)).collect();
+    assert_eq!(reasons, [(5, "softdep without dependencies"), (7, "only `softdep` lines are used from this file")]);
 }
 
 #[test]
@@ -324,11 +252,7 @@ fn softdeps_resolve_through_aliases() {
 #[test]
 fn load_plan_reproduces_modprobe_show_depends_with_repetitions() {
     let index = debianish();
-    let plan: Vec<String> = index
-        .load_plan("nvme")
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let plan: Vec<String> = index.load_plan("nvme").iter().map(ToString::to_string).collect();
     // libkmod revisits crct10dif_common for each softdep'd module, as the
     // real modprobe prints it.
     assert_eq!(
@@ -344,11 +268,7 @@ fn load_plan_reproduces_modprobe_show_depends_with_repetitions() {
             "insmod kernel/drivers/nvme/host/nvme.ko.gz",
         ]
     );
-    let plan: Vec<String> = index
-        .load_plan("fs-ext4")
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let plan: Vec<String> = index.load_plan("fs-ext4").iter().map(ToString::to_string).collect();
     assert_eq!(
         plan,
         [
@@ -359,12 +279,7 @@ fn load_plan_reproduces_modprobe_show_depends_with_repetitions() {
             "insmod kernel/fs/ext4/ext4.ko",
         ]
     );
-    assert_eq!(
-        index.load_plan("loop"),
-        [LoadStep::Builtin {
-            module: name("loop")
-        }]
-    );
+    assert_eq!(index.load_plan("loop"), [LoadStep::Builtin { module: name("loop") }]);
     // Two ahci patterns match this device: modprobe acts on each match, so
     // ahci's plan appears twice, then ata_generic's.
     let plan: Vec<String> = index
@@ -372,19 +287,7 @@ fn load_plan_reproduces_modprobe_show_depends_with_repetitions() {
         .iter()
         .map(|s| s.module().to_string())
         .collect();
-    assert_eq!(
-        plan,
-        [
-            "libata",
-            "libahci",
-            "ahci",
-            "libata",
-            "libahci",
-            "ahci",
-            "libata",
-            "ata_generic"
-        ]
-    );
+    assert_eq!(plan, ["libata", "libahci", "ahci", "libata", "libahci", "ahci", "libata", "ata_generic"]);
     assert!(index.load_plan("nothing").is_empty());
 }
 
@@ -396,22 +299,14 @@ fn requirement_for_a_modalias_lists_every_candidate() {
     let mods: Vec<_> = want.candidates.iter().map(|c| c.module.clone()).collect();
     assert_eq!(mods, names(&["ahci", "ata_generic"]));
     let ahci = &want.candidates[0];
-    assert_eq!(
-        ahci.provider,
-        Provider::File {
-            path: "kernel/drivers/ata/ahci.ko".into()
-        }
-    );
+    assert_eq!(ahci.provider, Provider::File { path: "kernel/drivers/ata/ahci.ko".into() });
     assert_eq!(ahci.dependencies, names(&["libata", "libahci"]));
     assert!(ahci.softdep_modules.is_empty());
 
     // Either complete candidate satisfies the device.
     assert!(want.satisfied_by(|m| ["libata", "ata_generic"].contains(&m.as_str())));
     assert!(!want.satisfied_by(|m| ["ahci", "libahci"].contains(&m.as_str())));
-    assert_eq!(
-        ahci.missing_hard(|m| m == "ahci"),
-        names(&["libata", "libahci"])
-    );
+    assert_eq!(ahci.missing_hard(|m| m == "ahci"), names(&["libata", "libahci"]));
 }
 
 #[test]
@@ -420,20 +315,11 @@ fn requirement_separates_soft_from_hard_modules() {
     let want = index.requirement("nvme");
     assert_eq!(want.source, Some(LookupSource::ModulesDep));
     let nvme = &want.candidates[0];
-    assert_eq!(
-        nvme.dependencies,
-        names(&["crct10dif_common", "crc_t10dif", "nvme_core"])
-    );
-    assert_eq!(
-        nvme.softdep_modules,
-        names(&["crct10dif_pclmul", "crct10dif_generic"])
-    );
+    assert_eq!(nvme.dependencies, names(&["crct10dif_common", "crc_t10dif", "nvme_core"]));
+    assert_eq!(nvme.softdep_modules, names(&["crct10dif_pclmul", "crct10dif_generic"]));
     let hard = |m: &ModuleName| nvme.dependencies.contains(m) || m == "nvme";
     assert!(want.satisfied_by(hard));
-    assert_eq!(
-        nvme.missing_soft(hard),
-        names(&["crct10dif_pclmul", "crct10dif_generic"])
-    );
+    assert_eq!(nvme.missing_soft(hard), names(&["crct10dif_pclmul", "crct10dif_generic"]));
     assert!(nvme.missing_soft(|_| true).is_empty());
 }
 
@@ -468,12 +354,7 @@ fn unknown_alias_module_is_reported_missing() {
     let want = index.requirement("dev:thing");
     assert_eq!(want.candidates[0].provider, Provider::Missing);
     assert_eq!(want.candidates[0].missing_hard(|_| true), names(&["ghost"]));
-    assert_eq!(
-        index.load_plan("dev:thing"),
-        [LoadStep::Unavailable {
-            module: name("ghost")
-        }]
-    );
+    assert_eq!(index.load_plan("dev:thing"), [LoadStep::Unavailable { module: name("ghost") }]);
 }
 
 #[test]
@@ -484,11 +365,7 @@ fn malformed_lines_are_skipped_and_reported() {
         modules_builtin_modinfo: b"nodot\0a.alias=\0",
         ..IndexSources::default()
     });
-    let skipped: Vec<_> = index
-        .skipped_lines()
-        .iter()
-        .map(|s| (s.file, s.line))
-        .collect();
+    let skipped: Vec<_> = index.skipped_lines().iter().map(|s| (s.file, s.line)).collect();
     assert_eq!(
         skipped,
         [
@@ -514,16 +391,7 @@ fn load_reads_a_directory_and_names_missing_files() {
     fs::create_dir_all(&dir).unwrap();
 
     let err = ModuleIndex::load(&dir).unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            KmodError::MissingFile {
-                file: "modules.dep",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(&err, KmodError::MissingFile { file: "modules.dep", .. }), "{err:?}");
     assert!(err.to_string().contains("modules.dep is missing"), "{err}");
 
     fs::write(dir.join("modules.dep"), DEP).unwrap();
@@ -532,19 +400,10 @@ fn load_reads_a_directory_and_names_missing_files() {
     let index = ModuleIndex::load(&dir).unwrap();
     assert_eq!(index.kernel_version(), Some("6.6.30"));
     assert_eq!(index.dir(), Some(dir.as_path()));
-    assert_eq!(
-        index.absent_files(),
-        ["modules.softdep", "modules.builtin", "modules.symbols"]
-    );
+    assert_eq!(index.absent_files(), ["modules.softdep", "modules.builtin", "modules.symbols"]);
     assert_eq!(index.module_count(), 23);
-    assert_eq!(
-        index.module_path(&name("virtio_scsi")),
-        Some("kernel/drivers/scsi/virtio_scsi.ko.zst")
-    );
-    assert_eq!(
-        index.resolve_modalias("virtio:d00000002v00001AF4"),
-        names(&["virtio_blk"])
-    );
+    assert_eq!(index.module_path(&name("virtio_scsi")), Some("kernel/drivers/scsi/virtio_scsi.ko.zst"));
+    assert_eq!(index.resolve_modalias("virtio:d00000002v00001AF4"), names(&["virtio_blk"]));
     // Without modules.builtin, only modinfo tells what is built in.
     assert!(!index.is_builtin(&name("zswap")));
     assert!(index.is_builtin(&name("loop")));
@@ -554,12 +413,6 @@ fn load_reads_a_directory_and_names_missing_files() {
     assert_eq!(index.kernel_version(), Some("6.6.30"));
 
     let file = dir.join("modules.dep");
-    assert!(matches!(
-        ModuleIndex::load(&file),
-        Err(KmodError::NotADirectory(_))
-    ));
-    assert!(matches!(
-        ModuleIndex::load(tmp.join("absent")),
-        Err(KmodError::Io { .. })
-    ));
+    assert!(matches!(ModuleIndex::load(&file), Err(KmodError::NotADirectory(_))));
+    assert!(matches!(ModuleIndex::load(tmp.join("absent")), Err(KmodError::Io { .. })));
 }

@@ -55,12 +55,8 @@ fn glibc_fnmatch(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<bool> {
         .expect("this test needs a C compiler named `cc` to build its fnmatch(3) oracle");
     assert!(status.success(), "compiling the fnmatch(3) helper failed");
 
-    let mut child = Command::new(&bin)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run helper");
+    let mut child =
+        Command::new(&bin).env("LC_ALL", "C").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("run helper");
     let mut input = Vec::new();
     for (p, t) in pairs {
         input.extend_from_slice(p);
@@ -97,10 +93,7 @@ fn hand_picked() -> Vec<(&'static str, &'static str)> {
         ("", ""),
         ("*", ""),
         ("virtio:d00000002v*", "virtio:d00000002v00001AF4"),
-        (
-            "pci:v*d*sv*sd*bc01sc08i02*",
-            "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02",
-        ),
+        ("pci:v*d*sv*sd*bc01sc08i02*", "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02"),
         ("usb:v13FDp3940d0[0-2]*dc*", "usb:v13FDp3940d0100dc00"),
         ("[!a]", "b"),
         ("[^a]", "a"),
@@ -168,10 +161,8 @@ fn generated(count: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         b"0",
         b"9",
     ];
-    let text_atoms: &[&[u8]] = &[
-        b"a", b"b", b"c", b"-", b"_", b"]", b"[", b"!", b"^", b"*", b"\\", b":", b"0", b"9", b"z",
-        b".", b"=",
-    ];
+    let text_atoms: &[&[u8]] =
+        &[b"a", b"b", b"c", b"-", b"_", b"]", b"[", b"!", b"^", b"*", b"\\", b":", b"0", b"9", b"z", b".", b"="];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     (0..count)
         .map(|_| {
@@ -190,10 +181,8 @@ fn generated(count: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 #[test]
 fn fnmatch_agrees_with_the_c_library() {
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = hand_picked()
-        .into_iter()
-        .map(|(p, t)| (p.as_bytes().to_vec(), t.as_bytes().to_vec()))
-        .collect();
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> =
+        hand_picked().into_iter().map(|(p, t)| (p.as_bytes().to_vec(), t.as_bytes().to_vec())).collect();
     pairs.extend(generated(60_000));
     let expected = glibc_fnmatch(&pairs);
 
@@ -214,16 +203,8 @@ fn fnmatch_agrees_with_the_c_library() {
         "{} of {} pairs disagree with fnmatch(3):\n{}",
         mismatches.len(),
         pairs.len(),
-        mismatches
-            .iter()
-            .take(40)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        mismatches.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
     );
     // The corpus must exercise both outcomes to mean anything.
-    assert!(
-        matched > 1000 && matched < pairs.len() - 1000,
-        "{matched} matches"
-    );
+    assert!(matched > 1000 && matched < pairs.len() - 1000, "{matched} matches");
 }

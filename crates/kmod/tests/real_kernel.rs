@@ -53,12 +53,7 @@ fn kernel() -> &'static Kernel {
             .find(|p| p.is_file())
             .unwrap_or_else(|| panic!("modprobe not found; install it: apt-get install -y kmod"));
         let index = ModuleIndex::load(&dir).expect("load the real modules tree");
-        Kernel {
-            version,
-            dir,
-            modprobe,
-            index,
-        }
+        Kernel { version, dir, modprobe, index }
     })
 }
 
@@ -69,10 +64,7 @@ fn modprobe(args: &[&str]) -> (bool, Vec<String>) {
         .args(args)
         .output()
         .expect("run modprobe");
-    let lines = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim_end().to_owned())
-        .collect();
+    let lines = String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim_end().to_owned()).collect();
     (out.status.success(), lines)
 }
 
@@ -81,19 +73,11 @@ fn modprobe(args: &[&str]) -> (bool, Vec<String>) {
 fn modprobe_resolve(alias: &str) -> Vec<String> {
     let (_, lines) = modprobe(&["--resolve-alias", "--", alias]);
     let mut seen = HashSet::new();
-    lines
-        .into_iter()
-        .filter(|l| seen.insert(l.clone()))
-        .collect()
+    lines.into_iter().filter(|l| seen.insert(l.clone())).collect()
 }
 
 fn ours_resolve(alias: &str) -> Vec<String> {
-    kernel()
-        .index
-        .resolve_modalias(alias)
-        .iter()
-        .map(ToString::to_string)
-        .collect()
+    kernel().index.resolve_modalias(alias).iter().map(ToString::to_string).collect()
 }
 
 fn modprobe_show_depends(query: &str) -> Vec<String> {
@@ -139,18 +123,9 @@ const ROOT_DISK_ALIASES: [(&str, &str); 5] = [
     // This machine's disk and its PCI function (/sys/block/vda/device/modalias
     // and /sys/devices/pci0000:00/0000:00:02.0/modalias).
     ("virtio:d00000002v00001AF4", "virtio_blk"),
-    (
-        "pci:v00001AF4d00001042sv00001AF4sd00001042bc01sc80i00",
-        "virtio_pci",
-    ),
-    (
-        "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02",
-        "nvme",
-    ),
-    (
-        "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01",
-        "ahci",
-    ),
+    ("pci:v00001AF4d00001042sv00001AF4sd00001042bc01sc80i00", "virtio_pci"),
+    ("pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02", "nvme"),
+    ("pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01", "ahci"),
     ("virtio:d00000008v00001AF4", "virtio_scsi"),
 ];
 
@@ -158,26 +133,15 @@ const ROOT_DISK_ALIASES: [(&str, &str); 5] = [
 fn tree_loads_completely() {
     let k = kernel();
     assert_eq!(k.index.kernel_version(), Some(k.version.as_str()));
-    assert!(
-        k.index.absent_files().is_empty(),
-        "{:?}",
-        k.index.absent_files()
-    );
-    assert!(
-        k.index.skipped_lines().is_empty(),
-        "{:?}",
-        k.index.skipped_lines()
-    );
+    assert!(k.index.absent_files().is_empty(), "{:?}", k.index.absent_files());
+    assert!(k.index.skipped_lines().is_empty(), "{:?}", k.index.skipped_lines());
     assert!(k.index.module_count() > 1000, "{}", k.index.module_count());
     assert!(k.index.alias_count() > 10_000, "{}", k.index.alias_count());
 }
 
 #[test]
 fn root_disk_modaliases_resolve_like_modprobe() {
-    let queries: Vec<String> = ROOT_DISK_ALIASES
-        .iter()
-        .map(|(a, _)| (*a).to_owned())
-        .collect();
+    let queries: Vec<String> = ROOT_DISK_ALIASES.iter().map(|(a, _)| (*a).to_owned()).collect();
     assert_resolution_matches(&queries);
     // And to the drivers every Linux user expects, so a shared mistake of
     // ours and modprobe's test setup cannot pass unnoticed.
@@ -245,11 +209,7 @@ fn every_live_sysfs_modalias_resolves_like_modprobe() {
     let aliases = live_modaliases();
     assert!(!aliases.is_empty(), "no modalias files under /sys/devices");
     let resolved = assert_resolution_matches(&aliases);
-    assert!(
-        resolved > 0,
-        "none of {} live modaliases resolved",
-        aliases.len()
-    );
+    assert!(resolved > 0, "none of {} live modaliases resolved", aliases.len());
 }
 
 /// Turns an alias pattern into a concrete string that should match it, and
@@ -270,11 +230,7 @@ fn instantiate(pattern: &str, miss: bool) -> String {
                     set.push(d);
                 }
                 let negated = set.starts_with(['!', '^']);
-                let first = set
-                    .trim_start_matches(['!', '^'])
-                    .chars()
-                    .next()
-                    .unwrap_or('x');
+                let first = set.trim_start_matches(['!', '^']).chars().next().unwrap_or('x');
                 out.push(match (negated, miss) {
                     (false, false) | (true, true) => first,
                     _ => '~',
@@ -292,11 +248,8 @@ fn instantiate(pattern: &str, miss: bool) -> String {
 #[test]
 fn sampled_alias_patterns_resolve_like_modprobe() {
     let text = fs::read_to_string(kernel().dir.join("modules.alias")).expect("modules.alias");
-    let patterns: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("alias "))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let patterns: Vec<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("alias ")).filter_map(|l| l.split_whitespace().next()).collect();
     let step = (patterns.len() / 150).max(1);
     let mut queries = Vec::new();
     for (i, p) in patterns.iter().enumerate().step_by(step) {
@@ -306,11 +259,7 @@ fn sampled_alias_patterns_resolve_like_modprobe() {
         }
     }
     let resolved = assert_resolution_matches(&queries);
-    assert!(
-        resolved * 2 > queries.len() / 2,
-        "only {resolved} of {} resolved",
-        queries.len()
-    );
+    assert!(resolved * 2 > queries.len() / 2, "only {resolved} of {} resolved", queries.len());
 }
 
 #[test]
@@ -320,36 +269,16 @@ fn dependencies_match_modprobe_show_depends() {
     let k = kernel();
     for (module, expected_deps) in [
         ("virtio_blk", &["virtio_ring", "virtio"][..]),
-        (
-            "virtio_scsi",
-            &["virtio_ring", "virtio", "scsi_common", "scsi_mod"][..],
-        ),
-        (
-            "virtio_pci",
-            &[
-                "virtio_ring",
-                "virtio",
-                "virtio_pci_modern_dev",
-                "virtio_pci_legacy_dev",
-            ][..],
-        ),
-        (
-            "ahci",
-            &["scsi_common", "scsi_mod", "libata", "libahci"][..],
-        ),
+        ("virtio_scsi", &["virtio_ring", "virtio", "scsi_common", "scsi_mod"][..]),
+        ("virtio_pci", &["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev"][..]),
+        ("ahci", &["scsi_common", "scsi_mod", "libata", "libahci"][..]),
     ] {
         let name = ModuleName::new(module);
         let deps = k.index.dependencies(&name).expect("known module");
         let mut ours: Vec<String> = deps
             .iter()
             .chain(std::iter::once(&name))
-            .map(|m| {
-                format!(
-                    "insmod {}/{}",
-                    k.dir.display(),
-                    k.index.module_path(m).unwrap_or("?")
-                )
-            })
+            .map(|m| format!("insmod {}/{}", k.dir.display(), k.index.module_path(m).unwrap_or("?")))
             .collect();
         ours.dedup();
         assert_eq!(modprobe_show_depends(module), ours, "{module}");
@@ -396,13 +325,7 @@ fn load_plans_match_modprobe_show_depends() {
             mismatches.push(format!("{q}:\n  modprobe {want:#?}\n  ours {got:#?}"));
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "{} of {} differ:\n{}",
-        mismatches.len(),
-        queries.len(),
-        mismatches.join("\n")
-    );
+    assert!(mismatches.is_empty(), "{} of {} differ:\n{}", mismatches.len(), queries.len(), mismatches.join("\n"));
 }
 
 #[test]
@@ -415,19 +338,13 @@ fn incident_root_disk_requirement() {
     assert_eq!(disk.candidates.len(), 1);
     let blk = &disk.candidates[0];
     assert_eq!(blk.module, "virtio_blk");
-    assert!(
-        matches!(&blk.provider, Provider::File { path } if path.starts_with("kernel/drivers/block/virtio_blk.ko"))
-    );
+    assert!(matches!(&blk.provider, Provider::File { path } if path.starts_with("kernel/drivers/block/virtio_blk.ko")));
 
     let broken_initrd = ["ext4", "jbd2", "mbcache", "crc16"];
     assert!(!disk.satisfied_by(|m| broken_initrd.contains(&m.as_str())));
     assert_eq!(
         blk.missing_hard(|m| broken_initrd.contains(&m.as_str())),
-        [
-            ModuleName::new("virtio_ring"),
-            ModuleName::new("virtio"),
-            ModuleName::new("virtio_blk")
-        ]
+        [ModuleName::new("virtio_ring"), ModuleName::new("virtio"), ModuleName::new("virtio_blk")]
     );
     let good_initrd = ["virtio_ring", "virtio", "virtio_blk"];
     assert!(disk.satisfied_by(|m| good_initrd.contains(&m.as_str())));

@@ -61,7 +61,11 @@ pub enum Request {
     Shutdown,
     /// Wait until the host made at least `min_boots` boot attempts and is in one
     /// of `states`.
-    Wait { min_boots: u64, states: Vec<Power>, timeout_ms: u64 },
+    Wait {
+        min_boots: u64,
+        states: Vec<Power>,
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,15 +99,19 @@ pub fn request(host: &str, socket: &Path, request: &Request, timeout: Duration) 
     })?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(Duration::from_secs(10))).map_err(io)?;
-    let mut line = serde_json::to_string(request).map_err(|e| ControlError::Protocol { host: host.to_owned(), detail: e.to_string() })?;
+    let mut line = serde_json::to_string(request)
+        .map_err(|e| ControlError::Protocol { host: host.to_owned(), detail: e.to_string() })?;
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(io)?;
     let mut answer = String::new();
     BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    let response: Response =
-        serde_json::from_str(&answer).map_err(|e| ControlError::Protocol { host: host.to_owned(), detail: format!("{e}: {answer:?}") })?;
+    let response: Response = serde_json::from_str(&answer)
+        .map_err(|e| ControlError::Protocol { host: host.to_owned(), detail: format!("{e}: {answer:?}") })?;
     match (response.ok, response.status) {
         (true, Some(status)) => Ok(status),
-        (_, _) => Err(ControlError::Refused { host: host.to_owned(), message: response.error.unwrap_or_else(|| "no status".into()) }),
+        (_, _) => Err(ControlError::Refused {
+            host: host.to_owned(),
+            message: response.error.unwrap_or_else(|| "no status".into()),
+        }),
     }
 }

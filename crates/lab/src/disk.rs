@@ -61,12 +61,16 @@ pub fn detach_loop(device: &str) -> Result<(), DiskError> {
 
 /// Loop devices currently backed by `image` (normally zero or one).
 pub fn loops_backing(image: &Path) -> Result<Vec<String>, DiskError> {
-    let out = process::run(Command::new("losetup").args(["--noheadings", "--output", "NAME", "--associated"]).arg(image), TOOL_TIMEOUT)?;
+    let out = process::run(
+        Command::new("losetup").args(["--noheadings", "--output", "NAME", "--associated"]).arg(image),
+        TOOL_TIMEOUT,
+    )?;
     Ok(out.stdout.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect())
 }
 
 /// `(major, minor)` of a block device node.
 pub fn device_number(device: &str) -> Result<(u32, u32), DiskError> {
-    let stat = rustix::fs::stat(device).map_err(|e| DiskError::DeviceNumber { path: device.to_owned(), source: e.into() })?;
+    let stat =
+        rustix::fs::stat(device).map_err(|e| DiskError::DeviceNumber { path: device.to_owned(), source: e.into() })?;
     Ok((rustix::fs::major(stat.st_rdev), rustix::fs::minor(stat.st_rdev)))
 }

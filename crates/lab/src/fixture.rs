@@ -59,7 +59,9 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FixtureError {
-    #[error("no kernel found: need /boot/vmlinuz-<ver> with /lib/modules/<ver> (scripts/setup installs linux-image-amd64)")]
+    #[error(
+        "no kernel found: need /boot/vmlinuz-<ver> with /lib/modules/<ver> (scripts/setup installs linux-image-amd64)"
+    )]
     NoKernel,
     #[error(transparent)]
     Tool(#[from] ProcessError),
@@ -151,7 +153,10 @@ pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostK
         facter_report_path: None,
         sops_keep_generations: 1,
         microvm_shares: Vec::new(),
-        deploy: DeployKnobs { hostname: host.name().to_owned(), ssh_opts: vec!["-F".into(), ssh_config.display().to_string()] },
+        deploy: DeployKnobs {
+            hostname: host.name().to_owned(),
+            ssh_opts: vec!["-F".into(), ssh_config.display().to_string()],
+        },
     }
 }
 
@@ -241,7 +246,10 @@ fn write_kernel(dir: &Path, version: &str, image: &Path) -> Result<(), FixtureEr
 fn shipped_module_files(version: &str) -> Result<BTreeSet<PathBuf>, FixtureError> {
     let mut files = BTreeSet::new();
     for module in SHIPPED_MODULES {
-        let out = process::run(Command::new("modprobe").args(["--config=/dev/null", "--set-version", version, "--show-depends", module]), TOOL_TIMEOUT)?;
+        let out = process::run(
+            Command::new("modprobe").args(["--config=/dev/null", "--set-version", version, "--show-depends", module]),
+            TOOL_TIMEOUT,
+        )?;
         for line in out.stdout.lines() {
             if let Some(path) = line.strip_prefix("insmod ") {
                 files.insert(PathBuf::from(path.split_whitespace().next().unwrap_or_default()));

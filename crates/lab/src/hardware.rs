@@ -150,7 +150,9 @@ impl Hardware {
     /// bound, from the disk up: what udev in stage 1 hands to `modprobe`.
     pub fn chain_modaliases(&self) -> Vec<&'static str> {
         match self.bus {
-            DiskBus::Virtio => vec!["virtio:d00000002v00001AF4", "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc80i00"],
+            DiskBus::Virtio => {
+                vec!["virtio:d00000002v00001AF4", "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc80i00"]
+            }
             DiskBus::Nvme => vec!["pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02"],
             DiskBus::Sata => vec!["scsi:t-0x00", "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"],
         }
@@ -197,12 +199,25 @@ impl Hardware {
 
     /// A PCI function at `slot` (`bridge/function` for one behind a bridge),
     /// bound to `driver`, which comes from `module` or is built in (`None`).
-    fn write_pci_function(&self, tree: &Tree, slot: &str, ids: PciIds, driver: &str, module: Option<&str>) -> io::Result<String> {
+    fn write_pci_function(
+        &self,
+        tree: &Tree,
+        slot: &str,
+        ids: PciIds,
+        driver: &str,
+        module: Option<&str>,
+    ) -> io::Result<String> {
         let dev = format!("devices/pci0000:00/{slot}");
         let slot = slot.rsplit('/').next().unwrap_or(slot);
         let modalias = format!(
             "pci:v0000{:04X}d0000{:04X}sv0000{:04X}sd0000{:04X}bc{:02X}sc{:02X}i{:02X}",
-            ids.vendor, ids.device, ids.subvendor, ids.subdevice, ids.class >> 16, (ids.class >> 8) & 0xff, ids.class & 0xff
+            ids.vendor,
+            ids.device,
+            ids.subvendor,
+            ids.subdevice,
+            ids.class >> 16,
+            (ids.class >> 8) & 0xff,
+            ids.class & 0xff
         );
         tree.file(&format!("{dev}/vendor"), &format!("0x{:04x}\n", ids.vendor))?;
         tree.file(&format!("{dev}/device"), &format!("0x{:04x}\n", ids.device))?;
@@ -264,7 +279,10 @@ impl Hardware {
         // ... and the visible namespace hangs off the subsystem, which links to
         // its controllers.
         let subsys = "devices/virtual/nvme-subsystem/nvme-subsys0";
-        tree.file(&format!("{subsys}/subsysnqn"), "nqn.2014.08.org.nvmexpress:144d144dS4EWNX0R123456 Samsung SSD 970 EVO Plus 1TB\n")?;
+        tree.file(
+            &format!("{subsys}/subsysnqn"),
+            "nqn.2014.08.org.nvmexpress:144d144dS4EWNX0R123456 Samsung SSD 970 EVO Plus 1TB\n",
+        )?;
         tree.file(&format!("{subsys}/uevent"), "")?;
         tree.link(&format!("{subsys}/subsystem"), "class/nvme-subsystem")?;
         tree.link(&format!("{subsys}/nvme0"), &ctrl)?;
@@ -301,7 +319,10 @@ impl Hardware {
         tree.file(&format!("{disk}/size"), "2097152\n")?;
         tree.file(&format!("{disk}/removable"), "0\n")?;
         tree.file(&format!("{disk}/ro"), "0\n")?;
-        tree.file(&format!("{disk}/uevent"), &format!("MAJOR={major}\nMINOR={minor}\nDEVNAME={}\nDEVTYPE=disk\n", self.disk))?;
+        tree.file(
+            &format!("{disk}/uevent"),
+            &format!("MAJOR={major}\nMINOR={minor}\nDEVNAME={}\nDEVTYPE=disk\n", self.disk),
+        )?;
         tree.link(&format!("{disk}/subsystem"), "class/block")?;
         let parent = Path::new(disk).parent().and_then(Path::parent).map(|p| p.to_string_lossy().into_owned());
         let device = match self.bus {
@@ -311,7 +332,10 @@ impl Hardware {
         };
         tree.link(&format!("{disk}/device"), &device)?;
         if self.bus == DiskBus::Virtio || self.bus == DiskBus::Nvme {
-            tree.file(&format!("{disk}/serial"), &format!("{}\n", self.by_id.rsplit('_').next().unwrap_or(&self.by_id)))?;
+            tree.file(
+                &format!("{disk}/serial"),
+                &format!("{}\n", self.by_id.rsplit('_').next().unwrap_or(&self.by_id)),
+            )?;
         }
         tree.link(&format!("block/{}", self.disk), disk)?;
         tree.link(&format!("class/block/{}", self.disk), disk)?;
@@ -434,7 +458,10 @@ impl Tree<'_> {
 /// The relative path from the directory holding `link` to `target`, both given
 /// relative to the same root.
 fn relative_link(link: &str, target: &str) -> PathBuf {
-    let depth = Path::new(link).parent().map(|p| p.components().filter(|c| matches!(c, Component::Normal(_))).count()).unwrap_or(0);
+    let depth = Path::new(link)
+        .parent()
+        .map(|p| p.components().filter(|c| matches!(c, Component::Normal(_))).count())
+        .unwrap_or(0);
     let mut path = PathBuf::new();
     for _ in 0..depth {
         path.push("..");
@@ -467,14 +494,20 @@ mod tests {
 
     #[test]
     fn relative_links_climb_to_the_root() {
-        assert_eq!(relative_link("devices/pci0000:00/0000:00:02.0/driver", "bus/pci"), PathBuf::from("../../../bus/pci"));
+        assert_eq!(
+            relative_link("devices/pci0000:00/0000:00:02.0/driver", "bus/pci"),
+            PathBuf::from("../../../bus/pci")
+        );
         assert_eq!(relative_link("block/vda", "devices/x"), PathBuf::from("../devices/x"));
     }
 
     #[test]
     fn virtio_chain_matches_the_real_machine_shape() {
         let tmp = tempfile::tempdir().unwrap();
-        let hw = Hardware::of(&host(DiskBus::Virtio, Bootloader::SystemdBoot), &LoopNumbers { root: (7, 3), esp: Some((7, 4)) });
+        let hw = Hardware::of(
+            &host(DiskBus::Virtio, Bootloader::SystemdBoot),
+            &LoopNumbers { root: (7, 3), esp: Some((7, 4)) },
+        );
         hw.write_sysfs(tmp.path(), true).unwrap();
         let sys = tmp.path();
         let root = fs::canonicalize(sys.join("dev/block/7:3")).unwrap();
@@ -484,7 +517,10 @@ mod tests {
         assert_eq!(driver, PathBuf::from("../../../../bus/virtio/drivers/virtio_blk"));
         let module = fs::canonicalize(sys.join("devices/pci0000:00/0000:00:02.0/driver/module")).unwrap();
         assert!(module.ends_with("module/virtio_pci"), "{module:?}");
-        assert_eq!(read(sys, "devices/pci0000:00/0000:00:02.0/modalias"), "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc80i00");
+        assert_eq!(
+            read(sys, "devices/pci0000:00/0000:00:02.0/modalias"),
+            "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc80i00"
+        );
         assert!(sys.join("firmware/efi/efivars").is_dir());
     }
 
@@ -512,7 +548,10 @@ mod tests {
     #[test]
     fn sata_disk_sits_behind_scsi_and_ahci() {
         let tmp = tempfile::tempdir().unwrap();
-        let hw = Hardware::of(&host(DiskBus::Sata, Bootloader::SystemdBoot), &LoopNumbers { root: (7, 3), esp: Some((7, 4)) });
+        let hw = Hardware::of(
+            &host(DiskBus::Sata, Bootloader::SystemdBoot),
+            &LoopNumbers { root: (7, 3), esp: Some((7, 4)) },
+        );
         hw.write_sysfs(tmp.path(), true).unwrap();
         let sys = tmp.path();
         assert_eq!(read(sys, "block/sda/device/modalias"), "scsi:t-0x00");
@@ -531,6 +570,9 @@ mod tests {
         assert!(links.contains(&(format!("by-uuid/{}", h.disks.root_fs_uuid), "vda2".to_owned())));
         assert!(links.contains(&("by-partlabel/disk-main-root".to_owned(), "vda2".to_owned())));
         // A GRUB host's first partition is a BIOS boot partition: no fs, no node.
-        assert_eq!(hw.dev_nodes(), vec![("vda".to_owned(), None), ("vda1".to_owned(), None), ("vda2".to_owned(), Some((7, 3)))]);
+        assert_eq!(
+            hw.dev_nodes(),
+            vec![("vda".to_owned(), None), ("vda1".to_owned(), None), ("vda2".to_owned(), Some((7, 3)))]
+        );
     }
 }

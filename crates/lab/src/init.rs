@@ -62,7 +62,8 @@ fn console(text: &str) {
 
 /// The loop devices' numbers, read from the nodes `up` attached.
 pub fn loop_numbers(host: &HostState) -> anyhow::Result<LoopNumbers> {
-    let root = host.root_loop.as_deref().ok_or_else(|| anyhow::anyhow!("host {} has no root disk attached", host.name()))?;
+    let root =
+        host.root_loop.as_deref().ok_or_else(|| anyhow::anyhow!("host {} has no root disk attached", host.name()))?;
     let root = crate::disk::device_number(root)?;
     let esp = match &host.esp_loop {
         Some(esp) => Some(crate::disk::device_number(esp)?),
@@ -143,7 +144,7 @@ fn boot(toplevel: &str) -> anyhow::Result<ExitCode> {
         match signal {
             SIGCHLD => {
                 if let Some(pid) = sshd {
-                    if reap() .contains(&pid) {
+                    if reap().contains(&pid) {
                         console("[FAILED] sshd.service: Main process exited; restarting.");
                         sshd = Some(start_sshd()?);
                     }
@@ -222,7 +223,10 @@ fn shutdown(message: &str, code: i32) -> ExitCode {
     }
     signal_everyone(Signal::KILL);
     rustix::fs::sync();
-    console(&format!("[  OK  ] Reached target System {}. {message}", if code == EXIT_REBOOT { "Reboot" } else { "Power Off" }));
+    console(&format!(
+        "[  OK  ] Reached target System {}. {message}",
+        if code == EXIT_REBOOT { "Reboot" } else { "Power Off" }
+    ));
     ExitCode::from(code as u8)
 }
 
@@ -231,7 +235,12 @@ fn shutdown(message: &str, code: i32) -> ExitCode {
 fn signal_everyone(signal: Signal) {
     let Ok(entries) = fs::read_dir("/proc") else { return };
     for entry in entries.flatten() {
-        let pid = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()).filter(|pid| *pid > 1).and_then(Pid::from_raw);
+        let pid = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+            .filter(|pid| *pid > 1)
+            .and_then(Pid::from_raw);
         if let Some(pid) = pid {
             let _ = kill_process(pid, signal);
         }

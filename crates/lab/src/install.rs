@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use rustix::mount::{MountFlags, UnmountFlags, mount, unmount};
 
-use crate::layout::LabDir;
 use crate::lab::NIX_CONFIG;
+use crate::layout::LabDir;
 use crate::state::LabState;
 use crate::{process, rootfs, ssh_setup};
 
@@ -24,7 +24,8 @@ const COPY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The host's `/etc/nix/nix.conf`: no substituters until someone configures
 /// one (the lab has no internet), builds without build users.
-pub const HOST_NIX_CONF: &str = "# Written by fleetgate-lab.\nbuild-users-group =\nsandbox = false\nsubstituters =\ntrusted-users = root\n";
+pub const HOST_NIX_CONF: &str =
+    "# Written by fleetgate-lab.\nbuild-users-group =\nsandbox = false\nsubstituters =\ntrusted-users = root\n";
 
 pub fn prepare(lab: &LabDir, host_name: &str, system: &str, client_key: &str) -> anyhow::Result<()> {
     rootfs::make_private()?;
@@ -35,17 +36,32 @@ pub fn prepare(lab: &LabDir, host_name: &str, system: &str, client_key: &str) ->
     fs::create_dir_all(&mnt)?;
     let root_loop = host.root_loop.as_deref().context("the root disk is not attached")?;
     mount(root_loop, &mnt, "ext4", MountFlags::empty(), None).with_context(|| format!("mounting {root_loop}"))?;
-    let result = fill(host.uses_esp().then_some(host.esp_loop.as_deref()).flatten(), &mnt, &dir.host_keys_dir(), host_name, system, client_key);
+    let result = fill(
+        host.uses_esp().then_some(host.esp_loop.as_deref()).flatten(),
+        &mnt,
+        &dir.host_keys_dir(),
+        host_name,
+        system,
+        client_key,
+    );
     rustix::fs::sync();
     let _ = unmount(mnt.join("boot"), UnmountFlags::empty());
     unmount(&mnt, UnmountFlags::empty()).context("unmounting the new root")?;
     result
 }
 
-fn fill(esp_loop: Option<&str>, mnt: &Path, host_keys: &Path, host_name: &str, system: &str, client_key: &str) -> anyhow::Result<()> {
+fn fill(
+    esp_loop: Option<&str>,
+    mnt: &Path,
+    host_keys: &Path,
+    host_name: &str,
+    system: &str,
+    client_key: &str,
+) -> anyhow::Result<()> {
     rootfs::skeleton(mnt)?;
     if let Some(esp) = esp_loop {
-        mount(esp, mnt.join("boot"), "ext4", MountFlags::empty(), None).with_context(|| format!("mounting the ESP {esp}"))?;
+        mount(esp, mnt.join("boot"), "ext4", MountFlags::empty(), None)
+            .with_context(|| format!("mounting the ESP {esp}"))?;
     }
     let etc = rootfs::etc_upper(mnt);
     fs::create_dir_all(etc.join("ssh"))?;
@@ -66,7 +82,10 @@ fn fill(esp_loop: Option<&str>, mnt: &Path, host_keys: &Path, host_name: &str, s
     fs::write(ssh_dir.join("authorized_keys"), format!("{client_key}\n"))?;
     fs::set_permissions(ssh_dir.join("authorized_keys"), fs::Permissions::from_mode(0o600))?;
     let mut copy = Command::new("nix");
-    copy.env("NIX_CONFIG", NIX_CONFIG).args(["copy", "--no-check-sigs", "--to"]).arg(format!("local?root={}", mnt.display())).arg(system);
+    copy.env("NIX_CONFIG", NIX_CONFIG)
+        .args(["copy", "--no-check-sigs", "--to"])
+        .arg(format!("local?root={}", mnt.display()))
+        .arg(system);
     process::run(&mut copy, COPY_TIMEOUT).context("copying the system closure to the new disk")?;
     Ok(())
 }

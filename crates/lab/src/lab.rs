@@ -155,7 +155,12 @@ impl Lab {
         let host = &self.state.hosts[index];
         let dir = self.dir.host(host.name());
         fs::create_dir_all(dir.root())?;
-        disk::create_ext4_image(&dir.root_image(), host.spec.root_size_mib, &host.spec.root_label, &host.disks.root_fs_uuid)?;
+        disk::create_ext4_image(
+            &dir.root_image(),
+            host.spec.root_size_mib,
+            &host.spec.root_label,
+            &host.disks.root_fs_uuid,
+        )?;
         let root_loop = disk::attach_loop(&dir.root_image())?;
         self.state.hosts[index].root_loop = Some(root_loop);
         if self.state.hosts[index].uses_esp() {
@@ -179,13 +184,27 @@ impl Lab {
             .arg(self.dir.root())
             .args(["--host", host.name(), "--system", system])
             .env("FLEETGATE_LAB_CLIENT_KEY", client_key);
-        process::run(&mut prepare, INSTALL_TIMEOUT).with_context(|| format!("preparing the disk of {}", host.name()))?;
+        process::run(&mut prepare, INSTALL_TIMEOUT)
+            .with_context(|| format!("preparing the disk of {}", host.name()))?;
         // The installer is a boot of its own, with a boot id of its own.
         let boot_id = fs::read_to_string("/proc/sys/kernel/random/uuid")?;
         fs::write(self.dir.host(host.name()).boot_id_file(), boot_id)?;
         let mut install = Command::new("ip");
         install
-            .args(["netns", "exec", &host.netns, "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child", "--propagation", "private", "--"])
+            .args([
+                "netns",
+                "exec",
+                &host.netns,
+                "unshare",
+                "--mount",
+                "--pid",
+                "--uts",
+                "--fork",
+                "--kill-child",
+                "--propagation",
+                "private",
+                "--",
+            ])
             .arg(&exe)
             .arg("__install")
             .arg("--lab")
@@ -193,7 +212,12 @@ impl Lab {
             .args(["--host", host.name(), "--system", system]);
         let (status, stdout, stderr) = process::run_status(&mut install, INSTALL_TIMEOUT)?;
         if !status.success() {
-            bail!("installing {} failed ({status}):\n{}\n{}", host.name(), process::tail(&stdout), process::tail(&stderr));
+            bail!(
+                "installing {} failed ({status}):\n{}\n{}",
+                host.name(),
+                process::tail(&stdout),
+                process::tail(&stderr)
+            );
         }
         Ok(())
     }
@@ -227,8 +251,15 @@ impl Lab {
         let _ = process::wait_deadline(&mut child, Duration::from_secs(10), "setsid --fork");
         match ready {
             Ok(line) if line.trim() == "ready" => Ok(()),
-            Ok(line) => bail!("the supervisor of {} failed to start ({}); see {}", host.name(), line.trim(), dir.vmm_log().display()),
-            Err(_) => bail!("the supervisor of {} did not start within 30s; see {}", host.name(), dir.vmm_log().display()),
+            Ok(line) => bail!(
+                "the supervisor of {} failed to start ({}); see {}",
+                host.name(),
+                line.trim(),
+                dir.vmm_log().display()
+            ),
+            Err(_) => {
+                bail!("the supervisor of {} did not start within 30s; see {}", host.name(), dir.vmm_log().display())
+            }
         }
     }
 
@@ -250,7 +281,8 @@ impl Lab {
         for (index, host) in state.hosts.iter().enumerate() {
             let host_dir = dir.host(host.name());
             let socket = host_dir.vmm_socket();
-            let stopped = socket.exists() && control::request(host.name(), &socket, &Request::Shutdown, Duration::from_secs(30)).is_ok();
+            let stopped = socket.exists()
+                && control::request(host.name(), &socket, &Request::Shutdown, Duration::from_secs(30)).is_ok();
             if !stopped {
                 kill_pid_file(&host_dir.vmm_pid_file(), dir.root());
             }
@@ -385,7 +417,8 @@ pub fn build_systems(fleet: &Path, hosts: &[String]) -> anyhow::Result<BTreeMap<
     eval.env("NIX_CONFIG", NIX_CONFIG)
         .args(["eval", "--json", &format!("{flake}#nixosConfigurations"), "--apply"])
         .arg("cs: builtins.mapAttrs (n: c: c.config.system.build.toplevel.drvPath) cs");
-    let drvs: BTreeMap<String, String> = serde_json::from_str(&process::run(&mut eval, BUILD_TIMEOUT)?.stdout).context("parsing `nix eval --json`")?;
+    let drvs: BTreeMap<String, String> =
+        serde_json::from_str(&process::run(&mut eval, BUILD_TIMEOUT)?.stdout).context("parsing `nix eval --json`")?;
     let mut command = Command::new("nix");
     command.env("NIX_CONFIG", NIX_CONFIG).args(["build", "--no-link", "--json"]);
     for host in hosts {
@@ -396,7 +429,10 @@ pub fn build_systems(fleet: &Path, hosts: &[String]) -> anyhow::Result<BTreeMap<
     let mut systems = BTreeMap::new();
     for host in hosts {
         let drv = drvs.get(host).with_context(|| format!("the fixture flake has no host {host}"))?;
-        let item = built.iter().find(|item| item["drvPath"].as_str() == Some(drv)).with_context(|| format!("`nix build` did not build {host}"))?;
+        let item = built
+            .iter()
+            .find(|item| item["drvPath"].as_str() == Some(drv))
+            .with_context(|| format!("`nix build` did not build {host}"))?;
         let path = item["outputs"]["out"].as_str().context("`nix build --json` gave no output path")?;
         systems.insert(host.clone(), path.to_owned());
     }
@@ -420,14 +456,19 @@ pub fn lab_binary() -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("cannot find the fleetgate-lab binary next to {} (build it: `cargo build -p fleetgate-lab`, or set FLEETGATE_LAB_BIN)", exe.display())
+    bail!(
+        "cannot find the fleetgate-lab binary next to {} (build it: `cargo build -p fleetgate-lab`, or set FLEETGATE_LAB_BIN)",
+        exe.display()
+    )
 }
 
 /// Kills the supervisor named by a pid file, but only if that pid still is
 /// this lab's supervisor (after a crash the number may belong to anyone).
 fn kill_pid_file(path: &Path, lab_root: &Path) {
     let Some(raw) = fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<i32>().ok()) else { return };
-    let cmdline = fs::read(format!("/proc/{raw}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default();
+    let cmdline = fs::read(format!("/proc/{raw}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default();
     if !(cmdline.contains("__vmm") && cmdline.contains(&lab_root.display().to_string())) {
         return;
     }
@@ -442,7 +483,10 @@ fn wait_until_exited(pid_file: &Path, timeout: Duration) -> bool {
     let Some(pid) = fs::read_to_string(pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok()) else { return true };
     let exited = || match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name in parentheses.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state == "Z" || state == "X"),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
         Err(_) => true,
     };
     let deadline = std::time::Instant::now() + timeout;
@@ -460,7 +504,12 @@ fn wait_until_exited(pid_file: &Path, timeout: Duration) -> bool {
 /// Kills whatever still runs in a host's network namespace.
 fn kill_netns_processes(netns: &str) {
     if let Ok(out) = process::run(Command::new("ip").args(["netns", "pids", netns]), Duration::from_secs(10)) {
-        for pid in out.stdout.split_whitespace().filter_map(|p| p.parse::<i32>().ok()).filter_map(rustix::process::Pid::from_raw) {
+        for pid in out
+            .stdout
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .filter_map(rustix::process::Pid::from_raw)
+        {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }

@@ -93,7 +93,10 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Vmm { .. } | Command::Init { .. } | Command::Prepare { .. } | Command::Install { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Vmm { .. } | Command::Init { .. } | Command::Prepare { .. } | Command::Install { .. }
+    ) {
         forward_interrupts();
     }
     let dir = LabDir::new(&cli.lab);
@@ -165,7 +168,8 @@ fn run(dir: LabDir, command: Command) -> anyhow::Result<ExitCode> {
         Command::Console { host } => print!("{}", Lab::open(dir)?.console(&host)?),
         Command::Build { hosts } => {
             let lab = Lab::open(dir)?;
-            let names: Vec<String> = if hosts.is_empty() { lab.hosts().map(|h| h.name().to_owned()).collect() } else { hosts };
+            let names: Vec<String> =
+                if hosts.is_empty() { lab.hosts().map(|h| h.name().to_owned()).collect() } else { hosts };
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             for (host, path) in lab.build(&refs)? {
                 println!("{host}\t{path}");
@@ -183,7 +187,13 @@ fn run(dir: LabDir, command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn print_one(status: &fleetgate_lab::HostStatus) {
-    println!("{}\t{:?}\tboot {}\t{}", status.host, status.power, status.boots, status.reason.clone().unwrap_or_default());
+    println!(
+        "{}\t{:?}\tboot {}\t{}",
+        status.host,
+        status.power,
+        status.boots,
+        status.reason.clone().unwrap_or_default()
+    );
 }
 
 fn print_status(lab: &Lab) -> anyhow::Result<()> {

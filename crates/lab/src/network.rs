@@ -48,7 +48,9 @@ pub enum NetworkError {
     Command(#[from] ProcessError),
     #[error("cannot take the lab allocation lock {ALLOCATION_LOCK}: {0}")]
     Lock(std::io::Error),
-    #[error("every lab id (1-250) is in use or its 10.203.<id>.0/24 is already routed here: bring a lab down first (`fleetgate-lab down`)")]
+    #[error(
+        "every lab id (1-250) is in use or its 10.203.<id>.0/24 is already routed here: bring a lab down first (`fleetgate-lab down`)"
+    )]
     Exhausted,
 }
 
@@ -88,7 +90,18 @@ fn lab_prefix(id: u8) -> Prefix {
 /// Destinations of `ip -4 -o route show table all`, without `default` (a lab
 /// never conflicts with the default route: it is more specific).
 fn routed_prefixes(routes: &str) -> Vec<Prefix> {
-    const TYPES: [&str; 10] = ["unicast", "local", "broadcast", "multicast", "throw", "unreachable", "prohibit", "blackhole", "nat", "anycast"];
+    const TYPES: [&str; 10] = [
+        "unicast",
+        "local",
+        "broadcast",
+        "multicast",
+        "throw",
+        "unreachable",
+        "prohibit",
+        "blackhole",
+        "nat",
+        "anycast",
+    ];
     routes
         .lines()
         .filter_map(|line| {

@@ -13,7 +13,10 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{CWD, FileType, Mode, makedev, mknodat};
-use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags, mount, mount_bind, mount_change, mount_move, mount_bind_recursive, unmount};
+use rustix::mount::{
+    MountFlags, MountPropagationFlags, UnmountFlags, mount, mount_bind, mount_bind_recursive, mount_change, mount_move,
+    unmount,
+};
 
 use crate::hardware::Hardware;
 use crate::layout::HostDir;
@@ -42,10 +45,26 @@ pub fn make_private() -> Result<(), RootfsError> {
 
 /// The pieces of this machine a host borrows: read-only `/usr`, `/etc` as the
 /// lower layer of an overlay.
-const USR_LINKS: [(&str, &str); 4] = [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")];
+const USR_LINKS: [(&str, &str); 4] =
+    [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")];
 
 /// Directories every host root has; created on a fresh disk.
-const ROOT_DIRS: [&str; 14] = ["usr", "etc", "boot", "dev", "proc", "sys", "run", "tmp", "var", "root", "nix", "mnt", ".lab/etc-upper", ".lab/etc-work"];
+const ROOT_DIRS: [&str; 14] = [
+    "usr",
+    "etc",
+    "boot",
+    "dev",
+    "proc",
+    "sys",
+    "run",
+    "tmp",
+    "var",
+    "root",
+    "nix",
+    "mnt",
+    ".lab/etc-upper",
+    ".lab/etc-work",
+];
 
 /// Lays out an empty root filesystem as NixOS's installer would leave it, plus
 /// the lab's `/etc` overlay directories.
@@ -59,7 +78,8 @@ pub fn skeleton(newroot: &Path) -> Result<(), RootfsError> {
             symlink(target, &path).map_err(io(format!("linking /{link}")))?;
         }
     }
-    fs::set_permissions(newroot.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).map_err(io("chmod /tmp"))?;
+    fs::set_permissions(newroot.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+        .map_err(io("chmod /tmp"))?;
     Ok(())
 }
 
@@ -72,26 +92,41 @@ pub fn etc_upper(newroot: &Path) -> PathBuf {
 /// of this namespace so the disk nodes have their real names.
 pub fn populate_dev(staging: &Path, hardware: &Hardware) -> Result<(), RootfsError> {
     fs::create_dir_all(staging).map_err(io("creating the /dev staging directory"))?;
-    mount("devtmpfs-lab", staging, "tmpfs", MountFlags::NOSUID, Some(c"mode=755")).map_err(err("mounting tmpfs for /dev"))?;
+    mount("devtmpfs-lab", staging, "tmpfs", MountFlags::NOSUID, Some(c"mode=755"))
+        .map_err(err("mounting tmpfs for /dev"))?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let node = staging.join(name);
         fs::write(&node, b"").map_err(io(format!("creating /dev/{name}")))?;
         mount_bind(Path::new("/dev").join(name), &node).map_err(err(format!("binding /dev/{name}")))?;
     }
     fs::create_dir_all(staging.join("pts")).map_err(io("creating /dev/pts"))?;
-    mount("devpts", staging.join("pts"), "devpts", MountFlags::NOSUID | MountFlags::NOEXEC, Some(c"newinstance,ptmxmode=0666,mode=620"))
-        .map_err(err("mounting devpts"))?;
+    mount(
+        "devpts",
+        staging.join("pts"),
+        "devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some(c"newinstance,ptmxmode=0666,mode=620"),
+    )
+    .map_err(err("mounting devpts"))?;
     symlink("pts/ptmx", staging.join("ptmx")).map_err(io("linking /dev/ptmx"))?;
     fs::create_dir_all(staging.join("shm")).map_err(io("creating /dev/shm"))?;
-    mount("shm", staging.join("shm"), "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=1777")).map_err(err("mounting /dev/shm"))?;
-    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    mount("shm", staging.join("shm"), "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=1777"))
+        .map_err(err("mounting /dev/shm"))?;
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         symlink(target, staging.join(link)).map_err(io(format!("linking /dev/{link}")))?;
     }
     for (name, dev) in hardware.dev_nodes() {
         let path = staging.join(&name);
         match dev {
-            Some((major, minor)) => mknodat(CWD, &path, FileType::BlockDevice, Mode::from_raw_mode(0o660), makedev(major, minor))
-                .map_err(err(format!("creating /dev/{name}")))?,
+            Some((major, minor)) => {
+                mknodat(CWD, &path, FileType::BlockDevice, Mode::from_raw_mode(0o660), makedev(major, minor))
+                    .map_err(err(format!("creating /dev/{name}")))?
+            }
             None => fs::write(&path, b"").map_err(io(format!("creating placeholder /dev/{name}")))?,
         }
     }
@@ -108,13 +143,23 @@ pub fn populate_dev(staging: &Path, hardware: &Hardware) -> Result<(), RootfsErr
 /// Mounts the host's filesystems at `newroot`. Expects [`populate_dev`] to
 /// have run in this namespace.
 pub fn mount_root(newroot: &Path, hardware: &Hardware) -> Result<(), RootfsError> {
-    let root = hardware.root_partition().ok_or_else(|| RootfsError { what: "host has no root partition".into(), source: io::ErrorKind::NotFound.into() })?;
+    let root = hardware.root_partition().ok_or_else(|| RootfsError {
+        what: "host has no root partition".into(),
+        source: io::ErrorKind::NotFound.into(),
+    })?;
     fs::create_dir_all(newroot).map_err(io("creating the new root mount point"))?;
-    mount(Path::new("/dev").join(&root.name), newroot, "ext4", MountFlags::empty(), None).map_err(err(format!("mounting /dev/{} at /", root.name)))?;
+    mount(Path::new("/dev").join(&root.name), newroot, "ext4", MountFlags::empty(), None)
+        .map_err(err(format!("mounting /dev/{} at /", root.name)))?;
     skeleton(newroot)?;
     if let Some(esp) = hardware.esp_partition() {
-        mount(Path::new("/dev").join(&esp.name), newroot.join("boot"), "ext4", MountFlags::NOSUID | MountFlags::NODEV, None)
-            .map_err(err(format!("mounting /dev/{} at /boot", esp.name)))?;
+        mount(
+            Path::new("/dev").join(&esp.name),
+            newroot.join("boot"),
+            "ext4",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            None,
+        )
+        .map_err(err(format!("mounting /dev/{} at /boot", esp.name)))?;
     }
     Ok(())
 }
@@ -124,18 +169,25 @@ pub fn mount_root(newroot: &Path, hardware: &Hardware) -> Result<(), RootfsError
 pub fn mount_userland(newroot: &Path, host: &HostDir, lab_binary: &Path) -> Result<(), RootfsError> {
     mount_bind("/usr", newroot.join("usr")).map_err(err("binding /usr"))?;
     mount_change(newroot.join("usr"), MountPropagationFlags::PRIVATE).map_err(err("making /usr private"))?;
-    rustix::mount::mount_remount(newroot.join("usr"), MountFlags::BIND | MountFlags::RDONLY, c"").map_err(err("making /usr read-only"))?;
+    rustix::mount::mount_remount(newroot.join("usr"), MountFlags::BIND | MountFlags::RDONLY, c"")
+        .map_err(err("making /usr read-only"))?;
     let options = format!(
         "lowerdir=/etc,upperdir={},workdir={}",
         etc_upper(newroot).display(),
         newroot.join(".lab/etc-work").display()
     );
-    let options = std::ffi::CString::new(options).map_err(|_| RootfsError { what: "overlay options".into(), source: io::ErrorKind::InvalidInput.into() })?;
-    mount("overlay", newroot.join("etc"), "overlay", MountFlags::empty(), Some(options.as_c_str())).map_err(err("mounting the /etc overlay"))?;
-    mount("tmpfs", newroot.join("run"), "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=755")).map_err(err("mounting /run"))?;
-    mount("tmpfs", newroot.join("tmp"), "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=1777")).map_err(err("mounting /tmp"))?;
-    mount("proc", newroot.join("proc"), "proc", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, None).map_err(err("mounting /proc"))?;
-    mount_bind(host.boot_id_file(), newroot.join("proc/sys/kernel/random/boot_id")).map_err(err("binding the boot id"))?;
+    let options = std::ffi::CString::new(options)
+        .map_err(|_| RootfsError { what: "overlay options".into(), source: io::ErrorKind::InvalidInput.into() })?;
+    mount("overlay", newroot.join("etc"), "overlay", MountFlags::empty(), Some(options.as_c_str()))
+        .map_err(err("mounting the /etc overlay"))?;
+    mount("tmpfs", newroot.join("run"), "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=755"))
+        .map_err(err("mounting /run"))?;
+    mount("tmpfs", newroot.join("tmp"), "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=1777"))
+        .map_err(err("mounting /tmp"))?;
+    mount("proc", newroot.join("proc"), "proc", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, None)
+        .map_err(err("mounting /proc"))?;
+    mount_bind(host.boot_id_file(), newroot.join("proc/sys/kernel/random/boot_id"))
+        .map_err(err("binding the boot id"))?;
     mount_bind(host.sys_dir(), newroot.join("sys")).map_err(err("binding the host's /sys"))?;
     mount_bind_recursive("/dev", newroot.join("dev")).map_err(err("binding the host's /dev"))?;
     // The lab's own userland (systemctl, reboot, bootctl…) is this binary.

@@ -41,10 +41,11 @@ impl fmt::Display for DiskBus {
 impl FromStr for DiskBus {
     type Err = SpecError;
     fn from_str(s: &str) -> Result<Self, SpecError> {
-        DiskBus::ALL
-            .into_iter()
-            .find(|bus| bus.as_str() == s)
-            .ok_or_else(|| SpecError::Unknown { what: "disk bus", value: s.to_owned(), expected: "virtio, nvme, sata" })
+        DiskBus::ALL.into_iter().find(|bus| bus.as_str() == s).ok_or_else(|| SpecError::Unknown {
+            what: "disk bus",
+            value: s.to_owned(),
+            expected: "virtio, nvme, sata",
+        })
     }
 }
 
@@ -127,7 +128,11 @@ impl HostSpec {
         let disk = parts.next().map(str::parse).transpose()?.unwrap_or(DiskBus::Virtio);
         let bootloader = parts.next().map(str::parse).transpose()?.unwrap_or(Bootloader::SystemdBoot);
         if let Some(extra) = parts.next() {
-            return Err(SpecError::Unknown { what: "host option", value: extra.to_owned(), expected: "NAME=BUS,BOOTLOADER" });
+            return Err(SpecError::Unknown {
+                what: "host option",
+                value: extra.to_owned(),
+                expected: "NAME=BUS,BOOTLOADER",
+            });
         }
         HostSpec::new(name, disk, bootloader)
     }

@@ -16,8 +16,7 @@ const KEYGEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// `PATH` of every SSH session on a lab host. `/run/lab/bin` holds the lab's
 /// `systemctl`, `reboot`, `bootctl` and `grub-reboot`, since lab hosts do not
 /// run systemd; the rest is what a NixOS root shell has, then Debian's.
-pub const HOST_PATH: &str =
-    "/run/lab/bin:/run/wrappers/bin:/run/current-system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const HOST_PATH: &str = "/run/lab/bin:/run/wrappers/bin:/run/current-system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshSetupError {
@@ -52,7 +51,8 @@ pub fn client_key(dir: &LabDir) -> Result<String, SshSetupError> {
 
 /// A host's ed25519 host key pair under `keys_dir`; returns its public half.
 pub fn host_key(keys_dir: &Path, host: &str) -> Result<String, SshSetupError> {
-    fs::create_dir_all(keys_dir).map_err(|source| SshSetupError::Write { path: keys_dir.display().to_string(), source })?;
+    fs::create_dir_all(keys_dir)
+        .map_err(|source| SshSetupError::Write { path: keys_dir.display().to_string(), source })?;
     let key = keys_dir.join("ssh_host_ed25519_key");
     keygen(&key, &format!("root@{host}"))?;
     read_public(&key)
@@ -86,7 +86,11 @@ pub fn sshd_config() -> String {
 }
 
 /// Writes the lab's `ssh_config` and `known_hosts` for every host.
-pub fn write_client_config(dir: &LabDir, state: &LabState, host_keys: &[(String, String)]) -> Result<(), SshSetupError> {
+pub fn write_client_config(
+    dir: &LabDir,
+    state: &LabState,
+    host_keys: &[(String, String)],
+) -> Result<(), SshSetupError> {
     let mut config = String::from("# Written by fleetgate-lab: use as `ssh -F <this file> <host>`.\n");
     for host in &state.hosts {
         config.push_str(&format!("Host {} {}\n  HostName {}\n", host.name(), host.address, host.address));

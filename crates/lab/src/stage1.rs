@@ -80,7 +80,9 @@ pub fn boot(choice: &BootChoice, hardware: &Hardware, work: &Path) -> Result<Ver
     }
     let kernel_version = match kernel_version(&choice.kernel)? {
         Some(version) => version,
-        None => return Ok(Verdict::Fails { reason: format!("{} is not a Linux kernel image", choice.kernel.display()) }),
+        None => {
+            return Ok(Verdict::Fails { reason: format!("{} is not a Linux kernel image", choice.kernel.display()) });
+        }
     };
     let root = work.join("initrd");
     if root.exists() {
@@ -92,12 +94,18 @@ pub fn boot(choice: &BootChoice, hardware: &Hardware, work: &Path) -> Result<Ver
             return Ok(Verdict::Fails { reason: format!("Error loading {}: Not Found", initrd.display()) });
         }
         if let Err(reason) = unpack(initrd, &root)? {
-            return Ok(Verdict::Fails { reason: format!("Kernel panic - not syncing: Initramfs unpacking failed: {reason}") });
+            return Ok(Verdict::Fails {
+                reason: format!("Kernel panic - not syncing: Initramfs unpacking failed: {reason}"),
+            });
         }
     }
     let device = match root_device(&root, &choice.options)? {
         Some(device) => device,
-        None => return Ok(Verdict::Fails { reason: "no root filesystem named by root= or the initrd's /etc/fstab".into() }),
+        None => {
+            return Ok(Verdict::Fails {
+                reason: "no root filesystem named by root= or the initrd's /etc/fstab".into(),
+            });
+        }
     };
     let Some(modules) = resolve_in(&root, &Path::new("lib/modules").join(&kernel_version)) else {
         let cause = format!("the initrd has no lib/modules/{kernel_version}: no driver can load");
@@ -108,7 +116,8 @@ pub fn boot(choice: &BootChoice, hardware: &Hardware, work: &Path) -> Result<Ver
         fs::remove_dir_all(&modroot).map_err(io_err("cleaning the module root"))?;
     }
     fs::create_dir_all(modroot.join("lib/modules")).map_err(io_err("creating the module root"))?;
-    std::os::unix::fs::symlink(&modules, modroot.join("lib/modules").join(&kernel_version)).map_err(io_err("linking the module root"))?;
+    std::os::unix::fs::symlink(&modules, modroot.join("lib/modules").join(&kernel_version))
+        .map_err(io_err("linking the module root"))?;
     let mut loaded = Vec::new();
     let mut missing = Vec::new();
     for modalias in hardware.chain_modaliases() {
@@ -118,11 +127,20 @@ pub fn boot(choice: &BootChoice, hardware: &Hardware, work: &Path) -> Result<Ver
         }
     }
     if !missing.is_empty() {
-        return Ok(Verdict::WaitsForRoot { device: device.path, cause: format!("no driver in the initrd for {}", missing.join(", ")) });
+        return Ok(Verdict::WaitsForRoot {
+            device: device.path,
+            cause: format!("no driver in the initrd for {}", missing.join(", ")),
+        });
     }
-    let known = hardware.disk_links().into_iter().any(|(link, _)| Path::new("/dev/disk").join(&link) == Path::new(&device.path));
+    let known = hardware
+        .disk_links()
+        .into_iter()
+        .any(|(link, _)| Path::new("/dev/disk").join(&link) == Path::new(&device.path));
     if !known {
-        return Ok(Verdict::WaitsForRoot { device: device.path.clone(), cause: format!("this machine has no device {}", device.path) });
+        return Ok(Verdict::WaitsForRoot {
+            device: device.path.clone(),
+            cause: format!("this machine has no device {}", device.path),
+        });
     }
     match modprobe(&modroot, &kernel_version, &format!("fs-{}", device.fs_type))? {
         Some(mods) => loaded.extend(mods),
@@ -139,7 +157,12 @@ pub fn boot(choice: &BootChoice, hardware: &Hardware, work: &Path) -> Result<Ver
 /// The kernel release a bzImage carries, read by `file(1)`.
 fn kernel_version(kernel: &Path) -> Result<Option<String>, Stage1Error> {
     let out = process::run(Command::new("file").arg("-bL").arg(kernel), TOOL_TIMEOUT)?;
-    Ok(out.stdout.split(", ").find_map(|part| part.strip_prefix("version ")).and_then(|v| v.split_whitespace().next()).map(str::to_owned))
+    Ok(out
+        .stdout
+        .split(", ")
+        .find_map(|part| part.strip_prefix("version "))
+        .and_then(|v| v.split_whitespace().next())
+        .map(str::to_owned))
 }
 
 /// Unpacks one initrd file with the standard tools; `Err` text on a corrupt image.
@@ -182,7 +205,11 @@ fn root_device(initrd_root: &Path, options: &str) -> Result<Option<RootDevice>, 
         Some(path) => fs::read_to_string(path).map_err(io_err("reading the initrd's /etc/fstab"))?,
         None => String::new(),
     };
-    let sysroot = text.lines().map(str::split_whitespace).filter_map(|mut f| Some((f.next()?, f.next()?, f.next()?))).find(|(_, mount, _)| *mount == "/sysroot");
+    let sysroot = text
+        .lines()
+        .map(str::split_whitespace)
+        .filter_map(|mut f| Some((f.next()?, f.next()?, f.next()?)))
+        .find(|(_, mount, _)| *mount == "/sysroot");
     // `root=fstab` (systemd's initrd default on NixOS) defers to the fstab.
     let cmdline_root = options.split_whitespace().find_map(|p| p.strip_prefix("root=")).filter(|r| *r != "fstab");
     let fs_type = options
@@ -202,7 +229,9 @@ fn root_device(initrd_root: &Path, options: &str) -> Result<Option<RootDevice>, 
 /// `LABEL=x` → `/dev/disk/by-label/x`, and so on, as systemd's fstab
 /// generator does (`fstab_node_to_udev_node`).
 pub fn device_path(spec: &str) -> String {
-    for (prefix, dir) in [("LABEL=", "by-label"), ("UUID=", "by-uuid"), ("PARTLABEL=", "by-partlabel"), ("PARTUUID=", "by-partuuid")] {
+    for (prefix, dir) in
+        [("LABEL=", "by-label"), ("UUID=", "by-uuid"), ("PARTLABEL=", "by-partlabel"), ("PARTUUID=", "by-partuuid")]
+    {
         if let Some(value) = spec.strip_prefix(prefix) {
             return format!("/dev/disk/{dir}/{value}");
         }
@@ -255,7 +284,12 @@ pub fn resolve_in(root: &Path, path: &Path) -> Option<PathBuf> {
 /// that would be loaded, or `None` if the alias resolves to nothing present.
 fn modprobe(modroot: &Path, kernel_version: &str, alias: &str) -> Result<Option<Vec<String>>, Stage1Error> {
     let mut command = Command::new("modprobe");
-    command.arg("--config=/dev/null").arg("--dirname").arg(modroot).args(["--set-version", kernel_version, "--show-depends", alias]);
+    command.arg("--config=/dev/null").arg("--dirname").arg(modroot).args([
+        "--set-version",
+        kernel_version,
+        "--show-depends",
+        alias,
+    ]);
     let (status, stdout, _) = process::run_status(&mut command, TOOL_TIMEOUT)?;
     if !status.success() {
         return Ok(None);
@@ -297,7 +331,10 @@ mod tests {
         fs::create_dir_all(root.join("nix/store/abc-modules/lib/modules/6.1")).unwrap();
         std::os::unix::fs::symlink("/nix/store/abc-modules/lib", root.join("lib")).unwrap();
         std::os::unix::fs::symlink("../../../../..", root.join("nix/store/abc-modules/lib/up")).unwrap();
-        assert_eq!(resolve_in(root, Path::new("lib/modules/6.1")).unwrap(), root.join("nix/store/abc-modules/lib/modules/6.1"));
+        assert_eq!(
+            resolve_in(root, Path::new("lib/modules/6.1")).unwrap(),
+            root.join("nix/store/abc-modules/lib/modules/6.1")
+        );
         // `..` past the top stays at the top, as in a chroot.
         assert_eq!(resolve_in(root, Path::new("lib/up/etc")), None);
         std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();

@@ -85,14 +85,17 @@ impl HostState {
 impl LabState {
     pub fn load(dir: &LabDir) -> Result<LabState, StateError> {
         let path = dir.state_file();
-        let text = fs::read_to_string(&path).map_err(|source| StateError::Read { path: path.display().to_string(), source })?;
+        let text = fs::read_to_string(&path)
+            .map_err(|source| StateError::Read { path: path.display().to_string(), source })?;
         serde_json::from_str(&text).map_err(|source| StateError::Parse { path: path.display().to_string(), source })
     }
 
     pub fn save(&self, dir: &LabDir) -> Result<(), StateError> {
         let path = dir.state_file();
-        let text = serde_json::to_string_pretty(self).map_err(|source| StateError::Parse { path: path.display().to_string(), source })?;
-        write_atomically(&path, text.as_bytes()).map_err(|source| StateError::Write { path: path.display().to_string(), source })
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|source| StateError::Parse { path: path.display().to_string(), source })?;
+        write_atomically(&path, text.as_bytes())
+            .map_err(|source| StateError::Write { path: path.display().to_string(), source })
     }
 
     pub fn host(&self, name: &str) -> Result<&HostState, StateError> {

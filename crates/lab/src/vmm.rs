@@ -119,13 +119,17 @@ fn handle(stream: UnixStream, shared: &Shared, events: &Sender<Event>) -> std::i
     let response = match serde_json::from_str::<Request>(&line) {
         Err(err) => Response { ok: false, error: Some(format!("bad request: {err}")), status: None },
         Ok(Request::Status) => Response { ok: true, error: None, status: shared.snapshot() },
-        Ok(Request::Wait { min_boots, states, timeout_ms }) => wait(shared, min_boots, &states, Duration::from_millis(timeout_ms)),
+        Ok(Request::Wait { min_boots, states, timeout_ms }) => {
+            wait(shared, min_boots, &states, Duration::from_millis(timeout_ms))
+        }
         Ok(command) => {
             let (reply, answer) = mpsc::channel();
             let result = events
                 .send(Event::Command(command, reply))
                 .map_err(|_| "the supervisor is shutting down".to_owned())
-                .and_then(|()| answer.recv_timeout(COMMAND_TIMEOUT).map_err(|_| "the supervisor did not answer in time".to_owned()))
+                .and_then(|()| {
+                    answer.recv_timeout(COMMAND_TIMEOUT).map_err(|_| "the supervisor did not answer in time".to_owned())
+                })
                 .and_then(|r| r);
             match result {
                 Ok(()) => Response { ok: true, error: None, status: shared.snapshot() },
@@ -151,7 +155,10 @@ fn wait(shared: &Shared, min_boots: u64, states: &[Power], timeout: Duration) ->
         if left.is_zero() {
             return Response {
                 ok: false,
-                error: Some(format!("timed out after {timeout:?} waiting for {states:?} (now {:?}, boot {})", status.power, status.boots)),
+                error: Some(format!(
+                    "timed out after {timeout:?} waiting for {states:?} (now {:?}, boot {})",
+                    status.power, status.boots
+                )),
                 status: Some(status.clone()),
             };
         }
@@ -288,8 +295,12 @@ impl Machine {
         });
         match (&verdict, &toplevel) {
             (Verdict::ReachesStage2 { .. }, Some(toplevel)) => self.run_system(toplevel, &boot_id),
-            (Verdict::ReachesStage2 { .. }, None) => self.stuck(Power::Emergency, "the boot entry has no init= parameter".into()),
-            (Verdict::WaitsForRoot { device, cause }, _) => self.stuck(Power::Hung, format!("stage 1 waits for {device}: {cause}")),
+            (Verdict::ReachesStage2 { .. }, None) => {
+                self.stuck(Power::Emergency, "the boot entry has no init= parameter".into())
+            }
+            (Verdict::WaitsForRoot { device, cause }, _) => {
+                self.stuck(Power::Hung, format!("stage 1 waits for {device}: {cause}"))
+            }
             (Verdict::Fails { reason }, _) => self.stuck(Power::Emergency, reason.clone()),
         }
     }
@@ -310,17 +321,21 @@ impl Machine {
         fs::create_dir_all(&root_mnt)?;
         fs::create_dir_all(&esp_mnt)?;
         let root_loop = self.host.root_loop.clone().context("the root disk is not attached")?;
-        mount(root_loop.as_str(), &root_mnt, "ext4", MountFlags::empty(), None).with_context(|| format!("mounting {root_loop}"))?;
+        mount(root_loop.as_str(), &root_mnt, "ext4", MountFlags::empty(), None)
+            .with_context(|| format!("mounting {root_loop}"))?;
         let _root_guard = Unmount(root_mnt.clone());
         let esp_guard = match &self.host.esp_loop {
             Some(esp) => {
-                mount(esp.as_str(), &esp_mnt, "ext4", MountFlags::empty(), None).with_context(|| format!("mounting {esp}"))?;
+                mount(esp.as_str(), &esp_mnt, "ext4", MountFlags::empty(), None)
+                    .with_context(|| format!("mounting {esp}"))?;
                 Some(Unmount(esp_mnt.clone()))
             }
             None => None,
         };
         let chosen = match self.host.spec.bootloader {
-            Bootloader::SystemdBoot => firmware::systemd_boot::choose(&esp_mnt, &self.dir.sys_dir().join("firmware/efi/efivars")),
+            Bootloader::SystemdBoot => {
+                firmware::systemd_boot::choose(&esp_mnt, &self.dir.sys_dir().join("firmware/efi/efivars"))
+            }
             Bootloader::Grub => firmware::grub::choose(&root_mnt),
         };
         let choice = match chosen {
@@ -338,7 +353,9 @@ impl Machine {
         if let (Verdict::ReachesStage2 { .. }, Some(toplevel)) = (&verdict, choice.toplevel()) {
             let init = root_mnt.join(toplevel.trim_start_matches('/')).join("init");
             if !init.exists() {
-                verdict = Verdict::Fails { reason: format!("Failed to switch root: {toplevel}/init does not exist on the root filesystem") };
+                verdict = Verdict::Fails {
+                    reason: format!("Failed to switch root: {toplevel}/init does not exist on the root filesystem"),
+                };
             }
         }
         drop(esp_guard);
@@ -376,7 +393,20 @@ impl Machine {
         let lab_root = self.dir.root().parent().and_then(Path::parent).context("host dir has no lab dir")?;
         let console = self.console.try_clone()?;
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.host.netns, "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child", "--propagation", "private", "--"])
+            .args([
+                "netns",
+                "exec",
+                &self.host.netns,
+                "unshare",
+                "--mount",
+                "--pid",
+                "--uts",
+                "--fork",
+                "--kill-child",
+                "--propagation",
+                "private",
+                "--",
+            ])
             .arg(exe)
             .arg("__init")
             .arg("--lab")
@@ -451,7 +481,8 @@ impl Machine {
                         }
                         (None, Some(0)) => Next::StayOff,
                         (None, other) => {
-                            let reason = format!("Kernel panic - not syncing: Attempted to kill init! exitcode={other:?}");
+                            let reason =
+                                format!("Kernel panic - not syncing: Attempted to kill init! exitcode={other:?}");
                             self.log(&reason);
                             return self.stuck(Power::Hung, reason);
                         }
@@ -472,7 +503,11 @@ impl Machine {
                     deadline = Some(Instant::now() + KILL_TIMEOUT);
                 }
                 Event::Command(command @ (Request::Reboot | Request::PowerOff), reply) => {
-                    let (signal, next) = if command == Request::Reboot { (Signal::INT, Next::Boot) } else { (Signal::TERM, Next::StayOff) };
+                    let (signal, next) = if command == Request::Reboot {
+                        (Signal::INT, Next::Boot)
+                    } else {
+                        (Signal::TERM, Next::StayOff)
+                    };
                     match init_pid_of(unshare_pid) {
                         Some(init) => kill(init, signal),
                         None => kill(unshare_pid, Signal::KILL),
@@ -546,5 +581,7 @@ fn init_pid_of(unshare_pid: u32) -> Option<u32> {
 }
 
 fn new_boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/uuid").map(|s| s.trim().to_owned()).unwrap_or_else(|_| format!("{:032x}", std::process::id()))
+    fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| format!("{:032x}", std::process::id()))
 }

@@ -14,9 +14,12 @@ use fleetgate_lab::{Lab, Power};
 /// Real `nix copy` to the host's own store over real SSH.
 fn copy_to(lab: &Lab, host: &str, path: &str) {
     let mut copy = Command::new("nix");
-    copy.env("NIX_CONFIG", NIX_CONFIG)
-        .env("NIX_SSHOPTS", format!("-F {}", lab.dir().ssh_config().display()))
-        .args(["copy", "--to", &format!("ssh://{host}"), path]);
+    copy.env("NIX_CONFIG", NIX_CONFIG).env("NIX_SSHOPTS", format!("-F {}", lab.dir().ssh_config().display())).args([
+        "copy",
+        "--to",
+        &format!("ssh://{host}"),
+        path,
+    ]);
     process::run(&mut copy, Duration::from_secs(300)).expect("nix copy to the lab host");
 }
 
@@ -132,7 +135,8 @@ fn oneshot_boots_once_and_a_failed_stage_2_is_emergency_mode() {
     let bad = lab.build(&["vps2"]).unwrap().remove("vps2").unwrap();
     copy_to(&lab, "vps2", &bad);
     activate(&lab, "vps2", &bad, "boot");
-    lab.ssh("vps2", "bootctl set-default nixos-generation-1.conf && bootctl set-oneshot nixos-generation-2.conf").unwrap();
+    lab.ssh("vps2", "bootctl set-default nixos-generation-1.conf && bootctl set-oneshot nixos-generation-2.conf")
+        .unwrap();
     let failed = lab.reboot("vps2").unwrap();
     assert_eq!(failed.power, Power::Emergency, "{failed:?}");
     assert!(lab.console("vps2").unwrap().contains("You are in emergency mode"));

@@ -53,7 +53,8 @@ fn host_state(case: &Case) -> HostState {
 fn qemu_boot(toplevel: &Path, bus: DiskBus, disk: &Path) -> String {
     let _ = fs::remove_file(disk);
     fs::File::create(disk).unwrap().set_len(64 << 20).unwrap();
-    process::run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "NIXOS_ROOT"]).arg(disk), Duration::from_secs(60)).unwrap();
+    process::run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "NIXOS_ROOT"]).arg(disk), Duration::from_secs(60))
+        .unwrap();
     let params = fs::read_to_string(toplevel.join("kernel-params")).unwrap();
     let drive = format!("file={},if=none,id=root,format=raw", disk.display());
     let mut qemu = Command::new("qemu-system-x86_64");
@@ -62,7 +63,10 @@ fn qemu_boot(toplevel: &Path, bus: DiskBus, disk: &Path) -> String {
         .arg(toplevel.join("kernel"))
         .arg("-initrd")
         .arg(toplevel.join("initrd"))
-        .args(["-append", &format!("console=ttyS0 panic=-1 fleetgate.rootwait=6 init={}/init {params}", toplevel.display())])
+        .args([
+            "-append",
+            &format!("console=ttyS0 panic=-1 fleetgate.rootwait=6 init={}/init {params}", toplevel.display()),
+        ])
         .args(["-drive", &drive]);
     match bus {
         DiskBus::Virtio => qemu.args(["-device", "virtio-blk-pci,drive=root"]),
@@ -78,7 +82,12 @@ fn qemu_boot(toplevel: &Path, bus: DiskBus, disk: &Path) -> String {
 fn lab_stage1_model_agrees_with_a_real_kernel_under_qemu() {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = tmp.path().join("fleet");
-    let state = LabState { id: 250, bridge: "unused".into(), gateway: "unused".into(), hosts: CASES.iter().map(host_state).collect() };
+    let state = LabState {
+        id: 250,
+        bridge: "unused".into(),
+        gateway: "unused".into(),
+        hosts: CASES.iter().map(host_state).collect(),
+    };
     let mut knobs = fixture::write(&fleet, &state, Path::new("/dev/null")).unwrap();
     for case in &CASES {
         let host = knobs.hosts.get_mut(case.host).unwrap();
@@ -98,15 +107,29 @@ fn lab_stage1_model_agrees_with_a_real_kernel_under_qemu() {
             reason: "test".into(),
             kernel: toplevel.join("kernel"),
             initrds: vec![toplevel.join("initrd")],
-            options: format!("init={}/init {}", toplevel.display(), fs::read_to_string(toplevel.join("kernel-params")).unwrap()),
+            options: format!(
+                "init={}/init {}",
+                toplevel.display(),
+                fs::read_to_string(toplevel.join("kernel-params")).unwrap()
+            ),
         };
         let hardware = Hardware::of(&host_state(case), &LoopNumbers { root: (7, 0), esp: None });
         let verdict = stage1::boot(&choice, &hardware, &tmp.path().join(format!("work-{}", case.host))).unwrap();
         let lab_boots = matches!(verdict, Verdict::ReachesStage2 { .. });
         let console = qemu_boot(toplevel, case.bus, &tmp.path().join("disk.img"));
         let kernel_boots = console.contains("fleetgate-stage1: mounted");
-        assert_eq!(kernel_boots, case.boots, "{}: the real kernel {}:\n{console}", case.host, if kernel_boots { "booted" } else { "did not boot" });
-        assert_eq!(lab_boots, kernel_boots, "{}: the lab said {verdict:?}, the real kernel disagrees:\n{console}", case.host);
+        assert_eq!(
+            kernel_boots,
+            case.boots,
+            "{}: the real kernel {}:\n{console}",
+            case.host,
+            if kernel_boots { "booted" } else { "did not boot" }
+        );
+        assert_eq!(
+            lab_boots, kernel_boots,
+            "{}: the lab said {verdict:?}, the real kernel disagrees:\n{console}",
+            case.host
+        );
         if !case.boots {
             assert!(console.contains("A start job is running for /dev/disk/by-label/"), "{console}");
         }

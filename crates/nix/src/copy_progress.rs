@@ -128,12 +128,7 @@ pub fn parse_line(line: &[u8]) -> LogLine {
         return LogLine::Text(strip_ansi(text));
     };
     let num = |k: &str| v.get(k).and_then(Value::as_u64);
-    let string = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let string = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
     let fields = || {
         v.get("fields")
             .and_then(Value::as_array)
@@ -157,15 +152,8 @@ pub fn parse_line(line: &[u8]) -> LogLine {
             fields: fields(),
         },
         (Some("stop"), Some(id)) => LogLine::Stop { id },
-        (Some("result"), Some(id)) => LogLine::Result {
-            id,
-            result: num("type").unwrap_or_default(),
-            fields: fields(),
-        },
-        (Some("msg"), _) => LogLine::Msg {
-            level: num("level").unwrap_or_default(),
-            text: strip_ansi(&string("msg")),
-        },
+        (Some("result"), Some(id)) => LogLine::Result { id, result: num("type").unwrap_or_default(), fields: fields() },
+        (Some("msg"), _) => LogLine::Msg { level: num("level").unwrap_or_default(), text: strip_ansi(&string("msg")) },
         _ => LogLine::Other,
     }
 }
@@ -213,11 +201,7 @@ pub struct CopyProgress {
 
 enum Activity {
     CopyPaths,
-    CopyPath {
-        path: String,
-        sent: u64,
-        size: Option<u64>,
-    },
+    CopyPath { path: String, sent: u64, size: Option<u64> },
 }
 
 /// Follows a `nix copy --log-format internal-json` log, line by line.
@@ -236,10 +220,7 @@ impl CopyTracker {
     /// A tracker for the copy of a closure whose paths have these NAR sizes
     /// (`nix path-info --recursive`), with the bytes to send if the caller knows them.
     #[must_use]
-    pub fn new(
-        sizes: impl IntoIterator<Item = (String, u64)>,
-        expected_bytes: Option<u64>,
-    ) -> CopyTracker {
+    pub fn new(sizes: impl IntoIterator<Item = (String, u64)>, expected_bytes: Option<u64>) -> CopyTracker {
         let sizes: HashMap<String, u64> = sizes.into_iter().collect();
         let closure_bytes = sizes.values().sum();
         CopyTracker {
@@ -249,10 +230,7 @@ impl CopyTracker {
             expected_from_nix: None,
             activities: HashMap::new(),
             finished_bytes: 0,
-            progress: CopyProgress {
-                expected_bytes,
-                ..CopyProgress::default()
-            },
+            progress: CopyProgress { expected_bytes, ..CopyProgress::default() },
             messages: VecDeque::new(),
         }
     }
@@ -261,34 +239,17 @@ impl CopyTracker {
     pub fn feed(&mut self, line: &[u8]) -> bool {
         let before = self.progress.clone();
         match parse_line(line) {
-            LogLine::Start {
-                id,
-                activity: ACT_COPY_PATHS,
-                text,
-                ..
-            } => {
+            LogLine::Start { id, activity: ACT_COPY_PATHS, text, .. } => {
                 self.activities.insert(id, Activity::CopyPaths);
                 if let Some(n) = copying_n_paths(&text) {
                     self.progress.paths_expected = Some(n);
                 }
             }
-            LogLine::Start {
-                id,
-                activity: ACT_COPY_PATH,
-                fields,
-                ..
-            } => {
+            LogLine::Start { id, activity: ACT_COPY_PATH, fields, .. } => {
                 if let Some(path) = fields.first().and_then(Field::str) {
                     let size = self.sizes.get(path).copied();
                     self.progress.current = Some(path.to_owned());
-                    self.activities.insert(
-                        id,
-                        Activity::CopyPath {
-                            path: path.to_owned(),
-                            sent: 0,
-                            size,
-                        },
-                    );
+                    self.activities.insert(id, Activity::CopyPath { path: path.to_owned(), sent: 0, size });
                 }
             }
             LogLine::Stop { id } => match self.activities.remove(&id) {
@@ -315,9 +276,7 @@ impl CopyTracker {
                             self.progress.paths_expected = Some(n);
                         }
                     }
-                    (Some(Activity::CopyPaths), RES_SET_EXPECTED)
-                        if int(0) == Some(ACT_COPY_PATH) =>
-                    {
+                    (Some(Activity::CopyPaths), RES_SET_EXPECTED) if int(0) == Some(ACT_COPY_PATH) => {
                         self.expected_from_nix = int(1);
                     }
                     _ => {}
@@ -348,9 +307,7 @@ impl CopyTracker {
         }
         match self.progress.paths_expected {
             Some(0) => Some(0),
-            Some(n) if usize::try_from(n).is_ok_and(|n| n == self.sizes.len()) => {
-                Some(self.closure_bytes)
-            }
+            Some(n) if usize::try_from(n).is_ok_and(|n| n == self.sizes.len()) => Some(self.closure_bytes),
             _ => None,
         }
     }
@@ -377,19 +334,12 @@ impl CopyTracker {
     /// printed them without `--log-format`: for error messages.
     #[must_use]
     pub fn messages_tail(&self) -> String {
-        self.messages
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.messages.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
     }
 }
 
 fn copying_n_paths(text: &str) -> Option<u64> {
-    text.strip_prefix("copying ")?
-        .strip_suffix(" paths")?
-        .parse()
-        .ok()
+    text.strip_prefix("copying ")?.strip_suffix(" paths")?.parse().ok()
 }
 
 #[cfg(test)]
@@ -411,11 +361,7 @@ mod tests {
     }
 
     fn size_of(info: &str, name_end: &str) -> u64 {
-        sizes(info)
-            .into_iter()
-            .find(|(p, _)| p.ends_with(name_end))
-            .unwrap()
-            .1
+        sizes(info).into_iter().find(|(p, _)| p.ends_with(name_end)).unwrap().1
     }
 
     /// Feeds a log; returns every progress reported.
@@ -437,57 +383,34 @@ mod tests {
             matches!(&lines[8], LogLine::Start { activity: ACT_COPY_PATHS, level: 3, text, .. } if text == "copying 3 paths")
         );
         match &lines[9] {
-            LogLine::Start {
-                id,
-                activity: ACT_COPY_PATH,
-                fields,
-                ..
-            } => {
+            LogLine::Start { id, activity: ACT_COPY_PATH, fields, .. } => {
                 assert_eq!(*id, 101_391_292_956_677);
-                assert_eq!(
-                    fields[0],
-                    Field::Str("/nix/store/gh1w7al1y2nmz17pdfs918nln960ils9-etc".into())
-                );
+                assert_eq!(fields[0], Field::Str("/nix/store/gh1w7al1y2nmz17pdfs918nln960ils9-etc".into()));
                 assert_eq!(fields[2], Field::Str("ssh://root@web1".into()));
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(
-            lines[10],
-            LogLine::Stop {
-                id: 101_391_292_956_677
-            }
-        );
+        assert_eq!(lines[10], LogLine::Stop { id: 101_391_292_956_677 });
         // Nix 2.8 reports no progress results during a copy.
         assert!(!lines.iter().any(|l| matches!(l, LogLine::Result { .. })));
         assert_eq!(
             parse_line(b"Warning: Permanently added 'web1'"),
             LogLine::Text("Warning: Permanently added 'web1'".into())
         );
-        assert_eq!(
-            parse_line(b"@nix {not json"),
-            LogLine::Text("@nix {not json".into())
-        );
+        assert_eq!(parse_line(b"@nix {not json"), LogLine::Text("@nix {not json".into()));
     }
 
     #[test]
     fn a_real_nix_2_8_ssh_copy_counts_each_path_when_sent() {
         // The lab's web1 lacked 3 of the 9 paths of the new system's closure.
-        let sent: u64 = [
-            "-etc",
-            "-initrd-linux-6.1.0-56-amd64",
-            "-nixos-system-web1-25.05",
-        ]
-        .iter()
-        .map(|n| size_of(SSH_INFO, n))
-        .sum();
+        let sent: u64 = ["-etc", "-initrd-linux-6.1.0-56-amd64", "-nixos-system-web1-25.05"]
+            .iter()
+            .map(|n| size_of(SSH_INFO, n))
+            .sum();
         let mut tracker = CopyTracker::new(sizes(SSH_INFO), None);
         let seen = replay(&mut tracker, SSH_LOG);
         let last = seen.last().unwrap();
-        assert_eq!(
-            (last.done_bytes, last.paths_done, last.paths_expected),
-            (sent, 3, Some(3))
-        );
+        assert_eq!((last.done_bytes, last.paths_done, last.paths_expected), (sent, 3, Some(3)));
         assert_eq!(last.current, None);
         // 3 of 9 paths: which ones, Nix does not say up front; the bytes to expect are unknown.
         assert_eq!(last.expected_bytes, None);
@@ -496,22 +419,11 @@ mod tests {
         let initrd = size_of(SSH_INFO, "-initrd-linux-6.1.0-56-amd64");
         let during = seen
             .iter()
-            .find(|p| {
-                p.current
-                    .as_deref()
-                    .is_some_and(|c| c.ends_with("-initrd-linux-6.1.0-56-amd64"))
-            })
+            .find(|p| p.current.as_deref().is_some_and(|c| c.ends_with("-initrd-linux-6.1.0-56-amd64")))
             .unwrap();
         assert_eq!(during.done_bytes, size_of(SSH_INFO, "-etc"));
-        assert!(
-            seen.iter()
-                .any(|p| p.done_bytes == size_of(SSH_INFO, "-etc") + initrd)
-        );
-        assert!(
-            tracker.messages_tail().is_empty(),
-            "{}",
-            tracker.messages_tail()
-        );
+        assert!(seen.iter().any(|p| p.done_bytes == size_of(SSH_INFO, "-etc") + initrd));
+        assert!(tracker.messages_tail().is_empty(), "{}", tracker.messages_tail());
 
         // Told what the destination lacks, the expected bytes are known from the start.
         let mut tracker = CopyTracker::new(sizes(SSH_INFO), Some(sent));
@@ -527,16 +439,9 @@ mod tests {
         let mut tracker = CopyTracker::new(sizes(FILE_INFO), None);
         let seen = replay(&mut tracker, FILE_LOG);
         let last = seen.last().unwrap();
-        assert_eq!(
-            (last.done_bytes, last.expected_bytes, last.paths_done),
-            (all, Some(all), 3)
-        );
+        assert_eq!((last.done_bytes, last.expected_bytes, last.paths_done), (all, Some(all), 3));
         assert_eq!(seen[0].paths_expected, Some(3), "{seen:?}");
-        assert_eq!(
-            seen[0].expected_bytes,
-            Some(all),
-            "all 3 closure paths are copied"
-        );
+        assert_eq!(seen[0].expected_bytes, Some(all), "all 3 closure paths are copied");
     }
 
     #[test]
@@ -569,11 +474,7 @@ mod tests {
         let mut tracker = CopyTracker::new([("/nix/store/a-x".to_owned(), 1000)], None);
         let seen = replay(&mut tracker, &log);
         let done: Vec<u64> = seen.iter().map(|p| p.done_bytes).collect();
-        assert_eq!(
-            done,
-            [0, 0, 0, 512, 1000, 1000, 2500, 3000],
-            "b-y: its size from Nix"
-        );
+        assert_eq!(done, [0, 0, 0, 512, 1000, 1000, 2500, 3000], "b-y: its size from Nix");
         assert_eq!(seen.last().unwrap().expected_bytes, Some(3000));
     }
 

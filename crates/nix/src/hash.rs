@@ -27,9 +27,7 @@ impl NarHash {
             return Err(bad());
         }
         let bytes: Vec<u8> = if sri || rest.len() == 44 {
-            base64::engine::general_purpose::STANDARD
-                .decode(rest)
-                .map_err(|_| bad())?
+            base64::engine::general_purpose::STANDARD.decode(rest).map_err(|_| bad())?
         } else if rest.len() == 52 {
             nix32_decode(rest).ok_or_else(bad)?
         } else if rest.len() == 64 {
@@ -48,10 +46,7 @@ impl NarHash {
 
     /// `sha256-<base64>` (SRI), the form newer Nix prints.
     pub fn to_sri(&self) -> String {
-        format!(
-            "sha256-{}",
-            base64::engine::general_purpose::STANDARD.encode(self.0)
-        )
+        format!("sha256-{}", base64::engine::general_purpose::STANDARD.encode(self.0))
     }
 }
 
@@ -67,11 +62,7 @@ pub fn nix32_encode(bytes: &[u8]) -> String {
         let i = b / 8;
         let j = b % 8;
         let lo = u16::from(bytes[i]) >> j;
-        let hi = if i + 1 < bytes.len() {
-            u16::from(bytes[i + 1]) << (8 - j)
-        } else {
-            0
-        };
+        let hi = if i + 1 < bytes.len() { u16::from(bytes[i + 1]) << (8 - j) } else { 0 };
         let c = usize::from((lo | hi) & 0x1f);
         out.push(char::from(NIX32_ALPHABET[c]));
     }
@@ -107,10 +98,7 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]

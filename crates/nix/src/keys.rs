@@ -31,41 +31,27 @@ pub struct PublicKey {
 
 fn split_named(s: &str) -> Result<(&str, Vec<u8>), NixError> {
     let s = s.trim();
-    let (name, b64) = s
-        .split_once(':')
-        .ok_or_else(|| NixError::Key("expected `name:base64`".into()))?;
+    let (name, b64) = s.split_once(':').ok_or_else(|| NixError::Key("expected `name:base64`".into()))?;
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == ':') {
         return Err(NixError::Key("key name is empty or has whitespace".into()));
     }
-    let bytes = B64
-        .decode(b64)
-        .map_err(|_| NixError::Key(format!("key `{name}` is not valid base64")))?;
+    let bytes = B64.decode(b64).map_err(|_| NixError::Key(format!("key `{name}` is not valid base64")))?;
     Ok((name, bytes))
 }
 
 fn read(path: &Path) -> Result<String, NixError> {
-    std::fs::read_to_string(path).map_err(|source| NixError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| NixError::Read { path: path.to_owned(), source })
 }
 
 impl SecretKey {
     /// Parses `name:base64(64 bytes)` as written by `nix-store --generate-binary-cache-key`.
     pub fn parse(s: &str) -> Result<Self, NixError> {
         let (name, bytes) = split_named(s)?;
-        let arr: [u8; 64] = bytes.try_into().map_err(|_| {
-            NixError::Key(format!("secret key `{name}` must decode to 64 bytes"))
-        })?;
-        let key = SigningKey::from_keypair_bytes(&arr).map_err(|_| {
-            NixError::Key(format!(
-                "secret key `{name}`: its public half does not match its seed"
-            ))
-        })?;
-        Ok(Self {
-            name: name.to_owned(),
-            key,
-        })
+        let arr: [u8; 64] =
+            bytes.try_into().map_err(|_| NixError::Key(format!("secret key `{name}` must decode to 64 bytes")))?;
+        let key = SigningKey::from_keypair_bytes(&arr)
+            .map_err(|_| NixError::Key(format!("secret key `{name}`: its public half does not match its seed")))?;
+        Ok(Self { name: name.to_owned(), key })
     }
 
     /// A key from a 32-byte seed (for tests and for callers with their own randomness).
@@ -73,10 +59,7 @@ impl SecretKey {
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == ':') {
             return Err(NixError::Key("key name is empty or has whitespace".into()));
         }
-        Ok(Self {
-            name: name.to_owned(),
-            key: SigningKey::from_bytes(seed),
-        })
+        Ok(Self { name: name.to_owned(), key: SigningKey::from_bytes(seed) })
     }
 
     /// The key in Nix's secret-key file format, `name:base64(seed ‖ public)`.
@@ -98,10 +81,7 @@ impl SecretKey {
 
     /// The matching public key.
     pub fn public(&self) -> PublicKey {
-        PublicKey {
-            name: self.name.clone(),
-            key: self.key.verifying_key(),
-        }
+        PublicKey { name: self.name.clone(), key: self.key.verifying_key() }
     }
 
     /// Signs `msg`; returns `name:base64(signature)`.
@@ -121,15 +101,11 @@ impl PublicKey {
     /// Parses `name:base64(32 bytes)`.
     pub fn parse(s: &str) -> Result<Self, NixError> {
         let (name, bytes) = split_named(s)?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
-            NixError::Key(format!("public key `{name}` must decode to 32 bytes"))
-        })?;
+        let arr: [u8; 32] =
+            bytes.try_into().map_err(|_| NixError::Key(format!("public key `{name}` must decode to 32 bytes")))?;
         let key = VerifyingKey::from_bytes(&arr)
             .map_err(|_| NixError::Key(format!("public key `{name}` is not a curve point")))?;
-        Ok(Self {
-            name: name.to_owned(),
-            key,
-        })
+        Ok(Self { name: name.to_owned(), key })
     }
 
     /// Reads and parses a public key file.
@@ -177,17 +153,8 @@ impl fmt::Debug for PublicKey {
 /// The bytes a narinfo signature covers:
 /// `1;<store path>;sha256:<nix32 nar hash>;<nar size>;<ref>,<ref>,…` (references as full
 /// store paths, sorted as Nix stores them).
-pub fn narinfo_fingerprint(
-    store_path: &str,
-    nar_hash: &NarHash,
-    nar_size: u64,
-    references: &[String],
-) -> String {
-    format!(
-        "1;{store_path};{};{nar_size};{}",
-        nar_hash.to_nix32(),
-        references.join(",")
-    )
+pub fn narinfo_fingerprint(store_path: &str, nar_hash: &NarHash, nar_size: u64, references: &[String]) -> String {
+    format!("1;{store_path};{};{nar_size};{}", nar_hash.to_nix32(), references.join(","))
 }
 
 #[cfg(test)]

@@ -61,9 +61,7 @@ impl Nix {
             options: Vec::new(),
             env: Vec::new(),
         };
-        let run = Run::new(nix.program("nix"))
-            .arg("--version")
-            .timeout(Duration::from_secs(30));
+        let run = Run::new(nix.program("nix")).arg("--version").timeout(Duration::from_secs(30));
         let out = run.run()?;
         let text = out.stdout_text();
         let version = NixVersion::parse(&text).ok_or_else(|| NixError::Parse {
@@ -71,9 +69,7 @@ impl Nix {
             message: format!("no version in {text:?}"),
         })?;
         if version < NixVersion::MINIMUM {
-            return Err(NixError::UnsupportedVersion {
-                found: version.to_string(),
-            });
+            return Err(NixError::UnsupportedVersion { found: version.to_string() });
         }
         nix.version = version;
         Ok(nix)
@@ -105,8 +101,7 @@ impl Nix {
 
     /// No substituters at all: nothing is fetched from the network implicitly.
     pub fn offline(self) -> Self {
-        self.with_option("substituters", "")
-            .with_option("narinfo-cache-negative-ttl", "0")
+        self.with_option("substituters", "").with_option("narinfo-cache-negative-ttl", "0")
     }
 
     fn program(&self, name: &str) -> PathBuf {
@@ -146,10 +141,7 @@ impl Nix {
     }
 
     fn parse_err(run: &Run, message: impl Into<String>) -> NixError {
-        NixError::Parse {
-            command: run.command_line(),
-            message: message.into(),
-        }
+        NixError::Parse { command: run.command_line(), message: message.into() }
     }
 
     /// `nix path-info --json [-r] [-S] [--store S] PATHS…`: returns the infos of the
@@ -173,17 +165,11 @@ impl Nix {
         }
         run = run.arg("--").args(paths);
         let out = run.run()?;
-        PathInfo::parse_many(&String::from_utf8_lossy(&out.stdout))
-            .map_err(|m| Self::parse_err(&run, m))
+        PathInfo::parse_many(&String::from_utf8_lossy(&out.stdout)).map_err(|m| Self::parse_err(&run, m))
     }
 
     /// Copies `paths` (with their closures) to `store`, signing on the way if asked.
-    pub fn copy_to(
-        &self,
-        store: &StoreUri,
-        paths: &[String],
-        opts: &CopyOptions,
-    ) -> Result<(), NixError> {
+    pub fn copy_to(&self, store: &StoreUri, paths: &[String], opts: &CopyOptions) -> Result<(), NixError> {
         self.copy_to_command(store, opts).arg("--").args(paths).run()?;
         Ok(())
     }
@@ -227,20 +213,10 @@ impl Nix {
     ) -> Result<CopyProgress, NixError> {
         let (closure, _) = self.path_info(None, paths, true, false)?;
         let all: Vec<String> = closure.iter().map(|p| p.path.clone()).collect();
-        let expected = lacking(&all).map(|m| {
-            closure
-                .iter()
-                .filter(|p| m.contains(&p.path))
-                .map(|p| p.nar_size)
-                .sum()
-        });
+        let expected = lacking(&all).map(|m| closure.iter().filter(|p| m.contains(&p.path)).map(|p| p.nar_size).sum());
         let mut tracker = CopyTracker::new(closure.into_iter().map(|p| (p.path, p.nar_size)), expected);
         on_progress(tracker.progress());
-        let run = self
-            .copy_to_command(store, opts)
-            .args(["--log-format", "internal-json"])
-            .arg("--")
-            .args(paths);
+        let run = self.copy_to_command(store, opts).args(["--log-format", "internal-json"]).arg("--").args(paths);
         let result = run.run_streaming_unchecked(&mut |line| {
             if tracker.feed(line) {
                 on_progress(tracker.progress());
@@ -255,26 +231,16 @@ impl Nix {
                 stderr_tail: plain,
             }
             .into()),
-            Err(ProcessError::Timeout { command, after, .. }) => Err(ProcessError::Timeout {
-                command,
-                after,
-                stderr_tail: plain,
+            Err(ProcessError::Timeout { command, after, .. }) => {
+                Err(ProcessError::Timeout { command, after, stderr_tail: plain }.into())
             }
-            .into()),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Copies `paths` from `store` into the local store.
-    pub fn copy_from(
-        &self,
-        store: &StoreUri,
-        paths: &[String],
-        opts: &CopyOptions,
-    ) -> Result<(), NixError> {
-        let mut run = self
-            .command()
-            .args(["copy", "--from", &store.to_string()]);
+    pub fn copy_from(&self, store: &StoreUri, paths: &[String], opts: &CopyOptions) -> Result<(), NixError> {
+        let mut run = self.command().args(["copy", "--from", &store.to_string()]);
         if opts.no_check_sigs {
             run = run.arg("--no-check-sigs");
         }
@@ -304,20 +270,13 @@ impl Nix {
 
     /// `nix build --json --no-link INSTALLABLES…` (Nix 2.8 has no `--print-out-paths`).
     pub fn build(&self, installables: &[String]) -> Result<Vec<BuildResult>, NixError> {
-        let run = self
-            .command()
-            .args(["build", "--json", "--no-link", "--"])
-            .args(installables);
+        let run = self.command().args(["build", "--json", "--no-link", "--"]).args(installables);
         let out = run.run()?;
         serde_json::from_slice(&out.stdout).map_err(|e| Self::parse_err(&run, e.to_string()))
     }
 
     /// `nix eval --json INSTALLABLE [--apply F]`.
-    pub fn eval_json(
-        &self,
-        installable: &str,
-        apply: Option<&str>,
-    ) -> Result<serde_json::Value, NixError> {
+    pub fn eval_json(&self, installable: &str, apply: Option<&str>) -> Result<serde_json::Value, NixError> {
         let mut run = self.command().args(["eval", "--json"]);
         if let Some(f) = apply {
             run = run.args(["--apply", f]);

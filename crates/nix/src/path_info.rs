@@ -37,8 +37,7 @@ impl PathInfo {
     /// store path (2.19+). In the object shape, `null` entries (paths that are not valid
     /// in that store) are returned in the second list.
     pub fn parse_many(json: &str) -> Result<(Vec<PathInfo>, Vec<String>), String> {
-        let v: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
         let mut found = Vec::new();
         let mut missing = Vec::new();
         match v {
@@ -60,8 +59,7 @@ impl PathInfo {
                         missing.push(path);
                         continue;
                     }
-                    let mut info: PathInfo =
-                        serde_json::from_value(item).map_err(|e| e.to_string())?;
+                    let mut info: PathInfo = serde_json::from_value(item).map_err(|e| e.to_string())?;
                     info.path = path;
                     found.push(info);
                 }
@@ -80,21 +78,12 @@ impl PathInfo {
     pub fn fingerprint(&self) -> Option<String> {
         let mut refs = self.references.clone();
         refs.sort();
-        Some(narinfo_fingerprint(
-            &self.path,
-            &self.nar_hash()?,
-            self.nar_size,
-            &refs,
-        ))
+        Some(narinfo_fingerprint(&self.path, &self.nar_hash()?, self.nar_size, &refs))
     }
 
     /// True if one of its signatures verifies with `key`.
     pub fn is_signed_by(&self, key: &PublicKey) -> bool {
-        self.fingerprint().is_some_and(|fp| {
-            self.signatures
-                .iter()
-                .any(|s| key.verifies(fp.as_bytes(), s))
-        })
+        self.fingerprint().is_some_and(|fp| self.signatures.iter().any(|s| key.verifies(fp.as_bytes(), s)))
     }
 }
 

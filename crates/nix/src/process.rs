@@ -14,11 +14,7 @@ mod tests {
 
     #[test]
     fn a_failed_run_is_a_nix_error_with_the_stderr_tail() {
-        let e: NixError = Run::new("sh")
-            .args(["-c", "echo boom >&2; exit 3"])
-            .run()
-            .unwrap_err()
-            .into();
+        let e: NixError = Run::new("sh").args(["-c", "echo boom >&2; exit 3"]).run().unwrap_err().into();
         assert!(matches!(&e, NixError::Process(ProcessError::Failed { .. })), "{e:?}");
         assert!(e.to_string().ends_with(":\nboom"), "{e}");
     }

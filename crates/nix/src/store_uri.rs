@@ -16,10 +16,7 @@ impl StoreUri {
     /// Parses a store URI. Rejects empty strings, whitespace, and anything that starts
     /// with `-` (it would be read as an option by `nix`).
     pub fn parse(uri: &str) -> Result<Self, NixError> {
-        let bad = |m: &str| NixError::StoreUri {
-            uri: uri.to_owned(),
-            message: m.to_owned(),
-        };
+        let bad = |m: &str| NixError::StoreUri { uri: uri.to_owned(), message: m.to_owned() };
         if uri.is_empty() {
             return Err(bad("empty"));
         }
@@ -38,10 +35,7 @@ impl StoreUri {
             let (k, v) = pair.split_once('=').ok_or_else(|| bad("parameter without `=`"))?;
             params.push((k.to_owned(), v.to_owned()));
         }
-        Ok(Self {
-            base: base.to_owned(),
-            params,
-        })
+        Ok(Self { base: base.to_owned(), params })
     }
 
     /// The scheme (`file`, `http`, `s3`, `ssh`, …); `local`/`daemon`/`auto` for those words.
@@ -61,10 +55,7 @@ impl StoreUri {
 
     /// The value of a parameter.
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Sets (or replaces) a parameter.
@@ -102,10 +93,7 @@ mod tests {
         assert!(u.is_binary_cache());
         assert_eq!(u.param("region"), Some("eu-west-1"));
         let u = u.with_param("compression", "none").with_param("secret-key", "/k");
-        assert_eq!(
-            u.to_string(),
-            "s3://cache?region=eu-west-1&compression=none&secret-key=/k"
-        );
+        assert_eq!(u.to_string(), "s3://cache?region=eu-west-1&compression=none&secret-key=/k");
         assert_eq!(u.base(), "s3://cache");
     }
 

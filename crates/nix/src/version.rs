@@ -18,11 +18,7 @@ impl NixVersion {
 
     /// A version from its parts.
     pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        Self {
-            major,
-            minor,
-            patch,
-        }
+        Self { major, minor, patch }
     }
 
     /// Parses the output of `nix --version`: `nix (Nix) 2.8.0`,

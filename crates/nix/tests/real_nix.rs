@@ -49,9 +49,7 @@ fn build_eval_copy_sign_and_verify_against_a_file_cache() {
 
     let info = nix.eval_json(&format!("{f}#info"), None).unwrap();
     assert_eq!(info["answer"], 42);
-    let names = nix
-        .eval_json(&format!("{f}#info"), Some("builtins.attrNames"))
-        .unwrap();
+    let names = nix.eval_json(&format!("{f}#info"), Some("builtins.attrNames")).unwrap();
     assert_eq!(names, serde_json::json!(["answer", "name"]));
 
     let built = nix.build(&[format!("{f}#sys")]).unwrap();
@@ -78,10 +76,7 @@ fn build_eval_copy_sign_and_verify_against_a_file_cache() {
     nix.copy_to(
         &cache,
         std::slice::from_ref(&sys),
-        &CopyOptions {
-            secret_key_file: Some(sk.clone()),
-            ..Default::default()
-        },
+        &CopyOptions { secret_key_file: Some(sk.clone()), ..Default::default() },
     )
     .unwrap();
     let paths: Vec<String> = local.iter().map(|p| p.path.clone()).collect();
@@ -92,8 +87,7 @@ fn build_eval_copy_sign_and_verify_against_a_file_cache() {
         assert!(p.is_signed_by(&public), "{} not signed by {public}", p.path);
     }
     let other = tmp.path().join("other");
-    nix.generate_key_pair("other-1", &other, &tmp.path().join("other.pub"))
-        .unwrap();
+    nix.generate_key_pair("other-1", &other, &tmp.path().join("other.pub")).unwrap();
     let other_pub = PublicKey::from_file(&tmp.path().join("other.pub")).unwrap();
     assert!(!remote[0].is_signed_by(&other_pub));
 
@@ -107,10 +101,7 @@ fn build_eval_copy_sign_and_verify_against_a_file_cache() {
 fn failures_carry_the_command_and_stderr() {
     let tmp = tempfile::tempdir().unwrap();
     let nix = nix(tmp.path());
-    let e = nix
-        .eval_json("path:/nonexistent-flake-dir#x", None)
-        .unwrap_err()
-        .to_string();
+    let e = nix.eval_json("path:/nonexistent-flake-dir#x", None).unwrap_err().to_string();
     assert!(e.contains("nix --extra-experimental-features 'nix-command flakes'"), "{e}");
     assert!(e.contains("nonexistent-flake-dir"), "{e}");
     let bad = StoreUri::parse("file:///proc/fleetgate-nope").unwrap();
@@ -180,7 +171,8 @@ fn copy_with_progress_to_a_file_cache_counts_every_nar_byte_of_the_closure() {
     assert!(seen.iter().any(|p| p.done_bytes > 0 && p.done_bytes < closure_size), "progress in between: {seen:#?}");
     assert!(seen.windows(2).all(|w| w[0].done_bytes <= w[1].done_bytes));
     assert_eq!(seen.last(), Some(&end));
-    let (_, absent) = nix.path_info(Some(&cache), &infos.iter().map(|p| p.path.clone()).collect::<Vec<_>>(), false, false).unwrap();
+    let (_, absent) =
+        nix.path_info(Some(&cache), &infos.iter().map(|p| p.path.clone()).collect::<Vec<_>>(), false, false).unwrap();
     assert!(absent.is_empty());
 
     // top2 shares blob1 with what the cache has; the cache is asked what it lacks.

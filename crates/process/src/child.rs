@@ -34,32 +34,20 @@ pub fn run_command(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<(ExitStatus, Output), ProcessError> {
-    let Spawned {
-        line,
-        mut child,
-        feeder,
-        stdout,
-    } = spawn(command, stdin)?;
+    let Spawned { line, mut child, feeder, stdout } = spawn(command, stdin)?;
     let stderr = reader(child.stderr.take());
     let status = match child.wait_timeout(timeout) {
         Ok(Some(status)) => status,
         Ok(None) => {
             kill(&mut child);
             drop(join(stdout));
-            return Err(ProcessError::Timeout {
-                command: line,
-                after: timeout,
-                stderr_tail: tail(&join(stderr)),
-            });
+            return Err(ProcessError::Timeout { command: line, after: timeout, stderr_tail: tail(&join(stderr)) });
         }
         Err(source) => {
             kill(&mut child);
             drop(join(stdout));
             drop(join(stderr));
-            return Err(ProcessError::Io {
-                command: line,
-                source,
-            });
+            return Err(ProcessError::Io { command: line, source });
         }
     };
     // The direct child is gone. A grandchild that still holds our pipes gets a short grace
@@ -76,13 +64,7 @@ pub fn run_command(
     if let Some(t) = feeder {
         let _ = t.join();
     }
-    Ok((
-        status,
-        Output {
-            stdout: join(stdout),
-            stderr: join(stderr),
-        },
-    ))
+    Ok((status, Output { stdout: join(stdout), stderr: join(stderr) }))
 }
 
 /// Like [`run_command`], and hands every line of standard error to `on_stderr_line` as it
@@ -104,12 +86,7 @@ pub fn run_command_streaming(
 ) -> Result<(ExitStatus, Output), ProcessError> {
     let started = Instant::now();
     let deadline = started + timeout;
-    let Spawned {
-        line,
-        mut child,
-        feeder,
-        stdout,
-    } = spawn(command, stdin)?;
+    let Spawned { line, mut child, feeder, stdout } = spawn(command, stdin)?;
     let lines = line_reader(child.stderr.take());
     let mut stderr = Vec::new();
     let mut deliver = |chunk: Vec<u8>, stderr: &mut Vec<u8>| {
@@ -133,20 +110,13 @@ pub fn run_command_streaming(
                     drop(join(stdout));
                     // The group is dead: what is left in the pipe is still handed over.
                     drain(rx, &mut |chunk| deliver(chunk, &mut stderr));
-                    return Err(ProcessError::Timeout {
-                        command: line,
-                        after: timeout,
-                        stderr_tail: tail(&stderr),
-                    });
+                    return Err(ProcessError::Timeout { command: line, after: timeout, stderr_tail: tail(&stderr) });
                 }
                 Ok(None) => {}
                 Err(source) => {
                     kill(&mut child);
                     drop(join(stdout));
-                    return Err(ProcessError::Io {
-                        command: line,
-                        source,
-                    });
+                    return Err(ProcessError::Io { command: line, source });
                 }
             }
         }
@@ -173,19 +143,12 @@ pub fn run_command_streaming(
             Ok(None) => {
                 kill(&mut child);
                 drop(join(stdout));
-                return Err(ProcessError::Timeout {
-                    command: line,
-                    after: timeout,
-                    stderr_tail: tail(&stderr),
-                });
+                return Err(ProcessError::Timeout { command: line, after: timeout, stderr_tail: tail(&stderr) });
             }
             Err(source) => {
                 kill(&mut child);
                 drop(join(stdout));
-                return Err(ProcessError::Io {
-                    command: line,
-                    source,
-                });
+                return Err(ProcessError::Io { command: line, source });
             }
         },
     };
@@ -200,13 +163,7 @@ pub fn run_command_streaming(
     if let Some(t) = feeder {
         let _ = t.join();
     }
-    Ok((
-        status,
-        Output {
-            stdout: join(stdout),
-            stderr,
-        },
-    ))
+    Ok((status, Output { stdout: join(stdout), stderr }))
 }
 
 /// Hands over the lines still in the channel after the child's group was killed, for at
@@ -237,18 +194,11 @@ struct Spawned {
 fn spawn(mut command: Command, stdin: Option<&[u8]>) -> Result<Spawned, ProcessError> {
     let line = command_line(&command);
     command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
-        command: line.clone(),
-        source,
-    })?;
+    let mut child = command.spawn().map_err(|source| ProcessError::Spawn { command: line.clone(), source })?;
     let feeder = match (stdin, child.stdin.take()) {
         (Some(bytes), Some(mut pipe)) => {
             let bytes = bytes.to_vec();
@@ -260,12 +210,7 @@ fn spawn(mut command: Command, stdin: Option<&[u8]>) -> Result<Spawned, ProcessE
         _ => None,
     };
     let stdout = reader(child.stdout.take());
-    Ok(Spawned {
-        line,
-        child,
-        feeder,
-        stdout,
-    })
+    Ok(Spawned { line, child, feeder, stdout })
 }
 
 /// The command line of `command`, for messages: program and arguments, shell-quoted where
@@ -286,18 +231,11 @@ pub fn tail(stderr: &[u8]) -> String {
 
 /// Words joined by spaces, each shell-quoted where needed.
 pub(crate) fn quote_words<'a>(words: impl IntoIterator<Item = &'a OsStr>) -> String {
-    words
-        .into_iter()
-        .map(|w| quote(&w.to_string_lossy()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    words.into_iter().map(|w| quote(&w.to_string_lossy())).collect::<Vec<_>>().join(" ")
 }
 
 fn quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@+,%^".contains(&b))
-    {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@+,%^".contains(&b)) {
         s.to_owned()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -377,12 +315,7 @@ mod tests {
 
     #[test]
     fn a_non_zero_exit_is_a_status_not_an_error() {
-        let (status, out) = run_command(
-            sh("cat; echo err >&2; exit 3"),
-            Some(b"in"),
-            Duration::from_secs(30),
-        )
-        .unwrap();
+        let (status, out) = run_command(sh("cat; echo err >&2; exit 3"), Some(b"in"), Duration::from_secs(30)).unwrap();
         assert_eq!(status.code(), Some(3));
         assert_eq!(out.stdout, b"in");
         assert_eq!(out.stderr, b"err\n");
@@ -391,8 +324,7 @@ mod tests {
     #[test]
     fn stdin_is_fed_and_otherwise_empty() {
         let big = vec![b'x'; 1 << 20]; // more than a pipe buffer
-        let (_, out) =
-            run_command(Command::new("cat"), Some(&big), Duration::from_secs(30)).unwrap();
+        let (_, out) = run_command(Command::new("cat"), Some(&big), Duration::from_secs(30)).unwrap();
         assert_eq!(out.stdout.len(), big.len());
         let (_, out) = run_command(Command::new("cat"), None, Duration::from_secs(30)).unwrap();
         assert!(out.stdout.is_empty());
@@ -403,16 +335,8 @@ mod tests {
         let started = Instant::now();
         // The grandchild `sleep` inherits stdout; without the group kill, reading stdout
         // would block for 30 s.
-        let e = run_command(
-            sh("echo started >&2; sleep 30 & sleep 30"),
-            None,
-            Duration::from_millis(300),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(&e, ProcessError::Timeout { after, .. } if *after == Duration::from_millis(300)),
-            "{e}"
-        );
+        let e = run_command(sh("echo started >&2; sleep 30 & sleep 30"), None, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(&e, ProcessError::Timeout { after, .. } if *after == Duration::from_millis(300)), "{e}");
         assert_eq!(e.stderr_tail(), "started");
         assert!(started.elapsed() < Duration::from_secs(10));
     }
@@ -420,15 +344,10 @@ mod tests {
     #[test]
     fn a_grandchild_holding_the_pipes_after_the_child_exits_is_killed() {
         let started = Instant::now();
-        let (status, out) =
-            run_command(sh("echo hi; sleep 30 &"), None, Duration::from_secs(60)).unwrap();
+        let (status, out) = run_command(sh("echo hi; sleep 30 &"), None, Duration::from_secs(60)).unwrap();
         assert!(status.success());
         assert_eq!(out.stdout, b"hi\n");
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
 
     #[test]
@@ -437,20 +356,17 @@ mod tests {
         let flag = dir.join("seen-a");
         // The child waits for a file the callback creates when it sees the first line:
         // without streaming this would only end at the timeout.
-        let script = format!(
-            "echo a >&2; while [ ! -e '{}' ]; do sleep 0.05; done; echo out; printf b >&2",
-            flag.display()
-        );
+        let script =
+            format!("echo a >&2; while [ ! -e '{}' ]; do sleep 0.05; done; echo out; printf b >&2", flag.display());
         let mut seen = Vec::new();
         let started = Instant::now();
-        let (status, out) =
-            run_command_streaming(sh(&script), None, Duration::from_secs(30), &mut |l| {
-                if l == b"a" {
-                    std::fs::write(&flag, "").unwrap();
-                }
-                seen.push(String::from_utf8_lossy(l).into_owned());
-            })
-            .unwrap();
+        let (status, out) = run_command_streaming(sh(&script), None, Duration::from_secs(30), &mut |l| {
+            if l == b"a" {
+                std::fs::write(&flag, "").unwrap();
+            }
+            seen.push(String::from_utf8_lossy(l).into_owned());
+        })
+        .unwrap();
         assert!(status.success());
         assert!(started.elapsed() < Duration::from_secs(10));
         assert_eq!(seen, ["a", "b"], "the last line needs no newline");
@@ -479,40 +395,21 @@ mod tests {
     #[test]
     fn streaming_a_grandchild_holding_stderr_after_the_child_exits_is_killed() {
         let started = Instant::now();
-        let (status, out) = run_command_streaming(
-            sh("echo hi >&2; exit 4; "),
-            None,
-            Duration::from_secs(60),
-            &mut |_| {},
-        )
-        .unwrap();
+        let (status, out) =
+            run_command_streaming(sh("echo hi >&2; exit 4; "), None, Duration::from_secs(60), &mut |_| {}).unwrap();
         assert_eq!(status.code(), Some(4));
         assert_eq!(out.stderr, b"hi\n");
-        let (status, out) = run_command_streaming(
-            sh("echo hi >&2; sleep 30 &"),
-            None,
-            Duration::from_secs(60),
-            &mut |_| {},
-        )
-        .unwrap();
+        let (status, out) =
+            run_command_streaming(sh("echo hi >&2; sleep 30 &"), None, Duration::from_secs(60), &mut |_| {}).unwrap();
         assert!(status.success());
         assert_eq!(out.stderr, b"hi\n");
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
 
     #[test]
     fn streaming_a_missing_program_is_a_spawn_error() {
-        let e = run_command_streaming(
-            Command::new("/nonexistent/prog"),
-            None,
-            Duration::from_secs(5),
-            &mut |_| {},
-        )
-        .unwrap_err();
+        let e = run_command_streaming(Command::new("/nonexistent/prog"), None, Duration::from_secs(5), &mut |_| {})
+            .unwrap_err();
         assert!(matches!(e, ProcessError::Spawn { .. }), "{e:?}");
     }
 
@@ -528,16 +425,8 @@ mod tests {
 
     #[test]
     fn a_missing_program_is_a_spawn_error() {
-        let e = run_command(
-            Command::new("/nonexistent/prog"),
-            None,
-            Duration::from_secs(5),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(&e, ProcessError::Spawn { command, .. } if command == "/nonexistent/prog"),
-            "{e:?}"
-        );
+        let e = run_command(Command::new("/nonexistent/prog"), None, Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(&e, ProcessError::Spawn { command, .. } if command == "/nonexistent/prog"), "{e:?}");
     }
 
     #[test]
@@ -545,10 +434,7 @@ mod tests {
         let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
         let kept = tail(text.as_bytes());
         assert_eq!(kept.lines().count(), STDERR_TAIL_LINES);
-        assert!(
-            kept.starts_with("line 11\n") && kept.ends_with("line 30"),
-            "{kept}"
-        );
+        assert!(kept.starts_with("line 11\n") && kept.ends_with("line 30"), "{kept}");
         assert_eq!(tail(b""), "");
     }
 

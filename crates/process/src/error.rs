@@ -45,11 +45,7 @@ pub enum ProcessError {
 }
 
 fn tail_suffix(tail: &str) -> String {
-    if tail.trim().is_empty() {
-        String::new()
-    } else {
-        format!(":\n{}", tail.trim_end())
-    }
+    if tail.trim().is_empty() { String::new() } else { format!(":\n{}", tail.trim_end()) }
 }
 
 impl ProcessError {

@@ -63,16 +63,14 @@ impl Run {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     /// Sets an environment variable for the child (never shown in errors).
     #[must_use]
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
-        self.env
-            .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self.env.push((k.as_ref().to_owned(), v.as_ref().to_owned()));
         self
     }
 
@@ -107,10 +105,7 @@ impl Run {
     /// The command line, for messages: program and arguments, shell-quoted where needed.
     #[must_use]
     pub fn command_line(&self) -> String {
-        quote_words(
-            std::iter::once(self.program.as_os_str())
-                .chain(self.args.iter().map(OsString::as_os_str)),
-        )
+        quote_words(std::iter::once(self.program.as_os_str()).chain(self.args.iter().map(OsString::as_os_str)))
     }
 
     /// Runs to completion; a non-zero exit is an error.
@@ -152,12 +147,7 @@ impl Run {
         &self,
         on_stderr_line: &mut dyn FnMut(&[u8]),
     ) -> Result<(ExitStatus, Output), ProcessError> {
-        run_command_streaming(
-            self.to_command(),
-            self.stdin.as_deref(),
-            self.timeout,
-            on_stderr_line,
-        )
+        run_command_streaming(self.to_command(), self.stdin.as_deref(), self.timeout, on_stderr_line)
     }
 
     fn to_command(&self) -> Command {
@@ -183,37 +173,30 @@ mod tests {
 
     #[test]
     fn output_and_exit_status_are_reported() {
-        let out = Run::new("sh")
-            .args(["-c", "echo out; echo err >&2"])
-            .run()
-            .unwrap();
+        let out = Run::new("sh").args(["-c", "echo out; echo err >&2"]).run().unwrap();
         assert_eq!(out.stdout_text(), "out");
         assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
-        let e = Run::new("sh")
-            .args(["-c", "echo boom >&2; exit 3"])
-            .run()
-            .unwrap_err();
+        let e = Run::new("sh").args(["-c", "echo boom >&2; exit 3"]).run().unwrap_err();
         assert!(matches!(&e, ProcessError::Failed { status, .. } if status.contains('3')));
         assert_eq!(e.stderr_tail(), "boom");
-        assert!(
-            e.to_string().contains("sh -c 'echo boom >&2; exit 3'"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("sh -c 'echo boom >&2; exit 3'"), "{e}");
     }
 
     #[test]
     fn a_failure_keeps_only_the_tail_of_stderr() {
         let e = Run::new("sh")
-            .args([
-                "-c",
-                "i=0; while [ $i -lt 30 ]; do i=$((i+1)); echo l$i >&2; done; exit 1",
-            ])
+            .args(["-c", "i=0; while [ $i -lt 30 ]; do i=$((i+1)); echo l$i >&2; done; exit 1"])
             .run()
             .unwrap_err();
         let kept = e.stderr_tail();
         assert_eq!(kept.lines().count(), crate::STDERR_TAIL_LINES);
         assert!(kept.starts_with("l11\n") && kept.ends_with("l30"), "{kept}");
-        assert!(e.to_string().ends_with(":\nl11\nl12\nl13\nl14\nl15\nl16\nl17\nl18\nl19\nl20\nl21\nl22\nl23\nl24\nl25\nl26\nl27\nl28\nl29\nl30"), "{e}");
+        assert!(
+            e.to_string().ends_with(
+                ":\nl11\nl12\nl13\nl14\nl15\nl16\nl17\nl18\nl19\nl20\nl21\nl22\nl23\nl24\nl25\nl26\nl27\nl28\nl29\nl30"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -221,49 +204,30 @@ mod tests {
         let started = Instant::now();
         // The grandchild `sleep` inherits stdout; without the group kill, reading stdout
         // would block for 30 s.
-        let e = Run::new("sh")
-            .args(["-c", "sleep 30 & sleep 30"])
-            .timeout(Duration::from_millis(300))
-            .run()
-            .unwrap_err();
+        let e =
+            Run::new("sh").args(["-c", "sleep 30 & sleep 30"]).timeout(Duration::from_millis(300)).run().unwrap_err();
         assert!(matches!(e, ProcessError::Timeout { .. }), "{e}");
         assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
     fn environment_is_passed_but_never_shown() {
-        let r = Run::new("sh")
-            .args(["-c", "printf %s \"$SECRET\""])
-            .env("SECRET", "hunter2");
+        let r = Run::new("sh").args(["-c", "printf %s \"$SECRET\""]).env("SECRET", "hunter2");
         assert_eq!(r.run().unwrap().stdout_text(), "hunter2");
         assert!(!r.command_line().contains("hunter2"));
-        let e = Run::new("sh")
-            .args(["-c", "exit 1"])
-            .env("SECRET", "hunter2")
-            .run()
-            .unwrap_err();
+        let e = Run::new("sh").args(["-c", "exit 1"]).env("SECRET", "hunter2").run().unwrap_err();
         let shown = format!("{e} {e:?}");
-        assert!(
-            shown.contains("exit 1") && !shown.contains("hunter2"),
-            "{shown}"
-        );
+        assert!(shown.contains("exit 1") && !shown.contains("hunter2"), "{shown}");
     }
 
     #[test]
     fn env_remove_and_cwd_apply() {
         let dir = std::env::temp_dir();
-        let out = Run::new("sh")
-            .args(["-c", "pwd; printf %s \"${HOME-unset}\""])
-            .env_remove("HOME")
-            .cwd(&dir)
-            .run()
-            .unwrap();
+        let out =
+            Run::new("sh").args(["-c", "pwd; printf %s \"${HOME-unset}\""]).env_remove("HOME").cwd(&dir).run().unwrap();
         let text = out.stdout_text();
         let (pwd, home) = text.split_once('\n').unwrap();
-        assert_eq!(
-            std::fs::canonicalize(pwd).unwrap(),
-            std::fs::canonicalize(&dir).unwrap()
-        );
+        assert_eq!(std::fs::canonicalize(pwd).unwrap(), std::fs::canonicalize(&dir).unwrap());
         assert_eq!(home, "unset");
     }
 

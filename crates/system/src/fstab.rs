@@ -55,21 +55,14 @@ pub fn parse_fstab(text: &str) -> Result<Vec<FstabEntry>, FstabError> {
             continue;
         }
         let fields: Vec<String> = trimmed.split_whitespace().map(unescape_octal).collect();
-        let err = |reason: &str| FstabError {
-            line: n + 1,
-            reason: reason.to_owned(),
-        };
+        let err = |reason: &str| FstabError { line: n + 1, reason: reason.to_owned() };
         let (Some(spec), Some(mount_point)) = (fields.first(), fields.get(1)) else {
-            return Err(err(
-                "an fstab entry needs at least a device and a mount point",
-            ));
+            return Err(err("an fstab entry needs at least a device and a mount point"));
         };
         let number = |i: usize| -> Result<u32, FstabError> {
             match fields.get(i) {
                 None => Ok(0),
-                Some(v) => v
-                    .parse()
-                    .map_err(|_| err(&format!("field {} is not a number: {v:?}", i + 1))),
+                Some(v) => v.parse().map_err(|_| err(&format!("field {} is not a number: {v:?}", i + 1))),
             }
         };
         entries.push(FstabEntry {
@@ -97,9 +90,7 @@ fn unescape_octal(field: &str) -> String {
         if !digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
             return None;
         }
-        let value = digits
-            .iter()
-            .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+        let value = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
         Some((u8::try_from(value).ok()?, 3))
     })
 }
@@ -212,11 +203,7 @@ impl RootSpec {
                 }
             }
         }
-        if spec.starts_with('/') {
-            RootSpec::Path(PathBuf::from(spec))
-        } else {
-            RootSpec::Other(spec.to_owned())
-        }
+        if spec.starts_with('/') { RootSpec::Path(PathBuf::from(spec)) } else { RootSpec::Other(spec.to_owned()) }
     }
 
     /// The `/dev/disk/by-*` link (or device path) udev creates for this
@@ -224,12 +211,7 @@ impl RootSpec {
     /// [`RootSpec::Other`].
     #[must_use]
     pub fn device_path(&self) -> Option<PathBuf> {
-        let link = |dir: &str, name: &str| {
-            Some(PathBuf::from(format!(
-                "/dev/disk/{dir}/{}",
-                escape_udev(name)
-            )))
-        };
+        let link = |dir: &str, name: &str| Some(PathBuf::from(format!("/dev/disk/{dir}/{}", escape_udev(name))));
         match self {
             RootSpec::Label(v) => link("by-label", v),
             RootSpec::PartLabel(v) => link("by-partlabel", v),
@@ -285,37 +267,24 @@ impl RootFilesystem {
     /// The root device: from fstab, else from `root=`.
     #[must_use]
     pub fn device(&self) -> Option<RootSpec> {
-        self.fstab
-            .as_ref()
-            .map(FstabEntry::device)
-            .or_else(|| self.kernel_root.clone())
+        self.fstab.as_ref().map(FstabEntry::device).or_else(|| self.kernel_root.clone())
     }
 
     /// The root file system type: from fstab, else from `rootfstype=`.
     #[must_use]
     pub fn fs_type(&self) -> Option<&str> {
-        self.fstab
-            .as_ref()
-            .map(|e| e.fs_type.as_str())
-            .or(self.kernel_rootfstype.as_deref())
+        self.fstab.as_ref().map(|e| e.fs_type.as_str()).or(self.kernel_rootfstype.as_deref())
     }
 
     /// Builds the root description from parsed fstab entries and kernel
     /// parameters.
     #[must_use]
     pub fn from_parts(fstab: &[FstabEntry], kernel_params: &[String]) -> RootFilesystem {
-        let last_param = |name: &str| {
-            kernel_params
-                .iter()
-                .rev()
-                .find_map(|p| p.strip_prefix(name))
-                .map(|v| unquote(v).to_owned())
-        };
+        let last_param =
+            |name: &str| kernel_params.iter().rev().find_map(|p| p.strip_prefix(name)).map(|v| unquote(v).to_owned());
         RootFilesystem {
             fstab: fstab.iter().rev().find(|e| e.mount_point == "/").cloned(),
-            kernel_root: last_param("root=")
-                .filter(|v| v != "fstab")
-                .map(|v| RootSpec::parse(&v)),
+            kernel_root: last_param("root=").filter(|v| v != "fstab").map(|v| RootSpec::parse(&v)),
             kernel_rootfstype: last_param("rootfstype="),
         }
     }
@@ -353,14 +322,7 @@ mod tests {
         assert_eq!(entries[1].spec, "/dev/disk/by-label/My Boot");
         assert_eq!(entries[1].device(), RootSpec::Label("My Boot".into()));
         assert_eq!(entries[1].options, ["umask=0077", "x-systemd.automount"]);
-        assert_eq!(
-            (
-                entries[2].fs_type.as_str(),
-                entries[2].dump,
-                entries[2].pass
-            ),
-            ("swap", 0, 0)
-        );
+        assert_eq!((entries[2].fs_type.as_str(), entries[2].dump, entries[2].pass), ("swap", 0, 0));
     }
 
     #[test]
@@ -376,83 +338,41 @@ mod tests {
     #[test]
     fn short_and_broken_lines() {
         let entries = parse_fstab("tmpfs /tmp\n").unwrap();
-        assert_eq!(
-            (entries[0].fs_type.as_str(), entries[0].options.clone()),
-            ("auto", vec!["defaults".to_owned()])
-        );
+        assert_eq!((entries[0].fs_type.as_str(), entries[0].options.clone()), ("auto", vec!["defaults".to_owned()]));
         assert_eq!(
             parse_fstab("ok / ext4 defaults 0 1\nlonely\n"),
-            Err(FstabError {
-                line: 2,
-                reason: "an fstab entry needs at least a device and a mount point".into()
-            })
+            Err(FstabError { line: 2, reason: "an fstab entry needs at least a device and a mount point".into() })
         );
-        assert_eq!(
-            parse_fstab("a / ext4 defaults zero 1\n").unwrap_err().line,
-            1
-        );
+        assert_eq!(parse_fstab("a / ext4 defaults zero 1\n").unwrap_err().line, 1);
     }
 
     #[test]
     fn root_specs_are_normalised() {
         let cases = [
             ("LABEL=NIXOS_ROOT", RootSpec::Label("NIXOS_ROOT".into())),
-            (
-                "/dev/disk/by-label/NIXOS_ROOT",
-                RootSpec::Label("NIXOS_ROOT".into()),
-            ),
-            (
-                "/dev/disk/by-label/my\\x20root",
-                RootSpec::Label("my root".into()),
-            ),
+            ("/dev/disk/by-label/NIXOS_ROOT", RootSpec::Label("NIXOS_ROOT".into())),
+            ("/dev/disk/by-label/my\\x20root", RootSpec::Label("my root".into())),
             ("LABEL=\"my root\"", RootSpec::Label("my root".into())),
-            (
-                "PARTLABEL=disk-main-root",
-                RootSpec::PartLabel("disk-main-root".into()),
-            ),
-            (
-                "/dev/disk/by-partlabel/disk-main-root",
-                RootSpec::PartLabel("disk-main-root".into()),
-            ),
+            ("PARTLABEL=disk-main-root", RootSpec::PartLabel("disk-main-root".into())),
+            ("/dev/disk/by-partlabel/disk-main-root", RootSpec::PartLabel("disk-main-root".into())),
             (
                 "UUID=6f3c1a2b-0000-4000-8000-000000000001",
                 RootSpec::Uuid("6f3c1a2b-0000-4000-8000-000000000001".into()),
             ),
-            (
-                "/dev/disk/by-uuid/ABCD-1234",
-                RootSpec::Uuid("ABCD-1234".into()),
-            ),
-            (
-                "PARTUUID=0a1b2c3d-02",
-                RootSpec::PartUuid("0a1b2c3d-02".into()),
-            ),
-            (
-                "/dev/disk/by-partuuid/0a1b2c3d-02",
-                RootSpec::PartUuid("0a1b2c3d-02".into()),
-            ),
-            (
-                "/dev/disk/by-id/virtio-root",
-                RootSpec::Id("virtio-root".into()),
-            ),
+            ("/dev/disk/by-uuid/ABCD-1234", RootSpec::Uuid("ABCD-1234".into())),
+            ("PARTUUID=0a1b2c3d-02", RootSpec::PartUuid("0a1b2c3d-02".into())),
+            ("/dev/disk/by-partuuid/0a1b2c3d-02", RootSpec::PartUuid("0a1b2c3d-02".into())),
+            ("/dev/disk/by-id/virtio-root", RootSpec::Id("virtio-root".into())),
             ("/dev/vda1", RootSpec::Path("/dev/vda1".into())),
-            (
-                "/dev/mapper/cryptroot",
-                RootSpec::Path("/dev/mapper/cryptroot".into()),
-            ),
-            (
-                "/dev/disk/by-label/",
-                RootSpec::Path("/dev/disk/by-label/".into()),
-            ),
+            ("/dev/mapper/cryptroot", RootSpec::Path("/dev/mapper/cryptroot".into())),
+            ("/dev/disk/by-label/", RootSpec::Path("/dev/disk/by-label/".into())),
             ("rpool/root", RootSpec::Other("rpool/root".into())),
             ("tmpfs", RootSpec::Other("tmpfs".into())),
         ];
         for (text, want) in cases {
             assert_eq!(RootSpec::parse(text), want, "{text}");
         }
-        assert_eq!(
-            RootSpec::Label("my root".into()).to_string(),
-            "LABEL=my root"
-        );
+        assert_eq!(RootSpec::Label("my root".into()).to_string(), "LABEL=my root");
         assert_eq!(
             RootSpec::Label("my root".into()).device_path(),
             Some(PathBuf::from("/dev/disk/by-label/my\\x20root"))
@@ -466,27 +386,16 @@ mod tests {
 
     #[test]
     fn root_from_fstab_and_kernel_params() {
-        let fstab = parse_fstab(
-            "/dev/vda1 / ext4 defaults 0 1\n/dev/disk/by-label/NIXOS_ROOT / xfs defaults 0 1\n",
-        )
-        .unwrap();
-        let params: Vec<String> = ["root=fstab", "loglevel=4"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let fstab =
+            parse_fstab("/dev/vda1 / ext4 defaults 0 1\n/dev/disk/by-label/NIXOS_ROOT / xfs defaults 0 1\n").unwrap();
+        let params: Vec<String> = ["root=fstab", "loglevel=4"].iter().map(|s| (*s).to_owned()).collect();
         let root = RootFilesystem::from_parts(&fstab, &params);
         assert_eq!(root.device(), Some(RootSpec::Label("NIXOS_ROOT".into())));
         assert_eq!(root.fs_type(), Some("xfs"));
         assert_eq!(root.kernel_root, None, "root=fstab names no device");
 
-        let params: Vec<String> = [
-            "root=/dev/sda2",
-            "root=PARTUUID=1234-02",
-            "rootfstype=btrfs",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let params: Vec<String> =
+            ["root=/dev/sda2", "root=PARTUUID=1234-02", "rootfstype=btrfs"].iter().map(|s| (*s).to_owned()).collect();
         let root = RootFilesystem::from_parts(&[], &params);
         assert_eq!(root.kernel_root, Some(RootSpec::PartUuid("1234-02".into())));
         assert_eq!(root.device(), Some(RootSpec::PartUuid("1234-02".into())));

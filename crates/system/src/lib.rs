@@ -38,7 +38,7 @@ pub use bootspec;
 pub use error::{Result, SystemError};
 pub use fstab::{FstabEntry, FstabError, RootFilesystem, RootSpec, parse_fstab};
 pub use switch::{
-    Component, ComponentValue, DecisionNote, Effect, INHIBITOR_FOOTER, INHIBITOR_HEADER,
-    INIT_INTERFACE_WARNING, SwitchDecision, SwitchReason, compare_for_switch,
+    Component, ComponentValue, DecisionNote, Effect, INHIBITOR_FOOTER, INHIBITOR_HEADER, INIT_INTERFACE_WARNING,
+    SwitchDecision, SwitchReason, compare_for_switch,
 };
 pub use toplevel::SystemToplevel;

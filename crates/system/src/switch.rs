@@ -148,13 +148,11 @@ impl SwitchReason {
     #[must_use]
     pub fn effect(&self) -> Effect {
         match self {
-            SwitchReason::Inhibitor {
-                check_skipped: true,
-                ..
-            } => Effect::CheckSkipped,
+            SwitchReason::Inhibitor { check_skipped: true, .. } => Effect::CheckSkipped,
             SwitchReason::Inhibitor { .. } => Effect::SwitchRefused,
-            SwitchReason::InitInterfaceVersion { .. }
-            | SwitchReason::MissingInitInterfaceVersion => Effect::ActivationRefused,
+            SwitchReason::InitInterfaceVersion { .. } | SwitchReason::MissingInitInterfaceVersion => {
+                Effect::ActivationRefused
+            }
             SwitchReason::Changed { .. } => Effect::RebootToTakeEffect,
         }
     }
@@ -175,11 +173,7 @@ impl fmt::Display for SwitchReason {
             SwitchReason::MissingInitInterfaceVersion => {
                 f.write_str("init-interface-version : missing in the new system")
             }
-            SwitchReason::Changed {
-                component,
-                old,
-                new,
-            } => write!(f, "{} : {old} -> {new}", component.entry()),
+            SwitchReason::Changed { component, old, new } => write!(f, "{} : {old} -> {new}", component.entry()),
         }
     }
 }
@@ -217,29 +211,20 @@ impl SwitchDecision {
     /// system now (possibly with parts that need a reboot to take effect).
     #[must_use]
     pub fn can_switch_live(&self) -> bool {
-        !self.reasons.iter().any(|r| {
-            matches!(
-                r.effect(),
-                Effect::SwitchRefused | Effect::ActivationRefused
-            )
-        })
+        !self.reasons.iter().any(|r| matches!(r.effect(), Effect::SwitchRefused | Effect::ActivationRefused))
     }
 
     /// Whether a pre-switch check refuses the switch outright.
     #[must_use]
     pub fn switch_refused(&self) -> bool {
-        self.reasons
-            .iter()
-            .any(|r| r.effect() == Effect::SwitchRefused)
+        self.reasons.iter().any(|r| r.effect() == Effect::SwitchRefused)
     }
 
     /// Whether the new system only fully runs after `boot` + reboot.
     /// Skipped inhibitor checks do not count: the switch goes ahead.
     #[must_use]
     pub fn reboot_needed(&self) -> bool {
-        self.reasons
-            .iter()
-            .any(|r| r.effect() != Effect::CheckSkipped)
+        self.reasons.iter().any(|r| r.effect() != Effect::CheckSkipped)
     }
 
     /// The reasons with a given effect.
@@ -252,10 +237,7 @@ impl SwitchDecision {
     /// (no differing inhibitor, or `NIXOS_NO_CHECK=1`).
     #[must_use]
     pub fn nixos_refusal(&self) -> Option<String> {
-        let lines: Vec<String> = self
-            .with_effect(Effect::SwitchRefused)
-            .map(ToString::to_string)
-            .collect();
+        let lines: Vec<String> = self.with_effect(Effect::SwitchRefused).map(ToString::to_string).collect();
         if lines.is_empty() {
             return None;
         }
@@ -309,26 +291,21 @@ impl SwitchDecision {
 /// two plain directories with copies of the same file count as different),
 /// kernel parameters by value.
 #[must_use]
-pub fn compare_for_switch(
-    current: &SystemToplevel,
-    new: &SystemToplevel,
-    no_check: bool,
-) -> SwitchDecision {
+pub fn compare_for_switch(current: &SystemToplevel, new: &SystemToplevel, no_check: bool) -> SwitchDecision {
     let mut reasons = Vec::new();
     let mut notes = Vec::new();
 
-    let inhibitors =
-        |system: &SystemToplevel, notes: &mut Vec<DecisionNote>| match system.inhibitors_state() {
-            Inhibitors::Absent => BTreeMap::new(),
-            Inhibitors::Valid(map) => map.clone(),
-            Inhibitors::Invalid(reason) => {
-                notes.push(DecisionNote::UnreadableInhibitors {
-                    path: system.path().join("switch-inhibitors"),
-                    reason: reason.clone(),
-                });
-                BTreeMap::new()
-            }
-        };
+    let inhibitors = |system: &SystemToplevel, notes: &mut Vec<DecisionNote>| match system.inhibitors_state() {
+        Inhibitors::Absent => BTreeMap::new(),
+        Inhibitors::Valid(map) => map.clone(),
+        Inhibitors::Invalid(reason) => {
+            notes.push(DecisionNote::UnreadableInhibitors {
+                path: system.path().join("switch-inhibitors"),
+                reason: reason.clone(),
+            });
+            BTreeMap::new()
+        }
+    };
     let old_inhibitors = inhibitors(current, &mut notes);
     let new_inhibitors = inhibitors(new, &mut notes);
     for (key, old) in &old_inhibitors {
@@ -360,11 +337,7 @@ pub fn compare_for_switch(
     let paths: [(Component, &Option<PathBuf>, &Option<PathBuf>); 3] = [
         (Component::Kernel, &a.kernel, &b.kernel),
         (Component::Initrd, &a.initrd, &b.initrd),
-        (
-            Component::KernelModules,
-            &a.kernel_modules,
-            &b.kernel_modules,
-        ),
+        (Component::KernelModules, &a.kernel_modules, &b.kernel_modules),
     ];
     for (component, old, new) in paths {
         push_path_change(&mut reasons, component, old.as_deref(), new.as_deref());
@@ -377,24 +350,10 @@ pub fn compare_for_switch(
             new: new_params.map_or(ComponentValue::Absent, ComponentValue::Params),
         });
     }
-    push_path_change(
-        &mut reasons,
-        Component::Firmware,
-        a.firmware.as_deref(),
-        b.firmware.as_deref(),
-    );
-    push_path_change(
-        &mut reasons,
-        Component::Systemd,
-        a.systemd.as_deref(),
-        b.systemd.as_deref(),
-    );
+    push_path_change(&mut reasons, Component::Firmware, a.firmware.as_deref(), b.firmware.as_deref());
+    push_path_change(&mut reasons, Component::Systemd, a.systemd.as_deref(), b.systemd.as_deref());
 
-    SwitchDecision {
-        no_check,
-        reasons,
-        notes,
-    }
+    SwitchDecision { no_check, reasons, notes }
 }
 
 fn params_of(system: &SystemToplevel) -> Option<Vec<String>> {
@@ -404,22 +363,9 @@ fn params_of(system: &SystemToplevel) -> Option<Vec<String>> {
         .or_else(|| system.bootspec_v1().map(|b| b.kernel_params.clone()))
 }
 
-fn push_path_change(
-    reasons: &mut Vec<SwitchReason>,
-    component: Component,
-    old: Option<&Path>,
-    new: Option<&Path>,
-) {
+fn push_path_change(reasons: &mut Vec<SwitchReason>, component: Component, old: Option<&Path>, new: Option<&Path>) {
     if old != new {
-        let value = |p: Option<&Path>| {
-            p.map_or(ComponentValue::Absent, |p| {
-                ComponentValue::Path(p.to_path_buf())
-            })
-        };
-        reasons.push(SwitchReason::Changed {
-            component,
-            old: value(old),
-            new: value(new),
-        });
+        let value = |p: Option<&Path>| p.map_or(ComponentValue::Absent, |p| ComponentValue::Path(p.to_path_buf()));
+        reasons.push(SwitchReason::Changed { component, old: value(old), new: value(new) });
     }
 }

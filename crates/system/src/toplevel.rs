@@ -73,10 +73,7 @@ impl SystemToplevel {
     /// [`SystemError::Bootspec`] for a `boot.json` that is not bootspec v1.
     pub fn open(path: impl AsRef<Path>) -> Result<SystemToplevel> {
         let given = path.as_ref();
-        let path = fs::canonicalize(given).map_err(|source| SystemError::Io {
-            path: given.to_path_buf(),
-            source,
-        })?;
+        let path = fs::canonicalize(given).map_err(|source| SystemError::Io { path: given.to_path_buf(), source })?;
         if !path.is_dir() {
             return Err(SystemError::NotADirectory(path));
         }
@@ -93,11 +90,8 @@ impl SystemToplevel {
             Some(bytes) => {
                 // The bootspec crate (v2) implements RFC 0125's v1 document,
                 // including the extension keys, so it is used as is.
-                let doc: BootJson =
-                    serde_json::from_slice(&bytes).map_err(|e| SystemError::Bootspec {
-                        path: boot_json.clone(),
-                        reason: e.to_string(),
-                    })?;
+                let doc: BootJson = serde_json::from_slice(&bytes)
+                    .map_err(|e| SystemError::Bootspec { path: boot_json.clone(), reason: e.to_string() })?;
                 Some(doc)
             }
         };
@@ -187,18 +181,12 @@ impl SystemToplevel {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(SystemError::Missing(modules)),
             Err(source) => {
-                return Err(SystemError::Io {
-                    path: modules,
-                    source,
-                });
+                return Err(SystemError::Io { path: modules, source });
             }
         };
         let mut versions = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|source| SystemError::Io {
-                path: modules.clone(),
-                source,
-            })?;
+            let entry = entry.map_err(|source| SystemError::Io { path: modules.clone(), source })?;
             if entry.path().is_dir() {
                 versions.push(entry.path());
             }
@@ -206,10 +194,7 @@ impl SystemToplevel {
         versions.sort();
         match versions.len() {
             1 => versions.pop().ok_or(SystemError::Missing(modules)),
-            0 => Err(SystemError::KernelModules {
-                path: modules,
-                reason: "no kernel version directory".to_owned(),
-            }),
+            0 => Err(SystemError::KernelModules { path: modules, reason: "no kernel version directory".to_owned() }),
             _ => Err(SystemError::KernelModules {
                 reason: format!(
                     "several kernel versions: {}",
@@ -231,9 +216,7 @@ impl SystemToplevel {
     /// As [`SystemToplevel::kernel_modules_dir`].
     pub fn kernel_version(&self) -> Result<String> {
         let dir = self.kernel_modules_dir()?;
-        dir.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or(SystemError::Missing(dir))
+        dir.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or(SystemError::Missing(dir))
     }
 
     /// The kernel command line NixOS boots with, minus the `init=` every
@@ -244,9 +227,7 @@ impl SystemToplevel {
         if let Some(params) = &self.kernel_params_file {
             return params.clone();
         }
-        self.bootspec_v1()
-            .map(|b| b.kernel_params.clone())
-            .unwrap_or_default()
+        self.bootspec_v1().map(|b| b.kernel_params.clone()).unwrap_or_default()
     }
 
     /// The parsed `etc/fstab`.
@@ -256,13 +237,8 @@ impl SystemToplevel {
     /// for a malformed line, [`SystemError::Io`].
     pub fn fstab(&self) -> Result<Vec<FstabEntry>> {
         let path = self.path.join("etc/fstab");
-        let text =
-            read_optional_string(&path)?.ok_or_else(|| SystemError::Missing(path.clone()))?;
-        parse_fstab(&text).map_err(|e| SystemError::Fstab {
-            path,
-            line: e.line,
-            reason: e.reason,
-        })
+        let text = read_optional_string(&path)?.ok_or_else(|| SystemError::Missing(path.clone()))?;
+        parse_fstab(&text).map_err(|e| SystemError::Fstab { path, line: e.line, reason: e.reason })
     }
 
     /// The root file system: the `/` entry of `etc/fstab` and any `root=` /
@@ -271,10 +247,7 @@ impl SystemToplevel {
     /// # Errors
     /// As [`SystemToplevel::fstab`].
     pub fn root_filesystem(&self) -> Result<RootFilesystem> {
-        Ok(RootFilesystem::from_parts(
-            &self.fstab()?,
-            &self.kernel_params(),
-        ))
+        Ok(RootFilesystem::from_parts(&self.fstab()?, &self.kernel_params()))
     }
 
     /// The switch inhibitors (`switch-inhibitors`, key → value); empty if
@@ -288,10 +261,9 @@ impl SystemToplevel {
         match &self.inhibitors {
             Inhibitors::Absent => Ok(BTreeMap::new()),
             Inhibitors::Valid(map) => Ok(map.clone()),
-            Inhibitors::Invalid(reason) => Err(SystemError::Inhibitors {
-                path: self.path.join("switch-inhibitors"),
-                reason: reason.clone(),
-            }),
+            Inhibitors::Invalid(reason) => {
+                Err(SystemError::Inhibitors { path: self.path.join("switch-inhibitors"), reason: reason.clone() })
+            }
         }
     }
 
@@ -372,12 +344,7 @@ fn resolve(path: &Path) -> Option<PathBuf> {
         return Some(resolved);
     }
     fs::read_link(path).ok().map(|target| {
-        if target.is_absolute() {
-            target
-        } else {
-            path.parent()
-                .map_or(target.clone(), |dir| dir.join(&target))
-        }
+        if target.is_absolute() { target } else { path.parent().map_or(target.clone(), |dir| dir.join(&target)) }
     })
 }
 
@@ -385,18 +352,13 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SystemError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(SystemError::Io { path: path.to_path_buf(), source }),
     }
 }
 
 fn read_optional_string(path: &Path) -> Result<Option<String>> {
-    Ok(
-        read_optional(path)?.map(|bytes| match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        }),
-    )
+    Ok(read_optional(path)?.map(|bytes| match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }))
 }

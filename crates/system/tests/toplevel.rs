@@ -8,8 +8,8 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use fleetgate_system::{
-    Component, ComponentValue, DecisionNote, Effect, RootSpec, SwitchReason, SystemError,
-    SystemToplevel, compare_for_switch,
+    Component, ComponentValue, DecisionNote, Effect, RootSpec, SwitchReason, SystemError, SystemToplevel,
+    compare_for_switch,
 };
 
 /// A fake `/nix/store` plus any number of system toplevels in it.
@@ -76,11 +76,7 @@ impl Store {
     /// A store item (created once) with a file or directory inside.
     fn item(&self, name: &str, inner: &str, dir: bool) -> PathBuf {
         let item = self.root.join(name);
-        let path = if inner.is_empty() {
-            item.clone()
-        } else {
-            item.join(inner)
-        };
+        let path = if inner.is_empty() { item.clone() } else { item.join(inner) };
         if dir {
             fs::create_dir_all(&path).expect("item dir");
         } else if !path.exists() {
@@ -132,27 +128,16 @@ impl Store {
             write("kernel-params", p);
         }
         if let Some(json) = sys.inhibitors {
-            link(
-                "switch-inhibitors",
-                &self.text_item(&format!("{name}-switch-inhibitors"), json),
-            );
+            link("switch-inhibitors", &self.text_item(&format!("{name}-switch-inhibitors"), json));
         }
         if let Some(fstab) = sys.fstab {
             let etc = self.item(&format!("{name}-etc"), "etc", true);
-            symlink(
-                self.text_item(&format!("{name}-fstab"), fstab),
-                etc.join("fstab"),
-            )
-            .expect("fstab");
+            symlink(self.text_item(&format!("{name}-fstab"), fstab), etc.join("fstab")).expect("fstab");
             link("etc", &etc);
         }
         if sys.boot_json {
-            let params: Vec<String> = sys
-                .kernel_params
-                .unwrap_or("")
-                .split_whitespace()
-                .map(|p| format!("{p:?}"))
-                .collect();
+            let params: Vec<String> =
+                sys.kernel_params.unwrap_or("").split_whitespace().map(|p| format!("{p:?}")).collect();
             let doc = format!(
                 r#"{{
   "org.nixos.bootspec.v1": {{
@@ -193,46 +178,22 @@ fn reads_every_field_of_a_toplevel() {
     assert_eq!(sys.nixos_version(), Some("25.05.20250601.abcdef0"));
     assert_eq!(sys.init_interface_version(), Some("systemd 2"));
     assert_eq!(sys.system(), Some("x86_64-linux"));
-    assert_eq!(
-        sys.kernel_path(),
-        Some(store.root.join("linux-6.6.30/bzImage").as_path())
-    );
-    assert_eq!(
-        sys.initrd_path(),
-        Some(store.root.join("initrd-linux-6.6.30/initrd").as_path())
-    );
-    assert_eq!(
-        sys.kernel_modules_path(),
-        Some(store.root.join("linux-6.6.30-modules").as_path())
-    );
-    assert_eq!(
-        sys.kernel_modules_dir().unwrap(),
-        path.join("kernel-modules/lib/modules/6.6.30")
-    );
+    assert_eq!(sys.kernel_path(), Some(store.root.join("linux-6.6.30/bzImage").as_path()));
+    assert_eq!(sys.initrd_path(), Some(store.root.join("initrd-linux-6.6.30/initrd").as_path()));
+    assert_eq!(sys.kernel_modules_path(), Some(store.root.join("linux-6.6.30-modules").as_path()));
+    assert_eq!(sys.kernel_modules_dir().unwrap(), path.join("kernel-modules/lib/modules/6.6.30"));
     assert_eq!(sys.kernel_version().unwrap(), "6.6.30");
     assert_eq!(sys.kernel_params(), ["loglevel=4", "root=fstab"]);
+    assert_eq!(sys.firmware_path(), Some(store.root.join("firmware/lib/firmware").as_path()));
+    assert_eq!(sys.systemd_path(), Some(store.root.join("systemd-256.8").as_path()));
     assert_eq!(
-        sys.firmware_path(),
-        Some(store.root.join("firmware/lib/firmware").as_path())
-    );
-    assert_eq!(
-        sys.systemd_path(),
-        Some(store.root.join("systemd-256.8").as_path())
-    );
-    assert_eq!(
-        sys.switch_inhibitors()
-            .unwrap()
-            .into_iter()
-            .collect::<Vec<_>>(),
+        sys.switch_inhibitors().unwrap().into_iter().collect::<Vec<_>>(),
         [("dbus-implementation".to_owned(), "dbus".to_owned())]
     );
 
     let spec = sys.bootspec_v1().expect("bootspec");
     assert_eq!(spec.system, "x86_64-linux");
-    assert_eq!(
-        spec.label,
-        "NixOS Warbler 25.05.20250601.abcdef0 (Linux 6.6.30)"
-    );
+    assert_eq!(spec.label, "NixOS Warbler 25.05.20250601.abcdef0 (Linux 6.6.30)");
     assert_eq!(spec.init, path.join("init"));
     assert_eq!(spec.kernel_params, ["loglevel=4", "root=fstab"]);
     let doc = sys.bootspec().expect("boot.json");
@@ -267,10 +228,7 @@ fn plain_directories_work_too() {
     fs::write(dir.join("kernel"), "bzImage").unwrap();
     fs::create_dir_all(dir.join("kernel-modules/lib/modules/6.1.0")).unwrap();
     let sys = open(dir);
-    assert_eq!(
-        sys.kernel_path(),
-        Some(fs::canonicalize(dir.join("kernel")).unwrap().as_path())
-    );
+    assert_eq!(sys.kernel_path(), Some(fs::canonicalize(dir.join("kernel")).unwrap().as_path()));
     assert_eq!(sys.kernel_version().unwrap(), "6.1.0");
     assert_eq!(sys.initrd_path(), None);
     assert!(sys.kernel_params().is_empty());
@@ -296,29 +254,17 @@ fn kernel_and_initrd_fall_back_to_the_bootspec() {
     fs::remove_file(path.join("kernel")).unwrap();
     fs::remove_file(path.join("initrd")).unwrap();
     let top = open(&path);
-    assert_eq!(
-        top.kernel_path(),
-        Some(store.root.join("linux-6.6.30/bzImage").as_path())
-    );
-    assert_eq!(
-        top.initrd_path(),
-        Some(store.root.join("initrd-linux-6.6.30/initrd").as_path())
-    );
+    assert_eq!(top.kernel_path(), Some(store.root.join("linux-6.6.30/bzImage").as_path()));
+    assert_eq!(top.initrd_path(), Some(store.root.join("initrd-linux-6.6.30/initrd").as_path()));
 }
 
 #[test]
 fn open_rejects_what_is_not_a_system() {
     let tmp = tempfile::tempdir().unwrap();
-    assert!(matches!(
-        SystemToplevel::open(tmp.path().join("absent")),
-        Err(SystemError::Io { .. })
-    ));
+    assert!(matches!(SystemToplevel::open(tmp.path().join("absent")), Err(SystemError::Io { .. })));
     let file = tmp.path().join("file");
     fs::write(&file, "").unwrap();
-    assert!(matches!(
-        SystemToplevel::open(&file),
-        Err(SystemError::NotADirectory(_))
-    ));
+    assert!(matches!(SystemToplevel::open(&file), Err(SystemError::NotADirectory(_))));
     let empty = tmp.path().join("empty");
     fs::create_dir(&empty).unwrap();
     let err = SystemToplevel::open(&empty).unwrap_err();
@@ -326,32 +272,19 @@ fn open_rejects_what_is_not_a_system() {
 
     let bad = tmp.path().join("bad-bootspec");
     fs::create_dir(&bad).unwrap();
-    fs::write(
-        bad.join("boot.json"),
-        r#"{"org.nixos.bootspec.v1": {"label": 3}}"#,
-    )
-    .unwrap();
+    fs::write(bad.join("boot.json"), r#"{"org.nixos.bootspec.v1": {"label": 3}}"#).unwrap();
     let err = SystemToplevel::open(&bad).unwrap_err();
-    assert!(
-        matches!(&err, SystemError::Bootspec { path, .. } if path.ends_with("boot.json")),
-        "{err:?}"
-    );
+    assert!(matches!(&err, SystemError::Bootspec { path, .. } if path.ends_with("boot.json")), "{err:?}");
 }
 
 #[test]
 fn kernel_params_fall_back_to_the_bootspec() {
     let store = Store::new();
-    let sys = Sys {
-        kernel_params: Some("console=ttyS0 root=LABEL=NIXOS_ROOT"),
-        ..Sys::default()
-    };
+    let sys = Sys { kernel_params: Some("console=ttyS0 root=LABEL=NIXOS_ROOT"), ..Sys::default() };
     let path = store.system("a-sys", &sys);
     fs::remove_file(path.join("kernel-params")).unwrap();
     let top = open(&path);
-    assert_eq!(
-        top.kernel_params(),
-        ["console=ttyS0", "root=LABEL=NIXOS_ROOT"]
-    );
+    assert_eq!(top.kernel_params(), ["console=ttyS0", "root=LABEL=NIXOS_ROOT"]);
     let root = top.root_filesystem().unwrap();
     assert_eq!(root.kernel_root, Some(RootSpec::Label("NIXOS_ROOT".into())));
 }
@@ -359,24 +292,14 @@ fn kernel_params_fall_back_to_the_bootspec() {
 #[test]
 fn kernel_modules_dir_needs_exactly_one_version() {
     let store = Store::new();
-    let no_modules = Sys {
-        modules: None,
-        ..Sys::default()
-    };
+    let no_modules = Sys { modules: None, ..Sys::default() };
     let top = open(&store.system("a-sys", &no_modules));
-    assert!(matches!(
-        top.kernel_modules_dir(),
-        Err(SystemError::Missing(_))
-    ));
+    assert!(matches!(top.kernel_modules_dir(), Err(SystemError::Missing(_))));
 
     let path = store.system("b-sys", &Sys::default());
     fs::create_dir_all(store.root.join("linux-6.6.30-modules/lib/modules/6.6.31")).unwrap();
     let err = open(&path).kernel_version().unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("several kernel versions: 6.6.30, 6.6.31"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("several kernel versions: 6.6.30, 6.6.31"), "{err}");
 }
 
 #[test]
@@ -390,10 +313,7 @@ fn invalid_inhibitor_files_are_errors() {
     .into_iter()
     .enumerate()
     {
-        let sys = Sys {
-            inhibitors: Some(json),
-            ..Sys::default()
-        };
+        let sys = Sys { inhibitors: Some(json), ..Sys::default() };
         let top = open(&store.system(&format!("sys-{i}"), &sys));
         let err = top.switch_inhibitors().unwrap_err();
         assert!(err.to_string().contains(needle), "{json}: {err}");
@@ -405,13 +325,8 @@ fn invalid_inhibitor_files_are_errors() {
 fn incident_dbus_inhibitor_refuses_the_switch_like_nixos() {
     let store = Store::new();
     let old = open(&store.system("old", &Sys::default()));
-    let new = open(&store.system(
-        "new",
-        &Sys {
-            inhibitors: Some(r#"{"dbus-implementation": "broker"}"#),
-            ..Sys::default()
-        },
-    ));
+    let new =
+        open(&store.system("new", &Sys { inhibitors: Some(r#"{"dbus-implementation": "broker"}"#), ..Sys::default() }));
 
     let decision = compare_for_switch(&old, &new, false);
     assert_eq!(
@@ -423,10 +338,7 @@ fn incident_dbus_inhibitor_refuses_the_switch_like_nixos() {
             check_skipped: false,
         }]
     );
-    assert_eq!(
-        decision.reasons[0].to_string(),
-        "dbus-implementation : dbus -> broker"
-    );
+    assert_eq!(decision.reasons[0].to_string(), "dbus-implementation : dbus -> broker");
     assert_eq!(decision.reasons[0].effect(), Effect::SwitchRefused);
     assert!(decision.switch_refused());
     assert!(!decision.can_switch_live());
@@ -479,32 +391,18 @@ fn only_keys_in_both_systems_with_different_values_block() {
     let new = open(&store.system(
         "new",
         &Sys {
-            inhibitors: Some(
-                r#"{"same":"1","added":"y","zfs":"2.3","dbus-implementation":"broker"}"#,
-            ),
+            inhibitors: Some(r#"{"same":"1","added":"y","zfs":"2.3","dbus-implementation":"broker"}"#),
             ..Sys::default()
         },
     ));
     let decision = compare_for_switch(&old, &new, false);
     let lines: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
-    assert_eq!(
-        lines,
-        ["dbus-implementation : dbus -> broker", "zfs : 2.2 -> 2.3"]
-    );
+    assert_eq!(lines, ["dbus-implementation : dbus -> broker", "zfs : 2.2 -> 2.3"]);
     let text = decision.nixos_refusal().unwrap();
-    assert!(
-        text.contains("\n\ndbus-implementation : dbus -> broker\nzfs : 2.2 -> 2.3\n\n"),
-        "{text}"
-    );
+    assert!(text.contains("\n\ndbus-implementation : dbus -> broker\nzfs : 2.2 -> 2.3\n\n"), "{text}");
 
     // A system without the file (older nixpkgs) inhibits nothing.
-    let without = open(&store.system(
-        "without",
-        &Sys {
-            inhibitors: None,
-            ..Sys::default()
-        },
-    ));
+    let without = open(&store.system("without", &Sys { inhibitors: None, ..Sys::default() }));
     assert!(compare_for_switch(&without, &new, false).reasons.is_empty());
     assert!(compare_for_switch(&new, &without, false).reasons.is_empty());
 }
@@ -512,20 +410,9 @@ fn only_keys_in_both_systems_with_different_values_block() {
 #[test]
 fn unreadable_inhibitors_inhibit_nothing_but_are_noted() {
     let store = Store::new();
-    let old = open(&store.system(
-        "old",
-        &Sys {
-            inhibitors: Some("{broken"),
-            ..Sys::default()
-        },
-    ));
-    let new = open(&store.system(
-        "new",
-        &Sys {
-            inhibitors: Some(r#"{"dbus-implementation":"broker"}"#),
-            ..Sys::default()
-        },
-    ));
+    let old = open(&store.system("old", &Sys { inhibitors: Some("{broken"), ..Sys::default() }));
+    let new =
+        open(&store.system("new", &Sys { inhibitors: Some(r#"{"dbus-implementation":"broker"}"#), ..Sys::default() }));
     let decision = compare_for_switch(&old, &new, false);
     assert!(decision.reasons.is_empty());
     assert!(matches!(
@@ -538,21 +425,12 @@ fn unreadable_inhibitors_inhibit_nothing_but_are_noted() {
 fn init_interface_change_refuses_activation_even_without_checks() {
     let store = Store::new();
     let old = open(&store.system("old", &Sys::default()));
-    let new = open(&store.system(
-        "new",
-        &Sys {
-            init_interface_version: Some("systemd 3"),
-            ..Sys::default()
-        },
-    ));
+    let new = open(&store.system("new", &Sys { init_interface_version: Some("systemd 3"), ..Sys::default() }));
     for no_check in [false, true] {
         let decision = compare_for_switch(&old, &new, no_check);
         assert_eq!(
             decision.reasons,
-            [SwitchReason::InitInterfaceVersion {
-                old: Some("systemd 2".into()),
-                new: Some("systemd 3".into()),
-            }]
+            [SwitchReason::InitInterfaceVersion { old: Some("systemd 2".into()), new: Some("systemd 3".into()) }]
         );
         assert_eq!(decision.reasons[0].effect(), Effect::ActivationRefused);
         assert!(!decision.can_switch_live() && !decision.switch_refused());
@@ -562,25 +440,13 @@ fn init_interface_change_refuses_activation_even_without_checks() {
 
     // A current system without the file reads as "" (as
     // switch-to-configuration's unwrap_or_default does).
-    let no_file = Sys {
-        init_interface_version: None,
-        ..Sys::default()
-    };
+    let no_file = Sys { init_interface_version: None, ..Sys::default() };
     let old = open(&store.system("old-without", &no_file));
     let decision = compare_for_switch(&old, &new, false);
-    assert_eq!(
-        decision.reasons,
-        [SwitchReason::InitInterfaceVersion {
-            old: None,
-            new: Some("systemd 3".into())
-        }]
-    );
+    assert_eq!(decision.reasons, [SwitchReason::InitInterfaceVersion { old: None, new: Some("systemd 3".into()) }]);
     // A new system without it makes switch-to-configuration fail.
     let decision = compare_for_switch(&new, &old, false);
-    assert_eq!(
-        decision.reasons,
-        [SwitchReason::MissingInitInterfaceVersion]
-    );
+    assert_eq!(decision.reasons, [SwitchReason::MissingInitInterfaceVersion]);
     assert_eq!(decision.reasons[0].effect(), Effect::ActivationRefused);
 }
 
@@ -590,64 +456,18 @@ fn every_boot_component_change_needs_a_reboot() {
     let base = Sys::default();
     let old = open(&store.system("old", &base));
     let changes: [(Component, Sys); 6] = [
-        (
-            Component::Kernel,
-            Sys {
-                kernel: Some("linux-6.6.31"),
-                ..base.clone()
-            },
-        ),
-        (
-            Component::Initrd,
-            Sys {
-                initrd: Some("initrd-linux-6.6.30-with-virtio"),
-                ..base.clone()
-            },
-        ),
-        (
-            Component::KernelModules,
-            Sys {
-                modules: Some(("linux-6.6.30-modules-2", "6.6.30")),
-                ..base.clone()
-            },
-        ),
-        (
-            Component::KernelParams,
-            Sys {
-                kernel_params: Some("loglevel=7 root=fstab"),
-                ..base.clone()
-            },
-        ),
-        (
-            Component::Firmware,
-            Sys {
-                firmware: Some("firmware-2"),
-                ..base.clone()
-            },
-        ),
-        (
-            Component::Systemd,
-            Sys {
-                systemd: Some("systemd-257.1"),
-                ..base.clone()
-            },
-        ),
+        (Component::Kernel, Sys { kernel: Some("linux-6.6.31"), ..base.clone() }),
+        (Component::Initrd, Sys { initrd: Some("initrd-linux-6.6.30-with-virtio"), ..base.clone() }),
+        (Component::KernelModules, Sys { modules: Some(("linux-6.6.30-modules-2", "6.6.30")), ..base.clone() }),
+        (Component::KernelParams, Sys { kernel_params: Some("loglevel=7 root=fstab"), ..base.clone() }),
+        (Component::Firmware, Sys { firmware: Some("firmware-2"), ..base.clone() }),
+        (Component::Systemd, Sys { systemd: Some("systemd-257.1"), ..base.clone() }),
     ];
     for (i, (component, sys)) in changes.into_iter().enumerate() {
         let new = open(&store.system(&format!("new-{i}"), &sys));
         let decision = compare_for_switch(&old, &new, false);
-        assert_eq!(
-            decision.reasons.len(),
-            1,
-            "{component:?}: {:?}",
-            decision.reasons
-        );
-        let SwitchReason::Changed {
-            component: got,
-            old: was,
-            new: now,
-        } = &decision.reasons[0]
-        else {
+        assert_eq!(decision.reasons.len(), 1, "{component:?}: {:?}", decision.reasons);
+        let SwitchReason::Changed { component: got, old: was, new: now } = &decision.reasons[0] else {
             panic!("{component:?}: {:?}", decision.reasons);
         };
         assert_eq!(*got, component);
@@ -657,37 +477,19 @@ fn every_boot_component_change_needs_a_reboot() {
     }
 
     // The messages name the component and both values.
-    let new = open(&store.system(
-        "params",
-        &Sys {
-            kernel_params: Some("loglevel=7 root=fstab"),
-            ..base.clone()
-        },
-    ));
+    let new = open(&store.system("params", &Sys { kernel_params: Some("loglevel=7 root=fstab"), ..base.clone() }));
     assert_eq!(
         compare_for_switch(&old, &new, false).reasons[0].to_string(),
         "kernel-params : loglevel=4 root=fstab -> loglevel=7 root=fstab"
     );
 
     // A container-like system without kernel and initrd against one with.
-    let bare = open(&store.system(
-        "bare",
-        &Sys {
-            kernel: None,
-            initrd: None,
-            boot_json: false,
-            ..base.clone()
-        },
-    ));
+    let bare = open(&store.system("bare", &Sys { kernel: None, initrd: None, boot_json: false, ..base.clone() }));
     let reasons = compare_for_switch(&old, &bare, false).reasons;
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(matches!(
         &reasons[0],
-        SwitchReason::Changed {
-            component: Component::Kernel,
-            new: ComponentValue::Absent,
-            ..
-        }
+        SwitchReason::Changed { component: Component::Kernel, new: ComponentValue::Absent, .. }
     ));
 
     // A rebuilt toplevel that links the same store items changes nothing.
@@ -713,12 +515,7 @@ fn reasons_come_in_a_stable_order() {
     let effects: Vec<Effect> = decision.reasons.iter().map(SwitchReason::effect).collect();
     assert_eq!(
         effects,
-        [
-            Effect::SwitchRefused,
-            Effect::ActivationRefused,
-            Effect::RebootToTakeEffect,
-            Effect::RebootToTakeEffect
-        ]
+        [Effect::SwitchRefused, Effect::ActivationRefused, Effect::RebootToTakeEffect, Effect::RebootToTakeEffect]
     );
     assert_eq!(decision.with_effect(Effect::RebootToTakeEffect).count(), 2);
 }

@@ -16,9 +16,8 @@ impl Transport for Local {
     }
 
     fn run(&self, argv: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, TransportError> {
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| TransportError::InvalidArgument("empty command".to_owned()))?;
+        let (program, args) =
+            argv.split_first().ok_or_else(|| TransportError::InvalidArgument("empty command".to_owned()))?;
         let mut command = Command::new(program);
         command.args(args);
         process::run(command, stdin, timeout, self.describe(), argv.join(" "))

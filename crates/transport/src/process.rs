@@ -70,30 +70,18 @@ pub(crate) fn run(
 ) -> Result<Output, TransportError> {
     let program = command.get_program().to_string_lossy().into_owned();
     match fleetgate_process::run_command(command, stdin, timeout) {
-        Ok((status, out)) => Ok(Output {
-            target,
-            command: shown,
-            status: status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        }),
+        Ok((status, out)) => {
+            Ok(Output { target, command: shown, status: status.code(), stdout: out.stdout, stderr: out.stderr })
+        }
         Err(ProcessError::Spawn { source, .. }) => Err(TransportError::Spawn { program, source }),
-        Err(ProcessError::Io { source, .. }) => Err(TransportError::Io {
-            what: format!("waiting for `{program}`"),
-            source,
-        }),
-        Err(ProcessError::Timeout { .. }) => Err(TransportError::Timeout {
-            target,
-            command: shown,
-            after: timeout,
-        }),
+        Err(ProcessError::Io { source, .. }) => {
+            Err(TransportError::Io { what: format!("waiting for `{program}`"), source })
+        }
+        Err(ProcessError::Timeout { .. }) => Err(TransportError::Timeout { target, command: shown, after: timeout }),
         // `run_command` reports a non-zero exit as a status; should that change, this is
         // what it means here.
-        Err(ProcessError::Failed { status, stderr_tail, .. }) => Err(TransportError::CommandFailed {
-            target,
-            command: shown,
-            status,
-            stderr: stderr_tail,
-        }),
+        Err(ProcessError::Failed { status, stderr_tail, .. }) => {
+            Err(TransportError::CommandFailed { target, command: shown, status, stderr: stderr_tail })
+        }
     }
 }

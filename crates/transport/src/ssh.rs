@@ -32,7 +32,11 @@ impl SshTarget {
     /// # Errors
     /// [`TransportError::InvalidArgument`] for anything else.
     pub fn parse(text: &str) -> Result<SshTarget, TransportError> {
-        let bad = |why: &str| TransportError::InvalidArgument(format!("bad ssh target {text:?}: {why} (expected ssh://[user@]host[:port])"));
+        let bad = |why: &str| {
+            TransportError::InvalidArgument(format!(
+                "bad ssh target {text:?}: {why} (expected ssh://[user@]host[:port])"
+            ))
+        };
         let rest = text.strip_prefix("ssh://").ok_or_else(|| bad("no ssh:// scheme"))?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains('/') {
@@ -59,17 +63,12 @@ impl SshTarget {
         if host.is_empty() || host.starts_with('-') || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad("bad host"));
         }
-        let port = port
-            .map(|p| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("bad port")))
-            .transpose()?;
+        let port =
+            port.map(|p| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("bad port"))).transpose()?;
         if user.as_deref().is_some_and(|u| u.starts_with('-') || u.contains(char::is_whitespace)) {
             return Err(bad("bad user"));
         }
-        Ok(SshTarget {
-            user,
-            host: host.to_owned(),
-            port,
-        })
+        Ok(SshTarget { user, host: host.to_owned(), port })
     }
 }
 
@@ -119,13 +118,7 @@ impl Ssh {
     /// `["-o", "Port=2222"]`).
     #[must_use]
     pub fn new(target: SshTarget, options: Vec<String>) -> Ssh {
-        Ssh {
-            target,
-            options,
-            connect_timeout: Duration::from_secs(10),
-            multiplex: true,
-            master: Mutex::new(None),
-        }
+        Ssh { target, options, connect_timeout: Duration::from_secs(10), multiplex: true, master: Mutex::new(None) }
     }
 
     /// Sets `ConnectTimeout` (default 10 s; whole seconds, at least 1).
@@ -185,13 +178,10 @@ impl Ssh {
         if let Some(m) = master.as_ref() {
             return Ok(Some(m.socket()));
         }
-        let dir = tempfile::Builder::new()
-            .prefix("fleetgate-ssh-")
-            .tempdir()
-            .map_err(|source| TransportError::Io {
-                what: "creating a directory for the ssh control socket".to_owned(),
-                source,
-            })?;
+        let dir = tempfile::Builder::new().prefix("fleetgate-ssh-").tempdir().map_err(|source| TransportError::Io {
+            what: "creating a directory for the ssh control socket".to_owned(),
+            source,
+        })?;
         let started = Master { dir };
         let log = started.dir.path().join("log");
         let mut command = self.base();
@@ -205,10 +195,8 @@ impl Ssh {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let mut child = command.spawn().map_err(|source| TransportError::Spawn {
-            program: "ssh".to_owned(),
-            source,
-        })?;
+        let mut child =
+            command.spawn().map_err(|source| TransportError::Spawn { program: "ssh".to_owned(), source })?;
         // With -f, ssh forks into the background once authenticated and the
         // process we started exits: 0 when connected, 255 when not.
         let status = match child.wait_timeout(timeout) {
@@ -225,10 +213,7 @@ impl Ssh {
             Err(source) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(TransportError::Io {
-                    what: "waiting for ssh".to_owned(),
-                    source,
-                });
+                return Err(TransportError::Io { what: "waiting for ssh".to_owned(), source });
             }
         };
         if !status.success() {
@@ -278,10 +263,7 @@ impl Transport for Ssh {
         let socket = self.control_socket(timeout)?;
         let mut command = self.base();
         if let Some(socket) = socket {
-            command
-                .args(["-o", "ControlMaster=no"])
-                .arg("-o")
-                .arg(format!("ControlPath={}", socket.display()));
+            command.args(["-o", "ControlMaster=no"]).arg("-o").arg(format!("ControlPath={}", socket.display()));
         }
         command.arg(&self.target.host).arg("--").arg(&remote);
         let out = process::run(command, stdin, timeout, self.describe(), remote)?;
@@ -305,7 +287,16 @@ mod tests {
         let t = SshTarget::parse("ssh://admin@[fe80::1]:22").expect("valid");
         assert_eq!((t.host.as_str(), t.port), ("fe80::1", Some(22)));
         assert_eq!(t.to_string(), "ssh://admin@[fe80::1]:22");
-        for bad in ["web1", "ssh://", "ssh://@h", "ssh://h:0", "ssh://h:x", "ssh://-oProxyCommand=x", "ssh://h/path", "ssh://[::1"] {
+        for bad in [
+            "web1",
+            "ssh://",
+            "ssh://@h",
+            "ssh://h:0",
+            "ssh://h:x",
+            "ssh://-oProxyCommand=x",
+            "ssh://h/path",
+            "ssh://[::1",
+        ] {
             assert!(SshTarget::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -178,14 +178,12 @@ impl BuildStatus {
 impl HydraEvent {
     /// Parses the JSON Hydra wrote.
     pub fn parse(bytes: &[u8]) -> Result<Self, ChannelError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| ChannelError::HydraEvent(format!("not a RunCommand payload: {e}")))
+        serde_json::from_slice(bytes).map_err(|e| ChannelError::HydraEvent(format!("not a RunCommand payload: {e}")))
     }
 
     /// Reads and parses the file named by `$HYDRA_JSON` (or `path`).
     pub fn read(path: &std::path::Path) -> Result<Self, ChannelError> {
-        let bytes =
-            std::fs::read(path).map_err(|e| ChannelError::io("reading Hydra event", path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| ChannelError::io("reading Hydra event", path, e))?;
         Self::parse(&bytes)
     }
 
@@ -196,10 +194,6 @@ impl HydraEvent {
 
     /// The `out` output's path (else the first output's).
     pub fn out_path(&self) -> Option<&str> {
-        self.outputs
-            .iter()
-            .find(|o| o.name == "out")
-            .or_else(|| self.outputs.first())
-            .map(|o| o.path.as_str())
+        self.outputs.iter().find(|o| o.name == "out").or_else(|| self.outputs.first()).map(|o| o.path.as_str())
     }
 }

@@ -37,12 +37,10 @@ pub struct HookConfig {
 impl HookConfig {
     /// A configuration with the given pattern (checked for a `host` group).
     pub fn new(pattern: &str) -> Result<Self, ChannelError> {
-        let job_pattern = Regex::new(pattern)
-            .map_err(|e| ChannelError::Config(format!("job pattern {pattern:?}: {e}")))?;
+        let job_pattern =
+            Regex::new(pattern).map_err(|e| ChannelError::Config(format!("job pattern {pattern:?}: {e}")))?;
         if !job_pattern.capture_names().any(|n| n == Some("host")) {
-            return Err(ChannelError::Config(format!(
-                "job pattern {pattern:?} has no (?<host>...) capture group"
-            )));
+            return Err(ChannelError::Config(format!("job pattern {pattern:?} has no (?<host>...) capture group")));
         }
         Ok(Self {
             job_pattern,
@@ -73,10 +71,7 @@ pub enum Decision {
 pub fn decide(event: &HydraEvent, cfg: &HookConfig) -> Result<Decision, ChannelError> {
     let id = event.build;
     if event.event != "buildFinished" {
-        return Ok(Decision::Skip(format!(
-            "build {id}: event {:?} is not buildFinished",
-            event.event
-        )));
+        return Ok(Decision::Skip(format!("build {id}: event {:?} is not buildFinished", event.event)));
     }
     if !event.finished {
         return Ok(Decision::Skip(format!("build {id}: not finished")));
@@ -96,18 +91,12 @@ pub fn decide(event: &HydraEvent, cfg: &HookConfig) -> Result<Decision, ChannelE
     if let Some(p) = &cfg.project
         && p != &event.project
     {
-        return Ok(Decision::Skip(format!(
-            "build {id}: project {:?} is not {p:?}",
-            event.project
-        )));
+        return Ok(Decision::Skip(format!("build {id}: project {:?} is not {p:?}", event.project)));
     }
     if let Some(j) = &cfg.jobset
         && j != &event.jobset
     {
-        return Ok(Decision::Skip(format!(
-            "build {id}: jobset {:?} is not {j:?}",
-            event.jobset
-        )));
+        return Ok(Decision::Skip(format!("build {id}: jobset {:?} is not {j:?}", event.jobset)));
     }
     let Some(caps) = cfg.job_pattern.captures(&event.job) else {
         return Ok(Decision::Skip(format!(
@@ -117,9 +106,9 @@ pub fn decide(event: &HydraEvent, cfg: &HookConfig) -> Result<Decision, ChannelE
         )));
     };
     let host = HostName::parse(caps.name("host").map_or("", |m| m.as_str()))?;
-    let system = event.out_path().ok_or_else(|| {
-        ChannelError::HydraEvent(format!("build {id} succeeded but lists no outputs"))
-    })?;
+    let system = event
+        .out_path()
+        .ok_or_else(|| ChannelError::HydraEvent(format!("build {id} succeeded but lists no outputs")))?;
     let system = crate::store_path::validate(system)?;
     Ok(Decision::Promote { host, system })
 }
@@ -154,10 +143,7 @@ pub fn resolve_commit(
             Err(e) => tried.push(format!("Hydra database: {e}")),
         }
     }
-    Err(ChannelError::HydraCommit {
-        build: event.build,
-        message: tried.join("; "),
-    })
+    Err(ChannelError::HydraCommit { build: event.build, message: tried.join("; ") })
 }
 
 /// What the hook did.
@@ -184,17 +170,8 @@ pub fn run(
     let commit = resolve_commit(event, &system, cfg, log)?;
     let build = match &cfg.hydra_url {
         Some(url) => format!("{}/build/{}", url.trim_end_matches('/'), event.build),
-        None => format!(
-            "hydra:{}:{}:{}#{}",
-            event.project, event.jobset, event.job, event.build
-        ),
+        None => format!("hydra:{}:{}:{}#{}", event.project, event.jobset, event.job, event.build),
     };
-    let req = PromoteRequest {
-        host,
-        commit,
-        system,
-        build: Some(build),
-        force: false,
-    };
+    let req = PromoteRequest { host, commit, system, build: Some(build), force: false };
     promote(nix, channel, &req, log).map(|o| HookOutcome::Promoted(Box::new(o)))
 }

@@ -16,16 +16,13 @@ use regex::Regex;
 
 use crate::commit::CommitId;
 
-static JSON_REV: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r#""configurationRevision"\s*:\s*"([0-9a-fA-F]{64}|[0-9a-fA-F]{40})""#).ok()
-});
+static JSON_REV: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#""configurationRevision"\s*:\s*"([0-9a-fA-F]{64}|[0-9a-fA-F]{40})""#).ok());
 static SCRIPT_REV: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r#"--configuration-revision\)[^)]{0,400}?echo "([0-9a-fA-F]{64}|[0-9a-fA-F]{40})""#)
-        .ok()
+    Regex::new(r#"--configuration-revision\)[^)]{0,400}?echo "([0-9a-fA-F]{64}|[0-9a-fA-F]{40})""#).ok()
 });
-static VERSION_JSON: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"/nix/store/[0-9a-z]{32}-[0-9A-Za-z+._?=-]*\.json").ok()
-});
+static VERSION_JSON: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"/nix/store/[0-9a-z]{32}-[0-9A-Za-z+._?=-]*\.json").ok());
 
 fn capture(re: &LazyLock<Option<Regex>>, text: &str) -> Option<CommitId> {
     let re = re.as_ref()?;
@@ -56,20 +53,12 @@ pub fn from_flake_url(flake: &str) -> Option<CommitId> {
         .split('&')
         .find_map(|kv| kv.strip_prefix("rev="))
         .and_then(|r| CommitId::parse(r).ok())
-        .or_else(|| {
-            path.trim_end_matches('/')
-                .rsplit('/')
-                .next()
-                .and_then(|seg| CommitId::parse(seg).ok())
-        })
+        .or_else(|| path.trim_end_matches('/').rsplit('/').next().and_then(|seg| CommitId::parse(seg).ok()))
 }
 
 /// Asks Hydra's REST API (`base` like `http://127.0.0.1:3000`).
 pub fn from_hydra_api(base: &str, build: u64, timeout: Duration) -> Result<CommitId, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(timeout)).build().into();
     let base = base.trim_end_matches('/');
     let get = |url: String| -> Result<serde_json::Value, String> {
         agent
@@ -117,12 +106,7 @@ pub fn from_hydra_db(db: &str, build: u64, timeout: Duration) -> Result<CommitId
          WHERE b.id = {build} ORDER BY e.id DESC NULLS LAST LIMIT 1"
     );
     let mut run = Run::new("psql")
-        .args([
-            "--no-psqlrc",
-            "--no-password",
-            "--tuples-only",
-            "--no-align",
-        ])
+        .args(["--no-psqlrc", "--no-password", "--tuples-only", "--no-align"])
         .args(["--dbname", &conn.shown, "--command", &query])
         .env("PGCONNECT_TIMEOUT", timeout.as_secs().max(2).to_string())
         .timeout(timeout);
@@ -137,14 +121,10 @@ pub fn from_hydra_db(db: &str, build: u64, timeout: Duration) -> Result<CommitId
     // Unaligned output: `<eval id>|<flake>`, empty for NULL; the URL may contain `|`.
     let (eval, flake) = row.split_once('|').unwrap_or((row, ""));
     if eval.is_empty() {
-        return Err(format!(
-            "build {build} belongs to no evaluation in Hydra's database"
-        ));
+        return Err(format!("build {build} belongs to no evaluation in Hydra's database"));
     }
     if flake.is_empty() {
-        return Err(format!(
-            "eval {eval} has no flake URL (not a flake jobset?)"
-        ));
+        return Err(format!("eval {eval} has no flake URL (not a flake jobset?)"));
     }
     from_flake_url(flake).ok_or_else(|| format!("eval {eval}: no revision in flake URL {flake:?}"))
 }
@@ -156,22 +136,12 @@ fn psql_error(e: &ProcessError) -> String {
         ProcessError::Spawn { source, .. } => {
             format!("cannot run psql ({source}): install PostgreSQL's client (postgresql-client)")
         }
-        ProcessError::Failed {
-            status,
-            stderr_tail,
-            ..
-        } => {
+        ProcessError::Failed { status, stderr_tail, .. } => {
             format!("psql failed ({status}): {}", tail(stderr_tail))
         }
-        ProcessError::Timeout {
-            after, stderr_tail, ..
-        } => format!(
+        ProcessError::Timeout { after, stderr_tail, .. } => format!(
             "psql did not answer within {after:?} and was killed (timeout){}",
-            if stderr_tail.trim().is_empty() {
-                String::new()
-            } else {
-                format!(": {}", tail(stderr_tail))
-            }
+            if stderr_tail.trim().is_empty() { String::new() } else { format!(": {}", tail(stderr_tail)) }
         ),
         ProcessError::Io { source, .. } => format!("reading psql's output: {source}"),
     }
@@ -197,19 +167,14 @@ impl std::fmt::Debug for ConnInfo {
 
 impl ConnInfo {
     fn split(s: &str) -> Result<Self, String> {
-        let prefix = ["postgresql://", "postgres://"]
-            .into_iter()
-            .find(|p| s.starts_with(p));
+        let prefix = ["postgresql://", "postgres://"].into_iter().find(|p| s.starts_with(p));
         if let Some(prefix) = prefix {
             Self::split_uri(prefix, &s[prefix.len()..])
         } else if s.contains('=') {
             Self::split_keywords(s)
         } else {
             // A bare database name.
-            Ok(Self {
-                shown: s.to_owned(),
-                password: None,
-            })
+            Ok(Self { shown: s.to_owned(), password: None })
         }
     }
 
@@ -223,10 +188,7 @@ impl ConnInfo {
             Some(at) if rest.as_bytes()[at] == b'@' => {
                 let (user, pw) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
                 if rest[..at].contains(':') {
-                    password = Some(
-                        percent_decode(pw)
-                            .ok_or_else(|| bad("invalid percent-encoding in the password"))?,
-                    );
+                    password = Some(percent_decode(pw).ok_or_else(|| bad("invalid percent-encoding in the password"))?);
                 }
                 shown.push_str(user);
                 shown.push('@');
@@ -243,10 +205,7 @@ impl ConnInfo {
         for param in query.into_iter().flat_map(|q| q.split('&')) {
             let (key, value) = param.split_once('=').unwrap_or((param, ""));
             if percent_decode(key).as_deref() == Some("password") {
-                password = Some(
-                    percent_decode(value)
-                        .ok_or_else(|| bad("invalid percent-encoding in the password"))?,
-                );
+                password = Some(percent_decode(value).ok_or_else(|| bad("invalid percent-encoding in the password"))?);
             } else {
                 kept.push(param);
             }
@@ -308,10 +267,7 @@ impl ConnInfo {
                 pairs.push(format!("{key}='{quoted}'"));
             }
         }
-        Ok(Self {
-            shown: pairs.join(" "),
-            password,
-        })
+        Ok(Self { shown: pairs.join(" "), password })
     }
 
     /// `message` with the password, should anything have echoed it, masked.
@@ -330,9 +286,7 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
+            let hex = s.get(i + 1..i + 3).filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
             out.push(u8::from_str_radix(hex, 16).ok().filter(|b| *b != 0)?);
             i += 3;
         } else {
@@ -374,8 +328,7 @@ mod tests {
         );
         std::fs::write(bin.join("nixos-version"), &script).unwrap();
         assert_eq!(from_system(dir.path()).unwrap().as_str(), REV);
-        std::fs::write(bin.join("nixos-version"), script.replace(REV, "@configurationRevision@"))
-            .unwrap();
+        std::fs::write(bin.join("nixos-version"), script.replace(REV, "@configurationRevision@")).unwrap();
         assert!(from_system(dir.path()).is_none());
         assert!(from_system(&dir.path().join("absent")).is_none());
     }
@@ -386,41 +339,23 @@ mod tests {
         let c = split("hydra");
         assert_eq!((c.shown.as_str(), c.password), ("hydra", None));
         let c = split("postgresql://hydra:p%40ss%3Aw%2Fd@db.example:5433/hydra?sslmode=require");
-        assert_eq!(
-            c.shown,
-            "postgresql://hydra@db.example:5433/hydra?sslmode=require"
-        );
+        assert_eq!(c.shown, "postgresql://hydra@db.example:5433/hydra?sslmode=require");
         assert_eq!(c.password.as_deref(), Some("p@ss:w/d"));
         let c = split("postgres://@/hydra?host=/run/postgresql&password=s%20t&user=hydra");
-        assert_eq!(
-            c.shown,
-            "postgres://@/hydra?host=/run/postgresql&user=hydra"
-        );
+        assert_eq!(c.shown, "postgres://@/hydra?host=/run/postgresql&user=hydra");
         assert_eq!(c.password.as_deref(), Some("s t"));
         let c = split("postgresql:///hydra?host=/run/postgresql");
-        assert_eq!(
-            (c.shown.as_str(), c.password),
-            ("postgresql:///hydra?host=/run/postgresql", None)
-        );
+        assert_eq!((c.shown.as_str(), c.password), ("postgresql:///hydra?host=/run/postgresql", None));
         let c = split(r"host=/run/postgresql  dbname = hydra password='it\'s \\ secret' user=a\ b");
         assert_eq!(c.shown, r"host='/run/postgresql' dbname='hydra' user='a b'");
         assert_eq!(c.password.as_deref(), Some(r"it's \ secret"));
-        for bad in [
-            "postgresql://u:%zzsecret@/db",
-            "postgresql://u:%00secret@/db",
-            "postgresql:///db?password=%4secret",
-        ] {
+        for bad in
+            ["postgresql://u:%zzsecret@/db", "postgresql://u:%00secret@/db", "postgresql:///db?password=%4secret"]
+        {
             let e = ConnInfo::split(bad).unwrap_err();
-            assert!(
-                e.contains("percent-encoding") && !e.contains("secret"),
-                "{e}"
-            );
+            assert!(e.contains("percent-encoding") && !e.contains("secret"), "{e}");
         }
-        for bad in [
-            "host=/x secret",
-            "host=/x password='secret",
-            "host=/x secret password=y",
-        ] {
+        for bad in ["host=/x secret", "host=/x password='secret", "host=/x secret password=y"] {
             let e = ConnInfo::split(bad).unwrap_err();
             assert!(e.contains("--hydra-db") && !e.contains("secret"), "{e}");
         }

@@ -83,13 +83,8 @@ impl Db {
 
     /// All manifests: host → document.
     pub fn manifests(&self) -> Result<Vec<(String, Vec<u8>)>, ChannelError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT host, document FROM manifests ORDER BY host")
-            .map_err(sql_err)?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(sql_err)?;
+        let mut st = self.conn.prepare("SELECT host, document FROM manifests ORDER BY host").map_err(sql_err)?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql_err)?;
         rows.collect::<Result<_, _>>().map_err(sql_err)
     }
 
@@ -128,10 +123,7 @@ impl Db {
 
     /// Every host that has a report.
     pub fn reporting_hosts(&self) -> Result<Vec<String>, ChannelError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT DISTINCT host FROM reports")
-            .map_err(sql_err)?;
+        let mut st = self.conn.prepare("SELECT DISTINCT host FROM reports").map_err(sql_err)?;
         let rows = st.query_map([], |r| r.get(0)).map_err(sql_err)?;
         rows.collect::<Result<_, _>>().map_err(sql_err)
     }

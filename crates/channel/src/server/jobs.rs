@@ -94,9 +94,7 @@ fn new_id(delivery: Option<&str>) -> String {
     let mut h = sha2::Sha256::new();
     h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
     h.update(std::process::id().to_le_bytes());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     h.update(nanos.to_le_bytes());
     // Different for every process and run (ASLR), so ids are not predictable from the
     // counter and the clock alone.
@@ -132,10 +130,7 @@ impl JobTable {
     /// Registers a job for `host`/`commit`, unless the delivery already has one or the
     /// table is full.
     pub fn submit(&mut self, delivery: Option<&str>, host: &str, commit: &str, now: i64) -> Submitted {
-        if let Some(existing) = delivery
-            .and_then(|d| self.deliveries.get(d))
-            .and_then(|id| self.jobs.get(id))
-        {
+        if let Some(existing) = delivery.and_then(|d| self.deliveries.get(d)).and_then(|id| self.jobs.get(id)) {
             return Submitted::Duplicate(existing.clone());
         }
         if self.pending >= self.max_pending {

@@ -83,18 +83,13 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, ChannelError> {
 }
 
 /// Binds and serves on a background thread.
-pub fn start(
-    cfg: ServerConfig,
-    log: Arc<dyn Fn(&str) + Send + Sync>,
-) -> Result<RunningServer, ChannelError> {
+pub fn start(cfg: ServerConfig, log: Arc<dyn Fn(&str) + Send + Sync>) -> Result<RunningServer, ChannelError> {
     let rt = runtime(2)?;
     let state = Arc::new(AppState::open(cfg, log)?);
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(state.listen))
         .map_err(|e| ChannelError::Server(format!("cannot listen on {}: {e}", state.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| ChannelError::Server(format!("no local address: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| ChannelError::Server(format!("no local address: {e}")))?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = routes::router(state);
     let thread = std::thread::spawn(move || {
@@ -106,37 +101,25 @@ pub fn start(
                 .await;
         });
     });
-    Ok(RunningServer {
-        addr,
-        shutdown: Some(tx),
-        thread: Some(thread),
-    })
+    Ok(RunningServer { addr, shutdown: Some(tx), thread: Some(thread) })
 }
 
 /// Serves in the foreground until SIGINT/SIGTERM.
-pub fn serve_forever(
-    cfg: ServerConfig,
-    log: Arc<dyn Fn(&str) + Send + Sync>,
-) -> Result<(), ChannelError> {
+pub fn serve_forever(cfg: ServerConfig, log: Arc<dyn Fn(&str) + Send + Sync>) -> Result<(), ChannelError> {
     let rt = runtime(std::thread::available_parallelism().map_or(2, |n| n.get()))?;
     let state = Arc::new(AppState::open(cfg, log.clone())?);
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(state.listen)
             .await
             .map_err(|e| ChannelError::Server(format!("cannot listen on {}: {e}", state.listen)))?;
-        log(&format!(
-            "listening on http://{}",
-            listener.local_addr().map_or(state.listen, |a| a)
-        ));
+        log(&format!("listening on http://{}", listener.local_addr().map_or(state.listen, |a| a)));
         let app = routes::router(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let ctrl_c = tokio::signal::ctrl_c();
                 #[cfg(unix)]
                 {
-                    let mut term = match tokio::signal::unix::signal(
-                        tokio::signal::unix::SignalKind::terminate(),
-                    ) {
+                    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                         Ok(t) => t,
                         Err(_) => {
                             let _ = ctrl_c.await;

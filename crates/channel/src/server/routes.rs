@@ -43,9 +43,7 @@ fn error_status(e: &ChannelError) -> StatusCode {
     match e {
         e if e.is_bad_input() => StatusCode::BAD_REQUEST,
         ChannelError::Diverged { .. } => StatusCode::CONFLICT,
-        ChannelError::CommitNotFound { .. } | ChannelError::SystemMissing { .. } => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        ChannelError::CommitNotFound { .. } | ChannelError::SystemMissing { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::BAD_GATEWAY,
     }
 }
@@ -64,17 +62,11 @@ pub struct HookBody {
     pub build: Option<String>,
 }
 
-async fn github_hook(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn github_hook(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(secret) = &state.hook_secret else {
         return error(StatusCode::NOT_FOUND, "the hook is disabled (no secret configured)");
     };
-    let sig = headers
-        .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok());
+    let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
     if !github::verify(secret.expose().as_bytes(), &body, sig) {
         (state.log)("hook: rejected a request with a missing or bad X-Hub-Signature-256");
         return error(StatusCode::UNAUTHORIZED, "bad or missing X-Hub-Signature-256");
@@ -86,13 +78,8 @@ async fn github_hook(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")),
     };
-    let req = match PromoteRequest::parse(
-        &parsed.host,
-        &parsed.commit,
-        &parsed.system,
-        parsed.build.as_deref(),
-        false,
-    ) {
+    let req = match PromoteRequest::parse(&parsed.host, &parsed.commit, &parsed.system, parsed.build.as_deref(), false)
+    {
         Ok(r) => r,
         Err(e) => return channel_error(&e),
     };
@@ -106,10 +93,7 @@ async fn github_hook(
         None => None,
         Some(Ok(d)) if jobs::valid_delivery(d) => Some(d.to_owned()),
         Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "X-GitHub-Delivery must be 1-128 letters, digits, '-', '_' or '.'",
-            );
+            return error(StatusCode::BAD_REQUEST, "X-GitHub-Delivery must be 1-128 letters, digits, '-', '_' or '.'");
         }
     };
     let submitted = match state.jobs.lock() {
@@ -214,11 +198,7 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == etag || t == "*")
 }
 
-async fn manifest(
-    State(state): State<Arc<AppState>>,
-    Path(host): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn manifest(State(state): State<Arc<AppState>>, Path(host): Path<String>, headers: HeaderMap) -> Response {
     if HostName::parse(&host).is_err() {
         return error(StatusCode::BAD_REQUEST, "invalid host name");
     }
@@ -287,18 +267,8 @@ async fn report(
             "status must be 1-64 characters, message at most 4096, commit a full id, system a store path",
         );
     }
-    let rep = Report {
-        received_at: now(),
-        status: r.status,
-        commit: r.commit,
-        system: r.system,
-        message: r.message,
-    };
-    let stored = state
-        .db
-        .lock()
-        .map_err(|_| ())
-        .and_then(|db| db.add_report(&host, &rep).map_err(|_| ()));
+    let rep = Report { received_at: now(), status: r.status, commit: r.commit, system: r.system, message: r.message };
+    let stored = state.db.lock().map_err(|_| ()).and_then(|db| db.add_report(&host, &rep).map_err(|_| ()));
     match stored {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(()) => error(StatusCode::INTERNAL_SERVER_ERROR, "could not store the report"),

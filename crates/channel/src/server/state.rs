@@ -56,27 +56,16 @@ pub fn etag_of(body: &[u8]) -> String {
 }
 
 pub(crate) fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl AppState {
     /// Opens the database and loads the manifests into memory.
-    pub fn open(
-        cfg: ServerConfig,
-        log: Arc<dyn Fn(&str) + Send + Sync>,
-    ) -> Result<Self, ChannelError> {
+    pub fn open(cfg: ServerConfig, log: Arc<dyn Fn(&str) + Send + Sync>) -> Result<Self, ChannelError> {
         let db = Db::open(&cfg.db)?;
         let mut manifests = HashMap::new();
         for (host, doc) in db.manifests()? {
-            manifests.insert(
-                host,
-                Arc::new(CachedManifest {
-                    etag: etag_of(&doc),
-                    body: doc.into(),
-                }),
-            );
+            manifests.insert(host, Arc::new(CachedManifest { etag: etag_of(&doc), body: doc.into() }));
         }
         Ok(Self {
             listen: cfg.listen,
@@ -96,16 +85,10 @@ impl AppState {
         let inner = m.unverified()?;
         let doc = m.to_document();
         {
-            let db = self
-                .db
-                .lock()
-                .map_err(|_| ChannelError::Database("lock poisoned".into()))?;
+            let db = self.db.lock().map_err(|_| ChannelError::Database("lock poisoned".into()))?;
             db.put_manifest(host.as_str(), &doc, &inner.commit, &inner.system, now())?;
         }
-        let cached = Arc::new(CachedManifest {
-            etag: etag_of(&doc),
-            body: doc.into(),
-        });
+        let cached = Arc::new(CachedManifest { etag: etag_of(&doc), body: doc.into() });
         if let Ok(mut map) = self.manifests.write() {
             map.insert(host.to_string(), cached);
         }

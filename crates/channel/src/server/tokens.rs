@@ -29,9 +29,7 @@ impl HostTokens {
                 continue;
             }
             let bad = |m: &str| ChannelError::Config(format!("host token file, line {}: {m}", n + 1));
-            let (host, token) = line
-                .split_once(char::is_whitespace)
-                .ok_or_else(|| bad("expected `<host> <token>`"))?;
+            let (host, token) = line.split_once(char::is_whitespace).ok_or_else(|| bad("expected `<host> <token>`"))?;
             let host = HostName::parse(host)?;
             let token = token.trim();
             let hash: [u8; 32] = match token.strip_prefix("sha256:") {
@@ -58,11 +56,7 @@ impl HostTokens {
             return false;
         };
         let got: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        expected
-            .iter()
-            .zip(got.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        expected.iter().zip(got.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 }
 
@@ -73,10 +67,9 @@ mod tests {
     #[test]
     fn plain_and_hashed_tokens() {
         let hashed = hex::encode(sha2::Sha256::digest(b"web2-token-0123456789"));
-        let t = HostTokens::parse(&Secret::new(&format!(
-            "# comment\nweb1 web1-token-0123456789\nweb2 sha256:{hashed}\n"
-        )))
-        .unwrap();
+        let t =
+            HostTokens::parse(&Secret::new(&format!("# comment\nweb1 web1-token-0123456789\nweb2 sha256:{hashed}\n")))
+                .unwrap();
         assert!(t.check("web1", "web1-token-0123456789"));
         assert!(t.check("web2", "web2-token-0123456789"));
         assert!(!t.check("web1", "web2-token-0123456789"));

@@ -21,12 +21,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "git {args:?} in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -40,9 +35,7 @@ pub fn git_try(dir: &Path, args: &[&str]) -> Option<String> {
         .args(args)
         .output()
         .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// A test world: keys, a bare "remote" repository, a working clone, a cache directory.
@@ -82,16 +75,8 @@ impl Env {
         git(&remote, &["config", "uploadpack.allowAnySHA1InWant", "true"]);
         git(&root, &["init", "--quiet", "--initial-branch=main", "work"]);
         git(&work, &["remote", "add", "origin", remote.to_str().unwrap()]);
-        let env = Self {
-            cache: root.join("cache"),
-            tmp,
-            nix,
-            sk,
-            pk,
-            remote,
-            work,
-            logs: Arc::new(Mutex::new(Vec::new())),
-        };
+        let env =
+            Self { cache: root.join("cache"), tmp, nix, sk, pk, remote, work, logs: Arc::new(Mutex::new(Vec::new())) };
         env.commit("initial");
         env
     }
@@ -114,7 +99,9 @@ impl Env {
     /// the way NixOS records system.configurationRevision.
     pub fn system(&self, tag: &str, revision: Option<&str>) -> String {
         let json = match revision {
-            Some(r) => format!(r#"{{\"configurationRevision\":\"{r}\",\"nixosVersion\":\"24.05\"}}"#),
+            Some(r) => {
+                format!(r#"{{\"configurationRevision\":\"{r}\",\"nixosVersion\":\"24.05\"}}"#)
+            }
             None => r#"{\"nixosVersion\":\"24.05\"}"#.to_owned(),
         };
         let expr = format!(
@@ -124,12 +111,7 @@ impl Env {
                   PATH = "/usr/bin:/bin"; inherit dep;
                   args = [ "-c" "mkdir -p $out/sw/bin; echo $dep > $out/dep; printf '%s\n' '#!/bin/sh' 'cat <<EOF' '{json}' 'EOF' > $out/sw/bin/nixos-version" ]; }}"#
         );
-        self.nix
-            .legacy("nix-build")
-            .args(["--no-out-link", "-E", &expr])
-            .run()
-            .unwrap()
-            .stdout_text()
+        self.nix.legacy("nix-build").args(["--no-out-link", "-E", &expr]).run().unwrap().stdout_text()
     }
 
     pub fn cache_uri(&self) -> StoreUri {
@@ -137,23 +119,16 @@ impl Env {
     }
 
     pub fn config(&self) -> ChannelConfig {
-        let mut cfg = ChannelConfig::new(
-            self.remote.to_str().unwrap(),
-            self.cache_uri(),
-            &self.sk,
-            &self.root().join("state"),
-        )
-        .unwrap();
+        let mut cfg =
+            ChannelConfig::new(self.remote.to_str().unwrap(), self.cache_uri(), &self.sk, &self.root().join("state"))
+                .unwrap();
         cfg.policy.lock_timeout = Duration::from_secs(120);
         cfg
     }
 
     /// The remote branch's commit.
     pub fn branch(&self, host: &str) -> Option<String> {
-        git_try(
-            &self.remote,
-            &["rev-parse", "--verify", "--quiet", &format!("refs/heads/nixos-tested-{host}")],
-        )
+        git_try(&self.remote, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/nixos-tested-{host}")])
     }
 
     pub fn log(&self) -> impl Fn(&str) + Sync + use<> {

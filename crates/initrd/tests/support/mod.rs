@@ -15,29 +15,15 @@ pub struct Cpio {
 
 impl Cpio {
     pub fn newc() -> Self {
-        Cpio {
-            out: Vec::new(),
-            crc: false,
-            next_ino: 1,
-        }
+        Cpio { out: Vec::new(), crc: false, next_ino: 1 }
     }
 
     pub fn crc() -> Self {
-        Cpio {
-            out: Vec::new(),
-            crc: true,
-            next_ino: 1,
-        }
+        Cpio { out: Vec::new(), crc: true, next_ino: 1 }
     }
 
     /// Appends a raw header with every field given.
-    pub fn raw_entry(
-        &mut self,
-        name: &[u8],
-        mode: u32,
-        data: &[u8],
-        checksum: Option<u32>,
-    ) -> &mut Self {
+    pub fn raw_entry(&mut self, name: &[u8], mode: u32, data: &[u8], checksum: Option<u32>) -> &mut Self {
         let sum = data.iter().fold(0u32, |a, &b| a.wrapping_add(u32::from(b)));
         let check = match (self.crc, checksum) {
             (_, Some(c)) => c,
@@ -172,14 +158,8 @@ pub fn main_cpio() -> Vec<u8> {
         .symlink("./lib", "usr/lib")
         .dir("./usr/lib/modules")
         .dir("./usr/lib/modules/6.1.0-test")
-        .file(
-            "./usr/lib/modules/6.1.0-test/virtio_blk.ko",
-            b"\x7fELF module one",
-        )
-        .file(
-            "./usr/lib/modules/6.1.0-test/dm-mod.ko.xz",
-            b"\xfd7zXZ fake",
-        )
+        .file("./usr/lib/modules/6.1.0-test/virtio_blk.ko", b"\x7fELF module one")
+        .file("./usr/lib/modules/6.1.0-test/dm-mod.ko.xz", b"\xfd7zXZ fake")
         .file("./init", b"#!/bin/sh\necho hello\n")
         .finish()
 }
@@ -193,10 +173,7 @@ pub fn read_all(image: &[u8]) -> Result<Vec<(String, Vec<u8>)>, fleetgate_initrd
         let path = e.entry().path_lossy().into_owned();
         let mut data = Vec::new();
         e.read_to_end(&mut data).map_err(|err| {
-            match err
-                .into_inner()
-                .map(|inner| inner.downcast::<fleetgate_initrd::Error>())
-            {
+            match err.into_inner().map(|inner| inner.downcast::<fleetgate_initrd::Error>()) {
                 Some(Ok(typed)) => *typed,
                 _ => panic!("entry read failed without a typed error"),
             }

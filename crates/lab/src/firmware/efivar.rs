@@ -33,7 +33,8 @@ pub fn decode_string(bytes: &[u8]) -> Option<String> {
     if value.len() % 2 != 0 {
         return None;
     }
-    let units: Vec<u16> = value.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|u| *u != 0).collect();
+    let units: Vec<u16> =
+        value.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|u| *u != 0).collect();
     String::from_utf16(&units).ok()
 }
 

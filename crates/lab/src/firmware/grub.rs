@@ -122,9 +122,18 @@ pub fn parse_config(text: &str) -> GrubConfig {
             "menuentry" | "submenu" => {
                 let title = w.get(1).cloned().unwrap_or_default();
                 let id = w.iter().enumerate().find_map(|(i, word)| {
-                    word.strip_prefix("--id=").map(str::to_owned).or_else(|| (word == "--id").then(|| w.get(i + 1).cloned()).flatten())
+                    word.strip_prefix("--id=")
+                        .map(str::to_owned)
+                        .or_else(|| (word == "--id").then(|| w.get(i + 1).cloned()).flatten())
                 });
-                let item = MenuItem { title, id, linux: None, initrd: Vec::new(), children: Vec::new(), is_submenu: first == "submenu" };
+                let item = MenuItem {
+                    title,
+                    id,
+                    linux: None,
+                    initrd: Vec::new(),
+                    children: Vec::new(),
+                    is_submenu: first == "submenu",
+                };
                 if line.ends_with('}') {
                     attach(&mut config, &mut stack, item);
                 } else {
@@ -217,7 +226,8 @@ fn expand(value: &str, env: &BTreeMap<String, String>) -> String {
 /// consuming `next_entry` as NixOS's grub.cfg does.
 pub fn choose(root: &Path) -> Result<BootChoice, FirmwareError> {
     let cfg_path = root.join("boot/grub/grub.cfg");
-    let text = fs::read_to_string(&cfg_path).map_err(|source| FirmwareError::Io { what: "reading /boot/grub/grub.cfg".into(), source })?;
+    let text = fs::read_to_string(&cfg_path)
+        .map_err(|source| FirmwareError::Io { what: "reading /boot/grub/grub.cfg".into(), source })?;
     let config = parse_config(&text);
     if config.menu.is_empty() {
         return Err(FirmwareError::NoEntries("GRUB found no menuentry in /boot/grub/grub.cfg".into()));
@@ -231,16 +241,24 @@ pub fn choose(root: &Path) -> Result<BootChoice, FirmwareError> {
             (next, "next_entry (grub-reboot)")
         }
         None => {
-            let configured = config.defaults.iter().rev().find(|d| !d.contains("next_entry")).cloned().unwrap_or_else(|| "0".into());
+            let configured =
+                config.defaults.iter().rev().find(|d| !d.contains("next_entry")).cloned().unwrap_or_else(|| "0".into());
             (expand(&configured, &env), "default")
         }
     };
     // GRUB falls back to entry 0 when the default names nothing.
     let (item, how) = match resolve(&config.menu, &spec) {
         Some(item) => (item, how),
-        None => (resolve(&config.menu, "0").ok_or_else(|| FirmwareError::NoEntries("GRUB's first menu item is a submenu".into()))?, "fallback to entry 0"),
+        None => (
+            resolve(&config.menu, "0")
+                .ok_or_else(|| FirmwareError::NoEntries("GRUB's first menu item is a submenu".into()))?,
+            "fallback to entry 0",
+        ),
     };
-    let linux = item.linux.as_deref().ok_or_else(|| FirmwareError::BadEntry(format!("menuentry `{}` has no `linux` line", item.title)))?;
+    let linux = item
+        .linux
+        .as_deref()
+        .ok_or_else(|| FirmwareError::BadEntry(format!("menuentry `{}` has no `linux` line", item.title)))?;
     let mut parts = linux.splitn(2, ' ');
     let kernel = parts.next().unwrap_or_default();
     Ok(BootChoice {

@@ -197,7 +197,11 @@ fn loader_conf_default(esp: &Path) -> io::Result<Option<String>> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(err),
     };
-    Ok(text.lines().filter_map(|l| l.trim().strip_prefix("default")).map(|v| v.trim().to_owned()).rfind(|v| !v.is_empty()))
+    Ok(text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("default"))
+        .map(|v| v.trim().to_owned())
+        .rfind(|v| !v.is_empty()))
 }
 
 /// Picks the entry to boot, consuming `LoaderEntryOneShot`, and bumps its boot
@@ -213,7 +217,8 @@ pub fn choose(esp: &Path, efivars: &Path) -> Result<BootChoice, FirmwareError> {
     }
     let oneshot = efivar::read_string(efivars, "LoaderEntryOneShot").map_err(io_err("reading LoaderEntryOneShot"))?;
     efivar::remove(efivars, "LoaderEntryOneShot").map_err(io_err("clearing LoaderEntryOneShot"))?;
-    let default_var = efivar::read_string(efivars, "LoaderEntryDefault").map_err(io_err("reading LoaderEntryDefault"))?;
+    let default_var =
+        efivar::read_string(efivars, "LoaderEntryDefault").map_err(io_err("reading LoaderEntryDefault"))?;
     let config_default = loader_conf_default(esp).map_err(io_err("reading loader.conf"))?;
     let find = |pattern: &str| list.iter().position(|e| glob_match(pattern, &e.id));
     let (index, how) = if let Some(i) = oneshot.as_deref().and_then(find) {
@@ -227,7 +232,10 @@ pub fn choose(esp: &Path, efivars: &Path) -> Result<BootChoice, FirmwareError> {
     };
     let entry = &list[index];
     let booted_file = bump_counters(esp, entry).map_err(io_err("renaming the entry's boot counters"))?;
-    let linux = entry.linux.as_deref().ok_or_else(|| FirmwareError::BadEntry(format!("{} has no `linux` line", entry.file_name)))?;
+    let linux = entry
+        .linux
+        .as_deref()
+        .ok_or_else(|| FirmwareError::BadEntry(format!("{} has no `linux` line", entry.file_name)))?;
     Ok(BootChoice {
         entry_id: entry.id.clone(),
         title: entry.title.clone().unwrap_or_else(|| entry.id.clone()),
@@ -260,7 +268,10 @@ mod tests {
     use super::*;
 
     fn entry(name: &str, version: &str) -> Entry {
-        parse_entry(name, &format!("title NixOS\nversion {version}\nsort-key nixos\nlinux /k\ninitrd /i\noptions init=/x/init\n"))
+        parse_entry(
+            name,
+            &format!("title NixOS\nversion {version}\nsort-key nixos\nlinux /k\ninitrd /i\noptions init=/x/init\n"),
+        )
     }
 
     #[test]
@@ -312,7 +323,10 @@ mod tests {
 
     #[test]
     fn oneshot_wins_once_then_default_returns() {
-        let esp = esp_with(&[("nixos-generation-1.conf", "Generation 1"), ("nixos-generation-2.conf", "Generation 2")], "nixos-generation-1.conf");
+        let esp = esp_with(
+            &[("nixos-generation-1.conf", "Generation 1"), ("nixos-generation-2.conf", "Generation 2")],
+            "nixos-generation-1.conf",
+        );
         let vars = tempfile::tempdir().unwrap();
         efivar::write_string(vars.path(), "LoaderEntryOneShot", "nixos-generation-2.conf").unwrap();
         assert_eq!(choose(esp.path(), vars.path()).unwrap().entry_id, "nixos-generation-2.conf");
@@ -321,7 +335,10 @@ mod tests {
 
     #[test]
     fn efi_default_variable_overrides_loader_conf() {
-        let esp = esp_with(&[("nixos-generation-1.conf", "Generation 1"), ("nixos-generation-2.conf", "Generation 2")], "nixos-generation-2.conf");
+        let esp = esp_with(
+            &[("nixos-generation-1.conf", "Generation 1"), ("nixos-generation-2.conf", "Generation 2")],
+            "nixos-generation-2.conf",
+        );
         let vars = tempfile::tempdir().unwrap();
         efivar::write_string(vars.path(), "LoaderEntryDefault", "nixos-generation-1.conf").unwrap();
         assert_eq!(choose(esp.path(), vars.path()).unwrap().entry_id, "nixos-generation-1.conf");
@@ -329,7 +346,10 @@ mod tests {
 
     #[test]
     fn boot_counting_decrements_until_the_entry_falls_back() {
-        let esp = esp_with(&[("nixos-generation-1.conf", "Generation 1"), ("nixos-generation-2+2-0.conf", "Generation 2")], "nixos-*");
+        let esp = esp_with(
+            &[("nixos-generation-1.conf", "Generation 1"), ("nixos-generation-2+2-0.conf", "Generation 2")],
+            "nixos-*",
+        );
         let vars = tempfile::tempdir().unwrap();
         let first = choose(esp.path(), vars.path()).unwrap();
         assert_eq!(first.entry_id, "nixos-generation-2.conf");

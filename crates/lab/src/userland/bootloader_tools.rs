@@ -42,7 +42,8 @@ pub fn bootctl(args: &[String]) -> ExitCode {
 }
 
 fn set_var(efivars: &Path, name: &str, value: &str) -> ExitCode {
-    let result = if value.is_empty() { efivar::remove(efivars, name) } else { efivar::write_string(efivars, name, value) };
+    let result =
+        if value.is_empty() { efivar::remove(efivars, name) } else { efivar::write_string(efivars, name, value) };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail("bootctl", &format!("Failed to update EFI variable '{name}': {err}")),

@@ -15,7 +15,8 @@ pub mod units;
 use std::process::ExitCode;
 
 /// Names this binary answers to inside a host.
-pub const TOOLS: [&str; 8] = ["systemctl", "reboot", "poweroff", "halt", "bootctl", "grub-reboot", "grub-set-default", "grub-editenv"];
+pub const TOOLS: [&str; 8] =
+    ["systemctl", "reboot", "poweroff", "halt", "bootctl", "grub-reboot", "grub-set-default", "grub-editenv"];
 
 /// Runs the tool named by `argv0` if it is one of [`TOOLS`].
 pub fn dispatch(argv0: &str, args: &[String]) -> Option<ExitCode> {

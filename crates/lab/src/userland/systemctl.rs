@@ -70,7 +70,8 @@ pub fn main(args: &[String]) -> ExitCode {
         "stop" => set_all(state_dir, &names, ActiveState::Inactive),
         "reset-failed" => {
             let targets = if names.is_empty() { units::declared(unit_dir).unwrap_or_default() } else { names };
-            let failed: Vec<String> = targets.into_iter().filter(|u| units::state(state_dir, u) == ActiveState::Failed).collect();
+            let failed: Vec<String> =
+                targets.into_iter().filter(|u| units::state(state_dir, u) == ActiveState::Failed).collect();
             set_all(state_dir, &failed, ActiveState::Inactive)
         }
         "daemon-reload" | "daemon-reexec" => ExitCode::SUCCESS,
@@ -82,7 +83,11 @@ pub fn main(args: &[String]) -> ExitCode {
                 let state = units::state(state_dir, unit);
                 println!("● {unit}\n     Active: {} (exited)", state.as_str());
             }
-            if names.iter().all(|u| units::state(state_dir, u) == ActiveState::Active) { ExitCode::SUCCESS } else { ExitCode::from(3) }
+            if names.iter().all(|u| units::state(state_dir, u) == ActiveState::Active) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
         }
         "show" => {
             for unit in &names {
@@ -90,7 +95,9 @@ pub fn main(args: &[String]) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        other => fail(&format!("unknown command verb '{other}' (fleetgate-lab's systemctl implements what lab hosts need)")),
+        other => {
+            fail(&format!("unknown command verb '{other}' (fleetgate-lab's systemctl implements what lab hosts need)"))
+        }
     }
 }
 

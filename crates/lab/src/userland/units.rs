@@ -76,7 +76,10 @@ pub fn set_state(state_dir: &Path, unit: &str, state: ActiveState) -> io::Result
 /// The `ExecStart=` line of a unit file.
 pub fn exec_start(unit_file: &Path) -> io::Result<Option<String>> {
     let text = fs::read_to_string(unit_file)?;
-    Ok(text.lines().find_map(|l| l.trim().strip_prefix("ExecStart=")).map(|s| s.trim_start_matches(['-', '@', '+', '!']).to_owned()))
+    Ok(text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ExecStart="))
+        .map(|s| s.trim_start_matches(['-', '@', '+', '!']).to_owned()))
 }
 
 /// Starts (or restarts) a unit: runs its `ExecStart=` and records the result.
@@ -88,7 +91,12 @@ pub fn start(unit_dir: &Path, state_dir: &Path, unit: &str) -> io::Result<Active
     let result = match exec_start(&file)? {
         None => ActiveState::Active,
         Some(command) => {
-            let mut child = Command::new("/bin/sh").args(["-c", &command]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+            let mut child = Command::new("/bin/sh")
+                .args(["-c", &command])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
             match crate::process::wait_deadline(&mut child, START_TIMEOUT, unit) {
                 Ok(status) if status.success() => ActiveState::Active,
                 _ => ActiveState::Failed,

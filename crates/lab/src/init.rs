@@ -60,6 +60,26 @@ fn console(text: &str) {
     let _ = out.flush();
 }
 
+/// The command that starts a host's PID 1 in `mode`: the lab binary in the
+/// host's network namespace, in fresh mount, PID and UTS namespaces, killed
+/// with its whole PID namespace when the `unshare` parent dies.
+pub fn command(lab_root: &std::path::Path, host: &HostState, mode: &Mode) -> anyhow::Result<Command> {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", &host.netns, "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child"])
+        .args(["--propagation", "private", "--"])
+        .arg(crate::lab::lab_binary()?);
+    match mode {
+        Mode::Install { system } => {
+            command.arg("__install").arg("--lab").arg(lab_root).args(["--host", host.name(), "--system", system])
+        }
+        Mode::Boot { toplevel } => {
+            command.arg("__init").arg("--lab").arg(lab_root).args(["--host", host.name(), "--boot", toplevel])
+        }
+    };
+    Ok(command)
+}
+
 /// The loop devices' numbers, read from the nodes `up` attached.
 pub fn loop_numbers(host: &HostState) -> anyhow::Result<LoopNumbers> {
     let root =

@@ -189,27 +189,8 @@ impl Lab {
         // The installer is a boot of its own, with a boot id of its own.
         let boot_id = fs::read_to_string("/proc/sys/kernel/random/uuid")?;
         fs::write(self.dir.host(host.name()).boot_id_file(), boot_id)?;
-        let mut install = Command::new("ip");
-        install
-            .args([
-                "netns",
-                "exec",
-                &host.netns,
-                "unshare",
-                "--mount",
-                "--pid",
-                "--uts",
-                "--fork",
-                "--kill-child",
-                "--propagation",
-                "private",
-                "--",
-            ])
-            .arg(&exe)
-            .arg("__install")
-            .arg("--lab")
-            .arg(self.dir.root())
-            .args(["--host", host.name(), "--system", system]);
+        let mut install =
+            crate::init::command(self.dir.root(), host, &crate::init::Mode::Install { system: system.to_owned() })?;
         let (status, stdout, stderr) = process::run_status(&mut install, INSTALL_TIMEOUT)?;
         if !status.success() {
             bail!(

@@ -11,7 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -208,53 +208,42 @@ impl Machine {
     }
 
     fn wait_while_off(&mut self) -> Next {
-        loop {
-            match self.inbox.recv() {
-                Ok(Event::Command(Request::PowerOn | Request::PowerCycle | Request::Reboot, reply)) => {
-                    let _ = reply.send(Ok(()));
-                    return Next::Boot;
-                }
-                Ok(Event::Command(Request::Shutdown, reply)) => {
-                    let _ = reply.send(Ok(()));
-                    return Next::Exit;
-                }
-                Ok(Event::Command(Request::PowerOff, reply)) => {
-                    let _ = reply.send(Ok(()));
-                }
-                Ok(Event::Command(other, reply)) => {
-                    let _ = reply.send(Err(format!("{other:?} is not possible while the host is off")));
-                }
-                Ok(_) => {}
-                Err(_) => return Next::Exit,
-            }
-        }
+        self.wait_for_power_command(false)
     }
 
     /// A host that cannot boot sits there until someone power-cycles it.
     fn wait_while_stuck(&mut self) -> Next {
+        self.wait_for_power_command(true)
+    }
+
+    /// Waits for the operator while nothing runs: the host is off, or
+    /// `powered` but stuck (hung, emergency mode). Power commands act as on
+    /// real hardware; the rest are refused.
+    fn wait_for_power_command(&mut self, powered: bool) -> Next {
         loop {
-            match self.inbox.recv() {
-                Ok(Event::Command(Request::PowerCycle | Request::Reboot, reply)) => {
-                    let _ = reply.send(Ok(()));
-                    self.log("--- power cycle ---");
-                    return Next::Boot;
-                }
-                Ok(Event::Command(Request::PowerOff, reply)) => {
-                    let _ = reply.send(Ok(()));
-                    return Next::StayOff;
-                }
-                Ok(Event::Command(Request::Shutdown, reply)) => {
-                    let _ = reply.send(Ok(()));
-                    return Next::Exit;
-                }
-                Ok(Event::Command(Request::PowerOn, reply)) => {
-                    let _ = reply.send(Ok(()));
-                }
-                Ok(Event::Command(other, reply)) => {
-                    let _ = reply.send(Err(format!("{other:?} is not possible now")));
-                }
-                Ok(_) => {}
+            let (command, reply) = match self.inbox.recv() {
+                Ok(Event::Command(command, reply)) => (command, reply),
+                Ok(_) => continue,
                 Err(_) => return Next::Exit,
+            };
+            let next = match (&command, powered) {
+                (Request::PowerCycle | Request::Reboot, true) => {
+                    self.log("--- power cycle ---");
+                    Some(Next::Boot)
+                }
+                (Request::PowerCycle | Request::Reboot | Request::PowerOn, false) => Some(Next::Boot),
+                (Request::PowerOff, true) => Some(Next::StayOff),
+                (Request::Shutdown, _) => Some(Next::Exit),
+                (Request::PowerOn, true) | (Request::PowerOff, false) => None,
+                _ => {
+                    let state = if powered { "stuck" } else { "off" };
+                    let _ = reply.send(Err(format!("{command:?} is not possible while the host is {state}")));
+                    continue;
+                }
+            };
+            let _ = reply.send(Ok(()));
+            if let Some(next) = next {
+                return next;
             }
         }
     }
@@ -389,33 +378,14 @@ impl Machine {
     }
 
     fn spawn_init(&self, toplevel: &str) -> anyhow::Result<Child> {
-        let exe = crate::lab::lab_binary()?;
         let lab_root = self.dir.root().parent().and_then(Path::parent).context("host dir has no lab dir")?;
         let console = self.console.try_clone()?;
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.host.netns,
-                "unshare",
-                "--mount",
-                "--pid",
-                "--uts",
-                "--fork",
-                "--kill-child",
-                "--propagation",
-                "private",
-                "--",
-            ])
-            .arg(exe)
-            .arg("__init")
-            .arg("--lab")
-            .arg(lab_root)
-            .args(["--host", self.host.name(), "--boot", toplevel])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(console)
-            .spawn()?;
+        let child =
+            crate::init::command(lab_root, &self.host, &crate::init::Mode::Boot { toplevel: toplevel.to_owned() })?
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(console)
+                .spawn()?;
         Ok(child)
     }
 

@@ -72,6 +72,8 @@
 mod compression;
 mod entry;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod input;
 mod lz4_legacy;
 mod modules;

@@ -1,13 +1,13 @@
 //! Deterministic fuzzing: thousands of mutated images, all read to the end.
 //! The reader must return (entries or a typed error) and never panic. The
-//! same loop runs under cargo-fuzz in `fuzz/fuzz_targets/reader.rs`.
+//! same harness, `fleetgate_initrd::fuzzing::read_everything`, runs under
+//! cargo-fuzz in `fuzz/fuzz_targets/reader.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 mod support;
 
-use std::io::Read;
-
-use fleetgate_initrd::{Compression, ModuleScan, Reader};
+use fleetgate_initrd::Compression;
+use fleetgate_initrd::fuzzing::read_everything;
 use support::{ALL_COMPRESSIONS, Cpio, compress, early_cpio, main_cpio};
 
 /// xorshift64*: a tiny deterministic generator, so failures reproduce.
@@ -22,32 +22,6 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
-}
-
-/// What the fuzz target does with each input.
-fn exercise(data: &[u8]) {
-    let mut reader = Reader::new(data);
-    let mut scan = ModuleScan::new();
-    let mut buf = vec![0u8; 4096];
-    loop {
-        match reader.next_entry() {
-            Ok(Some(mut entry)) => {
-                scan.add(entry.entry());
-                let _ = entry.entry().path_lossy();
-                while let Ok(n) = entry.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                let _ = e.to_string();
-                break;
-            }
-        }
-    }
-    let _ = scan.finish();
 }
 
 fn seeds() -> Vec<Vec<u8>> {
@@ -110,7 +84,7 @@ fn mutated_images_never_panic() {
     for i in 0..20_000 {
         let seed = &seeds[i % seeds.len()];
         let input = mutate(&mut rng, seed);
-        exercise(&input);
+        read_everything(&input);
     }
 }
 
@@ -132,11 +106,11 @@ fn random_bytes_and_magic_prefixes_never_panic() {
         let mut input = prefixes[i % prefixes.len()].to_vec();
         let len = rng.below(300);
         input.extend((0..len).map(|_| rng.next() as u8));
-        exercise(&input);
+        read_everything(&input);
     }
     // Each compressor's output of random bytes (valid streams, junk inside).
     for c in ALL_COMPRESSIONS.into_iter().chain([Compression::None]) {
         let noise: Vec<u8> = (0..2000).map(|_| rng.next() as u8).collect();
-        exercise(&compress(c, &noise));
+        read_everything(&compress(c, &noise));
     }
 }

@@ -5,6 +5,8 @@
 //! installs them: cpio zstd xz-utils lz4 bzip2 gzip).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use fleetgate_initrd::{Compression, Reader};
+use support::ALL_COMPRESSIONS;
 
 fn tool(name: &str) -> Command {
     let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
@@ -138,14 +141,7 @@ fn tool_made_images_list_like_cpio_t() {
     let expected_main = cpio_list(&main);
     assert!(expected_main.contains(b"latin1-\xe9t\xe9".as_slice()));
 
-    for c in [
-        Compression::Gzip,
-        Compression::Zstd,
-        Compression::Xz,
-        Compression::Lzma,
-        Compression::Lz4Legacy,
-        Compression::Bzip2,
-    ] {
+    for c in ALL_COMPRESSIONS {
         let mut image = early.clone();
         image.extend(compress(c, &main));
         assert_eq!(our_paths(&image, 0), cpio_list(&early), "{c}: early segment");

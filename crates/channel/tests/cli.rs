@@ -32,34 +32,12 @@ fn promote_exit_codes_and_json() {
     let env = Env::new();
     let c1 = env.commit("c1");
     let sys = env.system("cli", None);
-    let cache = format!("file://{}", env.cache.display());
-    let state = env.root().join("state");
     let base = |host: &str, commit: &str| -> Vec<String> {
-        [
-            "promote",
-            "--json",
-            "--host",
-            host,
-            "--commit",
-            commit,
-            "--system",
-            &sys,
-            "--repo",
-            env.remote.to_str().unwrap(),
-            "--cache",
-            &cache,
-            "--signing-key",
-            env.sk.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--nix-option",
-            "substituters=",
-            "--nix-option",
-            "sandbox=false",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+        ["promote", "--json", "--host", host, "--commit", commit, "--system", &sys]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(env.channel_args())
+            .collect()
     };
     let call = |args: Vec<String>| run(&args.iter().map(String::as_str).collect::<Vec<_>>());
 

@@ -296,30 +296,11 @@ fn event_file(env: &Env, build: u64, system: &str) -> PathBuf {
 
 /// `hydra-hook --json --event … --hydra-db DB` with the channel options of `env`.
 fn hook_args(env: &Env, event: &Path, db: &str) -> Vec<String> {
-    let cache = format!("file://{}", env.cache.display());
-    [
-        "hydra-hook",
-        "--json",
-        "--event",
-        event.to_str().unwrap(),
-        "--hydra-db",
-        db,
-        "--repo",
-        env.remote.to_str().unwrap(),
-        "--cache",
-        &cache,
-        "--signing-key",
-        env.sk.to_str().unwrap(),
-        "--state-dir",
-        env.root().join("state").to_str().unwrap(),
-        "--nix-option",
-        "substituters=",
-        "--nix-option",
-        "sandbox=false",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+    ["hydra-hook", "--json", "--event", event.to_str().unwrap(), "--hydra-db", db]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(env.channel_args())
+        .collect()
 }
 
 fn strs(v: &[String]) -> Vec<&str> {

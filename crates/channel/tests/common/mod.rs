@@ -149,6 +149,29 @@ impl Env {
     pub fn remote_refs(&self) -> String {
         git(&self.remote, &["for-each-ref", "--format=%(refname) %(objectname)"])
     }
+
+    /// `fleetgate channel` options for this world: its remote, cache, signing key and state
+    /// directory (`<root>/state`), and Nix without substituters or sandbox.
+    pub fn channel_args(&self) -> Vec<String> {
+        let cache = format!("file://{}", self.cache.display());
+        [
+            "--repo",
+            self.remote.to_str().unwrap(),
+            "--cache",
+            &cache,
+            "--signing-key",
+            self.sk.to_str().unwrap(),
+            "--state-dir",
+            self.root().join("state").to_str().unwrap(),
+            "--nix-option",
+            "substituters=",
+            "--nix-option",
+            "sandbox=false",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    }
 }
 
 /// A free loopback port (bound then released).

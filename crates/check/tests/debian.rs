@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use fleetgate_check::{Decision, Options, Severity, check};
+use fleetgate_check::{Decision, Options, Report, Severity, check};
 use fleetgate_facts::Facts;
 use fleetgate_system::SystemToplevel;
 
@@ -50,6 +50,12 @@ fn virtio_facts() -> Facts {
         .expect("fixture loads")
 }
 
+/// `check` of the toplevel at `top` against `facts`, with the closure diff turned off
+/// (as in every test here).
+fn check_toplevel(top: &Path, facts: &Facts) -> Report {
+    check(&SystemToplevel::open(top).expect("opens"), facts, &Options { no_closure_diff: true, ..Options::default() })
+}
+
 /// An initrd (newc cpio, gzip) holding empty module files at `paths`.
 fn small_initrd(dir: &Path, paths: &[String]) -> PathBuf {
     let tree = dir.join("tree");
@@ -74,8 +80,7 @@ fn debians_initrd_covers_a_virtio_vms_root_chain() {
     let dir = tempfile::tempdir().expect("tempdir");
     let top =
         toplevel(dir.path(), &kver, Path::new(&format!("/boot/initrd.img-{kver}")), "/dev/vda / ext4 defaults 0 1\n");
-    let system = SystemToplevel::open(&top).expect("opens");
-    let report = check(&system, &virtio_facts(), &Options { no_closure_diff: true, ..Options::default() });
+    let report = check_toplevel(&top, &virtio_facts());
     let coverage = report.findings_with_id("initrd.coverage").next().unwrap_or_else(|| panic!("{report:#?}"));
     let evidence = coverage.evidence.join("\n");
     // The running kernel has these drivers built in; Debian's kernel has
@@ -106,11 +111,7 @@ fn an_initrd_without_the_virtio_drivers_is_blocked_by_name() {
         ],
     );
     let top = toplevel(dir.path(), &kver, &initrd, "/dev/vda / ext4 defaults 0 1\n");
-    let report = check(
-        &SystemToplevel::open(&top).expect("opens"),
-        &virtio_facts(),
-        &Options { no_closure_diff: true, ..Options::default() },
-    );
+    let report = check_toplevel(&top, &virtio_facts());
     assert_eq!(report.decision, Decision::Blocked);
     let missing = report.findings_with_id("initrd.missing-modules").next().unwrap_or_else(|| panic!("{report:#?}"));
     assert_eq!(missing.severity, Severity::Error);
@@ -126,11 +127,7 @@ fn an_initrd_for_another_kernel_version_is_an_error() {
     let initrd =
         small_initrd(dir.path(), &["lib/modules/5.10.0-99-amd64/kernel/drivers/block/virtio_blk.ko".to_owned()]);
     let top = toplevel(dir.path(), &kver, &initrd, "/dev/vda / ext4 defaults 0 1\n");
-    let report = check(
-        &SystemToplevel::open(&top).expect("opens"),
-        &virtio_facts(),
-        &Options { no_closure_diff: true, ..Options::default() },
-    );
+    let report = check_toplevel(&top, &virtio_facts());
     assert_eq!(report.decision, Decision::Blocked);
     let mismatch =
         report.findings_with_id("initrd.kernel-version-mismatch").next().unwrap_or_else(|| panic!("{report:#?}"));
@@ -154,11 +151,7 @@ fn a_root_label_the_host_does_not_have_is_blocked() {
     facts.disk_links =
         vec![fleetgate_facts::DiskLink { kind: "by-uuid".into(), name: "1234-abcd".into(), target: "/dev/vda".into() }];
     facts.block_ids = Some(vec![]);
-    let report = check(
-        &SystemToplevel::open(&top).expect("opens"),
-        &facts,
-        &Options { no_closure_diff: true, ..Options::default() },
-    );
+    let report = check_toplevel(&top, &facts);
     assert_eq!(report.decision, Decision::Blocked);
     let missing = report.findings_with_id("root.device-missing").next().unwrap_or_else(|| panic!("{report:#?}"));
     assert!(
@@ -182,11 +175,7 @@ fn duplicate_labels_are_blocked() {
     };
     // Loop devices do not exist in stage 1 and do not count.
     facts.block_ids = Some(vec![id("/dev/vda"), id("/dev/vdb1"), id("/dev/loop3")]);
-    let report = check(
-        &SystemToplevel::open(&top).expect("opens"),
-        &facts,
-        &Options { no_closure_diff: true, ..Options::default() },
-    );
+    let report = check_toplevel(&top, &facts);
     let dup = report.findings_with_id("root.not-unique").next().unwrap_or_else(|| panic!("{report:#?}"));
     assert_eq!(dup.evidence, ["/dev/vda", "/dev/vdb1"]);
     assert_eq!(report.decision, Decision::Blocked);
@@ -207,11 +196,7 @@ fn this_machines_live_facts_give_a_verdict() {
         Path::new(&format!("/boot/initrd.img-{kver}")),
         &format!("{source} / {fs} defaults 0 1\n"),
     );
-    let report = check(
-        &SystemToplevel::open(&top).expect("opens"),
-        &facts,
-        &Options { no_closure_diff: true, ..Options::default() },
-    );
+    let report = check_toplevel(&top, &facts);
     assert!(report.findings.iter().any(|f| f.id.starts_with("initrd.")), "{report:#?}");
     assert!(report.findings.iter().any(|f| f.id.starts_with("switch.")), "{report:#?}");
     assert!(!report.next_step.is_empty());

@@ -148,13 +148,13 @@ impl Hardware {
 
     /// `MODALIAS` of every device on the root disk's chain that has a driver
     /// bound, from the disk up: what udev in stage 1 hands to `modprobe`.
-    pub fn chain_modaliases(&self) -> Vec<&'static str> {
+    /// The same identities [`Hardware::write_sysfs`] writes, so the lab's
+    /// stage-1 model and the sysfs tree cannot disagree.
+    pub fn chain_modaliases(&self) -> Vec<String> {
         match self.bus {
-            DiskBus::Virtio => {
-                vec!["virtio:d00000002v00001AF4", "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc80i00"]
-            }
-            DiskBus::Nvme => vec!["pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02"],
-            DiskBus::Sata => vec!["scsi:t-0x00", "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"],
+            DiskBus::Virtio => vec![VIRTIO_BLK_MODALIAS.to_owned(), VIRTIO_BLK_PCI.modalias()],
+            DiskBus::Nvme => vec![NVME_CONTROLLER.modalias()],
+            DiskBus::Sata => vec![SCSI_DISK_MODALIAS.to_owned(), AHCI_CONTROLLER.modalias()],
         }
     }
 
@@ -209,16 +209,7 @@ impl Hardware {
     ) -> io::Result<String> {
         let dev = format!("devices/pci0000:00/{slot}");
         let slot = slot.rsplit('/').next().unwrap_or(slot);
-        let modalias = format!(
-            "pci:v0000{:04X}d0000{:04X}sv0000{:04X}sd0000{:04X}bc{:02X}sc{:02X}i{:02X}",
-            ids.vendor,
-            ids.device,
-            ids.subvendor,
-            ids.subdevice,
-            ids.class >> 16,
-            (ids.class >> 8) & 0xff,
-            ids.class & 0xff
-        );
+        let modalias = ids.modalias();
         tree.file(&format!("{dev}/vendor"), &format!("0x{:04x}\n", ids.vendor))?;
         tree.file(&format!("{dev}/device"), &format!("0x{:04x}\n", ids.device))?;
         tree.file(&format!("{dev}/subsystem_vendor"), &format!("0x{:04x}\n", ids.subvendor))?;
@@ -242,26 +233,22 @@ impl Hardware {
     }
 
     fn write_virtio(&self, tree: &Tree) -> io::Result<()> {
-        let ids = PciIds { vendor: 0x1af4, device: 0x1042, subvendor: 0x1af4, subdevice: 0x1100, class: 0x018000 };
-        let pci = self.write_pci_function(tree, "0000:00:02.0", ids, "virtio-pci", Some("virtio_pci"))?;
+        let pci = self.write_pci_function(tree, "0000:00:02.0", VIRTIO_BLK_PCI, "virtio-pci", Some("virtio_pci"))?;
         let virtio = format!("{pci}/virtio1");
         tree.file(&format!("{virtio}/device"), "0x0002\n")?;
         tree.file(&format!("{virtio}/vendor"), "0x1af4\n")?;
         tree.file(&format!("{virtio}/status"), "0x0000000f\n")?;
-        tree.file(&format!("{virtio}/modalias"), "virtio:d00000002v00001AF4\n")?;
-        tree.file(&format!("{virtio}/uevent"), "DRIVER=virtio_blk\nMODALIAS=virtio:d00000002v00001AF4\n")?;
+        tree.file(&format!("{virtio}/modalias"), &format!("{VIRTIO_BLK_MODALIAS}\n"))?;
+        tree.file(&format!("{virtio}/uevent"), &format!("DRIVER=virtio_blk\nMODALIAS={VIRTIO_BLK_MODALIAS}\n"))?;
         tree.link(&format!("{virtio}/subsystem"), "bus/virtio")?;
         tree.bind_driver(&virtio, "virtio", "virtio_blk", "virtio_blk")
     }
 
     fn write_nvme(&self, tree: &Tree) -> io::Result<()> {
-        // Samsung 970 EVO Plus, as `lspci -nn` shows it: 144d:a808, class 010802.
         // An NVMe SSD sits behind a PCIe root port, whose driver (`pcieport`)
         // is always built into the kernel: no `module` link, no alias.
-        let port = PciIds { vendor: 0x1b36, device: 0x000c, subvendor: 0x1af4, subdevice: 0x1100, class: 0x060400 };
-        self.write_pci_function(tree, "0000:00:1c.0", port, "pcieport", None)?;
-        let ids = PciIds { vendor: 0x144d, device: 0xa808, subvendor: 0x144d, subdevice: 0xa801, class: 0x010802 };
-        let pci = self.write_pci_function(tree, "0000:00:1c.0/0000:01:00.0", ids, "nvme", Some("nvme"))?;
+        self.write_pci_function(tree, "0000:00:1c.0", PCIE_ROOT_PORT, "pcieport", None)?;
+        let pci = self.write_pci_function(tree, "0000:00:1c.0/0000:01:00.0", NVME_CONTROLLER, "nvme", Some("nvme"))?;
         let ctrl = format!("{pci}/nvme/nvme0");
         tree.file(&format!("{ctrl}/model"), "Samsung SSD 970 EVO Plus 1TB           \n")?;
         tree.file(&format!("{ctrl}/serial"), &format!("{}\n", self.by_id))?;
@@ -291,9 +278,7 @@ impl Hardware {
     }
 
     fn write_sata(&self, tree: &Tree) -> io::Result<()> {
-        // QEMU q35's ICH9 AHCI controller: 8086:2922, class 010601.
-        let ids = PciIds { vendor: 0x8086, device: 0x2922, subvendor: 0x1af4, subdevice: 0x1100, class: 0x010601 };
-        let pci = self.write_pci_function(tree, "0000:00:1f.2", ids, "ahci", Some("ahci"))?;
+        let pci = self.write_pci_function(tree, "0000:00:1f.2", AHCI_CONTROLLER, "ahci", Some("ahci"))?;
         let ata = format!("{pci}/ata1");
         tree.file(&format!("{ata}/uevent"), "")?;
         let host = format!("{ata}/host0");
@@ -306,8 +291,11 @@ impl Hardware {
         tree.file(&format!("{lun}/type"), "0\n")?;
         tree.file(&format!("{lun}/vendor"), "ATA     \n")?;
         tree.file(&format!("{lun}/model"), "QEMU HARDDISK   \n")?;
-        tree.file(&format!("{lun}/modalias"), "scsi:t-0x00\n")?;
-        tree.file(&format!("{lun}/uevent"), "DEVTYPE=scsi_device\nDRIVER=sd\nMODALIAS=scsi:t-0x00\n")?;
+        tree.file(&format!("{lun}/modalias"), &format!("{SCSI_DISK_MODALIAS}\n"))?;
+        tree.file(
+            &format!("{lun}/uevent"),
+            &format!("DEVTYPE=scsi_device\nDRIVER=sd\nMODALIAS={SCSI_DISK_MODALIAS}\n"),
+        )?;
         tree.link(&format!("{lun}/subsystem"), "bus/scsi")?;
         tree.bind_driver(&lun, "scsi", "sd", "sd_mod")
     }
@@ -403,6 +391,38 @@ struct PciIds {
     subdevice: u16,
     class: u32,
 }
+
+impl PciIds {
+    /// The kernel's PCI `MODALIAS` (`drivers/pci/pci-sysfs.c`).
+    fn modalias(self) -> String {
+        format!(
+            "pci:v0000{:04X}d0000{:04X}sv0000{:04X}sd0000{:04X}bc{:02X}sc{:02X}i{:02X}",
+            self.vendor,
+            self.device,
+            self.subvendor,
+            self.subdevice,
+            self.class >> 16,
+            (self.class >> 8) & 0xff,
+            self.class & 0xff
+        )
+    }
+}
+
+/// virtio-blk behind virtio-pci, as on this machine (class 018000).
+const VIRTIO_BLK_PCI: PciIds =
+    PciIds { vendor: 0x1af4, device: 0x1042, subvendor: 0x1af4, subdevice: 0x1100, class: 0x018000 };
+const VIRTIO_BLK_MODALIAS: &str = "virtio:d00000002v00001AF4";
+/// QEMU's PCIe root port; its driver, `pcieport`, is always built in.
+const PCIE_ROOT_PORT: PciIds =
+    PciIds { vendor: 0x1b36, device: 0x000c, subvendor: 0x1af4, subdevice: 0x1100, class: 0x060400 };
+/// Samsung 970 EVO Plus, as `lspci -nn` shows it: 144d:a808, class 010802.
+const NVME_CONTROLLER: PciIds =
+    PciIds { vendor: 0x144d, device: 0xa808, subvendor: 0x144d, subdevice: 0xa801, class: 0x010802 };
+/// QEMU q35's ICH9 AHCI controller: 8086:2922, class 010601.
+const AHCI_CONTROLLER: PciIds =
+    PciIds { vendor: 0x8086, device: 0x2922, subvendor: 0x1af4, subdevice: 0x1100, class: 0x010601 };
+/// A SCSI disk (type 0), as sd_mod's alias matches it.
+const SCSI_DISK_MODALIAS: &str = "scsi:t-0x00";
 
 /// Writes files and relative symlinks under a sysfs root, creating parents.
 struct Tree<'a> {

@@ -121,9 +121,9 @@ pub fn boot(choice: &BootChoice, hardware: &Hardware, work: &Path) -> Result<Ver
     let mut loaded = Vec::new();
     let mut missing = Vec::new();
     for modalias in hardware.chain_modaliases() {
-        match modprobe(&modroot, &kernel_version, modalias)? {
+        match modprobe(&modroot, &kernel_version, &modalias)? {
             Some(mods) => loaded.extend(mods),
-            None => missing.push(modalias.to_owned()),
+            None => missing.push(modalias),
         }
     }
     if !missing.is_empty() {

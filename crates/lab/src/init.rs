@@ -16,8 +16,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::process::{Pid, Signal, WaitOptions, kill_process};
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
@@ -207,17 +206,14 @@ fn start_sshd() -> anyhow::Result<u32> {
 }
 
 fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
     let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut pause = Duration::from_millis(5);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_ok() {
-            return Ok(());
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(200));
+    let listening = crate::process::poll_until(timeout, Duration::from_millis(200), || {
+        TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()
+    });
+    match listening {
+        Some(_) => Ok(()),
+        None => anyhow::bail!("sshd did not listen on port {port} within {timeout:?}"),
     }
-    anyhow::bail!("sshd did not listen on port {port} within {timeout:?}")
 }
 
 /// Reaps every exited child; returns their pids.
@@ -233,14 +229,11 @@ fn reap() -> Vec<u32> {
 fn shutdown(message: &str, code: i32) -> ExitCode {
     console("[  OK  ] Stopped target Multi-User System.");
     signal_everyone(Signal::TERM);
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while Instant::now() < deadline {
+    // Until every process has been reaped (no children left) or the grace ends.
+    crate::process::poll_until(SHUTDOWN_GRACE, Duration::from_millis(20), || {
         reap();
-        if matches!(rustix::process::wait(WaitOptions::NOHANG), Err(rustix::io::Errno::CHILD)) {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+        matches!(rustix::process::wait(WaitOptions::NOHANG), Err(rustix::io::Errno::CHILD)).then_some(())
+    });
     signal_everyone(Signal::KILL);
     rustix::fs::sync();
     console(&format!(

@@ -470,16 +470,7 @@ fn wait_until_exited(pid_file: &Path, timeout: Duration) -> bool {
             .is_some_and(|state| state == "Z" || state == "X"),
         Err(_) => true,
     };
-    let deadline = std::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(2);
-    while !exited() {
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-    true
+    process::poll_until(timeout, Duration::from_millis(100), || exited().then_some(())).is_some()
 }
 
 /// Kills whatever still runs in a host's network namespace.

@@ -94,24 +94,35 @@ pub fn run_status(command: &mut Command, timeout: Duration) -> Result<(ExitStatu
 
 /// Waits for `child` until `timeout`; kills it when the deadline passes.
 pub fn wait_deadline(child: &mut Child, timeout: Duration, name: &str) -> Result<ExitStatus, ProcessError> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(status),
-            Ok(None) => {}
-            Err(source) => return Err(ProcessError::Wait { command: name.to_owned(), source }),
-        }
-        if Instant::now() >= deadline {
+    // std has no blocking wait with a timeout for a child: poll it.
+    let waited = poll_until(timeout, Duration::from_millis(50), || child.try_wait().transpose());
+    match waited {
+        Some(Ok(status)) => Ok(status),
+        Some(Err(source)) => Err(ProcessError::Wait { command: name.to_owned(), source }),
+        None => {
             kill_group(child);
             let _ = child.kill();
             let _ = child.wait();
-            return Err(ProcessError::TimedOut { command: name.to_owned(), timeout });
+            Err(ProcessError::TimedOut { command: name.to_owned(), timeout })
         }
-        // Polling a child has no blocking-with-timeout primitive in std; back off
-        // geometrically so short commands return quickly and long ones cost little.
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Calls `probe` until it answers or `timeout` passes, pausing in between:
+/// 1 ms at first, doubling up to `max_pause`, so what is ready soon is seen
+/// soon and what takes long costs little. `None` when the time ran out.
+pub fn poll_until<T>(timeout: Duration, max_pause: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(answer) = probe() {
+            return Some(answer);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(max_pause);
     }
 }
 
@@ -177,6 +188,21 @@ mod tests {
         let err = run(Command::new("sh").args(["-c", "sleep 30 & sleep 30"]), Duration::from_millis(300)).unwrap_err();
         assert!(matches!(err, ProcessError::TimedOut { .. }), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(10), "a grandchild kept the pipes open");
+    }
+
+    #[test]
+    fn polling_answers_once_ready_and_gives_up_at_the_deadline() {
+        let mut calls = 0;
+        let ready = poll_until(Duration::from_secs(10), Duration::from_millis(5), || {
+            calls += 1;
+            (calls == 3).then_some(calls)
+        });
+        assert_eq!(ready, Some(3));
+        let started = Instant::now();
+        let never: Option<()> = poll_until(Duration::from_millis(100), Duration::from_millis(20), || None);
+        assert_eq!(never, None);
+        assert!(started.elapsed() >= Duration::from_millis(100), "gave up early");
+        assert!(started.elapsed() < Duration::from_secs(5), "overshot the deadline");
     }
 
     #[test]

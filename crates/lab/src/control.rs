@@ -24,13 +24,6 @@ pub enum Power {
     Emergency,
 }
 
-impl Power {
-    /// A state the host stays in until something happens to it.
-    pub fn is_settled(self) -> bool {
-        !matches!(self, Power::Booting)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostStatus {
     pub host: String,

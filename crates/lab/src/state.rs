@@ -104,10 +104,6 @@ impl LabState {
             known: self.hosts.iter().map(|h| h.spec.name.clone()).collect::<Vec<_>>().join(", "),
         })
     }
-
-    pub fn host_mut(&mut self, name: &str) -> Option<&mut HostState> {
-        self.hosts.iter_mut().find(|h| h.spec.name == name)
-    }
 }
 
 /// Writes via a temporary file and a rename, so a crash never leaves half a file.

@@ -14,21 +14,22 @@ pub enum ChannelError {
          1-63 characters, starting and ending with a letter or digit"
     ))]
     BadHost {
-        /// The rejected name, escaped.
+        /// The rejected name as given ([`shown`]: at most 100 characters; the message
+        /// quotes and escapes it once).
         host: String,
     },
     /// Not a full hex commit id.
     #[error("invalid commit id {commit:?}")]
     #[diagnostic(help("pass the full 40-hex (SHA-1) or 64-hex (SHA-256) commit id CI built"))]
     BadCommit {
-        /// The rejected id, escaped.
+        /// The rejected id as given ([`shown`]).
         commit: String,
     },
     /// Not a top-level store path.
     #[error("invalid store path {path:?}")]
     #[diagnostic(help("pass the system's top-level store path, /nix/store/<hash>-<name>"))]
     BadStorePath {
-        /// The rejected path, escaped.
+        /// The rejected path as given ([`shown`]).
         path: String,
     },
     /// A configuration value is unusable.
@@ -190,6 +191,17 @@ pub enum ChannelError {
     Internal(String),
 }
 
+/// Rejected input as kept in an error: the first 100 characters (an attacker's megabyte
+/// of host name does not belong in a log line). Messages print it with `{:?}`, which
+/// quotes and escapes it exactly once.
+pub fn shown(input: &str) -> String {
+    const MAX: usize = 100;
+    match input.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &input[..cut]),
+        None => input.to_owned(),
+    }
+}
+
 impl ChannelError {
     /// Wraps an I/O error with the file and what was being done.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -227,5 +239,30 @@ impl ChannelError {
                 | Self::HydraEvent(_)
                 | Self::ManifestFormat(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_input_is_quoted_and_escaped_once() {
+        let host = crate::HostName::parse("web1\nweb2").unwrap_err();
+        assert_eq!(host.to_string(), r#"invalid host name "web1\nweb2""#);
+        assert_eq!(host.chain(), r#"invalid host name "web1\nweb2""#);
+        let commit = crate::CommitId::parse("a\"b").unwrap_err();
+        assert_eq!(commit.to_string(), r#"invalid commit id "a\"b""#);
+        let path = crate::store_path::validate("/nix/store/x\ty").unwrap_err();
+        assert_eq!(path.to_string(), r#"invalid store path "/nix/store/x\ty""#);
+        // In JSON, serde adds the one escape JSON needs, no more.
+        let v = serde_json::json!({ "error": host.chain() });
+        assert_eq!(v.to_string(), r#"{"error":"invalid host name \"web1\\nweb2\""}"#);
+    }
+
+    #[test]
+    fn long_rejected_input_is_cut() {
+        let e = crate::HostName::parse(&"é".repeat(10_000)).unwrap_err().to_string();
+        assert_eq!(e, format!("invalid host name \"{}…\"", "é".repeat(100)));
     }
 }

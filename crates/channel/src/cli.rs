@@ -6,7 +6,8 @@
 //! (nothing attempted; see [`ChannelError::exit_code`]; clap's usage errors are 2 too).
 //! With `--json`, `promote`, `hydra-hook` and `sync` print one JSON document on stdout —
 //! also when they fail — and keep the human-readable report on stderr.
-use std::io::Write;
+use std::ffi::OsString;
+use std::io::{IsTerminal as _, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,9 +63,10 @@ struct ChannelOpts {
     /// Nix secret signing key file (signs the cache and the manifests).
     #[arg(long, env = "FLEETGATE_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
-    /// Public key file narinfos must verify with (default: the signing key's).
+    /// Public key narinfos must verify with, `name:base64` or a file holding it
+    /// (default: the signing key's).
     #[arg(long)]
-    public_key: Option<PathBuf>,
+    public_key: Option<String>,
     /// State directory for repository mirrors and locks.
     #[arg(long, env = "STATE_DIRECTORY", default_value = "/var/lib/fleetgate/channel")]
     state_dir: PathBuf,
@@ -207,16 +209,69 @@ struct KeygenArgs {
     /// Where to write the public key.
     #[arg(long)]
     public_key_file: PathBuf,
+    /// Print the public key (or the error) as one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
 struct VerifyArgs {
-    /// Public key file (`name:base64`).
+    /// Public key: the key text `name:base64` (as in nix.conf's trusted-public-keys) or
+    /// a file holding it.
     #[arg(long)]
-    public_key: PathBuf,
+    public_key: String,
     /// The manifest document.
     manifest: PathBuf,
+    /// Print the verified manifest (or the error) as one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
 }
+
+/// True if a command line asks for JSON output (`--json` before any `--`). Used when
+/// clap itself refused the command line, so there are no parsed arguments to ask.
+pub fn wants_json(args: &[OsString]) -> bool {
+    args.iter().take_while(|a| *a != "--").any(|a| a == "--json")
+}
+
+/// The JSON document of a command line clap refused: `{"result":"failed","error":…,
+/// "exit_code":2}`, the same shape as every other channel failure. `error` is clap's
+/// message without the `error:` prefix, the usage and the `--help` hint.
+pub fn usage_error_json(e: &clap::Error) -> serde_json::Value {
+    let text = e.render().to_string();
+    let message = text.split("\nUsage:").next().unwrap_or(&text);
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    // One line: a list introduced by `…:` continues with spaces, other lines (clap's
+    // `tip:`) are separate sentences.
+    let mut one_line = String::new();
+    for line in message.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !one_line.is_empty() {
+            one_line.push_str(if one_line.ends_with(':') { " " } else { "; " });
+        }
+        one_line.push_str(line);
+    }
+    let message = one_line;
+    serde_json::json!({ "result": "failed", "error": message, "exit_code": EXIT_USAGE })
+}
+
+/// What a front end does when clap refuses the command line of a channel command:
+/// `--help` and `--version` print as usual; an error goes to stderr as clap renders it
+/// and, with `--json`, also as one JSON document on stdout ([`usage_error_json`]).
+/// `args` are the arguments after the program name.
+pub fn usage_error(e: &clap::Error, args: &[OsString]) -> ExitCode {
+    if !e.use_stderr() {
+        // --help, --version: not errors.
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if wants_json(args) {
+        print_json(&mut std::io::stdout(), &usage_error_json(e));
+    }
+    let _ = e.print();
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Exit code of bad input and configuration, clap's usage errors included.
+pub const EXIT_USAGE: u8 = 2;
 
 fn log_line(line: &str) {
     eprintln!("fleetgate channel: {line}");
@@ -224,8 +279,23 @@ fn log_line(line: &str) {
 
 fn report(e: ChannelError) -> ExitCode {
     let code = e.exit_code();
-    eprintln!("{:?}", miette::Report::new(e));
+    eprint!("{}", render(e));
     ExitCode::from(code)
+}
+
+/// The error as miette draws it: in colour for a terminal, without colour and at a
+/// fixed width (100 columns) for logs, so that CI logs and tests see the same text.
+fn render(e: ChannelError) -> String {
+    let report = miette::Report::new(e);
+    if std::io::stderr().is_terminal() {
+        return format!("{report:?}\n");
+    }
+    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor()).with_width(100);
+    let mut text = String::new();
+    if handler.render_report(&mut text, report.as_ref()).is_err() {
+        text = format!("{}\n", report.chain().map(ToString::to_string).collect::<Vec<_>>().join(": "));
+    }
+    text
 }
 
 /// The JSON document of a failure.
@@ -267,7 +337,9 @@ pub fn run_with_output(args: ChannelArgs, out: &mut dyn Write) -> ExitCode {
         ChannelCommand::Promote(a) => a.json,
         ChannelCommand::HydraHook(a) => a.json,
         ChannelCommand::Sync(a) => a.json,
-        _ => false,
+        ChannelCommand::Keygen(a) => a.json,
+        ChannelCommand::Verify(a) => a.json,
+        ChannelCommand::Serve(_) => false,
     };
     let result = match args.command {
         ChannelCommand::Promote(a) => run_promote(a, out),
@@ -310,11 +382,12 @@ fn required<'a, T>(v: &'a Option<T>, flag: &str) -> Result<&'a T, ChannelError> 
 
 fn channel_config(opts: &ChannelOpts) -> Result<ChannelConfig, ChannelError> {
     let repo = required(&opts.repo, "--repo")?;
-    let cache = StoreUri::parse(required(&opts.cache, "--cache")?).map_err(ChannelError::Nix)?;
+    let cache = StoreUri::parse(required(&opts.cache, "--cache")?)
+        .map_err(|e| ChannelError::Config(format!("--cache: {e}")))?;
     let key = required(&opts.signing_key, "--signing-key")?;
     let mut cfg = ChannelConfig::new(repo, cache, key, &opts.state_dir)?;
     if let Some(pk) = &opts.public_key {
-        cfg.public_key = PublicKey::from_file(pk).map_err(ChannelError::Nix)?;
+        cfg.public_key = public_key_arg(pk)?;
     }
     cfg.git = GitSettings {
         timeout: Duration::from_secs(opts.git_timeout),
@@ -434,7 +507,7 @@ pub(crate) fn report_sync(
                 } else {
                     let _ = writeln!(out, "{host}: failed");
                 }
-                eprintln!("{host}: {:?}", miette::Report::new(e));
+                eprint!("{host}: {}", render(e));
             }
         }
     }
@@ -483,24 +556,56 @@ fn run_keygen(a: KeygenArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelErr
             return Err(ChannelError::Config(format!("{} already exists; refusing to overwrite a key", p.display())));
         }
     }
+    fleetgate_nix::keys::check_key_name(&a.name).map_err(|e| ChannelError::Config(format!("--name: {e}")))?;
     let nix = Nix::detect().map_err(ChannelError::Nix)?;
     nix.generate_key_pair(&a.name, &a.secret_key_file, &a.public_key_file).map_err(ChannelError::Nix)?;
-    let pk = PublicKey::from_file(&a.public_key_file).map_err(ChannelError::Nix)?;
-    let _ = writeln!(out, "{pk}");
+    let pk = PublicKey::from_file(&a.public_key_file).map_err(|e| ChannelError::Nix(e.into()))?;
+    if a.json {
+        let doc = serde_json::json!({
+            "result": "generated",
+            "public_key": pk.to_string(),
+            "secret_key_file": a.secret_key_file,
+            "public_key_file": a.public_key_file,
+        });
+        print_json(out, &doc);
+    } else {
+        let _ = writeln!(out, "{pk}");
+    }
     Ok(ExitCode::SUCCESS)
 }
+
+/// A `--public-key` value: the key text `name:base64`, or a file holding it. A value that
+/// names an existing file is read; anything else must be the key itself.
+fn public_key_arg(given: &str) -> Result<PublicKey, ChannelError> {
+    let path = Path::new(given);
+    if path.exists() {
+        return PublicKey::from_file(path)
+            .map_err(|e| ChannelError::PublicKey { given: format!("{given:?}"), source: e.into() });
+    }
+    match PublicKey::parse(given) {
+        // No `name:` at all: a file name that does not exist, most likely.
+        Err(fleetgate_nix::KeyError::NoName | fleetgate_nix::KeyError::Empty) => Err(ChannelError::Config(format!(
+            "--public-key {given:?} is neither an existing file nor a key `name:base64`"
+        ))),
+        other => other.map_err(|e| ChannelError::PublicKey { given: "(key text)".into(), source: e.into() }),
+    }
+}
+
+/// Largest manifest document `verify` reads (they are about 1 KiB).
+const MAX_MANIFEST: u64 = 1 << 20;
 
 fn run_verify(a: VerifyArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> {
-    let pk = PublicKey::from_file(&a.public_key).map_err(ChannelError::Nix)?;
-    let bytes = read(&a.manifest)?;
+    let pk = public_key_arg(&a.public_key)?;
+    let bytes = fleetgate_nix::read_small_file(&a.manifest, MAX_MANIFEST)
+        .map_err(|source| ChannelError::InputFile { what: "the manifest", source })?;
     let m = SignedManifest::parse(&bytes)?.verify(&pk)?;
-    let text = serde_json::to_string_pretty(&m).map_err(|e| ChannelError::ManifestFormat(e.to_string()))?;
-    let _ = writeln!(out, "{text}");
+    if a.json {
+        print_json(out, &serde_json::json!({ "result": "verified", "key": pk.name(), "manifest": m }));
+    } else {
+        let text = serde_json::to_string_pretty(&m).map_err(|e| ChannelError::ManifestFormat(e.to_string()))?;
+        let _ = writeln!(out, "{text}");
+    }
     Ok(ExitCode::SUCCESS)
-}
-
-fn read(p: &Path) -> Result<Vec<u8>, ChannelError> {
-    std::fs::read(p).map_err(|e| ChannelError::io("reading", p, e))
 }
 
 #[cfg(test)]

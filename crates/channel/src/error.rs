@@ -1,7 +1,7 @@
 //! Everything a promotion can refuse or fail with, each with what to do next.
 use std::path::PathBuf;
 
-use fleetgate_nix::{NixError, ProcessError};
+use fleetgate_nix::{KeyFileError, NixError, ProcessError, SmallFileError};
 
 /// Errors of the channel library. Nothing has been changed when one of the input errors
 /// (`Bad*`, `Diverged`, …) is returned; for the others the variant says what was done.
@@ -47,6 +47,42 @@ pub enum ChannelError {
         what: String,
         /// Why (never contains the secret).
         message: String,
+    },
+    /// The signing key cannot be used; nothing was attempted.
+    #[error("unusable --signing-key")]
+    #[diagnostic(help(
+        "--signing-key must name a file holding a Nix secret key: one line `name:base64`, the base64 \
+         of a 64-byte ed25519 secret key. Make a key pair with `fleetgate channel keygen` (or \
+         `nix-store --generate-binary-cache-key`); the public key alone cannot sign"
+    ))]
+    SigningKey(#[source] KeyFileError),
+    /// The public key cannot be used; nothing was attempted.
+    #[error("unusable --public-key {given}")]
+    #[diagnostic(help(
+        "--public-key takes a Nix public key `name:base64` (32 bytes): the key text itself, as in \
+         nix.conf's trusted-public-keys, or a file holding it"
+    ))]
+    PublicKey {
+        /// The file, quoted, or `(key text)`: the text is not repeated, it may be a
+        /// secret key given by mistake.
+        given: String,
+        /// What is wrong.
+        #[source]
+        source: NixError,
+    },
+    /// An input file (Hydra event, manifest, secret) is missing, not a regular file or
+    /// too large; nothing was attempted.
+    #[error("cannot use {what}")]
+    #[diagnostic(help(
+        "pass a regular file (not a directory, FIFO or device) readable by this user, within the size \
+         limit in the message"
+    ))]
+    InputFile {
+        /// Which input (`the Hydra event (--event, $HYDRA_JSON)`).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: SmallFileError,
     },
     /// The system is not in the local store, and not in the cache either.
     #[error("{path} is in neither the local store nor the cache {cache}")]
@@ -213,7 +249,15 @@ impl ChannelError {
     /// the files it names), 1 for everything else (the promotion was attempted and
     /// failed, or was refused, e.g. `Diverged`).
     pub fn exit_code(&self) -> u8 {
-        if self.is_bad_input() || matches!(self, Self::Config(_) | Self::Secret { .. }) { 2 } else { 1 }
+        let configuration = matches!(
+            self,
+            Self::Config(_)
+                | Self::Secret { .. }
+                | Self::SigningKey(_)
+                | Self::PublicKey { .. }
+                | Self::InputFile { .. }
+        );
+        if self.is_bad_input() || configuration { 2 } else { 1 }
     }
 
     /// The message followed by every source's, `: `-separated (for one-line logs and
@@ -244,7 +288,6 @@ impl ChannelError {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[test]
     fn rejected_input_is_quoted_and_escaped_once() {

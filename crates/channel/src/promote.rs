@@ -54,7 +54,10 @@ impl ChannelConfig {
     /// is derived from the secret key.
     pub fn new(repo: &str, cache: StoreUri, signing_key_file: &Path, state_dir: &Path) -> Result<Self, ChannelError> {
         crate::git::validate_remote(repo)?;
-        let signing_key = SecretKey::from_file(signing_key_file).map_err(ChannelError::Nix)?;
+        // Checked here, in full, before Nix ever reads the file (`?secret-key=`): a bad key
+        // is the operator's to fix, and Nix's own words for it ("secret key is corrupt")
+        // say neither which option nor what a key looks like.
+        let signing_key = SecretKey::from_file(signing_key_file).map_err(ChannelError::SigningKey)?;
         // Nix reads the key itself (`?secret-key=`), maybe from another directory.
         let signing_key_file =
             std::path::absolute(signing_key_file).map_err(|e| ChannelError::io("resolving", signing_key_file, e))?;

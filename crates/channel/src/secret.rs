@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::ChannelError;
 
+/// Largest secret file read (a token or an HMAC secret is well under 1 KiB).
+pub const MAX_SECRET: u64 = 64 << 10;
+
 /// A secret string. `Debug` prints `Secret(<redacted>)`; there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -47,7 +50,7 @@ impl Secret {
                 Path::new(&dir).join(name)
             }
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let text = Self::read(&path, MAX_SECRET).map_err(err)?;
         let secret = Self::new(&text);
         if secret.0.is_empty() {
             return Err(err(format!("{} is empty", path.display())));
@@ -56,6 +59,15 @@ impl Secret {
             return Err(err(format!("{} has more than one line", path.display())));
         }
         Ok(secret)
+    }
+
+    /// A secret file's text: a regular file of at most `limit` bytes, UTF-8.
+    fn read(path: &Path, limit: u64) -> Result<String, String> {
+        let bytes = fleetgate_nix::read_small_file(path, limit).map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+            format!("{e}{cause}")
+        })?;
+        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
     }
 
     /// Loads an optional secret from a file option or a credential option.

@@ -101,6 +101,18 @@ pub fn decide(
     }
 }
 
+/// Checks that the mirror (just fetched) has `commit`, asking the remote for it by id if
+/// no branch reaches it (GitHub and `uploadpack.allowAnySHA1InWant` servers allow that).
+pub fn require_commit(mirror: &Mirror, commit: &CommitId) -> Result<(), ChannelError> {
+    if !mirror.has_commit(commit.as_str()) {
+        let _ = mirror.fetch_commit(commit.as_str());
+        if !mirror.has_commit(commit.as_str()) {
+            return Err(ChannelError::CommitNotFound { commit: commit.to_string(), repo: mirror.url().to_owned() });
+        }
+    }
+    Ok(())
+}
+
 /// Moves the host's branch to `commit` and attaches `note` (the signed manifest) to it.
 /// The caller holds the repository lock ([`crate::lock::RepoLock`] on
 /// [`Mirror::lock_path`]). Returns what happened and how many pushes it took.
@@ -118,13 +130,7 @@ pub fn advance(
     let mut last_error = None;
     for attempt in 1..=policy.max_attempts.max(1) {
         mirror.fetch()?;
-        if !mirror.has_commit(commit.as_str()) {
-            // Not reachable from any branch: ask for it by id (GitHub allows this).
-            let _ = mirror.fetch_commit(commit.as_str());
-            if !mirror.has_commit(commit.as_str()) {
-                return Err(ChannelError::CommitNotFound { commit: commit.to_string(), repo: mirror.url().to_owned() });
-            }
-        }
+        require_commit(mirror, commit)?;
         let current = mirror.rev(&format!("refs/remotes/origin/{branch}"))?;
         let movement = decide(mirror, &branch, current.as_deref(), commit.as_str(), policy.force)?;
         if !movement.changed() {

@@ -1,4 +1,6 @@
 //! A whole promotion, shared by every front end:
+//! 0. under the repository lock: the commit is in the repository (fetched), or nothing
+//!    else happens;
 //! 1. closure → cache, read back and signature-checked ([`crate::cache`]);
 //! 2. under the repository lock: branch + manifest note pushed atomically
 //!    ([`crate::branch`]);
@@ -17,7 +19,7 @@ use fleetgate_nix::{Nix, PublicKey, SecretKey, StoreUri};
 use sha2::Digest as _;
 
 use crate::Log;
-use crate::branch::{BranchPolicy, Movement, advance};
+use crate::branch::{BranchPolicy, Movement, advance, require_commit};
 use crate::cache::{CacheFacts, upload_and_verify};
 use crate::commit::CommitId;
 use crate::error::ChannelError;
@@ -173,6 +175,20 @@ pub fn promote_with(
     sink: Option<&dyn ManifestSink>,
     log: Log<'_>,
 ) -> Result<PromoteOutcome, ChannelError> {
+    // The commit must exist before anything is uploaded: an event naming a commit nobody
+    // pushed must not fill the cache first and fail after.
+    let mirror = Mirror::new(&cfg.state_dir, &cfg.repo, cfg.git.clone())?;
+    if let Some(parent) = mirror.lock_path().parent() {
+        std::fs::create_dir_all(parent).map_err(|e| ChannelError::io("creating state directory", parent, e))?;
+    }
+    {
+        log(&format!("checking that {} has {}", cfg.repo, req.commit));
+        let _lock = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout)?;
+        mirror.ensure()?;
+        mirror.fetch()?;
+        require_commit(&mirror, &req.commit)?;
+    }
+
     // Nix 2.8 fails ("coroutine has finished") when two `nix copy` write the same paths
     // to one file:// cache at once, so uploads to one cache take turns.
     let cache_lock = cfg
@@ -209,10 +225,6 @@ pub fn promote_with(
     let signed = SignedManifest::sign(&manifest, &cfg.signing_key)?;
     let document = signed.to_document();
 
-    let mirror = Mirror::new(&cfg.state_dir, &cfg.repo, cfg.git.clone())?;
-    if let Some(parent) = mirror.lock_path().parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ChannelError::io("creating state directory", parent, e))?;
-    }
     log(&format!("waiting for the lock of {}", cfg.repo));
     let _lock = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout)?;
     let policy = BranchPolicy { force: req.force, ..cfg.policy.clone() };

@@ -146,6 +146,21 @@ pub fn resolve_commit(
     Err(ChannelError::HydraCommit { build: event.build, message: tried.join("; ") })
 }
 
+/// The build's output must be in this machine's store (Hydra's own) or already in the
+/// cache; otherwise there is nothing to promote, whatever the commit.
+fn require_system(nix: &Nix, channel: &ChannelConfig, system: &str) -> Result<(), ChannelError> {
+    let paths = [system.to_owned()];
+    let (_, not_local) = nix.path_info(None, &paths, false, false).map_err(ChannelError::Nix)?;
+    if not_local.is_empty() {
+        return Ok(());
+    }
+    let (_, not_cached) = nix.path_info(Some(&channel.cache), &paths, false, false).map_err(ChannelError::Nix)?;
+    if not_cached.is_empty() {
+        return Ok(());
+    }
+    Err(ChannelError::SystemMissing { path: system.to_owned(), cache: channel.cache.base().to_owned() })
+}
+
 /// What the hook did.
 #[derive(Debug)]
 pub enum HookOutcome {
@@ -167,6 +182,7 @@ pub fn run(
         Decision::Skip(reason) => return Ok(HookOutcome::Skipped(reason)),
         Decision::Promote { host, system } => (host, system),
     };
+    require_system(nix, channel, &system)?;
     let commit = resolve_commit(event, &system, cfg, log)?;
     let build = match &cfg.hydra_url {
         Some(url) => format!("{}/build/{}", url.trim_end_matches('/'), event.build),

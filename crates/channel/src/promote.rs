@@ -31,7 +31,8 @@ use crate::manifest::{Manifest, SignedManifest};
 /// Where and how promotions happen.
 #[derive(Clone, Debug)]
 pub struct ChannelConfig {
-    /// The channel repository (path or URL; no credentials in it).
+    /// The channel repository (URL, or canonical path: [`crate::git::canonical_remote`];
+    /// no credentials in it).
     pub repo: String,
     /// The binary cache.
     pub cache: StoreUri,
@@ -55,7 +56,7 @@ impl ChannelConfig {
     /// A configuration with defaults for everything but the essentials; the public key
     /// is derived from the secret key.
     pub fn new(repo: &str, cache: StoreUri, signing_key_file: &Path, state_dir: &Path) -> Result<Self, ChannelError> {
-        crate::git::validate_remote(repo)?;
+        let repo = crate::git::canonical_remote(repo)?;
         // Checked here, in full, before Nix ever reads the file (`?secret-key=`): a bad key
         // is the operator's to fix, and Nix's own words for it ("secret key is corrupt")
         // say neither which option nor what a key looks like.
@@ -64,7 +65,7 @@ impl ChannelConfig {
         let signing_key_file =
             std::path::absolute(signing_key_file).map_err(|e| ChannelError::io("resolving", signing_key_file, e))?;
         Ok(Self {
-            repo: repo.to_owned(),
+            repo,
             cache,
             signing_key_file,
             public_key: signing_key.public(),
@@ -167,7 +168,9 @@ pub fn promote(
     promote_with(nix, cfg, req, None, log)
 }
 
-/// Promotes, handing the manifest to `sink` under the lock.
+/// Promotes, handing the manifest to `sink` under the lock. A promotion that fails
+/// removes the repository mirror if it created it (a mistyped or unreachable repository
+/// leaves nothing behind in the state directory).
 pub fn promote_with(
     nix: &Nix,
     cfg: &ChannelConfig,
@@ -175,18 +178,36 @@ pub fn promote_with(
     sink: Option<&dyn ManifestSink>,
     log: Log<'_>,
 ) -> Result<PromoteOutcome, ChannelError> {
+    let mirror = Mirror::new(&cfg.state_dir, &cfg.repo, cfg.git.clone())?;
+    let created = !mirror.exists();
+    let result = promote_in(nix, cfg, req, &mirror, sink, log);
+    if result.is_err() && created {
+        // Under the lock: another promotion may be using the mirror by now; it re-creates
+        // it if needed (`Mirror::ensure` at the start of each locked step).
+        let removed = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout).and_then(|l| mirror.remove(l));
+        if let Err(e) = removed {
+            log(&format!("could not remove the mirror this failed promotion created: {}", e.chain()));
+        }
+    }
+    result
+}
+
+fn promote_in(
+    nix: &Nix,
+    cfg: &ChannelConfig,
+    req: &PromoteRequest,
+    mirror: &Mirror,
+    sink: Option<&dyn ManifestSink>,
+    log: Log<'_>,
+) -> Result<PromoteOutcome, ChannelError> {
     // The commit must exist before anything is uploaded: an event naming a commit nobody
     // pushed must not fill the cache first and fail after.
-    let mirror = Mirror::new(&cfg.state_dir, &cfg.repo, cfg.git.clone())?;
-    if let Some(parent) = mirror.lock_path().parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ChannelError::io("creating state directory", parent, e))?;
-    }
     {
         log(&format!("checking that {} has {}", cfg.repo, req.commit));
         let _lock = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout)?;
         mirror.ensure()?;
         mirror.fetch()?;
-        require_commit(&mirror, &req.commit)?;
+        require_commit(mirror, &req.commit)?;
     }
 
     // Nix 2.8 fails ("coroutine has finished") when two `nix copy` write the same paths
@@ -195,9 +216,6 @@ pub fn promote_with(
         .state_dir
         .join("caches")
         .join(format!("{}.lock", hex::encode(&sha2::Sha256::digest(cfg.cache.base().as_bytes())[..12])));
-    if let Some(parent) = cache_lock.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ChannelError::io("creating state directory", parent, e))?;
-    }
     let upload_lock = RepoLock::acquire(&cache_lock, cfg.policy.lock_timeout)?;
     let facts: CacheFacts =
         upload_and_verify(nix, &cfg.cache, &req.system, &cfg.signing_key_file, &cfg.public_key, log)?;
@@ -228,14 +246,14 @@ pub fn promote_with(
     log(&format!("waiting for the lock of {}", cfg.repo));
     let _lock = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout)?;
     let policy = BranchPolicy { force: req.force, ..cfg.policy.clone() };
-    let (movement, push_attempts) = advance(&mirror, &req.host, &req.commit, &document, &policy, log)?;
+    let (movement, push_attempts) = advance(mirror, &req.host, &req.commit, &document, &policy, log)?;
     let changed = movement.changed();
     let published = if changed {
         publish(cfg, &req.host, &signed, &document, sink, log)?
     } else {
         // The branch did not move, but a previous run may have moved it and then failed
         // to write the manifests: republish the one the branch tip carries.
-        repair(cfg, &mirror, &req.host, &movement, &req.commit, sink, log)?
+        repair(cfg, mirror, &req.host, &movement, &req.commit, sink, log)?
     };
     Ok(PromoteOutcome {
         host: req.host.clone(),

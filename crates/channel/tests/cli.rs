@@ -84,3 +84,35 @@ fn promote_exit_codes_and_json() {
     assert_eq!(code, ExitCode::SUCCESS);
     assert_eq!(out.trim(), format!("nixos-tested-web1 -> {c1}: already at this commit, unchanged"));
 }
+
+#[test]
+fn a_relative_repository_path_is_taken_from_the_current_directory() {
+    let env = Env::new();
+    let c1 = env.commit("c1");
+    let sys = env.system("relative", None);
+    let cache = format!("file://{}", env.cache.display());
+    let args = [
+        "promote",
+        "--json",
+        "--host",
+        "web1",
+        "--commit",
+        &c1,
+        "--system",
+        &sys,
+        "--repo",
+        "remote.git",
+        "--cache",
+        &cache,
+        "--signing-key",
+        "cache.sk",
+        "--state-dir",
+        "state",
+        "--nix-option",
+        "substituters=",
+    ];
+    let run = common::channel_bin(env.root(), &args, &[("HOME", env.root().to_str().unwrap())]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.json()["movement"]["kind"], "created");
+    assert_eq!(env.branch("web1").as_deref(), Some(c1.as_str()));
+}

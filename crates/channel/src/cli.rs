@@ -1,7 +1,7 @@
 //! `fleetgate channel …`: argument parsing and error reporting (miette) for the channel
 //! front ends. Every decision lives in the library modules.
 //!
-//! Exit codes: 0 success (including "already contained" and skipped Hydra events), 1 a
+//! Exit codes: 0 success (including "already at" / "already contains" and skipped Hydra events), 1 a
 //! promotion was attempted and failed or was refused, 2 bad input or configuration
 //! (nothing attempted; see [`ChannelError::exit_code`]; clap's usage errors are 2 too).
 //! With `--json`, `promote`, `hydra-hook` and `sync` print one JSON document on stdout —
@@ -404,19 +404,7 @@ fn channel_config(opts: &ChannelOpts) -> Result<ChannelConfig, ChannelError> {
 }
 
 fn print_outcome(out: &mut dyn Write, o: &PromoteOutcome) {
-    let what = match &o.movement {
-        crate::branch::Movement::Created => "created".to_owned(),
-        crate::branch::Movement::FastForward { from } => format!("fast-forwarded from {from}"),
-        crate::branch::Movement::AlreadyAt => "already at this commit, unchanged".to_owned(),
-        crate::branch::Movement::AlreadyContained { tip } => {
-            format!("already contains it (tip {tip}), unchanged")
-        }
-        crate::branch::Movement::ForcedRewind { from } => format!("rewound from {from} (--force)"),
-        crate::branch::Movement::ForcedSideways { from } => {
-            format!("moved sideways from {from} (--force)")
-        }
-    };
-    let _ = writeln!(out, "{} -> {}: {what}", o.branch, o.commit);
+    let _ = writeln!(out, "{}: {}", o.branch, o.movement.describe(&o.commit));
 }
 
 fn run_promote(a: PromoteArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> {

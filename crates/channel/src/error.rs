@@ -161,7 +161,7 @@ pub enum ChannelError {
         source: ProcessError,
     },
     /// Waiting for the repository lock timed out.
-    #[error("another promotion has held the lock {} for longer than {:?}", .path.display(), .waited)]
+    #[error("another promotion has held the lock {} for longer than {}", .path.display(), humantime::format_duration(*.waited))]
     #[diagnostic(help("a promotion may be stuck; check running fleetgate processes before removing anything"))]
     LockTimeout {
         /// The lock file.

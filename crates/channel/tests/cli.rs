@@ -82,7 +82,7 @@ fn promote_exit_codes_and_json() {
     human.retain(|a| a != "--json");
     let (code, out) = call(human);
     assert_eq!(code, ExitCode::SUCCESS);
-    assert_eq!(out.trim(), format!("nixos-tested-web1 -> {c1}: already at this commit, unchanged"));
+    assert_eq!(out.trim(), format!("nixos-tested-web1: already at {c1}, unchanged"));
 }
 
 #[test]

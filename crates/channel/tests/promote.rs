@@ -66,6 +66,19 @@ fn promotion_uploads_then_moves_branch_note_and_manifest_and_is_idempotent() {
     assert_eq!(old.movement, Movement::AlreadyContained { tip: c2.clone() });
     assert_eq!(env.branch("web1").as_deref(), Some(c2.as_str()));
     assert_eq!(std::fs::read(env.manifest_file("web1")).unwrap(), doc2);
+
+    // The log says each of these in the words of its JSON kind, and never in Rust's
+    // Debug notation.
+    let logs = env.all_logs();
+    for line in [
+        format!("nixos-tested-web1: created at {c1}"),
+        format!("nixos-tested-web1: already at {c1}, unchanged"),
+        format!("nixos-tested-web1: fast-forwarded from {c1} to {c2}"),
+        format!("nixos-tested-web1: already contains {c1} (its tip is {c2}), unchanged"),
+    ] {
+        assert!(logs.lines().any(|l| l == line), "{line:?} not in\n{logs}");
+    }
+    assert!(!logs.contains('{') && !logs.contains("FastForward"), "{logs}");
 }
 
 #[test]

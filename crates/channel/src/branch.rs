@@ -147,7 +147,7 @@ pub fn advance(
         let current = mirror.rev(&format!("refs/remotes/origin/{branch}"))?;
         let movement = decide(mirror, &branch, current.as_deref(), commit.as_str(), policy.force)?;
         if !movement.changed() {
-            log(&format!("{branch}: {}", movement.describe(commit)));
+            log.note(&format!("{branch}: {}", movement.describe(commit)));
             return Ok((movement, attempt - 1));
         }
         let old_note = mirror.rev(&tracking_notes(&notes_ref))?;
@@ -159,11 +159,11 @@ pub fn advance(
         ];
         match mirror.push_atomic(&updates) {
             Ok(()) => {
-                log(&format!("{branch}: {}", movement.describe(commit)));
+                log.note(&format!("{branch}: {}", movement.describe(commit)));
                 return Ok((movement, attempt));
             }
             Err(PushFailure::Stale(e)) => {
-                log(&format!(
+                log.note(&format!(
                     "{branch}: push attempt {attempt}/{} rejected, the remote moved: {}",
                     policy.max_attempts.max(1),
                     e.stderr_tail().lines().last().unwrap_or("")
@@ -172,7 +172,7 @@ pub fn advance(
                 std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
             }
             Err(PushFailure::Declined(source)) => {
-                log(&format!(
+                log.note(&format!(
                     "{branch}: push attempt {attempt} declined by the remote, not retrying: {}",
                     source.stderr_tail().lines().last().unwrap_or("")
                 ));

@@ -7,6 +7,8 @@
 //! 3. still under the lock: the signed manifest written next to the cache, to the
 //!    manifest directory and to any extra sink (the server's database).
 //!
+//! Progress reports these as five [`Step`]s (the upload and the verification are two).
+//!
 //! Any failure in step 1 leaves branch and manifests untouched; a failure in step 2
 //! leaves them untouched too (the push is atomic). A failure in step 3 leaves the branch
 //! moved and some manifest stale; running the same promotion again finds the branch
@@ -27,6 +29,7 @@ use crate::git::{GitSettings, Mirror, tracking_notes};
 use crate::host::HostName;
 use crate::lock::RepoLock;
 use crate::manifest::{Manifest, SignedManifest};
+use crate::progress::Step;
 
 /// Where and how promotions happen.
 #[derive(Clone, Debug)]
@@ -186,7 +189,7 @@ pub fn promote_with(
         // it if needed (`Mirror::ensure` at the start of each locked step).
         let removed = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout).and_then(|l| mirror.remove(l));
         if let Err(e) = removed {
-            log(&format!("could not remove the mirror this failed promotion created: {}", e.chain()));
+            log.note(&format!("could not remove the mirror this failed promotion created: {}", e.chain()));
         }
     }
     result
@@ -203,7 +206,7 @@ fn promote_in(
     // The commit must exist before anything is uploaded: an event naming a commit nobody
     // pushed must not fill the cache first and fail after.
     {
-        log(&format!("checking that {} has {}", cfg.repo, req.commit));
+        log.step(Step::CheckCommit, &format!("{} has {}", cfg.repo, req.commit));
         let _lock = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout)?;
         mirror.ensure()?;
         mirror.fetch()?;
@@ -220,7 +223,7 @@ fn promote_in(
     let facts: CacheFacts =
         upload_and_verify(nix, &cfg.cache, &req.system, &cfg.signing_key_file, &cfg.public_key, log)?;
     drop(upload_lock);
-    log(&format!(
+    log.note(&format!(
         "cache {} has all {} paths of {} signed by {}",
         cfg.cache.base(),
         facts.closure_paths,
@@ -243,16 +246,21 @@ fn promote_in(
     let signed = SignedManifest::sign(&manifest, &cfg.signing_key)?;
     let document = signed.to_document();
 
-    log(&format!("waiting for the lock of {}", cfg.repo));
+    log.step(Step::Branch, &format!("{} in {} (waiting for its lock)", req.host.branch(), cfg.repo));
     let _lock = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout)?;
     let policy = BranchPolicy { force: req.force, ..cfg.policy.clone() };
     let (movement, push_attempts) = advance(mirror, &req.host, &req.commit, &document, &policy, log)?;
     let changed = movement.changed();
     let published = if changed {
+        log.step(
+            Step::Publish,
+            &format!("{} manifest file(s){}", manifest_files(cfg, &req.host).len(), sink_text(sink)),
+        );
         publish(cfg, &req.host, &signed, &document, sink, log)?
     } else {
         // The branch did not move, but a previous run may have moved it and then failed
         // to write the manifests: republish the one the branch tip carries.
+        log.step(Step::Publish, "only where the branch tip's manifest is missing or stale");
         repair(cfg, mirror, &req.host, &movement, &req.commit, sink, log)?
     };
     Ok(PromoteOutcome {
@@ -265,6 +273,10 @@ fn promote_in(
         manifest: changed.then_some(signed),
         published,
     })
+}
+
+fn sink_text(sink: Option<&dyn ManifestSink>) -> &'static str {
+    if sink.is_some() { " and the server" } else { "" }
 }
 
 /// The manifest files of a host: next to a `file://` cache, and in the manifest directory.
@@ -289,7 +301,7 @@ fn publish(
     let mut published = Vec::new();
     for file in manifest_files(cfg, host) {
         write_atomic(&file, document)?;
-        log(&format!("manifest written to {}", file.display()));
+        log.note(&format!("manifest written to {}", file.display()));
         published.push(file);
     }
     if let Some(sink) = sink {
@@ -316,22 +328,25 @@ fn repair(
         _ => commit.as_str(),
     };
     let Some(notes) = mirror.rev(&tracking_notes(&host.notes_ref()))? else {
-        log(&format!("{branch}: no manifest notes to republish"));
+        log.note(&format!("{branch}: no manifest notes to republish"));
         return Ok(Vec::new());
     };
     let Some(note) = mirror.note(&notes, tip)? else {
-        log(&format!("{branch}: its tip {tip} carries no manifest note, nothing to republish"));
+        log.note(&format!("{branch}: its tip {tip} carries no manifest note, nothing to republish"));
         return Ok(Vec::new());
     };
     let signed = SignedManifest::parse(&note)?;
     match signed.verify(&cfg.public_key) {
         Ok(m) if m.host == host.as_str() && m.commit == tip => {}
         Ok(m) => {
-            log(&format!("{branch}: the note on {tip} is a manifest for {} at {}, not republished", m.host, m.commit));
+            log.note(&format!(
+                "{branch}: the note on {tip} is a manifest for {} at {}, not republished",
+                m.host, m.commit
+            ));
             return Ok(Vec::new());
         }
         Err(e) => {
-            log(&format!("{branch}: the note on {tip} is not republished: {}", e.chain()));
+            log.note(&format!("{branch}: the note on {tip} is not republished: {}", e.chain()));
             return Ok(Vec::new());
         }
     }
@@ -342,14 +357,14 @@ fn repair(
             continue;
         }
         write_atomic(&file, &document)?;
-        log(&format!("manifest of {tip} republished to {}", file.display()));
+        log.note(&format!("manifest of {tip} republished to {}", file.display()));
         published.push(file);
     }
     if let Some(sink) = sink
         && sink.current(host).as_deref() != Some(document.as_slice())
     {
         sink.publish(host, &signed)?;
-        log(&format!("manifest of {tip} republished to the server"));
+        log.note(&format!("manifest of {tip} republished to the server"));
     }
     Ok(published)
 }

@@ -26,12 +26,14 @@ use crate::sync::SyncRequest;
 
 mod args;
 mod output;
+mod progress;
 
 use args::{
     HydraHookArgs, KeygenArgs, PromoteArgs, ServeArgs, SyncArgs, VerifyArgs, channel_config, nix_for, public_key_arg,
 };
 pub use output::{EXIT_USAGE, usage_error, usage_error_json, wants_json};
 use output::{error_json, outcome_json, print_json, print_outcome, print_skip, report, report_sync};
+use progress::Display;
 
 /// Arguments of `fleetgate channel`.
 #[derive(Debug, clap::Args)]
@@ -100,7 +102,7 @@ fn run_promote(a: PromoteArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelE
     let req = PromoteRequest::parse(&a.host, &a.commit, &a.system, a.build.as_deref(), a.force)?;
     let cfg = channel_config(&a.opts)?;
     let nix = nix_for(&a.opts)?;
-    let outcome = promote(&nix, &cfg, &req, &log_line)?;
+    let outcome = promote(&nix, &cfg, &req, &Display::new(a.json))?;
     if a.json {
         print_json(out, &outcome_json(&outcome));
     } else {
@@ -123,7 +125,7 @@ fn run_hydra_hook(a: HydraHookArgs, out: &mut dyn Write) -> Result<ExitCode, Cha
     }
     let cfg = channel_config(&a.opts)?;
     let nix = nix_for(&a.opts)?;
-    match hook::run(&nix, &cfg, &hook_cfg, &event, &log_line)? {
+    match hook::run(&nix, &cfg, &hook_cfg, &event, &Display::new(a.json))? {
         HookOutcome::Skipped(reason) => print_skip(out, a.json, &reason),
         HookOutcome::Promoted(o) if a.json => print_json(out, &outcome_json(&o)),
         HookOutcome::Promoted(o) => print_outcome(out, &o),
@@ -142,7 +144,7 @@ fn run_sync(a: SyncArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> 
         hosts_attr: a.hosts_attr,
         system_attr: a.system_attr,
     };
-    let results = crate::sync::run(&nix, &cfg, &req, &log_line)?;
+    let results = crate::sync::run(&nix, &cfg, &req, &Display::new(a.json))?;
     Ok(report_sync(out, a.json, &commit, results))
 }
 

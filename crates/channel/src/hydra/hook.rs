@@ -121,14 +121,14 @@ pub fn resolve_commit(
     log: Log<'_>,
 ) -> Result<CommitId, ChannelError> {
     if let Some(c) = revision::from_system(Path::new(system)) {
-        log(&format!("commit {c} from the system's configurationRevision"));
+        log.note(&format!("commit {c} from the system's configurationRevision"));
         return Ok(c);
     }
     let mut tried = vec!["the system records no configurationRevision".to_owned()];
     if let Some(url) = &cfg.hydra_url {
         match revision::from_hydra_api(url, event.build, cfg.timeout) {
             Ok(c) => {
-                log(&format!("commit {c} from Hydra's API"));
+                log.note(&format!("commit {c} from Hydra's API"));
                 return Ok(c);
             }
             Err(e) => tried.push(format!("Hydra API: {e}")),
@@ -137,7 +137,7 @@ pub fn resolve_commit(
     if let Some(db) = &cfg.hydra_db {
         match revision::from_hydra_db(db, event.build, cfg.timeout) {
             Ok(c) => {
-                log(&format!("commit {c} from Hydra's database"));
+                log.note(&format!("commit {c} from Hydra's database"));
                 return Ok(c);
             }
             Err(e) => tried.push(format!("Hydra database: {e}")),

@@ -32,6 +32,15 @@ pub enum ChannelError {
         /// The rejected path as given ([`shown`]).
         path: String,
     },
+    /// A CI build reference that is too long or has control characters.
+    #[error("invalid build reference {build:?}")]
+    #[diagnostic(help(
+        "the build reference (a CI run URL) must be at most 1024 characters, without control characters"
+    ))]
+    BadBuild {
+        /// The rejected reference as given ([`shown`]).
+        build: String,
+    },
     /// A configuration value is unusable.
     #[error("{0}")]
     #[diagnostic(help("check the command-line options and files named in the message"))]
@@ -279,6 +288,7 @@ impl ChannelError {
             self,
             Self::BadHost { .. }
                 | Self::BadCommit { .. }
+                | Self::BadBuild { .. }
                 | Self::BadStorePath { .. }
                 | Self::HydraEvent(_)
                 | Self::ManifestFormat(_)

@@ -107,9 +107,7 @@ impl PromoteRequest {
     ) -> Result<Self, ChannelError> {
         let build = match build {
             Some(b) if b.len() > 1024 || b.chars().any(char::is_control) => {
-                return Err(ChannelError::Config(
-                    "build reference is longer than 1024 characters or has control characters".into(),
-                ));
+                return Err(ChannelError::BadBuild { build: crate::error::shown(b) });
             }
             other => other.map(str::to_owned),
         };

@@ -144,6 +144,13 @@ fn hook_manifest_etag_report_and_status() {
     let (code, body) = http.signed_hook(&good.replace(&c1, "HEAD~1"));
     assert_eq!(code, 400);
     assert!(body.contains("invalid commit id"), "{body}");
+    // A bad build reference is the client's fault, like a bad host: 400, not 502.
+    for build in ["https://ci/run/1\u{7}".to_owned(), "b".repeat(1025)] {
+        let body = serde_json::json!({ "host": "web1", "commit": c1, "system": sys, "build": build }).to_string();
+        let (code, text) = http.signed_hook(&body);
+        assert_eq!(code, 400, "{text}");
+        assert!(text.contains("invalid build reference"), "{text}");
+    }
     assert_eq!(env.remote_refs(), refs);
     assert_eq!(http.get("/v1/hosts/web1/manifest", None).0, 404);
 

@@ -21,7 +21,8 @@ use crate::hydra::hook::{self, HookConfig, HookOutcome};
 use crate::manifest::SignedManifest;
 use crate::promote::{PromoteRequest, promote};
 use crate::secret::Secret;
-use crate::server::{ServerConfig, tokens::HostTokens};
+use crate::server::ServerConfig;
+use crate::server::tokens::{HostTokens, MAX_TOKENS_FILE};
 use crate::sync::SyncRequest;
 
 mod args;
@@ -151,12 +152,15 @@ fn run_sync(a: SyncArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> 
 fn run_serve(a: ServeArgs) -> Result<ExitCode, ChannelError> {
     let hook_secret =
         Secret::load_optional("webhook secret", a.hook_secret_file.as_deref(), a.hook_secret_credential.as_deref())?;
-    let host_tokens =
-        match Secret::load_optional("host tokens", a.host_tokens_file.as_deref(), a.host_tokens_credential.as_deref())?
-        {
-            Some(text) => HostTokens::parse(&text)?,
-            None => HostTokens::default(),
-        };
+    let host_tokens = match Secret::load_optional_text(
+        "host tokens",
+        a.host_tokens_file.as_deref(),
+        a.host_tokens_credential.as_deref(),
+        MAX_TOKENS_FILE,
+    )? {
+        Some(text) => HostTokens::parse(&text)?,
+        None => HostTokens::default(),
+    };
     let channel = if a.opts.repo.is_some() { Some((nix_for(&a.opts)?, channel_config(&a.opts)?)) } else { None };
     if let Some(dir) = a.db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| ChannelError::io("creating", dir, e))?;

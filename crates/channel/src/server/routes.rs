@@ -235,6 +235,15 @@ pub struct ReportBody {
     pub message: Option<String>,
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is
+/// case-insensitive (RFC 7235 section 2.1: `bearer`, `BEARER` are `Bearer`), separated
+/// from the token by one or more spaces.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 async fn report(
     State(state): State<Arc<AppState>>,
     Path(host): Path<String>,
@@ -244,11 +253,7 @@ async fn report(
     if HostName::parse(&host).is_err() {
         return error(StatusCode::BAD_REQUEST, "invalid host name");
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token).unwrap_or("");
     if !state.host_tokens.check(&host, token) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token for this host");
     }
@@ -303,4 +308,19 @@ async fn fleet_status(State(state): State<Arc<AppState>>) -> Response {
         })
         .collect();
     (StatusCode::OK, axum::Json(json!({ "hosts": list }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for ok in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR   t0k"] {
+            assert_eq!(bearer_token(ok), Some("t0k"), "{ok}");
+        }
+        for bad in ["Basic t0k", "Bearer", "Bearer ", "Bearert0k", "t0k", "Bearer\tt0k"] {
+            assert_eq!(bearer_token(bad), None, "{bad}");
+        }
+    }
 }

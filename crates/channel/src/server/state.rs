@@ -62,6 +62,9 @@ pub(crate) fn now() -> i64 {
 impl AppState {
     /// Opens the database and loads the manifests into memory.
     pub fn open(cfg: ServerConfig, log: Arc<dyn Fn(&str) + Send + Sync>) -> Result<Self, ChannelError> {
+        if let Some(secret) = &cfg.hook_secret {
+            secret.require_strength("webhook secret")?;
+        }
         let db = Db::open(&cfg.db)?;
         let mut manifests = HashMap::new();
         for (host, doc) in db.manifests()? {

@@ -265,3 +265,7 @@ pub fn channel_bin(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> BinRun {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+mod serve_process;
+#[allow(unused_imports)]
+pub use serve_process::ServeProcess;

@@ -234,6 +234,7 @@ fn poll() {
             host_tokens: HostTokens::default(),
             channel: None,
             max_promotions: 1,
+            limits: Default::default(),
         },
         Arc::new(|_: &str| {}),
     )

@@ -231,6 +231,18 @@ pub enum ChannelError {
     #[error("{0}")]
     #[diagnostic(help("check --listen (address in use? permission to bind?)"))]
     Server(String),
+    /// The service stopped while promotions were still running (they were cut off).
+    #[error("{running} promotion(s) still running when the service stopped: {why}")]
+    #[diagnostic(help(
+        "a promotion cut off is safe to run again (send the hook again); if promotions need longer, raise \
+         --shutdown-timeout and the unit's TimeoutStopSec= with it"
+    ))]
+    PromotionsCutOff {
+        /// How many.
+        running: usize,
+        /// Why they were not waited for.
+        why: String,
+    },
     /// Something that should not happen did (a bug, or git behaving unexpectedly).
     #[error("internal error: {0}")]
     Internal(String),

@@ -118,6 +118,7 @@ fn hook_manifest_etag_report_and_status() {
             host_tokens: HostTokens::parse(&Secret::new(&format!("web1 {HOST_TOKEN}\n"))).unwrap(),
             channel: Some((env.nix.clone(), env.config())),
             max_promotions: 2,
+            limits: Default::default(),
         },
         Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_owned())),
     )
@@ -235,6 +236,7 @@ fn hook_manifest_etag_report_and_status() {
             host_tokens: HostTokens::default(),
             channel: None,
             max_promotions: 1,
+            limits: Default::default(),
         },
         Arc::new(|_: &str| {}),
     )

@@ -12,6 +12,7 @@ use crate::git::GitSettings;
 use crate::hydra::hook::DEFAULT_JOB_PATTERN;
 use crate::promote::ChannelConfig;
 use crate::secret::Secret;
+use crate::server::Limits;
 
 /// Where promotions go and how.
 #[derive(Debug, clap::Args)]
@@ -156,8 +157,39 @@ pub(super) struct ServeArgs {
     /// Hook promotions running at once (more wait in the job queue, up to 64).
     #[arg(long, default_value_t = 2)]
     pub(super) max_promotions: usize,
+    /// Seconds a client has to send a request's headers (also: the most a kept-alive
+    /// connection may stay idle).
+    #[arg(long, default_value_t = 10)]
+    pub(super) header_timeout: u64,
+    /// Seconds a client has to send a request's body after its headers.
+    #[arg(long, default_value_t = 30)]
+    pub(super) body_timeout: u64,
+    /// Connections served at once; more are answered 503 and closed.
+    #[arg(long, default_value_t = 256)]
+    pub(super) max_connections: usize,
+    /// Seconds running promotions may take to finish on SIGTERM/SIGINT before the process
+    /// exits anyway (keep it below the unit's TimeoutStopSec=).
+    #[arg(long, default_value_t = 80)]
+    pub(super) shutdown_timeout: u64,
     #[command(flatten)]
     pub(super) opts: ChannelOpts,
+}
+
+impl ServeArgs {
+    /// The service's limits; timeouts and the connection cap must be at least 1.
+    pub(super) fn limits(&self) -> Result<Limits, ChannelError> {
+        let positive = |n: u64, flag: &str| {
+            if n == 0 { Err(ChannelError::Config(format!("{flag} must be at least 1"))) } else { Ok(n) }
+        };
+        Ok(Limits {
+            header_timeout: Duration::from_secs(positive(self.header_timeout, "--header-timeout")?),
+            body_timeout: Duration::from_secs(positive(self.body_timeout, "--body-timeout")?),
+            max_connections: usize::try_from(positive(self.max_connections as u64, "--max-connections")?)
+                .unwrap_or(usize::MAX),
+            job_deadline: Duration::from_secs(self.shutdown_timeout),
+            ..Limits::default()
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -161,6 +161,7 @@ fn run_serve(a: ServeArgs) -> Result<ExitCode, ChannelError> {
         Some(text) => HostTokens::parse(&text)?,
         None => HostTokens::default(),
     };
+    let limits = a.limits()?;
     let channel = if a.opts.repo.is_some() { Some((nix_for(&a.opts)?, channel_config(&a.opts)?)) } else { None };
     if let Some(dir) = a.db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| ChannelError::io("creating", dir, e))?;
@@ -172,6 +173,7 @@ fn run_serve(a: ServeArgs) -> Result<ExitCode, ChannelError> {
         host_tokens,
         channel,
         max_promotions: a.max_promotions,
+        limits,
     };
     crate::server::serve_forever(cfg, Arc::new(log_line))?;
     Ok(ExitCode::SUCCESS)

@@ -35,6 +35,9 @@ impl ServeProcess {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .current_dir(cwd)
+            // Nix keeps its caches under $HOME: the test's directory, not the user's.
+            .env("HOME", cwd)
+            .env("XDG_CACHE_HOME", cwd.join(".cache"))
             .env_remove("CREDENTIALS_DIRECTORY")
             .env_remove("STATE_DIRECTORY")
             .stdin(Stdio::null())

@@ -249,3 +249,29 @@ fn hook_manifest_etag_report_and_status() {
     assert!(logs.contains("bad X-Hub-Signature-256"), "{logs}");
     assert!(!logs.contains(HOOK_SECRET) && !logs.contains(HOST_TOKEN));
 }
+
+#[test]
+fn reports_are_kept_a_hundred_per_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("serve.sqlite");
+    let server = start(
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            db: db.clone(),
+            hook_secret: None,
+            host_tokens: HostTokens::parse(&Secret::new(&format!("web1 {HOST_TOKEN}\n"))).unwrap(),
+            channel: None,
+            max_promotions: 1,
+            limits: Default::default(),
+        },
+        Arc::new(|_: &str| {}),
+    )
+    .unwrap();
+    let http = Http::new(server.addr());
+    for i in 0..130 {
+        assert_eq!(http.report("web1", HOST_TOKEN, &format!(r#"{{"status":"ok","message":"report {i}"}}"#)), 204);
+    }
+    let stored = fleetgate_channel::server::db::Db::open(&db).unwrap();
+    assert_eq!(stored.report_count("web1").unwrap(), 100);
+    assert_eq!(stored.last_report("web1").unwrap().unwrap().message.as_deref(), Some("report 129"));
+}

@@ -57,7 +57,7 @@ pub fn upload_and_verify(
         })?;
         infos.into_iter().map(|i| i.path).collect()
     };
-    log.step(Step::Verify, &format!("{} paths in {}, signed by {}", closure.len(), cache.base(), public.name()));
+    log.step(Step::Verify, &format!("{} path(s) in {}, signed by {}", closure.len(), cache.base(), public.name()));
     verify(nix, cache, system, &closure, public, !local)
 }
 
@@ -81,7 +81,7 @@ fn upload(
     let took = started.elapsed().as_secs_f64();
     match end.paths_done {
         0 => log.note(&format!("uploaded nothing: {} had every path", cache.base())),
-        n => log.note(&format!("uploaded {} ({n} paths) in {took:.1} s", human_bytes(end.done_bytes))),
+        n => log.note(&format!("uploaded {} ({n} path(s)) in {took:.1} s", human_bytes(end.done_bytes))),
     }
     Ok(())
 }

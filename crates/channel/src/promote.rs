@@ -222,7 +222,7 @@ fn promote_in(
         upload_and_verify(nix, &cfg.cache, &req.system, &cfg.signing_key_file, &cfg.public_key, log)?;
     drop(upload_lock);
     log.note(&format!(
-        "cache {} has all {} paths of {} signed by {}",
+        "cache {} has all {} path(s) of {} signed by {}",
         cfg.cache.base(),
         facts.closure_paths,
         req.system,

@@ -103,6 +103,19 @@ impl Http {
     }
 }
 
+/// A service without hook or promotions, on a free loopback port.
+fn plain_config(db: std::path::PathBuf, host_tokens: HostTokens) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db,
+        hook_secret: None,
+        host_tokens,
+        channel: None,
+        max_promotions: 1,
+        limits: Default::default(),
+    }
+}
+
 #[test]
 fn hook_manifest_etag_report_and_status() {
     let env = Env::new();
@@ -228,19 +241,8 @@ fn hook_manifest_etag_report_and_status() {
 
     // State survives a restart (SQLite), and secrets never reached the log.
     drop(server);
-    let server = start(
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            db: env.root().join("serve.sqlite"),
-            hook_secret: None,
-            host_tokens: HostTokens::default(),
-            channel: None,
-            max_promotions: 1,
-            limits: Default::default(),
-        },
-        Arc::new(|_: &str| {}),
-    )
-    .unwrap();
+    let server =
+        start(plain_config(env.root().join("serve.sqlite"), HostTokens::default()), Arc::new(|_: &str| {})).unwrap();
     let http = Http::new(server.addr());
     let (code, etag3, _) = http.get("/v1/hosts/web1/manifest", None);
     assert_eq!((code, etag3.as_deref()), (200, Some(etag.as_str())));
@@ -254,19 +256,8 @@ fn hook_manifest_etag_report_and_status() {
 fn reports_are_kept_a_hundred_per_host() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("serve.sqlite");
-    let server = start(
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            db: db.clone(),
-            hook_secret: None,
-            host_tokens: HostTokens::parse(&Secret::new(&format!("web1 {HOST_TOKEN}\n"))).unwrap(),
-            channel: None,
-            max_promotions: 1,
-            limits: Default::default(),
-        },
-        Arc::new(|_: &str| {}),
-    )
-    .unwrap();
+    let tokens = HostTokens::parse(&Secret::new(&format!("web1 {HOST_TOKEN}\n"))).unwrap();
+    let server = start(plain_config(db.clone(), tokens), Arc::new(|_: &str| {})).unwrap();
     let http = Http::new(server.addr());
     for i in 0..130 {
         assert_eq!(http.report("web1", HOST_TOKEN, &format!(r#"{{"status":"ok","message":"report {i}"}}"#)), 204);

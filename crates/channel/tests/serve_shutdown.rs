@@ -53,6 +53,16 @@ impl World {
         ServeProcess::start(self.env.root(), &args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap()
     }
 
+    /// A service whose promotion of web1 is running (held up by the repository lock the
+    /// test holds), with `extra` options.
+    fn running_promotion(&self, extra: &[&str]) -> (RepoLock, ServeProcess) {
+        let held = self.hold_lock();
+        let server = self.serve(extra);
+        let id = self.hook(&server, "web1");
+        self.wait_job(&server, &id, "running");
+        (held, server)
+    }
+
     /// Asks for a promotion of `host`; returns the job id.
     fn hook(&self, server: &ServeProcess, host: &str) -> String {
         let body = serde_json::json!({ "host": host, "commit": self.commit, "system": self.system }).to_string();
@@ -85,10 +95,7 @@ impl World {
 #[test]
 fn a_running_promotion_finishes_after_sigterm_and_queued_ones_are_dropped() {
     let w = World::new();
-    let held = w.hold_lock();
-    let mut server = w.serve(&[]);
-    let running = w.hook(&server, "web1");
-    w.wait_job(&server, &running, "running");
+    let (held, mut server) = w.running_promotion(&[]);
     let queued = w.hook(&server, "web2");
     w.wait_job(&server, &queued, "queued");
 
@@ -115,10 +122,7 @@ fn a_running_promotion_finishes_after_sigterm_and_queued_ones_are_dropped() {
 #[test]
 fn a_promotion_past_the_shutdown_timeout_does_not_keep_the_process_alive() {
     let w = World::new();
-    let _held = w.hold_lock();
-    let mut server = w.serve(&["--shutdown-timeout", "1"]);
-    let id = w.hook(&server, "web1");
-    w.wait_job(&server, &id, "running");
+    let (_held, mut server) = w.running_promotion(&["--shutdown-timeout", "1"]);
     server.signal(Signal::TERM);
     let status = server.wait_exit(Duration::from_secs(60)).expect("exits after the deadline");
     assert_eq!(status.code(), Some(1), "{}", server.log());
@@ -134,10 +138,7 @@ fn a_promotion_past_the_shutdown_timeout_does_not_keep_the_process_alive() {
 #[test]
 fn a_second_signal_stops_waiting_for_running_promotions() {
     let w = World::new();
-    let _held = w.hold_lock();
-    let mut server = w.serve(&["--shutdown-timeout", "600"]);
-    let id = w.hook(&server, "web1");
-    w.wait_job(&server, &id, "running");
+    let (_held, mut server) = w.running_promotion(&["--shutdown-timeout", "600"]);
     server.signal(Signal::TERM);
     assert!(server.wait_line(Duration::from_secs(60), |l| l.contains("to finish")).is_some(), "{}", server.log());
     server.signal(Signal::INT);

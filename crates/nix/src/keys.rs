@@ -132,6 +132,20 @@ fn split_named(s: &str) -> Result<(&str, Vec<u8>), KeyError> {
     Ok((name, bytes))
 }
 
+/// The decoded bytes of a `what` key as an array of its length; bytes of the length of
+/// the other kind of key (`other`: that length and its error) are named as that mistake.
+fn sized<const N: usize>(
+    name: &str,
+    bytes: Vec<u8>,
+    what: &'static str,
+    other: (usize, fn(String) -> KeyError),
+) -> Result<[u8; N], KeyError> {
+    bytes.try_into().map_err(|b: Vec<u8>| match b.len() {
+        n if n == other.0 => (other.1)(name.to_owned()),
+        found => KeyError::WrongLength { name: name.to_owned(), what, found, expected: N },
+    })
+}
+
 fn read_key_file(path: &Path) -> Result<String, KeyFileError> {
     let bytes = read_small_file(path, MAX_KEY_FILE)?;
     String::from_utf8(bytes).map_err(|_| KeyFileError::Parse {
@@ -164,13 +178,7 @@ impl SecretKey {
             }
         }
         let (name, bytes) = split_named(s)?;
-        let arr: [u8; 64] = bytes.try_into().map_err(|b: Vec<u8>| {
-            if b.len() == 32 {
-                KeyError::PublicNotSecret { name: name.to_owned() }
-            } else {
-                KeyError::WrongLength { name: name.to_owned(), what: "secret", found: b.len(), expected: 64 }
-            }
-        })?;
+        let arr: [u8; 64] = sized(name, bytes, "secret", (32, |name| KeyError::PublicNotSecret { name }))?;
         let key = SigningKey::from_keypair_bytes(&arr).map_err(|_| KeyError::Mismatched { name: name.to_owned() })?;
         Ok(Self { name: name.to_owned(), key })
     }
@@ -222,13 +230,7 @@ impl PublicKey {
     /// pasted from `nix.conf` and web pages, and Nix never reads them from here).
     pub fn parse(s: &str) -> Result<Self, KeyError> {
         let (name, bytes) = split_named(s.trim())?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
-            if b.len() == 64 {
-                KeyError::SecretNotPublic { name: name.to_owned() }
-            } else {
-                KeyError::WrongLength { name: name.to_owned(), what: "public", found: b.len(), expected: 32 }
-            }
-        })?;
+        let arr: [u8; 32] = sized(name, bytes, "public", (64, |name| KeyError::SecretNotPublic { name }))?;
         let key = VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::NotAPoint { name: name.to_owned() })?;
         Ok(Self { name: name.to_owned(), key })
     }

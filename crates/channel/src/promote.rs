@@ -351,7 +351,8 @@ fn repair(
     let document = signed.to_document();
     let mut published = Vec::new();
     for file in manifest_files(cfg, host) {
-        if std::fs::read(&file).ok().as_deref() == Some(document.as_slice()) {
+        let held = fleetgate_nix::read_small_file(&file, crate::manifest::MAX_DOCUMENT).ok();
+        if held.as_deref() == Some(document.as_slice()) {
             continue;
         }
         write_atomic(&file, &document)?;

@@ -203,12 +203,9 @@ fn run_keygen(a: KeygenArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelErr
     Ok(ExitCode::SUCCESS)
 }
 
-/// Largest manifest document `verify` reads (they are about 1 KiB).
-const MAX_MANIFEST: u64 = 1 << 20;
-
 fn run_verify(a: VerifyArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> {
     let pk = public_key_arg(&a.public_key)?;
-    let bytes = fleetgate_nix::read_small_file(&a.manifest, MAX_MANIFEST)
+    let bytes = fleetgate_nix::read_small_file(&a.manifest, crate::manifest::MAX_DOCUMENT)
         .map_err(|source| ChannelError::InputFile { what: "the manifest", source })?;
     let m = SignedManifest::parse(&bytes)?.verify(&pk)?;
     if a.json {

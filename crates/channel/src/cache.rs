@@ -61,8 +61,10 @@ pub fn upload_and_verify(
     verify(nix, cache, system, &closure, public, !local)
 }
 
-/// `nix copy` of the closure to the cache, signing it, with byte counts as it goes: the
-/// total is what the cache lacks (asked before the copy starts).
+/// `nix copy` of the closure to the cache, signing it, with byte counts as it goes. For a
+/// `file://` cache the total (what the cache lacks) is asked before the copy starts; for
+/// others that would be one more narinfo request per path (`nix path-info` asks them one
+/// after the other), so the total is known only if Nix says it.
 fn upload(
     nix: &Nix,
     cache: &StoreUri,
@@ -72,7 +74,11 @@ fn upload(
 ) -> Result<(), ChannelError> {
     let started = Instant::now();
     let opts = CopyOptions { secret_key_file: Some(secret_key_file.to_owned()), ..CopyOptions::default() };
+    let local_cache = cache.file_path().is_some();
     let mut lacking = |closure: &[String]| -> Option<BTreeSet<String>> {
+        if !local_cache {
+            return None;
+        }
         nix.path_info(Some(cache), closure, false, false).ok().map(|(_, missing)| missing.into_iter().collect())
     };
     let end = nix

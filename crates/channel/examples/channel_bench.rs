@@ -90,7 +90,7 @@ fn latency() {
             .stdout_text();
         let req = PromoteRequest::parse("web1", &c, &sys, None, false).unwrap();
         let t = Instant::now();
-        promote(&nix, &cfg, &req, &|_| {}).unwrap();
+        promote(&nix, &cfg, &req, &|_: &str| {}).unwrap();
         ours.push(t.elapsed().as_secs_f64() * 1000.0);
 
         // The seed's hook, same steps and the same real tools (no signature check, no manifest).
@@ -234,6 +234,7 @@ fn poll() {
             host_tokens: HostTokens::default(),
             channel: None,
             max_promotions: 1,
+            limits: Default::default(),
         },
         Arc::new(|_: &str| {}),
     )

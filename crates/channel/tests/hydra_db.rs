@@ -307,8 +307,9 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// A system path that does not exist: the hook finds no configurationRevision in it and
-/// must ask the database (failures stop before anything would read the path again).
+/// A system path that does not exist: `resolve_commit` finds no configurationRevision in
+/// it and must ask the database. (The whole hook refuses such a path before it looks for
+/// the commit, so the CLI tests build a system that records no revision instead.)
 const ABSENT_SYSTEM: &str = "/nix/store/9lbzgxvs2rjybvqa15sgxw4j0qzp009i-nixos-system-web1-24.05";
 
 #[test]
@@ -417,7 +418,7 @@ fn a_build_missing_from_the_database_fails_with_exit_1_and_promotes_nothing() {
     let new = env.commit("eval 12");
     let pg = Postgres::start(&old, &new);
     let refs = env.remote_refs();
-    let event = event_file(&env, 4713, ABSENT_SYSTEM);
+    let event = event_file(&env, 4713, &env.system("hydra-db-4713", None));
     let uri = pg.uri("hydra");
     let ran = fleetgate(&env, &strs(&hook_args(&env, &event, &uri)), &[]);
     // docs/channel.md: 1 = a promotion was attempted and failed.
@@ -443,7 +444,7 @@ fn bad_urls_unreachable_servers_and_wrong_passwords_fail_clearly_without_the_pas
     let nowhere = tempfile::tempdir().unwrap();
     let nowhere = nowhere.path().display();
     let refs = env.remote_refs();
-    let event = event_file(&env, 4711, ABSENT_SYSTEM);
+    let event = event_file(&env, 4711, &env.system("hydra-db-4711", None));
     let cases: [(&str, String, &[&str]); 7] = [
         (
             "no server",

@@ -103,6 +103,19 @@ impl Http {
     }
 }
 
+/// A service without hook or promotions, on a free loopback port.
+fn plain_config(db: std::path::PathBuf, host_tokens: HostTokens) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db,
+        hook_secret: None,
+        host_tokens,
+        channel: None,
+        max_promotions: 1,
+        limits: Default::default(),
+    }
+}
+
 #[test]
 fn hook_manifest_etag_report_and_status() {
     let env = Env::new();
@@ -118,6 +131,7 @@ fn hook_manifest_etag_report_and_status() {
             host_tokens: HostTokens::parse(&Secret::new(&format!("web1 {HOST_TOKEN}\n"))).unwrap(),
             channel: Some((env.nix.clone(), env.config())),
             max_promotions: 2,
+            limits: Default::default(),
         },
         Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_owned())),
     )
@@ -144,6 +158,13 @@ fn hook_manifest_etag_report_and_status() {
     let (code, body) = http.signed_hook(&good.replace(&c1, "HEAD~1"));
     assert_eq!(code, 400);
     assert!(body.contains("invalid commit id"), "{body}");
+    // A bad build reference is the client's fault, like a bad host: 400, not 502.
+    for build in ["https://ci/run/1\u{7}".to_owned(), "b".repeat(1025)] {
+        let body = serde_json::json!({ "host": "web1", "commit": c1, "system": sys, "build": build }).to_string();
+        let (code, text) = http.signed_hook(&body);
+        assert_eq!(code, 400, "{text}");
+        assert!(text.contains("invalid build reference"), "{text}");
+    }
     assert_eq!(env.remote_refs(), refs);
     assert_eq!(http.get("/v1/hosts/web1/manifest", None).0, 404);
 
@@ -220,18 +241,8 @@ fn hook_manifest_etag_report_and_status() {
 
     // State survives a restart (SQLite), and secrets never reached the log.
     drop(server);
-    let server = start(
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            db: env.root().join("serve.sqlite"),
-            hook_secret: None,
-            host_tokens: HostTokens::default(),
-            channel: None,
-            max_promotions: 1,
-        },
-        Arc::new(|_: &str| {}),
-    )
-    .unwrap();
+    let server =
+        start(plain_config(env.root().join("serve.sqlite"), HostTokens::default()), Arc::new(|_: &str| {})).unwrap();
     let http = Http::new(server.addr());
     let (code, etag3, _) = http.get("/v1/hosts/web1/manifest", None);
     assert_eq!((code, etag3.as_deref()), (200, Some(etag.as_str())));
@@ -239,4 +250,19 @@ fn hook_manifest_etag_report_and_status() {
     let logs = server_log.lock().unwrap().join("\n");
     assert!(logs.contains("bad X-Hub-Signature-256"), "{logs}");
     assert!(!logs.contains(HOOK_SECRET) && !logs.contains(HOST_TOKEN));
+}
+
+#[test]
+fn reports_are_kept_a_hundred_per_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("serve.sqlite");
+    let tokens = HostTokens::parse(&Secret::new(&format!("web1 {HOST_TOKEN}\n"))).unwrap();
+    let server = start(plain_config(db.clone(), tokens), Arc::new(|_: &str| {})).unwrap();
+    let http = Http::new(server.addr());
+    for i in 0..130 {
+        assert_eq!(http.report("web1", HOST_TOKEN, &format!(r#"{{"status":"ok","message":"report {i}"}}"#)), 204);
+    }
+    let stored = fleetgate_channel::server::db::Db::open(&db).unwrap();
+    assert_eq!(stored.report_count("web1").unwrap(), 100);
+    assert_eq!(stored.last_report("web1").unwrap().unwrap().message.as_deref(), Some("report 129"));
 }

@@ -1,4 +1,10 @@
 //! The server's SQLite database: latest manifest per host, and host reports.
+//!
+//! Reports are bounded ([`Retention`]): each host keeps its newest
+//! [`Retention::per_host`] reports (100), and reports older than [`Retention::max_age`]
+//! (30 days) are deleted — except each host's newest, which the fleet status shows.
+//! Only hosts with a token can report, so the table holds at most
+//! `hosts × per_host` rows.
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
@@ -6,10 +12,26 @@ use serde::Serialize;
 
 use crate::error::ChannelError;
 
+/// How many reports are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Newest reports kept per host.
+    pub per_host: u32,
+    /// Reports older than this are deleted (each host's newest excepted), in seconds.
+    pub max_age_secs: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { per_host: 100, max_age_secs: 30 * 24 * 3600 }
+    }
+}
+
 /// An open database.
 #[derive(Debug)]
 pub struct Db {
     conn: Connection,
+    retention: Retention,
 }
 
 /// A host's last report.
@@ -32,8 +54,13 @@ fn sql_err(e: rusqlite::Error) -> ChannelError {
 }
 
 impl Db {
-    /// Opens (and creates) the database.
+    /// Opens (and creates) the database, with the default [`Retention`].
     pub fn open(path: &Path) -> Result<Self, ChannelError> {
+        Self::open_with(path, Retention::default())
+    }
+
+    /// Opens (and creates) the database.
+    pub fn open_with(path: &Path, retention: Retention) -> Result<Self, ChannelError> {
         let conn = Connection::open(path).map_err(sql_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -57,7 +84,7 @@ impl Db {
              CREATE INDEX IF NOT EXISTS reports_by_host ON reports (host, id);",
         )
         .map_err(sql_err)?;
-        Ok(Self { conn })
+        Ok(Self { conn, retention })
     }
 
     /// Stores a host's manifest document.
@@ -88,7 +115,7 @@ impl Db {
         rows.collect::<Result<_, _>>().map_err(sql_err)
     }
 
-    /// Appends a report.
+    /// Appends a report, then drops what the [`Retention`] no longer keeps.
     pub fn add_report(&self, host: &str, r: &Report) -> Result<(), ChannelError> {
         self.conn
             .execute(
@@ -97,7 +124,28 @@ impl Db {
                 params![host, r.received_at, r.status, r.commit, r.system, r.message],
             )
             .map_err(sql_err)?;
+        self.conn
+            .execute(
+                "DELETE FROM reports WHERE host = ?1 AND id NOT IN
+                     (SELECT id FROM reports WHERE host = ?1 ORDER BY id DESC LIMIT ?2)",
+                params![host, self.retention.per_host],
+            )
+            .map_err(sql_err)?;
+        self.conn
+            .execute(
+                "DELETE FROM reports WHERE received_at < ?1
+                     AND id NOT IN (SELECT MAX(id) FROM reports GROUP BY host)",
+                params![r.received_at.saturating_sub(self.retention.max_age_secs)],
+            )
+            .map_err(sql_err)?;
         Ok(())
+    }
+
+    /// How many reports of a host are stored.
+    pub fn report_count(&self, host: &str) -> Result<u64, ChannelError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM reports WHERE host = ?1", params![host], |r| r.get(0))
+            .map_err(sql_err)
     }
 
     /// The latest report of a host.
@@ -126,5 +174,37 @@ impl Db {
         let mut st = self.conn.prepare("SELECT DISTINCT host FROM reports").map_err(sql_err)?;
         let rows = st.query_map([], |r| r.get(0)).map_err(sql_err)?;
         rows.collect::<Result<_, _>>().map_err(sql_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(at: i64, status: &str) -> Report {
+        Report { received_at: at, status: status.into(), commit: None, system: None, message: None }
+    }
+
+    #[test]
+    fn reports_are_capped_per_host_and_old_ones_expire_but_each_hosts_newest_stays() {
+        let db = Db::open_with(Path::new(":memory:"), Retention { per_host: 3, max_age_secs: 100 }).unwrap();
+        db.add_report("quiet", &report(1_000, "ok")).unwrap();
+        db.add_report("quiet", &report(1_010, "last words")).unwrap();
+        for i in 0..10 {
+            db.add_report("web1", &report(1_050 + i, &format!("r{i}"))).unwrap();
+        }
+        assert_eq!(db.report_count("web1").unwrap(), 3);
+        assert_eq!(db.last_report("web1").unwrap().unwrap().status, "r9");
+        // Much later: quiet's old reports expire, its newest one stays.
+        db.add_report("web1", &report(5_000, "later")).unwrap();
+        assert_eq!(db.report_count("quiet").unwrap(), 1);
+        assert_eq!(db.last_report("quiet").unwrap().unwrap().status, "last words");
+        assert_eq!(db.report_count("web1").unwrap(), 1);
+        assert_eq!(db.last_report("web1").unwrap().unwrap().status, "later");
+    }
+
+    #[test]
+    fn the_default_keeps_a_hundred_reports_for_thirty_days() {
+        assert_eq!(Retention::default(), Retention { per_host: 100, max_age_secs: 2_592_000 });
     }
 }

@@ -8,8 +8,9 @@
 //! one repository still take turns on its lock), and the newest [`RETAINED`] finished
 //! jobs kept for status queries. A GitHub delivery id (`X-GitHub-Delivery`) maps to
 //! one job: a redelivery gets the existing job back instead of a second promotion.
-//! Jobs live in memory: after a restart their ids are unknown (404), and queued jobs
-//! are dropped at shutdown, while running ones are finished first.
+//! Jobs live in memory: after a restart their ids are unknown (404). At shutdown queued
+//! jobs are dropped and running ones may finish within the shutdown deadline
+//! (`super::promotions`, `Limits::job_deadline`).
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 

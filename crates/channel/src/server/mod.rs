@@ -12,23 +12,32 @@
 //! - `GET /v1/hosts` — fleet status as JSON.
 //!
 //! State lives in SQLite ([`db`]); manifests are also kept in memory, ready to send.
+//! Connections are served by [`connections`] (timeouts, a connection cap, graceful
+//! shutdown); log lines clients can cause are rate-limited ([`log_limit`]).
+pub mod connections;
 pub mod db;
 pub mod github;
 pub mod jobs;
+pub mod log_limit;
+mod promotions;
 pub mod routes;
 pub mod state;
 pub mod tokens;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fleetgate_nix::Nix;
 
 use crate::error::ChannelError;
 use crate::promote::ChannelConfig;
 use crate::secret::Secret;
+pub use connections::Limits;
 pub use state::AppState;
+use state::Log;
 use tokens::HostTokens;
 
 /// Everything `serve` needs.
@@ -46,9 +55,12 @@ pub struct ServerConfig {
     pub channel: Option<(Nix, ChannelConfig)>,
     /// Promotions running at once (more wait in the job queue).
     pub max_promotions: usize,
+    /// Timeouts and caps per client, and the shutdown deadline.
+    pub limits: Limits,
 }
 
-/// A server running on its own thread and runtime; stopped and joined on drop.
+/// A server running on its own thread and runtime; on drop it shuts down as on SIGTERM
+/// (running promotions get [`Limits::job_deadline`]) and the thread is joined.
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
@@ -83,7 +95,7 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, ChannelError> {
 }
 
 /// Binds and serves on a background thread.
-pub fn start(cfg: ServerConfig, log: Arc<dyn Fn(&str) + Send + Sync>) -> Result<RunningServer, ChannelError> {
+pub fn start(cfg: ServerConfig, log: Log) -> Result<RunningServer, ChannelError> {
     let rt = runtime(2)?;
     let state = Arc::new(AppState::open(cfg, log)?);
     let listener = rt
@@ -91,48 +103,127 @@ pub fn start(cfg: ServerConfig, log: Arc<dyn Fn(&str) + Send + Sync>) -> Result<
         .map_err(|e| ChannelError::Server(format!("cannot listen on {}: {e}", state.listen)))?;
     let addr = listener.local_addr().map_err(|e| ChannelError::Server(format!("no local address: {e}")))?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = routes::router(state);
     let thread = std::thread::spawn(move || {
-        rt.block_on(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let log = state.log.clone();
+        let result = rt.block_on(run(
+            listener,
+            state,
+            async move {
+                let _ = rx.await;
+            },
+            std::future::pending(),
+        ));
+        if let Err(e) = result {
+            log(&e.chain());
+        }
+        // Promotions cut off by the deadline are not waited for any longer.
+        rt.shutdown_timeout(Duration::from_millis(100));
     });
     Ok(RunningServer { addr, shutdown: Some(tx), thread: Some(thread) })
 }
 
-/// Serves in the foreground until SIGINT/SIGTERM.
-pub fn serve_forever(cfg: ServerConfig, log: Arc<dyn Fn(&str) + Send + Sync>) -> Result<(), ChannelError> {
+/// Serves in the foreground until SIGINT or SIGTERM, then shuts down: no new
+/// connections, idle and half-sent ones cut (requests in progress get
+/// [`connections::REQUEST_GRACE`]), queued promotions dropped, running ones given
+/// [`Limits::job_deadline`] (a second signal stops waiting for them).
+pub fn serve_forever(cfg: ServerConfig, log: Log) -> Result<(), ChannelError> {
     let rt = runtime(std::thread::available_parallelism().map_or(2, |n| n.get()))?;
     let state = Arc::new(AppState::open(cfg, log.clone())?);
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(state.listen)
             .await
             .map_err(|e| ChannelError::Server(format!("cannot listen on {}: {e}", state.listen)))?;
+        let mut signals = Signals::new()?;
         log(&format!("listening on http://{}", listener.local_addr().map_or(state.listen, |a| a)));
-        let app = routes::router(state);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let ctrl_c = tokio::signal::ctrl_c();
-                #[cfg(unix)]
-                {
-                    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                        Ok(t) => t,
-                        Err(_) => {
-                            let _ = ctrl_c.await;
-                            return;
-                        }
-                    };
-                    tokio::select! {
-                        _ = ctrl_c => {},
-                        _ = term.recv() => {},
-                    }
+        // Signals counted as they come: the first shuts down, a second stops waiting for
+        // running promotions.
+        let (count_tx, count) = tokio::sync::watch::channel(0_u32);
+        let signal_log = log.clone();
+        tokio::spawn(async move {
+            loop {
+                let name = signals.next().await;
+                if *count_tx.borrow() == 0 {
+                    signal_log(&format!("{name}: shutting down"));
+                } else {
+                    signal_log(&format!("{name} again: not waiting for running promotions"));
                 }
-            })
-            .await
-            .map_err(|e| ChannelError::Server(format!("server error: {e}")))
-    })
+                count_tx.send_modify(|n| *n += 1);
+            }
+        });
+        let (mut first, mut second) = (count.clone(), count);
+        let shutdown = async move {
+            let _ = first.wait_for(|n| *n >= 1).await;
+        };
+        let give_up = async move {
+            let _ = second.wait_for(|n| *n >= 2).await;
+        };
+        run(listener, state, shutdown, give_up).await
+    });
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+/// SIGINT and SIGTERM, as they come.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, ChannelError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let err = |e: std::io::Error| ChannelError::Server(format!("cannot handle signals: {e}"));
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(err)?,
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+        })
+    }
+
+    /// The name of the next signal.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Serves until `shutdown`, then lets go of the clients and waits for running
+/// promotions: at most [`Limits::job_deadline`], and not after `give_up`.
+async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+    give_up: impl Future<Output = ()>,
+) -> Result<(), ChannelError> {
+    let limits = state.limits.clone();
+    let log = state.log.clone();
+    let app = routes::router(state.clone());
+    let stopping = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Queued promotions are dropped from now on, none starts.
+        stopping.stop_jobs();
+    };
+    connections::serve(listener, app, &limits, log.clone(), shutdown).await;
+    if let Some(line) = state.bad_signatures.flush() {
+        log(&format!("hook: {line} (requests with a missing or bad X-Hub-Signature-256)"));
+    }
+    let running = state.running_jobs();
+    if running == 0 {
+        return Ok(());
+    }
+    let deadline = humantime::format_duration(limits.job_deadline);
+    log(&format!("waiting up to {deadline} for {running} running promotion(s) to finish"));
+    let why = tokio::select! {
+        finished = tokio::time::timeout(limits.job_deadline, state.jobs_finished()) => match finished {
+            Ok(()) => {
+                log("every running promotion finished");
+                return Ok(());
+            }
+            Err(_) => format!("--shutdown-timeout ({deadline}) passed"),
+        },
+        () = give_up => "a second signal came".to_owned(),
+    };
+    Err(ChannelError::PromotionsCutOff { running: state.running_jobs(), why })
 }

@@ -11,16 +11,19 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::connections::read_body;
 use super::db::Report;
 use super::github;
-use super::jobs::{self, Job, JobState, Submitted};
+use super::jobs::{self, Job, Submitted};
 use super::state::{AppState, MAX_PENDING_JOBS, now};
 use crate::error::ChannelError;
 use crate::host::HostName;
-use crate::promote::{PromoteRequest, promote_with};
+use crate::promote::PromoteRequest;
 
-/// The service's routes.
+/// The service's routes; every request body is read by [`read_body`] first (deadline,
+/// size cap).
 pub fn router(state: Arc<AppState>) -> Router {
+    let limits = Arc::new(state.limits.clone());
     Router::new()
         .route("/hooks/github", post(github_hook))
         .route("/v1/jobs/{id}", get(job_status))
@@ -28,6 +31,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/hosts/{host}/manifest", get(manifest))
         .route("/v1/hosts/{host}/report", post(report))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(limits, read_body))
+        // The limit is read_body's; axum's own default (2 MiB) would only be in the way.
+        .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -39,7 +45,7 @@ fn channel_error(e: &ChannelError) -> Response {
 }
 
 /// The HTTP status an error maps to (also recorded in failed jobs).
-fn error_status(e: &ChannelError) -> StatusCode {
+pub(crate) fn error_status(e: &ChannelError) -> StatusCode {
     match e {
         e if e.is_bad_input() => StatusCode::BAD_REQUEST,
         ChannelError::Diverged { .. } => StatusCode::CONFLICT,
@@ -68,7 +74,10 @@ async fn github_hook(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
     };
     let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
     if !github::verify(secret.expose().as_bytes(), &body, sig) {
-        (state.log)("hook: rejected a request with a missing or bad X-Hub-Signature-256");
+        let line = "hook: rejected a request with a missing or bad X-Hub-Signature-256";
+        if let Some(line) = state.bad_signatures.admit(std::time::Instant::now(), line) {
+            (state.log)(&line);
+        }
         return error(StatusCode::UNAUTHORIZED, "bad or missing X-Hub-Signature-256");
     }
     if headers.get("x-github-event").and_then(|v| v.to_str().ok()) == Some("ping") {
@@ -125,44 +134,8 @@ async fn github_hook(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
         }
     };
     let response = accepted(&job, false);
-    let st = state.clone();
-    tokio::spawn(async move {
-        let id = job.id.clone();
-        // The semaphore bounds running promotions; it is never closed.
-        let Ok(_permit) = st.promotions.clone().acquire_owned().await else {
-            return;
-        };
-        set_job(&st, &id, JobState::Running);
-        (st.log)(&format!("hook: job {id}: promoting {} to {}", req.host, req.commit));
-        let worker = st.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let log = |line: &str| (worker.log)(&format!("hook: {line}"));
-            promote_with(&nix, &cfg, &req, Some(worker.as_ref()), &log)
-        })
-        .await;
-        let state = match result {
-            Ok(Ok(outcome)) => {
-                (st.log)(&format!("hook: job {id} succeeded"));
-                JobState::Succeeded { outcome: json!(outcome) }
-            }
-            Ok(Err(e)) => {
-                (st.log)(&format!("hook: job {id}: promotion failed: {}", e.chain()));
-                JobState::Failed { status: error_status(&e).as_u16(), error: e.chain() }
-            }
-            Err(e) => JobState::Failed {
-                status: StatusCode::INTERNAL_SERVER_ERROR.as_u16(),
-                error: format!("promotion task: {e}"),
-            },
-        };
-        set_job(&st, &id, state);
-    });
+    super::promotions::spawn(state, job.id, nix, cfg, req);
     response
-}
-
-fn set_job(state: &AppState, id: &str, job_state: JobState) {
-    if let Ok(mut jobs) = state.jobs.lock() {
-        jobs.set(id, job_state);
-    }
 }
 
 /// `202 Accepted` for a (possibly already known) job, with where to ask about it.
@@ -235,6 +208,15 @@ pub struct ReportBody {
     pub message: Option<String>,
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is
+/// case-insensitive (RFC 7235 section 2.1: `bearer`, `BEARER` are `Bearer`), separated
+/// from the token by one or more spaces.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 async fn report(
     State(state): State<Arc<AppState>>,
     Path(host): Path<String>,
@@ -244,11 +226,7 @@ async fn report(
     if HostName::parse(&host).is_err() {
         return error(StatusCode::BAD_REQUEST, "invalid host name");
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token).unwrap_or("");
     if !state.host_tokens.check(&host, token) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token for this host");
     }
@@ -303,4 +281,19 @@ async fn fleet_status(State(state): State<Arc<AppState>>) -> Response {
         })
         .collect();
     (StatusCode::OK, axum::Json(json!({ "hosts": list }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for ok in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR   t0k"] {
+            assert_eq!(bearer_token(ok), Some("t0k"), "{ok}");
+        }
+        for bad in ["Basic t0k", "Bearer", "Bearer ", "Bearert0k", "t0k", "Bearer\tt0k"] {
+            assert_eq!(bearer_token(bad), None, "{bad}");
+        }
+    }
 }

@@ -3,14 +3,18 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fleetgate_nix::Nix;
 use sha2::Digest as _;
 
+use tokio::sync::watch;
+
 use super::ServerConfig;
+use super::connections::Limits;
 use super::db::Db;
 use super::jobs::JobTable;
+use super::log_limit::RateLimitedLine;
 use super::tokens::HostTokens;
 use crate::error::ChannelError;
 use crate::host::HostName;
@@ -35,13 +39,37 @@ pub struct AppState {
     pub(crate) hook_secret: Option<Secret>,
     pub(crate) host_tokens: HostTokens,
     pub(crate) channel: Option<(Nix, ChannelConfig)>,
-    pub(crate) log: Arc<dyn Fn(&str) + Send + Sync>,
+    pub(crate) log: Log,
     pub(crate) jobs: Mutex<JobTable>,
     pub(crate) promotions: Arc<tokio::sync::Semaphore>,
+    pub(crate) limits: Limits,
+    /// Turns true when shutdown begins: queued promotions are dropped.
+    stopping: watch::Sender<bool>,
+    /// Promotions running now.
+    running: watch::Sender<usize>,
+    /// Rate limit of the "bad signature" line.
+    pub(crate) bad_signatures: RateLimitedLine,
+}
+
+/// Where the server's log lines go.
+pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A running promotion, counted until dropped.
+pub(crate) struct RunningJob {
+    running: watch::Sender<usize>,
+}
+
+impl Drop for RunningJob {
+    fn drop(&mut self) {
+        self.running.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Unfinished hook jobs admitted at once (queued + running).
 pub const MAX_PENDING_JOBS: usize = 64;
+
+/// At most one "bad signature" log line per minute (with the count of those left out).
+pub const BAD_SIGNATURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,7 +89,10 @@ pub(crate) fn now() -> i64 {
 
 impl AppState {
     /// Opens the database and loads the manifests into memory.
-    pub fn open(cfg: ServerConfig, log: Arc<dyn Fn(&str) + Send + Sync>) -> Result<Self, ChannelError> {
+    pub fn open(cfg: ServerConfig, log: Log) -> Result<Self, ChannelError> {
+        if let Some(secret) = &cfg.hook_secret {
+            secret.require_strength("webhook secret")?;
+        }
         let db = Db::open(&cfg.db)?;
         let mut manifests = HashMap::new();
         for (host, doc) in db.manifests()? {
@@ -77,7 +108,39 @@ impl AppState {
             log,
             jobs: Mutex::new(JobTable::new(MAX_PENDING_JOBS)),
             promotions: Arc::new(tokio::sync::Semaphore::new(cfg.max_promotions.max(1))),
+            limits: cfg.limits,
+            stopping: watch::channel(false).0,
+            running: watch::channel(0).0,
+            bad_signatures: RateLimitedLine::new(BAD_SIGNATURE_LOG_INTERVAL),
         })
+    }
+
+    /// Shutdown began: queued promotions are dropped, none starts any more.
+    pub(crate) fn stop_jobs(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves when shutdown begins.
+    pub(crate) async fn stopped(&self) {
+        let _ = self.stopping.subscribe().wait_for(|s| *s).await;
+    }
+
+    /// Counts a promotion as running, unless shutdown began.
+    pub(crate) fn start_job(&self) -> Option<RunningJob> {
+        self.running.send_modify(|n| *n += 1);
+        let job = RunningJob { running: self.running.clone() };
+        // Checked after counting: shutdown either sees this job or this job sees it.
+        (!*self.stopping.borrow()).then_some(job)
+    }
+
+    /// Promotions running now.
+    pub(crate) fn running_jobs(&self) -> usize {
+        *self.running.borrow()
+    }
+
+    /// Resolves when no promotion runs.
+    pub(crate) async fn jobs_finished(&self) {
+        let _ = self.running.subscribe().wait_for(|n| *n == 0).await;
     }
 
     /// Stores a manifest document for a host (database first, then memory).

@@ -7,7 +7,10 @@ use sha2::Digest as _;
 
 use crate::error::ChannelError;
 use crate::host::HostName;
-use crate::secret::Secret;
+use crate::secret::{MIN_SECRET_CHARS, Secret};
+
+/// Largest host tokens file read (one line per host).
+pub const MAX_TOKENS_FILE: u64 = 1 << 20;
 
 /// Host → SHA-256 of its token.
 #[derive(Clone, Default)]
@@ -37,8 +40,8 @@ impl HostTokens {
                     .ok()
                     .and_then(|v| v.try_into().ok())
                     .ok_or_else(|| bad("sha256: must be followed by 64 hex digits"))?,
-                None if token.len() >= 16 => sha2::Sha256::digest(token.as_bytes()).into(),
-                None => return Err(bad("tokens must be at least 16 characters")),
+                None if token.chars().count() >= MIN_SECRET_CHARS => sha2::Sha256::digest(token.as_bytes()).into(),
+                None => return Err(bad(&format!("tokens must be at least {MIN_SECRET_CHARS} characters"))),
             };
             map.insert(host.to_string(), hash);
         }

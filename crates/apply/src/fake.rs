@@ -400,6 +400,9 @@ impl Machine for FakeMachine {
         new.clone_into(&mut self.default_entry);
         Ok(())
     }
+    fn activation_log(&mut self, _run_id: &str) -> String {
+        "activation: injected failure".to_owned()
+    }
     fn health(&mut self, _baseline: &str) -> Vec<String> {
         self.log.push(Op::State);
         if !self.up {

@@ -239,6 +239,9 @@ pub trait Machine {
     /// [`MachineError`].
     fn make_default_fresh(&mut self, new: &str) -> Result<(), MachineError>;
 
+    /// The last lines of the watchdog's activation log (best effort).
+    fn activation_log(&mut self, run_id: &str) -> String;
+
     /// One round of health checks over a NEW login; what failed (empty: healthy).
     fn health(&mut self, baseline: &str) -> Vec<String>;
 

@@ -123,6 +123,11 @@ impl<C: Connector> ScriptMachine<C> {
         }
     }
 
+    /// The shared connection (for what is not the engine's: facts, the copy's probes).
+    pub fn transport(&mut self) -> &dyn Transport {
+        self.conn.shared()
+    }
+
     fn run(&mut self, script: &str, stdin_file: Option<&[u8]>, timeout: Duration) -> Result<Output, MachineError> {
         let result = match stdin_file {
             None => self.conn.shared().run(&["/bin/sh", "-s"], Some(script.as_bytes()), timeout),
@@ -433,6 +438,18 @@ impl<C: Connector> Machine for ScriptMachine<C> {
     fn make_default_fresh(&mut self, new: &str) -> Result<(), MachineError> {
         let script = self.layout.install_boot(new);
         self.fresh_ok("switch-to-configuration boot", &script, self.timeouts.activation).map(|_| ())
+    }
+
+    fn activation_log(&mut self, run_id: &str) -> String {
+        let script = self
+            .layout
+            .read_file(&format!("{}/activate.log", crate::scripts::RUN_DIR_REL.replace("{run}", run_id)), 64 * 1024);
+        self.sh_ok("reading the activation log", &script, self.timeouts.command)
+            .map(|t| {
+                let lines: Vec<&str> = t.lines().filter(|l| !l.trim().is_empty()).collect();
+                lines[lines.len().saturating_sub(8)..].join("\n")
+            })
+            .unwrap_or_default()
     }
 
     fn health(&mut self, baseline: &str) -> Vec<String> {

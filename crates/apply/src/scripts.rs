@@ -28,6 +28,8 @@ pub const PROFILE: &str = "/nix/var/nix/profiles/system";
 pub const RUN_DIR: &str = "/run/fleetgate";
 /// The deploy lock.
 pub const LOCK: &str = "/run/fleetgate/lock";
+/// A run's watchdog directory (`{run}` replaced), relative to the layout.
+pub const RUN_DIR_REL: &str = "/run/fleetgate/runs/{run}";
 /// fleetgate's persistent directory.
 pub const STATE_DIR: &str = "/var/lib/fleetgate";
 /// GC roots fleetgate keeps.
@@ -54,7 +56,7 @@ impl Layout {
     /// The watchdog's directory.
     #[must_use]
     pub fn run_dir(&self, run_id: &str) -> String {
-        self.at(&format!("{RUN_DIR}/runs/{run_id}"))
+        self.at(&RUN_DIR_REL.replace("{run}", run_id))
     }
 
     /// Prints `current=`, `booted=`, `link=`, `profile=`, `boot_id=` lines.

@@ -119,7 +119,7 @@ fn next(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan, spec: &Watc
             }
             Err(e @ MachineError::Lost(_)) => State::Stop { why: format!("starting the watchdog: {e}") },
         },
-        State::Activating => activating(m, obs, p),
+        State::Activating => activating(m, p),
         State::Health => {
             obs.step(Step::Health);
             let within = p.health.min(p.window.saturating_sub(Duration::from_secs(10)).max(Duration::from_secs(5)));
@@ -177,7 +177,7 @@ fn exit_text(code: i32, activation: Duration) -> String {
     }
 }
 
-fn activating(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan) -> State {
+fn activating(m: &mut dyn Machine, p: &SwitchPlan) -> State {
     let within = p.activation + Duration::from_secs(30);
     let seen = poll(m, within, EVERY, |m| {
         m.watchdog(&p.run_id)
@@ -193,8 +193,10 @@ fn activating(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan) -> St
     match state {
         WatchdogState::Waiting(0) => State::Health,
         WatchdogState::Waiting(code) => {
-            obs.info(&format!("switch-to-configuration test: {}", exit_text(code, p.activation)));
-            State::Stop { why: format!("switch-to-configuration test failed ({})", exit_text(code, p.activation)) }
+            let log = m.activation_log(&p.run_id);
+            State::Stop {
+                why: format!("switch-to-configuration test failed ({}):\n{log}", exit_text(code, p.activation)),
+            }
         }
         WatchdogState::Refused(why) => {
             State::RestoreProfile { at: Step::Activate, why: format!("the watchdog refused to start: {why}") }

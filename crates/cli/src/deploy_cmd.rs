@@ -13,7 +13,7 @@ use fleetgate_deploy::copy::human_bytes;
 use fleetgate_deploy::events::{Bus, Event, EventKind};
 use fleetgate_deploy::history::{self, History};
 use fleetgate_deploy::{CheckPlanner, DeployOptions, Deployer, Inventory, Strategy, select};
-use miette::{IntoDiagnostic as _, WrapErr as _, miette};
+use miette::{IntoDiagnostic as _, WrapErr as _};
 
 /// Exit status when nothing was deployed because the run could not start.
 const EXIT_USAGE: u8 = 2;
@@ -88,7 +88,6 @@ pub fn run(args: &DeployArgs) -> ExitCode {
 }
 
 fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
-    validate(args)?;
     let history_path = args.history.clone().unwrap_or_else(history::default_path);
     let history = History::open(&history_path).into_diagnostic()?;
     let (flake, mut named) = select::parse_targets(&args.targets).into_diagnostic()?;
@@ -108,7 +107,16 @@ fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
     let nix = fleetgate_nix::Nix::detect()
         .into_diagnostic()
         .wrap_err("fleetgate deploy needs Nix 2.8 or newer on this machine")?;
+    let flake = fleetgate_deploy::inventory::resolve_flake_ref(&flake);
     let inventory = Inventory::load(&nix, &flake, args.config.as_deref()).into_diagnostic()?;
+    if !args.json {
+        match &inventory.config_path {
+            Some(path) => eprintln!("using {}", path.display()),
+            None => eprintln!(
+                "no fleetgate.toml found for {flake} (looked beside its flake.nix): defaults apply; pass --config FILE to use one"
+            ),
+        }
+    }
     let selected = select::select(&inventory, &named, &args.on).into_diagnostic()?;
     let options = options(args, &inventory)?;
     let planner = CheckPlanner::default();
@@ -126,11 +134,15 @@ fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
         planner: &planner,
         options: &options,
         bus: Bus::new(tx),
-        history: Some(&history),
+        // A dry run is a preview, not a run: it is not history.
+        history: (!options.dry_run).then_some(&history),
     };
     let result = deployer.run(&selected);
     drop(deployer);
     let _ = ui.join();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
     let report = result.into_diagnostic()?;
     if args.json {
         println!("{}", report.to_json());
@@ -138,26 +150,6 @@ fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
         print!("{}", report.human());
     }
     Ok(u8::try_from(report.exit_code).unwrap_or(EXIT_USAGE))
-}
-
-/// Refuses values that make no sense before anything is evaluated or built.
-fn validate(args: &DeployArgs) -> miette::Result<()> {
-    let zero = |value: Option<u64>| value == Some(0);
-    if zero(args.max_parallel.map(|n| n as u64)) {
-        return Err(miette!("--max-parallel must be at least 1"));
-    }
-    if zero(args.wave_size.map(|n| n as u64)) {
-        return Err(miette!("--wave-size must be at least 1"));
-    }
-    if zero(args.confirm_timeout) {
-        return Err(miette!("--confirm-timeout must be at least 1 second: with 0 every live switch would roll back"));
-    }
-    if zero(args.reboot_timeout) {
-        return Err(miette!(
-            "--reboot-timeout must be at least 1 second: with 0 every verified reboot would be power-cycled"
-        ));
-    }
-    Ok(())
 }
 
 fn options(args: &DeployArgs, inventory: &Inventory) -> miette::Result<DeployOptions> {
@@ -188,6 +180,8 @@ fn options(args: &DeployArgs, inventory: &Inventory) -> miette::Result<DeployOpt
     if let Some(s) = args.reboot_timeout {
         o.timeouts.reboot = Duration::from_secs(s);
     }
+    // One check, whatever the source of each value (flag or fleetgate.toml).
+    o.validate().into_diagnostic()?;
     Ok(o)
 }
 
@@ -205,6 +199,8 @@ fn show_progress(rx: &mpsc::Receiver<Event>, hosts: &[String], tty: bool) {
     }
     let multi = indicatif::MultiProgress::new();
     let style = indicatif::ProgressStyle::with_template("{spinner} {prefix:<12} {elapsed:>4} {wide_msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    let done_style = indicatif::ProgressStyle::with_template("  {prefix:<12} {elapsed:>4} {msg}")
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
     let width = hosts.iter().map(String::len).max().unwrap_or(8);
     let bars: std::collections::BTreeMap<String, indicatif::ProgressBar> = hosts
@@ -227,7 +223,10 @@ fn show_progress(rx: &mpsc::Receiver<Event>, hosts: &[String], tty: bool) {
                 bar.set_message(copy_progress_text(done_bytes, expected_bytes));
             }
             EventKind::Copied { bytes, paths } => bar.set_message(copied_text(bytes, paths)),
+            EventKind::Waiting { what, left_secs } => bar.set_message(waiting_text(&what, left_secs)),
             EventKind::Finished { ok, summary } => {
+                // The whole line, wrapped rather than cut at the terminal's width.
+                bar.set_style(done_style.clone());
                 bar.finish_with_message(format!("{} {summary}", if ok { "✔" } else { "✘" }));
             }
         }
@@ -248,6 +247,7 @@ pub fn plain_line(event: &Event, elapsed: Duration) -> Option<String> {
         EventKind::Info(text) => text.clone(),
         EventKind::CopyProgress { .. } => return None,
         EventKind::Copied { bytes, paths } => copied_text(*bytes, *paths),
+        EventKind::Waiting { what, left_secs } => waiting_text(what, *left_secs),
         EventKind::Finished { summary, .. } => summary.clone(),
     };
     Some(format!("[{:>6.1}s] {}: {what}", elapsed.as_secs_f64(), event.host))
@@ -259,6 +259,11 @@ pub fn copy_progress_text(done: u64, expected: Option<u64>) -> String {
         Some(total) => format!("copy {} / {}", human_bytes(done), human_bytes(total.max(done))),
         None => format!("copy {}", human_bytes(done)),
     }
+}
+
+/// `waiting for the host to come back from the reboot (42 s left)`.
+pub fn waiting_text(what: &str, left_secs: u64) -> String {
+    format!("waiting for {what} ({left_secs} s left)")
 }
 
 /// `copied 40.1 MiB (12 paths)`.

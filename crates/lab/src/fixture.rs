@@ -17,10 +17,11 @@ use crate::process::{self, ProcessError};
 use crate::spec::DiskBus;
 use crate::state::LabState;
 
-const FILES: [(&str, &str); 13] = [
+const FILES: [(&str, &str); 14] = [
     ("flake.nix", include_str!("../fixture/flake.nix")),
     ("builders/kernel.sh", include_str!("../fixture/builders/kernel.sh")),
     ("builders/write-text.sh", include_str!("../fixture/builders/write-text.sh")),
+    ("builders/system-path.sh", include_str!("../fixture/builders/system-path.sh")),
     ("builders/modules-closure.sh", include_str!("../fixture/builders/modules-closure.sh")),
     ("builders/initrd.sh", include_str!("../fixture/builders/initrd.sh")),
     ("builders/etc.sh", include_str!("../fixture/builders/etc.sh")),

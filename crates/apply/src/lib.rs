@@ -31,6 +31,7 @@ pub mod reboot;
 pub mod remote;
 pub mod scripts;
 pub mod switch;
+pub mod testing;
 
 pub use machine::{Machine, MachineError};
 pub use outcome::{Observer, Outcome, Restored, Standing, Step};

@@ -17,7 +17,7 @@
 //!
 //! | state            | step                                              | success →      | failure exits |
 //! |------------------|---------------------------------------------------|----------------|---------------|
-//! | `Look`           | current/booted/profile from the host              | booted new: `Health`; booted fallback: `Restore` → RolledBack | anything else / no answer: Unknown |
+//! | `Look`           | current/booted/profile/boot id from the host      | booted new: `Health`; booted fallback: `Restore` → RolledBack; not rebooted yet (dead run): `Restore` → Refused | anything else / no answer: Unknown |
 //! | `Health`         | checks over a new login until the deadline        | `Bless`        | `BackToFallback` |
 //! | `Bless`          | new `switch-to-configuration boot`, entry blessed, intent cleared | `Verify` | `BackToFallback` |
 //! | `BackToFallback` | `Restore`, reboot, wait (power-cycle), booted fallback? | RolledBack | Unknown |
@@ -258,6 +258,27 @@ pub fn resume(
             };
         }
     };
+    if state.boot_id == intent.boot_id_before {
+        // The run died before the reboot: nothing booted the new system; undo
+        // the one-time boot so that a later reboot cannot boot it unverified.
+        obs.step(Step::Rollback);
+        return match restore(m, &intent.fallback, intent.fallback_generation) {
+            Restored::RolledBack => {
+                let _ = m.clear_intent();
+                Outcome::Refused {
+                    at: Step::Reboot,
+                    why: format!("run {} died before the host rebooted; its one-time boot was undone", intent.run_id),
+                }
+            }
+            Restored::Unknown { why } => Outcome::Unknown {
+                at: Step::Rollback,
+                why: format!(
+                    "run {} died before the host rebooted, and undoing its one-time boot failed: {why}",
+                    intent.run_id
+                ),
+            },
+        };
+    }
     let hung = if cycled {
         "the host did not come back from booting the new generation (hung in stage 1?); it was power-cycled"
     } else {

@@ -431,3 +431,21 @@ fn resume_after_the_deployer_died_blesses_or_goes_back() {
     assert_eq!(o, Outcome::Blessed);
     assert_eq!(m.on(), (sys("new"), sys("new"), sys("new"), sys("new")));
 }
+
+/// A run that died before it rebooted the host: the intent is resolved by
+/// undoing the one-time boot, so a later reboot cannot boot the new system
+/// unverified.
+#[test]
+fn resume_of_a_run_that_died_before_the_reboot_undoes_the_one_time_boot() {
+    let mut m = FakeMachine::running(&sys("old"));
+    m.ignores_reboot = true;
+    m.has_power_cycle = false;
+    let o = verified(&mut m);
+    assert!(matches!(o, Outcome::Unknown { .. }), "{o:?}");
+    assert_eq!(m.oneshot, Some(sys("new")));
+    let intent = m.intent.clone().expect("intent");
+    let o = reboot::resume(&mut m, &mut Silent, &intent, Duration::from_secs(30), false, Duration::from_secs(60));
+    assert!(matches!(&o, Outcome::Refused { why, .. } if why.contains("died before")), "{o:?}");
+    assert_eq!((m.oneshot.clone(), m.intent.is_none()), (None, true));
+    assert_eq!(m.on(), (sys("old"), sys("old"), sys("old"), sys("old")));
+}

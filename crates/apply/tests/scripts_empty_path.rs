@@ -4,8 +4,7 @@
 //! scripts act on (as on NixOS, where a `systemd-run` unit has no coreutils).
 
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use fleetgate_apply::outcome::Silent;
 use fleetgate_apply::remote::{CallTimeouts, Connector, Loader, ScriptMachine};
 use fleetgate_apply::scripts::Layout;
 use fleetgate_apply::switch::{SwitchPlan, live_switch};
+use fleetgate_apply::testing::{exe, host, tool};
 use fleetgate_apply::{Outcome, bootloader::Grubenv};
 use fleetgate_transport::{Output, Transport, TransportError};
 
@@ -58,63 +58,6 @@ impl Connector for Conn {
         Box::new(EmptyPath)
     }
     fn disconnect(&mut self) {}
-}
-
-const TOOLS: &[&str] =
-    &["mkdir", "mv", "sleep", "timeout", "cat", "readlink", "head", "tail", "rm", "ln", "chmod", "setsid", "sed"];
-
-fn tool(name: &str) -> PathBuf {
-    ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} on this machine"))
-}
-
-fn exe(path: &Path, text: &str) {
-    fs::write(path, text).expect("write");
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
-}
-
-/// A system whose switch-to-configuration logs and repoints current-system.
-fn system(root: &Path, name: &str, test_exit: i32) -> String {
-    let dir = root.join("systems").join(name);
-    let bin = dir.join("sw/bin");
-    fs::create_dir_all(&bin).expect("mkdir");
-    fs::create_dir_all(dir.join("bin")).expect("mkdir");
-    for t in TOOLS {
-        symlink(tool(t), bin.join(t)).expect("symlink");
-    }
-    // nix-env: the profile flip it does (system-N-link, then the profile link).
-    exe(
-        &bin.join("nix-env"),
-        "#!/bin/sh\nset -e\np=$2\nd=${p%/*}\ncase $3 in\n--set) n=1; while [ -e \"$d/system-$n-link\" ]; do n=$((n+1)); done; ln -s \"$4\" \"$d/system-$n-link\" ;;\n\
-             --switch-generation) n=$4 ;;\nesac\nln -sfn \"system-$n-link\" \"$p.tmp\"\nmv -Tf \"$p.tmp\" \"$p\"\n",
-    );
-    let me = dir.display().to_string();
-    exe(
-        &dir.join("bin/switch-to-configuration"),
-        &format!(
-            "#!/bin/sh\necho \"{name} $1\" >> {log}\ncase $1 in test|switch) [ {test_exit} = 0 ] || [ $1 = switch ] || exit {test_exit}; ln -sfn {me} {root}/run/current-system ;; esac\nexit 0\n",
-            log = root.join("calls").display(),
-            root = root.display(),
-        ),
-    );
-    me
-}
-
-fn host(root: &Path, new_exit: i32) -> (String, String) {
-    let old = system(root, "old", 0);
-    let new = system(root, "new", new_exit);
-    for d in ["run", "nix/var/nix/profiles", "proc/sys/kernel/random"] {
-        fs::create_dir_all(root.join(d)).expect("mkdir");
-    }
-    symlink(&old, root.join("run/current-system")).expect("ln");
-    symlink(&old, root.join("run/booted-system")).expect("ln");
-    symlink(&old, root.join("nix/var/nix/profiles/system-1-link")).expect("ln");
-    symlink("system-1-link", root.join("nix/var/nix/profiles/system")).expect("ln");
-    fs::write(root.join("proc/sys/kernel/random/boot_id"), "b1\n").expect("write");
-    (old, new)
 }
 
 fn machine(root: &Path) -> ScriptMachine<Conn> {
@@ -248,4 +191,30 @@ fn systemd_boot_entries_found_by_init_in_all_three_layouts() {
         m.bless_entry(&new).expect("bless");
         assert!(entries.join(&new_id).exists(), "boot counter removed: {new_file}");
     }
+}
+
+/// Issue 10's race with the real scripts: the watchdog begins 2 s after
+/// the launcher returned (a slow `setsid`). The engine waits for it, the
+/// switch is confirmed, and the host stays on the new system past the
+/// watchdog's own deadline.
+#[test]
+fn a_watchdog_that_starts_late_is_waited_for_and_the_host_stays_where_the_report_says() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    for s in [&old, &new] {
+        let link = Path::new(s).join("sw/bin/setsid");
+        fs::remove_file(&link).expect("rm");
+        exe(&link, &format!("#!/bin/sh\n{} 2\nexec {} \"$@\"\n", tool("sleep").display(), tool("setsid").display()));
+    }
+    let mut m = machine(tmp.path());
+    let p = plan(&old, &new);
+    let o = live_switch(&mut m, &mut Silent, &p);
+    assert_eq!(o, Outcome::Switched);
+    // Past the watchdog's window: nothing rolls the host back.
+    std::thread::sleep(p.window + Duration::from_secs(2));
+    let s = m.state().expect("state");
+    assert_eq!((s.current, s.profile), (new.clone(), new));
+    let state = fs::read_to_string(tmp.path().join("run/fleetgate/runs/r1/state")).expect("state");
+    assert_eq!(state.trim(), "confirmed");
+    assert_eq!(fs::read_to_string(tmp.path().join("calls")).expect("calls"), "new test\nnew boot\n");
 }

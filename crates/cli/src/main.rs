@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod check_cmd;
 mod deploy_cmd;
 mod facts_cmd;
+mod resume_cmd;
 
 /// Keep a fleet of NixOS machines up to date without ever leaving one unbootable.
 #[derive(Debug, Parser)]
@@ -29,6 +30,8 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// Push a flake to hosts: canary and waves, magic rollback for live switches, verified reboots.
     Deploy(deploy_cmd::DeployArgs),
+    /// On a host, at boot: finish a verified reboot its deployer did not live to finish.
+    ResumePending(resume_cmd::ResumeArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,5 +41,6 @@ fn main() -> ExitCode {
         Command::Facts(args) => facts_cmd::run(&args),
         Command::Check(args) => check_cmd::run(&args),
         Command::Deploy(args) => deploy_cmd::run(&args),
+        Command::ResumePending(args) => resume_cmd::run(&args),
     }
 }

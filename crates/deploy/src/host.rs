@@ -163,7 +163,9 @@ fn resolve_pending(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<(), Fail> {
     if outcome.standing() == fleetgate_apply::Standing::Unknown {
         return Err((Outcome::Failed, Standing::Unknown, format!("{line}; nothing else was done")));
     }
-    run.tl.info(line);
+    run.tl.info(&line);
+    let severity = if outcome.is_applied() { Severity::Info } else { Severity::Warning };
+    run.report.findings.push(Finding::new("deploy.pending-resolved", severity, line));
     if outcome == fleetgate_apply::Outcome::Blessed {
         run.report.booted_healthy = Some(intent.new.clone());
         record_last_good(run, m, &intent.new);
@@ -196,7 +198,7 @@ fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail> {
         reboot: job.options.reboot,
     });
     run.report.action = Some(plan.action);
-    run.report.findings.clone_from(&plan.findings);
+    run.report.findings.extend(plan.findings.iter().cloned());
     let action = match plan.action {
         Action::UpToDate => return Err((Outcome::UpToDate, Standing::KnownGood, plan.next_step)),
         Action::Blocked if job.options.dry_run => {

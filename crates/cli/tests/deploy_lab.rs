@@ -1,0 +1,157 @@
+//! `fleetgate deploy` through the real binary on lab hosts: a deployer
+//! killed (SIGKILL) right after it rebooted a host into the new generation
+//! leaves an intent on the host that the next look at it finishes; a dry
+//! run is not history. Needs root, like the lab.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use fleetgate_lab::Power;
+use fleetgate_lab::testing::LabGuard;
+
+fn fleetgate(lab: &LabGuard, history: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fleetgate"));
+    c.arg("deploy")
+        .arg(format!("path:{}", lab.fleet_dir().display()))
+        .arg("--history")
+        .arg(history)
+        .args(["--reboot-timeout", "30", "--confirm-timeout", "20"])
+        .args(extra)
+        .env("NIX_CONFIG", fleetgate_lab::lab::NIX_CONFIG);
+    c
+}
+
+fn readlink(lab: &LabGuard, host: &str, path: &str) -> String {
+    lab.ssh(host, &format!("readlink -f {path}")).expect("ssh").trim().to_owned()
+}
+
+fn pending(lab: &LabGuard, host: &str) -> bool {
+    lab.ssh(host, "test -e /var/lib/fleetgate/pending.json && echo yes || echo no").expect("ssh").trim() == "yes"
+}
+
+/// Starts a deploy and SIGKILLs it as soon as it says it waits for the
+/// host's reboot (its own progress line, not a sleep).
+fn deploy_and_kill_after_the_reboot(mut command: Command) {
+    let mut child: Child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("fleetgate runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("deployer: {line}");
+            if line.contains(": wait-boot") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let triggered = rx.recv_timeout(Duration::from_secs(300));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let _ = reader.join();
+    triggered.expect("the deployer rebooted the host");
+}
+
+/// ssh ControlMasters the killed deployer left (their command line names
+/// this lab's ssh config): ended one by one, by pid.
+fn end_orphaned_masters(lab: &LabGuard) {
+    let config = lab.dir().ssh_config().display().to_string();
+    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.starts_with("ssh\0") && cmdline.contains(&config) && cmdline.contains("\0-M\0") {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+#[test]
+fn resume_after_deployer_killed_host_back_on_new_next_deploy_blesses_it() {
+    let lab = LabGuard::up(&["vps1=virtio,systemd-boot"]).expect("lab");
+    lab.build(&["vps1"]).expect("build");
+    lab.edit_host("vps1", |k| k.revision = 2).expect("edit");
+    let new = lab.build(&["vps1"]).expect("build")["vps1"].clone();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let history = tmp.path().join("history.sqlite");
+    let boots = lab.status("vps1").expect("status").boots;
+
+    deploy_and_kill_after_the_reboot(fleetgate(&lab, &history, &["--reboot"]));
+    end_orphaned_masters(&lab);
+    let back = lab.wait_next_boot("vps1", boots).expect("the host boots");
+    assert_eq!((back.power, back.toplevel.as_deref()), (Power::Running, Some(new.as_str())), "{back:?}");
+    assert!(pending(&lab, "vps1"), "the intent waits on the host");
+
+    // The next deploy finishes the protocol first: healthy → blessed.
+    let out = fleetgate(&lab, &history, &["--reboot", "--json"]).output().expect("fleetgate runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("left a verified reboot pending"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(report["hosts"][0]["outcome"], "up-to-date", "{report:#}");
+    let resolved = &report["hosts"][0]["findings"][0];
+    assert_eq!(resolved["id"], "deploy.pending-resolved", "{report:#}");
+    assert!(resolved["message"].as_str().is_some_and(|m| m.contains("now the default")), "{report:#}");
+    assert!(!pending(&lab, "vps1"));
+    assert_eq!(readlink(&lab, "vps1", "/nix/var/nix/profiles/system"), new);
+    let again = lab.reboot("vps1").expect("reboot");
+    assert_eq!(again.toplevel.as_deref(), Some(new.as_str()), "the default boots the new generation");
+    assert!(lab.down().expect("down").is_empty());
+}
+
+#[test]
+fn resume_after_deployer_killed_new_generation_hangs_power_cycle_old_is_the_default_recorded() {
+    let lab = LabGuard::up(&["vps1=virtio,grub"]).expect("lab");
+    let old = lab.build(&["vps1"]).expect("build")["vps1"].clone();
+    lab.edit_host("vps1", |k| {
+        k.revision = 2;
+        k.available_kernel_modules.retain(|m| !m.starts_with("virtio"));
+    })
+    .expect("edit");
+    lab.build(&["vps1"]).expect("build");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let history = tmp.path().join("history.sqlite");
+    let boots = lab.status("vps1").expect("status").boots;
+
+    deploy_and_kill_after_the_reboot(fleetgate(&lab, &history, &["--reboot", "--force"]));
+    end_orphaned_masters(&lab);
+    let hung = lab.wait_next_boot("vps1", boots).expect("the boot settles");
+    assert_eq!(hung.power, Power::Hung, "{hung:?}");
+    // The operator (or a provider's watchdog) power-cycles it: it boots its default.
+    let back = lab.power_cycle("vps1").expect("power cycle");
+    assert_eq!((back.power, back.toplevel.as_deref()), (Power::Running, Some(old.as_str())), "{back:?}");
+
+    // The next deploy resolves the dead run's reboot first and records it;
+    // the broken generation itself stays blocked.
+    let out = fleetgate(&lab, &history, &["--json"]).output().expect("fleetgate runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(out.status.code(), Some(1), "{stderr}\n{report:#}");
+    let h = &report["hosts"][0];
+    assert_eq!((h["outcome"].as_str(), h["standing"].as_str()), (Some("blocked"), Some("known-good")), "{report:#}");
+    assert_eq!(h["findings"][0]["id"], "deploy.pending-resolved", "{report:#}");
+    assert!(h["findings"][0]["message"].as_str().is_some_and(|m| m.contains("previous generation")), "{report:#}");
+    assert!(!pending(&lab, "vps1"));
+    assert_eq!(readlink(&lab, "vps1", "/nix/var/nix/profiles/system"), old);
+    let again = lab.reboot("vps1").expect("reboot");
+    assert_eq!(again.toplevel.as_deref(), Some(old.as_str()), "the default boots the previous generation");
+    assert!(lab.down().expect("down").is_empty());
+}
+
+#[test]
+fn a_dry_run_is_not_history() {
+    let lab = LabGuard::up(&["web1=virtio,systemd-boot"]).expect("lab");
+    lab.build(&["web1"]).expect("build");
+    lab.edit_host("web1", |k| k.revision = 2).expect("edit");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let history = tmp.path().join("history.sqlite");
+    let out = fleetgate(&lab, &history, &["--dry-run", "--strategy", "canary"]).output().expect("fleetgate runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("planned"), "{stdout}");
+    let resume = fleetgate(&lab, &history, &["--resume"]).output().expect("fleetgate runs");
+    assert_eq!(resume.status.code(), Some(2), "no run to resume");
+    assert!(String::from_utf8_lossy(&resume.stderr).contains("no earlier run"), "{resume:?}");
+    assert!(lab.down().expect("down").is_empty());
+}

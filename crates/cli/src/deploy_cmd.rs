@@ -187,7 +187,7 @@ fn options(args: &DeployArgs, inventory: &Inventory) -> miette::Result<DeployOpt
 
 /// Renders events: a spinner per host on a terminal (the copy with its
 /// bytes), plain lines otherwise (the copy's total once, at its end).
-fn show_progress(rx: &mpsc::Receiver<Event>, hosts: &[String], tty: bool) {
+pub(crate) fn show_progress(rx: &mpsc::Receiver<Event>, hosts: &[String], tty: bool) {
     let start = Instant::now();
     if !tty {
         for event in rx {

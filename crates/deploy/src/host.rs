@@ -57,13 +57,15 @@ pub fn generation_of(facts: &Facts, system: &str) -> Option<u64> {
     facts.generations.iter().filter(|g| g.path == system).map(|g| g.number).max()
 }
 
-struct Run<'j, 'a> {
-    job: &'j HostJob<'a>,
-    tl: Timeline,
-    report: HostReport,
+/// One host's run in progress: its job, timeline and report so far.
+pub(crate) struct Run<'j, 'a> {
+    pub(crate) job: &'j HostJob<'a>,
+    pub(crate) tl: Timeline,
+    pub(crate) report: HostReport,
 }
 
-type Fail = (Outcome, Standing, String);
+/// How a host's run ends: outcome, standing, message.
+pub(crate) type Fail = (Outcome, Standing, String);
 
 impl Run<'_, '_> {
     fn finish(&mut self, outcome: Outcome, standing: Standing, message: impl Into<String>) -> HostReport {
@@ -86,6 +88,14 @@ impl Run<'_, '_> {
 
 /// Deploys one host.
 pub fn deploy_host(job: &HostJob<'_>) -> HostReport {
+    on_locked_host(job, deploy_locked)
+}
+
+/// What runs on a host once it is locked: the outcome, standing and message.
+pub(crate) type LockedBody = fn(&mut Run<'_, '_>, &mut Machine) -> Result<Fail, Fail>;
+
+/// Connects, takes the deploy lock, runs `body`, releases the lock, reports.
+pub(crate) fn on_locked_host(job: &HostJob<'_>, body: LockedBody) -> HostReport {
     let host = job.host;
     let t = &job.options.timeouts;
     let mut run = Run {
@@ -129,7 +139,7 @@ pub fn deploy_host(job: &HostJob<'_>) -> HostReport {
             );
         }
     }
-    let result = deploy_locked(&mut run, &mut m);
+    let result = body(&mut run, &mut m);
     let _ = m.unlock(job.run_id);
     match result {
         Ok((outcome, standing, message)) | Err((outcome, standing, message)) => run.finish(outcome, standing, message),
@@ -137,7 +147,7 @@ pub fn deploy_host(job: &HostJob<'_>) -> HostReport {
 }
 
 /// A verified reboot left pending by a run that died: finish it first.
-fn resolve_pending(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<(), Fail> {
+pub(crate) fn resolve_pending(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<(), Fail> {
     let t = &run.job.options.timeouts;
     let intent = match m.read_intent() {
         Ok(None) => return Ok(()),
@@ -226,13 +236,7 @@ fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail> {
             "the host has no /run/current-system: is it NixOS? nothing was done".to_owned(),
         ));
     };
-    let state = HostState {
-        current: old.clone(),
-        booted: facts.booted_system.as_ref().map(|s| s.path.clone()).unwrap_or_default(),
-        profile: facts.profile.as_ref().map(|p| p.path.clone()).unwrap_or_default(),
-        profile_generation: None,
-        boot_id: facts.boot_id.clone().unwrap_or_default(),
-    };
+    let state = host_state(&facts, &old);
     let fallback = if action == Action::Boot { Some(choose_fallback(run, &facts, &state, new)?) } else { None };
     if job.options.dry_run {
         let how = match (action, &fallback) {
@@ -259,13 +263,41 @@ fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail> {
         .map_err(|msg| (Outcome::Failed, Standing::KnownGood, msg))?;
     run.report.copied_bytes = Some(copied.bytes);
 
-    let outcome = match fallback {
+    let outcome = apply(run, m, &facts, &state, new, fallback, baseline);
+    Ok(conclude(run, m, &outcome, new))
+}
+
+/// Where the facts say the host stands.
+pub(crate) fn host_state(facts: &Facts, current: &str) -> HostState {
+    HostState {
+        current: current.to_owned(),
+        booted: facts.booted_system.as_ref().map(|s| s.path.clone()).unwrap_or_default(),
+        profile: facts.profile.as_ref().map(|p| p.path.clone()).unwrap_or_default(),
+        profile_generation: None,
+        boot_id: facts.boot_id.clone().unwrap_or_default(),
+    }
+}
+
+/// Runs the engine: a live switch from the running system (no fallback), or
+/// a verified reboot into `new` that falls back to `fallback`.
+pub(crate) fn apply(
+    run: &mut Run<'_, '_>,
+    m: &mut Machine,
+    facts: &Facts,
+    state: &HostState,
+    new: &str,
+    fallback: Option<String>,
+    baseline: String,
+) -> fleetgate_apply::Outcome {
+    let job = run.job;
+    let t = &job.options.timeouts;
+    match fallback {
         None => {
             let p = SwitchPlan {
                 run_id: job.run_id.to_owned(),
                 new: new.to_owned(),
-                old_generation: generation_of(&facts, &old),
-                old: old.clone(),
+                old_generation: generation_of(facts, &state.current),
+                old: state.current.clone(),
                 boot_id: state.boot_id.clone(),
                 baseline,
                 window: t.confirm.max(std::time::Duration::from_secs(5)),
@@ -278,7 +310,7 @@ fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail> {
             let p = RebootPlan {
                 run_id: job.run_id.to_owned(),
                 new: new.to_owned(),
-                fallback_generation: generation_of(&facts, &fallback),
+                fallback_generation: generation_of(facts, &fallback),
                 fallback,
                 boot_id: state.boot_id.clone(),
                 verified: Verified {
@@ -295,14 +327,18 @@ fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail> {
             };
             verified_reboot(m, &mut Progress::new(&mut run.tl), &p)
         }
-    };
-    Ok(conclude(run, m, &outcome))
+    }
 }
 
 /// The fallback of a verified reboot: the generation that booted on this
 /// hardware. One that never booted is refused unless `--force` (fleetgate
 /// cannot see its initrd from here: "cannot judge" is not "fine").
-fn choose_fallback(run: &mut Run<'_, '_>, facts: &Facts, state: &HostState, new: &str) -> Result<String, Fail> {
+pub(crate) fn choose_fallback(
+    run: &mut Run<'_, '_>,
+    facts: &Facts,
+    state: &HostState,
+    new: &str,
+) -> Result<String, Fail> {
     let booted = state.booted.clone();
     let booted_has_entry = !booted.is_empty() && facts.generations.iter().any(|g| g.path == booted);
     match fallback_for(state, new) {
@@ -340,13 +376,13 @@ fn choose_fallback(run: &mut Run<'_, '_>, facts: &Facts, state: &HostState, new:
     }
 }
 
-fn short(path: &str) -> &str {
+pub(crate) fn short(path: &str) -> &str {
     path.strip_prefix("/nix/store/").and_then(|r| r.get(33..)).unwrap_or(path)
 }
 
-fn conclude(run: &mut Run<'_, '_>, m: &mut Machine, outcome: &fleetgate_apply::Outcome) -> Fail {
+pub(crate) fn conclude(run: &mut Run<'_, '_>, m: &mut Machine, outcome: &fleetgate_apply::Outcome, new: &str) -> Fail {
     use fleetgate_apply::Outcome as O;
-    let new = run.job.system.to_owned();
+    let new = new.to_owned();
     match outcome {
         O::Switched => {
             run.report.running_system = Some(new);

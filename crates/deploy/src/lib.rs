@@ -36,6 +36,7 @@ pub mod options;
 pub mod plan;
 pub mod remote;
 pub mod report;
+pub mod rollback;
 pub mod select;
 
 pub use error::DeployError;

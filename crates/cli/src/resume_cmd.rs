@@ -105,6 +105,13 @@ pub fn run(args: &ResumeArgs) -> ExitCode {
             return ExitCode::from(3);
         }
     }
+    // A boot unit runs while the system is still starting (it is one of the
+    // boot's jobs itself): `starting` is not held against the new generation;
+    // `degraded` and worse still are, and the units and commands must pass.
+    let mut intent = intent;
+    if fleetgate_apply::health::rank(&intent.verified.baseline) < fleetgate_apply::health::rank("starting") {
+        intent.verified.baseline = "starting".to_owned();
+    }
     let outcome =
         resume(&mut m, &mut Lines, &intent, Duration::from_secs(args.health_timeout), false, Duration::from_secs(300));
     let _ = m.unlock(&owner);

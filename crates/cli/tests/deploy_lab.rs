@@ -1,7 +1,8 @@
 //! `fleetgate deploy` through the real binary on lab hosts: a deployer
 //! killed (SIGKILL) right after it rebooted a host into the new generation
-//! leaves an intent on the host that the next look at it finishes; a dry
-//! run is not history. Needs root, like the lab.
+//! leaves an intent on the host that the next look at it finishes — the
+//! host itself at boot (`fleetgate resume-pending` as a boot unit), or the
+//! next deploy; a dry run is not history. Needs root, like the lab.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use fleetgate_lab::Power;
+use fleetgate_lab::fixture::ResumeBinary;
 use fleetgate_lab::testing::LabGuard;
 
 fn fleetgate(lab: &LabGuard, history: &Path, extra: &[&str]) -> Command {
@@ -136,6 +138,73 @@ fn resume_after_deployer_killed_new_generation_hangs_power_cycle_old_is_the_defa
     assert_eq!(readlink(&lab, "vps1", "/nix/var/nix/profiles/system"), old);
     let again = lab.reboot("vps1").expect("reboot");
     assert_eq!(again.toplevel.as_deref(), Some(old.as_str()), "the default boots the previous generation");
+    assert!(lab.down().expect("down").is_empty());
+}
+
+fn with_resume_unit(lab: &LabGuard, host: &str) {
+    let binary = ResumeBinary::at(Path::new(env!("CARGO_BIN_EXE_fleetgate"))).expect("the binary");
+    lab.edit_host(host, |k| k.resume_binary = Some(binary)).expect("edit");
+}
+
+fn resume_log(lab: &LabGuard, host: &str) -> String {
+    lab.ssh(host, "cat /var/log/fleetgate-resume.log").expect("ssh")
+}
+
+/// The host itself finishes the protocol at boot: the fixture's boot unit
+/// runs the product's `fleetgate resume-pending` (the agent's boot unit).
+#[test]
+fn resume_after_deployer_killed_host_side_resume_blesses_the_new_generation() {
+    let lab = LabGuard::up(&["vps1=virtio,systemd-boot"]).expect("lab");
+    with_resume_unit(&lab, "vps1");
+    lab.edit_host("vps1", |k| k.revision = 2).expect("edit");
+    let new = lab.build(&["vps1"]).expect("build")["vps1"].clone();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let history = tmp.path().join("history.sqlite");
+    let boots = lab.status("vps1").expect("status").boots;
+
+    deploy_and_kill_after_the_reboot(fleetgate(&lab, &history, &["--reboot"]));
+    end_orphaned_masters(&lab);
+    let back = lab.wait_next_boot("vps1", boots).expect("the host boots");
+    assert_eq!((back.power, back.toplevel.as_deref()), (Power::Running, Some(new.as_str())), "{back:?}");
+    let log = resume_log(&lab, "vps1");
+    assert!(log.contains("now the default"), "{log}");
+    assert!(!pending(&lab, "vps1"), "{log}");
+    assert_eq!(readlink(&lab, "vps1", "/nix/var/nix/profiles/system"), new);
+    let again = lab.reboot("vps1").expect("reboot");
+    assert_eq!(again.toplevel.as_deref(), Some(new.as_str()), "the default boots the new generation");
+    assert!(lab.down().expect("down").is_empty());
+}
+
+#[test]
+fn resume_after_deployer_killed_new_generation_hangs_host_side_resume_keeps_the_previous_default() {
+    let lab = LabGuard::up(&["vps1=virtio,grub"]).expect("lab");
+    with_resume_unit(&lab, "vps1");
+    lab.edit_host("vps1", |k| k.revision = 2).expect("edit");
+    let good = lab.build(&["vps1"]).expect("build")["vps1"].clone();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let history = tmp.path().join("history.sqlite");
+    // A generation with the boot unit that booted: the fallback.
+    let out = fleetgate(&lab, &history, &["--reboot"]).output().expect("fleetgate runs");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    lab.edit_host("vps1", |k| {
+        k.revision = 3;
+        k.available_kernel_modules.retain(|m| !m.starts_with("virtio"));
+    })
+    .expect("edit");
+    lab.build(&["vps1"]).expect("build");
+    let boots = lab.status("vps1").expect("status").boots;
+
+    deploy_and_kill_after_the_reboot(fleetgate(&lab, &history, &["--reboot", "--force"]));
+    end_orphaned_masters(&lab);
+    assert_eq!(lab.wait_next_boot("vps1", boots).expect("settles").power, Power::Hung);
+    let back = lab.power_cycle("vps1").expect("power cycle");
+    assert_eq!((back.power, back.toplevel.as_deref()), (Power::Running, Some(good.as_str())), "{back:?}");
+    let log = resume_log(&lab, "vps1");
+    assert!(log.contains("previous generation"), "{log}");
+    assert!(!pending(&lab, "vps1"), "{log}");
+    assert_eq!(readlink(&lab, "vps1", "/nix/var/nix/profiles/system"), good);
+    let again = lab.reboot("vps1").expect("reboot");
+    assert_eq!(again.toplevel.as_deref(), Some(good.as_str()), "the default boots the previous generation");
     assert!(lab.down().expect("down").is_empty());
 }
 

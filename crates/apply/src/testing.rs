@@ -87,3 +87,23 @@ pub fn host(root: &Path, new_exit: i32) -> (String, String) {
     fs::write(root.join("proc/sys/kernel/random/boot_id"), "b1\n").expect("write");
     (old, new)
 }
+
+/// A NixOS `grub.cfg` (install-grub.pl's shape) whose default entry boots
+/// `old` and whose "All configurations" submenu boots `new` — inside a
+/// nested specialisation submenu when `nested`.
+#[must_use]
+pub fn grub_cfg(old: &str, new: &str, nested: bool) -> String {
+    let new_entry = if nested {
+        format!(
+            "submenu \"NixOS - Configuration 2 (x)\" {{\n  menuentry \"NixOS - Configuration 2 - Default (x)\" {{\n  linux /k init={new}/init\n  }}\n}}\n"
+        )
+    } else {
+        format!("  menuentry \"NixOS - Configuration 2 (x)\" {{\n  linux /k init={new}/init\n  }}\n")
+    };
+    format!(
+        "if [ \"${{next_entry}}\" ]; then\n  set default=\"${{next_entry}}\"\nelse\n  set default=0\nfi\n\
+         menuentry \"NixOS\" {{\n  linux /k init={old}/init\n}}\n\
+         submenu \"NixOS - All configurations\" {{\n{new_entry}\
+         menuentry \"NixOS - Configuration 1 (x)\" {{\n  linux /k init={old}/init\n}}\n}}\n"
+    )
+}

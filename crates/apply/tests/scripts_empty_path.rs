@@ -13,7 +13,7 @@ use fleetgate_apply::outcome::Silent;
 use fleetgate_apply::remote::{CallTimeouts, Connector, Loader, ScriptMachine};
 use fleetgate_apply::scripts::Layout;
 use fleetgate_apply::switch::{SwitchPlan, live_switch};
-use fleetgate_apply::testing::{exe, host, tool};
+use fleetgate_apply::testing::{exe, grub_cfg, host, tool};
 use fleetgate_apply::{Outcome, bootloader::Grubenv};
 use fleetgate_transport::{Output, Transport, TransportError};
 
@@ -130,17 +130,7 @@ fn grubenv_next_entry_written_and_undone_without_grub_tools() {
     let (old, new) = host(tmp.path(), 0);
     let grub = tmp.path().join("boot/grub");
     fs::create_dir_all(&grub).expect("mkdir");
-    fs::write(
-        grub.join("grub.cfg"),
-        format!(
-            "if [ \"${{next_entry}}\" ]; then\n  set default=\"${{next_entry}}\"\nelse\n  set default=0\nfi\n\
-             menuentry \"NixOS\" {{\n  linux /k init={old}/init\n}}\n\
-             submenu \"NixOS - All configurations\" {{\n\
-             submenu \"NixOS - Configuration 2 (x)\" {{\n  menuentry \"NixOS - Configuration 2 - Default (x)\" {{\n  linux /k init={new}/init\n  }}\n}}\n\
-             menuentry \"NixOS - Configuration 1 (x)\" {{\n  linux /k init={old}/init\n}}\n}}\n"
-        ),
-    )
-    .expect("write");
+    fs::write(grub.join("grub.cfg"), grub_cfg(&old, &new, true)).expect("write");
     let mut m = machine(tmp.path());
     m.loader = Some(Loader::Grub { cfg: "/boot/grub/grub.cfg".into() });
     let armed = m.arm_once(&new, &old).expect("arm");

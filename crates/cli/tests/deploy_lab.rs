@@ -55,6 +55,23 @@ fn deploy_and_kill_after_the_reboot(mut command: Command) {
     triggered.expect("the deployer rebooted the host");
 }
 
+/// Deploys, SIGKILLs the deployer once it rebooted the host, and waits for
+/// the host's next boot to settle.
+fn killed_deploy(lab: &LabGuard, host: &str, command: Command) -> fleetgate_lab::control::HostStatus {
+    let boots = lab.status(host).expect("status").boots;
+    deploy_and_kill_after_the_reboot(command);
+    end_orphaned_masters(lab);
+    lab.wait_next_boot(host, boots).expect("the boot settles")
+}
+
+/// Nothing pending, the profile on `system`, and a reboot boots it.
+fn settled_on(lab: &LabGuard, host: &str, system: &str) {
+    assert!(!pending(lab, host), "the intent was resolved");
+    assert_eq!(readlink(lab, host, "/nix/var/nix/profiles/system"), system);
+    let again = lab.reboot(host).expect("reboot");
+    assert_eq!(again.toplevel.as_deref(), Some(system), "the default boots {system}");
+}
+
 /// ssh ControlMasters the killed deployer left (their command line names
 /// this lab's ssh config): ended one by one, by pid.
 fn end_orphaned_masters(lab: &LabGuard) {
@@ -77,11 +94,7 @@ fn resume_after_deployer_killed_host_back_on_new_next_deploy_blesses_it() {
     let new = lab.build(&["vps1"]).expect("build")["vps1"].clone();
     let tmp = tempfile::tempdir().expect("tmp");
     let history = tmp.path().join("history.sqlite");
-    let boots = lab.status("vps1").expect("status").boots;
-
-    deploy_and_kill_after_the_reboot(fleetgate(&lab, &history, &["--reboot"]));
-    end_orphaned_masters(&lab);
-    let back = lab.wait_next_boot("vps1", boots).expect("the host boots");
+    let back = killed_deploy(&lab, "vps1", fleetgate(&lab, &history, &["--reboot"]));
     assert_eq!((back.power, back.toplevel.as_deref()), (Power::Running, Some(new.as_str())), "{back:?}");
     assert!(pending(&lab, "vps1"), "the intent waits on the host");
 
@@ -95,10 +108,7 @@ fn resume_after_deployer_killed_host_back_on_new_next_deploy_blesses_it() {
     let resolved = &report["hosts"][0]["findings"][0];
     assert_eq!(resolved["id"], "deploy.pending-resolved", "{report:#}");
     assert!(resolved["message"].as_str().is_some_and(|m| m.contains("now the default")), "{report:#}");
-    assert!(!pending(&lab, "vps1"));
-    assert_eq!(readlink(&lab, "vps1", "/nix/var/nix/profiles/system"), new);
-    let again = lab.reboot("vps1").expect("reboot");
-    assert_eq!(again.toplevel.as_deref(), Some(new.as_str()), "the default boots the new generation");
+    settled_on(&lab, "vps1", &new);
     assert!(lab.down().expect("down").is_empty());
 }
 
@@ -114,11 +124,7 @@ fn resume_after_deployer_killed_new_generation_hangs_power_cycle_old_is_the_defa
     lab.build(&["vps1"]).expect("build");
     let tmp = tempfile::tempdir().expect("tmp");
     let history = tmp.path().join("history.sqlite");
-    let boots = lab.status("vps1").expect("status").boots;
-
-    deploy_and_kill_after_the_reboot(fleetgate(&lab, &history, &["--reboot", "--force"]));
-    end_orphaned_masters(&lab);
-    let hung = lab.wait_next_boot("vps1", boots).expect("the boot settles");
+    let hung = killed_deploy(&lab, "vps1", fleetgate(&lab, &history, &["--reboot", "--force"]));
     assert_eq!(hung.power, Power::Hung, "{hung:?}");
     // The operator (or a provider's watchdog) power-cycles it: it boots its default.
     let back = lab.power_cycle("vps1").expect("power cycle");
@@ -146,8 +152,13 @@ fn with_resume_unit(lab: &LabGuard, host: &str) {
     lab.edit_host(host, |k| k.resume_binary = Some(binary)).expect("edit");
 }
 
-fn resume_log(lab: &LabGuard, host: &str) -> String {
-    lab.ssh(host, "cat /var/log/fleetgate-resume.log").expect("ssh")
+/// The host came back running `system`, its boot unit's resume says
+/// `says`, and it has settled there.
+fn resolved_at_boot(lab: &LabGuard, host: &str, back: &fleetgate_lab::control::HostStatus, system: &str, says: &str) {
+    assert_eq!((back.power, back.toplevel.as_deref()), (Power::Running, Some(system)), "{back:?}");
+    let log = lab.ssh(host, "cat /var/log/fleetgate-resume.log").expect("ssh");
+    assert!(log.contains(says), "{log}");
+    settled_on(lab, host, system);
 }
 
 /// The host itself finishes the protocol at boot: the fixture's boot unit
@@ -160,18 +171,8 @@ fn resume_after_deployer_killed_host_side_resume_blesses_the_new_generation() {
     let new = lab.build(&["vps1"]).expect("build")["vps1"].clone();
     let tmp = tempfile::tempdir().expect("tmp");
     let history = tmp.path().join("history.sqlite");
-    let boots = lab.status("vps1").expect("status").boots;
-
-    deploy_and_kill_after_the_reboot(fleetgate(&lab, &history, &["--reboot"]));
-    end_orphaned_masters(&lab);
-    let back = lab.wait_next_boot("vps1", boots).expect("the host boots");
-    assert_eq!((back.power, back.toplevel.as_deref()), (Power::Running, Some(new.as_str())), "{back:?}");
-    let log = resume_log(&lab, "vps1");
-    assert!(log.contains("now the default"), "{log}");
-    assert!(!pending(&lab, "vps1"), "{log}");
-    assert_eq!(readlink(&lab, "vps1", "/nix/var/nix/profiles/system"), new);
-    let again = lab.reboot("vps1").expect("reboot");
-    assert_eq!(again.toplevel.as_deref(), Some(new.as_str()), "the default boots the new generation");
+    let back = killed_deploy(&lab, "vps1", fleetgate(&lab, &history, &["--reboot"]));
+    resolved_at_boot(&lab, "vps1", &back, &new, "now the default");
     assert!(lab.down().expect("down").is_empty());
 }
 
@@ -192,19 +193,10 @@ fn resume_after_deployer_killed_new_generation_hangs_host_side_resume_keeps_the_
     })
     .expect("edit");
     lab.build(&["vps1"]).expect("build");
-    let boots = lab.status("vps1").expect("status").boots;
-
-    deploy_and_kill_after_the_reboot(fleetgate(&lab, &history, &["--reboot", "--force"]));
-    end_orphaned_masters(&lab);
-    assert_eq!(lab.wait_next_boot("vps1", boots).expect("settles").power, Power::Hung);
+    let hung = killed_deploy(&lab, "vps1", fleetgate(&lab, &history, &["--reboot", "--force"]));
+    assert_eq!(hung.power, Power::Hung, "{hung:?}");
     let back = lab.power_cycle("vps1").expect("power cycle");
-    assert_eq!((back.power, back.toplevel.as_deref()), (Power::Running, Some(good.as_str())), "{back:?}");
-    let log = resume_log(&lab, "vps1");
-    assert!(log.contains("previous generation"), "{log}");
-    assert!(!pending(&lab, "vps1"), "{log}");
-    assert_eq!(readlink(&lab, "vps1", "/nix/var/nix/profiles/system"), good);
-    let again = lab.reboot("vps1").expect("reboot");
-    assert_eq!(again.toplevel.as_deref(), Some(good.as_str()), "the default boots the previous generation");
+    resolved_at_boot(&lab, "vps1", &back, &good, "previous generation");
     assert!(lab.down().expect("down").is_empty());
 }
 

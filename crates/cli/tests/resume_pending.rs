@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use fleetgate_apply::intent::{FORMAT, PendingIntent, Verified};
-use fleetgate_apply::testing::host;
+use fleetgate_apply::testing::{grub_cfg, host};
 
 fn pending(root: &Path, old: &str, new: &str) {
     let intent = PendingIntent {
@@ -25,15 +25,7 @@ fn pending(root: &Path, old: &str, new: &str) {
     fs::write(root.join("var/lib/fleetgate/pending.json"), intent.to_json()).expect("write");
     let grub = root.join("boot/grub");
     fs::create_dir_all(&grub).expect("mkdir");
-    fs::write(
-        grub.join("grub.cfg"),
-        format!(
-            "if [ \"${{next_entry}}\" ]; then\n  set default=\"${{next_entry}}\"\nelse\n  set default=0\nfi\n\
-             menuentry \"NixOS\" {{\n  linux /k init={old}/init\n}}\n\
-             submenu \"NixOS - All configurations\" {{\n  menuentry \"NixOS - Configuration 2 (x)\" {{\n  linux /k init={new}/init\n  }}\n}}\n"
-        ),
-    )
-    .expect("write");
+    fs::write(grub.join("grub.cfg"), grub_cfg(old, new, false)).expect("write");
 }
 
 /// The host came back on `booted`: the profile points at generation 2 (new).

@@ -162,8 +162,8 @@ impl<C: Connector> ScriptMachine<C> {
         }
     }
 
-    fn write(&mut self, path: &str, bytes: &[u8]) -> Result<(), MachineError> {
-        let o = self.run(&self.layout.write_file(path, "644"), Some(bytes), self.timeouts.command)?;
+    fn write(&mut self, path: &str, bytes: &[u8], mode: &str) -> Result<(), MachineError> {
+        let o = self.run(&self.layout.write_file(path, mode), Some(bytes), self.timeouts.command)?;
         if o.success() { Ok(()) } else { Err(failed(&format!("writing {path}"), &o)) }
     }
 
@@ -197,7 +197,7 @@ impl<C: Connector> ScriptMachine<C> {
 
     fn write_grubenv(&mut self, path: &str, env: &Grubenv) -> Result<(), MachineError> {
         let block = env.to_block().map_err(MachineError::Failed)?;
-        self.write(path, &block)
+        self.write(path, &block, "644")
     }
 
     fn arm_grub(&mut self, cfg: &str, new: &str, fallback: &str) -> Result<Armed, MachineError> {
@@ -382,7 +382,11 @@ impl<C: Connector> Machine for ScriptMachine<C> {
                     self.sh_ok("marking the entry good", &script, self.timeouts.command)?;
                 }
                 if let Some(before) = sd.pinned_before {
-                    if before.is_empty() && sd.conf_default.as_deref() == Some(id.as_str()) {
+                    // fleetgate pinned the default for the trial: unpin, and
+                    // `loader.conf` (its exact id, or a glob whose newest
+                    // match is the generation just set) boots the new one.
+                    // A default the user had pinned follows the new entry.
+                    if before.is_empty() {
                         self.bootctl("set-default ''", "")?;
                     } else {
                         self.bootctl(&format!("set-default {}", q(&id)), "")?;
@@ -480,7 +484,8 @@ impl<C: Connector> Machine for ScriptMachine<C> {
     }
 
     fn write_intent(&mut self, i: &PendingIntent) -> Result<(), MachineError> {
-        self.write(intent::PATH, i.to_json().as_bytes())
+        // 600: its health commands may hold what only root should read.
+        self.write(intent::PATH, i.to_json().as_bytes(), "600")
     }
 
     fn read_intent(&mut self) -> Result<Option<PendingIntent>, MachineError> {

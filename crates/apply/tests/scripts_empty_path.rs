@@ -178,8 +178,22 @@ fn systemd_boot_entries_found_by_init_in_all_three_layouts() {
             format!("set-default {old_file}\nset-oneshot {new_id}\n")
         };
         assert_eq!(calls, expected, "{new_file}");
+        // Going back undoes the one-shot and keeps the fallback the default.
+        m.disarm_once(&old).expect("disarm");
+        let undone = fs::read_to_string(&log).expect("log")[calls.len()..].to_owned();
+        let expected = if default == old_file {
+            "set-oneshot \n".to_owned()
+        } else {
+            format!("set-oneshot \nset-default {old_file}\n")
+        };
+        assert_eq!(undone, expected, "{new_file}");
+        // Arm again, and bless: the counter goes, the pin too.
+        m.arm_once(&new, &old).expect("arm");
+        let before_bless = fs::read_to_string(&log).expect("log").len();
         m.bless_entry(&new).expect("bless");
         assert!(entries.join(&new_id).exists(), "boot counter removed: {new_file}");
+        let blessed = fs::read_to_string(&log).expect("log")[before_bless..].to_owned();
+        assert_eq!(blessed, if default == old_file { "" } else { "set-default \n" }, "{new_file}");
     }
 }
 

@@ -25,6 +25,23 @@
 pub const GRUBENV_SIZE: usize = 1024;
 const GRUBENV_HEADER: &str = "# GRUB Environment Block\n";
 
+/// Why a GRUB environment block cannot be read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrubenvError {
+    /// Not UTF-8 text.
+    #[error("grubenv is not text")]
+    NotText,
+    /// No `# GRUB Environment Block` header.
+    #[error("grubenv does not start with the GRUB header")]
+    NoHeader,
+    /// A line without `=`.
+    #[error("grubenv line without '=': {0:?}")]
+    Line(String),
+    /// The variables do not fit in the block.
+    #[error("the GRUB environment would take {0} bytes, more than {GRUBENV_SIZE}")]
+    TooLarge(usize),
+}
+
 /// A GRUB environment block's variables, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grubenv {
@@ -35,19 +52,19 @@ impl Grubenv {
     /// Parses a block (an empty file is an empty block).
     ///
     /// # Errors
-    /// A message when it is not a GRUB environment block.
-    pub fn parse(bytes: &[u8]) -> Result<Grubenv, String> {
+    /// [`GrubenvError`] when it is not a GRUB environment block.
+    pub fn parse(bytes: &[u8]) -> Result<Grubenv, GrubenvError> {
         if bytes.is_empty() {
             return Ok(Grubenv::default());
         }
-        let text = std::str::from_utf8(bytes).map_err(|_| "grubenv is not text".to_owned())?;
-        let body = text.strip_prefix(GRUBENV_HEADER).ok_or("grubenv does not start with the GRUB header")?;
+        let text = std::str::from_utf8(bytes).map_err(|_| GrubenvError::NotText)?;
+        let body = text.strip_prefix(GRUBENV_HEADER).ok_or(GrubenvError::NoHeader)?;
         let mut vars = Vec::new();
         for line in body.split('\n') {
             if line.starts_with('#') || line.is_empty() {
                 continue;
             }
-            let (k, v) = line.split_once('=').ok_or_else(|| format!("grubenv line without '=': {line:?}"))?;
+            let (k, v) = line.split_once('=').ok_or_else(|| GrubenvError::Line(line.to_owned()))?;
             let mut value = String::new();
             let mut chars = v.chars();
             while let Some(c) = chars.next() {
@@ -88,8 +105,8 @@ impl Grubenv {
     /// The 1024-byte block.
     ///
     /// # Errors
-    /// When the variables do not fit.
-    pub fn to_block(&self) -> Result<Vec<u8>, String> {
+    /// [`GrubenvError::TooLarge`] when the variables do not fit.
+    pub fn to_block(&self) -> Result<Vec<u8>, GrubenvError> {
         let mut out = String::from(GRUBENV_HEADER);
         for (k, v) in &self.vars {
             out.push_str(k);
@@ -104,7 +121,7 @@ impl Grubenv {
             out.push('\n');
         }
         if out.len() > GRUBENV_SIZE {
-            return Err(format!("the GRUB environment would take {} bytes, more than {GRUBENV_SIZE}", out.len()));
+            return Err(GrubenvError::TooLarge(out.len()));
         }
         let mut bytes = out.into_bytes();
         bytes.resize(GRUBENV_SIZE, b'#');

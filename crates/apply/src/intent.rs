@@ -60,15 +60,29 @@ pub struct PendingIntent {
     pub verified: Verified,
 }
 
+/// Why a pending intent cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IntentError {
+    /// Not the JSON of an intent.
+    #[error("{PATH} does not parse")]
+    Parse(#[from] serde_json::Error),
+    /// Written by a fleetgate of another format.
+    #[error("{PATH} has format {found}, this fleetgate reads {FORMAT}")]
+    Format {
+        /// The file's format.
+        found: u32,
+    },
+}
+
 impl PendingIntent {
     /// Parses the file's text.
     ///
     /// # Errors
-    /// A message when it is not an intent of [`FORMAT`].
-    pub fn parse(text: &str) -> Result<PendingIntent, String> {
-        let intent: PendingIntent = serde_json::from_str(text).map_err(|e| format!("{PATH} does not parse: {e}"))?;
+    /// [`IntentError`] when it is not an intent of [`FORMAT`].
+    pub fn parse(text: &str) -> Result<PendingIntent, IntentError> {
+        let intent: PendingIntent = serde_json::from_str(text)?;
         if intent.format != FORMAT {
-            return Err(format!("{PATH} has format {}, this fleetgate reads {FORMAT}", intent.format));
+            return Err(IntentError::Format { found: intent.format });
         }
         Ok(intent)
     }
@@ -96,9 +110,9 @@ mod tests {
             deadline_unix: 9,
             verified: Verified { booted: "/nix/store/n".into(), ..Verified::default() },
         };
-        assert_eq!(PendingIntent::parse(&i.to_json()), Ok(i.clone()));
+        assert_eq!(PendingIntent::parse(&i.to_json()).expect("parses"), i);
         let other = i.to_json().replace("\"format\": 1", "\"format\": 2");
-        assert!(PendingIntent::parse(&other).is_err_and(|e| e.contains("format 2")));
+        assert!(matches!(PendingIntent::parse(&other), Err(IntentError::Format { found: 2 })));
         assert!(PendingIntent::parse("{").is_err());
     }
 }

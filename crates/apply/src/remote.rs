@@ -191,12 +191,12 @@ impl<C: Connector> ScriptMachine<C> {
         let text = self.read(cfg, 8 << 20)?.ok_or_else(|| MachineError::Cannot(format!("{cfg} does not exist")))?;
         let env_path = format!("{}/grubenv", cfg.rsplit_once('/').map_or(".", |(d, _)| d));
         let env_bytes = self.read(&env_path, 4096)?.unwrap_or_default();
-        let env = Grubenv::parse(&env_bytes).map_err(MachineError::Failed)?;
+        let env = Grubenv::parse(&env_bytes).map_err(|e| MachineError::Failed(format!("{env_path}: {e}")))?;
         Ok((GrubMenu::parse(&String::from_utf8_lossy(&text)), env, env_path))
     }
 
     fn write_grubenv(&mut self, path: &str, env: &Grubenv) -> Result<(), MachineError> {
-        let block = env.to_block().map_err(MachineError::Failed)?;
+        let block = env.to_block().map_err(|e| MachineError::Failed(e.to_string()))?;
         self.write(path, &block, "644")
     }
 
@@ -491,9 +491,10 @@ impl<C: Connector> Machine for ScriptMachine<C> {
     fn read_intent(&mut self) -> Result<Option<PendingIntent>, MachineError> {
         match self.read(intent::PATH, intent::MAX_BYTES)? {
             None => Ok(None),
-            Some(bytes) => {
-                PendingIntent::parse(&String::from_utf8_lossy(&bytes)).map(Some).map_err(MachineError::Failed)
-            }
+            Some(bytes) => PendingIntent::parse(&String::from_utf8_lossy(&bytes)).map(Some).map_err(|e| {
+                let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+                MachineError::Failed(format!("{e}{cause}"))
+            }),
         }
     }
 

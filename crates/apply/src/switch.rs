@@ -290,16 +290,24 @@ fn verify(m: &mut dyn Machine, p: &SwitchPlan, expect: Expect, at: Step, why: St
     }
 }
 
-/// Runs health checks until they pass or `within` ends; the last failures.
+/// Health checks that did not pass in time: the failures of the last round.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", failed.join("; "))]
+pub struct Unhealthy {
+    /// What failed.
+    pub failed: Vec<String>,
+}
+
+/// Runs health checks until they pass or `within` ends.
 ///
 /// # Errors
-/// The failures of the last round, joined.
+/// [`Unhealthy`] with the failures of the last round.
 pub fn wait_healthy(
     m: &mut dyn Machine,
     obs: &mut dyn Observer,
     baseline: &str,
     within: Duration,
-) -> Result<(), String> {
+) -> Result<(), Unhealthy> {
     let deadline = m.now() + within;
     let mut last = Vec::new();
     let ok = poll(m, within, Duration::from_secs(1), |m| {
@@ -310,5 +318,5 @@ pub fn wait_healthy(
         }
         last.is_empty().then_some(())
     });
-    ok.ok_or_else(|| last.join("; "))
+    ok.ok_or(Unhealthy { failed: last })
 }

@@ -86,6 +86,14 @@ pub struct ScriptMachine<C: Connector> {
     start: Instant,
 }
 
+/// `env`, the one program besides `/bin/sh` every NixOS host has at a fixed path.
+const ENV: &str = "/usr/bin/env";
+
+/// How every script runs: with an EMPTY environment (`env -i`), so that it
+/// works only with the `PATH` it sets itself from the systems' `sw/bin` — on a
+/// real host as in the lab and the tests, whatever the login's environment.
+const SH: [&str; 4] = [ENV, "-i", "/bin/sh", "-s"];
+
 /// Exit status of a script that found nothing to do (absent file, no dir).
 const ABSENT: i32 = 3;
 
@@ -130,8 +138,8 @@ impl<C: Connector> ScriptMachine<C> {
 
     fn run(&mut self, script: &str, stdin_file: Option<&[u8]>, timeout: Duration) -> Result<Output, MachineError> {
         let result = match stdin_file {
-            None => self.conn.shared().run(&["/bin/sh", "-s"], Some(script.as_bytes()), timeout),
-            Some(bytes) => self.conn.shared().run(&["/bin/sh", "-c", script], Some(bytes), timeout),
+            None => self.conn.shared().run(&SH, Some(script.as_bytes()), timeout),
+            Some(bytes) => self.conn.shared().run(&[ENV, "-i", "/bin/sh", "-c", script], Some(bytes), timeout),
         };
         if let Err(TransportError::Unreachable { .. } | TransportError::Timeout { .. }) = &result {
             self.conn.disconnect();
@@ -149,7 +157,7 @@ impl<C: Connector> ScriptMachine<C> {
     }
 
     fn fresh_ok(&self, what: &str, script: &str, timeout: Duration) -> Result<String, MachineError> {
-        let o = self.conn.fresh().run(&["/bin/sh", "-s"], Some(script.as_bytes()), timeout).map_err(|e| lost(&e))?;
+        let o = self.conn.fresh().run(&SH, Some(script.as_bytes()), timeout).map_err(|e| lost(&e))?;
         if o.success() { Ok(o.stdout_text()) } else { Err(failed(what, &o)) }
     }
 

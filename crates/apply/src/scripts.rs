@@ -1,4 +1,5 @@
-//! The POSIX sh scripts run on a host. Each sets its own `PATH` from the
+//! The POSIX sh scripts run on a host ([`crate::remote::ScriptMachine`] runs
+//! them with an empty environment, `/usr/bin/env -i /bin/sh -s`). Each sets its own `PATH` from the
 //! `sw/bin` of the systems it acts on (on NixOS: coreutils, nix, systemd,
 //! util-linux are in the system path), never from what it inherits: a unit
 //! started by `systemd-run` has no coreutils on its search path

@@ -18,6 +18,8 @@ use fleetgate_nix::{CopyOptions, Nix, StoreUri};
 
 use crate::events::{Bus, EventKind};
 use crate::inventory::Host;
+use fleetgate_apply::scripts::Layout;
+
 use crate::remote::Machine;
 
 /// `NIX_SSHOPTS` for a host: its ssh options and port, space-separated
@@ -67,7 +69,11 @@ pub struct TargetProbe<'t> {
 impl Probe for TargetProbe<'_> {
     fn free_bytes(&mut self) -> Option<u64> {
         self.machine
-            .sh_ok("asking for free space", "set -- $(stat -f -c '%a %S' /nix/store); echo $(($1 * $2))", self.timeout)
+            .sh_ok(
+                "asking for free space",
+                &format!("{}set -- $(stat -f -c '%a %S' /nix/store); echo $(($1 * $2))", Layout::default().tools(&[])),
+                self.timeout,
+            )
             .ok()
             .and_then(|s| s.trim().parse().ok())
     }
@@ -91,7 +97,8 @@ pub fn lacking_script(paths: &[String]) -> Option<String> {
     if !paths.iter().all(plain) {
         return None;
     }
-    let mut script = String::from("xargs -r nix-store --check-validity --print-invalid <<'FLEETGATE_PATHS'\n");
+    let mut script = Layout::default().tools(&[]);
+    script.push_str("xargs -r nix-store --check-validity --print-invalid <<'FLEETGATE_PATHS'\n");
     for p in paths {
         let _ = writeln!(script, "{p}");
     }
@@ -248,7 +255,8 @@ mod tests {
         assert_eq!(
             lacking_script(&paths).as_deref(),
             Some(
-                "xargs -r nix-store --check-validity --print-invalid <<'FLEETGATE_PATHS'\n\
+                "PATH=/run/current-system/sw/bin; export PATH\n\
+                 xargs -r nix-store --check-validity --print-invalid <<'FLEETGATE_PATHS'\n\
                  /nix/store/gh1w7al1y2nmz17pdfs918nln960ils9-etc\n\
                  /nix/store/zqmyxhdc1445q25jf2ibvmx3620c8ayz-initrd-linux-6.1.0-56-amd64\n\
                  FLEETGATE_PATHS\n"

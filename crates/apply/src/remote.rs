@@ -18,6 +18,8 @@ use crate::scripts::{Layout, STATE_DIR, lock_owner};
 
 /// Connections to one host.
 pub trait Connector: Send {
+    /// The host, for messages (`ssh://root@web1`, `local`).
+    fn describe(&self) -> String;
     /// The shared connection (connected on first use).
     fn shared(&mut self) -> &dyn Transport;
     /// A connection of its own: a new login.
@@ -31,6 +33,9 @@ pub trait Connector: Send {
 pub struct LocalConnector;
 
 impl Connector for LocalConnector {
+    fn describe(&self) -> String {
+        "local".to_owned()
+    }
     fn shared(&mut self) -> &dyn Transport {
         &fleetgate_transport::Local
     }
@@ -267,7 +272,7 @@ impl<C: Connector> ScriptMachine<C> {
 
 impl<C: Connector> Machine for ScriptMachine<C> {
     fn describe(&self) -> String {
-        "host".to_owned()
+        self.conn.describe()
     }
 
     fn now(&self) -> Duration {

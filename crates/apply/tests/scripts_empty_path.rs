@@ -51,6 +51,9 @@ impl Transport for EmptyPath {
 
 struct Conn;
 impl Connector for Conn {
+    fn describe(&self) -> String {
+        "empty-path".into()
+    }
     fn shared(&mut self) -> &dyn Transport {
         &EmptyPath
     }

@@ -40,6 +40,10 @@ impl SshConnector {
 }
 
 impl Connector for SshConnector {
+    fn describe(&self) -> String {
+        self.target.to_string()
+    }
+
     fn shared(&mut self) -> &dyn Transport {
         let fresh = self.ssh(true);
         self.shared.get_or_insert(fresh)

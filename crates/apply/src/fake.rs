@@ -98,6 +98,10 @@ pub struct FakeMachine {
     pub ignores_reboot: bool,
     /// Another deployer takes the lock as soon as the host boots.
     pub lock_taken_on_boot: Option<String>,
+    /// The host's own boot unit (`fleetgate resume-pending`) finishes a
+    /// pending reboot this long after a boot, holding the lock meanwhile.
+    pub host_resume_after: Option<Duration>,
+    host_resume_at: Option<Duration>,
     /// The pending intent file.
     pub intent: Option<PendingIntent>,
     /// The deploy lock's owner.
@@ -145,6 +149,8 @@ impl FakeMachine {
             boot_override: None,
             ignores_reboot: false,
             lock_taken_on_boot: None,
+            host_resume_after: None,
+            host_resume_at: None,
             intent: None,
             lock_owner: None,
             script: BTreeMap::new(),
@@ -200,6 +206,17 @@ impl FakeMachine {
     }
 
     fn tick(&mut self) {
+        if self.host_resume_at.is_some_and(|t| self.now >= t) {
+            // What the host's resume does when it booted the new system healthy.
+            self.host_resume_at = None;
+            if let Some(intent) = self.intent.take() {
+                if self.booted == intent.new {
+                    self.default_entry.clone_from(&intent.new);
+                    self.oneshot = None;
+                }
+            }
+            self.lock_owner = None;
+        }
         if self.power_loss_at.is_some_and(|t| self.now >= t) {
             self.power_loss_at = None;
             self.up = false;
@@ -267,6 +284,10 @@ impl FakeMachine {
         self.boot_id += 1;
         self.watchdogs.clear();
         self.lock_owner.clone_from(&self.lock_taken_on_boot);
+        if let (Some(after), Some(intent)) = (self.host_resume_after, &self.intent) {
+            self.lock_owner = Some(crate::reboot::resume_owner(&intent.run_id));
+            self.host_resume_at = Some(self.now + after);
+        }
         if self.hangs.contains(&target) {
             self.up = false;
             return;

@@ -10,7 +10,7 @@
 //! | `Reboot`         | detached reboot                                   | `WaitBoot`     | — |
 //! | `WaitBoot`       | new boot id over a new login, deadline, countdown | `Relock`       | `PowerCycle` |
 //! | `PowerCycle`     | hook, then `WaitBoot` again, N attempts           | `Relock`       | Unknown (the intent stays on the host for its own resume) |
-//! | `Relock`         | the deploy lock again (tmpfs: lost in the reboot) | [`resume`]     | held by someone else: Unknown |
+//! | `Relock`         | the deploy lock again (tmpfs: lost in the reboot); the host's own resume holding it is waited for | intent still ours: [`resume`]; gone: read what the host says (resolved at boot) | held by another run: Unknown |
 //!
 //! [`resume`] — shared by the waiting deployer, the next deploy and the host
 //! itself at boot:
@@ -127,7 +127,9 @@ pub fn verified_reboot(m: &mut dyn Machine, obs: &mut dyn Observer, p: &RebootPl
         Back::Never(how) => return Outcome::Unknown { at: Step::WaitBoot, why: not_back(p, armed, &how) },
     };
     // The lock lived in /run: take it again, or find who did.
-    match poll(m, Duration::from_secs(60), Duration::from_secs(2), |m| match m.lock(&p.run_id) {
+    // The host's own resume (its boot unit) may hold it: wait for it to finish.
+    let relock_within = p.health_within + Duration::from_secs(120);
+    match poll(m, relock_within, Duration::from_secs(2), |m| match m.lock(&p.run_id) {
         Err(LockError::Held { owner }) if !owner.contains(&resume_owner(&p.run_id)) => Some(Err(owner)),
         Err(LockError::Held { .. } | LockError::Machine(_)) => None,
         Ok(()) => Some(Ok(())),
@@ -142,7 +144,10 @@ pub fn verified_reboot(m: &mut dyn Machine, obs: &mut dyn Observer, p: &RebootPl
         None => {
             return Outcome::Unknown {
                 at: Step::WaitBoot,
-                why: "the host came back, but its deploy lock could not be taken again within 60 s".to_owned(),
+                why: format!(
+                    "the host came back, but its deploy lock could not be taken again within {} s",
+                    relock_within.as_secs()
+                ),
             };
         }
     }

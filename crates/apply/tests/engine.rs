@@ -449,3 +449,16 @@ fn resume_of_a_run_that_died_before_the_reboot_undoes_the_one_time_boot() {
     assert_eq!((m.oneshot.clone(), m.intent.is_none()), (None, true));
     assert_eq!(m.on(), (sys("old"), sys("old"), sys("old"), sys("old")));
 }
+
+/// The deployer and the host's own boot unit both see the host come back:
+/// the host's resume holds the lock and blesses; the deployer waits for it,
+/// finds the intent resolved, and reports what the host says.
+#[test]
+fn the_waiting_deployer_defers_to_the_hosts_own_resume() {
+    let mut m = FakeMachine::running(&sys("old"));
+    m.host_resume_after = Some(Duration::from_secs(20));
+    assert_eq!(verified(&mut m), Outcome::Blessed);
+    assert!(m.log.iter().filter(|op| **op == Op::Lock).count() > 1, "the deployer waited for the lock");
+    assert!(!m.log.contains(&Op::Bless), "the host blessed it, not the deployer");
+    assert_eq!(m.on(), (sys("new"), sys("new"), sys("new"), sys("new")));
+}

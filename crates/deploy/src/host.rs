@@ -339,26 +339,13 @@ pub(crate) fn choose_fallback(
     state: &HostState,
     new: &str,
 ) -> Result<String, Fail> {
-    let booted = state.booted.clone();
-    let booted_has_entry = !booted.is_empty() && facts.generations.iter().any(|g| g.path == booted);
-    match fallback_for(state, new) {
-        Some(f) if f == booted && booted_has_entry => Ok(f),
-        Some(f) if run.job.options.force => {
-            run.tl.info(format!("the fallback {} never booted on this host; going on (--force)", short(&f)));
+    match bootable_fallback(facts, state, new) {
+        Ok(f) => Ok(f),
+        Err(NoFallback { candidate: Some(f), .. }) if run.job.options.force => {
+            run.tl.info(format!("the fallback {} is not known to boot on this host; going on (--force)", short(&f)));
             Ok(f)
         }
-        other => {
-            let why = match other {
-                None => "there is no other generation to fall back to".to_owned(),
-                Some(f) if f == booted => format!(
-                    "the generation that booted ({}) is no longer in the system profile, so it has no boot entry",
-                    short(&booted)
-                ),
-                Some(f) => format!(
-                    "the only fallback, {}, never booted on this host (boot debt): whether it boots cannot be judged",
-                    short(&f)
-                ),
-            };
+        Err(NoFallback { why, .. }) => {
             let finding = Finding::new(
                 "reboot.no-bootable-fallback",
                 Severity::Error,
@@ -373,6 +360,44 @@ pub(crate) fn choose_fallback(
                 format!("the verified reboot has no fallback known to boot ({why}); nothing was pushed"),
             ))
         }
+    }
+}
+
+/// Why a verified reboot has no fallback known to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoFallback {
+    /// The generation it would fall back to (`--force` takes it).
+    pub candidate: Option<String>,
+    /// Why that is not known to boot.
+    pub why: String,
+}
+
+/// The fallback of a verified reboot into `new`: the generation that booted
+/// on this hardware (`/run/booted-system`), provided it still has a boot
+/// entry (it is in the system profile).
+///
+/// # Errors
+/// [`NoFallback`] when there is none, or only one that never booted here.
+pub fn bootable_fallback(facts: &Facts, state: &HostState, new: &str) -> Result<String, NoFallback> {
+    let booted = state.booted.as_str();
+    let booted_has_entry = !booted.is_empty() && facts.generations.iter().any(|g| g.path == booted);
+    match fallback_for(state, new) {
+        Some(f) if f == booted && booted_has_entry => Ok(f),
+        None => Err(NoFallback { candidate: None, why: "there is no other generation to fall back to".to_owned() }),
+        Some(f) if f == booted => Err(NoFallback {
+            why: format!(
+                "the generation that booted ({}) is no longer in the system profile, so it has no boot entry",
+                short(booted)
+            ),
+            candidate: Some(f),
+        }),
+        Some(f) => Err(NoFallback {
+            why: format!(
+                "the only fallback, {}, never booted on this host (boot debt): whether it boots cannot be judged",
+                short(&f)
+            ),
+            candidate: Some(f),
+        }),
     }
 }
 
@@ -412,5 +437,40 @@ fn record_last_good(run: &mut Run<'_, '_>, m: &mut Machine, system: &str) {
     let script = Layout::default().record_last_good(system);
     if let Err(e) = m.sh_ok("writing the last-good GC root", &script, run.job.options.timeouts.command) {
         run.tl.info(format!("could not write the last-good GC root: {}", e.line()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fleetgate_facts::Generation;
+
+    use super::*;
+
+    fn facts(generations: &[(u64, &str)]) -> Facts {
+        Facts {
+            generations: generations.iter().map(|(n, p)| Generation { number: *n, path: (*p).to_owned() }).collect(),
+            ..Facts::default()
+        }
+    }
+
+    fn state(current: &str, booted: &str) -> HostState {
+        HostState { current: current.into(), booted: booted.into(), ..HostState::default() }
+    }
+
+    #[test]
+    fn the_fallback_is_the_generation_that_booted_and_still_has_an_entry() {
+        let f = facts(&[(1, "/b"), (2, "/x")]);
+        // Switched live to /x (never booted): the booted /b is the fallback.
+        assert_eq!(bootable_fallback(&f, &state("/x", "/b"), "/n"), Ok("/b".to_owned()));
+        // Booted /b was garbage-collected out of the profile: no entry, blocked.
+        let gone = facts(&[(2, "/x")]);
+        let e = bootable_fallback(&gone, &state("/x", "/b"), "/n").expect_err("no entry");
+        assert_eq!(e.candidate.as_deref(), Some("/b"));
+        assert!(e.why.contains("no longer in the system profile"), "{}", e.why);
+        // The host booted the new system and runs another one live: that one never booted.
+        let e = bootable_fallback(&f, &state("/x", "/n"), "/n").expect_err("never booted");
+        assert!(e.why.contains("never booted") && e.candidate.as_deref() == Some("/x"), "{e:?}");
+        // Nothing else at all.
+        assert_eq!(bootable_fallback(&f, &state("/n", "/n"), "/n").map_err(|e| e.candidate), Err(None));
     }
 }

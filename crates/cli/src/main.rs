@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 mod check_cmd;
 mod deploy_cmd;
 mod facts_cmd;
+mod resume_cmd;
+mod rollback_cmd;
 
 /// Keep a fleet of NixOS machines up to date without ever leaving one unbootable.
 #[derive(Debug, Parser)]
@@ -29,6 +31,10 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// Push a flake to hosts: canary and waves, magic rollback for live switches, verified reboots.
     Deploy(deploy_cmd::DeployArgs),
+    /// Hosts back to their last known-good generation, through the same verified protocol.
+    Rollback(rollback_cmd::RollbackArgs),
+    /// On a host, at boot: finish a verified reboot its deployer did not live to finish.
+    ResumePending(resume_cmd::ResumeArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,5 +44,7 @@ fn main() -> ExitCode {
         Command::Facts(args) => facts_cmd::run(&args),
         Command::Check(args) => check_cmd::run(&args),
         Command::Deploy(args) => deploy_cmd::run(&args),
+        Command::Rollback(args) => rollback_cmd::run(&args),
+        Command::ResumePending(args) => resume_cmd::run(&args),
     }
 }

@@ -17,10 +17,12 @@ use crate::process::{self, ProcessError};
 use crate::spec::DiskBus;
 use crate::state::LabState;
 
-const FILES: [(&str, &str); 13] = [
+const FILES: [(&str, &str); 15] = [
     ("flake.nix", include_str!("../fixture/flake.nix")),
     ("builders/kernel.sh", include_str!("../fixture/builders/kernel.sh")),
     ("builders/write-text.sh", include_str!("../fixture/builders/write-text.sh")),
+    ("builders/system-path.sh", include_str!("../fixture/builders/system-path.sh")),
+    ("builders/copy-binary.sh", include_str!("../fixture/builders/copy-binary.sh")),
     ("builders/modules-closure.sh", include_str!("../fixture/builders/modules-closure.sh")),
     ("builders/initrd.sh", include_str!("../fixture/builders/initrd.sh")),
     ("builders/etc.sh", include_str!("../fixture/builders/etc.sh")),
@@ -113,6 +115,31 @@ pub struct HostKnobs {
     pub sops_keep_generations: u32,
     pub microvm_shares: Vec<Value>,
     pub deploy: DeployKnobs,
+    /// A boot service that runs the product's `fleetgate resume-pending` (the
+    /// boot unit of the agent's NixOS module) with this binary. The lab only
+    /// runs it; it decides nothing with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_binary: Option<ResumeBinary>,
+}
+
+/// A fleetgate binary copied into the host's generations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeBinary {
+    /// Where it is on this machine.
+    pub path: String,
+    /// Changes when the file does (size and modification time): a new
+    /// binary is a new store path.
+    pub identity: String,
+}
+
+impl ResumeBinary {
+    /// The binary at `path`.
+    pub fn at(path: &Path) -> std::io::Result<ResumeBinary> {
+        let meta = std::fs::metadata(path)?;
+        let mtime = meta.modified()?.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Ok(ResumeBinary { path: path.display().to_string(), identity: format!("{}-{}", meta.len(), mtime.as_nanos()) })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,6 +180,7 @@ pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostK
         facter_report_path: None,
         sops_keep_generations: 1,
         microvm_shares: Vec::new(),
+        resume_binary: None,
         deploy: DeployKnobs {
             hostname: host.name().to_owned(),
             ssh_opts: vec!["-F".into(), ssh_config.display().to_string()],

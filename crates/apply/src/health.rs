@@ -1,17 +1,29 @@
 //! Health checks that decide whether a new generation is kept: units that
-//! must be active, `systemctl is-system-running` not worse than before the
-//! deploy, commands on the target, and TCP/HTTP probes from this machine.
-//! They run over a *new* SSH connection, so they also prove that a new
-//! login works after the change.
+//! must be active, `systemctl is-system-running` not worse than before,
+//! commands on the host, and TCP/HTTP probes from where the engine runs.
+//! The host-side checks run over a *new* login, so they also prove that a
+//! new login works after the change.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fleetgate_transport::Transport;
+use fleetgate_transport::{Transport, shell_quote as q};
 
-use crate::inventory::Host;
-use crate::remote::{poll, q};
+use crate::scripts::Layout;
+
+/// What must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthChecks {
+    /// Units that must be active.
+    pub units: Vec<String>,
+    /// Shell commands on the host that must exit 0.
+    pub commands: Vec<String>,
+    /// `host:port` that must accept a TCP connection.
+    pub tcp: Vec<String>,
+    /// `http://` URLs that must answer 2xx.
+    pub http: Vec<String>,
+}
 
 /// How bad a `systemctl is-system-running` answer is (lower is better).
 #[must_use]
@@ -24,35 +36,46 @@ pub fn rank(state: &str) -> u8 {
     }
 }
 
-/// `systemctl is-system-running` on the target (`unknown` if it cannot say).
-pub fn system_state(t: &dyn Transport, timeout: Duration) -> String {
-    t.run_script("systemctl is-system-running 2>/dev/null || true\n", timeout)
+/// `systemctl is-system-running` on the host (`unknown` if it cannot say).
+pub fn system_state(t: &dyn Transport, layout: &Layout, timeout: Duration) -> String {
+    let script = format!("{}systemctl is-system-running 2>/dev/null || true\n", layout.tools(&[]));
+    t.run(&["/bin/sh", "-s"], Some(script.as_bytes()), timeout)
         .map(|o| o.stdout_text().trim().to_owned())
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn remote_script(host: &Host) -> String {
-    let mut s = String::from("echo \"state=$(systemctl is-system-running 2>/dev/null)\"\n");
-    for unit in &host.health.units {
+fn remote_script(checks: &HealthChecks, layout: &Layout) -> String {
+    let mut s = layout.tools(&[]);
+    s.push_str("echo \"state=$(systemctl is-system-running 2>/dev/null)\"\n");
+    for unit in &checks.units {
         s.push_str(&format!(
             "systemctl is-active {u} >/dev/null 2>&1 || echo \"unit={u_raw} is $(systemctl is-active {u} 2>/dev/null)\"\n",
             u = q(unit),
             u_raw = unit.replace(['"', '$', '`', '\\'], "")
         ));
     }
-    for (i, cmd) in host.health.commands.iter().enumerate() {
-        s.push_str(&format!("( {} ) >/dev/null 2>&1 </dev/null || echo \"command={i} exit=$?\"\n", cmd));
+    for (i, cmd) in checks.commands.iter().enumerate() {
+        s.push_str(&format!("( {cmd} ) >/dev/null 2>&1 </dev/null || echo \"command={i} exit=$?\"\n"));
     }
     s
 }
 
 /// One round of checks; returns what failed (empty: healthy).
-pub fn check_once(host: &Host, t: &dyn Transport, baseline: &str, timeout: Duration) -> Vec<String> {
+pub fn check_once(
+    checks: &HealthChecks,
+    t: &dyn Transport,
+    layout: &Layout,
+    baseline: &str,
+    timeout: Duration,
+) -> Vec<String> {
     let mut failed = Vec::new();
-    match t.run_script(&remote_script(host), timeout) {
-        Err(e) => failed.push(format!("cannot run the checks over a new SSH connection: {}", crate::remote::why(&e))),
+    match t.run(&["/bin/sh", "-s"], Some(remote_script(checks, layout).as_bytes()), timeout) {
+        Err(e) => failed.push(format!(
+            "cannot run the checks over a new login: {}",
+            e.to_string().lines().next().unwrap_or_default()
+        )),
         Ok(out) => {
             for line in out.stdout_text().lines() {
                 if let Some(state) = line.strip_prefix("state=") {
@@ -66,44 +89,23 @@ pub fn check_once(host: &Host, t: &dyn Transport, baseline: &str, timeout: Durat
                     failed.push(format!("unit {unit}, must be active"));
                 } else if let Some(rest) = line.strip_prefix("command=") {
                     let (i, exit) = rest.split_once(' ').unwrap_or((rest, ""));
-                    let cmd =
-                        i.parse::<usize>().ok().and_then(|i| host.health.commands.get(i)).cloned().unwrap_or_default();
+                    let cmd = i.parse::<usize>().ok().and_then(|i| checks.commands.get(i)).cloned().unwrap_or_default();
                     failed.push(format!("health command `{cmd}` failed ({exit})"));
                 }
             }
         }
     }
-    for probe in &host.health.tcp {
-        let address = host.expand(probe);
-        if let Err(e) = tcp(&address, timeout.min(Duration::from_secs(10))) {
+    for address in &checks.tcp {
+        if let Err(e) = tcp(address, timeout.min(Duration::from_secs(10))) {
             failed.push(format!("TCP {address}: {e}"));
         }
     }
-    for probe in &host.health.http {
-        let url = host.expand(probe);
-        if let Err(e) = http(&url, timeout.min(Duration::from_secs(10))) {
+    for url in &checks.http {
+        if let Err(e) = http(url, timeout.min(Duration::from_secs(10))) {
             failed.push(format!("HTTP {url}: {e}"));
         }
     }
     failed
-}
-
-/// Checks until healthy or `within` passes; returns the last failures.
-pub fn wait_healthy(
-    host: &Host,
-    connect: &dyn Fn() -> Box<dyn Transport>,
-    baseline: &str,
-    within: Duration,
-    command: Duration,
-) -> Result<(), Vec<String>> {
-    let deadline = Instant::now() + within;
-    let mut last = Vec::new();
-    let ok = poll(deadline, Duration::from_secs(1), || {
-        let t = connect();
-        last = check_once(host, t.as_ref(), baseline, command);
-        last.is_empty().then_some(())
-    });
-    ok.ok_or(last)
 }
 
 fn tcp(address: &str, timeout: Duration) -> Result<TcpStream, String> {
@@ -143,20 +145,6 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
-    use crate::config::HealthSettings;
-
-    fn host(health: HealthSettings) -> Host {
-        Host {
-            name: "h".into(),
-            hostname: "127.0.0.1".into(),
-            ssh_user: None,
-            ssh_port: None,
-            ssh_opts: vec![],
-            tags: vec![],
-            power_cycle: None,
-            health,
-        }
-    }
 
     #[test]
     fn states_rank() {
@@ -171,8 +159,7 @@ mod tests {
         std::thread::spawn(move || {
             for mut s in listener.incoming().flatten().take(2) {
                 // Read the whole request head before answering: closing a socket
-                // with unread bytes sends a reset, which the client may see
-                // before the answer.
+                // with unread bytes sends a reset.
                 let mut request = Vec::new();
                 let mut buf = [0u8; 256];
                 while !request.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -184,13 +171,14 @@ mod tests {
                 let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nok");
             }
         });
-        let h = host(HealthSettings {
+        let checks = HealthChecks {
             commands: vec!["true".into(), "exit 7".into()],
-            tcp: vec![format!("{{hostname}}:{port}")],
-            http: vec![format!("http://{{hostname}}:{port}/health")],
+            tcp: vec![format!("127.0.0.1:{port}")],
+            http: vec![format!("http://127.0.0.1:{port}/health")],
             units: vec![],
-        });
-        let failed = check_once(&h, &fleetgate_transport::Local, "unknown", Duration::from_secs(10));
+        };
+        let failed =
+            check_once(&checks, &fleetgate_transport::Local, &Layout::default(), "unknown", Duration::from_secs(10));
         assert_eq!(failed, ["health command `exit 7` failed (exit=7)"], "{failed:?}");
     }
 }

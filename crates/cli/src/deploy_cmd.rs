@@ -15,8 +15,7 @@ use fleetgate_deploy::history::{self, History};
 use fleetgate_deploy::{CheckPlanner, DeployOptions, Deployer, Inventory, Strategy, select};
 use miette::{IntoDiagnostic as _, WrapErr as _, miette};
 
-/// Exit status when nothing was deployed because the run could not start.
-const EXIT_USAGE: u8 = 2;
+use crate::exit::EXIT_USAGE;
 
 /// `fleetgate deploy` arguments.
 #[derive(Debug, Args)]
@@ -76,15 +75,10 @@ pub struct DeployArgs {
     pub json: bool,
 }
 
-/// Runs `fleetgate deploy`.
-pub fn run(args: &DeployArgs) -> ExitCode {
-    match run_inner(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(report) => {
-            eprintln!("{report:?}");
-            ExitCode::from(EXIT_USAGE)
-        }
-    }
+/// Runs `fleetgate deploy`; an error (the run could not start: exit 2) is
+/// printed by `main`.
+pub fn run(args: &DeployArgs) -> miette::Result<ExitCode> {
+    run_inner(args).map(ExitCode::from)
 }
 
 fn run_inner(args: &DeployArgs) -> miette::Result<u8> {

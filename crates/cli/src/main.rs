@@ -1,12 +1,18 @@
 //! `fleetgate`: the command-line front end. It only parses arguments and wires the
 //! library crates together; every decision lives in a library crate.
+//!
+//! What escapes a command — clap's usage errors and a command's own error — is
+//! printed here and only here ([`exit`]): miette text on stderr and, with
+//! `--json`, exactly one JSON document on stdout.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 mod check_cmd;
 mod deploy_cmd;
+mod exit;
 mod facts_cmd;
 
 /// Keep a fleet of NixOS machines up to date without ever leaving one unbootable.
@@ -31,12 +37,50 @@ enum Command {
     Deploy(deploy_cmd::DeployArgs),
 }
 
+impl Command {
+    /// Whether the command prints JSON (its errors then are JSON too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Facts(a) => a.json,
+            Command::Check(a) => a.json,
+            Command::Deploy(a) => a.json,
+            // `channel` prints its own JSON documents, failures included.
+            Command::Channel(_) => false,
+        }
+    }
+}
+
+/// The whole command line.
+fn command() -> clap::Command {
+    Cli::command()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Channel(args) => fleetgate_channel::cli::run(args),
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match command().try_get_matches_from(&args).and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(cli) => cli,
+        Err(e) => return exit::clap_error(&e, exit::wants_json(&args)),
+    };
+    let json = cli.command.json();
+    let result = match cli.command {
+        Command::Channel(args) => Ok(fleetgate_channel::cli::run(args)),
         Command::Facts(args) => facts_cmd::run(&args),
         Command::Check(args) => check_cmd::run(&args),
         Command::Deploy(args) => deploy_cmd::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(report) => exit::command_error(&report, json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // clap's own checks (conflicting names, bad defaults).
+        command().debug_assert();
     }
 }

@@ -14,6 +14,7 @@ mod check_cmd;
 mod deploy_cmd;
 mod exit;
 mod facts_cmd;
+mod help_defaults;
 
 /// Keep a fleet of NixOS machines up to date without ever leaving one unbootable.
 #[derive(Debug, Parser)]
@@ -50,9 +51,9 @@ impl Command {
     }
 }
 
-/// The whole command line.
+/// The whole command line, as `--help` shows it.
 fn command() -> clap::Command {
-    Cli::command()
+    help_defaults::show(Cli::command())
 }
 
 fn main() -> ExitCode {
@@ -80,7 +81,7 @@ mod tests {
 
     #[test]
     fn the_command_line_is_consistent() {
-        // clap's own checks (conflicting names, bad defaults).
+        // clap's own checks (conflicting names, bad defaults), with the defaults shown.
         command().debug_assert();
     }
 }

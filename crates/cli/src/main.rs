@@ -15,6 +15,8 @@ mod deploy_cmd;
 mod exit;
 mod facts_cmd;
 mod help_defaults;
+mod history_cmd;
+mod history_render;
 
 /// Keep a fleet of NixOS machines up to date without ever leaving one unbootable.
 #[derive(Debug, Parser)]
@@ -36,6 +38,8 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// Push a flake to hosts: canary and waves, magic rollback for live switches, verified reboots.
     Deploy(deploy_cmd::DeployArgs),
+    /// Past deploy runs and each host's outcome, from the history database.
+    History(history_cmd::HistoryArgs),
 }
 
 impl Command {
@@ -45,6 +49,7 @@ impl Command {
             Command::Facts(a) => a.json,
             Command::Check(a) => a.json,
             Command::Deploy(a) => a.json,
+            Command::History(a) => a.json,
             // `channel` prints its own JSON documents, failures included.
             Command::Channel(_) => false,
         }
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Command::Facts(args) => facts_cmd::run(&args),
         Command::Check(args) => check_cmd::run(&args),
         Command::Deploy(args) => deploy_cmd::run(&args),
+        Command::History(args) => history_cmd::run(&args),
     };
     match result {
         Ok(code) => code,

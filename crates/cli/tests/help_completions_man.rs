@@ -24,4 +24,6 @@ fn deploy_help_shows_the_defaults_the_run_starts_from() {
     assert!(line("--confirm-timeout").contains(&format!("[default: {};", d.timeouts.confirm.as_secs())));
     assert!(line("--reboot-timeout").contains(&format!("[default: {};", d.timeouts.reboot.as_secs())));
     insta::assert_snapshot!("deploy_help", help);
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetgate")).args(["history", "--help"]).output().expect("runs");
+    insta::assert_snapshot!("history_help", String::from_utf8_lossy(&out.stdout));
 }

@@ -58,6 +58,7 @@ fn usage_errors_are_one_json_document_for_every_command() {
     insta::assert_snapshot!("usage_check_missing_system", failure(&["check", "--json", "--target", "local"]));
     insta::assert_snapshot!("usage_deploy_unknown_argument", failure(&["deploy", "--json", "--bogus"]));
     insta::assert_snapshot!("usage_deploy_bad_number", failure(&["deploy", "--json", "--max-parallel", "many"]));
+    insta::assert_snapshot!("usage_history_bad_limit", failure(&["history", "--json", "--limit", "0"]));
     insta::assert_snapshot!("usage_channel_promote_missing", failure(&["channel", "promote", "--json"]));
     insta::assert_snapshot!("usage_unknown_command", failure(&["bogus", "--json"]));
 }
@@ -73,12 +74,13 @@ fn command_errors_are_one_json_document_for_every_command() {
         failure(&["check", "--json", "--system", "/nonexistent/system", "--target", "local"])
     );
     insta::assert_snapshot!("error_deploy_zero_parallel", failure(&["deploy", "--json", "--max-parallel", "0"]));
+    insta::assert_snapshot!("error_history_missing", failure(&["history", "--json"]));
 }
 
 #[test]
 fn without_json_errors_go_to_stderr_only() {
     let tmp = tempfile::tempdir().expect("tmp");
-    for args in [&["deploy", "--bogus"][..], &["deploy", "--max-parallel", "0"]] {
+    for args in [&["deploy", "--bogus"][..], &["history"], &["deploy", "--max-parallel", "0"]] {
         let run = fleetgate(tmp.path(), args);
         assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{args:?}");
         assert!(!run.stderr.is_empty());
@@ -98,6 +100,6 @@ fn help_and_version_are_text_and_exit_0_even_with_json() {
 #[test]
 fn a_json_after_double_dash_is_an_argument_not_a_request_for_json() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let run = fleetgate(tmp.path(), &["deploy", "--bogus", "--", "--json"]);
+    let run = fleetgate(tmp.path(), &["history", "--bogus", "--", "--json"]);
     assert_eq!((run.code, run.stdout.as_str()), (2, ""));
 }

@@ -110,7 +110,14 @@ struct Run {
 }
 
 fn history(db: &Path, args: &[&str]) -> Run {
+    history_in(Path::new("."), db, args)
+}
+
+/// `fleetgate history --history DB ARGS…` run in `dir` (a relative `db` keeps
+/// messages free of temporary paths that miette could wrap).
+fn history_in(dir: &Path, db: &Path, args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+        .current_dir(dir)
         .arg("history")
         .arg("--history")
         .arg(db)
@@ -163,24 +170,22 @@ fn json_is_one_document() {
 #[test]
 fn errors_say_what_to_do() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let db = write_history(tmp.path());
-    let garbage = tmp.path().join("notes.txt");
-    std::fs::write(&garbage, "not a database, but long enough to be read as one: ".repeat(20)).expect("write");
-    let foreign = tmp.path().join("places.sqlite");
-    let conn = rusqlite::Connection::open(&foreign).expect("create");
+    write_history(tmp.path());
+    std::fs::write(tmp.path().join("notes.txt"), "not a database, but long enough to be read as one: ".repeat(20))
+        .expect("write");
+    let conn = rusqlite::Connection::open(tmp.path().join("places.sqlite")).expect("create");
     conn.execute_batch("CREATE TABLE moz_places (url TEXT);").expect("schema");
     drop(conn);
-    let cases: [(&str, &Path, &[&str]); 5] = [
-        ("missing", &tmp.path().join("nothing.sqlite"), &[]),
-        ("garbage", &garbage, &[]),
-        ("foreign", &foreign, &[]),
-        ("no_such_run", &db, &["42"]),
-        ("ambiguous_run", &db, &["1717"]),
+    let cases: [(&str, &str, &[&str]); 5] = [
+        ("missing", "nothing.sqlite", &[]),
+        ("garbage", "notes.txt", &[]),
+        ("foreign", "places.sqlite", &[]),
+        ("no_such_run", "history.sqlite", &["42"]),
+        ("ambiguous_run", "history.sqlite", &["1717"]),
     ];
-    for (name, path, args) in cases {
-        let run = history(path, args);
+    for (name, file, args) in cases {
+        let run = history_in(tmp.path(), Path::new(file), args);
         assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{name}");
-        let text = run.stderr.replace(&tmp.path().display().to_string(), "[TMP]");
-        insta::assert_snapshot!(format!("error_{name}"), text);
+        insta::assert_snapshot!(format!("error_{name}"), run.stderr);
     }
 }

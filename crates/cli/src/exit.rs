@@ -21,6 +21,25 @@ pub const EXIT_FAILED: u8 = 1;
 /// done (clap's usage errors too): nothing was attempted.
 pub const EXIT_USAGE: u8 = 2;
 
+/// Every exit code of `fleetgate` and what it means, for the manual page's
+/// EXIT STATUS.
+pub fn meanings() -> [(i32, &'static str); 4] {
+    use fleetgate_deploy::report::{EXIT_OK, EXIT_UNKNOWN};
+    [
+        (EXIT_OK, "done: the system will boot (check), every host deployed or up to date (deploy)"),
+        (
+            i32::from(EXIT_FAILED),
+            "attempted and failed or refused: the plan is blocked (check); some hosts failed, were blocked, \
+             unreachable or skipped, every host is on a known-good generation (deploy); a promotion failed (channel)",
+        ),
+        (
+            i32::from(EXIT_USAGE),
+            "bad arguments, configuration or input, or an I/O error before anything was done: nothing was done",
+        ),
+        (EXIT_UNKNOWN, "deploy: some host's state is unknown, a human must look (the report says what is known)"),
+    ]
+}
+
 /// Whether the command line asks for JSON: a `--json` before any `--`. Used
 /// only when clap could not parse the line, so that even a usage error is one
 /// JSON document.

@@ -14,6 +14,7 @@ mod check_cmd;
 mod deploy_cmd;
 mod exit;
 mod facts_cmd;
+mod generate_cmd;
 mod help_defaults;
 mod history_cmd;
 mod history_render;
@@ -40,6 +41,10 @@ enum Command {
     Deploy(deploy_cmd::DeployArgs),
     /// Past deploy runs and each host's outcome, from the history database.
     History(history_cmd::HistoryArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate_cmd::CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    Man(generate_cmd::ManArgs),
 }
 
 impl Command {
@@ -51,12 +56,12 @@ impl Command {
             Command::Deploy(a) => a.json,
             Command::History(a) => a.json,
             // `channel` prints its own JSON documents, failures included.
-            Command::Channel(_) => false,
+            Command::Channel(_) | Command::Completions(_) | Command::Man(_) => false,
         }
     }
 }
 
-/// The whole command line, as `--help` shows it.
+/// The whole command line, as `--help`, the completions and the man page show it.
 fn command() -> clap::Command {
     help_defaults::show(Cli::command())
 }
@@ -74,6 +79,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check_cmd::run(&args),
         Command::Deploy(args) => deploy_cmd::run(&args),
         Command::History(args) => history_cmd::run(&args),
+        Command::Completions(args) => generate_cmd::completions(&args, command()),
+        Command::Man(args) => generate_cmd::man(&args, command()),
     };
     match result {
         Ok(code) => code,

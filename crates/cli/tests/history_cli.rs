@@ -5,12 +5,14 @@
 //! The terminal tables are snapshot-tested in `history_render`'s unit tests.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use fleetgate_check::{Finding, Severity};
 use fleetgate_deploy::events::{Phase, PhaseRecord};
 use fleetgate_deploy::history::History;
 use fleetgate_deploy::{Action, HostReport, Outcome, RunReport, Standing};
+
+mod support;
+use support::{Run, fleetgate, run};
 
 const CANARY_RUN: &str = "1717240000-0a1b2c-4242";
 const RESUME_RUN: &str = "1717245000-0d0e0f-4243";
@@ -103,12 +105,6 @@ fn write_history(dir: &Path) -> PathBuf {
     path
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn history(db: &Path, args: &[&str]) -> Run {
     history_in(Path::new("."), db, args)
 }
@@ -116,19 +112,7 @@ fn history(db: &Path, args: &[&str]) -> Run {
 /// `fleetgate history --history DB ARGS…` run in `dir` (a relative `db` keeps
 /// messages free of temporary paths that miette could wrap).
 fn history_in(dir: &Path, db: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .current_dir(dir)
-        .arg("history")
-        .arg("--history")
-        .arg(db)
-        .args(args)
-        .output()
-        .expect("fleetgate runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run(fleetgate().current_dir(dir).arg("history").arg("--history").arg(db).args(args))
 }
 
 fn ok(db: &Path, args: &[&str]) -> String {

@@ -4,28 +4,14 @@
 //! stderr only. Through the real binary.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod support;
+use support::{Run, fleetgate as command, run};
 
 fn fleetgate(state: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .args(args)
-        .env("XDG_STATE_HOME", state)
-        .env("HOME", state)
-        .output()
-        .expect("fleetgate runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run(command().args(args).env("XDG_STATE_HOME", state).env("HOME", state))
 }
 
 /// The one JSON document of stdout (fails unless there is exactly one).

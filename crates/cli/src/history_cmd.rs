@@ -7,7 +7,7 @@
 //!   findings; `--host H` keeps one host;
 //! - `fleetgate history --host H` — that host across runs, newest first.
 //!
-//! On a terminal, tables that fit 80 columns; otherwise plain `key=value`
+//! On a terminal, tables that fit its width (80 columns at least); otherwise plain `key=value`
 //! lines; with `--json`, one JSON document ([`history_render`](crate::history_render)).
 
 use std::io::IsTerminal as _;
@@ -20,7 +20,7 @@ use fleetgate_deploy::history_query::{BUSY_TIMEOUT, HistoryReadError, HistoryRea
 
 use crate::facts_cmd::CliError;
 
-use crate::history_render::{Style, host_view, run_view, runs_view};
+use crate::history_render::{Style, WIDTH, host_view, run_view, runs_view};
 
 /// Runs listed when `--limit` is not given.
 pub const DEFAULT_LIMIT: usize = 20;
@@ -62,7 +62,8 @@ pub fn run(args: &HistoryArgs) -> miette::Result<ExitCode> {
     let style = if args.json {
         Style::Json
     } else if std::io::stdout().is_terminal() {
-        Style::Table
+        let columns = terminal_size::terminal_size().map_or(0, |(terminal_size::Width(w), _)| usize::from(w));
+        Style::Table(columns.max(WIDTH))
     } else {
         Style::Plain
     };

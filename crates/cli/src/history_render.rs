@@ -1,6 +1,6 @@
 //! How `fleetgate history` shows what it read, in three styles:
 //!
-//! - [`Style::Table`] (a terminal): tables that fit [`WIDTH`] columns — the run
+//! - [`Style::Table`] (a terminal): tables that fit its width, at least [`WIDTH`] columns — the run
 //!   id (a unique prefix still names the run) and free text are shortened with
 //!   `…` when a row would not fit — and wrapped paragraphs;
 //! - [`Style::Plain`] (a pipe or file): one line per item, `key=value` fields,
@@ -13,7 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use fleetgate_deploy::history_query::{HostRecord, RunDetail, RunSummary};
 use serde_json::json;
 
-/// The terminal width tables fit in.
+/// The width tables fit in when the terminal's is not known (or narrower).
 pub const WIDTH: usize = 80;
 
 /// Version of the JSON documents.
@@ -22,8 +22,8 @@ pub const FORMAT: u32 = 1;
 /// How to show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
-    /// Tables for a terminal.
-    Table,
+    /// Tables for a terminal this many columns wide.
+    Table(usize),
     /// Plain lines.
     Plain,
     /// One JSON document.
@@ -36,15 +36,15 @@ pub fn runs_view(runs: &[RunSummary], style: Style) -> String {
     match style {
         Style::Json => document(&json!({ "format": FORMAT, "runs": runs })),
         Style::Plain => runs.iter().map(|r| format!("{}\n", run_line(r))).collect(),
-        Style::Table if runs.is_empty() => "no deploy runs recorded yet\n".to_owned(),
-        Style::Table => {
+        Style::Table(_) if runs.is_empty() => "no deploy runs recorded yet\n".to_owned(),
+        Style::Table(width) => {
             let mut rows = vec![row(["RUN", "STARTED (UTC)", "TOOK", "EXIT", "HOSTS"])];
             rows.extend(
                 runs.iter().map(|r| {
                     [r.run_id.clone(), started_short(r.started_at), took(r.duration_ms), exit(r), outcomes(r)]
                 }),
             );
-            table(&rows, &[(4, 12), (0, 17)])
+            table(&rows, width, &[(4, 12), (0, 17)])
         }
     }
 }
@@ -67,7 +67,7 @@ pub fn run_view(detail: &RunDetail, style: Style) -> String {
             }
             out
         }
-        Style::Table => {
+        Style::Table(width) => {
             let mut out = wrap(
                 &format!(
                     "run {}  started {} UTC  took {}  exit {}",
@@ -76,9 +76,10 @@ pub fn run_view(detail: &RunDetail, style: Style) -> String {
                     took(run.duration_ms),
                     exit(run)
                 ),
+                width,
                 "",
             );
-            out.push_str(&wrap(&format!("strategy {}  flake {}", run.strategy, run.flake), ""));
+            out.push_str(&wrap(&format!("strategy {}  flake {}", run.strategy, run.flake), width, ""));
             let mut rows = vec![row(["HOST", "ACTION", "OUTCOME", "STANDING", "TOOK"])];
             rows.extend(detail.hosts.iter().map(|h| {
                 let start = h.phases.iter().map(|p| p.start_ms).min();
@@ -96,9 +97,9 @@ pub fn run_view(detail: &RunDetail, style: Style) -> String {
                 detail.unrecorded.iter().map(|h| [h.clone(), "-".into(), "unrecorded".into(), "-".into(), "-".into()]),
             );
             out.push('\n');
-            out.push_str(&table(&rows, &[(0, 12)]));
+            out.push_str(&table(&rows, width, &[(0, 12)]));
             for h in &detail.hosts {
-                host_paragraph(&mut out, h);
+                host_paragraph(&mut out, h, width);
             }
             if !detail.unrecorded.is_empty() {
                 out.push('\n');
@@ -107,6 +108,7 @@ pub fn run_view(detail: &RunDetail, style: Style) -> String {
                         "unrecorded: {} (the run ended before these hosts were recorded; `fleetgate deploy --resume` retries them)",
                         detail.unrecorded.join(", ")
                     ),
+                    width,
                     "",
                 ));
             }
@@ -131,8 +133,8 @@ pub fn host_view(host: &str, records: &[(RunSummary, HostRecord)], style: Style)
             }
             out
         }
-        Style::Table if records.is_empty() => format!("no deploy run recorded {host}\n"),
-        Style::Table => {
+        Style::Table(_) if records.is_empty() => format!("no deploy run recorded {host}\n"),
+        Style::Table(width) => {
             let mut rows = vec![row(["STARTED (UTC)", "RUN", "OUTCOME", "RUNNING"])];
             rows.extend(records.iter().map(|(run, h)| {
                 [
@@ -142,7 +144,7 @@ pub fn host_view(host: &str, records: &[(RunSummary, HostRecord)], style: Style)
                     short_system(h.running_system.as_deref()),
                 ]
             }));
-            table(&rows, &[(3, 12), (1, 17)])
+            table(&rows, width, &[(3, 12), (1, 17)])
         }
     }
 }
@@ -156,9 +158,9 @@ fn row<const N: usize>(cells: [&str; N]) -> [String; N] {
 }
 
 /// A table: columns padded to their widest cell, two spaces apart, the last one
-/// not padded. When a row would be wider than [`WIDTH`], the `shrink` columns
+/// not padded. When a row would be wider than `width`, the `shrink` columns
 /// `(index, narrowest)` are shortened with `…`, in that order.
-fn table<const N: usize>(rows: &[[String; N]], shrink: &[(usize, usize)]) -> String {
+fn table<const N: usize>(rows: &[[String; N]], width: usize, shrink: &[(usize, usize)]) -> String {
     let mut widths = [0usize; N];
     for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {
@@ -167,7 +169,7 @@ fn table<const N: usize>(rows: &[[String; N]], shrink: &[(usize, usize)]) -> Str
     }
     let total = |widths: &[usize; N]| widths.iter().sum::<usize>() + 2 * (N - 1);
     for &(column, narrowest) in shrink {
-        let over = total(&widths).saturating_sub(WIDTH);
+        let over = total(&widths).saturating_sub(width);
         widths[column] -= over.min(widths[column].saturating_sub(narrowest));
     }
     let mut out = String::new();
@@ -197,9 +199,9 @@ fn shorten(text: &str, width: usize) -> String {
     cut
 }
 
-/// `text` wrapped at [`WIDTH`], each line after `indent`.
-fn wrap(text: &str, indent: &str) -> String {
-    let options = textwrap::Options::new(WIDTH)
+/// `text` wrapped at `width`, each line after `indent`.
+fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let options = textwrap::Options::new(width)
         .initial_indent(indent)
         .subsequent_indent(indent)
         .word_separator(textwrap::WordSeparator::AsciiSpace)
@@ -209,27 +211,27 @@ fn wrap(text: &str, indent: &str) -> String {
 
 /// Below the table, per host: its phases with timings, then (unless it ended
 /// well) its message and findings.
-fn host_paragraph(out: &mut String, h: &HostRecord) {
+fn host_paragraph(out: &mut String, h: &HostRecord, width: usize) {
     let running =
         h.running_system.as_deref().map(|s| format!(", running {}", short_system(Some(s)))).unwrap_or_default();
     out.push('\n');
-    out.push_str(&wrap(&format!("{}: {}{running}", h.host, outcome_and_standing(h)), ""));
+    out.push_str(&wrap(&format!("{}: {}{running}", h.host, outcome_and_standing(h)), width, ""));
     if !h.phases.is_empty() {
         let phases: Vec<String> = h
             .phases
             .iter()
             .map(|p| format!("{} {}{}", p.phase, took(Some(p.duration_ms)), if p.ok { "" } else { " ✘" }))
             .collect();
-        out.push_str(&wrap(&phases.join(" · "), "  "));
+        out.push_str(&wrap(&phases.join(" · "), width, "  "));
     }
     for p in h.phases.iter().filter(|p| !p.ok && !p.detail.is_empty()) {
-        out.push_str(&wrap(&format!("✘ {}: {}", p.phase, p.detail), "  "));
+        out.push_str(&wrap(&format!("✘ {}: {}", p.phase, p.detail), width, "  "));
     }
     if !matches!(h.outcome.as_str(), "deployed" | "up-to-date") && !h.message.is_empty() {
-        out.push_str(&wrap(&h.message, "  "));
+        out.push_str(&wrap(&h.message, width, "  "));
     }
     for f in &h.findings {
-        out.push_str(&wrap(&format!("{}[{}]: {}", f.severity, f.id, f.message), "  "));
+        out.push_str(&wrap(&format!("{}[{}]: {}", f.severity, f.id, f.message), width, "  "));
     }
 }
 
@@ -409,10 +411,10 @@ mod tests {
             ),
             run("1717230000-0f0f0f-77", 1_717_230_000, Some((4_000_000, 0)), &[("up-to-date", 3)]),
         ];
-        let table = runs_view(&runs, Style::Table);
+        let table = runs_view(&runs, Style::Table(WIDTH));
         assert!(widest(&table) <= WIDTH, "{table}");
         insta::assert_snapshot!("table_runs", table);
-        assert_eq!(runs_view(&[], Style::Table), "no deploy runs recorded yet\n");
+        assert_eq!(runs_view(&[], Style::Table(WIDTH)), "no deploy runs recorded yet\n");
     }
 
     #[test]
@@ -451,7 +453,7 @@ mod tests {
             ],
             unrecorded: vec!["db2".to_owned()],
         };
-        let text = run_view(&detail, Style::Table);
+        let text = run_view(&detail, Style::Table(WIDTH));
         assert!(widest(&text) <= WIDTH, "{text}");
         insta::assert_snapshot!("table_run", text);
     }
@@ -464,10 +466,10 @@ mod tests {
             (run("1717245000-0d0e0f-4243", 1_717_245_000, None, &[("deployed", 1)]), record("web2", "deployed", &[])),
             (run("1717240000-0a1b2c-4242", 1_717_240_000, Some((361_900, 1)), &[("failed", 1)]), failed),
         ];
-        let text = host_view("web2", &records, Style::Table);
+        let text = host_view("web2", &records, Style::Table(WIDTH));
         assert!(widest(&text) <= WIDTH, "{text}");
         insta::assert_snapshot!("table_host", text);
-        assert_eq!(host_view("web9", &[], Style::Table), "no deploy run recorded web9\n");
+        assert_eq!(host_view("web9", &[], Style::Table(WIDTH)), "no deploy run recorded web9\n");
     }
 
     #[test]

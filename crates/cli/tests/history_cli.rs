@@ -173,3 +173,31 @@ fn errors_say_what_to_do() {
         insta::assert_snapshot!(format!("error_{name}"), run.stderr);
     }
 }
+
+#[test]
+fn a_terminal_gets_a_table_as_wide_as_it_is() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = write_history(tmp.path());
+    // `script` (util-linux) gives the command a pseudo-terminal as stdout; `stty` sets its width.
+    let table = |columns: u16| -> Vec<String> {
+        let command = format!(
+            "stty cols {columns} rows 40; {} history --history {}",
+            env!("CARGO_BIN_EXE_fleetgate"),
+            db.display()
+        );
+        let out = run(std::process::Command::new("script").args(["-qec", &command, "/dev/null"]).env("TERM", "dumb"));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.lines().map(|l| l.trim_end_matches('\r').to_owned()).collect()
+    };
+    let header = "RUN                     STARTED (UTC)     TOOK   EXIT  HOSTS";
+    let newest = "1717245000-0d0e0f-4243  2024-06-01 12:30  -      -     1 deployed, 1 unrecorded";
+    assert_eq!(
+        table(80),
+        [header, newest, "1717240000-0a1b2c-4242  2024-06-01 11:06  6m01s  1     1 deployed, 1 failed, 1 …"]
+    );
+    assert_eq!(
+        table(120),
+        [header, newest, "1717240000-0a1b2c-4242  2024-06-01 11:06  6m01s  1     1 deployed, 1 failed, 1 skipped"]
+    );
+    assert_eq!(table(40).len(), 3, "never narrower than 80 columns");
+}

@@ -28,13 +28,15 @@
 //! `nix path-info`: progress moves one path at a time, by that path's NAR size.
 //!
 //! **Newer Nix** (2.11 on) says more, but not numbers fleetgate can take as they come
-//! (`tests/fixtures/nix-2.24/` holds a 2.24 log; sources cited from the 2.24.15 tag):
+//! (`tests/fixtures/nix-2.24/` holds logs of a real Nix 2.24.15, see its README; sources
+//! cited from the 2.24.15 tag):
 //!
 //! - `resSetExpected` `[100, N]` on the actCopyPaths activity is a **running sum**, not
 //!   the total: `Store::addMultipleToStore` (used for `ssh://` and `file://` stores)
 //!   adds each path's `narSize` as it walks the graph and sends the sum after every
 //!   path (`store-api.cc` lines 262–263, 2.11 to 2.26; the sum is sent once, whole, from
-//!   2.27). A 4-path copy announces 456, 792, 848, then 3000960 bytes. fleetgate's own
+//!   2.27). The recorded 4-path copy announces 296, 992, 3001272, then 3001568 bytes —
+//!   the last after the copy began. Paths are sent concurrently (a thread pool). fleetgate's own
 //!   count — the NAR sizes of the paths the destination lacks — is exact from the start
 //!   and is **never replaced**; Nix's sums are only a lower bound when fleetgate has no
 //!   count (the largest one seen is used then).
@@ -526,6 +528,65 @@ mod tests {
              error: cannot connect to 'root@web1'"
         );
         assert_eq!(tracker.progress().done_bytes, 0);
+    }
+
+    const SSH_LOG_224: &str = include_str!("../tests/fixtures/nix-2.24/copy-ssh.log");
+    const FILE_LOG_224: &str = include_str!("../tests/fixtures/nix-2.24/copy-file.log");
+    const INFO_224: &str = include_str!("../tests/fixtures/nix-2.24/copy.path-info.json");
+
+    #[test]
+    fn a_real_nix_2_24_log_announces_running_sums_then_the_total() {
+        let total: u64 = sizes(INFO_224).iter().map(|(_, s)| s).sum();
+        for log in [SSH_LOG_224, FILE_LOG_224] {
+            let announced: Vec<u64> = log
+                .lines()
+                .filter_map(|l| match parse_line(l.as_bytes()) {
+                    LogLine::Result { result: RES_SET_EXPECTED, fields, .. } => fields.get(1).and_then(Field::int),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(announced, [296, 992, 3_001_272, total], "296 + 696 + 3000280 + 296");
+            // Paths are sent concurrently: a path starts while another is in flight.
+            let lines: Vec<LogLine> = log.lines().map(|l| parse_line(l.as_bytes())).collect();
+            let mut open = 0;
+            let mut most = 0;
+            for line in &lines {
+                match line {
+                    LogLine::Start { activity: ACT_COPY_PATH, .. } => open += 1,
+                    LogLine::Stop { .. } if open > 0 => open -= 1,
+                    _ => {}
+                }
+                most = most.max(open);
+            }
+            assert!(most >= 2, "two paths in flight at once");
+        }
+    }
+
+    #[test]
+    fn a_real_nix_2_24_copy_keeps_fleetgates_exact_total() {
+        let total: u64 = sizes(INFO_224).iter().map(|(_, s)| s).sum();
+        for log in [SSH_LOG_224, FILE_LOG_224] {
+            // Told what the destination lacks (all 4 paths here): that total stays.
+            let mut tracker = CopyTracker::new(sizes(INFO_224), Some(total));
+            let seen = replay(&mut tracker, log);
+            assert!(
+                seen.iter().all(|p| p.expected_bytes == Some(total)),
+                "{:?}",
+                seen.iter().map(|p| p.expected_bytes).collect::<Vec<_>>()
+            );
+            assert!(seen.windows(2).all(|w| w[0].done_bytes <= w[1].done_bytes), "monotone");
+            assert!(seen.iter().all(|p| p.done_bytes <= total));
+            assert!(seen.iter().any(|p| p.done_bytes > 0 && p.done_bytes < 296), "bytes within a path count");
+            let last = seen.last().unwrap();
+            assert_eq!((last.done_bytes, last.paths_done, last.paths_expected), (total, 4, Some(4)));
+
+            // Not told: `copying 4 paths` of a 4-path closure is the whole closure, exact too.
+            let mut tracker = CopyTracker::new(sizes(INFO_224), None);
+            let seen = replay(&mut tracker, log);
+            let from_start = seen.iter().skip_while(|p| p.paths_expected.is_none());
+            assert!(from_start.clone().all(|p| p.expected_bytes == Some(total)));
+            assert_eq!(seen.last().unwrap().done_bytes, total);
+        }
     }
 
     /// A log of newer Nix's `copyPaths` into `Store::addMultipleToStore`, line for line

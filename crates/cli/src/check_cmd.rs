@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use fleetgate_check::{Decision, FlakeHost, Options};
 
+use crate::exit::EXIT_FAILED;
 use crate::facts_cmd::{CliError, TargetArgs};
 
 /// Arguments of `fleetgate check`.
@@ -22,7 +23,7 @@ pub struct CheckArgs {
     current: Option<PathBuf>,
     /// Print the report as a JSON document (stable; `format` = 1).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Also lint the evaluated configuration of `FLAKE#HOST` for known hazards.
     #[arg(long, value_name = "FLAKE#HOST")]
     flake: Option<String>,
@@ -34,12 +35,10 @@ pub struct CheckArgs {
     no_closure_diff: bool,
 }
 
-/// Runs `fleetgate check`: exit 0 (switch or boot), 1 (blocked), 2 (usage or I/O error).
-pub fn run(args: &CheckArgs) -> ExitCode {
-    match run_inner(args) {
-        Ok(code) => code,
-        Err(e) => e.report(),
-    }
+/// Runs `fleetgate check`: exit 0 (switch or boot), 1 (blocked), or an error
+/// (exit 2: usage or I/O).
+pub fn run(args: &CheckArgs) -> miette::Result<ExitCode> {
+    Ok(run_inner(args)?)
 }
 
 fn run_inner(args: &CheckArgs) -> Result<ExitCode, CliError> {
@@ -70,6 +69,6 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, CliError> {
     }
     Ok(match report.decision {
         Decision::Switch | Decision::Boot => ExitCode::SUCCESS,
-        Decision::Blocked => ExitCode::from(1),
+        Decision::Blocked => ExitCode::from(EXIT_FAILED),
     })
 }

@@ -15,8 +15,7 @@ use fleetgate_deploy::history::{self, History};
 use fleetgate_deploy::{CheckPlanner, DeployOptions, Deployer, Inventory, Strategy, select};
 use miette::{IntoDiagnostic as _, WrapErr as _};
 
-/// Exit status when nothing was deployed because the run could not start.
-const EXIT_USAGE: u8 = 2;
+use crate::exit::EXIT_USAGE;
 
 /// `fleetgate deploy` arguments.
 #[derive(Debug, Args)]
@@ -125,15 +124,10 @@ impl RunArgs {
     }
 }
 
-/// Runs `fleetgate deploy`.
-pub fn run(args: &DeployArgs) -> ExitCode {
-    match run_inner(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(report) => {
-            eprintln!("{report:?}");
-            ExitCode::from(EXIT_USAGE)
-        }
-    }
+/// Runs `fleetgate deploy`; an error (the run could not start: exit 2) is
+/// printed by `main`.
+pub fn run(args: &DeployArgs) -> miette::Result<ExitCode> {
+    run_inner(args).map(ExitCode::from)
 }
 
 fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
@@ -156,7 +150,11 @@ fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
         .into_diagnostic()
         .wrap_err("fleetgate deploy needs Nix 2.8 or newer on this machine")?;
     let flake = fleetgate_deploy::inventory::resolve_flake_ref(&flake);
-    let inventory = Inventory::load(&nix, &flake, args.run.config.as_deref()).into_diagnostic()?;
+    // Flags and fleetgate.toml are merged and validated before anything is evaluated.
+    let (config, config_path) =
+        fleetgate_deploy::inventory::locate_config(&flake, args.run.config.as_deref()).into_diagnostic()?;
+    let options = options(args, &config.deploy)?;
+    let inventory = Inventory::load_with_config(&nix, &flake, config, config_path).into_diagnostic()?;
     if !args.run.json {
         match &inventory.config_path {
             Some(path) => eprintln!("using {}", path.display()),
@@ -166,7 +164,6 @@ fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
         }
     }
     let selected = select::select(&inventory, &named, &args.hosts.on).into_diagnostic()?;
-    let options = options(args, &inventory)?;
     let planner = CheckPlanner::default();
     let history = Mutex::new(history);
 
@@ -186,8 +183,8 @@ fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
     args.run.print(&result.into_diagnostic()?)
 }
 
-fn options(args: &DeployArgs, inventory: &Inventory) -> miette::Result<DeployOptions> {
-    let mut o = DeployOptions::from_settings(&inventory.config.deploy).into_diagnostic()?;
+fn options(args: &DeployArgs, settings: &fleetgate_deploy::config::DeploySettings) -> miette::Result<DeployOptions> {
+    let mut o = DeployOptions::from_settings(settings).into_diagnostic()?;
     if let Some(s) = &args.strategy {
         o.strategy = Strategy::parse(s).into_diagnostic()?;
     }

@@ -6,10 +6,6 @@ use std::time::Duration;
 
 use fleetgate_facts::FactsError;
 
-/// Exit status for usage and I/O errors (bad arguments, unreadable files,
-/// unreachable hosts).
-pub const EXIT_USAGE: u8 = 2;
-
 /// What `--target` accepts, as the docs say it.
 const TARGET_FORMS: &str =
     "T must be `local`, `ssh://[user@]host[:port]`, or a facts file from `fleetgate facts --json`";
@@ -81,12 +77,6 @@ impl CliError {
     pub fn with_help(mut self, help: impl Into<String>) -> CliError {
         self.help = Some(help.into());
         self
-    }
-
-    /// Prints it as `fleetgate deploy` prints its errors, and gives the exit status.
-    pub fn report(self) -> ExitCode {
-        eprintln!("{:?}", miette::Report::new(self));
-        ExitCode::from(EXIT_USAGE)
     }
 }
 
@@ -184,20 +174,16 @@ pub struct FactsArgs {
     target: TargetArgs,
     /// Print the facts as a JSON document (stable; `format` = 1).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
-/// Runs `fleetgate facts`: exit 0, or 2 when the facts cannot be had.
-pub fn run(args: &FactsArgs) -> ExitCode {
-    match args.target.facts() {
-        Ok(facts) => {
-            if args.json {
-                println!("{}", facts.to_json());
-            } else {
-                print!("{}", fleetgate_facts::render(&facts));
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => e.report(),
+/// Runs `fleetgate facts`: exit 0, or an error (exit 2) when the facts cannot be had.
+pub fn run(args: &FactsArgs) -> miette::Result<ExitCode> {
+    let facts = args.target.facts()?;
+    if args.json {
+        println!("{}", facts.to_json());
+    } else {
+        print!("{}", fleetgate_facts::render(&facts));
     }
+    Ok(ExitCode::SUCCESS)
 }

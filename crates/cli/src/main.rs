@@ -1,13 +1,23 @@
 //! `fleetgate`: the command-line front end. It only parses arguments and wires the
 //! library crates together; every decision lives in a library crate.
+//!
+//! What escapes a command — clap's usage errors and a command's own error — is
+//! printed here and only here ([`exit`]): miette text on stderr and, with
+//! `--json`, exactly one JSON document on stdout.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 mod check_cmd;
 mod deploy_cmd;
+mod exit;
 mod facts_cmd;
+mod generate_cmd;
+mod help_defaults;
+mod history_cmd;
+mod history_render;
 mod resume_cmd;
 mod rollback_cmd;
 
@@ -35,16 +45,65 @@ enum Command {
     Rollback(rollback_cmd::RollbackArgs),
     /// On a host, at boot: finish a verified reboot its deployer did not live to finish.
     ResumePending(resume_cmd::ResumeArgs),
+    /// Past deploy runs and each host's outcome, from the history database.
+    History(history_cmd::HistoryArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate_cmd::CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    Man(generate_cmd::ManArgs),
+}
+
+impl Command {
+    /// Whether the command prints JSON (its errors then are JSON too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Facts(a) => a.json,
+            Command::Check(a) => a.json,
+            Command::Deploy(a) => a.run.json,
+            Command::Rollback(a) => a.run.json,
+            Command::History(a) => a.json,
+            // `channel` prints its own JSON documents, failures included.
+            Command::Channel(_) | Command::ResumePending(_) | Command::Completions(_) | Command::Man(_) => false,
+        }
+    }
+}
+
+/// The whole command line, as `--help`, the completions and the man page show it.
+fn command() -> clap::Command {
+    help_defaults::show(Cli::command())
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Channel(args) => fleetgate_channel::cli::run(args),
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match command().try_get_matches_from(&args).and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(cli) => cli,
+        Err(e) => return exit::clap_error(&e, exit::wants_json(&args)),
+    };
+    let json = cli.command.json();
+    let result = match cli.command {
+        Command::Channel(args) => Ok(fleetgate_channel::cli::run(args)),
         Command::Facts(args) => facts_cmd::run(&args),
         Command::Check(args) => check_cmd::run(&args),
         Command::Deploy(args) => deploy_cmd::run(&args),
         Command::Rollback(args) => rollback_cmd::run(&args),
-        Command::ResumePending(args) => resume_cmd::run(&args),
+        Command::ResumePending(args) => Ok(resume_cmd::run(&args)),
+        Command::History(args) => history_cmd::run(&args),
+        Command::Completions(args) => generate_cmd::completions(&args, command()),
+        Command::Man(args) => generate_cmd::man(&args, command()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(report) => exit::command_error(&report, json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // clap's own checks (conflicting names, bad defaults), with the defaults shown.
+        command().debug_assert();
     }
 }

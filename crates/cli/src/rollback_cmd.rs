@@ -28,15 +28,10 @@ pub struct RollbackArgs {
     pub run: RunArgs,
 }
 
-/// Runs `fleetgate rollback`.
-pub fn run(args: &RollbackArgs) -> ExitCode {
-    match run_inner(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(report) => {
-            eprintln!("{report:?}");
-            ExitCode::from(2)
-        }
-    }
+/// Runs `fleetgate rollback`; an error (the run could not start: exit 2) is
+/// printed by `main`.
+pub fn run(args: &RollbackArgs) -> miette::Result<ExitCode> {
+    run_inner(args).map(ExitCode::from)
 }
 
 fn run_inner(args: &RollbackArgs) -> miette::Result<u8> {

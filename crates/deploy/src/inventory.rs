@@ -133,6 +133,26 @@ pub fn resolve_flake_ref(flake: &str) -> String {
 
 const DEPLOY_NODES_APPLY: &str = "d: builtins.mapAttrs (n: v: { hostname = v.hostname or null; sshUser = v.sshUser or null; sshOpts = v.sshOpts or []; }) (d.nodes or {})";
 
+/// `fleetgate.toml` for a flake: `config_file` when given, else the one
+/// beside the flake's `flake.nix` (local flakes only), else the defaults.
+/// Needs no Nix, so a bad file or value is reported before any evaluation.
+///
+/// # Errors
+/// [`DeployError::ReadConfig`] / [`DeployError::Config`].
+pub fn locate_config(flake: &str, config_file: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), DeployError> {
+    match config_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| DeployError::ReadConfig { path: path.to_owned(), source })?;
+            Ok((FileConfig::parse(&text, path)?, Some(path.to_owned())))
+        }
+        None => match local_dir(flake) {
+            Some(dir) => FileConfig::load_beside(&dir),
+            None => Ok((FileConfig::default(), None)),
+        },
+    }
+}
+
 impl Inventory {
     /// Evaluates the flake's host names and deploy-rs nodes (two small
     /// evaluations that build nothing) and reads `fleetgate.toml`.
@@ -141,6 +161,22 @@ impl Inventory {
     /// [`DeployError::Eval`] when the flake has no `nixosConfigurations`,
     /// [`DeployError::Config`] for a bad `fleetgate.toml`.
     pub fn load(nix: &Nix, flake: &str, config_file: Option<&Path>) -> Result<Inventory, DeployError> {
+        let (config, config_path) = locate_config(flake, config_file)?;
+        Inventory::load_with_config(nix, flake, config, config_path)
+    }
+
+    /// As [`Inventory::load`], with `fleetgate.toml` already read (by
+    /// [`locate_config`]), so that options can be merged and validated
+    /// before the flake is evaluated.
+    ///
+    /// # Errors
+    /// As [`Inventory::load`].
+    pub fn load_with_config(
+        nix: &Nix,
+        flake: &str,
+        config: FileConfig,
+        config_path: Option<PathBuf>,
+    ) -> Result<Inventory, DeployError> {
         let installable = format!("{flake}#nixosConfigurations");
         let names = nix.eval_json(&installable, Some("builtins.attrNames")).map_err(|source| DeployError::Eval {
             what: "the flake's nixosConfigurations".to_owned(),
@@ -155,17 +191,6 @@ impl Inventory {
             .ok()
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
-        let (config, config_path) = match config_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| DeployError::ReadConfig { path: path.to_owned(), source })?;
-                (FileConfig::parse(&text, path)?, Some(path.to_owned()))
-            }
-            None => match local_dir(flake) {
-                Some(dir) => FileConfig::load_beside(&dir)?,
-                None => (FileConfig::default(), None),
-            },
-        };
         Inventory::assemble(flake, &names, &nodes, config, config_path)
     }
 

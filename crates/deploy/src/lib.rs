@@ -30,6 +30,7 @@ pub mod error;
 pub mod events;
 pub mod fleet;
 pub mod history;
+pub mod history_query;
 pub mod host;
 pub mod inventory;
 pub mod options;

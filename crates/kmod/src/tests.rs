@@ -416,3 +416,34 @@ fn load_reads_a_directory_and_names_missing_files() {
     assert!(matches!(ModuleIndex::load(&file), Err(KmodError::NotADirectory(_))));
     assert!(matches!(ModuleIndex::load(tmp.join("absent")), Err(KmodError::Io { .. })));
 }
+
+#[test]
+fn metadata_files_that_are_devices_fifos_or_huge_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("lib/modules/6.6.30");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("modules.dep"), DEP).unwrap();
+    for file in ["modules.dep", "modules.alias", "modules.softdep", "modules.builtin", "modules.builtin.modinfo"] {
+        let path = dir.join(file);
+        let _ = fs::remove_file(&path);
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let err = ModuleIndex::load(&dir).expect_err("a device is no metadata file");
+        assert!(err.to_string().contains("is a character device, not a regular file"), "{file}: {err}");
+        fs::remove_file(&path).unwrap();
+        let status = std::process::Command::new("mkfifo").arg(&path).status().unwrap();
+        assert!(status.success());
+        // Without O_NONBLOCK the open alone would wait for a writer forever.
+        let err = ModuleIndex::load(&dir).expect_err("a FIFO is no metadata file");
+        assert!(err.to_string().contains("is a FIFO"), "{file}: {err}");
+        fs::remove_file(&path).unwrap();
+        let big = fs::File::create(&path).unwrap();
+        big.set_len(MAX_METADATA_FILE.bytes + 1).unwrap();
+        let err = ModuleIndex::load(&dir).expect_err("too large");
+        assert!(err.to_string().contains("more than a kernel module metadata file can be"), "{file}: {err}");
+        fs::remove_file(&path).unwrap();
+        if file == "modules.dep" {
+            fs::write(&path, DEP).unwrap();
+        }
+    }
+    assert!(ModuleIndex::load(&dir).is_ok());
+}

@@ -168,7 +168,7 @@ impl TargetArgs {
                 format!("the facts took longer than --timeout {}s: raise it, or check the host's load", self.timeout)
             }
             FactsError::Transport(fleetgate_facts::TransportError::InvalidArgument(_)) => TARGET_FORMS.to_owned(),
-            FactsError::Read { .. } | FactsError::Json { .. } | FactsError::Format { .. } => {
+            FactsError::Read(_) | FactsError::Json { .. } | FactsError::Format { .. } => {
                 "write the file with `fleetgate facts --json --target …`, or pass `local` or `ssh://…`".to_owned()
             }
             _ => TARGET_FORMS.to_owned(),

@@ -6,6 +6,10 @@
 //! [`Report`]: a [`Decision`] — `switch`, `boot` or `blocked` — and the
 //! [`Finding`]s it rests on. The checks (details in `docs/check.md`):
 //!
+//! * **boot files** ([`boot_files`]): the kernel is a kernel image of the
+//!   system's architecture, `init` is there and executable, the modules are
+//!   for the kernel's release, and `boot.json` agrees with the toplevel's
+//!   files;
 //! * **initrd driver coverage** ([`initrd`]): every device on the host's
 //!   root chain that has a driver bound, and the root file system type, are
 //!   resolved through the *new* kernel's own module metadata
@@ -28,6 +32,7 @@
 //! Any finding of severity `error` blocks; otherwise a needed reboot gives
 //! `boot` and the rest `switch`.
 
+pub mod boot_files;
 pub mod closure;
 mod error;
 pub mod hazards;
@@ -38,7 +43,7 @@ pub mod switch;
 
 use std::path::{Path, PathBuf};
 
-pub use error::{CheckError, error_chain};
+pub use error::{CheckError, error_chain, error_messages};
 use fleetgate_facts::Facts;
 pub use fleetgate_facts::{Finding, Severity};
 use fleetgate_system::SystemToplevel;
@@ -161,6 +166,7 @@ pub fn check(new: &SystemToplevel, facts: &Facts, options: &Options) -> Report {
     let mut findings: Vec<Finding> =
         facts.findings.iter().filter(|f| f.severity >= Severity::Warning).cloned().collect();
 
+    findings.extend(boot_files::check_boot_files(new));
     let coverage = initrd::check_coverage(new, facts);
     findings.extend(coverage.findings.iter().cloned());
     findings.extend(root::check_root(new, facts));

@@ -34,17 +34,8 @@ struct Cause {
 
 impl Cause {
     fn of(error: &(dyn std::error::Error + 'static)) -> Cause {
-        let mut texts = vec![error.to_string()];
-        let mut source = error.source();
-        while let Some(e) = source {
-            let text = e.to_string();
-            if !text.is_empty() && !texts.iter().any(|t| t.contains(&text)) {
-                texts.push(text);
-            }
-            source = e.source();
-        }
         let mut chain: Option<Box<Cause>> = None;
-        while let Some(text) = texts.pop() {
+        for text in fleetgate_check::error_messages(error).into_iter().rev() {
             chain = Some(Box::new(Cause { text, next: chain }));
         }
         chain.map_or_else(|| Cause { text: String::new(), next: None }, |c| *c)

@@ -25,6 +25,22 @@ pub struct SkippedLine {
     pub reason: &'static str,
 }
 
+/// Why an alias with an unmatched bracket is skipped: depmod writes such
+/// aliases into the text files and leaves them out of its binary indexes.
+pub(crate) const UNMATCHED_BRACKET: &str = "unmatched bracket in alias (depmod skips it too)";
+
+impl SkippedLine {
+    /// Whether the line shows the metadata is damaged: a line depmod never
+    /// writes, in a file that module lookups depend on (`modules.dep`,
+    /// `modules.alias`, `modules.symbols`, `modules.builtin.modinfo`). An
+    /// alias with an unmatched bracket is depmod's own output, and
+    /// `modules.softdep` only adds optional modules.
+    #[must_use]
+    pub fn is_damage(&self) -> bool {
+        self.reason != UNMATCHED_BRACKET && self.file != "modules.softdep"
+    }
+}
+
 /// Which step of libkmod's lookup chain answered a query.
 ///
 /// `kmod_module_new_from_lookup` (`libkmod/libkmod-module.c`) tries, in

@@ -8,7 +8,7 @@ use std::path::{Component, Path};
 use fleetgate_files::{Limit, lossy_text};
 
 use crate::error::{KmodError, Result};
-use crate::index::{ModuleEntry, ModuleIndex, SkippedLine, SoftDep};
+use crate::index::{ModuleEntry, ModuleIndex, SkippedLine, SoftDep, UNMATCHED_BRACKET};
 use crate::name::{ModuleName, normalize_alias};
 use crate::pattern::PatternIndex;
 
@@ -166,7 +166,7 @@ impl ModuleIndex {
                 continue;
             };
             let Some(pattern) = normalize_alias(pattern) else {
-                self.skip(file, n + 1, line, "unmatched bracket in alias (depmod skips it too)");
+                self.skip(file, n + 1, line, UNMATCHED_BRACKET);
                 continue;
             };
             index.insert(pattern, module, true);
@@ -268,7 +268,7 @@ impl ModuleIndex {
                 continue;
             }
             let Some(pattern) = normalize_alias(value) else {
-                self.skip("modules.builtin.modinfo", n + 1, &entry, "unmatched bracket in alias (depmod skips it too)");
+                self.skip("modules.builtin.modinfo", n + 1, &entry, UNMATCHED_BRACKET);
                 continue;
             };
             aliases.insert(pattern, module, false);

@@ -236,6 +236,8 @@ fn softdeps_are_parsed_like_libkmod() {
     assert!(index.softdeps(&name("ext4")).is_none());
     let reasons: Vec<_> = index.skipped_lines().iter().map(|s| (s.line, s.reason)).collect();
     assert_eq!(reasons, [(5, "softdep without dependencies"), (7, "only `softdep` lines are used from this file")]);
+    // Softdeps only add optional modules: no damage to lookups.
+    assert!(index.skipped_lines().iter().all(|s| !s.is_damage()));
 }
 
 #[test]
@@ -377,6 +379,9 @@ fn malformed_lines_are_skipped_and_reported() {
             ("modules.builtin.modinfo", 1),
         ]
     );
+    // Damage, or what depmod writes itself.
+    let damage: Vec<_> = index.skipped_lines().iter().map(SkippedLine::is_damage).collect();
+    assert_eq!(damage, [true, true, false, false, true, true]);
     // The first modules.dep line for `a` is kept.
     assert_eq!(index.dependencies(&name("a")).unwrap(), names(&[]));
     assert_eq!(index.resolve_modalias("ok"), names(&["a"]));

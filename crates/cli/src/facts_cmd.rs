@@ -74,10 +74,27 @@ impl CliError {
         self
     }
 
-    /// Prints it as `fleetgate deploy` prints its errors, and gives the exit status.
-    pub fn report(self) -> ExitCode {
+    /// Prints it as `fleetgate deploy` prints its errors (on stderr), and
+    /// with `json` also as the one JSON document of stdout
+    /// ([`CliError::to_json`]); gives the exit status.
+    pub fn report(self, json: bool) -> ExitCode {
+        if json {
+            println!("{}", self.to_json());
+        }
         eprintln!("{:?}", miette::Report::new(self));
         ExitCode::from(EXIT_USAGE)
+    }
+
+    /// The JSON document of a failure, shaped as `fleetgate channel`'s:
+    /// `{"result": "failed", "error": "what: why: …", "help": "…", "exit_code": 2}`.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "result": "failed",
+            "error": fleetgate_check::error_chain(self),
+            "help": self.help,
+            "exit_code": EXIT_USAGE,
+        })
     }
 }
 
@@ -99,10 +116,10 @@ impl miette::Diagnostic for CliError {
     }
 }
 
-/// `--timeout`: a whole number of seconds, at least 1.
-fn parse_timeout(text: &str) -> Result<u64, String> {
+/// `--timeout`, `--deadline`: a whole number of seconds, at least 1.
+pub fn parse_seconds(text: &str) -> Result<u64, String> {
     match text.parse::<u64>() {
-        Ok(0) => Err("the facts need time to be gathered: give at least 1 second".to_owned()),
+        Ok(0) => Err("a time limit of 0 seconds leaves no time: give at least 1 second".to_owned()),
         Ok(n) => Ok(n),
         Err(e) => Err(format!("not a whole number of seconds: {e}")),
     }
@@ -123,7 +140,7 @@ pub struct TargetArgs {
     #[arg(long = "ssh-opt", value_name = "ARG", allow_hyphen_values = true)]
     pub ssh_opts: Vec<String>,
     /// Time limit for gathering facts, in seconds (at least 1).
-    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = parse_timeout)]
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = parse_seconds)]
     pub timeout: u64,
 }
 
@@ -133,13 +150,22 @@ impl TargetArgs {
     /// # Errors
     /// What went wrong, with help.
     pub fn facts(&self) -> Result<fleetgate_facts::Facts, CliError> {
+        self.facts_within(Duration::MAX)
+    }
+
+    /// Gathers the facts, in at most `--timeout` and at most `limit`.
+    ///
+    /// # Errors
+    /// What went wrong, with help.
+    pub fn facts_within(&self, limit: Duration) -> Result<fleetgate_facts::Facts, CliError> {
         let mut opts = Vec::new();
         if let Some(config) = &self.ssh_config {
             opts.push("-F".to_owned());
             opts.push(config.display().to_string());
         }
         opts.extend(self.ssh_opts.iter().cloned());
-        fleetgate_facts::from_target(&self.target, opts, Duration::from_secs(self.timeout)).map_err(|e| self.explain(e))
+        let timeout = Duration::from_secs(self.timeout).min(limit);
+        fleetgate_facts::from_target(&self.target, opts, timeout).map_err(|e| self.explain(e))
     }
 
     fn explain(&self, e: FactsError) -> CliError {
@@ -189,6 +215,6 @@ pub fn run(args: &FactsArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => e.report(),
+        Err(e) => e.report(args.json),
     }
 }

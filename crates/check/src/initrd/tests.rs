@@ -170,3 +170,5 @@ fn missing_modules_names_only_what_is_missing() {
         f.message
     );
 }
+
+mod branches;

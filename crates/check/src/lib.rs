@@ -36,6 +36,8 @@ pub mod boot_files;
 pub mod closure;
 pub mod deadline;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hazards;
 pub mod human;
 pub mod initrd;

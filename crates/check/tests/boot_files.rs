@@ -11,22 +11,11 @@ use std::path::{Path, PathBuf};
 use fleetgate_check::boot_files::check_boot_files;
 use fleetgate_check::{Decision, Finding, Severity};
 use fleetgate_system::SystemToplevel;
-use support::{check_toplevel, debian_kernel, toplevel, virtio_facts};
+use support::{DebianSystem, check_toplevel, debian_system, virtio_facts};
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    top: PathBuf,
-    kver: String,
-}
-
-/// Debian's kernel, modules and initrd as a toplevel whose root is the
-/// virtio VM's `/dev/vda`: a system that boots there.
-fn fixture() -> Fixture {
-    let kver = debian_kernel();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let top =
-        toplevel(dir.path(), &kver, Path::new(&format!("/boot/initrd.img-{kver}")), "/dev/vda / ext4 defaults 0 1\n");
-    Fixture { _dir: dir, top, kver }
+/// Debian's kernel, modules and initrd: a system that boots on the virtio VM.
+fn fixture() -> DebianSystem {
+    debian_system(None)
 }
 
 fn findings(top: &Path) -> Vec<Finding> {
@@ -75,7 +64,7 @@ fn a_system_without_a_kernel_is_blocked_not_judged_bootable() {
 fn a_kernel_that_is_not_a_kernel_image_is_named() {
     let f = fixture();
     without_bootspec(&f.top);
-    let dir = f._dir.path();
+    let dir = f.dir.path();
     std::fs::write(dir.join("empty"), b"").expect("write");
     std::fs::write(dir.join("script"), b"#!/bin/sh\necho bzImage\n").expect("write");
     let mut arm64 = vec![0u8; 0x100];

@@ -10,7 +10,7 @@ use fleetgate_check::{Decision, Severity};
 
 mod support;
 
-use support::{check_toplevel, debian_kernel, local_facts, small_initrd, toplevel, virtio_facts};
+use support::{check_toplevel, debian_kernel, debian_system, local_facts, small_initrd, toplevel, virtio_facts};
 
 #[test]
 fn debians_initrd_covers_a_virtio_vms_root_chain() {
@@ -167,15 +167,9 @@ fn broken_module_metadata_is_its_own_finding_never_a_wrong_module_list() {
         ("truncated line", format!("{real}kernel/drivers/block/virtio_blk.ko.xz kernel/driv").into_bytes()),
         ("contradicting modules.alias", without_virtio.into_bytes()),
     ] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let top = toplevel(
-            dir.path(),
-            &kver,
-            Path::new(&format!("/boot/initrd.img-{kver}")),
-            "/dev/vda / ext4 defaults 0 1\n",
-        );
-        with_modules_dep(&top, &kver, &dep);
-        let report = check_toplevel(&top, &virtio_facts());
+        let system = debian_system(None);
+        with_modules_dep(&system.top, &kver, &dep);
+        let report = check_toplevel(&system.top, &virtio_facts());
         assert_eq!(report.decision, Decision::Blocked, "{case}: {report:#?}");
         let unusable = report
             .findings_with_id("initrd.module-metadata-unusable")

@@ -38,30 +38,42 @@ fn seed() -> Vec<u8> {
     data
 }
 
-const TOKENS: [&[u8]; 8] = [b"\xFF", b"\0", b"{", b"\"", b"/dev/zero", b"alias ", b":", b"\n"];
+/// Words the parsers care about.
+const TOKENS: [&[u8]; 8] = [b"\0", b"{", b"\"", b"/dev/zero", b"alias ", b":", b"\n", b"HdrS"];
 
+/// Mutates whole files of the seed: one is cut short, emptied, filled with
+/// noise, given a token, or swapped with another; a byte of one flips.
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
-    let mut d = seed.to_vec();
-    for _ in 0..rng.usize(1..=6) {
-        if d.is_empty() {
-            d.push(0);
-        }
-        let at = rng.usize(..d.len());
-        match rng.usize(..5) {
-            0 => d[at] ^= 1 << rng.u32(..8),
-            1 => d[at] = rng.u8(..),
-            2 => d.truncate(at),
+    let (limit, rest) = seed.split_first().map_or((0, &[][..]), |(l, r)| (*l, r));
+    let mut files: Vec<Vec<u8>> = rest.split(|&b| b == 0xFF).map(<[u8]>::to_vec).collect();
+    for _ in 0..rng.usize(1..=3) {
+        let i = rng.usize(..files.len());
+        let file = &mut files[i];
+        match rng.usize(..6) {
+            0 => file.truncate(rng.usize(..=file.len())),
+            1 => file.clear(),
+            2 => {
+                let len = rng.usize(..64);
+                *file = std::iter::repeat_with(|| rng.u8(..0xFF)).take(len).collect();
+            }
             3 => {
-                let t = TOKENS[rng.usize(..TOKENS.len())];
-                d.splice(at..at, t.iter().copied());
+                let token = TOKENS[rng.usize(..TOKENS.len())];
+                let at = rng.usize(..=file.len());
+                file.splice(at..at, token.iter().copied());
+            }
+            4 if !file.is_empty() => {
+                let at = rng.usize(..file.len());
+                file[at] ^= 1 << rng.u32(..7);
             }
             _ => {
-                let end = (at + rng.usize(1..=32)).min(d.len());
-                d.drain(at..end);
+                let j = rng.usize(..files.len());
+                files.swap(i, j);
             }
         }
     }
-    d
+    let mut data = vec![limit.wrapping_add(rng.u8(..4))];
+    data.extend(files.join(&0xFF));
+    data
 }
 
 #[test]

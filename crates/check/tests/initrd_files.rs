@@ -7,17 +7,15 @@ mod support;
 use std::path::Path;
 
 use fleetgate_check::Severity;
-use support::{check_toplevel, debian_kernel, small_initrd, toplevel, virtio_facts};
+use support::{check_toplevel, debian_kernel, debian_system, small_initrd, virtio_facts};
 
 fn ids(report: &fleetgate_check::Report) -> Vec<&str> {
     report.findings.iter().map(|f| f.id.as_str()).collect()
 }
 
 fn system_with(initrd: &Path) -> (tempfile::TempDir, std::path::PathBuf, String) {
-    let kver = debian_kernel();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let top = toplevel(dir.path(), &kver, initrd, "/dev/vda / ext4 defaults 0 1\n");
-    (dir, top, kver)
+    let s = debian_system(Some(initrd));
+    (s.dir, s.top, s.kver)
 }
 
 #[test]
@@ -50,18 +48,13 @@ fn only_modules_of_the_new_kernels_version_count() {
 #[test]
 fn an_initrd_that_is_no_file_no_image_or_absent_is_named() {
     let scratch = tempfile::tempdir().expect("tempdir");
-    let fifo = scratch.path().join("initrd.fifo");
-    let status = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
-    assert!(status.success());
     let garbage = scratch.path().join("initrd.garbage");
     std::fs::write(&garbage, b"this is not an initramfs").expect("write");
-    for (initrd, says) in [
-        (Path::new("/dev/zero"), "is a character device, not a regular file"),
-        (fifo.as_path(), "is a FIFO (named pipe), not a regular file"),
-        (garbage.as_path(), "bad magic at file byte 0"),
-        (scratch.path(), "is a directory, not a regular file"),
-    ] {
-        let (_d, top, _) = system_with(initrd);
+    let mut cases: Vec<(std::path::PathBuf, &str)> =
+        fleetgate_files::testing::hostile_files(scratch.path(), "initrd").into();
+    cases.push((garbage, "bad magic at file byte 0"));
+    for (initrd, says) in cases {
+        let (_d, top, _) = system_with(&initrd);
         let report = check_toplevel(&top, &virtio_facts());
         let f = report.findings_with_id("initrd.unreadable").next().unwrap_or_else(|| panic!("{report:#?}"));
         assert_eq!(f.severity, Severity::Error);

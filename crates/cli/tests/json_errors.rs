@@ -36,11 +36,6 @@ fn failure(run: &Run) -> Value {
     doc
 }
 
-fn mkfifo(path: &std::path::Path) {
-    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
-    assert!(status.success());
-}
-
 #[test]
 fn every_error_inside_check_and_facts_is_one_json_document() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -81,10 +76,10 @@ fn every_error_inside_check_and_facts_is_one_json_document() {
 fn fifos_and_devices_are_refused_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A FIFO as the facts target: opening it would wait for a writer.
-    let fifo = dir.path().join("facts.json");
-    mkfifo(&fifo);
-    let doc = failure(&fleetgate(&["facts", "--target", &fifo.display().to_string(), "--json"]));
-    assert!(doc["error"].as_str().is_some_and(|e| e.contains("is a FIFO (named pipe), not a regular file")), "{doc:#}");
+    for (target, says) in fleetgate_files::testing::hostile_files(dir.path(), "facts") {
+        let doc = failure(&fleetgate(&["facts", "--target", &target.display().to_string(), "--json"]));
+        assert!(doc["error"].as_str().is_some_and(|e| e.contains(says)), "{doc:#}");
+    }
     // boot.json as a link to /dev/zero: read to the end, it never ends.
     let system = dir.path().join("system");
     std::fs::create_dir(&system).expect("mkdir");

@@ -597,22 +597,15 @@ mod tests {
     #[test]
     fn a_facts_target_that_is_a_fifo_a_device_or_huge_is_refused_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let fifo = dir.path().join("facts.fifo");
-        let status = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
-        assert!(status.success());
-        let zero = dir.path().join("zero.json");
-        std::os::unix::fs::symlink("/dev/zero", &zero).expect("link");
         let huge = dir.path().join("huge.json");
         std::fs::File::create(&huge).and_then(|f| f.set_len(MAX_FACTS_DOCUMENT.bytes + 1)).expect("sparse file");
-        for (path, what) in [
-            (&fifo, "is a FIFO (named pipe), not a regular file"),
-            (&zero, "is a character device, not a regular file"),
-            (&huge, "is larger than 16 MiB, more than a facts document can be"),
-        ] {
-            let target = path.display().to_string();
-            let e = from_target(&target, Vec::new(), Duration::from_secs(1)).expect_err("refused");
+        let mut cases: Vec<(std::path::PathBuf, &str)> =
+            fleetgate_files::testing::hostile_files(dir.path(), "facts").into();
+        cases.push((huge, "is larger than 16 MiB, more than a facts document can be"));
+        for (path, says) in cases {
+            let e = from_target(&path.display().to_string(), Vec::new(), Duration::from_secs(1)).expect_err("refused");
             assert!(matches!(e, FactsError::Read(_)), "{e:?}");
-            assert!(e.to_string().contains(what), "{e}");
+            assert!(e.to_string().contains(says), "{e}");
         }
     }
 }

@@ -246,5 +246,35 @@ fn human_size(bytes: u64) -> String {
     format!("{bytes} bytes")
 }
 
+/// Not part of the API: the hostile files every reader of untrusted files
+/// is tested with, made the same way in every crate's tests.
+#[doc(hidden)]
+pub mod testing {
+    use std::path::{Path, PathBuf};
+
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+
+    /// Makes, in `dir`, `name` three times over — a FIFO with no writer
+    /// (`<name>.fifo`), a link to `/dev/zero` (`<name>.zero`) and a directory
+    /// (`<name>.dir`) — and returns each with what its refusal says.
+    ///
+    /// # Panics
+    /// When they cannot be made.
+    #[must_use]
+    pub fn hostile_files(dir: &Path, name: &str) -> [(PathBuf, &'static str); 3] {
+        let fifo = dir.join(format!("{name}.fifo"));
+        mknodat(CWD, &fifo, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).expect("mkfifo");
+        let zero = dir.join(format!("{name}.zero"));
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("link to /dev/zero");
+        let directory = dir.join(format!("{name}.dir"));
+        std::fs::create_dir(&directory).expect("mkdir");
+        [
+            (fifo, "is a FIFO (named pipe), not a regular file"),
+            (zero, "is a character device, not a regular file"),
+            (directory, "is a directory, not a regular file"),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -39,25 +39,17 @@ fn files_that_claim_no_size_are_still_capped() {
 #[test]
 fn devices_fifos_sockets_and_directories_are_refused_by_kind() {
     let d = dir();
-    let zero = d.path().join("boot.json");
-    symlink("/dev/zero", &zero).expect("link");
-    let fifo = d.path().join("fifo");
-    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, Mode::RUSR | Mode::WUSR, 0)
-        .expect("mkfifo");
     let socket = d.path().join("socket");
     let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
     // A FIFO with no writer: open(2) without O_NONBLOCK would wait forever.
-    for (path, kind) in [
-        (zero.as_path(), FileKind::CharDevice),
-        (fifo.as_path(), FileKind::Fifo),
-        (socket.as_path(), FileKind::Socket),
-        (d.path(), FileKind::Directory),
-    ] {
-        let e = read(path, SMALL).expect_err("refused");
-        assert!(matches!(&e, ReadError::NotRegular { kind: k, .. } if *k == kind), "{}: {e:?}", path.display());
-        assert!(e.to_string().contains(&format!("is {kind}, not a regular file")), "{e}");
-        assert!(open_regular(path).is_err());
-        assert!(read_optional(path, SMALL).is_err(), "only absence is None");
+    let mut cases: Vec<(PathBuf, &str)> = testing::hostile_files(d.path(), "boot.json").into();
+    cases.push((socket, "is a socket, not a regular file"));
+    for (path, says) in cases {
+        let e = read(&path, SMALL).expect_err("refused");
+        assert!(matches!(&e, ReadError::NotRegular { .. }), "{}: {e:?}", path.display());
+        assert!(e.to_string().contains(says), "{e}");
+        assert!(open_regular(&path).is_err());
+        assert!(read_optional(&path, SMALL).is_err(), "only absence is None");
     }
 }
 

@@ -2,6 +2,7 @@
 //! memory it costs: images that never end, unpack without end, are not
 //! files, or hold millions of entries stop at a limit with an error that
 //! says which.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 mod support;
 
@@ -36,17 +37,10 @@ fn drain<R: Read>(mut reader: Reader<R>) -> Result<usize, Error> {
 #[test]
 fn a_device_or_a_fifo_is_no_image_and_opening_it_does_not_block() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fifo = dir.path().join("initrd");
-    let status = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
-    assert!(status.success());
-    for (path, what) in [
-        (std::path::Path::new("/dev/zero"), "is a character device, not a regular file"),
-        (fifo.as_path(), "is a FIFO (named pipe), not a regular file"),
-        (dir.path(), "is a directory, not a regular file"),
-    ] {
-        let err = fleetgate_initrd::kernel_modules(path).expect_err("refused");
+    for (path, says) in fleetgate_files::testing::hostile_files(dir.path(), "initrd") {
+        let err = fleetgate_initrd::kernel_modules(&path).expect_err("refused");
         assert!(matches!(err, Error::File(_)), "{err:?}");
-        assert!(err.to_string().contains(what), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::Path;
 
 use fleetgate_system::{SystemError, SystemToplevel, limits};
 
@@ -26,11 +25,6 @@ fn toplevel() -> tempfile::TempDir {
     dir
 }
 
-fn mkfifo(path: &Path) {
-    let status = std::process::Command::new("mkfifo").arg(path).status().expect("mkfifo runs");
-    assert!(status.success());
-}
-
 fn expect_refused(err: &SystemError, file: &str, what: &str) {
     let text = err.to_string();
     assert!(text.contains(file) && text.contains(what), "{file}: {text}");
@@ -38,23 +32,16 @@ fn expect_refused(err: &SystemError, file: &str, what: &str) {
 
 #[test]
 fn devices_fifos_and_directories_in_place_of_small_files_are_refused() {
+    let scratch = tempfile::tempdir().expect("tempdir");
     for (file, _) in OPENED {
-        for (kind, what) in [
-            ("zero", "is a character device, not a regular file"),
-            ("fifo", "is a FIFO (named pipe), not a regular file"),
-            ("dir", "is a directory, not a regular file"),
-        ] {
+        for (hostile, says) in fleetgate_files::testing::hostile_files(scratch.path(), file) {
             let dir = toplevel();
             let path = dir.path().join(file);
             let _ = fs::remove_file(&path);
-            match kind {
-                "zero" => symlink("/dev/zero", &path).expect("link"),
-                "fifo" => mkfifo(&path),
-                _ => fs::create_dir(&path).expect("mkdir"),
-            }
+            symlink(&hostile, &path).expect("link");
             let err = SystemToplevel::open(dir.path()).expect_err("refused");
             assert!(matches!(err, SystemError::File(fleetgate_files::ReadError::NotRegular { .. })), "{err:?}");
-            expect_refused(&err, file, what);
+            expect_refused(&err, file, says);
         }
     }
 }

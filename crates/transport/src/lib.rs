@@ -116,17 +116,3 @@ pub trait Transport: Send + Sync {
 fn path_str(path: &Path) -> Result<&str, TransportError> {
     path.to_str().ok_or_else(|| TransportError::InvalidArgument(format!("path is not UTF-8: {}", path.display())))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::shell_quote;
-
-    #[test]
-    fn quotes_for_the_shell() {
-        assert_eq!(shell_quote("abc/d-e.f"), "abc/d-e.f");
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
-        assert_eq!(shell_quote("$(x)"), "'$(x)'");
-    }
-}

@@ -57,6 +57,26 @@ pub fn toplevel(dir: &Path, kver: &str, initrd: &Path, fstab: &str) -> PathBuf {
     top
 }
 
+/// A toplevel of [`toplevel`] in a temporary directory.
+pub struct DebianSystem {
+    /// Holds the toplevel (and whatever else a test puts there).
+    pub dir: tempfile::TempDir,
+    /// The toplevel.
+    pub top: PathBuf,
+    /// Debian's kernel release.
+    pub kver: String,
+}
+
+/// Debian's kernel, modules and `initrd` (Debian's own for `None`) as a
+/// toplevel whose root is the virtio VM's `/dev/vda` (see [`virtio_facts`]).
+pub fn debian_system(initrd: Option<&Path>) -> DebianSystem {
+    let kver = debian_kernel();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let own = PathBuf::from(format!("/boot/initrd.img-{kver}"));
+    let top = toplevel(dir.path(), &kver, initrd.unwrap_or(&own), "/dev/vda / ext4 defaults 0 1\n");
+    DebianSystem { dir, top, kver }
+}
+
 pub fn local_facts() -> Facts {
     fleetgate_facts::collect(&fleetgate_transport::Local, Duration::from_secs(60)).expect("local facts")
 }

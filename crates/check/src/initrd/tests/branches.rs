@@ -5,6 +5,7 @@
 use fleetgate_kmod::IndexSources;
 
 use super::super::*;
+use super::device as dev;
 
 const KVER: &str = "6.6.1";
 const PCI: &str = "/sys/devices/pci0000:00/0000:00:02.0";
@@ -42,32 +43,20 @@ fn kernel() -> ModuleIndex {
     })
 }
 
-fn dev(sysfs: &str, subsystem: &str, driver: Option<&str>, module: Option<&str>, modalias: Option<&str>) -> Device {
-    Device {
-        sysfs: sysfs.to_owned(),
-        subsystem: Some(subsystem.to_owned()),
-        driver: driver.map(str::to_owned),
-        module: module.map(str::to_owned),
-        modalias: modalias.map(str::to_owned),
-        devname: None,
-    }
-}
-
 fn disk() -> Device {
     Device { devname: Some("vda2".into()), ..dev("/sys/devices/virtual/block/vda/vda2", "block", None, None, None) }
+}
+
+/// The virtio-blk device of the root disk, bound to its module.
+fn virtio_blk() -> Device {
+    dev(&format!("{PCI}/virtio1"), "virtio", Some("virtio_blk"), Some("virtio_blk"), Some("virtio:d00000002v00001AF4"))
 }
 
 /// virtio-blk behind virtio-pci, both bound to modules, as on a VPS.
 fn virtio_chain() -> Vec<Device> {
     vec![
         disk(),
-        dev(
-            &format!("{PCI}/virtio1"),
-            "virtio",
-            Some("virtio_blk"),
-            Some("virtio_blk"),
-            Some("virtio:d00000002v00001AF4"),
-        ),
+        virtio_blk(),
         dev(
             PCI,
             "pci",
@@ -308,13 +297,7 @@ fn the_controller_is_the_pci_function_with_no_bound_pci_function_below() {
     // function is still the root disk's own controller: blocked.
     let chain = vec![
         disk(),
-        dev(
-            &format!("{PCI}/virtio1"),
-            "virtio",
-            Some("virtio_blk"),
-            Some("virtio_blk"),
-            Some("virtio:d00000002v00001AF4"),
-        ),
+        virtio_blk(),
         dev(PCI, "pci", Some("mystery"), None, Some("pci:v00001234d00005678sv00000000sd00000000bc01sc00i00")),
     ];
     assert_eq!(ids(&run(chain.clone(), None, &ALL_VIRTIO)), ["initrd.no-driver"]);

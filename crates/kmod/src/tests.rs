@@ -346,13 +346,18 @@ fn requirement_for_bound_driver() {
     assert!(!none.satisfied_by(|_| true));
 }
 
-#[test]
-fn unknown_alias_module_is_reported_missing() {
-    let index = ModuleIndex::from_parts(IndexSources {
+/// A kernel whose modules.alias names `ghost`, which modules.dep does not have.
+fn ghost_tree() -> ModuleIndex {
+    ModuleIndex::from_parts(IndexSources {
         modules_dep: "kernel/a.ko:\n",
         modules_alias: "alias dev:thing ghost\n",
         ..IndexSources::default()
-    });
+    })
+}
+
+#[test]
+fn unknown_alias_module_is_reported_missing() {
+    let index = ghost_tree();
     let want = index.requirement("dev:thing");
     assert_eq!(want.candidates[0].provider, Provider::Missing);
     assert_eq!(want.candidates[0].missing_hard(|_| true), names(&["ghost"]));
@@ -466,12 +471,7 @@ fn what_a_candidate_lacks_depends_on_where_it_comes_from() {
     assert!(loop_.missing_hard(|_| false).is_empty());
     assert!(loop_.missing_soft(|_| false).is_empty());
     // Named by an alias but nowhere else: always missing, never built in.
-    let ghost = ModuleIndex::from_parts(IndexSources {
-        modules_dep: "kernel/a.ko:\n",
-        modules_alias: "alias dev:thing ghost\n",
-        ..IndexSources::default()
-    })
-    .requirement("dev:thing");
+    let ghost = ghost_tree().requirement("dev:thing");
     assert!(!ghost.candidates[0].is_builtin());
     assert_eq!(ghost.candidates[0].missing_hard(|_| true), names(&["ghost"]));
     assert!(!ghost.satisfied_by(|_| true));

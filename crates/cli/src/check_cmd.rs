@@ -2,11 +2,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use fleetgate_check::{Decision, FlakeHost, Options};
 
 use crate::exit::EXIT_FAILED;
-use crate::facts_cmd::{CliError, TargetArgs};
+use crate::facts_cmd::{CliError, TargetArgs, parse_seconds};
+
+/// How to get a built system on any Nix fleetgate supports: Nix 2.8 has no
+/// `nix build --print-out-paths` and wants the experimental features named.
+const BUILD_HINT: &str = "pass a built system: build it with `nix --extra-experimental-features 'nix-command flakes' build .#nixosConfigurations.HOST.config.system.build.toplevel` and pass `--system ./result`, or give a store path or a directory laid out like a system";
 
 /// Arguments of `fleetgate check`.
 #[derive(Debug, clap::Args)]
@@ -33,6 +38,10 @@ pub struct CheckArgs {
     /// Do not compute the closure diff.
     #[arg(long)]
     no_closure_diff: bool,
+    /// Time limit for the whole check (facts included), in seconds (at
+    /// least 1); past it the verdict is `blocked` (`check.incomplete`).
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = parse_seconds)]
+    deadline: u64,
 }
 
 /// Runs `fleetgate check`: exit 0 (switch or boot), 1 (blocked), or an error
@@ -42,6 +51,8 @@ pub fn run(args: &CheckArgs) -> miette::Result<ExitCode> {
 }
 
 fn run_inner(args: &CheckArgs) -> Result<ExitCode, CliError> {
+    let started = Instant::now();
+    let deadline = Duration::from_secs(args.deadline);
     let flake = match args.flake.as_deref() {
         None => None,
         Some(text) => Some(FlakeHost::parse(text).ok_or_else(|| {
@@ -50,16 +61,15 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, CliError> {
         })?),
     };
     let system = fleetgate_system::SystemToplevel::open(&args.system).map_err(|e| {
-        CliError::new(format!("cannot read the system {}", args.system.display()))
-            .caused_by(e)
-            .with_help("pass a built system: a store path like `$(nix build --print-out-paths .#nixosConfigurations.HOST.config.system.build.toplevel)`, or a directory laid out like one")
+        CliError::new(format!("cannot read the system {}", args.system.display())).caused_by(e).with_help(BUILD_HINT)
     })?;
-    let facts = args.target.facts()?;
+    let facts = args.target.facts_within(deadline)?;
     let options = Options {
         current: args.current.clone(),
         no_check: args.no_check,
         flake,
         no_closure_diff: args.no_closure_diff,
+        deadline: Some(deadline.saturating_sub(started.elapsed())),
     };
     let report = fleetgate_check::check(&system, &facts, &options);
     if args.json {

@@ -18,6 +18,8 @@ pub struct ServeProcess {
     log: Arc<Mutex<Vec<String>>>,
     exit: Receiver<ExitStatus>,
     exited: Option<ExitStatus>,
+    /// Says when its stderr reached its end: every line is in `log`.
+    stderr_done: Receiver<()>,
 }
 
 /// How a start went wrong: the process exited (code, its stderr).
@@ -50,12 +52,14 @@ impl ServeProcess {
         let (line_tx, lines) = channel();
         let log = Arc::new(Mutex::new(Vec::new()));
         let log_in = log.clone();
+        let (done_tx, stderr_done) = channel();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 log_in.lock().unwrap().push(line.clone());
                 let _ = line_tx.send(line);
             }
+            let _ = done_tx.send(());
         });
         let (exit_tx, exit) = channel();
         std::thread::spawn(move || {
@@ -63,7 +67,7 @@ impl ServeProcess {
                 let _ = exit_tx.send(status);
             }
         });
-        let mut server = Self { pid, addr: "0.0.0.0:0".parse().unwrap(), lines, log, exit, exited: None };
+        let mut server = Self { pid, addr: "0.0.0.0:0".parse().unwrap(), lines, log, exit, exited: None, stderr_done };
         let prefix = "listening on http://";
         match server.wait_line(Duration::from_secs(60), |l| l.contains(prefix)) {
             Some(line) => {
@@ -103,10 +107,17 @@ impl ServeProcess {
         rustix::process::kill_process(pid, signal).unwrap();
     }
 
-    /// Its exit status, waiting at most `timeout`; `None` if it is still running.
+    /// Its exit status, waiting at most `timeout`; `None` if it is still running. Once it
+    /// has exited, its last log lines are read too (the exit can be seen before the pipe's
+    /// end), so [`ServeProcess::log`] holds everything it wrote.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
         if self.exited.is_none() {
             self.exited = self.exit.recv_timeout(timeout).ok();
+            if self.exited.is_some() {
+                let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(5));
+                let _ = self.stderr_done.recv_timeout(left);
+            }
         }
         self.exited
     }

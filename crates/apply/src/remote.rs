@@ -264,6 +264,28 @@ impl<C: Connector> ScriptMachine<C> {
         Ok(Armed::Once { detail })
     }
 
+    /// The system the boot loader boots by default, as its own files say
+    /// (GRUB's default entry with grubenv, systemd-boot's
+    /// `LoaderEntryDefault` or `loader.conf`); `None` when that cannot be
+    /// told (no boot loader fleetgate knows, or nothing names an entry).
+    ///
+    /// # Errors
+    /// [`MachineError`] when the boot loader's files cannot be read.
+    pub fn boot_default(&mut self) -> Result<Option<String>, MachineError> {
+        match self.loader.clone() {
+            None => Ok(None),
+            Some(Loader::Grub { cfg }) => {
+                let (menu, env, _) = self.grub(&cfg)?;
+                Ok(menu.default_entry(&env).and_then(|e| e.system.clone()))
+            }
+            Some(Loader::SystemdBoot { esp }) => {
+                let sd = self.sd_listing(&esp)?;
+                let efi = self.efi_default_before.clone();
+                Ok(sd.default_entry(efi.as_deref()).and_then(|e| e.system.clone()))
+            }
+        }
+    }
+
     fn forget_pin(&mut self) -> Result<(), MachineError> {
         let script = self.layout.remove_file(&format!("{STATE_DIR}/loader-default-before"));
         self.sh_ok("forgetting the pinned default", &script, self.timeouts.command).map(|_| ())

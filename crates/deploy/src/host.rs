@@ -318,6 +318,8 @@ pub(crate) fn apply(
                     units: job.host.health.units.clone(),
                     commands: job.host.health.commands.clone(),
                     baseline,
+                    // The deployer's TCP probes run from the deployer, not the host.
+                    tcp: Vec::new(),
                 },
                 allow_unverified: job.options.allow_unverified_reboot,
                 power_cycle_attempts: job.options.power_cycle_attempts,

@@ -529,3 +529,44 @@ fn resolved_at_boot_reads_where_the_host_stands() {
     let o = reboot::resolved_at_boot(&mut m, &sys("newer"), &sys("other"));
     assert_eq!(o.standing(), Standing::Unknown, "{o:?}");
 }
+
+/// The agent was killed mid-switch: whoever finds the run ends it from
+/// `Stop` — at every point the switch may have reached — and reads back
+/// where the host is.
+#[test]
+fn abandon_a_switch_at_every_point_it_may_have_reached() {
+    // Died right after setting the profile, before the watchdog existed:
+    // the profile is restored, nothing was activated.
+    let mut m = FakeMachine::running(&sys("old"));
+    let p = switch_plan(&m);
+    m.set_profile(&p.new).expect("profile");
+    let o = fleetgate_apply::switch::abandon(&mut m, &mut Silent, &p);
+    assert!(matches!(o, Outcome::RolledBack { .. } | Outcome::Refused { .. }), "{o:?}");
+    stays_on(&mut m, &sys("old"));
+
+    // Died while the watchdog waited for the confirmation: it is asked to roll back.
+    let mut m = FakeMachine::running(&sys("old"));
+    let p = switch_plan(&m);
+    m.set_profile(&p.new).expect("profile");
+    m.start_watchdog(&fleetgate_apply::machine::WatchdogSpec {
+        run_id: p.run_id.clone(),
+        new: p.new.clone(),
+        old: p.old.clone(),
+        old_generation: p.old_generation,
+        window: p.window,
+        activation: p.activation,
+    })
+    .expect("watchdog");
+    m.advance(Duration::from_secs(5));
+    assert_eq!(m.current, sys("new"), "activated, unconfirmed");
+    let o = fleetgate_apply::switch::abandon(&mut m, &mut Silent, &p);
+    assert!(matches!(o, Outcome::RolledBack { .. }), "{o:?}");
+    stays_on(&mut m, &sys("old"));
+
+    // Died after the confirmation: the switch stands.
+    let mut m = FakeMachine::running(&sys("old"));
+    let p = switch_plan(&m);
+    assert_eq!(live_switch(&mut m, &mut Silent, &p), Outcome::Switched);
+    assert_eq!(fleetgate_apply::switch::abandon(&mut m, &mut Silent, &p), Outcome::Switched);
+    stays_on(&mut m, &sys("new"));
+}

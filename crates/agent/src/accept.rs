@@ -42,7 +42,7 @@ pub struct Seen {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// A newer manifest for this host, signed by a trusted key.
-    New(Seen),
+    New(Box<Seen>),
     /// The manifest accepted last time, again.
     Same,
 }
@@ -151,7 +151,7 @@ pub fn accept(
                 n.manifest.created_at
             ),
         )),
-        _ => Ok(Verdict::New(seen)),
+        _ => Ok(Verdict::New(Box::new(seen))),
     }
 }
 

@@ -27,10 +27,15 @@
 //! - [`status`]: `fleetgate agent status`.
 
 pub mod accept;
+pub mod agent;
 pub mod backoff;
 pub mod config;
+pub mod cycle;
+pub mod fake;
+pub mod host;
 pub mod http;
 pub mod queue;
+pub mod recover;
 pub mod report;
 pub mod source;
 pub mod state;

@@ -268,7 +268,7 @@ fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail> {
 }
 
 /// Where the facts say the host stands.
-pub(crate) fn host_state(facts: &Facts, current: &str) -> HostState {
+pub fn host_state(facts: &Facts, current: &str) -> HostState {
     HostState {
         current: current.to_owned(),
         booted: facts.booted_system.as_ref().map(|s| s.path.clone()).unwrap_or_default(),

@@ -15,7 +15,7 @@ use crate::config::AgentConfig;
 use crate::cycle::End;
 use crate::host::{Host, View};
 use crate::queue::{Queue, Sink};
-use crate::report::{self, BootDebt, DefaultEntry, Desired, Outcome as Said, Report, ResultRecord};
+use crate::report::{self, Outcome as Said, Report, ResultRecord};
 use crate::source::Source;
 use crate::state::{AgentState, StateDir};
 use crate::store::Store;
@@ -175,64 +175,7 @@ impl Agent<'_> {
     /// The report of the state and `view` now.
     #[must_use]
     pub fn build_report(&self, view: Option<&View>) -> Report {
-        let now = self.clock.unix();
-        let stale = self
-            .state
-            .desired
-            .as_ref()
-            .is_some_and(|d| crate::accept::age(&d.manifest, now) > self.cfg.stale_after.as_secs());
-        let mut result = self.state.last_result.clone();
-        if stale {
-            let finding = Finding::new(
-                "manifest.stale",
-                fleetgate_facts::Severity::Warning,
-                format!(
-                    "the newest manifest is older than {} s: CI may be dead, or updates withheld",
-                    self.cfg.stale_after.as_secs()
-                ),
-            );
-            result = result.map(|mut r| {
-                r.findings.insert(0, finding);
-                r.findings.truncate(report::MAX_FINDINGS);
-                r
-            });
-        }
-        if let (Some(reset), Some(r)) = (&self.state.reset, result.as_mut()) {
-            r.findings.insert(0, Finding::new("agent.state-reset", fleetgate_facts::Severity::Warning, reset.clone()));
-            r.findings.truncate(report::MAX_FINDINGS);
-        }
-        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-        Report {
-            v: report::VERSION,
-            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-            time: i64::try_from(now).unwrap_or(i64::MAX),
-            desired: self.state.desired.as_ref().map(|d| Desired {
-                commit: Some(d.manifest.commit.clone()),
-                system: d.manifest.system.clone(),
-                since: i64::try_from(d.manifest.created_at).ok(),
-            }),
-            current: view.and_then(|v| nonempty(&v.state.current)),
-            booted: view.and_then(|v| nonempty(&v.state.booted)),
-            default: view.and_then(|v| {
-                v.default.as_ref().map(|d| DefaultEntry {
-                    entry: d.entry.clone(),
-                    generation: v.default_generation(),
-                    system: d.system.clone(),
-                })
-            }),
-            boot_debt: view.and_then(View::boot_debt).map(|debt| {
-                debt.into_iter()
-                    .take(128)
-                    .map(|(generation, system)| BootDebt { generation, system: Some(system), made_default_at: None })
-                    .collect()
-            }),
-            pending_reboot: self
-                .state
-                .pending_reboot
-                .as_ref()
-                .map(|p| report::PendingReboot { reasons: p.reasons.clone(), detail: Some(p.why.clone()) }),
-            result,
-        }
+        report::build(self.cfg, &self.state, view, self.clock.unix())
     }
 
     /// Queues a report when anything in it changed (or a heartbeat is due),

@@ -9,6 +9,10 @@
 use fleetgate_facts::{Finding, Severity};
 use serde::{Deserialize, Serialize};
 
+use crate::config::AgentConfig;
+use crate::host::View;
+use crate::state::AgentState;
+
 /// The report version written.
 pub const VERSION: u32 = 2;
 /// Findings in one report (the server's bound).
@@ -243,6 +247,64 @@ impl Report {
         let mut copy = self.clone();
         copy.time = 0;
         crate::accept::digest(&serde_json::to_string(&copy).unwrap_or_default())
+    }
+}
+
+/// The report of `state` and `view` at `now`.
+#[must_use]
+pub fn build(cfg: &AgentConfig, state: &AgentState, view: Option<&View>, now: u64) -> Report {
+    let stale =
+        state.desired.as_ref().is_some_and(|d| crate::accept::age(&d.manifest, now) > cfg.stale_after.as_secs());
+    let mut result = state.last_result.clone();
+    if stale {
+        let finding = Finding::new(
+            "manifest.stale",
+            fleetgate_facts::Severity::Warning,
+            format!(
+                "the newest manifest is older than {} s: CI may be dead, or updates withheld",
+                cfg.stale_after.as_secs()
+            ),
+        );
+        result = result.map(|mut r| {
+            r.findings.insert(0, finding);
+            r.findings.truncate(MAX_FINDINGS);
+            r
+        });
+    }
+    if let (Some(reset), Some(r)) = (&state.reset, result.as_mut()) {
+        r.findings.insert(0, Finding::new("agent.state-reset", fleetgate_facts::Severity::Warning, reset.clone()));
+        r.findings.truncate(MAX_FINDINGS);
+    }
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    Report {
+        v: VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        time: i64::try_from(now).unwrap_or(i64::MAX),
+        desired: state.desired.as_ref().map(|d| Desired {
+            commit: Some(d.manifest.commit.clone()),
+            system: d.manifest.system.clone(),
+            since: i64::try_from(d.manifest.created_at).ok(),
+        }),
+        current: view.and_then(|v| nonempty(&v.state.current)),
+        booted: view.and_then(|v| nonempty(&v.state.booted)),
+        default: view.and_then(|v| {
+            v.default.as_ref().map(|d| DefaultEntry {
+                entry: d.entry.clone(),
+                generation: v.default_generation(),
+                system: d.system.clone(),
+            })
+        }),
+        boot_debt: view.and_then(View::boot_debt).map(|debt| {
+            debt.into_iter()
+                .take(128)
+                .map(|(generation, system)| BootDebt { generation, system: Some(system), made_default_at: None })
+                .collect()
+        }),
+        pending_reboot: state
+            .pending_reboot
+            .as_ref()
+            .map(|p| PendingReboot { reasons: p.reasons.clone(), detail: Some(p.why.clone()) }),
+        result,
     }
 }
 

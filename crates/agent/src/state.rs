@@ -316,6 +316,27 @@ impl StateDir {
         }
     }
 
+    /// Reads `state.json` without changing anything (a corrupt file is an error here).
+    ///
+    /// # Errors
+    /// [`StateError::Io`].
+    pub fn peek(&self) -> Result<AgentState, StateError> {
+        let path = self.state_file();
+        match fleetgate_nix::read_small_file(&path, MAX_STATE) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| StateError::Io {
+                what: "parsing",
+                path,
+                source: std::io::Error::other(e),
+            }),
+            Err(fleetgate_nix::SmallFileError::Open { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(AgentState::default())
+            }
+            Err(e) => Err(StateError::Io { what: "reading", path, source: std::io::Error::other(e.to_string()) }),
+        }
+    }
+
     /// Writes `state.json` atomically.
     ///
     /// # Errors

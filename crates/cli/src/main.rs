@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent_cmd;
 mod check_cmd;
 mod deploy_cmd;
 mod facts_cmd;
@@ -35,6 +36,8 @@ enum Command {
     Rollback(rollback_cmd::RollbackArgs),
     /// On a host, at boot: finish a verified reboot its deployer did not live to finish.
     ResumePending(resume_cmd::ResumeArgs),
+    /// On a host: upgrade to its tested build only (signed manifest, cache, same pre-flight, verified reboot).
+    Agent(agent_cmd::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,5 +49,6 @@ fn main() -> ExitCode {
         Command::Deploy(args) => deploy_cmd::run(&args),
         Command::Rollback(args) => rollback_cmd::run(&args),
         Command::ResumePending(args) => resume_cmd::run(&args),
+        Command::Agent(args) => agent_cmd::run_agent(&args),
     }
 }

@@ -221,8 +221,10 @@ fn fetch(a: &mut Agent<'_>) -> Option<End> {
     match fetched {
         Err(e) => {
             a.state.fetch.failures += 1;
+            if a.state.fetch.error.as_deref() != Some(e.to_string().as_str()) {
+                a.log(&format!("{e}"));
+            }
             a.state.fetch.error = Some(e.to_string());
-            a.log(&format!("{e}"));
             if a.state.desired.is_none() {
                 return Some(if matches!(e, FetchError::Missing(_)) { End::Idle } else { End::Unavailable });
             }

@@ -210,8 +210,17 @@ impl Agent<'_> {
             if sent > 0 {
                 self.log(&format!("delivered {sent} report(s)"));
             }
-            for n in notes {
-                self.log(&n);
+            // A problem is said once while it lasts (a server down for an hour is one line).
+            let problem = notes.last().cloned();
+            if problem != self.state.delivery {
+                for n in &notes {
+                    self.log(n);
+                }
+                if problem.is_none() && self.state.delivery.is_some() {
+                    self.log("reports are delivered again");
+                }
+                self.state.delivery = problem;
+                self.save();
             }
         }
     }

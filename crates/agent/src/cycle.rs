@@ -307,8 +307,14 @@ fn closure(a: &mut Agent<'_>, system: &str, commit: &str, nar_hash: &str, opts: 
             }
         }
     }
-    if opts.dry_run || a.store.is_local(system) {
+    if a.store.is_local(system) {
         return None;
+    }
+    if opts.dry_run {
+        return Some(End::DryRun(format!(
+            "would fetch commit {} ({system}) from the cache, then check it on this host",
+            short(commit)
+        )));
     }
     a.log(&format!("fetching {system} from the cache (substitution only)"));
     match a.store.realise(system) {
@@ -335,6 +341,25 @@ fn lock(a: &mut Agent<'_>, run: &str) -> Result<(), End> {
     }
 }
 
+/// What the host reaches now of the server and the caches: it must still
+/// reach those after the change (networking is what a bad generation breaks
+/// first). One that is down already (the server, say) is no reason to roll
+/// back.
+fn reach(a: &mut Agent<'_>) -> Vec<String> {
+    let targets = a.cfg.health.reach.clone();
+    let up = a.host.reachable(&targets);
+    let down: Vec<&String> = targets.iter().filter(|t| !up.contains(t)).collect();
+    if !down.is_empty() {
+        let line = format!(
+            "not reachable before the change, so not required after it: {}",
+            down.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        a.log(&line);
+    }
+    a.host.must_reach(up.clone());
+    up
+}
+
 fn apply_switch(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, findings: &[Finding]) -> End {
     let Some(old) = facts.current_system.as_ref().map(|s| s.path.clone()) else {
         return a.failed(system, commit, "this host has no /run/current-system".into(), findings);
@@ -344,6 +369,7 @@ fn apply_switch(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, fi
         return end;
     }
     let baseline = a.host.machine().system_state();
+    reach(a);
     let plan = SwitchPlan {
         run_id: run.clone(),
         new: system.to_owned(),
@@ -480,6 +506,7 @@ fn apply_reboot(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, fi
         return end;
     }
     let baseline = a.host.machine().system_state();
+    let tcp = reach(a);
     let plan = RebootPlan {
         run_id: run.clone(),
         new: system.to_owned(),
@@ -491,7 +518,7 @@ fn apply_reboot(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, fi
             units: a.cfg.health.units.clone(),
             commands: a.cfg.health.commands.clone(),
             baseline,
-            tcp: a.cfg.health.reach.clone(),
+            tcp,
         },
         allow_unverified: false,
         power_cycle_attempts: 1,

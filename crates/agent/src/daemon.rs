@@ -96,7 +96,8 @@ pub fn run(cfg: &AgentConfig, opts: &RunOptions) -> Result<End, DaemonError> {
     let health = HealthChecks {
         units: cfg.health.units.clone(),
         commands: cfg.health.commands.clone(),
-        tcp: cfg.health.reach.clone(),
+        // Set per change: what the host reaches before it (cycle::reach).
+        tcp: Vec::new(),
         http: Vec::new(),
     };
     let mut host = LocalHost::new(timeouts, health);

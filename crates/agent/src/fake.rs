@@ -31,6 +31,10 @@ pub struct FakeHost {
     pub last_good: Vec<String>,
     /// Reboots asked for.
     pub reboots: u32,
+    /// Targets that do not answer.
+    pub unreachable: BTreeSet<String>,
+    /// What the last change had to keep reaching.
+    pub must_reach: Vec<String>,
 }
 
 /// A plan of `action` resting on `findings`.
@@ -43,7 +47,14 @@ impl FakeHost {
     /// A host running `system`.
     #[must_use]
     pub fn running(system: &str) -> FakeHost {
-        FakeHost { m: FakeMachine::running(system), plans: BTreeMap::new(), last_good: Vec::new(), reboots: 0 }
+        FakeHost {
+            m: FakeMachine::running(system),
+            plans: BTreeMap::new(),
+            last_good: Vec::new(),
+            reboots: 0,
+            unreachable: BTreeSet::new(),
+            must_reach: Vec::new(),
+        }
     }
 }
 
@@ -80,6 +91,14 @@ impl Host for FakeHost {
 
     fn record_last_good(&mut self, system: &str) {
         self.last_good.push(system.to_owned());
+    }
+
+    fn reachable(&mut self, targets: &[String]) -> Vec<String> {
+        targets.iter().filter(|t| !self.unreachable.contains(*t)).cloned().collect()
+    }
+
+    fn must_reach(&mut self, targets: Vec<String>) {
+        self.must_reach = targets;
     }
 
     fn reboot(&mut self, _: Duration) {

@@ -73,6 +73,21 @@ pub trait Host {
     /// Reboots (the intent is on the host); returns only if the host did not
     /// go down within `within`.
     fn reboot(&mut self, within: Duration);
+    /// Which of `targets` (`host:port`) accept a TCP connection now.
+    fn reachable(&mut self, targets: &[String]) -> Vec<String>;
+    /// The `host:port` the host must still reach after the change (the
+    /// engine's TCP health checks).
+    fn must_reach(&mut self, targets: Vec<String>);
+}
+
+/// Whether `address` (`host:port`) accepts a TCP connection within `timeout`.
+#[must_use]
+pub fn accepts(address: &str, timeout: Duration) -> bool {
+    use std::net::ToSocketAddrs as _;
+    address
+        .to_socket_addrs()
+        .map(|addrs| addrs.into_iter().any(|a| std::net::TcpStream::connect_timeout(&a, timeout).is_ok()))
+        .unwrap_or(false)
 }
 
 /// This machine.
@@ -147,6 +162,14 @@ impl Host for LocalHost {
     fn record_last_good(&mut self, system: &str) {
         let script = self.machine.layout.record_last_good(system);
         let _ = self.machine.sh_ok("writing the last-good GC root", &script, self.facts_timeout);
+    }
+
+    fn reachable(&mut self, targets: &[String]) -> Vec<String> {
+        targets.iter().filter(|t| accepts(t, Duration::from_secs(5))).cloned().collect()
+    }
+
+    fn must_reach(&mut self, targets: Vec<String>) {
+        self.machine.health.tcp = targets;
     }
 
     fn reboot(&mut self, within: Duration) {

@@ -90,14 +90,18 @@ fn finish(a: &mut Agent<'_>, attempt: &Attempt) -> End {
             switch::abandon(a.host.machine(), &mut Lines(&mut *a.log), &plan)
         }
         AttemptKind::Reboot { fallback, .. } => match a.host.machine().read_intent() {
-            Ok(Some(intent)) if intent.run_id == attempt.run_id => reboot::resume(
-                a.host.machine(),
-                &mut Lines(&mut *a.log),
-                &intent,
-                a.cfg.health.timeout,
-                false,
-                REBOOT_WITHIN,
-            ),
+            Ok(Some(intent)) if intent.run_id == attempt.run_id => {
+                // What it reached before the reboot, it must reach after it.
+                a.host.must_reach(intent.verified.tcp.clone());
+                reboot::resume(
+                    a.host.machine(),
+                    &mut Lines(&mut *a.log),
+                    &intent,
+                    a.cfg.health.timeout,
+                    false,
+                    REBOOT_WITHIN,
+                )
+            }
             Ok(_) => reboot::resolved_at_boot(a.host.machine(), &attempt.system, fallback),
             Err(e) => Outcome::Unknown {
                 at: fleetgate_apply::Step::Health,
@@ -158,6 +162,7 @@ fn foreign_intent(a: &mut Agent<'_>) -> Option<End> {
     // The boot unit may have finished it while the lock was waited for.
     let outcome = match a.host.machine().read_intent() {
         Ok(Some(i)) if i.run_id == intent.run_id => {
+            a.host.must_reach(i.verified.tcp.clone());
             reboot::resume(a.host.machine(), &mut Lines(&mut *a.log), &i, a.cfg.health.timeout, false, REBOOT_WITHIN)
         }
         _ => reboot::resolved_at_boot(a.host.machine(), &intent.new, &intent.fallback),

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `state.json` | the newest accepted manifest (never backwards), the fetch validators, bad store paths, the attempt in flight, the last result, a pending reboot | atomically (temp file, fsync, rename, fsync of the directory) after every change |
 //! | `suspended` | present while upgrades are held (`fleetgate agent suspend`) | atomically |
-//! | `lock` | `flock`ed by the running agent: one agent per host | — |
+//! | `lock` | `flock`ed by the running agent: one agent per host; holds its pid | by the agent holding it |
 //! | `reports/` | reports not delivered yet ([`crate::queue`]) | one file each, atomically |
 //!
 //! A `state.json` that does not parse is moved aside (`state.json.corrupt`)
@@ -179,6 +179,9 @@ pub struct AgentState {
     /// Set when the state was reset (a corrupt file moved aside).
     #[serde(default)]
     pub reset: Option<String>,
+    /// Why reports last could not be delivered (logged once, while it lasts).
+    #[serde(default)]
+    pub delivery: Option<String>,
 }
 
 impl Default for AgentState {
@@ -196,6 +199,7 @@ impl Default for AgentState {
             fetch: FetchRecord::default(),
             last_report: None,
             reset: None,
+            delivery: None,
         }
     }
 }
@@ -390,7 +394,12 @@ impl StateDir {
             .open(&path)
             .map_err(io("opening", &path))?;
         match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Ok(f),
+            Ok(()) => {
+                // Who holds it, for humans (and `kill`): the pid, written under the lock.
+                let _ = f.set_len(0);
+                let _ = (&f).write_all(format!("{}\n", std::process::id()).as_bytes());
+                Ok(f)
+            }
             Err(rustix::io::Errno::WOULDBLOCK) => Err(StateError::Busy { path }),
             Err(e) => Err(StateError::Io { what: "locking", path, source: e.into() }),
         }

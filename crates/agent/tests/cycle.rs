@@ -413,6 +413,10 @@ fn suspended_upgrades_wait_and_dry_runs_change_nothing() {
     d.dry_run = true;
     d.promote("new", T0 - 10);
     let end = d.poll();
+    assert!(matches!(&end, End::DryRun(text) if text.contains("would fetch")), "{end:?}");
+    d.store.local.insert(sys("new"));
+    d.promote("new", T0 - 10);
+    let end = d.poll();
     assert!(matches!(&end, End::DryRun(text) if text.contains("switch live")), "{end:?}");
     d.on("old");
     assert_eq!(d.state(), AgentState::default(), "a dry run saves nothing");
@@ -426,4 +430,15 @@ fn a_stale_manifest_is_flagged_in_the_report() {
     assert_eq!(w.poll(), End::Applied);
     let r = w.sink.got.last().and_then(|r| r.result.clone()).expect("result");
     assert_eq!(r.findings[0].id, "manifest.stale");
+}
+
+#[test]
+fn what_was_unreachable_before_the_change_is_not_required_after_it() {
+    let mut w = World::new("");
+    w.host.unreachable.insert("fleet.test:80".into());
+    w.promote("new", T0 - 10);
+    assert_eq!(w.poll(), End::Applied, "{:#?}", w.log);
+    assert_eq!(w.host.must_reach, ["cache.test:80"], "the server was down before the switch");
+    assert!(w.log.iter().any(|l| l.contains("not required after it: fleet.test:80")), "{:#?}", w.log);
+    w.at("new", "old");
 }

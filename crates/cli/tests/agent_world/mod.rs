@@ -393,13 +393,48 @@ impl Fleet {
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 
-    /// `fleetgate agent status --json` on `host`, with the agent of its running generation.
+    /// `fleetgate agent <args>` on `host`, with the agent and configuration of its running generation.
+    pub fn agent_command(&self, host: &str, args: &str) -> anyhow::Result<String> {
+        let script = format!(
+            "u=/run/current-system/etc/systemd/system/fleetgate-agent.service\n\
+             cmd=$(sed -n \"s/.*setsid \\([^ ]*\\) agent --config \\([^ ]*\\) .*/\\1 agent {args} --config \\2/p\" $u)\n\
+             $cmd"
+        );
+        self.lab.ssh(host, &script)
+    }
+
+    /// `fleetgate agent status --json` on `host` (`None` while it does not answer: rebooting).
+    pub fn try_agent_status(&self, host: &str) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.agent_command(host, "status --json").ok()?).ok()
+    }
+
+    /// `fleetgate agent status --json` on `host`.
     pub fn agent_status(&self, host: &str) -> serde_json::Value {
-        let script = "u=/run/current-system/etc/systemd/system/fleetgate-agent.service\n\
-                      cmd=$(sed -n \"s/.*setsid \\([^ ]*\\) agent --config \\([^ ]*\\) .*/\\1 agent status --json --config \\2/p\" $u)\n\
-                      $cmd";
-        let text = self.lab.ssh(host, script).expect("ssh");
+        let text = self.agent_command(host, "status --json").expect("ssh");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{host}: {e}: {text}"))
+    }
+
+    /// SIGKILLs `host`'s agent (its pid from the lock it holds).
+    pub fn kill_agent(&self, host: &str) {
+        self.lab.ssh(host, "set -e\npid=$(cat /var/lib/fleetgate/agent/lock)\nkill -9 \"$pid\"").expect("kill");
+    }
+
+    /// Starts `host`'s agent service again, as its service manager would.
+    pub fn restart_agent(&self, host: &str) {
+        self.lab.ssh(host, "systemctl restart fleetgate-agent.service").expect("restart");
+    }
+
+    /// Writes `text` as the manifest file the host's agent reads (`Via::HostFile`), atomically.
+    pub fn put_host_manifest(&self, host: &str, text: &str) {
+        let script = format!(
+            "set -e\nmkdir -p /var/lib/fleetgate-test\ncat > /var/lib/fleetgate-test/manifest.json.tmp <<'FLEETGATE_EOF'\n{text}\nFLEETGATE_EOF\nmv -f /var/lib/fleetgate-test/manifest.json.tmp /var/lib/fleetgate-test/manifest.json\n"
+        );
+        self.lab.ssh(host, &script).expect("ssh");
+    }
+
+    /// The manifest the last promotion of `host` published next to the cache.
+    pub fn published_manifest(&self, host: &str) -> String {
+        std::fs::read_to_string(self.cache.join(format!("fleetgate/hosts/{host}.json"))).unwrap()
     }
 
     /// Polls `host`'s agent status until `want` holds (at most `within`).
@@ -412,7 +447,7 @@ impl Fleet {
     ) -> serde_json::Value {
         let mut last = serde_json::Value::Null;
         let got = poll_until(within, || {
-            last = self.agent_status(host);
+            last = self.try_agent_status(host)?;
             want(&last).then(|| last.clone())
         });
         got.unwrap_or_else(|| {

@@ -69,11 +69,11 @@ fn finish(a: &mut Agent<'_>, attempt: &Attempt) -> End {
     if let Err(end) = lock(a, &attempt.run_id, intent_run) {
         return end;
     }
-    a.log(&format!(
-        "finishing run {} (commit {}) that this agent did not live to finish",
-        attempt.run_id,
-        short(&attempt.commit)
-    ));
+    let what = match attempt.kind {
+        AttemptKind::Reboot { .. } => "the verified reboot of",
+        AttemptKind::Switch { .. } => "the interrupted live switch of",
+    };
+    a.log(&format!("finishing {what} run {} (commit {})", attempt.run_id, short(&attempt.commit)));
     let outcome = match &attempt.kind {
         AttemptKind::Switch { old, old_generation, boot_id, window_secs, activation_secs } => {
             let plan = SwitchPlan {

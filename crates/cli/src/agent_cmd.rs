@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use fleetgate_agent::config::{AgentConfig, ConfigFile, DEFAULT_CONFIG, Flags, parse_span};
+use fleetgate_agent::config::{AgentConfig, ConfigError, ConfigFile, DEFAULT_CONFIG, Flags, parse_span};
 use fleetgate_agent::daemon::{RunOptions, log_line, run};
 use fleetgate_agent::state::StateDir;
+
+use crate::facts_cmd::CliError;
 
 /// `fleetgate agent` arguments.
 #[derive(Debug, Args)]
@@ -90,11 +92,11 @@ enum AgentCommand {
 
 const EXIT_USAGE: u8 = 2;
 
-fn config(args: &ConfigArgs) -> Result<AgentConfig, String> {
+fn config(args: &ConfigArgs) -> Result<AgentConfig, ConfigError> {
     let file = match &args.config {
-        Some(path) => ConfigFile::load(path).map_err(|e| e.to_string())?,
+        Some(path) => ConfigFile::load(path)?,
         None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
-            ConfigFile::load(std::path::Path::new(DEFAULT_CONFIG)).map_err(|e| e.to_string())?
+            ConfigFile::load(std::path::Path::new(DEFAULT_CONFIG))?
         }
         None => ConfigFile::default(),
     };
@@ -110,14 +112,21 @@ fn config(args: &ConfigArgs) -> Result<AgentConfig, String> {
         allow_reboot: args.allow_reboot,
         poll_interval: args.poll_interval,
     };
-    AgentConfig::resolve(file, flags).map_err(|e| format!("{e}"))
+    AgentConfig::resolve(file, flags)
 }
 
-fn fail(json: bool, code: u8, message: &str) -> ExitCode {
-    eprintln!("fleetgate agent: {message}");
+/// Says what went wrong (one JSON document too, with `--json`) and exits `code`.
+fn fail(json: bool, code: u8, error: CliError) -> ExitCode {
     if json {
-        println!("{}", fleetgate_agent::status::error_document(message, code));
+        let mut text = error.to_string();
+        let mut cause = std::error::Error::source(&error);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        println!("{}", fleetgate_agent::status::error_document(&text, code));
     }
+    eprintln!("{:?}", miette::Report::new(error));
     ExitCode::from(code)
 }
 
@@ -127,11 +136,10 @@ pub fn run_agent(args: &AgentArgs) -> ExitCode {
     let cfg = match config(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            return fail(
-                json,
-                EXIT_USAGE,
-                &format!("{e}\nhint: see `fleetgate agent --help` and docs/agent.md for the configuration"),
+            let error = CliError::new("the agent's configuration cannot be used").caused_by(e).with_help(
+                "fix the setting named above in the configuration file (or its flag); `fleetgate agent --help` and docs/agent.md list them",
             );
+            return fail(json, EXIT_USAGE, error);
         }
     };
     match &args.command {
@@ -144,7 +152,13 @@ pub fn run_agent(args: &AgentArgs) -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(*json, 1, &e.to_string()),
+            Err(e) => fail(
+                *json,
+                1,
+                CliError::new("cannot read the agent's state").caused_by(e).with_help(
+                    "run it as root (the state directory is /var/lib/fleetgate by default), or give --state-dir",
+                ),
+            ),
         },
         Some(AgentCommand::Suspend { reason }) => {
             match StateDir::open(cfg.agent_dir()).and_then(|d| d.suspend(reason)) {
@@ -152,7 +166,9 @@ pub fn run_agent(args: &AgentArgs) -> ExitCode {
                     eprintln!("fleetgate agent: upgrades are suspended on this host ({reason})");
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(false, 1, &e.to_string()),
+                Err(e) => {
+                    fail(false, 1, CliError::new("cannot suspend upgrades").caused_by(e).with_help("run it as root"))
+                }
             }
         }
         Some(AgentCommand::Resume) => match StateDir::open(cfg.agent_dir()).and_then(|d| d.resume()) {
@@ -160,7 +176,7 @@ pub fn run_agent(args: &AgentArgs) -> ExitCode {
                 eprintln!("fleetgate agent: upgrades go on");
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(false, 1, &e.to_string()),
+            Err(e) => fail(false, 1, CliError::new("cannot resume upgrades").caused_by(e).with_help("run it as root")),
         },
         None => {
             let opts = RunOptions {
@@ -182,7 +198,13 @@ pub fn run_agent(args: &AgentArgs) -> ExitCode {
                     }
                     ExitCode::from(end.exit_code())
                 }
-                Err(e) => fail(json, 1, &e.to_string()),
+                Err(e) => fail(
+                    json,
+                    1,
+                    CliError::new("the agent cannot run").caused_by(e).with_help(
+                        "another agent may hold this host (see `fleetgate agent status`), or Nix is missing: give nix_bin_dir",
+                    ),
+                ),
             }
         }
     }

@@ -213,7 +213,8 @@ impl Fleet {
             "--repo",
             self.repo.to_str().unwrap(),
             "--cache",
-            &format!("file://{}", self.cache.display()),
+            // No compression: promotions in tests should not spend minutes in xz.
+            &format!("file://{}?compression=none", self.cache.display()),
             "--signing-key",
             self.sk.to_str().unwrap(),
             "--state-dir",

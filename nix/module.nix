@@ -58,9 +58,18 @@ let
     StateDirectoryMode = "0700";
   };
 
-  # Tools the agent's own work needs (the engine's scripts take theirs from
-  # the systems' sw/bin): Nix, and the system path for its facts.
-  agentPath = [ config.nix.package "/run/current-system/sw" ];
+  # What both units share: never restarted or stopped by a switch (they
+  # drive it), the network up first (they reach the server and the caches),
+  # Nix and the system path for their own work (the engine's scripts take
+  # their tools from the systems' sw/bin), a home in the state directory.
+  unit = {
+    after = [ "network-online.target" ];
+    wants = [ "network-online.target" ];
+    restartIfChanged = false;
+    unitConfig.X-StopOnRemoval = false;
+    path = [ config.nix.package "/run/current-system/sw" ];
+    environment.HOME = "/var/lib/fleetgate";
+  };
 in
 {
   options.services.fleetgate.agent = {
@@ -231,16 +240,10 @@ in
 
     environment.etc."fleetgate/agent.json".text = builtins.toJSON settings;
 
-    systemd.services.fleetgate-agent = {
+    systemd.services.fleetgate-agent = unit // {
       description = "fleetgate agent: upgrade to this host's tested build";
-      after = [ "network-online.target" "fleetgate-resume.service" ];
-      wants = [ "network-online.target" ];
+      after = unit.after ++ [ "fleetgate-resume.service" ];
       wantedBy = lib.optional daemon "multi-user.target";
-      # A switch must not restart or stop the agent that drives it.
-      restartIfChanged = false;
-      unitConfig.X-StopOnRemoval = false;
-      path = agentPath;
-      environment.HOME = "/var/lib/fleetgate";
       serviceConfig = hardening // {
         Type = if daemon then "simple" else "oneshot";
         ExecStart = "${cfg.package}/bin/fleetgate agent --config ${configFile}"
@@ -271,15 +274,9 @@ in
     # that booted once and is healthy, or make the previous one the default
     # again (whoever rebooted the host — this agent, or a `fleetgate deploy`
     # that did not live to finish).
-    systemd.services.fleetgate-resume = {
+    systemd.services.fleetgate-resume = unit // {
       description = "fleetgate: finish a verified reboot pending at boot";
       wantedBy = [ "multi-user.target" ];
-      after = [ "network-online.target" ];
-      wants = [ "network-online.target" ];
-      restartIfChanged = false;
-      unitConfig.X-StopOnRemoval = false;
-      path = agentPath;
-      environment.HOME = "/var/lib/fleetgate";
       serviceConfig = hardening // {
         Type = "oneshot";
         RemainAfterExit = true;

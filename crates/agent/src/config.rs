@@ -566,6 +566,14 @@ impl AgentConfig {
     }
 }
 
+/// A valid configuration for unit tests (host `web1`, a server, one key, one cache).
+#[cfg(test)]
+#[must_use]
+pub(crate) fn sample() -> AgentConfig {
+    let text = "host = \"web1\"\nserver = \"http://f\"\ntrusted_keys = [\"k-1:fjYcuZjQVdZgKGeDy4UPE6TZkOtzYO0yGbMmrsf7aMc=\"]\ncaches = [\"http://c\"]\n";
+    AgentConfig::resolve(ConfigFile::parse(text).expect("parses"), Flags::default()).expect("valid")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

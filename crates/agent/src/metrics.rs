@@ -186,19 +186,11 @@ pub fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ConfigFile, Flags};
     use crate::state::PendingReboot;
 
     #[test]
     fn metrics_say_what_the_state_says_and_are_served_on_loopback() {
-        let cfg = AgentConfig::resolve(
-            ConfigFile::parse(
-                "host = \"web1\"\nserver = \"http://f\"\ntrusted_keys = [\"k-1:fjYcuZjQVdZgKGeDy4UPE6TZkOtzYO0yGbMmrsf7aMc=\"]\ncaches = [\"http://c\"]\n",
-            )
-            .expect("parses"),
-            Flags::default(),
-        )
-        .expect("valid");
+        let cfg = crate::config::sample();
         let mut state = AgentState {
             pending_reboot: Some(PendingReboot { system: "/s".into(), why: "w".into(), reasons: vec![], since: 1 }),
             ..AgentState::default()

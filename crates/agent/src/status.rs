@@ -209,3 +209,67 @@ pub fn once_document(end: &crate::cycle::End, status: Option<&Status>) -> String
 pub fn error_document(message: &str, exit_code: u8) -> String {
     serde_json::json!({ "result": "failed", "error": message, "exit_code": exit_code }).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use fleetgate_apply::machine::HostState;
+    use fleetgate_apply::remote::BootDefault;
+
+    use super::*;
+    use crate::report::{Outcome, ResultRecord};
+    use crate::state::PendingReboot;
+
+    fn p(name: &str) -> String {
+        format!("/nix/store/{}-nixos-system-web1-{name}", "0".repeat(32))
+    }
+
+    #[test]
+    fn what_status_says_on_a_terminal() {
+        let cfg = crate::config::sample();
+        let manifest = fleetgate_channel::Manifest {
+            host: "web1".into(),
+            branch: "nixos-tested-web1".into(),
+            commit: "1a2b3c4d5e6f".repeat(3) + "0123",
+            system: p("r3"),
+            nar_hash: "sha256-x".into(),
+            nar_size: 1,
+            closure_size: 1,
+            closure_paths: 1,
+            cache: "http://c".into(),
+            created_at: 1_000,
+            build: None,
+        };
+        let mut state = AgentState {
+            desired: Some(crate::accept::Seen { manifest, digest: "d".into(), signed_by: "k-1".into() }),
+            pending_reboot: Some(PendingReboot {
+                system: p("r3"),
+                why: "outside the reboot window 01:00-05:00".into(),
+                reasons: vec!["inhibitor".into()],
+                since: 1_100,
+            }),
+            last_result: Some(ResultRecord::new(
+                Outcome::Skipped,
+                1_100,
+                Some(&p("r3")),
+                None,
+                "commit 1a2b3c4d5e6f needs a reboot, which waits",
+            )),
+            ..AgentState::default()
+        };
+        state.mark_bad(&p("r2"), None, "rolled back: app.service failed", 900);
+        let view = View {
+            state: HostState {
+                current: p("r1"),
+                booted: p("r0"),
+                profile: p("r1"),
+                profile_generation: Some(2),
+                boot_id: "b".into(),
+            },
+            default: Some(BootDefault { entry: "nixos-generation-2.conf".into(), system: Some(p("r1")) }),
+            generations: vec![(1, p("r0")), (2, p("r1"))],
+        };
+        let s = Status::new(&cfg, &state, Some(&view), Some("disk swap".into()), 2, 1_000 + 3 * 3600);
+        insta::assert_snapshot!(s.human());
+        assert!(!s.converged());
+    }
+}

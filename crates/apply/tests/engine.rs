@@ -548,15 +548,7 @@ fn abandon_a_switch_at_every_point_it_may_have_reached() {
     let mut m = FakeMachine::running(&sys("old"));
     let p = switch_plan(&m);
     m.set_profile(&p.new).expect("profile");
-    m.start_watchdog(&fleetgate_apply::machine::WatchdogSpec {
-        run_id: p.run_id.clone(),
-        new: p.new.clone(),
-        old: p.old.clone(),
-        old_generation: p.old_generation,
-        window: p.window,
-        activation: p.activation,
-    })
-    .expect("watchdog");
+    m.start_watchdog(&p.watchdog_spec()).expect("watchdog");
     m.advance(Duration::from_secs(5));
     assert_eq!(m.current, sys("new"), "activated, unconfirmed");
     let o = fleetgate_apply::switch::abandon(&mut m, &mut Silent, &p);

@@ -11,7 +11,8 @@ fn agent(args: &[&str]) -> Output {
 
 fn json(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("one JSON document ({e}): {text}\n{}", String::from_utf8_lossy(&out.stderr)))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("one JSON document ({e}): {text}\n{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 const KEY: &str = "cache.test-1:fjYcuZjQVdZgKGeDy4UPE6TZkOtzYO0yGbMmrsf7aMc=";

@@ -31,11 +31,7 @@ fn agent_promotions_upgrade_every_host_a_failing_one_rolls_back_and_an_upstream_
     let gen2 = fleet.install_agents(&hosts.map(|h| (h, setup.clone())));
 
     // 1. Promoted through the server's hook: every agent upgrades by itself.
-    for h in hosts {
-        fleet.lab.edit_host(h, |k| k.revision = 3).expect("edit");
-    }
-    let gen3 = fleet.lab.build(&hosts).expect("build");
-    let c3 = fleet.commit("revision 3");
+    let (c3, gen3) = fleet.release(&hosts, 3, "revision 3", |_, _| {});
     for h in hosts {
         fleet.promote_via_hook(h, &c3, &gen3[h]);
     }
@@ -56,17 +52,9 @@ fn agent_promotions_upgrade_every_host_a_failing_one_rolls_back_and_an_upstream_
 
     // 2. web2's next build fails its health check: it rolls back and says
     //    so; the others upgrade.
-    for h in hosts {
-        fleet
-            .lab
-            .edit_host(h, |k| {
-                k.revision = 4;
-                k.services.insert("app".into(), h != "web2");
-            })
-            .expect("edit");
-    }
-    let gen4 = fleet.lab.build(&hosts).expect("build");
-    let c4 = fleet.commit("revision 4: web2's app breaks");
+    let (c4, gen4) = fleet.release(&hosts, 4, "revision 4: web2's app breaks", |h, k| {
+        k.services.insert("app".into(), h != "web2");
+    });
     for h in hosts {
         fleet.promote_via_hook(h, &c4, &gen4[h]);
     }
@@ -88,17 +76,9 @@ fn agent_promotions_upgrade_every_host_a_failing_one_rolls_back_and_an_upstream_
     fleet.assert_on("web2", &gen3["web2"], &gen1["web2"], &gen3["web2"]);
 
     // 5. Upstream fixed: the next promotion heals web2 with no human action.
-    for h in hosts {
-        fleet
-            .lab
-            .edit_host(h, |k| {
-                k.revision = 5;
-                k.services.insert("app".into(), true);
-            })
-            .expect("edit");
-    }
-    let gen5 = fleet.lab.build(&hosts).expect("build");
-    let c5 = fleet.commit("revision 5: fixed");
+    let (c5, gen5) = fleet.release(&hosts, 5, "revision 5: fixed", |_, k| {
+        k.services.insert("app".into(), true);
+    });
     for h in hosts {
         fleet.promote_via_hook(h, &c5, &gen5[h]);
     }
@@ -116,14 +96,15 @@ fn agent_promotions_upgrade_every_host_a_failing_one_rolls_back_and_an_upstream_
         assert!(log.lines().all(|l| l.starts_with("nix ") || l.starts_with("nix-store ")), "{h}: {log}");
     }
     drop(gen2);
-    let left = fleet.lab_down();
-    assert!(left.is_empty(), "{left:?}");
+    fleet.down();
 }
 
 /// The local hour now (the lab's hosts share this machine's `/etc/localtime`).
 fn local_hour() -> u32 {
-    let out = std::process::Command::new("date").arg("+%H").output().expect("date");
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("an hour")
+    agent_world::must(fleetgate_nix::process::Run::new("date").arg("+%H"), Duration::from_secs(10))
+        .trim()
+        .parse()
+        .expect("an hour")
 }
 
 /// Scenario 3: a build that needs a reboot (a switch inhibitor: dbus →
@@ -143,17 +124,9 @@ fn agent_reboot_inside_the_window_is_verified_and_outside_it_is_pending() {
     let always = AgentSetup { via: Via::Static, resume_unit: true, ..AgentSetup::default() };
     let outside = AgentSetup { via: Via::Static, reboot: closed, ..AgentSetup::default() };
     let gen2 = fleet.install_agents(&[("web1", always), ("web2", outside)]);
-    for h in hosts {
-        fleet
-            .lab
-            .edit_host(h, |k| {
-                k.revision = 3;
-                k.switch_inhibitors.insert("dbus-implementation".into(), "broker".into());
-            })
-            .expect("edit");
-    }
-    let gen3 = fleet.lab.build(&hosts).expect("build");
-    let c3 = fleet.commit("dbus-broker");
+    let (c3, gen3) = fleet.release(&hosts, 3, "dbus-broker", |_, k| {
+        k.switch_inhibitors.insert("dbus-implementation".into(), "broker".into());
+    });
     for h in hosts {
         fleet.promote(h, &c3, &gen3[h]);
     }
@@ -171,8 +144,7 @@ fn agent_reboot_inside_the_window_is_verified_and_outside_it_is_pending() {
     );
     assert_eq!(fleet.lab.status("web2").expect("status").boots, 1, "web2 did not reboot");
     fleet.assert_on("web2", &gen2["web2"], &gen1["web2"], &gen2["web2"]);
-    let left = fleet.lab_down();
-    assert!(left.is_empty(), "{left:?}");
+    fleet.down();
 }
 
 /// Scenarios 4 and 5: the seed incident — the next build lost the virtio
@@ -207,8 +179,7 @@ fn agent_refuses_a_broken_initrd_and_an_upstream_fix_heals_the_host() {
     fleet.promote("vps1", &fleet.commit("facter report restored"), &fixed);
     fleet.wait_agent("vps1", 3 * MINUTES, "the fix applied", |s| result_is(s, "applied", &fixed));
     fleet.assert_on("vps1", &fixed, &gen1["vps1"], &fixed);
-    let left = fleet.lab_down();
-    assert!(left.is_empty(), "{left:?}");
+    fleet.down();
 }
 
 fn refused_with(s: &serde_json::Value, id: &str) -> bool {
@@ -283,8 +254,7 @@ fn agent_refuses_bad_manifests_and_unsigned_or_missing_narinfos() {
     std::fs::write(&kernel_narinfo, kept).expect("restore");
     fleet.wait_agent("web1", 3 * MINUTES, "applied", |s| result_is(s, "applied", &gen5));
     fleet.assert_on("web1", &gen5, &gen1["web1"], &gen5);
-    let left = fleet.lab_down();
-    assert!(left.is_empty(), "{left:?}");
+    fleet.down();
 }
 
 /// Scenario 7: the server is down — the hosts keep upgrading from the
@@ -298,11 +268,7 @@ fn agent_keeps_upgrading_while_the_server_is_down_and_its_reports_arrive_later()
     let setup = AgentSetup { via: Via::Static, ..AgentSetup::default() };
     fleet.install_agents(&hosts.map(|h| (h, setup.clone())));
     fleet.stop_serve();
-    for h in hosts {
-        fleet.lab.edit_host(h, |k| k.revision = 3).expect("edit");
-    }
-    let gen3 = fleet.lab.build(&hosts).expect("build");
-    let c3 = fleet.commit("revision 3, while the server is down");
+    let (c3, gen3) = fleet.release(&hosts, 3, "revision 3, while the server is down", |_, _| {});
     for h in hosts {
         fleet.promote(h, &c3, &gen3[h]);
     }
@@ -328,8 +294,7 @@ fn agent_keeps_upgrading_while_the_server_is_down_and_its_reports_arrive_later()
         fleet.wait_agent(h, MINUTES, "the queue drained", |s| s["reports_queued"] == 0);
         fleet.assert_on(h, &gen3[h], &gen1[h], &gen3[h]);
     }
-    let left = fleet.lab_down();
-    assert!(left.is_empty(), "{left:?}");
+    fleet.down();
 }
 
 /// Scenario 8: the agent is SIGKILLed mid-apply (its new generation is
@@ -374,6 +339,5 @@ fn agent_killed_mid_apply_finds_a_known_good_generation_and_tries_again() {
     assert!(s["bad"].as_array().is_some_and(Vec::is_empty), "{s:#}");
     assert_ne!(gen2, gen3);
     fleet.assert_on("web1", &gen3, &gen1["web1"], &gen3);
-    let left = fleet.lab_down();
-    assert!(left.is_empty(), "{left:?}");
+    fleet.down();
 }

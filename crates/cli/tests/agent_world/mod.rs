@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use fleetgate_lab::fixture::{AgentKnob, ResumeBinary};
 use fleetgate_lab::testing::LabGuard;
+use fleetgate_nix::process::Run;
 
 pub const FLEETGATE: &str = env!("CARGO_BIN_EXE_fleetgate");
 
@@ -86,18 +87,28 @@ pub struct Fleet {
     pub serve_log: PathBuf,
 }
 
+/// Runs `run` with a deadline (a command that hangs fails the test instead
+/// of stalling it); asserts it succeeded; returns its stdout.
+pub fn must(run: Run, within: Duration) -> String {
+    let line = run.command_line();
+    let (status, out) = run.timeout(within).run_unchecked().unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert!(status.success(), "{line}: {status}\n{}\n{}", out.stdout_text(), String::from_utf8_lossy(&out.stderr));
+    out.stdout_text()
+}
+
+/// git without the user's or the system's configuration, as a fixed identity.
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
+    let run = Run::new("git")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.invalid"])
+        .env("GIT_AUTHOR_NAME", "CI")
+        .env("GIT_AUTHOR_EMAIL", "ci@example.invalid")
+        .env("GIT_COMMITTER_NAME", "CI")
+        .env("GIT_COMMITTER_EMAIL", "ci@example.invalid")
         .arg("-C")
         .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        .args(args);
+    must(run, Duration::from_secs(60)).trim().to_owned()
 }
 
 /// A port free on `ip` now.
@@ -146,13 +157,10 @@ impl Fleet {
         let root = tmp.path().to_owned();
         let gateway = lab.state().gateway.clone();
         let (sk, pk) = (root.join("cache.sk"), root.join("cache.pk"));
-        let out = Command::new("nix-store")
-            .args(["--generate-binary-cache-key", "agent-test-1"])
-            .arg(&sk)
-            .arg(&pk)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        must(
+            Run::new("nix-store").args(["--generate-binary-cache-key", "agent-test-1"]).arg(&sk).arg(&pk),
+            Duration::from_secs(60),
+        );
         let public = std::fs::read_to_string(&pk).unwrap().trim().to_owned();
         let repo = root.join("fleet.git");
         std::fs::create_dir_all(&repo).unwrap();
@@ -208,25 +216,21 @@ impl Fleet {
         wait_port(&self.gateway, self.cache_port);
     }
 
+    /// The channel's options: this fleet's repository, its cache (without
+    /// compression: promotions in tests should not spend minutes in xz), key
+    /// and state, and Nix without substituters or sandbox.
     fn channel_args(&self) -> Vec<String> {
-        [
-            "--repo",
-            self.repo.to_str().unwrap(),
-            "--cache",
-            // No compression: promotions in tests should not spend minutes in xz.
-            &format!("file://{}?compression=none", self.cache.display()),
-            "--signing-key",
-            self.sk.to_str().unwrap(),
-            "--state-dir",
-            self.root().join("channel-state").to_str().unwrap(),
-            "--nix-option",
-            "substituters=",
-            "--nix-option",
-            "sandbox=false",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+        let cache = format!("file://{}?compression=none", self.cache.display());
+        let state = self.root().join("channel-state");
+        let pairs = [
+            ("--repo", self.repo.to_str().unwrap()),
+            ("--cache", cache.as_str()),
+            ("--signing-key", self.sk.to_str().unwrap()),
+            ("--state-dir", state.to_str().unwrap()),
+            ("--nix-option", "substituters="),
+            ("--nix-option", "sandbox=false"),
+        ];
+        pairs.iter().flat_map(|(k, v)| [(*k).to_owned(), (*v).to_owned()]).collect()
     }
 
     /// `fleetgate channel serve` on the bridge (same port and database every time).
@@ -313,23 +317,37 @@ impl Fleet {
         let names: Vec<&str> = setups.iter().map(|(h, _)| *h).collect();
         let systems = self.lab.build(&names).expect("build");
         let history = self.root().join("history.sqlite");
-        let out = Command::new(FLEETGATE)
+        let deploy = Run::new(FLEETGATE)
             .arg("deploy")
             .arg(format!("path:{}#{}", self.lab.fleet_dir().display(), names.join(",")))
             .arg("--history")
             .arg(history)
             .args(["--strategy", "all", "--confirm-timeout", "30"])
-            .env("NIX_CONFIG", fleetgate_lab::lab::NIX_CONFIG)
-            .output()
-            .expect("fleetgate deploy runs");
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .env("NIX_CONFIG", fleetgate_lab::lab::NIX_CONFIG);
+        must(deploy, Duration::from_secs(900));
         systems
+    }
+
+    /// A new generation of `hosts`: every host's knobs at `revision` (and
+    /// `edit`ed), built, and a commit for it; returns the commit and the
+    /// systems.
+    pub fn release(
+        &self,
+        hosts: &[&str],
+        revision: u64,
+        message: &str,
+        edit: impl Fn(&str, &mut fleetgate_lab::fixture::HostKnobs),
+    ) -> (String, BTreeMap<String, String>) {
+        for h in hosts {
+            self.lab
+                .edit_host(h, |k| {
+                    k.revision = revision;
+                    edit(h, k);
+                })
+                .expect("edit");
+        }
+        let systems = self.lab.build(hosts).expect("build");
+        (self.commit(message), systems)
     }
 
     /// A commit in the fleet's repository (pushed); returns its id.
@@ -343,14 +361,12 @@ impl Fleet {
 
     /// CI's promotion from the command line: cache, branch, manifest next to the cache.
     pub fn promote(&self, host: &str, commit: &str, system: &str) {
-        let out = Command::new(FLEETGATE)
+        let promote = Run::new(FLEETGATE)
             .args(["channel", "promote", "--host", host, "--commit", commit, "--system", system])
             .args(self.channel_args())
             .env("HOME", self.root())
-            .env("XDG_CACHE_HOME", self.root().join(".cache"))
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0), "promote {host}: {}", String::from_utf8_lossy(&out.stderr));
+            .env("XDG_CACHE_HOME", self.root().join(".cache"));
+        must(promote, Duration::from_secs(600));
     }
 
     /// CI's promotion through serve's signed hook (GitHub Actions style);
@@ -361,23 +377,27 @@ impl Fleet {
         );
         let body_file = self.root().join("hook-body.json");
         std::fs::write(&body_file, &body).unwrap();
-        let hmac = Command::new("openssl")
-            .args(["dgst", "-sha256", "-hmac", &self.hook_secret])
-            .arg(&body_file)
-            .output()
-            .unwrap();
-        let hex = String::from_utf8_lossy(&hmac.stdout).rsplit(' ').next().unwrap().trim().to_owned();
-        let answer = Command::new("curl")
-            .args(["-sS", "--max-time", "30", "-X", "POST", "-H", "Content-Type: application/json"])
-            .args(["-H", &format!("X-Hub-Signature-256: sha256={hex}"), "--data-binary"])
-            .arg(format!("@{}", body_file.display()))
-            .arg(format!("{}/hooks/github", self.server_url()))
-            .output()
-            .unwrap();
-        let job: serde_json::Value = serde_json::from_slice(&answer.stdout).unwrap_or_else(|_| panic!("{answer:?}"));
+        let hmac = must(
+            Run::new("openssl").args(["dgst", "-sha256", "-hmac", &self.hook_secret]).arg(&body_file),
+            Duration::from_secs(30),
+        );
+        let hex = hmac.rsplit(' ').next().unwrap().trim().to_owned();
+        let answer = must(
+            Run::new("curl")
+                .args(["-sS", "--max-time", "30", "-X", "POST", "-H", "Content-Type: application/json"])
+                .args(["-H", &format!("X-Hub-Signature-256: sha256={hex}"), "--data-binary"])
+                .arg(format!("@{}", body_file.display()))
+                .arg(format!("{}/hooks/github", self.server_url())),
+            Duration::from_secs(60),
+        );
+        let job: serde_json::Value = serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{answer}"));
         let url = format!("{}{}", self.server_url(), job["status_url"].as_str().unwrap_or_else(|| panic!("{job}")));
         let done = poll_until(Duration::from_secs(180), || {
-            let out = Command::new("curl").args(["-sS", "--max-time", "10", &url]).output().ok()?;
+            let (_, out) = Run::new("curl")
+                .args(["-sS", "--max-time", "10", &url])
+                .timeout(Duration::from_secs(30))
+                .run_unchecked()
+                .ok()?;
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
             matches!(v["state"].as_str(), Some("succeeded" | "failed")).then_some(v)
         });
@@ -387,9 +407,11 @@ impl Fleet {
 
     /// The server's fleet status (`GET /v1/hosts`).
     pub fn server_status(&self) -> serde_json::Value {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "10", &format!("{}/v1/hosts", self.server_url())])
-            .output()
+        let url = format!("{}/v1/hosts", self.server_url());
+        let (_, out) = Run::new("curl")
+            .args(["-sS", "--max-time", "10", &url])
+            .timeout(Duration::from_secs(30))
+            .run_unchecked()
             .unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
@@ -495,12 +517,13 @@ impl Fleet {
 }
 
 impl Fleet {
-    /// Stops the servers and brings the lab down; returns what was left behind.
-    pub fn lab_down(self) -> Vec<String> {
+    /// Stops the servers, brings the lab down and asserts nothing was left behind.
+    pub fn down(self) {
         let Fleet { lab, serve, cache_server, .. } = self;
         drop(serve);
         drop(cache_server);
-        lab.down().expect("down")
+        let left = lab.down().expect("down");
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 }
 

@@ -123,6 +123,10 @@ pub struct Agent<'a> {
     pub clock: &'a mut dyn Clock,
     /// Log lines (the journal).
     pub log: &'a mut dyn FnMut(&str),
+    /// Set when the poll did more than ask whether anything changed
+    /// (verified, fetched, checked, applied, recovered): the daemon then
+    /// starts afresh, so that its idle memory is its baseline again.
+    pub worked: bool,
 }
 
 impl Agent<'_> {

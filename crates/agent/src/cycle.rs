@@ -161,6 +161,10 @@ fn steps(a: &mut Agent<'_>, opts: PollOptions) -> End {
     if let Some(end) = closure(a, &system, &commit, &desired.manifest.nar_hash, opts) {
         return end;
     }
+    if !opts.dry_run && still_waits(a, &system, &now_state) {
+        return End::Pending;
+    }
+    a.worked = true;
     let facts = match a.host.facts() {
         Ok(f) => f,
         Err(e) => return a.failed(&system, &commit, format!("cannot gather this host's facts: {e}"), &[]),
@@ -211,6 +215,16 @@ fn steps(a: &mut Agent<'_>, opts: PollOptions) -> End {
         Action::Switch => apply_switch(a, &facts, &system, &commit, &plan.findings),
         Action::Boot => apply_reboot(a, &facts, &system, &commit, &plan.findings),
     }
+}
+
+/// A reboot found pending for `system` under this very boot and running
+/// system, that still may not happen now: nothing new to learn from facts
+/// and a check, nothing to do.
+fn still_waits(a: &Agent<'_>, system: &str, now: &fleetgate_apply::machine::HostState) -> bool {
+    let Some(p) = &a.state.pending_reboot else { return false };
+    let same = p.system == system && p.under.as_ref() == Some(&(now.boot_id.clone(), now.current.clone()));
+    let may = a.cfg.reboot.allow && a.cfg.reboot.window.is_none_or(|w| w.contains(a.clock.minute_of_day()));
+    same && !may
 }
 
 /// `Fetch` and `Accept`; `None` goes on with the desired manifest.
@@ -279,6 +293,7 @@ fn fetch(a: &mut Agent<'_>) -> Option<End> {
 /// `Verify` and `Realise`; `None` goes on.
 fn closure(a: &mut Agent<'_>, system: &str, commit: &str, nar_hash: &str, opts: PollOptions) -> Option<End> {
     if a.state.verified.as_deref() != Some(system) {
+        a.worked = true;
         match a.store.verify(system, nar_hash) {
             Ok(c) => {
                 a.log(&format!("{} holds the closure of {system}: {} path(s), signed", c.cache, c.paths));
@@ -427,13 +442,19 @@ fn reboot_reasons(findings: &[Finding]) -> Vec<String> {
     reasons.into_iter().map(str::to_owned).collect()
 }
 
-fn pending(a: &mut Agent<'_>, system: &str, commit: &str, why: String, findings: &[Finding]) -> End {
+fn pending(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, why: String, findings: &[Finding]) -> End {
     let reasons = reboot_reasons(findings);
+    let under = Some((
+        facts.boot_id.clone().unwrap_or_default(),
+        facts.current_system.as_ref().map(|s| s.path.clone()).unwrap_or_default(),
+    ));
     let same = a.state.pending_reboot.as_ref().is_some_and(|p| p.system == system && p.why == why);
-    if !same {
+    if let Some(p) = a.state.pending_reboot.as_mut().filter(|_| same) {
+        p.under = under;
+    } else {
         a.log(&format!("commit {} needs a reboot, which waits: {why}", short(commit)));
         a.state.pending_reboot =
-            Some(PendingReboot { system: system.to_owned(), why: why.clone(), reasons, since: a.clock.unix() });
+            Some(PendingReboot { system: system.to_owned(), why: why.clone(), reasons, since: a.clock.unix(), under });
         a.record(
             ResultRecord::new(
                 Said::Skipped,
@@ -452,6 +473,7 @@ fn apply_reboot(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, fi
     if !a.cfg.reboot.allow {
         return pending(
             a,
+            facts,
             system,
             commit,
             "this agent may not reboot the host (reboot.allow is false)".into(),
@@ -461,7 +483,7 @@ fn apply_reboot(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, fi
     if let Some(w) = a.cfg.reboot.window {
         let now = a.clock.minute_of_day();
         if !w.contains(now) {
-            return pending(a, system, commit, format!("outside the reboot window {}", w.describe()), findings);
+            return pending(a, facts, system, commit, format!("outside the reboot window {}", w.describe()), findings);
         }
         let delay = crate::window::reboot_delay(a.cfg.reboot.randomized_delay, w.left(now));
         if !delay.is_zero() {

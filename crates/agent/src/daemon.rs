@@ -63,6 +63,40 @@ fn identity(path: &PathBuf) -> Option<(PathBuf, u64, std::time::SystemTime)> {
     Some((real, meta.len(), meta.modified().ok()?))
 }
 
+/// Set when the daemon started itself afresh: `<wait ms> <failures>`.
+const AFRESH: &str = "FLEETGATE_AGENT_AFRESH";
+
+/// After a poll that worked (fetched, checked, applied), the daemon becomes
+/// a new image of itself (`execve`, same arguments; its state is on disk):
+/// what the work touched — the check's code, the closure's metadata, the
+/// allocator's high-water mark — is gone, and the idle daemon is back at its
+/// baseline memory. Returns only if that failed. The one-agent lock is
+/// released by the exec and taken again at once by the new image.
+fn start_afresh(wait: Duration, failures: u32) -> std::io::Error {
+    use std::os::unix::process::CommandExt as _;
+    match std::env::current_exe() {
+        Ok(exe) => std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(AFRESH, format!("{} {failures}", wait.as_millis()))
+            .exec(),
+        Err(e) => e,
+    }
+}
+
+/// How a daemon started afresh goes on: the failures so far and the wait
+/// before its first poll.
+fn resumed() -> (u32, Option<Duration>) {
+    let Some(text) = std::env::var_os(AFRESH) else { return (0, None) };
+    let text = text.to_string_lossy().into_owned();
+    let mut words = text.split_whitespace().map(str::parse::<u64>);
+    match (words.next(), words.next()) {
+        (Some(Ok(ms)), Some(Ok(failures))) => {
+            (u32::try_from(failures).unwrap_or(u32::MAX), Some(Duration::from_millis(ms.min(24 * 3600 * 1000))))
+        }
+        _ => (0, None),
+    }
+}
+
 /// A log line on stderr (the journal adds the time; elsewhere it is here).
 pub fn log_line(line: &str) {
     let now = jiff::Zoned::now();
@@ -139,13 +173,20 @@ pub fn run(cfg: &AgentConfig, opts: &RunOptions) -> Result<End, DaemonError> {
         crate::metrics::serve(addr, shared.clone()).map_err(|source| DaemonError::Metrics { addr, source })?;
     }
     let watched: Vec<_> = opts.exit_when_changed.iter().map(|p| (p.clone(), identity(p))).collect();
-    let mut failures = 0u32;
+    let (mut failures, resumed_wait) = resumed();
+    if !opts.once && resumed_wait.is_none() {
+        log_line(&format!("starting for host {} ({} s between polls)", cfg.host, cfg.poll_interval.as_secs()));
+    }
     let mut first = true;
     loop {
         if first {
             first = false;
             let soon = dir.load().map(|s| s.attempt.is_some()).unwrap_or(false);
-            let wait = if opts.once { Duration::ZERO } else { crate::backoff::first_poll(cfg.poll_interval, soon) };
+            let wait = match resumed_wait {
+                _ if opts.once => Duration::ZERO,
+                Some(wait) => wait,
+                None => crate::backoff::first_poll(cfg.poll_interval, soon),
+            };
             if !wait.is_zero() && !clock.sleep(wait) {
                 return Ok(End::Idle);
             }
@@ -163,11 +204,12 @@ pub fn run(cfg: &AgentConfig, opts: &RunOptions) -> Result<End, DaemonError> {
                 sink: sink.as_mut().map(|s| s as &mut dyn Sink),
                 clock: &mut clock,
                 log: &mut log,
+                worked: false,
             };
             let end = poll(&mut agent, PollOptions { dry_run: opts.dry_run });
-            (end, agent.state)
+            (end, agent.state, agent.worked)
         };
-        let (end, state) = end;
+        let (end, state, worked) = end;
         if !opts.dry_run {
             write_metrics(cfg, &state, &mut host, &dir, &shared, clock.unix());
         }
@@ -181,6 +223,11 @@ pub fn run(cfg: &AgentConfig, opts: &RunOptions) -> Result<End, DaemonError> {
             return Ok(end);
         }
         let wait = crate::backoff::next_poll(cfg.poll_interval, cfg.max_backoff, failures);
+        if worked && !clock.stopped() {
+            // Everything it needs is on disk: the new image sleeps `wait`, then polls.
+            let error = start_afresh(wait, failures);
+            log_line(&format!("cannot start afresh ({error}); going on in this process"));
+        }
         if !clock.sleep(wait) || clock.stopped() {
             log_line("stopping (signal)");
             return Ok(end);

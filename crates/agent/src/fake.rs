@@ -35,6 +35,8 @@ pub struct FakeHost {
     pub unreachable: BTreeSet<String>,
     /// What the last change had to keep reaching.
     pub must_reach: Vec<String>,
+    /// Times the facts were gathered.
+    pub facts_gathered: u32,
 }
 
 /// A plan of `action` resting on `findings`.
@@ -54,6 +56,7 @@ impl FakeHost {
             reboots: 0,
             unreachable: BTreeSet::new(),
             must_reach: Vec::new(),
+            facts_gathered: 0,
         }
     }
 }
@@ -64,6 +67,7 @@ impl Host for FakeHost {
     }
 
     fn facts(&mut self) -> Result<Facts, String> {
+        self.facts_gathered += 1;
         let s = self.m.state().map_err(|e| e.to_string())?;
         let info = |p: &str| Some(SystemInfo { path: p.to_owned(), ..SystemInfo::default() });
         Ok(Facts {

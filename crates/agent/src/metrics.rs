@@ -192,7 +192,13 @@ mod tests {
     fn metrics_say_what_the_state_says_and_are_served_on_loopback() {
         let cfg = crate::config::sample();
         let mut state = AgentState {
-            pending_reboot: Some(PendingReboot { system: "/s".into(), why: "w".into(), reasons: vec![], since: 1 }),
+            pending_reboot: Some(PendingReboot {
+                system: "/s".into(),
+                why: "w".into(),
+                reasons: vec![],
+                since: 1,
+                under: None,
+            }),
             ..AgentState::default()
         };
         state.fetch.error = Some("down".into());

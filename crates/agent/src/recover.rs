@@ -65,6 +65,7 @@ pub fn recover(a: &mut Agent<'_>) -> Option<End> {
 }
 
 fn finish(a: &mut Agent<'_>, attempt: &Attempt) -> End {
+    a.worked = true;
     let intent_run = matches!(attempt.kind, AttemptKind::Reboot { .. }).then_some(attempt.run_id.as_str());
     if let Err(end) = lock(a, &attempt.run_id, intent_run) {
         return end;
@@ -155,6 +156,7 @@ fn foreign_intent(a: &mut Agent<'_>) -> Option<End> {
             return None;
         }
     };
+    a.worked = true;
     let own = format!("agent-resume-{}", std::process::id());
     if let Err(end) = lock(a, &own, Some(&intent.run_id)) {
         return Some(end);

@@ -123,6 +123,10 @@ pub struct PendingReboot {
     pub reasons: Vec<String>,
     /// Since when.
     pub since: u64,
+    /// The boot id and running system it was decided under: while they
+    /// hold, the decision holds (no new facts and check each poll).
+    #[serde(default)]
+    pub under: Option<(String, String)>,
 }
 
 /// Conditional-fetch validators of the last document.

@@ -246,6 +246,7 @@ mod tests {
                 why: "outside the reboot window 01:00-05:00".into(),
                 reasons: vec!["inhibitor".into()],
                 since: 1_100,
+                under: None,
             }),
             last_result: Some(ResultRecord::new(
                 Outcome::Skipped,

@@ -35,6 +35,7 @@ struct World {
     log: Vec<String>,
     key: SecretKey,
     dry_run: bool,
+    last_worked: bool,
 }
 
 impl World {
@@ -59,6 +60,7 @@ impl World {
             log: vec![],
             key,
             dry_run: false,
+            last_worked: false,
             _tmp: tmp,
         }
     }
@@ -106,8 +108,11 @@ impl World {
                 sink: Some(&mut self.sink),
                 clock: &mut self.clock,
                 log: &mut log,
+                worked: false,
             };
-            poll(&mut a, PollOptions { dry_run: self.dry_run })
+            let end = poll(&mut a, PollOptions { dry_run: self.dry_run });
+            self.last_worked = a.worked;
+            end
         };
         self.log.extend(lines);
         self.clock.unix += 60;
@@ -136,6 +141,7 @@ fn a_promoted_build_is_switched_to_reported_and_then_up_to_date() {
     let mut w = World::new("");
     w.promote("new", T0 - 10);
     assert_eq!(w.poll(), End::Applied, "{:#?}", w.log);
+    assert!(w.last_worked, "the daemon starts afresh after this poll");
     w.at("new", "old");
     assert_eq!(w.store.realised, [sys("new")]);
     assert_eq!(w.last().0, Said::Applied);
@@ -145,6 +151,7 @@ fn a_promoted_build_is_switched_to_reported_and_then_up_to_date() {
     // The next poll: not modified, up to date, nothing done, nothing new said.
     let reports = w.sink.got.len();
     assert_eq!(w.poll(), End::Idle);
+    assert!(!w.last_worked, "not after an idle one");
     assert!(w.source.asked_with.last().is_some_and(|v| v.0.is_some()), "the second fetch is conditional");
     assert_eq!(w.sink.got.len(), reports, "nothing changed, nothing reported");
     assert_eq!(w.store.realised.len(), 1);
@@ -220,10 +227,13 @@ fn a_reboot_outside_the_window_is_pending_and_reported_not_done() {
     let report = w.sink.got.last().expect("reported");
     let pending = report.pending_reboot.as_ref().expect("pending in the report");
     assert_eq!(pending.reasons, ["inhibitor"]);
-    // Polls outside the window change nothing and say nothing new.
-    let n = w.sink.got.len();
+    // Polls outside the window change nothing, say nothing new, and do no
+    // work: no facts, no check (the decision holds under the same boot).
+    let (n, gathered) = (w.sink.got.len(), w.host.facts_gathered);
     assert_eq!(w.poll(), End::Pending);
-    assert_eq!(w.sink.got.len(), n);
+    assert_eq!(w.poll(), End::Pending);
+    assert_eq!((w.sink.got.len(), w.host.facts_gathered), (n, gathered));
+    assert!(!w.last_worked, "an idle poll");
     // Inside the window it goes.
     w.clock.minute = 90;
     assert_eq!(w.poll(), End::Rebooting);

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use fleetgate_agent::config::{AgentConfig, ConfigError, ConfigFile, DEFAULT_CONFIG, Flags, parse_span};
-use fleetgate_agent::daemon::{RunOptions, log_line, run};
+use fleetgate_agent::daemon::{RunOptions, run};
 use fleetgate_agent::state::StateDir;
 
 use crate::facts_cmd::CliError;
@@ -184,9 +184,6 @@ pub fn run_agent(args: &AgentArgs) -> ExitCode {
                 dry_run: args.dry_run,
                 exit_when_changed: args.exit_when_changed.clone(),
             };
-            if !args.once {
-                log_line(&format!("starting for host {} ({} s between polls)", cfg.host, cfg.poll_interval.as_secs()));
-            }
             match run(&cfg, &opts) {
                 Ok(end) => {
                     if let fleetgate_agent::cycle::End::DryRun(text) = &end {

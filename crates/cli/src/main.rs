@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
+mod agent_cmd;
 mod check_cmd;
 mod deploy_cmd;
 mod exit;
@@ -51,6 +52,8 @@ enum Command {
     Completions(generate_cmd::CompletionsArgs),
     /// Print the manual page (roff), or write one page per command into a directory.
     Man(generate_cmd::ManArgs),
+    /// On a host: upgrade to its tested build only (signed manifest, cache, same pre-flight, verified reboot).
+    Agent(agent_cmd::AgentArgs),
 }
 
 impl Command {
@@ -62,8 +65,12 @@ impl Command {
             Command::Deploy(a) => a.run.json,
             Command::Rollback(a) => a.run.json,
             Command::History(a) => a.json,
-            // `channel` prints its own JSON documents, failures included.
-            Command::Channel(_) | Command::ResumePending(_) | Command::Completions(_) | Command::Man(_) => false,
+            // `channel` and `agent` print their own JSON documents, failures included.
+            Command::Channel(_)
+            | Command::Agent(_)
+            | Command::ResumePending(_)
+            | Command::Completions(_)
+            | Command::Man(_) => false,
         }
     }
 }
@@ -90,6 +97,7 @@ fn main() -> ExitCode {
         Command::History(args) => history_cmd::run(&args),
         Command::Completions(args) => generate_cmd::completions(&args, command()),
         Command::Man(args) => generate_cmd::man(&args, command()),
+        Command::Agent(args) => Ok(agent_cmd::run_agent(&args)),
     };
     match result {
         Ok(code) => code,

@@ -34,6 +34,7 @@ pub mod events;
 pub mod fleet;
 pub mod health;
 pub mod history;
+pub mod history_query;
 pub mod host;
 pub mod inventory;
 pub mod lock;

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// CI side: promote tested builds to per-host channels (cache, branch, signed manifest).
-    Channel(fleetgate_channel::cli::ChannelArgs),
+    Channel(fleetgate_server::cli::ChannelArgs),
     /// What fleetgate knows about a host: root device chain and drivers, systems, boot loader.
     Facts(facts_cmd::FactsArgs),
     /// Decide before deploying whether a system will boot on a host, and whether it can switch live.
@@ -34,7 +34,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Channel(args) => fleetgate_channel::cli::run(args),
+        Command::Channel(args) => fleetgate_server::cli::run(args),
         Command::Facts(args) => facts_cmd::run(&args),
         Command::Check(args) => check_cmd::run(&args),
         Command::Deploy(args) => deploy_cmd::run(&args),

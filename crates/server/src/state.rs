@@ -10,17 +10,17 @@ use sha2::Digest as _;
 
 use tokio::sync::watch;
 
-use super::ServerConfig;
-use super::connections::Limits;
-use super::db::Db;
-use super::jobs::JobTable;
-use super::log_limit::RateLimitedLine;
-use super::tokens::HostTokens;
-use crate::error::ChannelError;
-use crate::host::HostName;
-use crate::manifest::SignedManifest;
-use crate::promote::{ChannelConfig, ManifestSink};
-use crate::secret::Secret;
+use crate::ServerConfig;
+use crate::connections::Limits;
+use crate::db::Db;
+use crate::jobs::JobTable;
+use crate::log_limit::RateLimitedLine;
+use crate::tokens::HostTokens;
+use fleetgate_channel::error::ChannelError;
+use fleetgate_channel::host::HostName;
+use fleetgate_channel::manifest::SignedManifest;
+use fleetgate_channel::promote::{ChannelConfig, ManifestSink};
+use fleetgate_channel::secret::Secret;
 
 /// A manifest ready to send.
 #[derive(Debug)]

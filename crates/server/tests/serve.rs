@@ -11,10 +11,10 @@ use fleetgate_channel::SignedManifest;
 use fleetgate_channel::git::Mirror;
 use fleetgate_channel::lock::RepoLock;
 use fleetgate_channel::secret::Secret;
-use fleetgate_channel::server::github;
-use fleetgate_channel::server::tokens::HostTokens;
-use fleetgate_channel::server::{ServerConfig, start};
 use fleetgate_nix::PublicKey;
+use fleetgate_server::github;
+use fleetgate_server::tokens::HostTokens;
+use fleetgate_server::{ServerConfig, start};
 
 const HOOK_SECRET: &str = "hook-secret-do-not-log-0123456789";
 const HOST_TOKEN: &str = "report-token-web1-abcdefghijklmnop";
@@ -262,7 +262,7 @@ fn reports_are_kept_a_hundred_per_host() {
     for i in 0..130 {
         assert_eq!(http.report("web1", HOST_TOKEN, &format!(r#"{{"status":"ok","message":"report {i}"}}"#)), 204);
     }
-    let stored = fleetgate_channel::server::db::Db::open(&db).unwrap();
+    let stored = fleetgate_server::db::Db::open(&db).unwrap();
     assert_eq!(stored.report_count("web1").unwrap(), 100);
     assert_eq!(stored.last_report("web1").unwrap().unwrap().message.as_deref(), Some("report 129"));
 }

@@ -1,4 +1,4 @@
-//! `fleetgate-channel serve` as a real process, for what only a process shows: its exit
+//! `fleetgate-serve` (`fleetgate channel serve`) as a real process, for what only a process shows: its exit
 //! code, its log, and what it does on SIGTERM. Every wait has a deadline and ends on an
 //! observable event (a log line, the process's exit), never on a sleep.
 use std::io::BufRead as _;
@@ -28,11 +28,11 @@ pub struct StartFailure {
 }
 
 impl ServeProcess {
-    /// Starts `fleetgate-channel serve --listen 127.0.0.1:0 ARGS…` in `cwd` and waits (at
+    /// Starts `fleetgate-serve --listen 127.0.0.1:0 ARGS…` in `cwd` and waits (at
     /// most 60 s) for it to say where it listens.
     pub fn start(cwd: &Path, args: &[&str]) -> Result<Self, StartFailure> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fleetgate-channel"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fleetgate-serve"))
+            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .current_dir(cwd)
             // Nix keeps its caches under $HOME: the test's directory, not the user's.

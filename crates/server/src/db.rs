@@ -10,7 +10,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension as _, params};
 use serde::Serialize;
 
-use crate::error::ChannelError;
+use fleetgate_channel::error::ChannelError;
 
 /// How many reports are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

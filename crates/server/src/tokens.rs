@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use sha2::Digest as _;
 
-use crate::error::ChannelError;
-use crate::host::HostName;
-use crate::secret::{MIN_SECRET_CHARS, Secret};
+use fleetgate_channel::error::ChannelError;
+use fleetgate_channel::host::HostName;
+use fleetgate_channel::secret::{MIN_SECRET_CHARS, Secret};
 
 /// Largest host tokens file read (one line per host).
 pub const MAX_TOKENS_FILE: u64 = 1 << 20;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{Env, ServeProcess};
 use fleetgate_channel::git::Mirror;
 use fleetgate_channel::lock::RepoLock;
-use fleetgate_channel::server::github;
+use fleetgate_server::github;
 use rustix::process::Signal;
 
 const SECRET: &str = "shutdown-test-hook-secret-0123456789";

@@ -12,7 +12,7 @@
 //! - **Shutdown** ([`serve`]'s `shutdown` future resolves): the listener closes; idle
 //!   connections are closed at once, requests in progress get [`REQUEST_GRACE`], then
 //!   every connection still open (a client holding a half-sent request) is cut.
-//!   What happens to running promotions is the caller's business (`super::lifecycle`).
+//!   What happens to running promotions is the caller's business (`crate::lifecycle`).
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::log_limit::RateLimitedLine;
-use super::state::Log;
+use crate::log_limit::RateLimitedLine;
+use crate::state::Log;
 
 /// How long requests in progress may take once shutdown began.
 pub const REQUEST_GRACE: Duration = Duration::from_secs(2);

@@ -7,10 +7,10 @@ use axum::http::StatusCode;
 use fleetgate_nix::Nix;
 use serde_json::json;
 
-use super::jobs::JobState;
-use super::routes::error_status;
-use super::state::AppState;
-use crate::promote::{ChannelConfig, PromoteRequest, promote_with};
+use crate::jobs::JobState;
+use crate::routes::error_status;
+use crate::state::AppState;
+use fleetgate_channel::promote::{ChannelConfig, PromoteRequest, promote_with};
 
 /// Runs job `id` in the background.
 pub(crate) fn spawn(state: Arc<AppState>, id: String, nix: Nix, cfg: ChannelConfig, req: PromoteRequest) {

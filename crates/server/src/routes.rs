@@ -11,14 +11,14 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::connections::read_body;
-use super::db::Report;
-use super::github;
-use super::jobs::{self, Job, Submitted};
-use super::state::{AppState, MAX_PENDING_JOBS, now};
-use crate::error::ChannelError;
-use crate::host::HostName;
-use crate::promote::PromoteRequest;
+use crate::connections::read_body;
+use crate::db::Report;
+use crate::github;
+use crate::jobs::{self, Job, Submitted};
+use crate::state::{AppState, MAX_PENDING_JOBS, now};
+use fleetgate_channel::error::ChannelError;
+use fleetgate_channel::host::HostName;
+use fleetgate_channel::promote::PromoteRequest;
 
 /// The service's routes; every request body is read by [`read_body`] first (deadline,
 /// size cap).
@@ -134,7 +134,7 @@ async fn github_hook(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
         }
     };
     let response = accepted(&job, false);
-    super::promotions::spawn(state, job.id, nix, cfg, req);
+    crate::promotions::spawn(state, job.id, nix, cfg, req);
     response
 }
 
@@ -237,8 +237,8 @@ async fn report(
     let too_long = r.status.is_empty()
         || r.status.len() > 64
         || r.message.as_ref().is_some_and(|m| m.len() > 4096)
-        || r.commit.as_ref().is_some_and(|c| crate::commit::CommitId::parse(c).is_err())
-        || r.system.as_ref().is_some_and(|s| crate::store_path::validate(s).is_err());
+        || r.commit.as_ref().is_some_and(|c| fleetgate_channel::commit::CommitId::parse(c).is_err())
+        || r.system.as_ref().is_some_and(|s| fleetgate_channel::store_path::validate(s).is_err());
     if too_long {
         return error(
             StatusCode::BAD_REQUEST,
@@ -269,7 +269,7 @@ async fn fleet_status(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .map(|h| {
             let manifest = state.manifest(h).and_then(|m| {
-                let doc = crate::manifest::SignedManifest::parse(&m.body).ok()?;
+                let doc = fleetgate_channel::manifest::SignedManifest::parse(&m.body).ok()?;
                 doc.unverified().ok()
             });
             let report = db.last_report(h).ok().flatten();

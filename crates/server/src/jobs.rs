@@ -10,7 +10,7 @@
 //! one job: a redelivery gets the existing job back instead of a second promotion.
 //! Jobs live in memory: after a restart their ids are unknown (404). At shutdown queued
 //! jobs are dropped and running ones may finish within the shutdown deadline
-//! (`super::promotions`, `Limits::job_deadline`).
+//! (`crate::promotions`, `Limits::job_deadline`).
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetgate_channel::secret::Secret;
-use fleetgate_channel::server::tokens::HostTokens;
-use fleetgate_channel::server::{ServerConfig, start};
 use fleetgate_channel::{ChannelConfig, HostName, Manifest, PromoteRequest, SignedManifest, promote};
 use fleetgate_nix::{Nix, SecretKey, StoreUri};
+use fleetgate_server::tokens::HostTokens;
+use fleetgate_server::{ServerConfig, start};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -203,7 +203,7 @@ fn poll() {
     let static_dir = tmp.path().join("static");
     let db = tmp.path().join("serve.sqlite");
     {
-        let server_db = fleetgate_channel::server::db::Db::open(&db).unwrap();
+        let server_db = fleetgate_server::db::Db::open(&db).unwrap();
         for h in 0..hosts {
             let host = HostName::parse(&format!("host-{h}")).unwrap();
             let m = Manifest {

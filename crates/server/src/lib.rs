@@ -1,4 +1,6 @@
-//! `fleetgate channel serve`: the channel's HTTP service.
+//! `fleetgate-server`: fleetgate's HTTP service, `fleetgate channel serve`. The
+//! promotion logic it runs for hooks is `fleetgate-channel`'s; this crate is the service
+//! around it.
 //!
 //! - `POST /hooks/github` — a CI step (GitHub Actions or anything that can compute an
 //!   HMAC) asks for a promotion; the body is signed with `X-Hub-Signature-256`. The
@@ -14,6 +16,7 @@
 //! State lives in SQLite ([`db`]); manifests are also kept in memory, ready to send.
 //! Connections are served by [`connections`] (timeouts, a connection cap, graceful
 //! shutdown); log lines clients can cause are rate-limited ([`log_limit`]).
+pub mod cli;
 pub mod connections;
 pub mod db;
 pub mod github;
@@ -32,10 +35,10 @@ use std::time::Duration;
 
 use fleetgate_nix::Nix;
 
-use crate::error::ChannelError;
-use crate::promote::ChannelConfig;
-use crate::secret::Secret;
 pub use connections::Limits;
+use fleetgate_channel::error::ChannelError;
+use fleetgate_channel::promote::ChannelConfig;
+use fleetgate_channel::secret::Secret;
 pub use state::AppState;
 use state::Log;
 use tokens::HostTokens;

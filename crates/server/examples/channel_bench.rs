@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use fleetgate_channel::secret::Secret;
 use fleetgate_channel::{ChannelConfig, HostName, Manifest, PromoteRequest, SignedManifest, promote};
 use fleetgate_nix::{Nix, SecretKey, StoreUri};
+use fleetgate_server::store::Store as _;
 use fleetgate_server::tokens::HostTokens;
 use fleetgate_server::{ServerConfig, start};
 
@@ -203,7 +204,7 @@ fn poll() {
     let static_dir = tmp.path().join("static");
     let db = tmp.path().join("serve.sqlite");
     {
-        let server_db = fleetgate_server::db::Db::open(&db).unwrap();
+        let server_db = fleetgate_server::store::sqlite::SqliteStore::open(&db).unwrap();
         for h in 0..hosts {
             let host = HostName::parse(&format!("host-{h}")).unwrap();
             let m = Manifest {
@@ -220,7 +221,7 @@ fn poll() {
                 build: Some(format!("https://hydra.example/build/{h}")),
             };
             let doc = SignedManifest::sign(&m, &key).unwrap().to_document();
-            server_db.put_manifest(host.as_str(), &doc, &m.commit, &m.system, 0).unwrap();
+            server_db.put_manifest(host.as_str(), &doc, &m.commit, &m.system, 1_700_000_000, 0).unwrap();
             let dir = static_dir.join(format!("v1/hosts/{host}"));
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("manifest"), &doc).unwrap();
@@ -229,7 +230,9 @@ fn poll() {
     let server = start(
         ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            db,
+            store: db.into(),
+            read_tokens: Default::default(),
+            thresholds: Default::default(),
             hook_secret: Some(Secret::new("unused-secret-0123456789")),
             host_tokens: HostTokens::default(),
             channel: None,

@@ -11,8 +11,11 @@ use fleetgate_channel::ChannelError;
 use fleetgate_channel::cli::{ChannelCommand, ChannelOpts, channel_config, nix_for, report};
 use fleetgate_channel::secret::Secret;
 
+use fleetgate_status::Thresholds;
+
+use crate::auth::{MAX_READ_TOKENS_FILE, ReadTokens};
 use crate::tokens::{HostTokens, MAX_TOKENS_FILE};
-use crate::{Limits, ServerConfig};
+use crate::{Limits, ServerConfig, StoreConfig};
 
 /// Arguments of `fleetgate channel`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +43,24 @@ pub struct ServeArgs {
     /// SQLite database file.
     #[arg(long, default_value = "/var/lib/fleetgate/channel/serve.sqlite")]
     db: PathBuf,
+    /// PostgreSQL instead of SQLite, for several serve processes sharing one database: a
+    /// `postgresql://` URL or a `host=… dbname=…` string (password from
+    /// --postgres-password-file, never on the command line).
+    #[arg(long, value_name = "CONNINFO")]
+    postgres: Option<String>,
+    /// File holding the PostgreSQL password.
+    #[arg(long)]
+    postgres_password_file: Option<PathBuf>,
+    /// File with `<name> <token> [<host glob>,…]` lines: who may read the status and the
+    /// dashboard (each host's report token reads its own host).
+    #[arg(long)]
+    read_tokens_file: Option<PathBuf>,
+    /// systemd credential holding the read tokens file.
+    #[arg(long)]
+    read_tokens_credential: Option<String>,
+    /// Seconds without news after which a host is `stale`.
+    #[arg(long, default_value_t = 3600)]
+    stale_after: u64,
     /// File holding the webhook HMAC secret.
     #[arg(long)]
     hook_secret_file: Option<PathBuf>,
@@ -122,15 +143,36 @@ fn serve(a: ServeArgs) -> Result<ExitCode, ChannelError> {
         Some(text) => HostTokens::parse(&text)?,
         None => HostTokens::default(),
     };
+    let read_tokens = match Secret::load_optional_text(
+        "read tokens",
+        a.read_tokens_file.as_deref(),
+        a.read_tokens_credential.as_deref(),
+        MAX_READ_TOKENS_FILE,
+    )? {
+        Some(text) => ReadTokens::parse(&text)?,
+        None => ReadTokens::default(),
+    };
     let limits = a.limits()?;
+    if a.stale_after == 0 {
+        return Err(ChannelError::Config("--stale-after must be at least 1".into()));
+    }
+    let thresholds = Thresholds { stale_after: i64::try_from(a.stale_after).unwrap_or(i64::MAX) };
+    let store = match &a.postgres {
+        Some(conninfo) => StoreConfig::Postgres(postgres_conninfo(conninfo, a.postgres_password_file.as_deref())?),
+        None => {
+            if let Some(dir) = a.db.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| ChannelError::io("creating", dir, e))?;
+            }
+            StoreConfig::Sqlite(a.db.clone())
+        }
+    };
     let channel =
         if a.opts.promotion_configured() { Some((nix_for(&a.opts)?, channel_config(&a.opts)?)) } else { None };
-    if let Some(dir) = a.db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| ChannelError::io("creating", dir, e))?;
-    }
     let cfg = ServerConfig {
         listen: a.listen,
-        db: a.db,
+        store,
+        read_tokens,
+        thresholds,
         hook_secret,
         host_tokens,
         channel,
@@ -139,4 +181,27 @@ fn serve(a: ServeArgs) -> Result<ExitCode, ChannelError> {
     };
     crate::serve_forever(cfg, Arc::new(log_line))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The connection string with the password from `password_file` (a URL with a password
+/// in it is refused: it would show in `ps`).
+fn postgres_conninfo(conninfo: &str, password_file: Option<&std::path::Path>) -> Result<String, ChannelError> {
+    let parsed: ::postgres::Config = conninfo.parse().map_err(|e| ChannelError::Config(format!("--postgres: {e}")))?;
+    if parsed.get_password().is_some() {
+        return Err(ChannelError::Config(
+            "--postgres must not hold the password (it would show in ps): use --postgres-password-file".into(),
+        ));
+    }
+    let Some(file) = password_file else { return Ok(conninfo.to_owned()) };
+    let password = Secret::load_optional_text("PostgreSQL password", Some(file), None, 4096)?
+        .map(|s| s.expose().trim_end_matches(['\n', '\r']).to_owned())
+        .unwrap_or_default();
+    // key=value form: quoted, with \ and ' escaped (libpq's rules, which the crate follows).
+    let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
+    if conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://") {
+        return Err(ChannelError::Config(
+            "--postgres-password-file needs the key=value form of --postgres (host=… user=… dbname=…)".into(),
+        ));
+    }
+    Ok(format!("{conninfo} password='{quoted}'"))
 }

@@ -11,36 +11,50 @@
 //!   `If-None-Match` gets `304 Not Modified`, so idle agents cost almost nothing;
 //! - `POST /v1/hosts/<host>/report` — the host reports what it runs (per-host bearer
 //!   token);
-//! - `GET /v1/hosts` — fleet status as JSON.
+//! - `GET /v1/status`, `GET /v1/status/<host>` — the fleet's status model
+//!   (`fleetgate-status`), a page of hosts with the summary, one host with its last
+//!   reports ([`status_routes`]); `GET /v1/hosts` — the version-1 list;
+//! - `GET /metrics` — fleet gauges for Prometheus ([`metrics`]);
+//! - `GET /` and `/hosts/<host>` — the dashboard ([`dashboard`]).
 //!
-//! State lives in SQLite ([`db`]); manifests are also kept in memory, ready to send.
+//! Reading needs a read token or a host's own token ([`auth`]). State lives in SQLite or
+//! PostgreSQL ([`store`], versioned migrations); manifests and the fleet are also kept in
+//! memory ([`fleet_cache`]), refreshed from the store, so that several processes can share
+//! one PostgreSQL database.
 //! Connections are served by [`connections`] (timeouts, a connection cap, graceful
 //! shutdown); log lines clients can cause are rate-limited ([`log_limit`]).
+pub mod auth;
 pub mod cli;
 pub mod connections;
-pub mod db;
+pub mod dashboard;
+pub mod fleet_cache;
 pub mod github;
 pub mod jobs;
 pub mod log_limit;
+pub mod metrics;
 mod promotions;
 pub mod routes;
 pub mod state;
+pub mod status_routes;
+pub mod store;
 pub mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleetgate_nix::Nix;
 
+pub use auth::ReadTokens;
 pub use connections::Limits;
 use fleetgate_channel::error::ChannelError;
 use fleetgate_channel::promote::ChannelConfig;
 use fleetgate_channel::secret::Secret;
+use fleetgate_status::Thresholds;
 pub use state::AppState;
 use state::Log;
+pub use store::StoreConfig;
 use tokens::HostTokens;
 
 /// Everything `serve` needs.
@@ -48,8 +62,12 @@ use tokens::HostTokens;
 pub struct ServerConfig {
     /// Where to listen (loopback by default; put a TLS proxy in front for the world).
     pub listen: SocketAddr,
-    /// The SQLite database file (`:memory:` for a throwaway one).
-    pub db: PathBuf,
+    /// Where the state is: a SQLite file (`:memory:` for a throwaway one) or PostgreSQL.
+    pub store: StoreConfig,
+    /// Who may read the fleet's status (besides each host's own token).
+    pub read_tokens: ReadTokens,
+    /// When silence makes a host `stale`.
+    pub thresholds: Thresholds,
     /// The HMAC secret of `POST /hooks/github` (hook disabled without one).
     pub hook_secret: Option<Secret>,
     /// Per-host report tokens.
@@ -191,6 +209,26 @@ impl Signals {
     }
 }
 
+/// How often the fleet cache and manifests are brought up to date without a reader.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn refresh_forever(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(REFRESH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let failures = log_limit::RateLimitedLine::new(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let worker = state.clone();
+        let result = tokio::task::spawn_blocking(move || worker.refresh(false)).await;
+        if let Ok(Err(e)) = result
+            && let Some(line) =
+                failures.admit(std::time::Instant::now(), &format!("refreshing the fleet: {}", e.chain()))
+        {
+            (state.log)(&line);
+        }
+    }
+}
+
 /// Serves until `shutdown`, then lets go of the clients and waits for running
 /// promotions: at most [`Limits::job_deadline`], and not after `give_up`.
 async fn run(
@@ -202,6 +240,9 @@ async fn run(
     let limits = state.limits.clone();
     let log = state.log.clone();
     let app = routes::router(state.clone());
+    // The fleet and the manifests follow the store (other replicas' writes) even when
+    // nobody reads: agents polling manifests must see another replica's promotion.
+    let refresher = tokio::spawn(refresh_forever(state.clone()));
     let stopping = state.clone();
     let shutdown = async move {
         shutdown.await;
@@ -209,6 +250,7 @@ async fn run(
         stopping.stop_jobs();
     };
     connections::serve(listener, app, &limits, log.clone(), shutdown).await;
+    refresher.abort();
     if let Some(line) = state.bad_signatures.flush() {
         log(&format!("hook: {line} (requests with a missing or bad X-Hub-Signature-256)"));
     }

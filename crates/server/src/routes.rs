@@ -1,5 +1,4 @@
 //! HTTP handlers.
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Router;
@@ -8,14 +7,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use fleetgate_status::AgentReport;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth;
 use crate::connections::read_body;
-use crate::db::Report;
 use crate::github;
 use crate::jobs::{self, Job, Submitted};
 use crate::state::{AppState, MAX_PENDING_JOBS, now};
+use crate::status_routes;
 use fleetgate_channel::error::ChannelError;
 use fleetgate_channel::host::HostName;
 use fleetgate_channel::promote::PromoteRequest;
@@ -27,16 +28,16 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/hooks/github", post(github_hook))
         .route("/v1/jobs/{id}", get(job_status))
-        .route("/v1/hosts", get(fleet_status))
         .route("/v1/hosts/{host}/manifest", get(manifest))
         .route("/v1/hosts/{host}/report", post(report))
+        .merge(status_routes::routes())
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(limits, read_body))
         // The limit is read_body's; axum's own default (2 MiB) would only be in the way.
         .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
@@ -161,7 +162,7 @@ async fn job_status(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
     }
 }
 
-fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+pub(crate) fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -194,29 +195,8 @@ async fn manifest(State(state): State<Arc<AppState>>, Path(host): Path<String>, 
         .into_response()
 }
 
-/// What a host reports.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportBody {
-    /// `ok`, `failed`, … (at most 64 characters).
-    pub status: String,
-    /// The commit it runs.
-    pub commit: Option<String>,
-    /// The system it runs.
-    pub system: Option<String>,
-    /// Free text (at most 4096 characters).
-    pub message: Option<String>,
-}
-
-/// The token of an `Authorization: Bearer <token>` value. The scheme is
-/// case-insensitive (RFC 7235 section 2.1: `bearer`, `BEARER` are `Bearer`), separated
-/// from the token by one or more spaces.
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim_start_matches(' ');
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
+/// `POST /v1/hosts/<host>/report`: a host's agent reports (schema in
+/// `fleetgate_status::report`; version 1 and 2), authenticated with that host's token.
 async fn report(
     State(state): State<Arc<AppState>>,
     Path(host): Path<String>,
@@ -226,74 +206,23 @@ async fn report(
     if HostName::parse(&host).is_err() {
         return error(StatusCode::BAD_REQUEST, "invalid host name");
     }
-    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token).unwrap_or("");
+    let token =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(auth::bearer_token).unwrap_or("");
     if !state.host_tokens.check(&host, token) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token for this host");
     }
-    let r: ReportBody = match serde_json::from_slice(&body) {
+    let report = match AgentReport::parse(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let too_long = r.status.is_empty()
-        || r.status.len() > 64
-        || r.message.as_ref().is_some_and(|m| m.len() > 4096)
-        || r.commit.as_ref().is_some_and(|c| fleetgate_channel::commit::CommitId::parse(c).is_err())
-        || r.system.as_ref().is_some_and(|s| fleetgate_channel::store_path::validate(s).is_err());
-    if too_long {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "status must be 1-64 characters, message at most 4096, commit a full id, system a store path",
-        );
-    }
-    let rep = Report { received_at: now(), status: r.status, commit: r.commit, system: r.system, message: r.message };
-    let stored = state.db.lock().map_err(|_| ()).and_then(|db| db.add_report(&host, &rep).map_err(|_| ()));
-    match stored {
+    let document = String::from_utf8_lossy(&body).into_owned();
+    let stored = crate::state::blocking(state, move |state| {
+        state.store.add_report(&host, &report, &document, now())?;
+        state.fleet.invalidate();
+        Ok(())
+    });
+    match stored.await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(()) => error(StatusCode::INTERNAL_SERVER_ERROR, "could not store the report"),
-    }
-}
-
-async fn fleet_status(State(state): State<Arc<AppState>>) -> Response {
-    let mut hosts: BTreeSet<String> = state.host_tokens.hosts().cloned().collect();
-    if let Ok(m) = state.manifests.read() {
-        hosts.extend(m.keys().cloned());
-    }
-    let db = match state.db.lock() {
-        Ok(db) => db,
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "database lock poisoned"),
-    };
-    if let Ok(h) = db.reporting_hosts() {
-        hosts.extend(h);
-    }
-    let list: Vec<serde_json::Value> = hosts
-        .iter()
-        .map(|h| {
-            let manifest = state.manifest(h).and_then(|m| {
-                let doc = fleetgate_channel::manifest::SignedManifest::parse(&m.body).ok()?;
-                doc.unverified().ok()
-            });
-            let report = db.last_report(h).ok().flatten();
-            let in_sync = match (&manifest, &report) {
-                (Some(m), Some(r)) => r.commit.as_deref() == Some(m.commit.as_str()),
-                _ => false,
-            };
-            json!({ "host": h, "manifest": manifest, "report": report, "in_sync": in_sync })
-        })
-        .collect();
-    (StatusCode::OK, axum::Json(json!({ "hosts": list }))).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bearer_scheme_is_case_insensitive() {
-        for ok in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR   t0k"] {
-            assert_eq!(bearer_token(ok), Some("t0k"), "{ok}");
-        }
-        for bad in ["Basic t0k", "Bearer", "Bearer ", "Bearert0k", "t0k", "Bearer\tt0k"] {
-            assert_eq!(bearer_token(bad), None, "{bad}");
-        }
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "could not store the report"),
     }
 }

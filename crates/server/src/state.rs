@@ -1,5 +1,5 @@
-//! Shared server state: the database, the in-memory manifest table, secrets, and the
-//! promotion settings.
+//! Shared server state: the store, the in-memory manifest table and fleet, secrets, and
+//! the promotion settings.
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,10 +11,12 @@ use sha2::Digest as _;
 use tokio::sync::watch;
 
 use crate::ServerConfig;
+use crate::auth::ReadTokens;
 use crate::connections::Limits;
-use crate::db::Db;
+use crate::fleet_cache::FleetCache;
 use crate::jobs::JobTable;
 use crate::log_limit::RateLimitedLine;
+use crate::store::Store;
 use crate::tokens::HostTokens;
 use fleetgate_channel::error::ChannelError;
 use fleetgate_channel::host::HostName;
@@ -29,12 +31,26 @@ pub struct CachedManifest {
     pub etag: String,
     /// The document.
     pub body: axum::body::Bytes,
+    /// Its commit and system (to notice another replica's newer manifest).
+    pub commit: String,
+    /// Its system.
+    pub system: String,
+}
+
+impl CachedManifest {
+    fn of(doc: Vec<u8>) -> Option<CachedManifest> {
+        let inner = SignedManifest::parse(&doc).ok()?.unverified().ok()?;
+        Some(CachedManifest { etag: etag_of(&doc), commit: inner.commit, system: inner.system, body: doc.into() })
+    }
 }
 
 /// Everything handlers share.
 pub struct AppState {
     pub(crate) listen: SocketAddr,
-    pub(crate) db: Mutex<Db>,
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) fleet: FleetCache,
+    pub(crate) read_tokens: ReadTokens,
+    pub(crate) thresholds: fleetgate_status::Thresholds,
     pub(crate) manifests: RwLock<HashMap<String, Arc<CachedManifest>>>,
     pub(crate) hook_secret: Option<Secret>,
     pub(crate) host_tokens: HostTokens,
@@ -93,14 +109,21 @@ impl AppState {
         if let Some(secret) = &cfg.hook_secret {
             secret.require_strength("webhook secret")?;
         }
-        let db = Db::open(&cfg.db)?;
+        let store = cfg.store.open(crate::store::Retention::default())?;
         let mut manifests = HashMap::new();
-        for (host, doc) in db.manifests()? {
-            manifests.insert(host, Arc::new(CachedManifest { etag: etag_of(&doc), body: doc.into() }));
+        for (host, doc) in store.manifests()? {
+            if let Some(m) = CachedManifest::of(doc) {
+                manifests.insert(host, Arc::new(m));
+            }
         }
+        let fleet = FleetCache::new(cfg.host_tokens.hosts().cloned());
+        fleet.refresh(store.as_ref(), now(), cfg.thresholds, true)?;
         Ok(Self {
             listen: cfg.listen,
-            db: Mutex::new(db),
+            store,
+            fleet,
+            read_tokens: cfg.read_tokens,
+            thresholds: cfg.thresholds,
             manifests: RwLock::new(manifests),
             hook_secret: cfg.hook_secret,
             host_tokens: cfg.host_tokens,
@@ -147,11 +170,15 @@ impl AppState {
     pub fn put_manifest(&self, host: &HostName, m: &SignedManifest) -> Result<(), ChannelError> {
         let inner = m.unverified()?;
         let doc = m.to_document();
-        {
-            let db = self.db.lock().map_err(|_| ChannelError::Database("lock poisoned".into()))?;
-            db.put_manifest(host.as_str(), &doc, &inner.commit, &inner.system, now())?;
-        }
-        let cached = Arc::new(CachedManifest { etag: etag_of(&doc), body: doc.into() });
+        let created_at = i64::try_from(inner.created_at).unwrap_or(i64::MAX);
+        self.store.put_manifest(host.as_str(), &doc, &inner.commit, &inner.system, created_at, now())?;
+        self.fleet.invalidate();
+        let cached = Arc::new(CachedManifest {
+            etag: etag_of(&doc),
+            commit: inner.commit,
+            system: inner.system,
+            body: doc.into(),
+        });
         if let Ok(mut map) = self.manifests.write() {
             map.insert(host.to_string(), cached);
         }
@@ -162,6 +189,33 @@ impl AppState {
     pub fn manifest(&self, host: &str) -> Option<Arc<CachedManifest>> {
         self.manifests.read().ok()?.get(host).cloned()
     }
+
+    /// Brings the fleet (and the manifests another replica published) up to date with the
+    /// store, for `now`. Blocks on the store.
+    pub(crate) fn refresh(&self, force: bool) -> Result<(), ChannelError> {
+        let changed = self.fleet.refresh(self.store.as_ref(), now(), self.thresholds, force)?;
+        for (host, commit, system) in changed {
+            let stale = self.manifest(&host).is_none_or(|m| m.commit != commit || m.system != system);
+            if stale
+                && let Some(doc) = self.store.manifest(&host)?
+                && let Some(m) = CachedManifest::of(doc)
+                && let Ok(mut map) = self.manifests.write()
+            {
+                map.insert(host, Arc::new(m));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `work` on a blocking thread (the store may wait on the network or a lock).
+pub(crate) async fn blocking<T: Send + 'static>(
+    state: Arc<AppState>,
+    work: impl FnOnce(&AppState) -> Result<T, ChannelError> + Send + 'static,
+) -> Result<T, ChannelError> {
+    tokio::task::spawn_blocking(move || work(&state))
+        .await
+        .map_err(|e| ChannelError::Internal(format!("a blocking task failed: {e}")))?
 }
 
 impl ManifestSink for AppState {

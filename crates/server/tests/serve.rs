@@ -13,11 +13,17 @@ use fleetgate_channel::lock::RepoLock;
 use fleetgate_channel::secret::Secret;
 use fleetgate_nix::PublicKey;
 use fleetgate_server::github;
+use fleetgate_server::store::Store as _;
 use fleetgate_server::tokens::HostTokens;
-use fleetgate_server::{ServerConfig, start};
+use fleetgate_server::{ReadTokens, ServerConfig, start};
 
 const HOOK_SECRET: &str = "hook-secret-do-not-log-0123456789";
 const HOST_TOKEN: &str = "report-token-web1-abcdefghijklmnop";
+const READ_TOKEN: &str = "read-token-ops-abcdefghijklmnop";
+
+fn read_tokens() -> ReadTokens {
+    ReadTokens::parse(&Secret::new(&format!("ops {READ_TOKEN}\n"))).unwrap()
+}
 
 struct Http {
     agent: ureq::Agent,
@@ -82,7 +88,15 @@ impl Http {
     }
 
     fn get(&self, path: &str, etag: Option<&str>) -> (u16, Option<String>, Vec<u8>) {
+        self.get_as(path, etag, None)
+    }
+
+    /// A GET with a bearer token.
+    fn get_as(&self, path: &str, etag: Option<&str>, token: Option<&str>) -> (u16, Option<String>, Vec<u8>) {
         let mut r = self.agent.get(&format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.header("Authorization", &format!("Bearer {t}"));
+        }
         if let Some(e) = etag {
             r = r.header("If-None-Match", e);
         }
@@ -107,7 +121,9 @@ impl Http {
 fn plain_config(db: std::path::PathBuf, host_tokens: HostTokens) -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        db,
+        store: db.into(),
+        read_tokens: read_tokens(),
+        thresholds: Default::default(),
         hook_secret: None,
         host_tokens,
         channel: None,
@@ -126,7 +142,9 @@ fn hook_manifest_etag_report_and_status() {
     let server = start(
         ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            db: env.root().join("serve.sqlite"),
+            store: env.root().join("serve.sqlite").into(),
+            read_tokens: read_tokens(),
+            thresholds: Default::default(),
             hook_secret: Some(Secret::new(HOOK_SECRET)),
             host_tokens: HostTokens::parse(&Secret::new(&format!("web1 {HOST_TOKEN}\n"))).unwrap(),
             channel: Some((env.nix.clone(), env.config())),
@@ -230,7 +248,10 @@ fn hook_manifest_etag_report_and_status() {
     assert_eq!(http.report("web1", HOST_TOKEN, r#"{"status":"ok","commit":"abc"}"#), 400);
     assert_eq!(http.report("web1", HOST_TOKEN, &rep), 204);
 
-    let (code, _, status) = http.get("/v1/hosts", None);
+    // Reading needs a token: a read token, or the host's own one for itself.
+    assert_eq!(http.get("/v1/hosts", None).0, 401);
+    assert_eq!(http.get_as("/v1/hosts", None, Some("wrong-token-0000000000")).0, 401);
+    let (code, _, status) = http.get_as("/v1/hosts", None, Some(READ_TOKEN));
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
     let web1 = &status["hosts"][0];
@@ -262,7 +283,8 @@ fn reports_are_kept_a_hundred_per_host() {
     for i in 0..130 {
         assert_eq!(http.report("web1", HOST_TOKEN, &format!(r#"{{"status":"ok","message":"report {i}"}}"#)), 204);
     }
-    let stored = fleetgate_server::db::Db::open(&db).unwrap();
+    drop(server);
+    let stored = fleetgate_server::store::sqlite::SqliteStore::open(&db).unwrap();
     assert_eq!(stored.report_count("web1").unwrap(), 100);
-    assert_eq!(stored.last_report("web1").unwrap().unwrap().message.as_deref(), Some("report 129"));
+    assert_eq!(stored.reports("web1", 1).unwrap()[0].message.as_deref(), Some("report 129"));
 }

@@ -151,11 +151,11 @@ fn silent_connections_and_trickled_headers_are_cut_after_the_header_timeout() {
     assert!(pacer.join().unwrap(), "the server kept reading the trickle");
     // A kept-alive connection idle after a request is closed too.
     let mut idle = connect(&server);
-    send(&mut idle, "GET /v1/hosts HTTP/1.1\r\nHost: x\r\n\r\n");
+    send(&mut idle, "GET /login HTTP/1.1\r\nHost: x\r\n\r\n");
     let answer = until_closed(&mut idle, Duration::from_secs(30)).expect("closed once idle");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
     // The service itself is fine.
-    assert_eq!(get_status_line(&server, "/v1/hosts"), "HTTP/1.1 200 OK");
+    assert_eq!(get_status_line(&server, "/login"), "HTTP/1.1 200 OK");
 }
 
 #[test]
@@ -190,7 +190,7 @@ fn connections_beyond_the_cap_are_answered_503_and_closed() {
     drop(held);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let status = get_status_line(&server, "/v1/hosts");
+        let status = get_status_line(&server, "/login");
         if status == "HTTP/1.1 200 OK" {
             break;
         }
@@ -211,7 +211,7 @@ fn sigterm_ends_the_service_at_once_even_with_idle_and_half_sent_requests() {
     let mut half_body = connect(&server);
     send(&mut half_body, "POST /v1/hosts/web1/report HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{");
     let mut idle = connect(&server);
-    send(&mut idle, "GET /v1/hosts HTTP/1.1\r\nHost: x\r\n\r\n");
+    send(&mut idle, "GET /login HTTP/1.1\r\nHost: x\r\n\r\n");
     // Answered: so the server accepted the two connections made before this one too
     // (it accepts in order).
     assert!(read_response(&mut idle).starts_with("HTTP/1.1 200"));

@@ -63,7 +63,7 @@ impl FleetStatus {
     #[must_use]
     pub fn new(mut hosts: Vec<HostStatus>, generated_at: i64) -> FleetStatus {
         hosts.sort_by(|a, b| a.host.cmp(&b.host));
-        let summary = summarize(&hosts);
+        let summary = summarize(&hosts.iter().collect::<Vec<_>>());
         FleetStatus { format: FORMAT, generated_at, summary, hosts }
     }
 
@@ -82,7 +82,7 @@ impl FleetStatus {
 
 /// Counts `hosts`.
 #[must_use]
-pub fn summarize(hosts: &[HostStatus]) -> Summary {
+pub fn summarize(hosts: &[&HostStatus]) -> Summary {
     let mut states: BTreeMap<State, usize> = State::ALL.into_iter().map(|s| (s, 0)).collect();
     for h in hosts {
         *states.entry(h.state).or_default() += 1;
@@ -90,7 +90,7 @@ pub fn summarize(hosts: &[HostStatus]) -> Summary {
     Summary {
         hosts: hosts.len(),
         hosts_with_boot_debt: hosts.iter().filter(|h| h.debt_count() > 0).count(),
-        boot_debt: hosts.iter().map(HostStatus::debt_count).sum(),
+        boot_debt: hosts.iter().map(|h| h.debt_count()).sum(),
         pending_reboots: hosts.iter().filter(|h| h.pending_reboot.is_some()).count(),
         oldest_manifest_age: hosts.iter().filter_map(|h| h.manifest_age).max(),
         converged: !hosts.is_empty() && hosts.iter().all(|h| h.state == State::Converged),
@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn summary_counts_every_state() {
-        let s = summarize(&[host("a", State::Stale), host("b", State::Stale)]);
+        let s = summarize(&[&host("a", State::Stale), &host("b", State::Stale)]);
         assert_eq!(s.states[&State::Stale], 2);
         assert_eq!(s.states[&State::Converged], 0);
         assert_eq!(s.states.len(), State::ALL.len());

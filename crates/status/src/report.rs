@@ -176,7 +176,13 @@ impl AgentReport {
     pub fn validate(&self) -> Result<(), ReportError> {
         match self {
             AgentReport::V1(r) => {
-                word("status", &r.status, 64)?;
+                if r.status.is_empty() {
+                    return Err(invalid("status", "must not be empty"));
+                }
+                text("status", &r.status, 64)?;
+                if r.status.contains(['\n', '\t']) {
+                    return Err(invalid("status", "must be one line"));
+                }
                 opt(r.commit.as_deref(), |c| commit("commit", c))?;
                 opt(r.system.as_deref(), |s| store_path("system", s))?;
                 opt(r.message.as_deref(), |m| text("message", m, 4096))

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 mod bin;
+pub mod postgres;
 mod world;
 #[allow(unused_imports)]
 pub use bin::*;

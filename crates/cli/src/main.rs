@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 mod check_cmd;
 mod deploy_cmd;
 mod facts_cmd;
+mod status_cmd;
+mod status_sources;
 
 /// Keep a fleet of NixOS machines up to date without ever leaving one unbootable.
 #[derive(Debug, Parser)]
@@ -29,6 +31,8 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// Push a flake to hosts: canary and waves, magic rollback for live switches, verified reboots.
     Deploy(deploy_cmd::DeployArgs),
+    /// Desired, running, booted and default system of every host, boot debt, pending reboots.
+    Status(status_cmd::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,5 +42,6 @@ fn main() -> ExitCode {
         Command::Facts(args) => facts_cmd::run(&args),
         Command::Check(args) => check_cmd::run(&args),
         Command::Deploy(args) => deploy_cmd::run(&args),
+        Command::Status(args) => status_cmd::run(&args),
     }
 }

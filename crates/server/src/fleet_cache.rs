@@ -210,11 +210,6 @@ impl FleetCache {
 
 fn settle_all(inner: &mut Inner, now: i64, t: Thresholds) {
     for h in inner.hosts.values_mut() {
-        if let Some(d) = h.desired.as_ref().filter(|d| d.source == DesiredSource::Manifest)
-            && let Some(since) = d.since
-        {
-            h.manifest_age = Some((now - since).max(0));
-        }
         fleetgate_status::state::settle(h, now, t);
     }
     let mut order: Vec<(State, String)> = inner.hosts.values().map(|h| (h.state, h.host.clone())).collect();

@@ -43,21 +43,23 @@ fn cut(s: &str, max: usize) -> String {
     out
 }
 
-/// The table: one row per host, then the summary line. Fits [`WIDTH`] columns.
+/// The table: one row per host, then why each host that is not converged is so (one
+/// line each), then the summary line. Fits [`WIDTH`] columns.
 #[must_use]
 pub fn table(fleet: &FleetStatus) -> String {
     let now = fleet.generated_at;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<14} {:<14} {:<7} {:<7} {:<7} {:<7} {:>4} {:>6}  WHY",
+        "{:<16} {:<14} {:<7} {:<7} {:<7} {:<7} {:>4} {:>6}",
         "HOST", "STATE", "DESIRED", "CURRENT", "BOOTED", "DEFAULT", "DEBT", "SEEN"
     );
     for h in &fleet.hosts {
         let desired = h.desired.as_ref().map(|d| d.system.as_str());
-        let row = format!(
-            "{:<14} {:<14} {:<7} {:<7} {:<7} {:<7} {:>4} {:>6}  ",
-            cut(&h.host, 14),
+        let _ = writeln!(
+            out,
+            "{:<16} {:<14} {:<7} {:<7} {:<7} {:<7} {:>4} {:>6}",
+            cut(&h.host, 16),
             h.state.as_str(),
             desired.map_or("-", short_hash),
             system_cell(h.current.as_deref(), desired),
@@ -66,8 +68,13 @@ pub fn table(fleet: &FleetStatus) -> String {
             debt_cell(h),
             cut(&seen_cell(h, now), 6),
         );
-        let room = WIDTH.saturating_sub(row.chars().count());
-        let _ = writeln!(out, "{row}{}", cut(&h.why, room));
+    }
+    let notes: Vec<&HostStatus> = fleet.hosts.iter().filter(|h| h.state != crate::state::State::Converged).collect();
+    if !notes.is_empty() {
+        out.push('\n');
+    }
+    for h in notes {
+        let _ = writeln!(out, "{}", cut(&format!("{}: {}", h.host, h.why), WIDTH));
     }
     let _ = writeln!(out, "{}", summary_line(fleet));
     out

@@ -193,8 +193,13 @@ fn ago(secs: i64) -> String {
     format!("{} ago", duration(secs))
 }
 
-/// Sets `h.state` and `h.why` from what `h` holds.
+/// Sets `h.state` and `h.why` from what `h` holds, and the manifest's age, for `now`.
 pub fn settle(h: &mut HostStatus, now: i64, t: Thresholds) {
+    if let Some(d) = h.desired.as_ref().filter(|d| d.source == crate::model::DesiredSource::Manifest)
+        && let Some(since) = d.since
+    {
+        h.manifest_age = Some((now - since).max(0));
+    }
     let (state, why) = derive(h, now, t);
     h.state = state;
     h.why = why;

@@ -83,7 +83,8 @@ async fn login_page() -> Response {
 async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let token = form_urlencoded_value(&body, "token").unwrap_or_default();
     if state.read_tokens.viewer(&state.host_tokens, &token).is_none() {
-        let html = LOGIN_HTML.replace("<!--error-->", "<p class=\"error\">That token may not read anything here.</p>");
+        let html =
+            LOGIN_HTML.replace("<!--error-->", "<p class=\"login-error\">That token may not read anything here.</p>");
         return page(StatusCode::UNAUTHORIZED, html);
     }
     let cookie = HeaderValue::from_str(&auth::set_cookie(Some(&token)));

@@ -70,10 +70,12 @@ function poll(url, render) {
       if (resp.status === 200) {
         etag = resp.headers.get("ETag");
         render(await resp.json());
+        updated.textContent = "updated " + new Date().toLocaleTimeString();
+      } else if (resp.status === 404) {
+        updated.textContent = "no such host";
       } else if (resp.status !== 304) {
-        updated.textContent = "server answered " + resp.status;
+        updated.textContent = "the server answered " + resp.status;
       }
-      updated.textContent = "updated " + new Date().toLocaleTimeString();
       updated.dataset.polls = String(Number(updated.dataset.polls || 0) + 1);
     } catch (e) {
       updated.textContent = "cannot reach the server (" + e.message + ")";

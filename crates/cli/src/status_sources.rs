@@ -45,7 +45,7 @@ pub fn from_server(url: &str, token: &str, timeout: Duration) -> miette::Result<
     let base = url.trim_end_matches('/');
     let mut hosts = Vec::new();
     loop {
-        let page = format!("{base}/v1/status?limit=1000&offset={}", hosts.len());
+        let page = format!("{base}/v1/status?detail=full&limit=1000&offset={}", hosts.len());
         let mut resp = agent
             .get(&page)
             .header("Authorization", &format!("Bearer {token}"))

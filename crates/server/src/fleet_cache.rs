@@ -39,6 +39,9 @@ pub struct Filter {
     pub offset: usize,
     /// At most this many ([`PAGE`] by default, [`MAX_PAGE`] at most).
     pub limit: usize,
+    /// Hosts with their generations and findings (a page leaves them out: the fleet
+    /// table does not show them, and they are most of a host's bytes).
+    pub full: bool,
 }
 
 impl Filter {
@@ -170,7 +173,14 @@ impl FleetCache {
         let mut hosts = Vec::new();
         for h in ordered.filter(|h| filter.matches(h)) {
             if matching >= filter.offset && hosts.len() < limit {
-                hosts.push(h.clone());
+                let mut h = h.clone();
+                if !filter.full {
+                    h.generations.clear();
+                    if let Some(r) = h.last_result.as_mut() {
+                        r.findings.clear();
+                    }
+                }
+                hosts.push(h);
             }
             matching += 1;
         }

@@ -51,8 +51,11 @@ pub(crate) fn unauthorized() -> Response {
 }
 
 /// A JSON answer with a strong ETag of its body, or `304` if the client has it.
-pub(crate) fn json_with_etag(headers: &HeaderMap, value: &serde_json::Value) -> Response {
-    let body = serde_json::to_vec(value).unwrap_or_default();
+pub(crate) fn json_with_etag(headers: &HeaderMap, value: &impl serde::Serialize) -> Response {
+    let body = match serde_json::to_vec(value) {
+        Ok(body) => body,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write JSON: {e}")),
+    };
     let etag = etag_of(&body);
     let tag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
     if etag_matches(headers, &etag) {
@@ -81,6 +84,8 @@ pub struct StatusQuery {
     limit: Option<usize>,
     /// Page start.
     offset: Option<usize>,
+    /// `full`: hosts with their generations and findings.
+    detail: Option<String>,
 }
 
 impl StatusQuery {
@@ -96,7 +101,12 @@ impl StatusQuery {
         {
             return Err("q: at most 64 host-name characters, * and ?".into());
         }
-        Ok(Filter { states, query, offset: self.offset.unwrap_or(0), limit: self.limit.unwrap_or(0) })
+        let full = match self.detail.as_deref() {
+            None | Some("summary") => false,
+            Some("full") => true,
+            Some(other) => return Err(format!("detail: `summary` or `full`, not {other:?}")),
+        };
+        Ok(Filter { states, query, offset: self.offset.unwrap_or(0), limit: self.limit.unwrap_or(0), full })
     }
 }
 
@@ -112,7 +122,7 @@ async fn fleet(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(q):
     })
     .await;
     match page {
-        Ok(page) => json_with_etag(&headers, &json!(page)),
+        Ok(page) => json_with_etag(&headers, &page),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.chain()),
     }
 }

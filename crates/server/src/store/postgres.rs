@@ -79,11 +79,28 @@ impl Drop for Pooled<'_> {
         if let Ok(mut pool) = self.store.idle.lock() {
             if client.is_closed() {
                 pool.open = pool.open.saturating_sub(1);
+                // Pooled clients live on blocking threads, where closing is fine.
+                drop(client);
             } else {
                 pool.clients.push(client);
             }
         }
         self.store.freed.notify_one();
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // A client closes its connection by blocking on its own runtime, which panics on
+        // a thread that drives async tasks — where the service's state may be dropped
+        // last. Closing them on a plain thread of their own works from anywhere.
+        let clients = match self.idle.get_mut() {
+            Ok(pool) => std::mem::take(&mut pool.clients),
+            Err(_) => return,
+        };
+        if let Ok(closer) = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(clients)) {
+            let _ = closer.join();
+        }
     }
 }
 
@@ -424,6 +441,16 @@ mod tests {
         assert!(rows.iter().any(|r| r.status.host == "db1"));
         assert_eq!(db.reports("web1", 10).unwrap()[0].version, 1);
         assert_eq!(db.manifest("web1").unwrap().as_deref(), Some(b"{}".as_slice()));
+    }
+
+    #[test]
+    fn postgres_a_store_dropped_on_an_async_worker_closes_without_panicking() {
+        // The service's state may be dropped last by a connection task; closing the pooled
+        // clients there used to panic ("cannot start a runtime from within a runtime").
+        let (_pg, conninfo) = database();
+        let db = PostgresStore::open(&conninfo, Retention::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async move { drop(db) });
     }
 
     #[test]

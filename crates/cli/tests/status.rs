@@ -37,21 +37,12 @@ impl World {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let tokens: String = HOSTS.iter().map(|h| format!("{h} {}\n", token(h))).collect();
-        let server = start(
-            ServerConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                store: tmp.path().join("serve.sqlite").into(),
-                read_tokens: ReadTokens::parse(&Secret::new(&format!("ops {READ}\n"))).unwrap(),
-                thresholds: Default::default(),
-                hook_secret: None,
-                host_tokens: HostTokens::parse(&Secret::new(&tokens)).unwrap(),
-                channel: None,
-                max_promotions: 1,
-                limits: Default::default(),
-            },
-            Arc::new(|_: &str| {}),
-        )
-        .unwrap();
+        let config = ServerConfig::new(
+            tmp.path().join("serve.sqlite").into(),
+            HostTokens::parse(&Secret::new(&tokens)).unwrap(),
+            ReadTokens::parse(&Secret::new(&format!("ops {READ}\n"))).unwrap(),
+        );
+        let server = start(config, Arc::new(|_: &str| {})).unwrap();
         std::fs::write(tmp.path().join("read-token"), format!("{READ}\n")).unwrap();
         Self { tmp, server }
     }

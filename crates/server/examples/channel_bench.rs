@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use fleetgate_channel::secret::Secret;
 use fleetgate_channel::{ChannelConfig, HostName, Manifest, PromoteRequest, SignedManifest, promote};
 use fleetgate_nix::{Nix, SecretKey, StoreUri};
+
+#[path = "support/static_peer.rs"]
+mod static_peer;
 use fleetgate_server::store::Store as _;
 use fleetgate_server::tokens::HostTokens;
 use fleetgate_server::{ServerConfig, start};
@@ -243,19 +246,7 @@ fn poll() {
     )
     .unwrap();
     let ours = format!("http://{}", server.addr());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut py = Command::new("python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
-        .current_dir(&static_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "python http.server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut py, port) = static_peer::start(&static_dir);
     let peer = format!("http://127.0.0.1:{port}");
     let report = |name: &str, l: &Load| {
         println!(

@@ -12,7 +12,6 @@
 //!    requests of version 1's `GET /v1/hosts` (one query per host) are timed too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,8 @@ use serde_json::json;
 
 #[path = "../../channel/tests/common/postgres.rs"]
 mod cluster;
+#[path = "support/static_peer.rs"]
+mod static_peer;
 
 const READ: &str = "bench-read-token-0123456789";
 
@@ -156,21 +157,12 @@ fn print(backend: &str, what: &str, l: &Load) {
 
 fn bench(backend: &str, store: StoreConfig, hosts: usize, rounds: usize, threads: usize, requests: usize) {
     let tokens: String = (0..hosts).map(|h| format!("host-{h} {}\n", token(h))).collect();
-    let server = start(
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            store: store.clone(),
-            read_tokens: ReadTokens::parse(&Secret::new(&format!("bench {READ}\n"))).unwrap(),
-            thresholds: Default::default(),
-            hook_secret: None,
-            host_tokens: HostTokens::parse(&Secret::new(&tokens)).unwrap(),
-            channel: None,
-            max_promotions: 1,
-            limits: Default::default(),
-        },
-        Arc::new(|_: &str| {}),
-    )
-    .unwrap();
+    let config = ServerConfig::new(
+        store.clone(),
+        HostTokens::parse(&Secret::new(&tokens)).unwrap(),
+        ReadTokens::parse(&Secret::new(&format!("bench {READ}\n"))).unwrap(),
+    );
+    let server = start(config, Arc::new(|_: &str| {})).unwrap();
     let base = format!("http://{}", server.addr());
 
     let ingest = load(hosts * rounds, threads, |agent, i| {
@@ -215,19 +207,7 @@ fn bench(backend: &str, store: StoreConfig, hosts: usize, rounds: usize, threads
         .read_to_vec()
         .unwrap();
     std::fs::write(tmp.path().join("status.json"), &body).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut py = Command::new("python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
-        .current_dir(tmp.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "python http.server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut py, port) = static_peer::start(tmp.path());
     let peer_url = format!("http://127.0.0.1:{port}/status.json");
     let peer = load(requests, threads, |a, _| get(a, &peer_url, false));
     print(backend, &format!("peer python3 http.server, the same {} bytes", body.len()), &peer);

@@ -14,10 +14,10 @@
 use sha2::Digest as _;
 
 use fleetgate_channel::ChannelError;
-use fleetgate_channel::secret::{MIN_SECRET_CHARS, Secret};
+use fleetgate_channel::secret::Secret;
 use fleetgate_status::fleet::glob_match;
 
-use crate::tokens::HostTokens;
+use crate::tokens::{HostTokens, same_hash, token_hash};
 
 /// Largest read tokens file.
 pub const MAX_READ_TOKENS_FILE: u64 = 1 << 20;
@@ -43,10 +43,6 @@ impl std::fmt::Debug for ReadTokens {
     }
 }
 
-fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl ReadTokens {
     /// Parses the read tokens file's text.
     ///
@@ -69,14 +65,7 @@ impl ReadTokens {
             if hosts.iter().any(|g| !g.chars().all(|c| c.is_ascii_alphanumeric() || "-_*?".contains(c))) {
                 return Err(bad("host globs are host-name characters with * and ?"));
             }
-            let hash: [u8; 32] = match token.strip_prefix("sha256:") {
-                Some(h) => hex::decode(h)
-                    .ok()
-                    .and_then(|v| v.try_into().ok())
-                    .ok_or_else(|| bad("sha256: must be followed by 64 hex digits"))?,
-                None if token.chars().count() >= MIN_SECRET_CHARS => sha2::Sha256::digest(token.as_bytes()).into(),
-                None => return Err(bad(&format!("tokens must be at least {MIN_SECRET_CHARS} characters"))),
-            };
+            let hash = token_hash(token).map_err(|m| bad(&m))?;
             tokens.push(ReadToken { name: name.to_owned(), hash, hosts });
         }
         Ok(Self(tokens))
@@ -95,7 +84,7 @@ impl ReadTokens {
         // Every token is compared (no early exit on the first match's position).
         let mut found = None;
         for t in &self.0 {
-            if same(&t.hash, &hash) && found.is_none() {
+            if same_hash(&t.hash, &hash) && found.is_none() {
                 found = Some(Viewer {
                     name: t.name.clone(),
                     scope: if t.hosts.is_empty() { Scope::All } else { Scope::Globs(t.hosts.clone()) },

@@ -80,6 +80,25 @@ pub struct ServerConfig {
     pub limits: Limits,
 }
 
+impl ServerConfig {
+    /// A service on a free loopback port keeping its state in `store`, with `host_tokens`
+    /// and `read_tokens`; no hook, no promotions, default limits and thresholds.
+    #[must_use]
+    pub fn new(store: StoreConfig, host_tokens: HostTokens, read_tokens: ReadTokens) -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store,
+            read_tokens,
+            thresholds: Thresholds::default(),
+            hook_secret: None,
+            host_tokens,
+            channel: None,
+            max_promotions: 1,
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// A server running on its own thread and runtime; on drop it shuts down as on SIGTERM
 /// (running promotions get [`Limits::job_deadline`]) and the thread is joined.
 #[derive(Debug)]

@@ -34,16 +34,7 @@ impl HostTokens {
             let bad = |m: &str| ChannelError::Config(format!("host token file, line {}: {m}", n + 1));
             let (host, token) = line.split_once(char::is_whitespace).ok_or_else(|| bad("expected `<host> <token>`"))?;
             let host = HostName::parse(host)?;
-            let token = token.trim();
-            let hash: [u8; 32] = match token.strip_prefix("sha256:") {
-                Some(h) => hex::decode(h)
-                    .ok()
-                    .and_then(|v| v.try_into().ok())
-                    .ok_or_else(|| bad("sha256: must be followed by 64 hex digits"))?,
-                None if token.chars().count() >= MIN_SECRET_CHARS => sha2::Sha256::digest(token.as_bytes()).into(),
-                None => return Err(bad(&format!("tokens must be at least {MIN_SECRET_CHARS} characters"))),
-            };
-            map.insert(host.to_string(), hash);
+            map.insert(host.to_string(), token_hash(token.trim()).map_err(|m| bad(&m))?);
         }
         Ok(Self(map))
     }
@@ -58,8 +49,7 @@ impl HostTokens {
         let got: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for (host, expected) in &self.0 {
-            let same = expected.iter().zip(got.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-            if same && found.is_none() {
+            if same_hash(expected, &got) && found.is_none() {
                 found = Some(host.clone());
             }
         }
@@ -72,8 +62,27 @@ impl HostTokens {
             return false;
         };
         let got: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        expected.iter().zip(got.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        same_hash(expected, &got)
     }
+}
+
+/// The SHA-256 a tokens file line stands for: `sha256:<64 hex>` as written, or the hash
+/// of a plain token of at least [`MIN_SECRET_CHARS`] characters. The error says which rule
+/// the text broke.
+pub(crate) fn token_hash(token: &str) -> Result<[u8; 32], String> {
+    match token.strip_prefix("sha256:") {
+        Some(h) => hex::decode(h)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| "sha256: must be followed by 64 hex digits".to_owned()),
+        None if token.chars().count() >= MIN_SECRET_CHARS => Ok(sha2::Sha256::digest(token.as_bytes()).into()),
+        None => Err(format!("tokens must be at least {MIN_SECRET_CHARS} characters")),
+    }
+}
+
+/// Equal hashes, compared in constant time.
+pub(crate) fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -119,17 +119,7 @@ impl Http {
 
 /// A service without hook or promotions, on a free loopback port.
 fn plain_config(db: std::path::PathBuf, host_tokens: HostTokens) -> ServerConfig {
-    ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: db.into(),
-        read_tokens: read_tokens(),
-        thresholds: Default::default(),
-        hook_secret: None,
-        host_tokens,
-        channel: None,
-        max_promotions: 1,
-        limits: Default::default(),
-    }
+    ServerConfig::new(db.into(), host_tokens, read_tokens())
 }
 
 #[test]

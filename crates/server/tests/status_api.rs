@@ -22,17 +22,11 @@ const SYS_OLD: &str = "/nix/store/0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a-nixos-system-
 const SYS_NEW: &str = "/nix/store/1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b-nixos-system-web1";
 
 fn config(store: StoreConfig) -> ServerConfig {
-    ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+    ServerConfig::new(
         store,
-        read_tokens: ReadTokens::parse(&Secret::new(&format!("ops {OPS}\nteam {TEAM} db*\n"))).unwrap(),
-        thresholds: Default::default(),
-        hook_secret: None,
-        host_tokens: HostTokens::parse(&Secret::new(&format!("web1 {WEB1}\nweb2 {WEB2}\n"))).unwrap(),
-        channel: None,
-        max_promotions: 1,
-        limits: Default::default(),
-    }
+        HostTokens::parse(&Secret::new(&format!("web1 {WEB1}\nweb2 {WEB2}\n"))).unwrap(),
+        ReadTokens::parse(&Secret::new(&format!("ops {OPS}\nteam {TEAM} db*\n"))).unwrap(),
+    )
 }
 
 struct Client {

@@ -32,21 +32,12 @@ fn token(host: &str) -> String {
 fn server(dir: &Path, hosts: &[&str]) -> RunningServer {
     let tokens: String = hosts.iter().map(|h| format!("{h} {}\n", token(h))).collect();
     std::fs::write(dir.join("host-tokens"), &tokens).unwrap();
-    start(
-        ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            store: dir.join("serve.sqlite").into(),
-            read_tokens: ReadTokens::parse(&Secret::new(&format!("ops {READ}\n"))).unwrap(),
-            thresholds: Default::default(),
-            hook_secret: None,
-            host_tokens: HostTokens::parse(&Secret::new(&tokens)).unwrap(),
-            channel: None,
-            max_promotions: 1,
-            limits: Default::default(),
-        },
-        Arc::new(|_: &str| {}),
-    )
-    .unwrap()
+    let config = ServerConfig::new(
+        dir.join("serve.sqlite").into(),
+        HostTokens::parse(&Secret::new(&tokens)).unwrap(),
+        ReadTokens::parse(&Secret::new(&format!("ops {READ}\n"))).unwrap(),
+    );
+    start(config, Arc::new(|_: &str| {})).unwrap()
 }
 
 /// POSTs a report as `host`'s agent will.

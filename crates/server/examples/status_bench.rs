@@ -8,7 +8,8 @@
 //!    and the first page of 200, most urgent first), `GET /v1/status?state=blocked`,
 //!    `GET /v1/status/<host>`, and `GET /` (the fleet page itself), `--requests` each
 //!    from `--threads` threads — p50/p99. Peer, same run: `python3 -m http.server` serving
-//!    the very bytes of the `/v1/status` answer as a static file. For reference, a few
+//!    the very bytes of the `/v1/status` answer as a static file. `/v1/status` is read
+//!    twice: on a quiet fleet, and while another round of reports arrives. For reference, a few
 //!    requests of version 1's `GET /v1/hosts` (one query per host) are timed too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -181,6 +182,26 @@ fn bench(backend: &str, store: StoreConfig, hosts: usize, rounds: usize, threads
     let status_url = format!("{base}/v1/status");
     let fleet = load(requests, threads, |a, _| get(a, &status_url, true));
     print(backend, "GET /v1/status (summary of 10k + first page of 200)", &fleet);
+    // The same while agents keep reporting (another round from half the threads): the
+    // fleet changes between most reads, so answers are rendered afresh.
+    let (fleet_busy, ingest_busy) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            load(hosts, (threads / 2).max(1), |agent, h| {
+                match agent
+                    .post(&format!("{base}/v1/hosts/host-{h}/report"))
+                    .header("Authorization", &format!("Bearer {}", token(h)))
+                    .send(&report(h, rounds))
+                {
+                    Ok(resp) => resp.status().as_u16(),
+                    Err(_) => 0,
+                }
+            })
+        });
+        let reads = load(requests, (threads / 2).max(1), |a, _| get(a, &status_url, true));
+        (reads, writer.join().unwrap())
+    });
+    print(backend, "GET /v1/status while agents report", &fleet_busy);
+    print(backend, "ingest while the status is read", &ingest_busy);
     let blocked_url = format!("{base}/v1/status?state=blocked");
     let blocked = load(requests, threads, |a, _| get(a, &blocked_url, true));
     print(backend, "GET /v1/status?state=blocked", &blocked);

@@ -3,7 +3,8 @@
 //!
 //! Reads (`/v1/status`, the dashboard, `/metrics`) never scan the database: before
 //! answering, a request asks the store for the host rows changed since the cache last
-//! looked (`hosts_since`, an indexed range) — at most once per [`SYNC_INTERVAL`]. With
+//! looked (`changed_since`: host names and sequence numbers from an index; then
+//! `host_rows` for the hosts whose number moved) — at most once per [`SYNC_INTERVAL`]. With
 //! PostgreSQL, where sequence numbers are handed out before commit, the cache re-reads
 //! the numbers handed out in the last [`REREAD_WINDOW`] (a transaction that commits late
 //! with a smaller number is not missed; re-applying a row is harmless). Several `serve`
@@ -17,7 +18,7 @@ use fleetgate_status::fleet::{Summary, glob_match, summarize};
 use fleetgate_status::{DesiredSource, HostStatus, State, Thresholds};
 
 use crate::auth::Viewer;
-use crate::store::Store;
+use crate::store::{HostRow, Store};
 
 /// The most often a request makes the cache ask the database for changes.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(200);
@@ -72,8 +73,14 @@ pub struct FleetPage {
 #[derive(Debug, Default)]
 struct Inner {
     hosts: BTreeMap<String, HostStatus>,
-    /// Highest sequence number applied.
+    /// Highest sequence number seen.
     seq: i64,
+    /// Each host's sequence number as applied.
+    seqs: std::collections::HashMap<String, i64>,
+    /// Bumped whenever the settled fleet changes (rows applied, or a new second).
+    version: u64,
+    /// Rows changed since the order and summary were made.
+    stale_order: bool,
     /// (when, highest sequence number then), for the re-read window.
     marks: VecDeque<(Instant, i64)>,
     last_sync: Option<Instant>,
@@ -102,7 +109,8 @@ impl FleetCache {
     }
 
     /// Brings the cache up to date with the store (at most every [`SYNC_INTERVAL`]; always
-    /// with `force`) and settles every host's state for `now`. Blocks on the store.
+    /// with `force`) and settles the hosts' states for `now`. Blocks on the store, but
+    /// never while holding the cache (readers are not held up by a slow database).
     /// Returns the manifests (host, commit, system) of the host rows that changed.
     ///
     /// # Errors
@@ -114,36 +122,51 @@ impl FleetCache {
         t: Thresholds,
         force: bool,
     ) -> Result<Vec<(String, String, String)>, ChannelError> {
-        let mut inner = self.lock()?;
-        let due = force || inner.last_sync.is_none_or(|at| at.elapsed() >= SYNC_INTERVAL);
-        let mut changed = false;
-        let mut manifests = Vec::new();
-        if due {
+        let (from, known) = {
+            let mut inner = self.lock()?;
+            let due = force || inner.last_sync.is_none_or(|at| at.elapsed() >= SYNC_INTERVAL);
+            if !due {
+                settle(&mut inner, now, t);
+                return Ok(Vec::new());
+            }
             let instant = Instant::now();
-            let from = if store.seq_commit_ordered() {
-                inner.seq
-            } else {
-                while inner.marks.len() > 1 && inner.marks[1].0 + REREAD_WINDOW <= instant {
-                    inner.marks.pop_front();
-                }
-                inner.marks.front().map_or(0, |m| m.1).min(inner.seq)
-            };
-            for row in store.hosts_since(from)? {
-                inner.seq = inner.seq.max(row.seq);
-                if let Some(d) = row.status.desired.as_ref().filter(|d| d.source == DesiredSource::Manifest) {
-                    manifests.push((row.status.host.clone(), d.commit.clone().unwrap_or_default(), d.system.clone()));
-                }
-                inner.hosts.insert(row.status.host.clone(), row.status);
-                changed = true;
+            while inner.marks.len() > 1 && inner.marks[1].0 + REREAD_WINDOW <= instant {
+                inner.marks.pop_front();
             }
             let seq = inner.seq;
             inner.marks.push_back((instant, seq));
             inner.last_sync = Some(instant);
+            let from = if store.seq_commit_ordered() { seq } else { inner.marks.front().map_or(0, |m| m.1).min(seq) };
+            (from, inner.seqs.clone())
+        };
+        // Cheap (host, seq) pairs first; whole rows only for what this cache lacks.
+        let moved = store.changed_since(from)?;
+        let wanted: Vec<String> =
+            moved.iter().filter(|(host, seq)| known.get(host) != Some(seq)).map(|(host, _)| host.clone()).collect();
+        let rows = if wanted.is_empty() { Vec::new() } else { store.host_rows(&wanted)? };
+        let mut inner = self.lock()?;
+        if let Some(max) = moved.iter().map(|(_, seq)| *seq).max() {
+            inner.seq = inner.seq.max(max);
         }
-        if changed || inner.settled_at != Some(now) {
-            settle_all(&mut inner, now, t);
+        let mut manifests = Vec::new();
+        for row in rows {
+            if let Some(d) = row.status.desired.as_ref().filter(|d| d.source == DesiredSource::Manifest) {
+                manifests.push((row.status.host.clone(), d.commit.clone().unwrap_or_default(), d.system.clone()));
+            }
+            apply(&mut inner, row, now, t);
         }
+        settle(&mut inner, now, t);
         Ok(manifests)
+    }
+
+    /// Applies a row this process just wrote (its readers see it at once; other
+    /// processes read it from the store).
+    ///
+    /// # Errors
+    /// A poisoned lock.
+    pub fn apply_local(&self, row: HostRow, now: i64, t: Thresholds) -> Result<(), ChannelError> {
+        apply(&mut *self.lock()?, row, now, t);
+        Ok(())
     }
 
     /// Makes the next [`FleetCache::refresh`] read the store whatever the interval (this
@@ -159,7 +182,8 @@ impl FleetCache {
     /// # Errors
     /// A poisoned lock.
     pub fn page(&self, viewer: &Viewer, filter: &Filter) -> Result<FleetPage, ChannelError> {
-        let inner = self.lock()?;
+        let mut inner = self.lock()?;
+        reorder(&mut inner);
         let limit = if filter.limit == 0 { PAGE } else { filter.limit.min(MAX_PAGE) };
         let visible = |h: &&HostStatus| viewer.can_read(&h.host);
         let summary = if viewer.sees_all() {
@@ -193,6 +217,14 @@ impl FleetCache {
         })
     }
 
+    /// Changes whenever the settled fleet may have changed (for memoised answers).
+    ///
+    /// # Errors
+    /// A poisoned lock.
+    pub fn version(&self) -> Result<u64, ChannelError> {
+        Ok(self.lock()?.version)
+    }
+
     /// The names of the hosts `viewer` may see, sorted.
     ///
     /// # Errors
@@ -214,18 +246,49 @@ impl FleetCache {
     /// # Errors
     /// A poisoned lock.
     pub fn summary(&self) -> Result<Summary, ChannelError> {
-        Ok(self.lock()?.summary.clone())
+        let mut inner = self.lock()?;
+        reorder(&mut inner);
+        Ok(inner.summary.clone())
     }
 }
 
-fn settle_all(inner: &mut Inner, now: i64, t: Thresholds) {
-    for h in inner.hosts.values_mut() {
-        fleetgate_status::state::settle(h, now, t);
+/// Puts a row in the cache unless it already has that row or a newer one; settles it.
+fn apply(inner: &mut Inner, row: HostRow, now: i64, t: Thresholds) {
+    let host = row.status.host.clone();
+    if inner.seqs.get(&host).is_some_and(|seq| *seq >= row.seq) {
+        return;
     }
-    let mut order: Vec<(State, String)> = inner.hosts.values().map(|h| (h.state, h.host.clone())).collect();
-    order.sort();
-    inner.order = order.into_iter().map(|(_, name)| name).collect();
+    let mut status = row.status;
+    fleetgate_status::state::settle(&mut status, now, t);
+    inner.seqs.insert(host.clone(), row.seq);
+    inner.hosts.insert(host, status);
+    inner.stale_order = true;
+    inner.version += 1;
+}
+
+/// Settles every host when the second changed (states move with time: `stale`).
+fn settle(inner: &mut Inner, now: i64, t: Thresholds) {
+    if inner.settled_at != Some(now) {
+        for h in inner.hosts.values_mut() {
+            fleetgate_status::state::settle(h, now, t);
+        }
+        inner.settled_at = Some(now);
+        inner.stale_order = true;
+        inner.version += 1;
+    }
+}
+
+/// Rebuilds the page order and the summary if rows changed since (on read: a burst of
+/// reports costs one rebuild, not one each).
+fn reorder(inner: &mut Inner) {
+    if !inner.stale_order {
+        return;
+    }
+    let mut order: Vec<(State, &str)> = inner.hosts.values().map(|h| (h.state, h.host.as_str())).collect();
+    order.sort_unstable();
+    let order: Vec<String> = order.into_iter().map(|(_, name)| name.to_owned()).collect();
     let all: Vec<&HostStatus> = inner.hosts.values().collect();
     inner.summary = summarize(&all);
-    inner.settled_at = Some(now);
+    inner.order = order;
+    inner.stale_order = false;
 }

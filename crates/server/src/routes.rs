@@ -217,9 +217,8 @@ async fn report(
     };
     let document = String::from_utf8_lossy(&body).into_owned();
     let stored = crate::state::blocking(state, move |state| {
-        state.store.add_report(&host, &report, &document, now())?;
-        state.fleet.invalidate();
-        Ok(())
+        let row = state.store.add_report(&host, &report, &document, now())?;
+        state.fleet.apply_local(row, now(), state.thresholds)
     });
     match stored.await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

@@ -50,15 +50,58 @@ pub(crate) fn unauthorized() -> Response {
     r
 }
 
+/// A JSON document ready to send, with its strong ETag.
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    body: axum::body::Bytes,
+    etag: String,
+}
+
+impl Rendered {
+    fn of(value: &impl serde::Serialize) -> Result<Rendered, fleetgate_channel::ChannelError> {
+        let body = serde_json::to_vec(value)
+            .map_err(|e| fleetgate_channel::ChannelError::Internal(format!("cannot write JSON: {e}")))?;
+        Ok(Rendered { etag: etag_of(&body), body: body.into() })
+    }
+}
+
+/// Answers of `/v1/status` kept for the fleet version they were made for (a dashboard
+/// polling every two seconds, and its neighbours, cost one rendering per change or second).
+#[derive(Debug, Default)]
+pub(crate) struct PageMemo(std::sync::Mutex<std::collections::HashMap<String, (u64, Arc<Rendered>)>>);
+
+/// Answers memoised at most (the memo is emptied when full).
+const MEMO_ENTRIES: usize = 256;
+
+impl PageMemo {
+    fn get(&self, key: &str, version: u64) -> Option<Arc<Rendered>> {
+        let memo = self.0.lock().ok()?;
+        memo.get(key).filter(|(v, _)| *v == version).map(|(_, r)| r.clone())
+    }
+
+    fn put(&self, key: String, version: u64, rendered: Arc<Rendered>) {
+        if let Ok(mut memo) = self.0.lock() {
+            if memo.len() >= MEMO_ENTRIES {
+                memo.clear();
+            }
+            memo.insert(key, (version, rendered));
+        }
+    }
+}
+
 /// A JSON answer with a strong ETag of its body, or `304` if the client has it.
 pub(crate) fn json_with_etag(headers: &HeaderMap, value: &impl serde::Serialize) -> Response {
-    let body = match serde_json::to_vec(value) {
-        Ok(body) => body,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write JSON: {e}")),
-    };
-    let etag = etag_of(&body);
-    let tag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
-    if etag_matches(headers, &etag) {
+    match Rendered::of(value) {
+        Ok(r) => send(headers, &r),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.chain()),
+    }
+}
+
+/// Sends a rendered document, or `304` if the client has it.
+fn send(headers: &HeaderMap, rendered: &Rendered) -> Response {
+    let (body, etag) = (rendered.body.clone(), &rendered.etag);
+    let tag = HeaderValue::from_str(etag).unwrap_or(HeaderValue::from_static("\"\""));
+    if etag_matches(headers, etag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
     }
     (
@@ -116,13 +159,20 @@ async fn fleet(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(q):
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let page = blocking(state, move |s| {
+    let key = format!("{:?}|{filter:?}", viewer.scope);
+    let rendered = blocking(state, move |s| {
         s.refresh(false)?;
-        s.fleet.page(&viewer, &filter)
+        let version = s.fleet.version()?;
+        if let Some(hit) = s.pages.get(&key, version) {
+            return Ok(hit);
+        }
+        let rendered = Arc::new(Rendered::of(&s.fleet.page(&viewer, &filter)?)?);
+        s.pages.put(key, version, rendered.clone());
+        Ok(rendered)
     })
     .await;
-    match page {
-        Ok(page) => json_with_etag(&headers, &page),
+    match rendered {
+        Ok(r) => send(&headers, &r),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.chain()),
     }
 }

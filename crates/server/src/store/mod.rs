@@ -125,7 +125,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn manifest(&self, host: &str) -> Result<Option<Vec<u8>>, ChannelError>;
 
     /// Appends a report (validated; `document` is the body as received), folds it into
-    /// the host's status, then drops what the [`Retention`] no longer keeps.
+    /// the host's status, then drops what the [`Retention`] no longer keeps. Returns the
+    /// host's new row.
     ///
     /// # Errors
     /// [`ChannelError::Database`].
@@ -135,7 +136,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         report: &AgentReport,
         document: &str,
         received_at: i64,
-    ) -> Result<(), ChannelError>;
+    ) -> Result<HostRow, ChannelError>;
 
     /// The newest reports of a host, newest first (at most `limit`).
     ///
@@ -154,6 +155,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`ChannelError::Database`].
     fn hosts_since(&self, after: i64) -> Result<Vec<HostRow>, ChannelError>;
+
+    /// The hosts whose rows changed after sequence number `after`, with their sequence
+    /// numbers (no statuses: cheap to re-read).
+    ///
+    /// # Errors
+    /// [`ChannelError::Database`].
+    fn changed_since(&self, after: i64) -> Result<Vec<(String, i64)>, ChannelError>;
+
+    /// The rows of these hosts (those that exist).
+    ///
+    /// # Errors
+    /// [`ChannelError::Database`].
+    fn host_rows(&self, hosts: &[String]) -> Result<Vec<HostRow>, ChannelError>;
 
     /// True if sequence numbers become visible in order (a single writer, as SQLite);
     /// false if a smaller number may commit after a larger one was read (PostgreSQL).
@@ -195,6 +209,9 @@ impl From<std::path::PathBuf> for StoreConfig {
         StoreConfig::Sqlite(path)
     }
 }
+
+/// Hosts per query of [`Store::host_rows`].
+pub(crate) const ROWS_PER_QUERY: usize = 500;
 
 /// A store error.
 pub(crate) fn db_err(e: impl std::fmt::Display) -> ChannelError {

@@ -215,14 +215,18 @@ fn backfill(tx: &mut Transaction<'_>) -> Result<(), ChannelError> {
     Ok(())
 }
 
-fn write_host(tx: &mut Transaction<'_>, host: &str, status: &str, now: i64) -> Result<(), ChannelError> {
-    tx.execute(
-        "INSERT INTO hosts (host, seq, status, updated_at) VALUES ($1, nextval('host_seq'), $2, $3)
-         ON CONFLICT (host) DO UPDATE SET seq = excluded.seq, status = excluded.status, updated_at = excluded.updated_at",
-        &[&host, &status, &now],
-    )
-    .map_err(db_err)?;
-    Ok(())
+/// Writes a host row with the next sequence number; returns that number.
+fn write_host(tx: &mut Transaction<'_>, host: &str, status: &str, now: i64) -> Result<i64, ChannelError> {
+    let row = tx
+        .query_one(
+            "INSERT INTO hosts (host, seq, status, updated_at) VALUES ($1, nextval('host_seq'), $2, $3)
+             ON CONFLICT (host) DO UPDATE SET seq = excluded.seq, status = excluded.status,
+                 updated_at = excluded.updated_at
+             RETURNING seq",
+            &[&host, &status, &now],
+        )
+        .map_err(db_err)?;
+    Ok(row.get(0))
 }
 
 /// The host's row, locked until the transaction ends (its writers take turns).
@@ -275,7 +279,7 @@ impl Store for PostgresStore {
         report: &AgentReport,
         document: &str,
         received_at: i64,
-    ) -> Result<(), ChannelError> {
+    ) -> Result<HostRow, ChannelError> {
         let r = Report::of(report, received_at);
         let version = i32::try_from(r.version).unwrap_or(i32::MAX);
         let doc = (r.version >= 2).then_some(document);
@@ -289,7 +293,7 @@ impl Store for PostgresStore {
         )
         .map_err(db_err)?;
         let status = merged(host, previous.as_deref(), report, received_at);
-        write_host(&mut tx, host, &status_json(&status)?, received_at)?;
+        let seq = write_host(&mut tx, host, &status_json(&status)?, received_at)?;
         let per_host = i64::from(self.retention.per_host);
         let oldest = received_at.saturating_sub(self.retention.max_age_secs);
         tx.execute(
@@ -321,7 +325,8 @@ impl Store for PostgresStore {
             )
             .map_err(db_err)?;
         }
-        tx.commit().map_err(db_err)
+        tx.commit().map_err(db_err)?;
+        Ok(HostRow { seq, status })
     }
 
     fn reports(&self, host: &str, limit: u32) -> Result<Vec<Report>, ChannelError> {
@@ -362,6 +367,26 @@ impl Store for PostgresStore {
                 Ok(HostRow { seq: r.get(0), status: serde_json::from_str(&text).map_err(db_err)? })
             })
             .collect()
+    }
+
+    fn changed_since(&self, after: i64) -> Result<Vec<(String, i64)>, ChannelError> {
+        let mut client = self.client()?;
+        let rows =
+            client.query("SELECT host, seq FROM hosts WHERE seq > $1 ORDER BY seq", &[&after]).map_err(db_err)?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn host_rows(&self, hosts: &[String]) -> Result<Vec<HostRow>, ChannelError> {
+        let mut client = self.client()?;
+        let mut out = Vec::new();
+        for chunk in hosts.chunks(super::ROWS_PER_QUERY) {
+            let rows = client.query("SELECT seq, status FROM hosts WHERE host = ANY($1)", &[&chunk]).map_err(db_err)?;
+            for r in rows {
+                let text: String = r.get(1);
+                out.push(HostRow { seq: r.get(0), status: serde_json::from_str(&text).map_err(db_err)? });
+            }
+        }
+        Ok(out)
     }
 
     fn seq_commit_ordered(&self) -> bool {

@@ -113,16 +113,18 @@ fn backfill(tx: &Transaction<'_>) -> Result<(), ChannelError> {
     Ok(())
 }
 
-/// Writes a host row with the next sequence number (the caller holds the write lock).
-fn write_host(tx: &Transaction<'_>, host: &str, status: &str, now: i64) -> Result<(), ChannelError> {
-    tx.execute(
+/// Writes a host row with the next sequence number (the caller holds the write lock);
+/// returns that number.
+fn write_host(tx: &Transaction<'_>, host: &str, status: &str, now: i64) -> Result<i64, ChannelError> {
+    tx.query_row(
         "INSERT INTO hosts (host, seq, status, updated_at)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM hosts), ?2, ?3)
-         ON CONFLICT (host) DO UPDATE SET seq = excluded.seq, status = excluded.status, updated_at = excluded.updated_at",
+         ON CONFLICT (host) DO UPDATE SET seq = excluded.seq, status = excluded.status, updated_at = excluded.updated_at
+         RETURNING seq",
         params![host, status, now],
+        |r| r.get(0),
     )
-    .map_err(db_err)?;
-    Ok(())
+    .map_err(db_err)
 }
 
 fn host_status(tx: &Transaction<'_>, host: &str) -> Result<Option<String>, ChannelError> {
@@ -173,7 +175,7 @@ impl Store for SqliteStore {
         report: &AgentReport,
         document: &str,
         received_at: i64,
-    ) -> Result<(), ChannelError> {
+    ) -> Result<HostRow, ChannelError> {
         let r = Report::of(report, received_at);
         let mut conn = self.lock()?;
         let tx = conn.transaction().map_err(db_err)?;
@@ -193,7 +195,7 @@ impl Store for SqliteStore {
         )
         .map_err(db_err)?;
         let status = merged(host, host_status(&tx, host)?.as_deref(), report, received_at);
-        write_host(&tx, host, &status_json(&status)?, received_at)?;
+        let seq = write_host(&tx, host, &status_json(&status)?, received_at)?;
         let oldest = received_at.saturating_sub(self.retention.max_age_secs);
         tx.execute(
             "DELETE FROM reports WHERE host = ?1 AND id NOT IN
@@ -225,7 +227,8 @@ impl Store for SqliteStore {
             )
             .map_err(db_err)?;
         }
-        tx.commit().map_err(db_err)
+        tx.commit().map_err(db_err)?;
+        Ok(HostRow { seq, status })
     }
 
     fn reports(&self, host: &str, limit: u32) -> Result<Vec<Report>, ChannelError> {
@@ -265,6 +268,31 @@ impl Store for SqliteStore {
             let (seq, text) = row.map_err(db_err)?;
             let status = serde_json::from_str(&text).map_err(db_err)?;
             out.push(HostRow { seq, status });
+        }
+        Ok(out)
+    }
+
+    fn changed_since(&self, after: i64) -> Result<Vec<(String, i64)>, ChannelError> {
+        let conn = self.lock()?;
+        let mut st = conn.prepare("SELECT host, seq FROM hosts WHERE seq > ?1 ORDER BY seq").map_err(db_err)?;
+        let rows = st.query_map([after], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_err)?;
+        rows.collect::<Result<_, _>>().map_err(db_err)
+    }
+
+    fn host_rows(&self, hosts: &[String]) -> Result<Vec<HostRow>, ChannelError> {
+        let conn = self.lock()?;
+        let mut out = Vec::new();
+        for chunk in hosts.chunks(super::ROWS_PER_QUERY) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut st =
+                conn.prepare(&format!("SELECT seq, status FROM hosts WHERE host IN ({marks})")).map_err(db_err)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(chunk), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db_err)?;
+            for row in rows {
+                let (seq, text) = row.map_err(db_err)?;
+                out.push(HostRow { seq, status: serde_json::from_str(&text).map_err(db_err)? });
+            }
         }
         Ok(out)
     }

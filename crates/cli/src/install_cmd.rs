@@ -68,7 +68,9 @@ impl Observer for Lines {
     fn finished(&mut self, record: &PhaseRecord) {
         match record.result {
             PhaseResult::Skipped | PhaseResult::NotReached => {}
-            _ => eprintln!("{}: {:?} ({} s)", record.phase, record.result, record.seconds),
+            PhaseResult::Proven => eprintln!("{}: proven ({} s)", record.phase, record.seconds),
+            PhaseResult::Refused => eprintln!("{}: refused ({} s)", record.phase, record.seconds),
+            PhaseResult::Failed => eprintln!("{}: failed ({} s)", record.phase, record.seconds),
         }
     }
 }
@@ -103,6 +105,12 @@ fn run_inner(args: &InstallArgs) -> Result<ExitCode, CliError> {
         if !p.is_file() {
             return Err(CliError::new(format!("--kexec {}: no such file", p.display())));
         }
+    }
+    if args.generate_hardware_config.is_some() && !phases.contains(Phase::Kexec) {
+        return Err(CliError::new("--generate-hardware-config reads the old OS's hardware: it needs the kexec phase")
+            .with_help(
+                "run it before the kexec (`--phases kexec,…`), or with `fleetgate facts --target … --json` beforehand",
+            ));
     }
     let (disko_script, system) = built_paths(args, &host)?;
     let layout = eval_layout(&host)?;

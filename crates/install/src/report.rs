@@ -179,7 +179,8 @@ impl InstallReport {
         let mut s = String::new();
         let _ = writeln!(s, "install {} on {}: {}", self.flake, self.target, outcome_word(self.outcome));
         for p in &self.phases {
-            let _ = writeln!(s, "  {:<11}{:<12}{}", p.phase.as_str(), result_word(p.result), seconds(p));
+            let line = format!("  {:<11}{:<12}{}", p.phase.as_str(), result_word(p.result), seconds(p));
+            let _ = writeln!(s, "{}", line.trim_end());
             for line in &p.proof {
                 let _ = writeln!(s, "      {line}");
             }

@@ -129,6 +129,15 @@ impl Layout {
         self.disks.values().map(|d| d.device.clone()).collect()
     }
 
+    /// The device of the disk whose partition is mounted at `/`.
+    #[must_use]
+    pub fn root_disk(&self) -> Option<&str> {
+        self.disks
+            .values()
+            .find(|d| d.partitions.values().any(|p| p.mountpoint.as_deref() == Some("/")))
+            .map(|d| d.device.as_str())
+    }
+
     /// Whether the layout creates the device `spec` names.
     #[must_use]
     pub fn creates(&self, spec: &RootSpec) -> Created {
@@ -160,6 +169,7 @@ mod tests {
     fn labels_are_disko_defaults_or_set() {
         let l = Layout::parse(JSON).expect("valid");
         assert_eq!(l.disk_devices(), ["/dev/vda"]);
+        assert_eq!(l.root_disk(), Some("/dev/vda"));
         assert_eq!(l.creates(&RootSpec::parse("/dev/disk/by-partlabel/disk-main-ESP")), Created::By("main/ESP".into()));
         assert_eq!(l.creates(&RootSpec::parse("PARTLABEL=nixos-root")), Created::By("main/root".into()));
         assert_eq!(l.creates(&RootSpec::parse("/dev/disk/by-label/nixos")), Created::By("main/root".into()));

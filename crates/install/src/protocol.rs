@@ -212,6 +212,16 @@ pub fn install(
     run.report
 }
 
+/// The kernel name (`vda`) of a disk device path (`/dev/vda`,
+/// `/dev/disk/by-id/…`) on the host these facts describe, if it is there.
+fn kernel_name(disk: &str, facts: &Facts) -> Option<String> {
+    let name = match disk.strip_prefix("/dev/disk/").and_then(|rest| rest.split_once('/')) {
+        Some((kind, link)) => facts.disk_link(kind, link)?.target.rsplit('/').next()?.to_owned(),
+        None => disk.rsplit('/').next()?.to_owned(),
+    };
+    facts.block_devices.iter().any(|b| b.name == name).then_some(name)
+}
+
 /// The first phase after the last one requested.
 fn next_phase(phases: Phases) -> Phase {
     Phase::ALL
@@ -401,10 +411,7 @@ impl Run<'_> {
             }
         }
         for disk in self.plan.layout.disk_devices() {
-            let name = disk.rsplit('/').next().unwrap_or(&disk);
-            let exists = facts.block_devices.iter().any(|b| b.name == name)
-                || facts.disk_links.iter().any(|l| format!("/dev/disk/{}/{}", l.kind, l.name) == disk);
-            if !exists {
+            if kernel_name(&disk, &facts).is_none() {
                 return Err(Stop::refused(
                     untouched,
                     format!("the disko layout's disk {disk} does not exist on the target"),
@@ -413,6 +420,29 @@ impl Run<'_> {
                 ));
             }
             self.proof.push(format!("disk {disk} exists"));
+        }
+        // The initrd was judged by the old OS's root device chain: that is
+        // the new root's hardware only when the new root is on the same disk.
+        if let Some(root_disk) = self.plan.layout.root_disk() {
+            let name = kernel_name(root_disk, &facts).unwrap_or_default();
+            let on_chain = facts.root_chain.iter().any(|d| {
+                d.devname.as_deref() == Some(name.as_str())
+                    || d.sysfs.ends_with(&format!("/block/{name}"))
+                    || d.sysfs.contains(&format!("/block/{name}/"))
+            });
+            if !on_chain {
+                return Err(Stop::refused(
+                    untouched,
+                    format!(
+                        "cannot judge: the new root goes on {root_disk}, the old OS's root is not on that disk, and the initrd is judged by the old root's device chain"
+                    ),
+                    Phase::PreFlight,
+                    "install on the disk the running OS boots from, or check the system against that disk's drivers yourself",
+                ));
+            }
+            self.proof.push(format!(
+                "the new root's disk {root_disk} carries the old OS's root: its driver chain was judged"
+            ));
         }
         self.hardware = Some(facts);
         Ok(untouched)

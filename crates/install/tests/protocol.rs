@@ -232,6 +232,20 @@ fn a_layout_disk_the_target_lacks_is_refused() {
 }
 
 #[test]
+fn a_new_root_on_a_disk_the_old_os_does_not_boot_from_cannot_be_judged() {
+    let mut t = FakeTarget::new();
+    t.old_facts.root_chain.retain(|d| !d.sysfs.contains("/block/"));
+    t.old_facts.root_chain[0].sysfs =
+        "/sys/devices/pci0000:00/0000:00:05.0/ata1/host0/target0:0:0/0:0:0:0/block/sda/sda1".into();
+    let r = run(&mut t, &Scripted::default(), ALL);
+    assert_eq!(r.outcome, Outcome::Refused);
+    assert!(
+        r.phases[0].error.as_deref().unwrap_or_default().starts_with("cannot judge: the new root goes on /dev/vda")
+    );
+    assert!(!t.called("stage_kexec"));
+}
+
+#[test]
 fn disko_that_does_not_create_the_root_fails_its_proof() {
     let mut t = FakeTarget::new();
     t.disko_creates.retain(|(_, name, _)| name != "disk-main-root");

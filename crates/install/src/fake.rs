@@ -96,7 +96,9 @@ impl Default for FakeTarget {
     }
 }
 
-fn chain_device(sysfs: &str, driver: Option<&str>, module: Option<&str>) -> Device {
+/// A device on a root chain, bound to a virtio driver.
+#[must_use]
+pub fn chain_device(sysfs: &str, driver: Option<&str>, module: Option<&str>) -> Device {
     Device {
         sysfs: sysfs.into(),
         subsystem: Some("virtio".into()),

@@ -86,20 +86,8 @@ pub fn report(facts: &Facts, modules: &InitrdModules) -> String {
 
 #[cfg(test)]
 mod tests {
-    use fleetgate_facts::Device;
-
     use super::*;
-
-    fn device(sysfs: &str, driver: Option<&str>, module: Option<&str>) -> Device {
-        Device {
-            sysfs: sysfs.into(),
-            subsystem: Some("virtio".into()),
-            driver: driver.map(Into::into),
-            module: module.map(Into::into),
-            modalias: Some("virtio:d00000002v00001AF4".into()),
-            devname: None,
-        }
-    }
+    use crate::fake::chain_device as device;
 
     #[test]
     fn the_chain_s_modules_once_in_order() {

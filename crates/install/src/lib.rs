@@ -29,6 +29,7 @@ pub mod proof;
 pub mod protocol;
 pub mod report;
 pub mod ssh;
+mod stop;
 pub mod target;
 
 pub use phase::{Phase, Phases};

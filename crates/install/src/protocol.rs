@@ -21,8 +21,9 @@ use fleetgate_system::RootSpec;
 use crate::kexec::Nonce;
 use crate::layout::{Created, Layout};
 use crate::phase::{Phase, Phases};
-use crate::proof::{self, Unproven};
+use crate::proof;
 use crate::report::{FORMAT, InstallReport, Outcome, PhaseRecord, PhaseResult, Standing};
+use crate::stop::Stop;
 use crate::target::{DiskUser, Target, TargetError};
 
 /// The system to install, judged locally: `check` against a host's facts,
@@ -88,46 +89,6 @@ pub struct Quiet;
 impl Observer for Quiet {
     fn started(&mut self, _: Phase) {}
     fn finished(&mut self, _: &PhaseRecord) {}
-}
-
-/// How a phase stopped the install.
-struct Stop {
-    result: PhaseResult,
-    outcome: Outcome,
-    standing: Standing,
-    error: String,
-    /// Where a resume begins; `None`: no resume (state unknown).
-    resume_from: Option<Phase>,
-    next_step: String,
-}
-
-impl Stop {
-    fn refused(standing: Standing, error: impl Into<String>, resume_from: Phase, next_step: impl Into<String>) -> Stop {
-        Stop {
-            result: PhaseResult::Refused,
-            outcome: Outcome::Refused,
-            standing,
-            error: error.into(),
-            resume_from: Some(resume_from),
-            next_step: next_step.into(),
-        }
-    }
-
-    fn failed(standing: Standing, error: impl Into<String>, resume_from: Phase, next_step: impl Into<String>) -> Stop {
-        let known = standing != Standing::Unknown;
-        Stop {
-            result: PhaseResult::Failed,
-            outcome: if known { Outcome::Failed } else { Outcome::Unknown },
-            standing,
-            error: error.into(),
-            resume_from: known.then_some(resume_from),
-            next_step: next_step.into(),
-        }
-    }
-
-    fn unproven(u: Unproven, resume_from: Phase, next_step: impl Into<String>) -> Stop {
-        Stop::failed(u.standing, u.reason, resume_from, next_step)
-    }
 }
 
 /// The run: what it learnt, and the report it builds.
@@ -210,6 +171,17 @@ pub fn install(
         _ => format!("run the remaining phases: {}", run.resume_command(next_phase(plan.phases))),
     };
     run.report
+}
+
+/// The error findings of `report`, but those whose id starts with one of
+/// `judged_elsewhere`.
+fn blocking(report: &Report, judged_elsewhere: &[&str]) -> Vec<Finding> {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error && !judged_elsewhere.iter().any(|p| f.id.starts_with(p)))
+        .cloned()
+        .collect()
 }
 
 /// The kernel name (`vda`) of a disk device path (`/dev/vda`,
@@ -363,12 +335,7 @@ impl Run<'_> {
             })?
         };
         let report = self.check.check(&facts, self.left());
-        let blocking: Vec<Finding> = report
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error && !f.id.starts_with("root.") && !f.id.starts_with("switch."))
-            .cloned()
-            .collect();
+        let blocking = blocking(&report, &["root.", "switch."]);
         self.proof.push(format!(
             "check of {} against the hardware of {}: {} error findings that block",
             report.system,
@@ -583,12 +550,7 @@ impl Run<'_> {
             facts.root_chain.clone_from(&hw.root_chain);
         }
         let report = self.check.check(&facts, self.left());
-        let blocking: Vec<Finding> = report
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error && !f.id.starts_with("switch."))
-            .cloned()
-            .collect();
+        let blocking = blocking(&report, &["switch."]);
         if !blocking.is_empty() {
             let ids: Vec<&str> = blocking.iter().map(|f| f.id.as_str()).collect();
             self.report.findings = blocking.clone();

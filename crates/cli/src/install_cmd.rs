@@ -189,3 +189,38 @@ fn write_hardware_report(args: &InstallArgs, system: &str, path: &Path) -> Resul
     eprintln!("hardware report written to {}: {}", path.display(), modules.modules.join(" "));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// The error `fleetgate install ARGS` ends with, as its `--json` document.
+    fn error_of(args: &[&str]) -> serde_json::Value {
+        let cli = crate::Cli::try_parse_from([&["fleetgate", "install"], args].concat()).expect("parses");
+        let crate::Command::Install(install) = cli.command else { panic!("not install") };
+        let e = run_inner(&install).expect_err("refused before anything runs");
+        crate::exit::error_json(&miette::Report::new(e))
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_before_anything_is_built() {
+        let t = ["--target", "ssh://root@192.0.2.10"];
+        let doc = error_of(&[&[".#web1", "--phases", "kexec,format"][..], &t].concat());
+        assert_eq!(doc["error"], "--phases: unknown phase \"format\" (the phases are kexec, disko, install, reboot)");
+        assert_eq!(doc["exit_code"], 2);
+        let doc = error_of(&[&[".#web1"][..], &t].concat());
+        assert_eq!(doc["error"], "the kexec phase needs --kexec PATH|URL");
+        assert!(doc["help"].as_str().unwrap_or_default().contains("nixos-kexec-installer"));
+        let doc = error_of(&[".#web1", "--target", "root@192.0.2.10", "--phases", "install"]);
+        assert!(doc["error"].as_str().unwrap_or_default().contains("is not ssh://"), "{doc}");
+        let doc = error_of(&[&["web1", "--phases", "install"][..], &t].concat());
+        assert!(doc["error"].as_str().unwrap_or_default().contains("FLAKE#HOST"), "{doc}");
+        let doc =
+            error_of(&[&[".#web1", "--phases", "install", "--generate-hardware-config", "hw.nix"][..], &t].concat());
+        assert!(doc["error"].as_str().unwrap_or_default().contains("needs the kexec phase"), "{doc}");
+        let doc = error_of(&[&[".#web1", "--kexec", "/nonexistent/k.tar.gz"][..], &t].concat());
+        assert_eq!(doc["error"], "--kexec /nonexistent/k.tar.gz: no such file");
+    }
+}

@@ -51,7 +51,8 @@ impl Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Standing {
-    /// The old OS runs; no disk was touched.
+    /// The old OS runs; no disk was partitioned or formatted (the kexec
+    /// phase may have written its tarball under `/root/kexec`).
     OldOsUntouched,
     /// A system other than the installer fleetgate started runs; fleetgate
     /// touched no disk.
@@ -79,9 +80,9 @@ impl Standing {
     #[must_use]
     pub fn sentence(self) -> &'static str {
         match self {
-            Standing::OldOsUntouched => "the old OS is running; no disk was touched",
+            Standing::OldOsUntouched => "the old OS is running; no disk was partitioned or formatted",
             Standing::NotTheInstaller => {
-                "a system other than the installer fleetgate started is running; fleetgate touched no disk"
+                "a system other than the installer fleetgate started is running; no disk was partitioned or formatted"
             }
             Standing::InstallerDisksUntouched => "the installer is running; no disk was touched",
             Standing::DisksWritten => {

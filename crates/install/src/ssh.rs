@@ -255,7 +255,7 @@ impl Target for SshTarget {
             .ok_or_else(|| TargetError::Cannot("no kexec tarball given (--kexec PATH|URL)".into()))?;
         let flags = kexec::tar_flags(&source.name())
             .ok_or_else(|| TargetError::Cannot(format!("{} is not a tarball", source.name())))?;
-        let prepare = format!("set -e; rm -rf {d}; mkdir -p {d}; cd {d}", d = q(KEXEC_DIR));
+        let prepare = format!("set -e; mkdir -p {d}; cd {d}", d = q(KEXEC_DIR));
         match &source {
             KexecSource::Path(path) => {
                 let file =
@@ -360,7 +360,9 @@ impl Target for SshTarget {
     }
 
     fn installed_boot_default(&mut self, timeout: Duration) -> Result<Option<String>, TargetError> {
-        let listing = "esp=/mnt/boot\n[ -f \"$esp/loader/loader.conf\" ] || exit 3\nPATH=/run/current-system/sw/bin:$PATH\n\
+        // The ESP where NixOS mounts it (boot.loader.efi.efiSysMountPoint: /boot, /boot/efi or /efi).
+        let listing = "esp=\nfor d in /mnt/boot /mnt/boot/efi /mnt/efi; do [ -f \"$d/loader/loader.conf\" ] && { esp=$d; break; }; done\n\
+            [ -n \"$esp\" ] || exit 3\nPATH=/run/current-system/sw/bin:$PATH\n\
             for e in \"$esp\"/loader/entries/*.conf; do\n  [ -e \"$e\" ] || continue\n  \
             printf 'entry\\t%s\\t%s\\n' \"${e##*/}\" \"$(sed -n 's/^options.*init=\\([^ ]*\\).*/\\1/p' \"$e\" | head -n 1)\"\ndone\n\
             printf 'default\\t%s\\n' \"$(sed -n 's/^default[[:space:]][[:space:]]*//p' \"$esp/loader/loader.conf\" | tail -n 1)\"\n";
@@ -489,5 +491,12 @@ mod tests {
         assert_eq!(KexecSource::parse("https://x/k.tar.gz"), Ok(KexecSource::Url("https://x/k.tar.gz".into())));
         assert_eq!(KexecSource::parse("./k.tar"), Ok(KexecSource::Path("./k.tar".into())));
         assert!(KexecSource::parse("./k.img").is_err());
+    }
+
+    #[test]
+    fn the_mnt_store_uri_survives_parsing() {
+        let uri = "ssh://root@192.0.2.10?remote-store=local%3Froot=%2Fmnt";
+        let store = StoreUri::parse(uri).expect("valid");
+        assert_eq!(store.to_string(), uri, "nixos-anywhere's form, passed to nix copy as is");
     }
 }

@@ -493,6 +493,43 @@ mod tests {
         assert!(KexecSource::parse("./k.img").is_err());
     }
 
+    /// The look script, run on this machine: its boot id and mounts.
+    #[test]
+    fn the_look_script_reads_this_machine() {
+        let out = fleetgate_transport::Local.run(&["sh", "-c", LOOK], None, Duration::from_secs(30)).expect("sh runs");
+        let look = parse_look(&out.stdout_text()).expect("a look");
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+        assert_eq!(look.boot_id, boot_id.trim());
+        assert_eq!(look.cmdline, std::fs::read_to_string("/proc/cmdline").expect("cmdline").trim());
+        assert!(look.mounts.iter().any(|m| m.mount_point == "/"), "{:?}", look.mounts);
+    }
+
+    /// The disk-users script, run on this machine against the disk holding
+    /// `/` (when `/` is on a block device): it names that mount.
+    #[test]
+    fn the_disk_users_script_names_the_mounted_root() {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+        let root = mounts.lines().filter_map(|l| l.split_once(' ')).filter(|(_, rest)| rest.starts_with("/ ")).last();
+        let Some((source, _)) = root.filter(|(s, _)| s.starts_with("/dev/") && Path::new(s).exists()) else {
+            eprintln!("skipped: / is not on a block device here");
+            return;
+        };
+        let argv = ["sh", "-c", DISK_USERS, "sh", source];
+        let out = fleetgate_transport::Local.run(&argv, None, Duration::from_secs(30)).expect("sh runs");
+        let users = parse_disk_users(&out.stdout_text()).expect("users");
+        let real = std::fs::canonicalize(source).expect("canonical");
+        assert!(
+            users
+                .iter()
+                .any(|u| Path::new(&u.device) == real && u.user == DiskUse::Mounted { mount_point: "/".into() }),
+            "{users:?}"
+        );
+        let missing = fleetgate_transport::Local
+            .run(&["sh", "-c", DISK_USERS, "sh", "/dev/fleetgate-no-such-disk"], None, Duration::from_secs(30))
+            .expect("sh runs");
+        assert!(parse_disk_users(&missing.stdout_text()).is_err());
+    }
+
     #[test]
     fn the_mnt_store_uri_survives_parsing() {
         let uri = "ssh://root@192.0.2.10?remote-store=local%3Froot=%2Fmnt";

@@ -509,7 +509,7 @@ mod tests {
     #[test]
     fn the_disk_users_script_names_the_mounted_root() {
         let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
-        let root = mounts.lines().filter_map(|l| l.split_once(' ')).filter(|(_, rest)| rest.starts_with("/ ")).last();
+        let root = mounts.lines().rev().filter_map(|l| l.split_once(' ')).find(|(_, rest)| rest.starts_with("/ "));
         let Some((source, _)) = root.filter(|(s, _)| s.starts_with("/dev/") && Path::new(s).exists()) else {
             eprintln!("skipped: / is not on a block device here");
             return;

@@ -30,13 +30,18 @@ pub fn meanings() -> [(i32, &'static str); 4] {
         (
             i32::from(EXIT_FAILED),
             "attempted and failed or refused: the plan is blocked (check); some hosts failed, were blocked, \
-             unreachable or skipped, every host is on a known-good generation (deploy); a promotion failed (channel)",
+             unreachable or skipped, every host is on a known-good generation (deploy); a promotion failed (channel); \
+             a phase refused or failed and the machine's state is known (install)",
         ),
         (
             i32::from(EXIT_USAGE),
             "bad arguments, configuration or input, or an I/O error before anything was done: nothing was done",
         ),
-        (EXIT_UNKNOWN, "deploy: some host's state is unknown, a human must look (the report says what is known)"),
+        (
+            EXIT_UNKNOWN,
+            "deploy: some host's state is unknown, a human must look (the report says what is known); \
+             install: the machine's state is unknown (console tail in the report)",
+        ),
     ]
 }
 

@@ -19,6 +19,7 @@ mod generate_cmd;
 mod help_defaults;
 mod history_cmd;
 mod history_render;
+mod install_cmd;
 mod resume_cmd;
 mod rollback_cmd;
 mod status_cmd;
@@ -58,6 +59,8 @@ enum Command {
     Agent(agent_cmd::AgentArgs),
     /// Desired, running, booted and default system of every host, boot debt, pending reboots.
     Status(status_cmd::StatusArgs),
+    /// Install NixOS on a running machine (nixos-anywhere's job): pre-flight, kexec, disko, install, reboot, each proven.
+    Install(install_cmd::InstallArgs),
 }
 
 impl Command {
@@ -69,6 +72,7 @@ impl Command {
             Command::Deploy(a) => a.run.json,
             Command::Rollback(a) => a.run.json,
             Command::History(a) => a.json,
+            Command::Install(a) => a.json,
             // `channel`, `agent` and `status` print their own JSON documents, failures included.
             Command::Channel(_)
             | Command::Agent(_)
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         Command::Man(args) => generate_cmd::man(&args, command()),
         Command::Agent(args) => Ok(agent_cmd::run_agent(&args)),
         Command::Status(args) => Ok(status_cmd::run(&args)),
+        Command::Install(args) => install_cmd::run(&args),
     };
     match result {
         Ok(code) => code,

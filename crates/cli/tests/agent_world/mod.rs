@@ -22,6 +22,8 @@ use fleetgate_nix::process::Run;
 
 pub const FLEETGATE: &str = env!("CARGO_BIN_EXE_fleetgate");
 
+/// The read token the tests read the fleet's status with.
+const READ_TOKEN: &str = "read-token-of-the-lab-0123456789abcdef";
 /// A child killed and reaped on drop.
 pub struct Killed(pub Child);
 
@@ -176,6 +178,8 @@ impl Fleet {
         std::fs::write(root.join("host-tokens"), text).unwrap();
         let hook_secret = "hook-secret-0123456789abcdef".to_owned();
         std::fs::write(root.join("hook-secret"), &hook_secret).unwrap();
+        // The fleet's status is read with a read token (`channel serve --read-tokens-file`).
+        std::fs::write(root.join("read-tokens"), format!("lab {READ_TOKEN}\n")).unwrap();
         let mut fleet = Fleet {
             cache_port: free_port(&gateway),
             serve_port: free_port(&gateway),
@@ -243,6 +247,8 @@ impl Fleet {
             .arg(self.root().join("host-tokens"))
             .arg("--hook-secret-file")
             .arg(self.root().join("hook-secret"))
+            .arg("--read-tokens-file")
+            .arg(self.root().join("read-tokens"))
             .args(self.channel_args())
             .env("HOME", self.root())
             .env("XDG_CACHE_HOME", self.root().join(".cache"))
@@ -409,7 +415,7 @@ impl Fleet {
     pub fn server_status(&self) -> serde_json::Value {
         let url = format!("{}/v1/hosts", self.server_url());
         let (_, out) = Run::new("curl")
-            .args(["-sS", "--max-time", "10", &url])
+            .args(["-sS", "--max-time", "10", "-H", &format!("Authorization: Bearer {READ_TOKEN}"), &url])
             .timeout(Duration::from_secs(30))
             .run_unchecked()
             .unwrap();

@@ -333,6 +333,34 @@ impl SdBoot {
         s
     }
 
+    /// The entry systemd-boot boots by default (`src/boot/boot.c`,
+    /// `config_select_default_entry`): the `LoaderEntryDefault` EFI variable
+    /// (`efi_default`) when it names an entry, else `loader.conf`'s `default`
+    /// — an id, or a glob whose last match in version order wins. `None`
+    /// when neither names an entry (systemd-boot would then take the first
+    /// of its own sort order, which fleetgate does not model: "cannot tell").
+    #[must_use]
+    pub fn default_entry(&self, efi_default: Option<&str>) -> Option<&SdEntry> {
+        if let Some(id) = efi_default.filter(|v| !v.is_empty()) {
+            if let Some(e) = self.entries.iter().find(|e| e.id() == id) {
+                return Some(e);
+            }
+        }
+        let pattern = self.conf_default.as_deref().filter(|d| !d.is_empty())?;
+        let with_conf = |p: &str| if p.ends_with(".conf") { p.to_owned() } else { format!("{p}.conf") };
+        if !pattern.contains(['*', '?', '[']) {
+            let id = with_conf(pattern);
+            return self.entries.iter().find(|e| e.id() == id);
+        }
+        self.entries
+            .iter()
+            .filter(|e| {
+                glob_match(pattern.as_bytes(), e.id().as_bytes())
+                    || glob_match(pattern.as_bytes(), e.id().trim_end_matches(".conf").as_bytes())
+            })
+            .max_by(|a, b| version_cmp(&a.id(), &b.id()))
+    }
+
     /// The entry that boots `system` (without a boot counter first).
     #[must_use]
     pub fn entry_for(&self, system: &str) -> Option<&SdEntry> {
@@ -342,9 +370,72 @@ impl SdBoot {
     }
 }
 
+/// `fnmatch` with `*` and `?` (systemd-boot's `efi_fnmatch` also has
+/// `[…]` classes; an entry id with one is compared literally here).
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.split_first(), text.split_first()) {
+        (None, _) => text.is_empty(),
+        (Some((b'*', rest)), _) => (0..=text.len()).any(|i| glob_match(rest, &text[i..])),
+        (Some((b'?', rest)), Some((_, t))) => glob_match(rest, t),
+        (Some((p, rest)), Some((c, t))) if p == c => glob_match(rest, t),
+        _ => false,
+    }
+}
+
+/// Version order of entry ids as systemd compares them
+/// (`strverscmp_improved`), simplified: runs of digits compare as numbers,
+/// everything else byte by byte.
+fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (na, nb) = (trim_zeros(&a[..da]), trim_zeros(&b[..db]));
+                let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+                if o != std::cmp::Ordering::Equal {
+                    return o;
+                }
+                (a, b) = (&a[da..], &b[db..]);
+            }
+            (Some(x), Some(y)) if x != y => return x.cmp(y),
+            _ => (a, b) = (&a[1..], &b[1..]),
+        }
+    }
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let zeros = digits.iter().take_while(|c| **c == b'0').count();
+    &digits[zeros..]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn systemd_boot_default_entry() {
+        let listing = "entry\tnixos-generation-9.conf\t/nix/store/a-nine/init\n\
+                       entry\tnixos-generation-10+3.conf\t/nix/store/b-ten/init\n\
+                       entry\tnixos-generation-2.conf\t/nix/store/c-two/init\n";
+        let system = |sd: &SdBoot, efi: Option<&str>| sd.default_entry(efi).and_then(|e| e.system.clone());
+        let exact = SdBoot::parse(&format!("{listing}default\tnixos-generation-9.conf\n"));
+        assert_eq!(system(&exact, None).as_deref(), Some("/nix/store/a-nine"));
+        // The EFI variable wins over loader.conf; an unknown id falls back to loader.conf.
+        assert_eq!(system(&exact, Some("nixos-generation-2.conf")).as_deref(), Some("/nix/store/c-two"));
+        assert_eq!(system(&exact, Some("gone.conf")).as_deref(), Some("/nix/store/a-nine"));
+        // A glob: the highest version matching (10 > 9 > 2), boot counter ignored.
+        let glob = SdBoot::parse(&format!("{listing}default\tnixos-generation-*\n"));
+        assert_eq!(system(&glob, None).as_deref(), Some("/nix/store/b-ten"));
+        // Nothing says: cannot tell.
+        assert_eq!(system(&SdBoot::parse(listing), None), None);
+        assert_eq!(version_cmp("a-010", "a-9"), std::cmp::Ordering::Greater);
+        assert!(glob_match(b"nixos-?-*.conf", b"nixos-a-1.conf") && !glob_match(b"x*", b"y"));
+    }
 
     fn grub_cfg(default: &str) -> String {
         format!(

@@ -8,8 +8,12 @@
 //! ```json
 //! { "format": 1, "run_id": "…", "new": "/nix/store/…", "fallback": "/nix/store/…",
 //!   "fallback_generation": 41, "boot_id_before": "…", "deadline_unix": 1700000300,
-//!   "verified": { "booted": "/nix/store/…", "units": ["sshd.service"], "commands": [] } }
+//!   "verified": { "booted": "/nix/store/…", "units": ["sshd.service"], "commands": [],
+//!                 "baseline": "running", "tcp": ["cache.example.org:443"] } }
 //! ```
+//!
+//! `tcp` (added for the agent) is written only when non-empty and read as
+//! empty when absent: intents of either version read the same everywhere.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +40,11 @@ pub struct Verified {
     /// `systemctl is-system-running` before the reboot; no worse after.
     #[serde(default)]
     pub baseline: String,
+    /// `host:port` the host itself must reach over TCP after the boot (the
+    /// agent's server and binary caches: networking is what a bad
+    /// generation breaks first). Absent in intents of older fleetgates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<String>,
 }
 
 /// A verified reboot in flight.

@@ -12,8 +12,14 @@
 //! | `PowerCycle`     | hook, then `WaitBoot` again, N attempts           | `Relock`       | Unknown (the intent stays on the host for its own resume) |
 //! | `Relock`         | the deploy lock again (tmpfs: lost in the reboot); the host's own resume holding it is waited for | intent still ours: [`resume`]; gone: read what the host says (resolved at boot) | held by another run: Unknown |
 //!
-//! [`resume`] — shared by the waiting deployer, the next deploy and the host
-//! itself at boot:
+//! The first four states are [`prepare`] on their own: the agent, which
+//! reboots its own host and cannot wait for it, stops there, reboots, and
+//! leaves the rest to [`resume`] at its next start (or the boot unit);
+//! [`resolved_at_boot`] reads where a host stands whose reboot someone else
+//! resolved.
+//!
+//! [`resume`] — shared by the waiting deployer, the next deploy, the agent
+//! and the host itself at boot:
 //!
 //! | state            | step                                              | success →      | failure exits |
 //! |------------------|---------------------------------------------------|----------------|---------------|
@@ -63,8 +69,27 @@ pub struct RebootPlan {
     pub now_unix: u64,
 }
 
-/// Runs the verified reboot; always ends with an [`Outcome`].
-pub fn verified_reboot(m: &mut dyn Machine, obs: &mut dyn Observer, p: &RebootPlan) -> Outcome {
+/// A host made ready to boot a new system once ([`prepare`]): the profile on
+/// it, its entry in the menu, the one-time boot armed, the intent written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The one-time boot is armed (false: unverified reboot, the new system
+    /// was made the default).
+    pub armed: bool,
+    /// The intent written on the host.
+    pub intent: PendingIntent,
+}
+
+/// The states before the reboot (`SetProfile` → `Install` → `Arm` →
+/// `Intent`): on success the host only needs to reboot, and whoever sees it
+/// come back finishes with [`resume`] (the agent reboots its own host and
+/// leaves that to its next start or the boot unit). Every failure restores
+/// the fallback and is the returned [`Outcome`] (Refused, or Unknown when the
+/// restore failed).
+///
+/// # Errors
+/// The [`Outcome`] of a refused preparation.
+pub fn prepare(m: &mut dyn Machine, obs: &mut dyn Observer, p: &RebootPlan) -> Result<Prepared, Outcome> {
     obs.step(Step::Activate);
     let refused = |m: &mut dyn Machine, why: String| match restore(m, &p.fallback, p.fallback_generation) {
         Restored::RolledBack => Outcome::Refused { at: Step::Activate, why },
@@ -74,13 +99,13 @@ pub fn verified_reboot(m: &mut dyn Machine, obs: &mut dyn Observer, p: &RebootPl
         },
     };
     if let Err(e) = m.set_profile(&p.new) {
-        return refused(m, format!("could not set the system profile: {e}"));
+        return Err(refused(m, format!("could not set the system profile: {e}")));
     }
     if let Err(e) = m.install_boot(&p.fallback) {
-        return refused(
+        return Err(refused(
             m,
             format!("installing the boot loader entries failed; the previous generation stays the default: {e}"),
-        );
+        ));
     }
     let armed = match m.arm_once(&p.new, &p.fallback) {
         Ok(Armed::Once { detail }) => {
@@ -88,22 +113,22 @@ pub fn verified_reboot(m: &mut dyn Machine, obs: &mut dyn Observer, p: &RebootPl
             true
         }
         Ok(Armed::Cannot(why)) if !p.allow_unverified => {
-            return refused(
+            return Err(refused(
                 m,
                 format!(
                     "the boot loader cannot boot the new generation once ({why}), so a failed boot could not fall back by itself; \
                      nothing was changed. Deploy with --allow-unverified-reboot to reboot anyway (with a power-cycle command ready)"
                 ),
-            );
+            ));
         }
         Ok(Armed::Cannot(why)) => {
             obs.info(&format!("cannot boot once ({why}); unverified reboot: the new generation is made the default"));
             if let Err(e) = m.install_boot(&p.new) {
-                return refused(m, format!("making the new generation the default failed: {e}"));
+                return Err(refused(m, format!("making the new generation the default failed: {e}")));
             }
             false
         }
-        Err(e) => return refused(m, format!("arming the one-time boot failed: {e}")),
+        Err(e) => return Err(refused(m, format!("arming the one-time boot failed: {e}"))),
     };
     let intent = PendingIntent {
         format: FORMAT,
@@ -116,9 +141,17 @@ pub fn verified_reboot(m: &mut dyn Machine, obs: &mut dyn Observer, p: &RebootPl
         verified: p.verified.clone(),
     };
     if let Err(e) = m.write_intent(&intent) {
-        return refused(m, format!("could not write the pending intent on the host: {e}"));
+        return Err(refused(m, format!("could not write the pending intent on the host: {e}")));
     }
+    Ok(Prepared { armed, intent })
+}
 
+/// Runs the verified reboot; always ends with an [`Outcome`].
+pub fn verified_reboot(m: &mut dyn Machine, obs: &mut dyn Observer, p: &RebootPlan) -> Outcome {
+    let armed = match prepare(m, obs, p) {
+        Ok(prepared) => prepared.armed,
+        Err(outcome) => return outcome,
+    };
     obs.step(Step::Reboot);
     m.reboot();
     let cycled = match wait_back(m, obs, &p.boot_id, p.reboot_within, p.power_cycle_attempts) {
@@ -160,7 +193,7 @@ pub fn verified_reboot(m: &mut dyn Machine, obs: &mut dyn Observer, p: &RebootPl
     match intent_now {
         Some(i) if i.run_id == p.run_id => resume(m, obs, &i, p.health_within, cycled, p.reboot_within),
         // The host resolved it at boot: read where it stands.
-        _ => resolved_elsewhere(m, p),
+        _ => resolved_at_boot(m, &p.new, &p.fallback),
     }
 }
 
@@ -170,10 +203,14 @@ pub fn resume_owner(run_id: &str) -> String {
     format!("{run_id}-resume")
 }
 
-fn resolved_elsewhere(m: &mut dyn Machine, p: &RebootPlan) -> Outcome {
+/// Where a host stands whose verified reboot into `new` (falling back to
+/// `fallback`) was finished by someone else (its boot unit, another run):
+/// Blessed when it booted and runs `new` with the profile on it, RolledBack
+/// when it runs the fallback with the profile on it, else Unknown.
+pub fn resolved_at_boot(m: &mut dyn Machine, new: &str, fallback: &str) -> Outcome {
     match m.state() {
-        Ok(s) if s.booted == p.new && s.current == p.new && s.profile == p.new => Outcome::Blessed,
-        Ok(s) if s.current == p.fallback && s.profile == p.fallback => Outcome::RolledBack {
+        Ok(s) if s.booted == new && s.current == new && s.profile == new => Outcome::Blessed,
+        Ok(s) if s.current == fallback && s.profile == fallback => Outcome::RolledBack {
             at: Step::Health,
             why: "the host resolved the verified reboot at boot and went back to the previous generation".to_owned(),
         },

@@ -73,6 +73,15 @@ pub struct CallTimeouts {
     pub power_cycle: Duration,
 }
 
+/// The boot loader's default entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootDefault {
+    /// systemd-boot: the entry id (`nixos-generation-12.conf`); GRUB: its menu path.
+    pub entry: String,
+    /// The system it boots (`init=`), when it says.
+    pub system: Option<String>,
+}
+
 /// A real host.
 pub struct ScriptMachine<C: Connector> {
     conn: C,
@@ -262,6 +271,28 @@ impl<C: Connector> ScriptMachine<C> {
         }
         self.bootctl(&format!("set-oneshot {}", q(&new_id)), "")?;
         Ok(Armed::Once { detail })
+    }
+
+    /// The entry the boot loader boots by default and the system it boots,
+    /// as its own files say (GRUB's default entry with grubenv, systemd-boot's
+    /// `LoaderEntryDefault` or `loader.conf`); `None` when that cannot be
+    /// told (no boot loader fleetgate knows, or nothing names an entry).
+    ///
+    /// # Errors
+    /// [`MachineError`] when the boot loader's files cannot be read.
+    pub fn boot_default(&mut self) -> Result<Option<BootDefault>, MachineError> {
+        match self.loader.clone() {
+            None => Ok(None),
+            Some(Loader::Grub { cfg }) => {
+                let (menu, env, _) = self.grub(&cfg)?;
+                Ok(menu.default_entry(&env).map(|e| BootDefault { entry: e.path.clone(), system: e.system.clone() }))
+            }
+            Some(Loader::SystemdBoot { esp }) => {
+                let sd = self.sd_listing(&esp)?;
+                let efi = self.efi_default_before.clone();
+                Ok(sd.default_entry(efi.as_deref()).map(|e| BootDefault { entry: e.id(), system: e.system.clone() }))
+            }
+        }
     }
 
     fn forget_pin(&mut self) -> Result<(), MachineError> {

@@ -18,6 +18,9 @@
 //! | `AfterReboot`  | the host booted its default            | on old: restore profile + old boot → `Verify(old)` | else Unknown |
 //! | `Verify(x)`    | current and profile are x, read from the host | the outcome | anything else → Unknown |
 //!
+//! [`abandon`] enters the table at `Stop`: how whoever finds a switch whose
+//! driver died (the agent, restarted) ends it.
+//!
 //! The race of issue 10 (the state file read before the watchdog wrote it,
 //! read as "rebooted", the watchdog left running) cannot happen: the launcher
 //! writes `armed` before it returns, absence of state is read as a reboot
@@ -82,24 +85,49 @@ const CONFIRM_EVERY: Duration = Duration::from_millis(300);
 /// Slack on top of the watchdog's own deadlines before fleetgate gives up.
 const SLACK: Duration = Duration::from_secs(60);
 
-/// Runs a live switch; always ends with an [`Outcome`] verified from the host.
-pub fn live_switch(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan) -> Outcome {
-    let spec = WatchdogSpec {
-        run_id: p.run_id.clone(),
-        new: p.new.clone(),
-        old: p.old.clone(),
-        old_generation: p.old_generation,
-        window: p.window,
-        activation: p.activation,
-    };
-    let mut state = State::Prepare;
-    obs.step(Step::Activate);
+impl SwitchPlan {
+    /// What the host's watchdog is told.
+    #[must_use]
+    pub fn watchdog_spec(&self) -> WatchdogSpec {
+        WatchdogSpec {
+            run_id: self.run_id.clone(),
+            new: self.new.clone(),
+            old: self.old.clone(),
+            old_generation: self.old_generation,
+            window: self.window,
+            activation: self.activation,
+        }
+    }
+}
+
+/// Runs the table from `state` until an outcome.
+fn run_from(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan, mut state: State) -> Outcome {
+    let spec = p.watchdog_spec();
     loop {
         state = match state {
             State::Done(outcome) => return outcome,
             s => next(m, obs, p, &spec, s),
         };
     }
+}
+
+/// Runs a live switch; always ends with an [`Outcome`] verified from the host.
+pub fn live_switch(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan) -> Outcome {
+    obs.step(Step::Activate);
+    run_from(m, obs, p, State::Prepare)
+}
+
+/// Ends a live switch whose driver died before it finished (the agent was
+/// killed mid-switch, say), from the `Stop` state: a watchdog that has not
+/// begun is cancelled (and the profile restored), a running one is asked to
+/// roll back and awaited past its own deadline, one that already confirmed
+/// stays — and the outcome is read back from the host as always: Switched
+/// (it had been confirmed), RolledBack, Refused (nothing was activated) or
+/// Unknown.
+pub fn abandon(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan) -> Outcome {
+    obs.step(Step::Rollback);
+    let why = format!("run {} was interrupted before it confirmed the switch", p.run_id);
+    run_from(m, obs, p, State::Stop { why })
 }
 
 fn next(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan, spec: &WatchdogSpec, s: State) -> State {

@@ -462,3 +462,103 @@ fn the_waiting_deployer_defers_to_the_hosts_own_resume() {
     assert!(!m.log.contains(&Op::Bless), "the host blessed it, not the deployer");
     assert_eq!(m.on(), (sys("new"), sys("new"), sys("new"), sys("new")));
 }
+
+/// The agent's way: `prepare` on its own host, then the reboot it cannot
+/// wait for, then (at its next start) `resume` — blessed, or back on the
+/// fallback when the new generation hangs and the host is power-cycled.
+#[test]
+fn prepare_then_own_reboot_then_resume_blesses_or_falls_back() {
+    for hangs in [false, true] {
+        let mut m = FakeMachine::running(&sys("old"));
+        if hangs {
+            m.hangs.insert(sys("new"));
+        }
+        let p = reboot_plan(&m, &sys("new"));
+        let prepared = reboot::prepare(&mut m, &mut Silent, &p).expect("prepared");
+        assert!(prepared.armed);
+        assert_eq!(m.intent.as_ref(), Some(&prepared.intent), "the intent is on the host");
+        assert_eq!(m.default_entry, sys("old"), "the default stays the fallback until the new one proved itself");
+        assert_eq!(m.oneshot, Some(sys("new")));
+        m.reboot();
+        m.advance(Duration::from_secs(30));
+        if hangs {
+            // Hung in stage 1: power-cycled, the one-shot is spent, the default boots.
+            m.up = false;
+            m.boots_at = Some(m.now);
+            m.hangs.clear();
+            m.advance(Duration::from_secs(1));
+        }
+        let o = reboot::resume(
+            &mut m,
+            &mut Silent,
+            &prepared.intent,
+            Duration::from_secs(30),
+            hangs,
+            Duration::from_secs(60),
+        );
+        let want = if hangs { sys("old") } else { sys("new") };
+        assert_eq!(o.is_applied(), !hangs, "{o:?}");
+        assert_eq!(m.on(), (want.clone(), want.clone(), want.clone(), want), "{o:?}");
+        assert!(m.intent.is_none());
+    }
+}
+
+/// A failing step of `prepare` restores the fallback and is the outcome;
+/// nothing is left armed and no intent is written.
+#[test]
+fn prepare_failing_restores_the_fallback() {
+    for op in [Op::SetProfile, Op::InstallBoot, Op::Arm, Op::WriteIntent] {
+        let mut m = FakeMachine::running(&sys("old"));
+        m.script.entry(op).or_default().push_back(Some(MachineError::Failed("boom".into())));
+        let p = reboot_plan(&m, &sys("new"));
+        let o = reboot::prepare(&mut m, &mut Silent, &p).expect_err("refused");
+        assert!(matches!(o, Outcome::Refused { at: Step::Activate, .. }), "{op:?}: {o:?}");
+        assert_eq!(m.on(), (sys("old"), sys("old"), sys("old"), sys("old")), "{op:?}");
+        assert_eq!((m.oneshot.clone(), m.intent.is_none()), (None, true), "{op:?}");
+    }
+}
+
+/// Someone else (the boot unit) finished the reboot: the host says how.
+#[test]
+fn resolved_at_boot_reads_where_the_host_stands() {
+    let mut m = FakeMachine::running(&sys("old"));
+    let p = reboot_plan(&m, &sys("new"));
+    assert!(matches!(reboot::resolved_at_boot(&mut m, &sys("new"), &sys("old")), Outcome::RolledBack { .. }));
+    assert_eq!(verified_reboot(&mut m, &mut Silent, &p), Outcome::Blessed);
+    assert_eq!(reboot::resolved_at_boot(&mut m, &sys("new"), &sys("old")), Outcome::Blessed);
+    let o = reboot::resolved_at_boot(&mut m, &sys("newer"), &sys("other"));
+    assert_eq!(o.standing(), Standing::Unknown, "{o:?}");
+}
+
+/// The agent was killed mid-switch: whoever finds the run ends it from
+/// `Stop` — at every point the switch may have reached — and reads back
+/// where the host is.
+#[test]
+fn abandon_a_switch_at_every_point_it_may_have_reached() {
+    // Died right after setting the profile, before the watchdog existed:
+    // the profile is restored, nothing was activated.
+    let mut m = FakeMachine::running(&sys("old"));
+    let p = switch_plan(&m);
+    m.set_profile(&p.new).expect("profile");
+    let o = fleetgate_apply::switch::abandon(&mut m, &mut Silent, &p);
+    assert!(matches!(o, Outcome::RolledBack { .. } | Outcome::Refused { .. }), "{o:?}");
+    stays_on(&mut m, &sys("old"));
+
+    // Died while the watchdog waited for the confirmation: it is asked to roll back.
+    let mut m = FakeMachine::running(&sys("old"));
+    let p = switch_plan(&m);
+    m.set_profile(&p.new).expect("profile");
+    m.start_watchdog(&p.watchdog_spec()).expect("watchdog");
+    m.advance(Duration::from_secs(5));
+    assert_eq!(m.current, sys("new"), "activated, unconfirmed");
+    let o = fleetgate_apply::switch::abandon(&mut m, &mut Silent, &p);
+    assert!(matches!(o, Outcome::RolledBack { .. }), "{o:?}");
+    stays_on(&mut m, &sys("old"));
+
+    // Died after the confirmation: the switch stands.
+    let mut m = FakeMachine::running(&sys("old"));
+    let p = switch_plan(&m);
+    assert_eq!(live_switch(&mut m, &mut Silent, &p), Outcome::Switched);
+    assert_eq!(fleetgate_apply::switch::abandon(&mut m, &mut Silent, &p), Outcome::Switched);
+    stays_on(&mut m, &sys("new"));
+}

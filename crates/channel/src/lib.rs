@@ -20,8 +20,8 @@
 //! - [`promote`]: the whole promotion, used by every front end; [`progress`]: its steps;
 //! - [`hydra`]: the Hydra RunCommand front end (`$HYDRA_JSON`);
 //! - [`sync`]: promote hosts whose system is already cached (no-op commits);
-//! - [`server`]: the HTTP service (GitHub hook, manifests with ETags, reports, status);
-//! - [`cli`]: `fleetgate channel …`.
+//! - [`cli`]: `fleetgate channel …` (the HTTP service, `serve`, is the `fleetgate-server`
+//!   crate: it calls [`promote::promote_with`] and publishes through [`promote::ManifestSink`]).
 
 pub mod branch;
 pub mod cache;
@@ -36,7 +36,6 @@ pub mod manifest;
 pub mod progress;
 pub mod promote;
 pub mod secret;
-pub mod server;
 pub mod store_path;
 pub mod sync;
 

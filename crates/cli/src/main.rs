@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
+mod agent_cmd;
 mod check_cmd;
 mod deploy_cmd;
 mod exit;
@@ -20,6 +21,8 @@ mod history_cmd;
 mod history_render;
 mod resume_cmd;
 mod rollback_cmd;
+mod status_cmd;
+mod status_sources;
 
 /// Keep a fleet of NixOS machines up to date without ever leaving one unbootable.
 #[derive(Debug, Parser)]
@@ -34,7 +37,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// CI side: promote tested builds to per-host channels (cache, branch, signed manifest).
-    Channel(fleetgate_channel::cli::ChannelArgs),
+    Channel(fleetgate_server::cli::ChannelArgs),
     /// What fleetgate knows about a host: root device chain and drivers, systems, boot loader.
     Facts(facts_cmd::FactsArgs),
     /// Decide before deploying whether a system will boot on a host, and whether it can switch live.
@@ -51,6 +54,10 @@ enum Command {
     Completions(generate_cmd::CompletionsArgs),
     /// Print the manual page (roff), or write one page per command into a directory.
     Man(generate_cmd::ManArgs),
+    /// On a host: upgrade to its tested build only (signed manifest, cache, same pre-flight, verified reboot).
+    Agent(agent_cmd::AgentArgs),
+    /// Desired, running, booted and default system of every host, boot debt, pending reboots.
+    Status(status_cmd::StatusArgs),
 }
 
 impl Command {
@@ -62,8 +69,13 @@ impl Command {
             Command::Deploy(a) => a.run.json,
             Command::Rollback(a) => a.run.json,
             Command::History(a) => a.json,
-            // `channel` prints its own JSON documents, failures included.
-            Command::Channel(_) | Command::ResumePending(_) | Command::Completions(_) | Command::Man(_) => false,
+            // `channel`, `agent` and `status` print their own JSON documents, failures included.
+            Command::Channel(_)
+            | Command::Agent(_)
+            | Command::Status(_)
+            | Command::ResumePending(_)
+            | Command::Completions(_)
+            | Command::Man(_) => false,
         }
     }
 }
@@ -81,7 +93,7 @@ fn main() -> ExitCode {
     };
     let json = cli.command.json();
     let result = match cli.command {
-        Command::Channel(args) => Ok(fleetgate_channel::cli::run(args)),
+        Command::Channel(args) => Ok(fleetgate_server::cli::run(args)),
         Command::Facts(args) => facts_cmd::run(&args),
         Command::Check(args) => check_cmd::run(&args),
         Command::Deploy(args) => deploy_cmd::run(&args),
@@ -90,6 +102,8 @@ fn main() -> ExitCode {
         Command::History(args) => history_cmd::run(&args),
         Command::Completions(args) => generate_cmd::completions(&args, command()),
         Command::Man(args) => generate_cmd::man(&args, command()),
+        Command::Agent(args) => Ok(agent_cmd::run_agent(&args)),
+        Command::Status(args) => Ok(status_cmd::run(&args)),
     };
     match result {
         Ok(code) => code,

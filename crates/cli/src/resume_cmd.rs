@@ -91,6 +91,7 @@ pub fn run(args: &ResumeArgs) -> ExitCode {
     m.health = HealthChecks {
         units: intent.verified.units.clone(),
         commands: intent.verified.commands.clone(),
+        tcp: intent.verified.tcp.clone(),
         ..HealthChecks::default()
     };
     let owner = resume_owner(&intent.run_id);

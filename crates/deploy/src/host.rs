@@ -268,7 +268,7 @@ fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail> {
 }
 
 /// Where the facts say the host stands.
-pub(crate) fn host_state(facts: &Facts, current: &str) -> HostState {
+pub fn host_state(facts: &Facts, current: &str) -> HostState {
     HostState {
         current: current.to_owned(),
         booted: facts.booted_system.as_ref().map(|s| s.path.clone()).unwrap_or_default(),
@@ -318,6 +318,8 @@ pub(crate) fn apply(
                     units: job.host.health.units.clone(),
                     commands: job.host.health.commands.clone(),
                     baseline,
+                    // The deployer's TCP probes run from the deployer, not the host.
+                    tcp: Vec::new(),
                 },
                 allow_unverified: job.options.allow_unverified_reboot,
                 power_cycle_attempts: job.options.power_cycle_attempts,

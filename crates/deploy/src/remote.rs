@@ -82,8 +82,9 @@ pub fn machine(host: &Host, target: SshTarget, t: &Timeouts) -> Machine {
     m
 }
 
-/// Tells the machine what the facts say about the boot loader.
-pub fn configure_loader(m: &mut Machine, facts: &Facts) {
+/// Tells the machine what the facts say about the boot loader (an SSH
+/// host's, or the agent's own).
+pub fn configure_loader<C: Connector>(m: &mut ScriptMachine<C>, facts: &Facts) {
     m.loader = match facts.boot.loader {
         Some(fleetgate_facts::Loader::SystemdBoot) => {
             Some(Loader::SystemdBoot { esp: facts.boot.location.clone().unwrap_or_else(|| "/boot".to_owned()) })

@@ -120,6 +120,21 @@ pub struct HostKnobs {
     /// runs it; it decides nothing with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_binary: Option<ResumeBinary>,
+    /// A service that runs the product's `fleetgate agent` (the daemon of
+    /// the agent's NixOS module) with this binary and configuration. The lab
+    /// only starts it; it decides nothing with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentKnob>,
+}
+
+/// The product's agent in a host's generations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentKnob {
+    /// The fleetgate binary.
+    pub binary: ResumeBinary,
+    /// Its configuration file's text (TOML), put in the store.
+    pub config: String,
 }
 
 /// A fleetgate binary copied into the host's generations.
@@ -181,6 +196,7 @@ pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostK
         sops_keep_generations: 1,
         microvm_shares: Vec::new(),
         resume_binary: None,
+        agent: None,
         deploy: DeployKnobs {
             hostname: host.name().to_owned(),
             ssh_opts: vec!["-F".into(), ssh_config.display().to_string()],

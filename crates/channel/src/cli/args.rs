@@ -1,6 +1,5 @@
 //! The command-line options of `fleetgate channel`, and their one checked conversion into
 //! the library's configuration ([`channel_config`], [`nix_for`]).
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,11 +11,10 @@ use crate::git::GitSettings;
 use crate::hydra::hook::DEFAULT_JOB_PATTERN;
 use crate::promote::ChannelConfig;
 use crate::secret::Secret;
-use crate::server::Limits;
 
-/// Where promotions go and how.
+/// Where promotions go and how (shared by every command that promotes, and `serve`).
 #[derive(Debug, clap::Args)]
-pub(super) struct ChannelOpts {
+pub struct ChannelOpts {
     /// Channel git repository: a path or URL (no credentials in it).
     #[arg(long, env = "FLEETGATE_REPO")]
     pub(super) repo: Option<String>,
@@ -59,8 +57,15 @@ pub(super) struct ChannelOpts {
     pub(super) nix_options: Vec<String>,
 }
 
+impl ChannelOpts {
+    /// True if promotions are configured (`--repo` given): `serve` then accepts hooks.
+    pub fn promotion_configured(&self) -> bool {
+        self.repo.is_some()
+    }
+}
+
 #[derive(Debug, clap::Args)]
-pub(super) struct PromoteArgs {
+pub struct PromoteArgs {
     /// Host name (its branch is nixos-tested-<host>).
     #[arg(long)]
     pub(super) host: String,
@@ -84,7 +89,7 @@ pub(super) struct PromoteArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub(super) struct HydraHookArgs {
+pub struct HydraHookArgs {
     /// The event file (Hydra sets $HYDRA_JSON).
     #[arg(long, env = "HYDRA_JSON")]
     pub(super) event: PathBuf,
@@ -111,7 +116,7 @@ pub(super) struct HydraHookArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub(super) struct SyncArgs {
+pub struct SyncArgs {
     /// Flake reference without revision (git+https://…, github:o/r, git+file:///…).
     #[arg(long)]
     pub(super) flake: String,
@@ -135,65 +140,7 @@ pub(super) struct SyncArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub(super) struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8419")]
-    pub(super) listen: SocketAddr,
-    /// SQLite database file.
-    #[arg(long, default_value = "/var/lib/fleetgate/channel/serve.sqlite")]
-    pub(super) db: PathBuf,
-    /// File holding the webhook HMAC secret.
-    #[arg(long)]
-    pub(super) hook_secret_file: Option<PathBuf>,
-    /// systemd credential holding the webhook HMAC secret.
-    #[arg(long)]
-    pub(super) hook_secret_credential: Option<String>,
-    /// File with `<host> <token>` or `<host> sha256:<hex>` lines.
-    #[arg(long)]
-    pub(super) host_tokens_file: Option<PathBuf>,
-    /// systemd credential holding the host token file.
-    #[arg(long)]
-    pub(super) host_tokens_credential: Option<String>,
-    /// Hook promotions running at once (more wait in the job queue, up to 64).
-    #[arg(long, default_value_t = 2)]
-    pub(super) max_promotions: usize,
-    /// Seconds a client has to send a request's headers (also: the most a kept-alive
-    /// connection may stay idle).
-    #[arg(long, default_value_t = 10)]
-    pub(super) header_timeout: u64,
-    /// Seconds a client has to send a request's body after its headers.
-    #[arg(long, default_value_t = 30)]
-    pub(super) body_timeout: u64,
-    /// Connections served at once; more are answered 503 and closed.
-    #[arg(long, default_value_t = 256)]
-    pub(super) max_connections: usize,
-    /// Seconds running promotions may take to finish on SIGTERM/SIGINT before the process
-    /// exits anyway (keep it below the unit's TimeoutStopSec=).
-    #[arg(long, default_value_t = 80)]
-    pub(super) shutdown_timeout: u64,
-    #[command(flatten)]
-    pub(super) opts: ChannelOpts,
-}
-
-impl ServeArgs {
-    /// The service's limits; timeouts and the connection cap must be at least 1.
-    pub(super) fn limits(&self) -> Result<Limits, ChannelError> {
-        let positive = |n: u64, flag: &str| {
-            if n == 0 { Err(ChannelError::Config(format!("{flag} must be at least 1"))) } else { Ok(n) }
-        };
-        Ok(Limits {
-            header_timeout: Duration::from_secs(positive(self.header_timeout, "--header-timeout")?),
-            body_timeout: Duration::from_secs(positive(self.body_timeout, "--body-timeout")?),
-            max_connections: usize::try_from(positive(self.max_connections as u64, "--max-connections")?)
-                .unwrap_or(usize::MAX),
-            job_deadline: Duration::from_secs(self.shutdown_timeout),
-            ..Limits::default()
-        })
-    }
-}
-
-#[derive(Debug, clap::Args)]
-pub(super) struct KeygenArgs {
+pub struct KeygenArgs {
     /// Key name, conventionally `<cache host name>-<n>`.
     #[arg(long)]
     pub(super) name: String,
@@ -209,7 +156,7 @@ pub(super) struct KeygenArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub(super) struct VerifyArgs {
+pub struct VerifyArgs {
     /// Public key: the key text `name:base64` (as in nix.conf's trusted-public-keys) or
     /// a file holding it.
     #[arg(long)]
@@ -221,7 +168,7 @@ pub(super) struct VerifyArgs {
     pub(super) json: bool,
 }
 
-pub(super) fn nix_for(opts: &ChannelOpts) -> Result<Nix, ChannelError> {
+pub fn nix_for(opts: &ChannelOpts) -> Result<Nix, ChannelError> {
     let mut nix = Nix::detect()
         .map_err(ChannelError::Nix)?
         .with_timeout(Duration::from_secs(opts.nix_timeout))
@@ -241,7 +188,7 @@ fn required<'a, T>(v: &'a Option<T>, flag: &str) -> Result<&'a T, ChannelError> 
     v.as_ref().ok_or_else(|| ChannelError::Config(format!("{flag} is required")))
 }
 
-pub(super) fn channel_config(opts: &ChannelOpts) -> Result<ChannelConfig, ChannelError> {
+pub fn channel_config(opts: &ChannelOpts) -> Result<ChannelConfig, ChannelError> {
     let repo = required(&opts.repo, "--repo")?;
     let cache = StoreUri::parse(required(&opts.cache, "--cache")?)
         .map_err(|e| ChannelError::Config(format!("--cache: {e}")))?;

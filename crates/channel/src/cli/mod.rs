@@ -4,14 +4,14 @@
 //! Exit codes: 0 success (including "already at" / "already contains" and skipped Hydra events), 1 a
 //! promotion was attempted and failed or was refused, 2 bad input or configuration
 //! (nothing attempted; see [`ChannelError::exit_code`]; clap's usage errors are 2 too).
-//! With `--json`, every command but `serve` prints one JSON document on stdout — also
-//! when it fails — and keeps the human-readable report on stderr.
+//! With `--json`, every command prints one JSON document on stdout — also when it
+//! fails — and keeps the human-readable report on stderr. `serve` is not here: the HTTP
+//! service is its own crate (`fleetgate-server`), whose CLI adds it to these commands.
 //!
 //! [`args`] holds the options and their conversion into the library's configuration,
 //! [`output`] what is printed.
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use fleetgate_nix::{Nix, PublicKey};
 
@@ -20,20 +20,16 @@ use crate::hydra::event::HydraEvent;
 use crate::hydra::hook::{self, HookConfig, HookOutcome};
 use crate::manifest::SignedManifest;
 use crate::promote::{PromoteRequest, promote};
-use crate::secret::Secret;
-use crate::server::ServerConfig;
-use crate::server::tokens::{HostTokens, MAX_TOKENS_FILE};
 use crate::sync::SyncRequest;
 
 mod args;
 mod output;
 mod progress;
 
-use args::{
-    HydraHookArgs, KeygenArgs, PromoteArgs, ServeArgs, SyncArgs, VerifyArgs, channel_config, nix_for, public_key_arg,
-};
-pub use output::{EXIT_USAGE, usage_error, usage_error_json, wants_json};
-use output::{error_json, outcome_json, print_json, print_outcome, print_skip, report, report_sync};
+pub use args::{ChannelOpts, channel_config, nix_for};
+use args::{HydraHookArgs, KeygenArgs, PromoteArgs, SyncArgs, VerifyArgs, public_key_arg};
+pub use output::{EXIT_USAGE, report, usage_error, usage_error_json, wants_json};
+use output::{error_json, outcome_json, print_json, print_outcome, print_skip, report_sync};
 use progress::Display;
 
 /// Arguments of `fleetgate channel`.
@@ -43,8 +39,10 @@ pub struct ChannelArgs {
     command: ChannelCommand,
 }
 
+/// The commands of `fleetgate channel` (flattened into a larger command set by
+/// `fleetgate-server`, which adds `serve`).
 #[derive(Debug, clap::Subcommand)]
-enum ChannelCommand {
+pub enum ChannelCommand {
     /// Promote one host: closure to the cache (verified), branch nixos-tested-<host>
     /// fast-forwarded, signed manifest published.
     Promote(PromoteArgs),
@@ -52,16 +50,10 @@ enum ChannelCommand {
     HydraHook(HydraHookArgs),
     /// Promote every host whose system at COMMIT is already in the cache.
     Sync(SyncArgs),
-    /// Run the HTTP service (GitHub hook, manifests, reports, fleet status).
-    Serve(ServeArgs),
     /// Make a Nix signing key pair (nix-store --generate-binary-cache-key).
     Keygen(KeygenArgs),
     /// Verify a signed manifest document and print the manifest.
     Verify(VerifyArgs),
-}
-
-fn log_line(line: &str) {
-    eprintln!("fleetgate channel: {line}");
 }
 
 /// Runs `fleetgate channel`; returns the process exit code.
@@ -72,19 +64,22 @@ pub fn run(args: ChannelArgs) -> ExitCode {
 /// [`run`], printing results to `out` instead of stdout (progress and errors still go
 /// to stderr).
 pub fn run_with_output(args: ChannelArgs, out: &mut dyn Write) -> ExitCode {
-    let json = match &args.command {
+    run_command(args.command, out)
+}
+
+/// Runs one command of `fleetgate channel`, printing results to `out`.
+pub fn run_command(command: ChannelCommand, out: &mut dyn Write) -> ExitCode {
+    let json = match &command {
         ChannelCommand::Promote(a) => a.json,
         ChannelCommand::HydraHook(a) => a.json,
         ChannelCommand::Sync(a) => a.json,
         ChannelCommand::Keygen(a) => a.json,
         ChannelCommand::Verify(a) => a.json,
-        ChannelCommand::Serve(_) => false,
     };
-    let result = match args.command {
+    let result = match command {
         ChannelCommand::Promote(a) => run_promote(a, out),
         ChannelCommand::HydraHook(a) => run_hydra_hook(a, out),
         ChannelCommand::Sync(a) => run_sync(a, out),
-        ChannelCommand::Serve(a) => run_serve(a),
         ChannelCommand::Keygen(a) => run_keygen(a, out),
         ChannelCommand::Verify(a) => run_verify(a, out),
     };
@@ -147,36 +142,6 @@ fn run_sync(a: SyncArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> 
     };
     let results = crate::sync::run(&nix, &cfg, &req, &Display::new(a.json))?;
     Ok(report_sync(out, a.json, &commit, results))
-}
-
-fn run_serve(a: ServeArgs) -> Result<ExitCode, ChannelError> {
-    let hook_secret =
-        Secret::load_optional("webhook secret", a.hook_secret_file.as_deref(), a.hook_secret_credential.as_deref())?;
-    let host_tokens = match Secret::load_optional_text(
-        "host tokens",
-        a.host_tokens_file.as_deref(),
-        a.host_tokens_credential.as_deref(),
-        MAX_TOKENS_FILE,
-    )? {
-        Some(text) => HostTokens::parse(&text)?,
-        None => HostTokens::default(),
-    };
-    let limits = a.limits()?;
-    let channel = if a.opts.repo.is_some() { Some((nix_for(&a.opts)?, channel_config(&a.opts)?)) } else { None };
-    if let Some(dir) = a.db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| ChannelError::io("creating", dir, e))?;
-    }
-    let cfg = ServerConfig {
-        listen: a.listen,
-        db: a.db,
-        hook_secret,
-        host_tokens,
-        channel,
-        max_promotions: a.max_promotions,
-        limits,
-    };
-    crate::server::serve_forever(cfg, Arc::new(log_line))?;
-    Ok(ExitCode::SUCCESS)
 }
 
 fn run_keygen(a: KeygenArgs, out: &mut dyn Write) -> Result<ExitCode, ChannelError> {

@@ -54,7 +54,8 @@ pub fn usage_error(e: &clap::Error, args: &[OsString]) -> ExitCode {
 /// Exit code of bad input and configuration, clap's usage errors included.
 pub const EXIT_USAGE: u8 = 2;
 
-pub(super) fn report(e: ChannelError) -> ExitCode {
+/// Prints the error (miette, on stderr) and returns its exit code.
+pub fn report(e: ChannelError) -> ExitCode {
     let code = e.exit_code();
     eprint!("{}", render(e));
     ExitCode::from(code)

@@ -80,8 +80,8 @@ enum State {
     Done(Outcome),
 }
 
-const EVERY: Duration = Duration::from_millis(500);
-const CONFIRM_EVERY: Duration = Duration::from_millis(300);
+const EVERY: Duration = Duration::from_millis(250);
+const CONFIRM_EVERY: Duration = Duration::from_millis(100);
 /// Slack on top of the watchdog's own deadlines before fleetgate gives up.
 const SLACK: Duration = Duration::from_secs(60);
 
@@ -238,7 +238,8 @@ fn activating(m: &mut dyn Machine, p: &SwitchPlan) -> State {
 fn await_final(m: &mut dyn Machine, p: &SwitchPlan, why: String) -> State {
     // Past the watchdog's own deadline: it has ended by then, whatever it did.
     let within = p.window + p.activation + SLACK;
-    // The watchdog answers a confirmation within its own 1 s tick: look often.
+    // The confirmation wakes the watchdog at once (its FIFO; a 1 s tick
+    // without mkfifo): the first look is right away, then often.
     let seen = poll(m, within, CONFIRM_EVERY, |m| {
         m.watchdog(&p.run_id).ok().filter(|s| s.state.is_final() || s.boot_id != p.boot_id)
     });

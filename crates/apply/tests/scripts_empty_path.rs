@@ -225,3 +225,46 @@ fn a_watchdog_that_starts_late_is_waited_for_and_the_host_stays_where_the_report
     assert_eq!(state.trim(), "confirmed");
     assert_eq!(fs::read_to_string(tmp.path().join("calls")).expect("calls"), "new test\nnew boot\n");
 }
+
+/// Replaces `sleep` in both systems' `sw/bin` with one that logs its
+/// arguments to `<root>/sleeps`; returns the log's path.
+fn log_sleeps(root: &Path, systems: [&str; 2]) -> std::path::PathBuf {
+    let log = root.join("sleeps");
+    for s in systems {
+        let link = Path::new(s).join("sw/bin/sleep");
+        fs::remove_file(&link).expect("rm");
+        exe(&link, &format!("#!/bin/sh\necho \"$*\" >> {}\nexec {} \"$@\"\n", log.display(), tool("sleep").display()));
+    }
+    log
+}
+
+/// Issue 15: the confirmation wakes the watchdog (its FIFO) instead of
+/// waiting for a 1-second tick: the only `sleep` it runs is its deadline.
+#[test]
+fn a_confirmation_wakes_the_watchdog_without_a_polling_sleep() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    let log = log_sleeps(tmp.path(), [&old, &new]);
+    let mut m = machine(tmp.path());
+    let p = plan(&old, &new);
+    assert_eq!(live_switch(&mut m, &mut Silent, &p), Outcome::Switched);
+    assert_eq!(fs::read_to_string(&log).expect("sleeps"), format!("{}\n", p.window.as_secs()));
+    let s = m.state().expect("state");
+    assert_eq!((s.current, s.profile), (new.clone(), new));
+}
+
+/// Without `mkfifo` the watchdog still works: it looks every second.
+#[test]
+fn without_mkfifo_the_watchdog_looks_every_second_and_confirms() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    for s in [&old, &new] {
+        fs::remove_file(Path::new(s).join("sw/bin/mkfifo")).expect("rm");
+    }
+    let log = log_sleeps(tmp.path(), [&old, &new]);
+    let mut m = machine(tmp.path());
+    assert_eq!(live_switch(&mut m, &mut Silent, &plan(&old, &new)), Outcome::Switched);
+    let sleeps = fs::read_to_string(&log).expect("sleeps");
+    assert!(!sleeps.is_empty() && sleeps.lines().all(|l| l == "1"), "{sleeps}");
+    assert!(!tmp.path().join("run/fleetgate/runs/r1/wake").exists());
+}

@@ -37,6 +37,9 @@ pub const STATE_DIR: &str = "/var/lib/fleetgate";
 pub const GCROOTS: &str = "/nix/var/nix/gcroots/fleetgate";
 /// The last generation that booted healthy.
 pub const LAST_GOOD: &str = "/nix/var/nix/gcroots/fleetgate/last-good";
+/// The line [`Layout::install_boot_then_confirm`] prints once the new system
+/// is the boot default.
+pub const DEFAULT_MADE: &str = "fleetgate-default-made";
 
 impl Layout {
     /// `path` on the host.
@@ -101,6 +104,17 @@ impl Layout {
     #[must_use]
     pub fn install_boot(&self, system: &str) -> String {
         format!("{}{}/bin/switch-to-configuration boot 2>&1\n", self.tools(&[system]), q(system))
+    }
+
+    /// [`Layout::install_boot`], then (only if it succeeded) prints
+    /// [`DEFAULT_MADE`] and [`Layout::flag_watchdog`] `confirm`: one login.
+    #[must_use]
+    pub fn install_boot_then_confirm(&self, system: &str, run_id: &str) -> String {
+        format!(
+            "(\n{}) || exit $?\necho {DEFAULT_MADE}\n{}",
+            self.install_boot(system),
+            self.flag_watchdog(run_id, "confirm")
+        )
     }
 
     /// The watchdog (see [`crate::switch`]). States in `$d/state`: `armed`

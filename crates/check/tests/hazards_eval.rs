@@ -77,3 +77,47 @@ fn the_facter_lint_only_concerns_configurations_that_use_nixos_facter() {
         "Nix's message, not the command: {found:#?}"
     );
 }
+
+/// Issue 15: one `nix eval` for a fleet gives every host the findings its
+/// own evaluation gives; a host that is not there fails the whole
+/// evaluation (the deployer then evaluates host by host).
+#[test]
+fn one_evaluation_for_many_hosts_gives_each_host_its_own_findings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flake = dir.path().join("fleet");
+    std::fs::create_dir_all(&flake).expect("mkdir");
+    std::fs::write(flake.join("flake.nix"), FLAKE).expect("write");
+    let new = system(dir.path());
+    let coverage = Coverage {
+        needs: vec![Need {
+            what: "virtio1".into(),
+            module: Some("virtio_blk".into()),
+            builtin: false,
+            missing: vec![],
+            missing_soft: vec![],
+            device: true,
+        }],
+        findings: vec![],
+    };
+    let flake_ref = format!("path:{}", flake.display());
+    let hosts: Vec<String> = ["plain", "nullReport", "declaredOnly", "explicitMissing"].map(String::from).to_vec();
+    let all = hazards::evaluate_hosts(&flake_ref, &hosts).expect("one evaluation");
+    assert_eq!(all.keys().cloned().collect::<Vec<_>>(), {
+        let mut h = hosts.clone();
+        h.sort();
+        h
+    });
+    for host in &hosts {
+        let fh = FlakeHost { flake: flake_ref.clone(), host: host.clone() };
+        let ids = |fs: Vec<fleetgate_facts::Finding>| {
+            fs.into_iter().map(|f| format!("{}: {}", f.id, f.message)).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(hazards::lint_with(&fh, &all[host], &new, &coverage)),
+            ids(hazards::lint(&fh, &new, &coverage)),
+            "{host}"
+        );
+    }
+    let with_absent = [hosts, vec!["absent".to_owned()]].concat();
+    assert!(hazards::evaluate_hosts(&flake_ref, &with_absent).is_err());
+}

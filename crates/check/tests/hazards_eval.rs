@@ -39,8 +39,8 @@ fn system(dir: &Path) -> SystemToplevel {
     SystemToplevel::open(&top).expect("opens")
 }
 
-#[test]
-fn the_facter_lint_only_concerns_configurations_that_use_nixos_facter() {
+/// [`FLAKE`] in a temporary directory, a system, and a root-disk coverage.
+fn fleet() -> (tempfile::TempDir, std::path::PathBuf, SystemToplevel, Coverage) {
     let dir = tempfile::tempdir().expect("tempdir");
     let flake = dir.path().join("fleet");
     std::fs::create_dir_all(&flake).expect("mkdir");
@@ -57,6 +57,12 @@ fn the_facter_lint_only_concerns_configurations_that_use_nixos_facter() {
         }],
         findings: vec![],
     };
+    (dir, flake, new, coverage)
+}
+
+#[test]
+fn the_facter_lint_only_concerns_configurations_that_use_nixos_facter() {
+    let (_dir, flake, new, coverage) = fleet();
     let ids = |host: &str| -> Vec<String> {
         let fh = FlakeHost::parse(&format!("{}#{host}", flake.display())).expect("flake#host");
         hazards::lint(&fh, &new, &coverage).into_iter().map(|f| format!("{}: {}", f.id, f.message)).collect()
@@ -83,22 +89,7 @@ fn the_facter_lint_only_concerns_configurations_that_use_nixos_facter() {
 /// evaluation (the deployer then evaluates host by host).
 #[test]
 fn one_evaluation_for_many_hosts_gives_each_host_its_own_findings() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let flake = dir.path().join("fleet");
-    std::fs::create_dir_all(&flake).expect("mkdir");
-    std::fs::write(flake.join("flake.nix"), FLAKE).expect("write");
-    let new = system(dir.path());
-    let coverage = Coverage {
-        needs: vec![Need {
-            what: "virtio1".into(),
-            module: Some("virtio_blk".into()),
-            builtin: false,
-            missing: vec![],
-            missing_soft: vec![],
-            device: true,
-        }],
-        findings: vec![],
-    };
+    let (_dir, flake, new, coverage) = fleet();
     let flake_ref = format!("path:{}", flake.display());
     let hosts: Vec<String> = ["plain", "nullReport", "declaredOnly", "explicitMissing"].map(String::from).to_vec();
     let all = hazards::evaluate_hosts(&flake_ref, &hosts).expect("one evaluation");

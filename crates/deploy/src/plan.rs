@@ -198,3 +198,35 @@ pub fn up_to_date(input: &PlanInput<'_>) -> Option<Plan> {
         },
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Issue 15: `prepare` evaluates every host's lint inputs at once, and
+    /// each host's plan takes its own (so it evaluates nothing again);
+    /// with `no_lints` nothing is evaluated.
+    #[test]
+    fn prepare_evaluates_the_fleet_once_and_each_plan_takes_its_host() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("flake.nix"),
+            "{ outputs = { self }: { nixosConfigurations = { a = { config.hardware.facter.reportPath = null; }; b = { config = { }; }; }; }; }",
+        )
+        .expect("write");
+        let flake = format!("path:{}", dir.path().display());
+        let hosts = vec!["a".to_owned(), "b".to_owned()];
+        let planner = FleetPlanner::default();
+        planner.prepare(&flake, &hosts);
+        let take = |h: &str| planner.lint_inputs.lock().expect("lock").remove(h);
+        let a = take("a").expect("a evaluated");
+        assert_eq!(a["facter"]["declared"], Value::Bool(true));
+        assert_eq!(take("b").expect("b evaluated")["facter"]["declared"], Value::Bool(false));
+        assert!(take("a").is_none(), "taken once");
+
+        let off = FleetPlanner { check: CheckPlanner { no_lints: true }, ..FleetPlanner::default() };
+        off.prepare(&flake, &hosts);
+        assert!(off.lint_inputs.lock().expect("lock").is_empty());
+    }
+}

@@ -53,12 +53,8 @@ fn the_script_starts_a_handful_of_programs_whatever_the_number_of_records() {
     }
     for sh in shells() {
         let _ = std::fs::remove_file(&log);
-        let out = shell(sh)
-            .arg("-c")
-            .arg(script_with_path(&bin.display().to_string()))
-            .env_clear()
-            .output()
-            .expect("runs");
+        let out =
+            shell(sh).arg("-c").arg(script_with_path(&bin.display().to_string())).env_clear().output().expect("runs");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let records = stdout.lines().count();
         assert!(stdout.ends_with("end\n"), "{sh}: {stdout}");
@@ -67,7 +63,10 @@ fn the_script_starts_a_handful_of_programs_whatever_the_number_of_records() {
         // readlink (the links, the profile), df, blkid under timeout, and
         // tail + tr for each of at most three EFI variables.
         assert!(programs.len() <= 11, "{sh}: {} records cost {} programs: {programs:?}", records, programs.len());
-        assert!(!programs.contains(&"sed") && !programs.contains(&"head") && !programs.contains(&"uname"), "{programs:?}");
+        assert!(
+            !programs.contains(&"sed") && !programs.contains(&"head") && !programs.contains(&"uname"),
+            "{programs:?}"
+        );
         let facts = fleetgate_facts::parse("local", &stdout);
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
         assert_eq!(facts.kernel_release.as_deref(), Some(release.trim()), "{sh}");

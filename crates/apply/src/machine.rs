@@ -238,6 +238,16 @@ pub trait Machine {
     /// # Errors
     /// [`MachineError`].
     fn make_default_fresh(&mut self, new: &str) -> Result<(), MachineError>;
+    /// [`Machine::make_default_fresh`], then [`Machine::confirm`] only if
+    /// that succeeded — one new login where the machine can (issue 15: a
+    /// host costs one fresh login fewer).
+    ///
+    /// # Errors
+    /// [`DefaultThenConfirm`]: which of the two failed.
+    fn make_default_then_confirm(&mut self, new: &str, run_id: &str) -> Result<(), DefaultThenConfirm> {
+        self.make_default_fresh(new).map_err(DefaultThenConfirm::Default)?;
+        self.confirm(run_id).map_err(DefaultThenConfirm::Confirm)
+    }
 
     /// The last lines of the watchdog's activation log (best effort).
     fn activation_log(&mut self, run_id: &str) -> String;
@@ -281,6 +291,17 @@ pub trait Machine {
     /// # Errors
     /// [`MachineError`].
     fn unlock(&mut self, owner_run: &str) -> Result<(), MachineError>;
+}
+
+/// Which step of [`Machine::make_default_then_confirm`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefaultThenConfirm {
+    /// Making the new system the boot default (nothing was confirmed).
+    #[error("{0}")]
+    Default(MachineError),
+    /// Confirming, after the default was made.
+    #[error("{0}")]
+    Confirm(MachineError),
 }
 
 /// Calls `attempt` until it returns `Some` or `within` passes on the

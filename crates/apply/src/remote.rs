@@ -12,7 +12,8 @@ use crate::bootloader::{GrubMenu, Grubenv, SdBoot};
 use crate::health::{self, HealthChecks};
 use crate::intent::{self, PendingIntent};
 use crate::machine::{
-    Armed, Cancel, HostState, LockError, Machine, MachineError, WatchdogSeen, WatchdogSpec, WatchdogState,
+    Armed, Cancel, DefaultThenConfirm, HostState, LockError, Machine, MachineError, WatchdogSeen, WatchdogSpec,
+    WatchdogState,
 };
 use crate::scripts::{Layout, STATE_DIR, lock_owner};
 
@@ -486,6 +487,21 @@ impl<C: Connector> Machine for ScriptMachine<C> {
     fn make_default_fresh(&mut self, new: &str) -> Result<(), MachineError> {
         let script = self.layout.install_boot(new);
         self.fresh_ok("switch-to-configuration boot", &script, self.timeouts.activation).map(|_| ())
+    }
+
+    fn make_default_then_confirm(&mut self, new: &str, run_id: &str) -> Result<(), DefaultThenConfirm> {
+        let script = self.layout.install_boot_then_confirm(new, run_id);
+        let timeout = self.timeouts.activation + self.timeouts.command;
+        let o = self.conn.fresh().run(&SH, Some(script.as_bytes()), timeout).map_err(|e| {
+            // Cut mid-way: whether it confirmed is the watchdog's to tell.
+            DefaultThenConfirm::Default(lost(&e))
+        })?;
+        let made = o.stdout_text().lines().any(|l| l.trim() == crate::scripts::DEFAULT_MADE);
+        match (made, o.success()) {
+            (true, true) => Ok(()),
+            (true, false) => Err(DefaultThenConfirm::Confirm(failed("confirming over a new login", &o))),
+            (false, _) => Err(DefaultThenConfirm::Default(failed("switch-to-configuration boot", &o))),
+        }
     }
 
     fn activation_log(&mut self, run_id: &str) -> String {

@@ -37,6 +37,9 @@ pub const STATE_DIR: &str = "/var/lib/fleetgate";
 pub const GCROOTS: &str = "/nix/var/nix/gcroots/fleetgate";
 /// The last generation that booted healthy.
 pub const LAST_GOOD: &str = "/nix/var/nix/gcroots/fleetgate/last-good";
+/// The line [`Layout::install_boot_then_confirm`] prints once the new system
+/// is the boot default.
+pub const DEFAULT_MADE: &str = "fleetgate-default-made";
 
 impl Layout {
     /// `path` on the host.
@@ -103,6 +106,17 @@ impl Layout {
         format!("{}{}/bin/switch-to-configuration boot 2>&1\n", self.tools(&[system]), q(system))
     }
 
+    /// [`Layout::install_boot`], then (only if it succeeded) prints
+    /// [`DEFAULT_MADE`] and [`Layout::flag_watchdog`] `confirm`: one login.
+    #[must_use]
+    pub fn install_boot_then_confirm(&self, system: &str, run_id: &str) -> String {
+        format!(
+            "(\n{}) || exit $?\necho {DEFAULT_MADE}\n{}",
+            self.install_boot(system),
+            self.flag_watchdog(run_id, "confirm")
+        )
+    }
+
     /// The watchdog (see [`crate::switch`]). States in `$d/state`: `armed`
     /// (written by the launcher), `refused <why>`, `activating`, `waiting`
     /// (with `$d/activate.status`), `confirmed`, `rolling-back`,
@@ -136,15 +150,32 @@ rollback() {{
 state activating
 timeout {activation} "$new/bin/switch-to-configuration" test > "$d/activate.log" 2>&1
 echo $? > "$d/activate.status"
+# The flag files decide; the FIFO only wakes the watchdog: opened read-write
+# it never blocks an opener, and whatever is written to it while fd 3 is open
+# waits to be read. A timer writes `timeout` at the deadline. Without mkfifo
+# it looks every second.
+timer=
+if command -v mkfifo >/dev/null 2>&1 && mkfifo "$d/wake" 2>/dev/null && command exec 3<>"$d/wake"; then
+  (
+    trap 'kill "$s" 2>/dev/null; exit 0' TERM
+    sleep {window} & s=$!
+    wait "$s" && echo timeout >&3
+  ) </dev/null >/dev/null 2>&1 &
+  timer=$!
+  await() {{ read -r msg <&3 || msg=timeout; }}
+else
+  i=0
+  await() {{ sleep 1; i=$((i + 1)); [ "$i" -lt {window} ] || msg=timeout; }}
+fi
+stop_timer() {{ [ -z "$timer" ] || kill "$timer" 2>/dev/null || :; }}
+msg=
 state waiting
-i=0
-while [ "$i" -lt {window} ]; do
-  if [ -e "$d/confirm" ]; then state confirmed; exit 0; fi
-  if [ -e "$d/rollback" ]; then rollback; fi
-  sleep 1
-  i=$((i + 1))
+while :; do
+  if [ -e "$d/confirm" ]; then stop_timer; state confirmed; exit 0; fi
+  if [ -e "$d/rollback" ]; then stop_timer; rollback; fi
+  if [ "$msg" = timeout ]; then rollback; fi
+  await
 done
-rollback
 "#,
             dir = q(&self.run_dir(&w.run_id)),
             profile = q(&self.at(PROFILE)),
@@ -204,7 +235,13 @@ rollback
     /// Creates `$d/<flag>` (`confirm`, `rollback`) with a builtin.
     #[must_use]
     pub fn flag_watchdog(&self, run_id: &str, flag: &str) -> String {
-        format!("d={}\n[ -d \"$d\" ] || exit 3\n: > \"$d/{flag}\"\n", q(&self.run_dir(run_id)))
+        // The flag file first, then a wake-up on the watchdog's FIFO if it
+        // has one (`<>` never blocks; `[ -p ]` keeps it from creating a file).
+        format!(
+            "d={}\n[ -d \"$d\" ] || exit 3\n: > \"$d/{flag}\" || exit 4\n\
+             if [ -p \"$d/wake\" ]; then command exec 4<>\"$d/wake\" && echo {flag} >&4; fi\nexit 0\n",
+            q(&self.run_dir(run_id))
+        )
     }
 
     /// Reboots, detached, a second later (so the session can end first).

@@ -3,7 +3,8 @@
 //! A watchdog on the host activates the new system (`switch-to-configuration
 //! test`, the boot default untouched) and rolls back by itself unless it is
 //! confirmed in time. fleetgate confirms only after health checks passed over
-//! a new login and the new system was made the boot default over a new login.
+//! a new login and the new system was made the boot default over a new login
+//! (the same login that then confirms).
 //!
 //! | state          | step                                   | success →     | failure exits |
 //! |----------------|----------------------------------------|---------------|---------------|
@@ -11,8 +12,7 @@
 //! | `Launch`       | watchdog dir + state `armed`, detached | `Activating`  | not started → restore profile → Refused; lost → `Stop` |
 //! | `Activating`   | poll state until not armed/activating  | `Health` (exit 0) | exit ≠ 0, deadline, gone → `Stop`; refused → restore → Refused; boot id changed → `AfterReboot`; acted by itself → `AwaitFinal` |
 //! | `Health`       | checks over a new login, until deadline| `MakeDefault` | → `Stop` |
-//! | `MakeDefault`  | new `switch-to-configuration boot`, new login | `Confirm` | → `Stop` |
-//! | `Confirm`      | confirm over a new login               | `AwaitFinal`  | → `AwaitFinal` (the watchdog decides by itself) |
+//! | `MakeDefault`  | new `switch-to-configuration boot`, then confirm, over one new login | `AwaitFinal` | boot failed → `Stop`; confirm failed → `AwaitFinal` (the watchdog decides by itself) |
 //! | `Stop`         | cancel if not begun, else ask rollback | `AwaitFinal`  | cancelled → restore profile → Refused |
 //! | `AwaitFinal`   | poll until confirmed / rolled back / cancelled, deadline past the watchdog's own | `Verify(new)` / `Verify(old)` | deadline → Unknown; boot id changed → `AfterReboot` |
 //! | `AfterReboot`  | the host booted its default            | on old: restore profile + old boot → `Verify(old)` | else Unknown |
@@ -31,7 +31,9 @@
 
 use std::time::Duration;
 
-use crate::machine::{Cancel, Machine, MachineError, WatchdogSeen, WatchdogSpec, WatchdogState, poll};
+use crate::machine::{
+    Cancel, DefaultThenConfirm, Machine, MachineError, WatchdogSeen, WatchdogSpec, WatchdogState, poll,
+};
 use crate::outcome::{Observer, Outcome, Step};
 
 /// A live switch.
@@ -71,7 +73,6 @@ enum State {
     Activating,
     Health,
     MakeDefault,
-    Confirm,
     Stop { why: String },
     AwaitFinal { why: String },
     AfterReboot { why: String },
@@ -80,8 +81,8 @@ enum State {
     Done(Outcome),
 }
 
-const EVERY: Duration = Duration::from_millis(500);
-const CONFIRM_EVERY: Duration = Duration::from_millis(300);
+const EVERY: Duration = Duration::from_millis(250);
+const CONFIRM_EVERY: Duration = Duration::from_millis(100);
 /// Slack on top of the watchdog's own deadlines before fleetgate gives up.
 const SLACK: Duration = Duration::from_secs(60);
 
@@ -159,15 +160,16 @@ fn next(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan, spec: &Watc
         }
         State::MakeDefault => {
             obs.step(Step::Confirm);
-            match m.make_default_fresh(&p.new) {
-                Ok(()) => State::Confirm,
-                Err(e) => State::Stop { why: format!("making the new system the boot default failed: {e}") },
+            match m.make_default_then_confirm(&p.new, &p.run_id) {
+                Ok(()) => State::AwaitFinal { why: "the confirmation came too late".to_owned() },
+                Err(DefaultThenConfirm::Default(e)) => {
+                    State::Stop { why: format!("making the new system the boot default failed: {e}") }
+                }
+                Err(DefaultThenConfirm::Confirm(e)) => {
+                    State::AwaitFinal { why: format!("could not confirm over a new login ({})", e.line()) }
+                }
             }
         }
-        State::Confirm => match m.confirm(&p.run_id) {
-            Ok(()) => State::AwaitFinal { why: "the confirmation came too late".to_owned() },
-            Err(e) => State::AwaitFinal { why: format!("could not confirm over a new login ({})", e.line()) },
-        },
         State::Stop { why } => match m.cancel_watchdog(&p.run_id) {
             Ok(Cancel::Cancelled) => State::RestoreProfile { at: Step::Activate, why },
             Ok(Cancel::AlreadyRunning) => {
@@ -238,7 +240,8 @@ fn activating(m: &mut dyn Machine, p: &SwitchPlan) -> State {
 fn await_final(m: &mut dyn Machine, p: &SwitchPlan, why: String) -> State {
     // Past the watchdog's own deadline: it has ended by then, whatever it did.
     let within = p.window + p.activation + SLACK;
-    // The watchdog answers a confirmation within its own 1 s tick: look often.
+    // The confirmation wakes the watchdog at once (its FIFO; a 1 s tick
+    // without mkfifo): the first look is right away, then often.
     let seen = poll(m, within, CONFIRM_EVERY, |m| {
         m.watchdog(&p.run_id).ok().filter(|s| s.state.is_final() || s.boot_id != p.boot_id)
     });

@@ -11,8 +11,10 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 /// The tools a system's `sw/bin` links to.
-pub const TOOLS: &[&str] =
-    &["mkdir", "mv", "sleep", "timeout", "cat", "readlink", "head", "tail", "rm", "ln", "chmod", "setsid", "sed"];
+pub const TOOLS: &[&str] = &[
+    "mkdir", "mv", "sleep", "timeout", "cat", "readlink", "head", "tail", "rm", "ln", "chmod", "setsid", "sed",
+    "mkfifo",
+];
 
 /// A tool of this machine.
 ///

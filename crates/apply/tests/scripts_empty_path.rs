@@ -6,6 +6,8 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fleetgate_apply::machine::{Armed, Machine as _};
@@ -49,7 +51,11 @@ impl Transport for EmptyPath {
     }
 }
 
-struct Conn;
+/// Counts the fresh logins asked for.
+#[derive(Default)]
+struct Conn {
+    fresh: Arc<AtomicUsize>,
+}
 impl Connector for Conn {
     fn describe(&self) -> String {
         "empty-path".into()
@@ -58,19 +64,24 @@ impl Connector for Conn {
         &EmptyPath
     }
     fn fresh(&self) -> Box<dyn Transport> {
+        self.fresh.fetch_add(1, Ordering::SeqCst);
         Box::new(EmptyPath)
     }
     fn disconnect(&mut self) {}
 }
 
 fn machine(root: &Path) -> ScriptMachine<Conn> {
+    machine_with(root, Conn::default())
+}
+
+fn machine_with(root: &Path, conn: Conn) -> ScriptMachine<Conn> {
     let timeouts = CallTimeouts {
         command: Duration::from_secs(30),
         activation: Duration::from_secs(30),
         probe: Duration::from_secs(5),
         power_cycle: Duration::from_secs(5),
     };
-    ScriptMachine::new(Conn, Layout { root: root.display().to_string() }, timeouts)
+    ScriptMachine::new(conn, Layout { root: root.display().to_string() }, timeouts)
 }
 
 fn plan(old: &str, new: &str) -> SwitchPlan {
@@ -98,6 +109,36 @@ fn live_switch_confirmed_with_no_inherited_path() {
     assert_eq!(calls, "new test\nnew boot\n");
     let s = m.state().expect("state");
     assert_eq!((s.current, s.profile, s.profile_generation), (new.clone(), new, Some(2)));
+}
+
+/// Issue 15: a live switch costs two fresh logins — the health checks', and
+/// one that makes the new system the boot default and then confirms.
+#[test]
+fn live_switch_makes_the_default_and_confirms_over_one_fresh_login() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    let fresh = Arc::new(AtomicUsize::new(0));
+    let mut m = machine_with(tmp.path(), Conn { fresh: Arc::clone(&fresh) });
+    assert_eq!(live_switch(&mut m, &mut Silent, &plan(&old, &new)), Outcome::Switched);
+    assert_eq!(fresh.load(Ordering::SeqCst), 2);
+    assert_eq!(fs::read_to_string(tmp.path().join("calls")).expect("calls"), "new test\nnew boot\n");
+}
+
+/// A failing `switch-to-configuration boot` in that login confirms nothing:
+/// the watchdog is asked to roll back.
+#[test]
+fn a_failing_boot_default_confirms_nothing_and_rolls_back() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    let stc = Path::new(&new).join("bin/switch-to-configuration");
+    let text = fs::read_to_string(&stc).expect("stc");
+    exe(&stc, &text.replacen("#!/bin/sh\n", "#!/bin/sh\n[ \"$1\" != boot ] || { echo boot broke; exit 1; }\n", 1));
+    let mut m = machine(tmp.path());
+    let o = live_switch(&mut m, &mut Silent, &plan(&old, &new));
+    assert!(matches!(&o, Outcome::RolledBack { why, .. } if why.contains("boot default failed")), "{o:?}");
+    assert!(!tmp.path().join("run/fleetgate/runs/r1/confirm").exists());
+    let s = m.state().expect("state");
+    assert_eq!((s.current, s.profile), (old.clone(), old));
 }
 
 #[test]
@@ -224,4 +265,47 @@ fn a_watchdog_that_starts_late_is_waited_for_and_the_host_stays_where_the_report
     let state = fs::read_to_string(tmp.path().join("run/fleetgate/runs/r1/state")).expect("state");
     assert_eq!(state.trim(), "confirmed");
     assert_eq!(fs::read_to_string(tmp.path().join("calls")).expect("calls"), "new test\nnew boot\n");
+}
+
+/// Replaces `sleep` in both systems' `sw/bin` with one that logs its
+/// arguments to `<root>/sleeps`; returns the log's path.
+fn log_sleeps(root: &Path, systems: [&str; 2]) -> std::path::PathBuf {
+    let log = root.join("sleeps");
+    for s in systems {
+        let link = Path::new(s).join("sw/bin/sleep");
+        fs::remove_file(&link).expect("rm");
+        exe(&link, &format!("#!/bin/sh\necho \"$*\" >> {}\nexec {} \"$@\"\n", log.display(), tool("sleep").display()));
+    }
+    log
+}
+
+/// Issue 15: the confirmation wakes the watchdog (its FIFO) instead of
+/// waiting for a 1-second tick: the only `sleep` it runs is its deadline.
+#[test]
+fn a_confirmation_wakes_the_watchdog_without_a_polling_sleep() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    let log = log_sleeps(tmp.path(), [&old, &new]);
+    let mut m = machine(tmp.path());
+    let p = plan(&old, &new);
+    assert_eq!(live_switch(&mut m, &mut Silent, &p), Outcome::Switched);
+    assert_eq!(fs::read_to_string(&log).expect("sleeps"), format!("{}\n", p.window.as_secs()));
+    let s = m.state().expect("state");
+    assert_eq!((s.current, s.profile), (new.clone(), new));
+}
+
+/// Without `mkfifo` the watchdog still works: it looks every second.
+#[test]
+fn without_mkfifo_the_watchdog_looks_every_second_and_confirms() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    for s in [&old, &new] {
+        fs::remove_file(Path::new(s).join("sw/bin/mkfifo")).expect("rm");
+    }
+    let log = log_sleeps(tmp.path(), [&old, &new]);
+    let mut m = machine(tmp.path());
+    assert_eq!(live_switch(&mut m, &mut Silent, &plan(&old, &new)), Outcome::Switched);
+    let sleeps = fs::read_to_string(&log).expect("sleeps");
+    assert!(!sleeps.is_empty() && sleeps.lines().all(|l| l == "1"), "{sleeps}");
+    assert!(!tmp.path().join("run/fleetgate/runs/r1/wake").exists());
 }

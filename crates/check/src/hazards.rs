@@ -1,6 +1,7 @@
 //! Hazard lints from a flake's evaluated configuration (`--flake F#host`):
 //! failure modes that no file of the built system shows by itself.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fleetgate_facts::{Finding, Severity};
@@ -116,29 +117,59 @@ fn evaluate(installable: &str) -> Result<Evaluated, CheckError> {
         .map_err(|source| CheckError::EvalShape { installable: installable.to_owned(), source })
 }
 
+/// Evaluates what the lints read for every host of `hosts` in ONE `nix eval`
+/// of `flake#nixosConfigurations` (issue 15: a fleet deploy evaluates the
+/// flake once, not once per host). Each value is for [`lint_with`].
+///
+/// # Errors
+/// [`CheckError::NixUnavailable`] or [`CheckError::Eval`]: the caller falls
+/// back to [`lint`], host by host.
+pub fn evaluate_hosts(flake: &str, hosts: &[String]) -> Result<BTreeMap<String, Value>, CheckError> {
+    let installable = format!("{flake}#nixosConfigurations");
+    let names = hosts.iter().map(|h| serde_json::Value::String(h.clone()).to_string()).collect::<Vec<_>>().join(" ");
+    let apply = format!(
+        "cs: let lintInputs = {APPLY}; in builtins.listToAttrs (map (n: {{ name = n; value = lintInputs cs.${{n}}; }}) [ {names} ])"
+    );
+    let nix = Nix::detect().map_err(|source| CheckError::NixUnavailable { source })?;
+    let value = nix
+        .with_timeout(Duration::from_secs(300))
+        .eval_json(&installable, Some(&apply))
+        .map_err(|source| CheckError::Eval { installable: installable.clone(), source })?;
+    serde_json::from_value(value).map_err(|source| CheckError::EvalShape { installable, source })
+}
+
+/// Runs the hazard lints on inputs [`evaluate_hosts`] evaluated.
+#[must_use]
+pub fn lint_with(flake: &FlakeHost, inputs: &Value, new: &SystemToplevel, coverage: &Coverage) -> Vec<Finding> {
+    let installable = format!("{}#nixosConfigurations.\"{}\"", flake.flake, flake.host);
+    match serde_json::from_value::<Evaluated>(inputs.clone()) {
+        Ok(ev) => lint_evaluated(&ev, flake, new, coverage),
+        Err(source) => eval_failed(&installable, &CheckError::EvalShape { installable: installable.clone(), source }),
+    }
+}
+
 /// Runs the hazard lints.
 #[must_use]
 pub fn lint(flake: &FlakeHost, new: &SystemToplevel, coverage: &Coverage) -> Vec<Finding> {
     let installable = format!("{}#nixosConfigurations.\"{}\"", flake.flake, flake.host);
     match evaluate(&installable) {
         Ok(ev) => lint_evaluated(&ev, flake, new, coverage),
-        Err(e) => {
-            // Nix's own message is at the end; the command line (with the
-            // whole --apply expression) is not worth repeating.
-            let text = crate::error_chain(&e);
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            let from = lines
-                .iter()
-                .position(|l| l.trim_start().starts_with("error:"))
-                .unwrap_or(lines.len().saturating_sub(3));
-            let tail = lines[from..].iter().map(|l| l.trim()).collect::<Vec<_>>().join(" / ");
-            vec![Finding::new(
-                "hazard.eval-failed",
-                Severity::Warning,
-                format!("cannot evaluate {installable} for the hazard lints: {tail}"),
-            )]
-        }
+        Err(e) => eval_failed(&installable, &e),
     }
+}
+
+fn eval_failed(installable: &str, e: &CheckError) -> Vec<Finding> {
+    // Nix's own message is at the end; the command line (with the whole
+    // --apply expression) is not worth repeating.
+    let text = crate::error_chain(e);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let from = lines.iter().position(|l| l.trim_start().starts_with("error:")).unwrap_or(lines.len().saturating_sub(3));
+    let tail = lines[from..].iter().map(|l| l.trim()).collect::<Vec<_>>().join(" / ");
+    vec![Finding::new(
+        "hazard.eval-failed",
+        Severity::Warning,
+        format!("cannot evaluate {installable} for the hazard lints: {tail}"),
+    )]
 }
 
 fn lint_evaluated(ev: &Evaluated, flake: &FlakeHost, new: &SystemToplevel, coverage: &Coverage) -> Vec<Finding> {

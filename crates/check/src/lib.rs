@@ -129,6 +129,9 @@ pub struct Options {
     pub no_check: bool,
     /// Evaluate this flake's host for the hazard lints.
     pub flake: Option<FlakeHost>,
+    /// What the lints read of `flake`'s host, already evaluated
+    /// ([`hazards::evaluate_hosts`]); `None`: evaluate it now.
+    pub lint_inputs: Option<serde_json::Value>,
     /// Skip the closure diff (it runs `nix-store`).
     pub no_closure_diff: bool,
     /// How long the check may take ([`DEFAULT_DEADLINE`] when `None`).
@@ -239,8 +242,10 @@ fn check_now(new: &SystemToplevel, facts: &Facts, options: &Options) -> Report {
     if let Some(diff) = &closure {
         findings.push(diff.finding());
     }
-    if let Some(flake) = &options.flake {
-        findings.extend(hazards::lint(flake, new, &coverage));
+    match (&options.flake, &options.lint_inputs) {
+        (Some(flake), Some(inputs)) => findings.extend(hazards::lint_with(flake, inputs, new, &coverage)),
+        (Some(flake), None) => findings.extend(hazards::lint(flake, new, &coverage)),
+        (None, _) => {}
     }
 
     // Errors first, then warnings, then information; stable within.

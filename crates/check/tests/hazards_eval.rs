@@ -39,8 +39,8 @@ fn system(dir: &Path) -> SystemToplevel {
     SystemToplevel::open(&top).expect("opens")
 }
 
-#[test]
-fn the_facter_lint_only_concerns_configurations_that_use_nixos_facter() {
+/// [`FLAKE`] in a temporary directory, a system, and a root-disk coverage.
+fn fleet() -> (tempfile::TempDir, std::path::PathBuf, SystemToplevel, Coverage) {
     let dir = tempfile::tempdir().expect("tempdir");
     let flake = dir.path().join("fleet");
     std::fs::create_dir_all(&flake).expect("mkdir");
@@ -57,6 +57,12 @@ fn the_facter_lint_only_concerns_configurations_that_use_nixos_facter() {
         }],
         findings: vec![],
     };
+    (dir, flake, new, coverage)
+}
+
+#[test]
+fn the_facter_lint_only_concerns_configurations_that_use_nixos_facter() {
+    let (_dir, flake, new, coverage) = fleet();
     let ids = |host: &str| -> Vec<String> {
         let fh = FlakeHost::parse(&format!("{}#{host}", flake.display())).expect("flake#host");
         hazards::lint(&fh, &new, &coverage).into_iter().map(|f| format!("{}: {}", f.id, f.message)).collect()
@@ -76,4 +82,33 @@ fn the_facter_lint_only_concerns_configurations_that_use_nixos_facter() {
         found[0].contains(": error: flake") && !found[0].contains("orDefault"),
         "Nix's message, not the command: {found:#?}"
     );
+}
+
+/// Issue 15: one `nix eval` for a fleet gives every host the findings its
+/// own evaluation gives; a host that is not there fails the whole
+/// evaluation (the deployer then evaluates host by host).
+#[test]
+fn one_evaluation_for_many_hosts_gives_each_host_its_own_findings() {
+    let (_dir, flake, new, coverage) = fleet();
+    let flake_ref = format!("path:{}", flake.display());
+    let hosts: Vec<String> = ["plain", "nullReport", "declaredOnly", "explicitMissing"].map(String::from).to_vec();
+    let all = hazards::evaluate_hosts(&flake_ref, &hosts).expect("one evaluation");
+    assert_eq!(all.keys().cloned().collect::<Vec<_>>(), {
+        let mut h = hosts.clone();
+        h.sort();
+        h
+    });
+    for host in &hosts {
+        let fh = FlakeHost { flake: flake_ref.clone(), host: host.clone() };
+        let ids = |fs: Vec<fleetgate_facts::Finding>| {
+            fs.into_iter().map(|f| format!("{}: {}", f.id, f.message)).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(hazards::lint_with(&fh, &all[host], &new, &coverage)),
+            ids(hazards::lint(&fh, &new, &coverage)),
+            "{host}"
+        );
+    }
+    let with_absent = [hosts, vec!["absent".to_owned()]].concat();
+    assert!(hazards::evaluate_hosts(&flake_ref, &with_absent).is_err());
 }

@@ -69,6 +69,7 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, CliError> {
         no_check: args.no_check,
         flake,
         no_closure_diff: args.no_closure_diff,
+        lint_inputs: None,
         deadline: Some(deadline.saturating_sub(started.elapsed())),
     };
     let report = fleetgate_check::check(&system, &facts, &options);

@@ -12,7 +12,7 @@ use clap::Args;
 use fleetgate_deploy::copy::human_bytes;
 use fleetgate_deploy::events::{Bus, Event, EventKind};
 use fleetgate_deploy::history::{self, History};
-use fleetgate_deploy::{CheckPlanner, DeployOptions, Deployer, Inventory, Strategy, select};
+use fleetgate_deploy::{DeployOptions, Deployer, FleetPlanner, Inventory, Strategy, select};
 use miette::{IntoDiagnostic as _, WrapErr as _};
 
 use crate::exit::EXIT_USAGE;
@@ -164,7 +164,7 @@ fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
         }
     }
     let selected = select::select(&inventory, &named, &args.hosts.on).into_diagnostic()?;
-    let planner = CheckPlanner::default();
+    let planner = FleetPlanner::default();
     let history = Mutex::new(history);
 
     let (bus, ui) = progress(&selected);

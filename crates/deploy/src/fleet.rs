@@ -103,7 +103,12 @@ impl Deployer<'_> {
         for host in selected {
             self.bus.send(host, EventKind::Phase(Phase::Build));
         }
-        let built = build::build(self.nix, &self.inventory.flake, selected, self.options.max_parallel)?;
+        // The planner evaluates what it needs for every host while the
+        // systems build (one evaluation for the fleet, overlapped).
+        let built = std::thread::scope(|s| {
+            s.spawn(|| self.planner.prepare(&self.inventory.flake, selected));
+            build::build(self.nix, &self.inventory.flake, selected, self.options.max_parallel)
+        })?;
         let results: Mutex<BTreeMap<String, HostReport>> = Mutex::new(BTreeMap::new());
         let failures = AtomicUsize::new(0);
         let record = |report: HostReport| -> Result<(), DeployError> {

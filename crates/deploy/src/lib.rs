@@ -44,5 +44,5 @@ pub use error::DeployError;
 pub use fleet::Deployer;
 pub use inventory::{Host, Inventory};
 pub use options::{DeployOptions, Strategy, Timeouts};
-pub use plan::{Action, CheckPlanner, Plan, Planner};
+pub use plan::{Action, CheckPlanner, FleetPlanner, Plan, Planner};
 pub use report::{HostReport, Outcome, RunReport, Standing};

@@ -3,12 +3,15 @@
 //! before anything is pushed. The [`Planner`] trait keeps the deployer
 //! independent of how the decision is made (tests plug in their own).
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use fleetgate_check::{Decision, FlakeHost, Options};
 use fleetgate_facts::{Facts, Finding};
 use fleetgate_system::SystemToplevel;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// What the deployer will do on a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +72,10 @@ pub struct PlanInput<'a> {
 
 /// Decides a host's [`Plan`].
 pub trait Planner: Send + Sync {
+    /// Called once per run, before any [`Planner::plan`], with the hosts
+    /// about to be planned: a planner may evaluate what it needs for all of
+    /// them at once. The default does nothing.
+    fn prepare(&self, _flake: &str, _hosts: &[String]) {}
     /// The plan for one host.
     fn plan(&self, input: &PlanInput<'_>) -> Plan;
 }
@@ -83,6 +90,40 @@ pub struct CheckPlanner {
 
 impl Planner for CheckPlanner {
     fn plan(&self, input: &PlanInput<'_>) -> Plan {
+        self.plan_with(input, None)
+    }
+}
+
+/// [`CheckPlanner`] for a fleet: [`Planner::prepare`] evaluates the hazard
+/// lints' inputs of every host in one `nix eval` (issue 15: the flake was
+/// evaluated again for every host, ~1 s each); a host whose inputs that did
+/// not give is evaluated on its own, as [`CheckPlanner`] does.
+#[derive(Debug, Default)]
+pub struct FleetPlanner {
+    /// The checks.
+    pub check: CheckPlanner,
+    lint_inputs: Mutex<BTreeMap<String, Value>>,
+}
+
+impl Planner for FleetPlanner {
+    fn prepare(&self, flake: &str, hosts: &[String]) {
+        if self.check.no_lints || hosts.is_empty() {
+            return;
+        }
+        // On failure each host is evaluated on its own and reports why.
+        let inputs = fleetgate_check::hazards::evaluate_hosts(flake, hosts).unwrap_or_default();
+        *self.lint_inputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = inputs;
+    }
+
+    fn plan(&self, input: &PlanInput<'_>) -> Plan {
+        let inputs = self.lint_inputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(input.host);
+        self.check.plan_with(input, inputs)
+    }
+}
+
+impl CheckPlanner {
+    /// The plan, with the hazard lints' inputs when already evaluated.
+    fn plan_with(&self, input: &PlanInput<'_>, lint_inputs: Option<Value>) -> Plan {
         if let Some(p) = up_to_date(input) {
             return p;
         }
@@ -104,6 +145,7 @@ impl Planner for CheckPlanner {
         let options = Options {
             flake: (!self.no_lints).then(|| FlakeHost { flake: input.flake.to_owned(), host: input.host.to_owned() }),
             no_closure_diff: true,
+            lint_inputs,
             ..Options::default()
         };
         let report = fleetgate_check::check(&new, input.facts, &options);
@@ -155,4 +197,36 @@ pub fn up_to_date(input: &PlanInput<'_>) -> Option<Plan> {
             "Nothing to do: the host runs this system (switched live) and boots it by default.".to_owned()
         },
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Issue 15: `prepare` evaluates every host's lint inputs at once, and
+    /// each host's plan takes its own (so it evaluates nothing again);
+    /// with `no_lints` nothing is evaluated.
+    #[test]
+    fn prepare_evaluates_the_fleet_once_and_each_plan_takes_its_host() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("flake.nix"),
+            "{ outputs = { self }: { nixosConfigurations = { a = { config.hardware.facter.reportPath = null; }; b = { config = { }; }; }; }; }",
+        )
+        .expect("write");
+        let flake = format!("path:{}", dir.path().display());
+        let hosts = vec!["a".to_owned(), "b".to_owned()];
+        let planner = FleetPlanner::default();
+        planner.prepare(&flake, &hosts);
+        let take = |h: &str| planner.lint_inputs.lock().expect("lock").remove(h);
+        let a = take("a").expect("a evaluated");
+        assert_eq!(a["facter"]["declared"], Value::Bool(true));
+        assert_eq!(take("b").expect("b evaluated")["facter"]["declared"], Value::Bool(false));
+        assert!(take("a").is_none(), "taken once");
+
+        let off = FleetPlanner { check: CheckPlanner { no_lints: true }, ..FleetPlanner::default() };
+        off.prepare(&flake, &hosts);
+        assert!(off.lint_inputs.lock().expect("lock").is_empty());
+    }
 }

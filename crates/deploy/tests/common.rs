@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fleetgate_deploy::events::Bus;
 use fleetgate_deploy::history::History;
-use fleetgate_deploy::{CheckPlanner, DeployOptions, Deployer, Inventory, RunReport, Standing, Timeouts, select};
+use fleetgate_deploy::{DeployOptions, Deployer, FleetPlanner, Inventory, RunReport, Standing, Timeouts, select};
 use fleetgate_lab::Lab;
 use fleetgate_lab::lab::NIX_CONFIG;
 use fleetgate_nix::Nix;
@@ -63,7 +63,7 @@ pub fn deploy_with(
     let inventory = Inventory::load(&nix, &flake(lab), None).expect("inventory");
     let named: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
     let selected = select::select(&inventory, &named, &[]).expect("selection");
-    let planner = CheckPlanner::default();
+    let planner = FleetPlanner::default();
     let deployer = Deployer { nix: &nix, inventory: &inventory, planner: &planner, options, bus, history };
     let report = deployer.run(&selected).expect("deploy runs");
     eprintln!("{}", report.human());

@@ -2,29 +2,57 @@
 # Every line of output is a record: a tag, then tab-separated fields.
 # Anything missing is skipped (or reported with a `missing` record);
 # the script never fails on purpose and always ends with an `end` record.
+#
+# Cost: a fork and exec cost a millisecond or more on a small VPS, so the
+# script uses builtins wherever it can: records are printed with printf,
+# files are read with `read`, a symbolic link to a directory is resolved
+# with `cd -P` (its physical path, what `readlink -f` prints), and the
+# other links are resolved in one `readlink -m` for all of them. A whole run
+# forks a handful of processes (readlink, df, blkid), whatever the number of
+# records.
 export LC_ALL=C
 PATH=/run/current-system/sw/bin:/run/wrappers/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:$PATH
 export PATH
+unset CDPATH
 
 have() { command -v "$1" >/dev/null 2>&1; }
-# Tabs and newlines inside values would break records: flatten them (with
-# tr when there is one; values are printed raw otherwise).
-if have tr; then clean() { printf '%s' "$1" | tr '\t\n\r' '   '; }; else clean() { printf '%s' "$1"; }; fi
-o() {
-  printf '%s' "$1"; shift
-  for a in "$@"; do
-    printf '\t%s' "$(clean "$a")"
+eval "$(printf "tab='\t' cr='\r'")"
+nl='
+'
+# Tabs and newlines inside values would break records: they become spaces
+# (only values that hold one take this slow path).
+flat() {
+  _v=$1; r=
+  while [ -n "$_v" ]; do
+    _c=${_v%"${_v#?}"}; _v=${_v#?}
+    case "$_c" in "$tab"|"$nl"|"$cr") _c=' ' ;; esac
+    r=$r$_c
   done
-  printf '\n'
 }
-first_line() { [ -r "$1" ] && { IFS= read -r l < "$1" || [ -n "$l" ]; } && printf '%s' "$l"; }
-link_base() { t=$(readlink "$1" 2>/dev/null) && printf '%s' "${t##*/}"; }
+o() {
+  rec=$1; shift
+  for a in "$@"; do
+    case "$a" in *"$tab"*|*"$nl"*|*"$cr"*) flat "$a"; a=$r ;; esac
+    rec="$rec$tab$a"
+  done
+  printf '%s\n' "$rec"
+}
+# The first line of a file in $l (empty when it cannot be read).
+line() { l=; [ -r "$1" ] && { IFS= read -r l < "$1" || :; }; }
+# The physical path of a directory (through symbolic links) in $p: what
+# `readlink -f` prints, without a process. It changes the working
+# directory, which nothing here depends on.
+physhere() { p=; [ -d "$1" ] && cd -P -- "$1" 2>/dev/null && p=$PWD; }
+# The last path component of where a link to a directory leads, in $b.
+base() { b=; physhere "$1" && b=${p##*/}; }
 
 o version 1
-for t in readlink sed df tail tr blkid; do have "$t" || o missing-tool "$t"; done
-o hostname "$(uname -n 2>/dev/null)"
-o kernel "$(uname -r 2>/dev/null)"
-if [ -r /proc/sys/kernel/random/boot_id ]; then o boot-id "$(first_line /proc/sys/kernel/random/boot_id)"; else o missing-file /proc/sys/kernel/random/boot_id; fi
+for t in readlink df tail tr blkid; do have "$t" || o missing-tool "$t"; done
+line /proc/sys/kernel/hostname; [ -n "$l" ] || l=$(uname -n 2>/dev/null)
+o hostname "$l"
+line /proc/sys/kernel/osrelease; [ -n "$l" ] || l=$(uname -r 2>/dev/null)
+o kernel "$l"
+if [ -r /proc/sys/kernel/random/boot_id ]; then line /proc/sys/kernel/random/boot_id; o boot-id "$l"; else o missing-file /proc/sys/kernel/random/boot_id; fi
 
 # Mounts of interest: the last mount of each wins.
 root_mm=; root_src=; root_fs=
@@ -46,13 +74,13 @@ fi
 # The root block device in sysfs: by device number, else by the mount source.
 root_sys=
 if [ -n "$root_mm" ] && [ -d "/sys/dev/block/$root_mm" ]; then
-  root_sys=$(readlink -f "/sys/dev/block/$root_mm")
+  physhere "/sys/dev/block/$root_mm"; root_sys=$p
 fi
 if [ -z "$root_sys" ]; then
   case "$root_src" in
     /dev/*)
       n=$(readlink -f "$root_src" 2>/dev/null); n=${n##*/}
-      [ -n "$n" ] && [ -e "/sys/class/block/$n" ] && root_sys=$(readlink -f "/sys/class/block/$n") ;;
+      [ -n "$n" ] && [ -e "/sys/class/block/$n" ] && { physhere "/sys/class/block/$n"; root_sys=$p; } ;;
   esac
 fi
 o root "$root_mm" "$root_fs" "$root_src" "$root_sys"
@@ -61,11 +89,19 @@ o root "$root_mm" "$root_fs" "$root_src" "$root_sys"
 # under virtual/nvme-subsystem → its controllers) and stacked devices
 # (slaves/ of dm, md).
 dev_record() {
-  d=$1
+  d=$1; subsystem=
   [ -e "$d/uevent" ] || [ -L "$d/subsystem" ] || return 0
   devname=
-  if [ -r "$d/uevent" ]; then devname=$(sed -n 's/^DEVNAME=//p' "$d/uevent" 2>/dev/null); fi
-  o device "$d" "$(link_base "$d/subsystem")" "$(link_base "$d/driver")" "$(link_base "$d/driver/module")" "$(first_line "$d/modalias")" "$devname"
+  if [ -r "$d/uevent" ]; then
+    while IFS= read -r u || [ -n "$u" ]; do
+      case "$u" in DEVNAME=*) devname=${u#DEVNAME=} ;; esac
+    done < "$d/uevent"
+  fi
+  base "$d/subsystem"; subsystem=$b
+  base "$d/driver"; driver=$b
+  base "$d/driver/module"; module=$b
+  line "$d/modalias"
+  o device "$d" "$subsystem" "$driver" "$module" "$l" "$devname"
 }
 seen=' '
 pending=$root_sys
@@ -76,14 +112,14 @@ while [ -n "$pending" ]; do
     case "$seen" in *" $d "*) break ;; esac
     seen="$seen$d "
     dev_record "$d"
-    if [ "$(link_base "$d/subsystem")" = nvme-subsystem ]; then
+    if [ "$subsystem" = nvme-subsystem ]; then
       for c in "$d"/nvme[0-9]*; do
-        [ -L "$c" ] && pending="$pending $(readlink -f "$c")"
+        [ -L "$c" ] && physhere "$c" && pending="$pending $p"
       done
     fi
     if [ -d "$d/slaves" ]; then
       for s in "$d"/slaves/*; do
-        [ -e "$s" ] && pending="$pending $(readlink -f "$s")"
+        [ -e "$s" ] && physhere "$s" && pending="$pending $p"
       done
     fi
     d=${d%/*}
@@ -93,15 +129,34 @@ done
 # Block devices and their persistent names.
 for b in /sys/class/block/*; do
   [ -e "$b" ] || continue
-  o block "${b##*/}" "$(first_line "$b/dev")" "$(readlink -f "$b")"
+  line "$b/dev"; physhere "$b"
+  o block "${b##*/}" "$l" "$p"
 done
+
+# Links resolved in one readlink: /dev/disk/by-*/* and the systems' parts.
+# `readlink -m` prints one line for each argument, whatever it is.
+set --
 if [ -d /dev/disk ]; then
-  for dir in /dev/disk/by-*; do
-    [ -d "$dir" ] || continue
-    for l in "$dir"/*; do
-      [ -L "$l" ] || continue
-      o link "${dir##*/}" "${l##*/}" "$(readlink -f "$l")"
-    done
+  for l in /dev/disk/by-*/*; do [ -L "$l" ] && set -- "$@" "$l"; done
+fi
+for s in current booted; do
+  [ -e "/run/$s-system" ] || continue
+  for c in kernel initrd kernel-modules firmware systemd; do
+    [ -e "/run/$s-system/$c" ] || [ -L "/run/$s-system/$c" ] && set -- "$@" "/run/$s-system/$c"
+  done
+done
+resolved=
+[ $# -gt 0 ] && have readlink && resolved="$(readlink -m -- "$@" 2>/dev/null)$nl"
+# The next resolved path, in $t.
+next_resolved() { t=${resolved%%"$nl"*}; resolved=${resolved#*"$nl"}; }
+
+if [ -d /dev/disk ]; then
+  for l in "$@"; do
+    case "$l" in /dev/disk/by-*) ;; *) break ;; esac
+    next_resolved
+    k=${l%/*}
+    o link "${k##*/}" "${l##*/}" "$t"
+    shift
   done
 else
   o missing-file /dev/disk
@@ -113,26 +168,39 @@ fi
 
 # NixOS systems and generations.
 for s in current booted; do
-  p=/run/$s-system
-  [ -e "$p" ] || continue
-  o system "$s" "$(readlink -f "$p")"
+  sp=/run/$s-system
+  [ -e "$sp" ] || continue
+  physhere "$sp"
+  o system "$s" "$p"
   for c in kernel initrd kernel-modules firmware systemd; do
-    [ -e "$p/$c" ] || [ -L "$p/$c" ] && o system-link "$s" "$c" "$(readlink -f "$p/$c" 2>/dev/null || readlink "$p/$c")"
+    [ "$1" = "$sp/$c" ] || continue
+    next_resolved; shift
+    o system-link "$s" "$c" "$t"
   done
   for f in kernel-params init-interface-version nixos-version system switch-inhibitors boot.json; do
-    [ -f "$p/$f" ] || continue
+    [ -f "$sp/$f" ] || continue
     o system-file "$s" "$f"
-    while IFS= read -r l || [ -n "$l" ]; do o system-line "$s" "$f" "$l"; done < "$p/$f"
     # Files are compared byte for byte: say whether the last line ends in a newline.
-    [ -s "$p/$f" ] && [ -z "$(tail -c 1 "$p/$f" 2>/dev/null)" ] && o system-eol "$s" "$f"
+    eol=y
+    while :; do
+      if IFS= read -r l; then o system-line "$s" "$f" "$l"
+      elif [ -n "$l" ]; then o system-line "$s" "$f" "$l"; eol=; break
+      else break
+      fi
+    done < "$sp/$f"
+    [ -s "$sp/$f" ] && [ -n "$eol" ] && o system-eol "$s" "$f"
   done
 done
-for l in /nix/var/nix/profiles/system-*-link; do
-  [ -L "$l" ] || continue
-  n=${l##*/system-}; n=${n%-link}
-  o generation "$n" "$(readlink -f "$l")"
+for g in /nix/var/nix/profiles/system-*-link; do
+  [ -L "$g" ] || continue
+  n=${g##*/system-}; n=${n%-link}
+  physhere "$g"
+  o generation "$n" "$p"
 done
-[ -L /nix/var/nix/profiles/system ] && o profile "$(readlink /nix/var/nix/profiles/system)" "$(readlink -f /nix/var/nix/profiles/system)"
+if [ -L /nix/var/nix/profiles/system ]; then
+  physhere /nix/var/nix/profiles/system
+  o profile "$(readlink /nix/var/nix/profiles/system)" "$p"
+fi
 
 # Boot loader and firmware.
 if [ -d /sys/firmware/efi ]; then o firmware uefi; else o firmware bios; fi
@@ -141,7 +209,11 @@ for m in /boot /efi /boot/efi; do
   o sdboot "$m"
   for e in "$m"/loader/entries/*.conf; do
     [ -f "$e" ] || continue
-    o sdboot-entry "${e##*/}" "$(sed -n 's/^title[[:space:]]*//p' "$e" | head -n 1)"
+    title=
+    while IFS= read -r l || [ -n "$l" ]; do
+      case "$l" in title*) title=${l#title}; title=${title#"${title%%[![:space:]]*}"}; break ;; esac
+    done < "$e"
+    o sdboot-entry "${e##*/}" "$title"
   done
   if [ -f "$m/loader/loader.conf" ]; then
     while IFS= read -r l || [ -n "$l" ]; do o sdboot-conf "$l"; done < "$m/loader/loader.conf"
@@ -188,13 +260,17 @@ for g in /boot/grub/grub.cfg /boot/grub2/grub.cfg; do
   o grub "$g"
   grub_entries "$g"
   e=${g%/*}/grubenv
-  [ -f "$e" ] && sed -n '/^[^#]/p' "$e" | while IFS= read -r l; do o grubenv "$l"; done
+  if [ -f "$e" ]; then
+    while IFS= read -r l || [ -n "$l" ]; do
+      case "$l" in ''|'#'*) ;; *) o grubenv "$l" ;; esac
+    done < "$e"
+  fi
 done
 
 # Resources.
 if have df; then
   d=/nix; [ -d "$d" ] || d=/
-  df -Pk "$d" 2>/dev/null | sed -n 2p | { read -r fs size used avail rest && o nix-free-kib "$d" "$avail"; }
+  df -Pk "$d" 2>/dev/null | { read -r header && read -r fs size used avail rest && o nix-free-kib "$d" "$avail"; }
 fi
 if [ -r /proc/meminfo ]; then
   while IFS=' ' read -r k v unit; do

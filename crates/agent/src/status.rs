@@ -132,7 +132,7 @@ impl Status {
         if let Some(p) = &r.pending_reboot {
             out.push_str(&format!(
                 "pending   reboot ({}): {}\n",
-                p.reasons.join(", "),
+                p.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
                 p.detail.as_deref().unwrap_or("")
             ));
         }
@@ -216,7 +216,7 @@ mod tests {
     use fleetgate_apply::remote::BootDefault;
 
     use super::*;
-    use crate::report::{Outcome, ResultRecord};
+    use crate::report::{Outcome, RebootReason, result};
     use crate::state::PendingReboot;
 
     fn p(name: &str) -> String {
@@ -244,11 +244,11 @@ mod tests {
             pending_reboot: Some(PendingReboot {
                 system: p("r3"),
                 why: "outside the reboot window 01:00-05:00".into(),
-                reasons: vec!["inhibitor".into()],
+                reasons: vec![RebootReason::Inhibitor],
                 since: 1_100,
                 under: None,
             }),
-            last_result: Some(ResultRecord::new(
+            last_result: Some(result(
                 Outcome::Skipped,
                 1_100,
                 Some(&p("r3")),

@@ -204,12 +204,6 @@ pub fn once_document(end: &crate::cycle::End, status: Option<&Status>) -> String
         .to_string()
 }
 
-/// The one JSON document of a command that failed.
-#[must_use]
-pub fn error_document(message: &str, exit_code: u8) -> String {
-    serde_json::json!({ "result": "failed", "error": message, "exit_code": exit_code }).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use fleetgate_apply::machine::HostState;

@@ -237,3 +237,22 @@ impl Sink for FakeSink {
         }
     }
 }
+
+/// An unsigned manifest for `web1` of `system` at `commit`, made at
+/// `created_at` (what an accepted [`crate::accept::Seen`] holds).
+#[must_use]
+pub fn manifest(system: &str, commit: &str, created_at: u64) -> fleetgate_channel::Manifest {
+    fleetgate_channel::Manifest {
+        host: "web1".into(),
+        branch: "nixos-tested-web1".into(),
+        commit: commit.into(),
+        system: system.into(),
+        nar_hash: "sha256-x".into(),
+        nar_size: 1,
+        closure_size: 1,
+        closure_paths: 1,
+        cache: "http://c".into(),
+        created_at,
+        build: None,
+    }
+}

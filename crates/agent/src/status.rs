@@ -220,19 +220,7 @@ mod tests {
     #[test]
     fn what_status_says_on_a_terminal() {
         let cfg = crate::config::sample();
-        let manifest = fleetgate_channel::Manifest {
-            host: "web1".into(),
-            branch: "nixos-tested-web1".into(),
-            commit: "1a2b3c4d5e6f".repeat(3) + "0123",
-            system: p("r3"),
-            nar_hash: "sha256-x".into(),
-            nar_size: 1,
-            closure_size: 1,
-            closure_paths: 1,
-            cache: "http://c".into(),
-            created_at: 1_000,
-            build: None,
-        };
+        let manifest = crate::fake::manifest(&p("r3"), &("1a2b3c4d5e6f".repeat(3) + "0123"), 1_000);
         let mut state = AgentState {
             desired: Some(crate::accept::Seen { manifest, digest: "d".into(), signed_by: "k-1".into() }),
             pending_reboot: Some(PendingReboot {

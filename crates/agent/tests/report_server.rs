@@ -40,19 +40,7 @@ fn config(server: &str) -> AgentConfig {
 /// A host on r1 (booted r0), r2 the default and never booted, r3 desired
 /// and waiting for a reboot; the last result full of hostile text.
 fn world(commit: &str) -> (AgentState, View) {
-    let manifest = fleetgate_channel::Manifest {
-        host: "web1".into(),
-        branch: "nixos-tested-web1".into(),
-        commit: commit.into(),
-        system: sys(3),
-        nar_hash: "sha256-x".into(),
-        nar_size: 1,
-        closure_size: 1,
-        closure_paths: 1,
-        cache: "http://c".into(),
-        created_at: 1_000,
-        build: None,
-    };
+    let manifest = fleetgate_agent::fake::manifest(&sys(3), commit, 1_000);
     let noisy = Finding::new("initrd.missing-modules\u{7}", Severity::Error, "a\u{1b}[31m".repeat(2000))
         .with_evidence((0..40).map(|i| format!("line {i}\nwith a newline and {}", "x".repeat(900))))
         .with_fix("x".repeat(5000));

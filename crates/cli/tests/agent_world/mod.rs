@@ -21,6 +21,8 @@ use fleetgate_lab::testing::LabGuard;
 use fleetgate_nix::process::Run;
 
 pub const FLEETGATE: &str = env!("CARGO_BIN_EXE_fleetgate");
+/// The read token of `channel serve`'s status API.
+const READ_TOKEN: &str = "ops-read-token-0123456789";
 
 /// A child killed and reaped on drop.
 pub struct Killed(pub Child);
@@ -176,6 +178,7 @@ impl Fleet {
         std::fs::write(root.join("host-tokens"), text).unwrap();
         let hook_secret = "hook-secret-0123456789abcdef".to_owned();
         std::fs::write(root.join("hook-secret"), &hook_secret).unwrap();
+        std::fs::write(root.join("read-tokens"), format!("ops {READ_TOKEN}\n")).unwrap();
         let mut fleet = Fleet {
             cache_port: free_port(&gateway),
             serve_port: free_port(&gateway),
@@ -243,6 +246,8 @@ impl Fleet {
             .arg(self.root().join("host-tokens"))
             .arg("--hook-secret-file")
             .arg(self.root().join("hook-secret"))
+            .arg("--read-tokens-file")
+            .arg(self.root().join("read-tokens"))
             .args(self.channel_args())
             .env("HOME", self.root())
             .env("XDG_CACHE_HOME", self.root().join(".cache"))
@@ -405,11 +410,13 @@ impl Fleet {
         assert_eq!(done["state"], "succeeded", "{done:#}");
     }
 
-    /// The server's fleet status (`GET /v1/hosts`).
+    /// The server's fleet status, the status model the agents' reports feed
+    /// (`GET /v1/status` with a read token).
     pub fn server_status(&self) -> serde_json::Value {
-        let url = format!("{}/v1/hosts", self.server_url());
+        let url = format!("{}/v1/status", self.server_url());
+        let auth = format!("Authorization: Bearer {READ_TOKEN}");
         let (_, out) = Run::new("curl")
-            .args(["-sS", "--max-time", "10", &url])
+            .args(["-sS", "--max-time", "10", "-H", &auth, &url])
             .timeout(Duration::from_secs(30))
             .run_unchecked()
             .unwrap();

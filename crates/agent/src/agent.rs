@@ -15,7 +15,7 @@ use crate::config::AgentConfig;
 use crate::cycle::End;
 use crate::host::{Host, View};
 use crate::queue::{Queue, Sink};
-use crate::report::{self, Outcome as Said, Report, ResultRecord};
+use crate::report::{self, Outcome as Said, Report, ResultExt, ResultRecord};
 use crate::source::Source;
 use crate::state::{AgentState, StateDir};
 use crate::store::Store;
@@ -165,7 +165,7 @@ impl Agent<'_> {
     pub fn failed(&mut self, system: &str, commit: &str, message: String, findings: &[Finding]) -> End {
         let line = message.clone();
         self.log(&line);
-        let r = ResultRecord::new(Said::Failed, self.clock.unix(), Some(system), Some(commit), message)
+        let r = report::result(Said::Failed, self.clock.unix(), Some(system), Some(commit), message)
             .with_findings(findings);
         self.record_once(r);
         End::Failed
@@ -193,7 +193,7 @@ impl Agent<'_> {
             }
         };
         let report = self.build_report(view.as_ref());
-        let digest = report.digest();
+        let digest = report::digest(&report);
         let now = self.clock.unix();
         let due = match &self.state.last_report {
             None => true,

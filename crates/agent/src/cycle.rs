@@ -33,7 +33,7 @@ use fleetgate_facts::{Facts, Finding, Severity};
 
 use crate::accept::{self, Verdict, short};
 use crate::agent::{Agent, Lines};
-use crate::report::{Outcome as Said, ResultRecord};
+use crate::report::{self, Outcome as Said, RebootReason, ResultExt};
 use crate::source::{FetchError, Fetched};
 use crate::state::{Attempt, AttemptKind, PendingReboot};
 use crate::store::StoreError;
@@ -105,7 +105,7 @@ fn steps(a: &mut Agent<'_>, opts: PollOptions) -> End {
         }
         if let Some(why) = a.dir.suspended() {
             let desired = a.state.desired.as_ref().map(|d| d.manifest.system.clone());
-            a.record_once(ResultRecord::new(
+            a.record_once(report::result(
                 Said::Skipped,
                 a.clock.unix(),
                 desired.as_deref(),
@@ -130,7 +130,7 @@ fn steps(a: &mut Agent<'_>, opts: PollOptions) -> End {
     if now_state.current == system && now_state.profile == system {
         a.state.pending_reboot = None;
         if a.state.last_result.as_ref().is_none_or(|r| r.system.as_deref() != Some(system.as_str())) {
-            a.record(ResultRecord::new(
+            a.record(report::result(
                 Said::UpToDate,
                 a.clock.unix(),
                 Some(&system),
@@ -145,7 +145,7 @@ fn steps(a: &mut Agent<'_>, opts: PollOptions) -> End {
         if a.state.last_result.as_ref().is_some_and(|r| r.system.as_deref() == Some(system.as_str())) {
             return End::Idle;
         }
-        a.record_once(ResultRecord::new(
+        a.record_once(report::result(
             Said::Skipped,
             a.clock.unix(),
             Some(&system),
@@ -198,7 +198,7 @@ fn steps(a: &mut Agent<'_>, opts: PollOptions) -> End {
             );
             a.state.pending_reboot = None;
             a.record(
-                ResultRecord::new(
+                report::result(
                     Said::Blocked,
                     a.clock.unix(),
                     Some(&system),
@@ -274,7 +274,7 @@ fn fetch(a: &mut Agent<'_>) -> Option<End> {
                     a.log(&format!("refused a manifest: {refusal}"));
                     let desired = a.state.desired.as_ref().map(|d| d.manifest.system.clone());
                     a.record(
-                        ResultRecord::new(
+                        report::result(
                             Said::Failed,
                             now,
                             desired.as_deref(),
@@ -305,7 +305,7 @@ fn closure(a: &mut Agent<'_>, system: &str, commit: &str, nar_hash: &str, opts: 
                     "Nothing was fetched or applied. Check the cache the channel promotes into (and its signing key)",
                 );
                 a.record_once(
-                    ResultRecord::new(
+                    report::result(
                         Said::Failed,
                         a.clock.unix(),
                         Some(system),
@@ -419,27 +419,27 @@ fn apply_switch(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, fi
 }
 
 /// The words of the check's findings that say why a reboot is needed.
-fn reboot_reasons(findings: &[Finding]) -> Vec<String> {
+fn reboot_reasons(findings: &[Finding]) -> Vec<RebootReason> {
     let mut reasons = Vec::new();
     for f in findings {
         let text = format!("{} {}", f.message, f.evidence.join(" "));
         if f.id == "switch.refused" {
-            reasons.push("inhibitor");
+            reasons.push(RebootReason::Inhibitor);
         }
         if f.id == "switch.reboot-needed" {
             if text.contains("kernel") {
-                reasons.push("kernel");
+                reasons.push(RebootReason::Kernel);
             }
             if text.contains("initrd") {
-                reasons.push("initrd");
+                reasons.push(RebootReason::Initrd);
             }
         }
     }
     if reasons.is_empty() {
-        reasons.push("staged");
+        reasons.push(RebootReason::Staged);
     }
     reasons.dedup();
-    reasons.into_iter().map(str::to_owned).collect()
+    reasons
 }
 
 fn pending(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, why: String, findings: &[Finding]) -> End {
@@ -456,7 +456,7 @@ fn pending(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, why: St
         a.state.pending_reboot =
             Some(PendingReboot { system: system.to_owned(), why: why.clone(), reasons, since: a.clock.unix(), under });
         a.record(
-            ResultRecord::new(
+            report::result(
                 Said::Skipped,
                 a.clock.unix(),
                 Some(system),
@@ -511,7 +511,7 @@ fn apply_reboot(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, fi
             )
             .with_fix("boot a known-good generation first (`fleetgate rollback`, or a reboot into the default)");
             a.record_once(
-                ResultRecord::new(
+                report::result(
                     Said::Blocked,
                     a.clock.unix(),
                     Some(system),
@@ -565,7 +565,7 @@ fn apply_reboot(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, fi
                 kind: AttemptKind::Reboot { fallback, boot_id_before: plan.boot_id.clone() },
             });
             a.record(
-                ResultRecord::new(
+                report::result(
                     Said::InProgress,
                     a.clock.unix(),
                     Some(system),
@@ -594,15 +594,13 @@ pub(crate) fn conclude(a: &mut Agent<'_>, outcome: &Outcome, system: &str, commi
             if *outcome == Outcome::Blessed {
                 a.host.record_last_good(system);
             }
-            a.record(
-                ResultRecord::new(Said::Applied, now, Some(system), Some(commit), message).with_findings(findings),
-            );
+            a.record(report::result(Said::Applied, now, Some(system), Some(commit), message).with_findings(findings));
             End::Applied
         }
         Outcome::RolledBack { .. } | Outcome::Refused { .. } => {
             a.state.mark_bad(system, Some(commit), message.lines().next().unwrap_or_default(), now);
             let said = if matches!(outcome, Outcome::RolledBack { .. }) { Said::RolledBack } else { Said::Failed };
-            a.record(ResultRecord::new(said, now, Some(system), Some(commit), message).with_findings(findings));
+            a.record(report::result(said, now, Some(system), Some(commit), message).with_findings(findings));
             End::Failed
         }
         Outcome::Unknown { .. } => {
@@ -611,7 +609,7 @@ pub(crate) fn conclude(a: &mut Agent<'_>, outcome: &Outcome, system: &str, commi
                 .with_fix("Look at the host: `fleetgate agent status`, the boot loader's default, /run/current-system");
             let mut all = vec![finding];
             all.extend(findings.iter().cloned());
-            a.record(ResultRecord::new(Said::Failed, now, Some(system), Some(commit), message).with_findings(&all));
+            a.record(report::result(Said::Failed, now, Some(system), Some(commit), message).with_findings(&all));
             End::Unknown
         }
     }
@@ -626,9 +624,9 @@ mod tests {
         let refused = Finding::new("switch.refused", Severity::Info, "dbus-implementation changes");
         let later = Finding::new("switch.reboot-needed", Severity::Info, "boot-time components change")
             .with_evidence(["kernel: a -> b", "initrd: c -> d"]);
-        assert_eq!(reboot_reasons(&[refused]), ["inhibitor"]);
-        assert_eq!(reboot_reasons(&[later]), ["kernel", "initrd"]);
-        assert_eq!(reboot_reasons(&[]), ["staged"]);
+        assert_eq!(reboot_reasons(&[refused]), [RebootReason::Inhibitor]);
+        assert_eq!(reboot_reasons(&[later]), [RebootReason::Kernel, RebootReason::Initrd]);
+        assert_eq!(reboot_reasons(&[]), [RebootReason::Staged]);
         assert_eq!((End::Failed.exit_code(), End::Unavailable.exit_code(), End::Unknown.exit_code()), (1, 4, 3));
     }
 }

@@ -207,14 +207,52 @@ pub struct FakeSink {
     pub down: bool,
     /// Reports taken, in order.
     pub got: Vec<Report>,
+    /// Reports the server's validation ([`fleetgate_status::AgentReport::parse`]) refused, and why.
+    pub refused: Vec<String>,
 }
 
 impl Sink for FakeSink {
+    /// Takes a report as the server does: its JSON parsed and validated
+    /// against the status model's schema, else refused.
     fn send(&mut self, r: &Report) -> Delivery {
         if self.down {
             return Delivery::Later("connection refused".into());
         }
-        self.got.push(r.clone());
-        Delivery::Delivered
+        let parsed = serde_json::to_vec(r)
+            .map_err(|e| e.to_string())
+            .and_then(|body| fleetgate_status::AgentReport::parse(&body).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(fleetgate_status::AgentReport::V2(_)) => {
+                self.got.push(r.clone());
+                Delivery::Delivered
+            }
+            Ok(fleetgate_status::AgentReport::V1(_)) => {
+                self.refused.push("read as version 1".into());
+                Delivery::Rejected("read as version 1".into())
+            }
+            Err(e) => {
+                self.refused.push(e.clone());
+                Delivery::Rejected(e)
+            }
+        }
+    }
+}
+
+/// An unsigned manifest for `web1` of `system` at `commit`, made at
+/// `created_at` (what an accepted [`crate::accept::Seen`] holds).
+#[must_use]
+pub fn manifest(system: &str, commit: &str, created_at: u64) -> fleetgate_channel::Manifest {
+    fleetgate_channel::Manifest {
+        host: "web1".into(),
+        branch: "nixos-tested-web1".into(),
+        commit: commit.into(),
+        system: system.into(),
+        nar_hash: "sha256-x".into(),
+        nar_size: 1,
+        closure_size: 1,
+        closure_paths: 1,
+        cache: "http://c".into(),
+        created_at,
+        build: None,
     }
 }

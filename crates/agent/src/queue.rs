@@ -84,7 +84,7 @@ impl Sink for HttpSink {
                 Ok((status, text)) => return classify(status, text),
             }
         }
-        let body = serde_json::to_vec(&report.to_v1()).unwrap_or_default();
+        let body = serde_json::to_vec(&crate::report::to_v1(report)).unwrap_or_default();
         match self.post(&body) {
             Err(e) => Delivery::Later(e),
             Ok((status, text)) => classify(status, text),
@@ -216,6 +216,7 @@ mod tests {
             boot_debt: None,
             pending_reboot: None,
             result: None,
+            generations: Vec::new(),
         }
     }
 

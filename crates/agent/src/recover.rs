@@ -23,7 +23,7 @@ use fleetgate_apply::switch::{self, SwitchPlan};
 use crate::accept::short;
 use crate::agent::{Agent, Lines};
 use crate::cycle::End;
-use crate::report::{Outcome as Said, ResultRecord};
+use crate::report::{self, Outcome as Said};
 use crate::state::{Attempt, AttemptKind};
 
 /// Interrupted attempts of one system before it counts as bad.
@@ -142,7 +142,7 @@ fn settle(a: &mut Agent<'_>, attempt: &Attempt, outcome: &Outcome) -> End {
         message.push_str("; it is not tried again");
     }
     a.log(&message);
-    a.record(ResultRecord::new(Said::Failed, now, Some(&attempt.system), Some(&attempt.commit), message));
+    a.record(report::result(Said::Failed, now, Some(&attempt.system), Some(&attempt.commit), message));
     End::Failed
 }
 

@@ -120,7 +120,7 @@ pub struct PendingReboot {
     /// Why it waits (outside the window, reboots not allowed).
     pub why: String,
     /// What needs the reboot (the check's findings' words: kernel, initrd, inhibitor…).
-    pub reasons: Vec<String>,
+    pub reasons: Vec<fleetgate_status::RebootReason>,
     /// Since when.
     pub since: u64,
     /// The boot id and running system it was decided under: while they

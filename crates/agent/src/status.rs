@@ -132,7 +132,7 @@ impl Status {
         if let Some(p) = &r.pending_reboot {
             out.push_str(&format!(
                 "pending   reboot ({}): {}\n",
-                p.reasons.join(", "),
+                p.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
                 p.detail.as_deref().unwrap_or("")
             ));
         }
@@ -204,19 +204,13 @@ pub fn once_document(end: &crate::cycle::End, status: Option<&Status>) -> String
         .to_string()
 }
 
-/// The one JSON document of a command that failed.
-#[must_use]
-pub fn error_document(message: &str, exit_code: u8) -> String {
-    serde_json::json!({ "result": "failed", "error": message, "exit_code": exit_code }).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use fleetgate_apply::machine::HostState;
     use fleetgate_apply::remote::BootDefault;
 
     use super::*;
-    use crate::report::{Outcome, ResultRecord};
+    use crate::report::{Outcome, RebootReason, result};
     use crate::state::PendingReboot;
 
     fn p(name: &str) -> String {
@@ -226,29 +220,17 @@ mod tests {
     #[test]
     fn what_status_says_on_a_terminal() {
         let cfg = crate::config::sample();
-        let manifest = fleetgate_channel::Manifest {
-            host: "web1".into(),
-            branch: "nixos-tested-web1".into(),
-            commit: "1a2b3c4d5e6f".repeat(3) + "0123",
-            system: p("r3"),
-            nar_hash: "sha256-x".into(),
-            nar_size: 1,
-            closure_size: 1,
-            closure_paths: 1,
-            cache: "http://c".into(),
-            created_at: 1_000,
-            build: None,
-        };
+        let manifest = crate::fake::manifest(&p("r3"), &("1a2b3c4d5e6f".repeat(3) + "0123"), 1_000);
         let mut state = AgentState {
             desired: Some(crate::accept::Seen { manifest, digest: "d".into(), signed_by: "k-1".into() }),
             pending_reboot: Some(PendingReboot {
                 system: p("r3"),
                 why: "outside the reboot window 01:00-05:00".into(),
-                reasons: vec!["inhibitor".into()],
+                reasons: vec![RebootReason::Inhibitor],
                 since: 1_100,
                 under: None,
             }),
-            last_result: Some(ResultRecord::new(
+            last_result: Some(result(
                 Outcome::Skipped,
                 1_100,
                 Some(&p("r3")),

@@ -10,7 +10,7 @@ use fleetgate_agent::config::{AgentConfig, ConfigFile, Flags};
 use fleetgate_agent::cycle::{End, PollOptions, poll};
 use fleetgate_agent::fake::{FakeClock, FakeHost, FakeSink, FakeSource, FakeStore, plan};
 use fleetgate_agent::queue::Queue;
-use fleetgate_agent::report::Outcome as Said;
+use fleetgate_agent::report::{Outcome as Said, RebootReason};
 use fleetgate_agent::source::FetchError;
 use fleetgate_agent::state::{AgentState, StateDir};
 use fleetgate_agent::store::StoreError;
@@ -116,6 +116,7 @@ impl World {
         };
         self.log.extend(lines);
         self.clock.unix += 60;
+        assert!(self.sink.refused.is_empty(), "the server's validation refused a report: {:?}", self.sink.refused);
         end
     }
 
@@ -226,7 +227,7 @@ fn a_reboot_outside_the_window_is_pending_and_reported_not_done() {
     assert!(p.why.contains("01:00-02:00"), "{p:?}");
     let report = w.sink.got.last().expect("reported");
     let pending = report.pending_reboot.as_ref().expect("pending in the report");
-    assert_eq!(pending.reasons, ["inhibitor"]);
+    assert_eq!(pending.reasons, [RebootReason::Inhibitor]);
     // Polls outside the window change nothing, say nothing new, and do no
     // work: no facts, no check (the decision holds under the same boot).
     let (n, gathered) = (w.sink.got.len(), w.host.facts_gathered);

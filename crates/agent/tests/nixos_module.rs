@@ -3,6 +3,7 @@
 //! project runs (2.8): the units and timers it generates, their defaults,
 //! the hardening, the boot-time resume unit — and the configuration file it
 //! writes is one this agent accepts. A definition of the wrong type fails.
+//! And flake.nix's outputs (package, overlay, modules), with that lib as nixpkgs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,15 +23,18 @@ fn nixpkgs_lib() -> PathBuf {
 
 /// Evaluates the module with `user` (a NixOS module's text); Ok(JSON) or Err(Nix's stderr).
 fn eval(user: &str) -> Result<Value, String> {
+    eval_file("nix/tests/eval-module.nix", &["--arg", "userConfig", user])
+}
+
+/// `nix-instantiate --eval --strict --json FILE --arg lib <nixpkgs' lib> ARGS…`.
+fn eval_file(file: &str, args: &[&str]) -> Result<Value, String> {
     let out = Command::new("nix-instantiate")
         .args(["--eval", "--strict", "--json"])
-        .arg(repo().join("nix/tests/eval-module.nix"))
+        .arg(repo().join(file))
         .arg("--arg")
         .arg("lib")
         .arg(format!("import {}", nixpkgs_lib().display()))
-        .arg("--arg")
-        .arg("userConfig")
-        .arg(user)
+        .args(args)
         .env("NIX_PATH", "")
         .output()
         .expect("nix-instantiate runs");
@@ -146,4 +150,29 @@ fn wrong_types_and_missing_settings_fail() {
     // Disabled: nothing at all.
     let off = eval("{ services.fleetgate.agent.enable = false; }").expect("evaluates");
     assert_eq!((off["services"].clone(), off["timers"].clone()), (serde_json::json!({}), serde_json::json!({})));
+}
+
+/// flake.nix's outputs, evaluated with nixpkgs' lib as its input (nothing
+/// fetched, nothing built): a package per system built by `rustPlatform`
+/// from Cargo.lock, the same through the overlay, `nixosModules.agent` the
+/// module with the overlay, `nixosModules.default` the same.
+#[test]
+fn the_flake_has_the_package_the_overlay_and_the_agent_module() {
+    let v = eval_file("nix/tests/eval-flake.nix", &[]).unwrap_or_else(|e| panic!("flake.nix evaluates: {e}"));
+    assert_eq!(v["systems"], serde_json::json!(["aarch64-linux", "x86_64-linux"]));
+    let package = serde_json::json!({
+        "pname": "fleetgate",
+        "version": env!("CARGO_PKG_VERSION"),
+        "cargoBuildFlags": ["--package", "fleetgate"],
+        "doCheck": false,
+        "builtByRustPlatform": true,
+        "lockFile": "Cargo.lock",
+        "mainProgram": "fleetgate",
+    });
+    assert_eq!(v["default"], package);
+    assert_eq!(v["overlay"], package, "pkgs.fleetgate from the overlay");
+    assert_eq!(v["sameAsDefault"], true);
+    assert_eq!(v["agentModuleImports"], serde_json::json!(["module.nix"]));
+    assert_eq!(v["agentModuleOverlays"], 1, "the module brings pkgs.fleetgate");
+    assert_eq!(v["defaultModuleIsAgent"], true);
 }

@@ -10,6 +10,7 @@ use fleetgate_agent::config::{AgentConfig, ConfigError, ConfigFile, DEFAULT_CONF
 use fleetgate_agent::daemon::{RunOptions, run};
 use fleetgate_agent::state::StateDir;
 
+use crate::exit::{EXIT_FAILED, EXIT_USAGE};
 use crate::facts_cmd::CliError;
 
 /// `fleetgate agent` arguments.
@@ -90,8 +91,6 @@ enum AgentCommand {
     Resume,
 }
 
-const EXIT_USAGE: u8 = 2;
-
 fn config(args: &ConfigArgs) -> Result<AgentConfig, ConfigError> {
     let file = match &args.config {
         Some(path) => ConfigFile::load(path)?,
@@ -115,19 +114,10 @@ fn config(args: &ConfigArgs) -> Result<AgentConfig, ConfigError> {
     AgentConfig::resolve(file, flags)
 }
 
-/// Says what went wrong (one JSON document too, with `--json`) and exits `code`.
+/// Says what went wrong through the CLI's one error printer ([`crate::exit`]:
+/// miette on stderr, one JSON document with `--json`) and exits `code`.
 fn fail(json: bool, code: u8, error: CliError) -> ExitCode {
-    if json {
-        let mut text = error.to_string();
-        let mut cause = std::error::Error::source(&error);
-        while let Some(c) = cause {
-            text.push_str(&format!(": {c}"));
-            cause = c.source();
-        }
-        println!("{}", fleetgate_agent::status::error_document(&text, code));
-    }
-    eprintln!("{:?}", miette::Report::new(error));
-    ExitCode::from(code)
+    crate::exit::failure(&miette::Report::new(error), json, code)
 }
 
 /// Runs `fleetgate agent …`.
@@ -154,7 +144,7 @@ pub fn run_agent(args: &AgentArgs) -> ExitCode {
             }
             Err(e) => fail(
                 *json,
-                1,
+                EXIT_FAILED,
                 CliError::new("cannot read the agent's state").caused_by(e).with_help(
                     "run it as root (the state directory is /var/lib/fleetgate by default), or give --state-dir",
                 ),
@@ -166,9 +156,11 @@ pub fn run_agent(args: &AgentArgs) -> ExitCode {
                     eprintln!("fleetgate agent: upgrades are suspended on this host ({reason})");
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    fail(false, 1, CliError::new("cannot suspend upgrades").caused_by(e).with_help("run it as root"))
-                }
+                Err(e) => fail(
+                    false,
+                    EXIT_FAILED,
+                    CliError::new("cannot suspend upgrades").caused_by(e).with_help("run it as root"),
+                ),
             }
         }
         Some(AgentCommand::Resume) => match StateDir::open(cfg.agent_dir()).and_then(|d| d.resume()) {
@@ -176,7 +168,11 @@ pub fn run_agent(args: &AgentArgs) -> ExitCode {
                 eprintln!("fleetgate agent: upgrades go on");
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(false, 1, CliError::new("cannot resume upgrades").caused_by(e).with_help("run it as root")),
+            Err(e) => fail(
+                false,
+                EXIT_FAILED,
+                CliError::new("cannot resume upgrades").caused_by(e).with_help("run it as root"),
+            ),
         },
         None => {
             let opts = RunOptions {
@@ -197,7 +193,7 @@ pub fn run_agent(args: &AgentArgs) -> ExitCode {
                 }
                 Err(e) => fail(
                     json,
-                    1,
+                    EXIT_FAILED,
                     CliError::new("the agent cannot run").caused_by(e).with_help(
                         "another agent may hold this host (see `fleetgate agent status`), or Nix is missing: give nix_bin_dir",
                     ),

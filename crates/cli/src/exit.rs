@@ -107,22 +107,29 @@ pub fn usage_json(rendered: &str) -> Value {
 /// Prints a command's error (nothing was done: exit 2): miette's report on
 /// stderr and, with `json`, one JSON document on stdout.
 pub fn command_error(report: &miette::Report, json: bool) -> ExitCode {
+    failure(report, json, EXIT_USAGE)
+}
+
+/// Prints a command's error as [`command_error`] does, for a command whose
+/// errors have more than one exit code (`agent`: [`EXIT_FAILED`] when the
+/// host's state cannot be read or written, [`EXIT_USAGE`] for its configuration).
+pub fn failure(report: &miette::Report, json: bool, code: u8) -> ExitCode {
     eprintln!("{report:?}");
     if json {
-        print_json(&error_json(report));
+        print_json(&failure_json(report, code));
     }
-    ExitCode::from(EXIT_USAGE)
+    ExitCode::from(code)
 }
 
 /// The JSON document of a command's error: its message and causes on one
-/// line, each once ([`fleetgate_check::error_chain`]), and its help.
-pub fn error_json(report: &miette::Report) -> Value {
+/// line, each once ([`fleetgate_check::error_chain`]), its help, its exit code.
+pub fn failure_json(report: &miette::Report, code: u8) -> Value {
     let error: &(dyn std::error::Error + 'static) = report.as_ref();
     let mut doc = json!({ "result": "failed", "error": fleetgate_check::error_chain(error) });
     if let Some(help) = report.help() {
         doc["help"] = help.to_string().into();
     }
-    doc["exit_code"] = EXIT_USAGE.into();
+    doc["exit_code"] = code.into();
     doc
 }
 
@@ -177,10 +184,10 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
         let report =
             miette::Report::from_err(io).wrap_err("cannot read x: no such file").wrap_err("history unreadable");
-        let doc = error_json(&report);
+        let doc = failure_json(&report, EXIT_USAGE);
         assert_eq!(doc["error"], "history unreadable: cannot read x: no such file");
         assert_eq!(doc["exit_code"], 2);
         let report = miette::miette!(help = "pass --history FILE", "no history");
-        assert_eq!(error_json(&report)["help"], "pass --history FILE");
+        assert_eq!(failure_json(&report, EXIT_USAGE)["help"], "pass --history FILE");
     }
 }

@@ -201,7 +201,7 @@ mod tests {
         let cli = crate::Cli::try_parse_from([&["fleetgate", "install"], args].concat()).expect("parses");
         let crate::Command::Install(install) = cli.command else { panic!("not install") };
         let e = run_inner(&install).expect_err("refused before anything runs");
-        crate::exit::error_json(&miette::Report::new(e))
+        crate::exit::failure_json(&miette::Report::new(e), crate::exit::EXIT_USAGE)
     }
 
     #[test]

@@ -47,10 +47,26 @@ fn a_bad_configuration_is_exit_2_with_one_json_document() {
     assert_eq!(doc["exit_code"], 2);
     assert!(doc["error"].as_str().is_some_and(|e| e.contains("trusted_keys")), "{doc}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("docs/agent.md"), "says what to do next");
+    assert!(doc["help"].as_str().is_some_and(|h| h.contains("docs/agent.md")), "and in the document: {doc}");
     std::fs::write(&cfg, "nonsense = true\n").expect("write");
     let out = agent(&["--once", "--config", cfg.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonsense"), "{out:?}");
+}
+
+#[test]
+fn a_state_that_cannot_be_read_is_exit_1_with_one_json_document() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let not_a_dir = tmp.path().join("file");
+    std::fs::write(&not_a_dir, "").expect("write");
+    let mut args = vec!["status".to_owned(), "--json".to_owned()];
+    args.extend(base(&not_a_dir, "file:///nonexistent/m.json"));
+    let out = agent(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let doc = json(&out);
+    assert_eq!((doc["result"].as_str(), doc["exit_code"].as_u64()), (Some("failed"), Some(1)), "{doc}");
+    assert!(doc["error"].as_str().is_some_and(|e| e.contains("cannot read the agent's state")), "{doc}");
+    assert!(doc["help"].as_str().is_some_and(|h| h.contains("--state-dir")), "{doc}");
 }
 
 #[test]

@@ -42,9 +42,15 @@ fn agent_promotions_upgrade_every_host_a_failing_one_rolls_back_and_an_upstream_
     let synced = agent_world::poll_until(2 * MINUTES, || {
         let v = fleet.server_status();
         let all = v["hosts"].as_array().is_some_and(|hs| {
-            hosts
-                .iter()
-                .all(|h| hs.iter().any(|x| x["host"] == *h && x["in_sync"] == true && x["report"]["commit"] == c3))
+            hosts.iter().all(|h| {
+                hs.iter().any(|x| {
+                    x["host"] == *h
+                        && x["current"] == gen3[*h].as_str()
+                        && x["desired"]["commit"] == c3
+                        && x["last_result"]["outcome"] == "applied"
+                        && x["agent_version"] == env!("CARGO_PKG_VERSION")
+                })
+            })
         });
         all.then_some(v)
     });
@@ -284,7 +290,9 @@ fn agent_keeps_upgrading_while_the_server_is_down_and_its_reports_arrive_later()
         let v = fleet.server_status();
         let all = hosts.iter().all(|h| {
             v["hosts"].as_array().is_some_and(|hs| {
-                hs.iter().any(|x| x["host"] == *h && x["report"]["commit"] == c3 && x["report"]["status"] == "applied")
+                hs.iter().any(|x| {
+                    x["host"] == *h && x["last_result"]["commit"] == c3 && x["last_result"]["outcome"] == "applied"
+                })
             })
         });
         all.then_some(v)

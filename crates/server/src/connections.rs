@@ -56,7 +56,7 @@ impl Default for Limits {
         Self {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
-            max_body: 64 << 10,
+            max_body: fleetgate_status::report::MAX_BODY,
             max_connections: 256,
             job_deadline: Duration::from_secs(80),
         }

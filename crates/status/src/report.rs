@@ -34,6 +34,9 @@ pub const MAX_LINE: usize = 512;
 pub const MAX_WORD: usize = 128;
 /// A store path.
 pub const MAX_PATH: usize = 400;
+/// A report's body in bytes (the server's limit for every request): the
+/// field bounds alone allow more, so an agent with more to say trims evidence first.
+pub const MAX_BODY: usize = 64 << 10;
 
 /// Why a report was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -287,14 +290,21 @@ fn word(field: &str, s: &str, max: usize) -> Result<(), ReportError> {
     if ok { Ok(()) } else { Err(invalid(field, &format!("1-{max} letters, digits or .-_+:@/"))) }
 }
 
-fn commit(field: &str, s: &str) -> Result<(), ReportError> {
-    let ok = (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    if ok { Ok(()) } else { Err(invalid(field, "a full commit id (40 or 64 lower-case hex digits)")) }
+/// Whether `s` is a full commit id as reports carry it (40 or 64 lower-case hex digits).
+#[must_use]
+pub fn is_commit(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-/// `/nix/store/<32 base-32 characters>-<name>`, nothing below it.
-fn store_path(field: &str, s: &str) -> Result<(), ReportError> {
-    let ok = s.len() <= MAX_PATH
+fn commit(field: &str, s: &str) -> Result<(), ReportError> {
+    if is_commit(s) { Ok(()) } else { Err(invalid(field, "a full commit id (40 or 64 lower-case hex digits)")) }
+}
+
+/// Whether `s` is a top-level store path as reports carry it:
+/// `/nix/store/<32 base-32 characters>-<name>`, nothing below it, at most [`MAX_PATH`].
+#[must_use]
+pub fn is_store_path(s: &str) -> bool {
+    s.len() <= MAX_PATH
         && s.strip_prefix("/nix/store/").is_some_and(|rest| {
             let (hash, name) = rest.split_at_checked(32).unwrap_or(("", ""));
             hash.len() == 32
@@ -302,8 +312,11 @@ fn store_path(field: &str, s: &str) -> Result<(), ReportError> {
                 && name.starts_with('-')
                 && name.len() > 1
                 && name[1..].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b))
-        });
-    if ok { Ok(()) } else { Err(invalid(field, "a top-level store path (/nix/store/<hash>-<name>)")) }
+        })
+}
+
+fn store_path(field: &str, s: &str) -> Result<(), ReportError> {
+    if is_store_path(s) { Ok(()) } else { Err(invalid(field, "a top-level store path (/nix/store/<hash>-<name>)")) }
 }
 
 /// The outcome a version-1 status word stands for.

@@ -21,9 +21,9 @@ use fleetgate_lab::testing::LabGuard;
 use fleetgate_nix::process::Run;
 
 pub const FLEETGATE: &str = env!("CARGO_BIN_EXE_fleetgate");
+/// The read token of `channel serve`'s status API.
+const READ_TOKEN: &str = "ops-read-token-0123456789";
 
-/// The read token the tests read the fleet's status with.
-const READ_TOKEN: &str = "read-token-of-the-lab-0123456789abcdef";
 /// A child killed and reaped on drop.
 pub struct Killed(pub Child);
 
@@ -178,8 +178,7 @@ impl Fleet {
         std::fs::write(root.join("host-tokens"), text).unwrap();
         let hook_secret = "hook-secret-0123456789abcdef".to_owned();
         std::fs::write(root.join("hook-secret"), &hook_secret).unwrap();
-        // The fleet's status is read with a read token (`channel serve --read-tokens-file`).
-        std::fs::write(root.join("read-tokens"), format!("lab {READ_TOKEN}\n")).unwrap();
+        std::fs::write(root.join("read-tokens"), format!("ops {READ_TOKEN}\n")).unwrap();
         let mut fleet = Fleet {
             cache_port: free_port(&gateway),
             serve_port: free_port(&gateway),
@@ -411,11 +410,13 @@ impl Fleet {
         assert_eq!(done["state"], "succeeded", "{done:#}");
     }
 
-    /// The server's fleet status (`GET /v1/hosts`).
+    /// The server's fleet status, the status model the agents' reports feed
+    /// (`GET /v1/status` with a read token).
     pub fn server_status(&self) -> serde_json::Value {
-        let url = format!("{}/v1/hosts", self.server_url());
+        let url = format!("{}/v1/status", self.server_url());
+        let auth = format!("Authorization: Bearer {READ_TOKEN}");
         let (_, out) = Run::new("curl")
-            .args(["-sS", "--max-time", "10", "-H", &format!("Authorization: Bearer {READ_TOKEN}"), &url])
+            .args(["-sS", "--max-time", "10", "-H", &auth, &url])
             .timeout(Duration::from_secs(30))
             .run_unchecked()
             .unwrap();

@@ -43,6 +43,7 @@ pub mod spec;
 pub mod ssh_setup;
 pub mod stage1;
 pub mod state;
+pub mod supervisor;
 pub mod testing;
 pub mod userland;
 pub mod vmm;

@@ -501,6 +501,7 @@ mod tests {
             spec: HostSpec::new("h", disk, bootloader).unwrap(),
             address: "10.203.1.11".into(),
             netns: "fgl1-h".into(),
+            ssh_port: None,
             veth: "fgl1v0".into(),
             disks: DiskIdentity::derive(1, "h"),
             root_loop: Some("/dev/loop3".into()),

@@ -2,6 +2,7 @@
 //! host the same binary answers as `systemctl`, `reboot`, `bootctl`,
 //! `grub-reboot`… (see `fleetgate_lab::userland`).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,7 +29,8 @@ enum Command {
         /// Number of hosts (host1…hostN cycling through virtio, NVMe, SATA).
         #[arg(long, conflicts_with = "host")]
         hosts: Option<usize>,
-        /// A host as NAME[=BUS[,BOOTLOADER]], e.g. web1=virtio,grub. Repeatable.
+        /// A host as NAME[=[vm,]BUS[,BOOTLOADER]], e.g. web1=virtio,grub, or
+        /// vps1=vm,virtio,systemd-boot for a QEMU machine. Repeatable.
         #[arg(long)]
         host: Vec<String>,
     },
@@ -58,8 +60,16 @@ enum Command {
     Console { host: String },
     /// Build the fixture systems of the given hosts (all if none) and print them.
     Build { hosts: Vec<String> },
+    /// Build the VM guest's Debian root once for this machine (cached; `up`
+    /// builds it when a VM host needs it) and print where it is.
+    VmImage,
     #[command(hide = true, name = "__vmm")]
     Vmm {
+        #[arg(long)]
+        host: String,
+    },
+    #[command(hide = true, name = "__vm")]
+    Vm {
         #[arg(long)]
         host: String,
     },
@@ -95,7 +105,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Vmm { .. } | Command::Init { .. } | Command::Prepare { .. } | Command::Install { .. }
+        Command::Vmm { .. }
+            | Command::Vm { .. }
+            | Command::Init { .. }
+            | Command::Prepare { .. }
+            | Command::Install { .. }
     ) {
         forward_interrupts();
     }
@@ -187,7 +201,12 @@ fn run(dir: LabDir, command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn print_one(status: &fleetgate_lab::HostStatus) {
+        Command::VmImage => {
+            let image = fleetgate_lab::vm::image::ensure(&mut progress)?;
+            writeln!(std::io::stdout().lock(), "{}", image.tree().display())?;
+        }
     println!(
+        Command::Vm { host } => fleetgate_lab::vm::supervisor::run(&dir, &host)?,
         "{}\t{:?}\tboot {}\t{}",
         status.host,
         status.power,

@@ -86,10 +86,36 @@ impl FromStr for Bootloader {
     }
 }
 
+/// What a lab host runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Machine {
+    /// A network namespace with the lab's model of firmware, stage 1 and
+    /// systemd ([`crate::vmm`]): cheap, boots in a second.
+    #[default]
+    Netns,
+    /// A QEMU virtual machine with real firmware (OVMF or SeaBIOS), a real
+    /// boot loader, the generation's real kernel and initrd, and Debian's real
+    /// systemd as PID 1 ([`crate::vm`]): slow, but nothing is modelled from
+    /// the firmware to sshd.
+    Vm,
+}
+
+impl Machine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Machine::Netns => "netns",
+            Machine::Vm => "vm",
+        }
+    }
+}
+
 /// One host the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostSpec {
     pub name: String,
+    #[serde(default)]
+    pub machine: Machine,
     pub disk: DiskBus,
     pub bootloader: Bootloader,
     /// Filesystem label of the root filesystem (`/dev/disk/by-label/<label>`).
@@ -114,6 +140,7 @@ impl HostSpec {
         validate_host_name(name)?;
         Ok(HostSpec {
             name: name.to_owned(),
+            machine: Machine::Netns,
             disk,
             bootloader,
             root_label: default_root_label(),
@@ -121,20 +148,31 @@ impl HostSpec {
         })
     }
 
-    /// Parses `NAME[=BUS[,BOOTLOADER]]`, e.g. `web1=virtio,grub`.
+    /// A host on a QEMU virtual machine.
+    pub fn vm(name: &str, disk: DiskBus, bootloader: Bootloader) -> Result<HostSpec, SpecError> {
+        Ok(HostSpec { machine: Machine::Vm, ..HostSpec::new(name, disk, bootloader)? })
+    }
+
+    /// Parses `NAME[=[vm,]BUS[,BOOTLOADER]]`, e.g. `web1=virtio,grub` or
+    /// `vps1=vm,virtio,systemd-boot`.
     pub fn parse(text: &str) -> Result<HostSpec, SpecError> {
         let (name, rest) = text.split_once('=').unwrap_or((text, ""));
-        let mut parts = rest.split(',').filter(|part| !part.is_empty());
+        let mut parts = rest.split(',').filter(|part| !part.is_empty()).peekable();
+        let machine = if parts.next_if_eq(&"vm").is_some() { Machine::Vm } else { Machine::Netns };
         let disk = parts.next().map(str::parse).transpose()?.unwrap_or(DiskBus::Virtio);
         let bootloader = parts.next().map(str::parse).transpose()?.unwrap_or(Bootloader::SystemdBoot);
         if let Some(extra) = parts.next() {
             return Err(SpecError::Unknown {
                 what: "host option",
                 value: extra.to_owned(),
-                expected: "NAME=BUS,BOOTLOADER",
+                expected: "NAME=[vm,]BUS,BOOTLOADER",
             });
         }
-        HostSpec::new(name, disk, bootloader)
+        Ok(HostSpec { machine, ..HostSpec::new(name, disk, bootloader)? })
+    }
+
+    pub fn is_vm(&self) -> bool {
+        self.machine == Machine::Vm
     }
 }
 
@@ -249,6 +287,17 @@ mod tests {
         assert_eq!(HostSpec::parse("web2").unwrap().disk, DiskBus::Virtio);
         assert!(matches!(HostSpec::parse("web3=scsi"), Err(SpecError::Unknown { .. })));
         assert!(matches!(HostSpec::parse("web4=virtio,grub,x"), Err(SpecError::Unknown { .. })));
+        assert_eq!(HostSpec::parse("web5=nvme").unwrap().machine, Machine::Netns);
+    }
+
+    #[test]
+    fn vm_hosts_parse_with_the_same_bus_and_bootloader_syntax() {
+        let host = HostSpec::parse("vps1=vm,virtio,grub").unwrap();
+        assert_eq!((host.machine, host.disk, host.bootloader), (Machine::Vm, DiskBus::Virtio, Bootloader::Grub));
+        let host = HostSpec::parse("vps2=vm").unwrap();
+        assert_eq!((host.machine, host.disk, host.bootloader), (Machine::Vm, DiskBus::Virtio, Bootloader::SystemdBoot));
+        assert!(matches!(HostSpec::parse("vps3=vm,vm"), Err(SpecError::Unknown { .. })));
+        assert!(matches!(HostSpec::parse("vps4=virtio,vm"), Err(SpecError::Unknown { .. })));
     }
 
     #[test]

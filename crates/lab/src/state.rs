@@ -25,10 +25,16 @@ pub struct LabState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostState {
     pub spec: HostSpec,
+    /// Where fleetgate reaches the host's sshd: its address on the lab bridge,
+    /// or loopback for a VM (port [`HostState::ssh_port`]).
     pub address: String,
+    /// The host's network namespace (netns hosts).
     pub netns: String,
-    /// The bridge-side end of the host's veth pair.
+    /// The bridge-side end of the host's veth pair (netns hosts).
     pub veth: String,
+    /// The loopback port QEMU forwards to the VM's sshd (VM hosts).
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
     pub disks: DiskIdentity,
     /// `/dev/loopN` backing the root filesystem, while the lab is up.
     pub root_loop: Option<String>,
@@ -79,6 +85,10 @@ impl HostState {
 
     pub fn uses_esp(&self) -> bool {
         self.spec.bootloader == Bootloader::SystemdBoot
+    }
+
+    pub fn is_vm(&self) -> bool {
+        self.spec.is_vm()
     }
 }
 

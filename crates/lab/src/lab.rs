@@ -72,7 +72,11 @@ impl Lab {
         if dir.state_file().exists() {
             match LabState::load(&dir) {
                 Ok(state) if network::bridge_exists(state.id) => {
-                    bail!("a lab is already up in {} (bring it down first: `fleetgate-lab down`)", dir.root().display())
+                    bail!(
+                        "a lab is already up in {} (bring it down first: `{}`)",
+                        dir.root().display(),
+                        dir.command("down")
+                    )
                 }
                 _ => {
                     progress("removing the remains of an earlier lab");
@@ -91,11 +95,11 @@ impl Lab {
                 address: network::host_address(id, index),
                 netns: network::netns_name(id, &host.name),
                 veth: network::veth_name(id, index),
+                ssh_port: None,
                 disks: DiskIdentity::derive(id, &host.name),
                 root_loop: None,
                 esp_loop: None,
             })
-                ssh_port: None,
             .collect();
         let state = LabState { id, bridge: network::bridge_name(id), gateway: network::gateway_address(id), hosts };
         state.save(&dir)?;
@@ -123,13 +127,9 @@ impl Lab {
         let systems = build_systems(&fleet, &names)?;
         let client_key = ssh_setup::client_key(&self.dir)?;
         let mut host_keys = Vec::new();
+        let ports = vm_ssh_ports(self.state.id, &self.state.hosts)?;
         for index in 0..self.state.hosts.len() {
             let name = self.state.hosts[index].name().to_owned();
-            progress(&format!("{name}: network, disks, hardware"));
-            network::add_host(self.state.id, index, &name)?;
-        let ports = vm_ssh_ports(self.state.id, &self.state.hosts)?;
-            self.create_disks(index)?;
-            self.state.save(&self.dir)?;
             if self.state.hosts[index].is_vm() {
                 self.state.hosts[index].address = "127.0.0.1".to_owned();
                 self.state.hosts[index].ssh_port = ports.get(&index).copied();
@@ -139,6 +139,10 @@ impl Lab {
                 host_keys.push((name.clone(), ssh_setup::host_key(&host_dir.host_keys_dir(), &name)?));
                 continue;
             }
+            progress(&format!("{name}: network, disks, hardware"));
+            network::add_host(self.state.id, index, &name)?;
+            self.create_disks(index)?;
+            self.state.save(&self.dir)?;
             let host_dir = self.dir.host(&name);
             host_keys.push((name.clone(), ssh_setup::host_key(&host_dir.host_keys_dir(), &name)?));
             let host = &self.state.hosts[index];
@@ -146,14 +150,14 @@ impl Lab {
             hardware.write_sysfs(&host_dir.sys_dir(), host.uses_esp())?;
         }
         ssh_setup::write_client_config(&self.dir, &self.state, &host_keys)?;
-        for host in &self.state.hosts {
-            let name = host.name();
-            let system = systems.get(name).context("nix build returned no system")?;
-            progress(&format!("{name}: installing {system}"));
         let image = match self.state.hosts.iter().any(HostState::is_vm) {
             true => Some(vm::image::ensure(progress)?),
             false => None,
         };
+        for host in &self.state.hosts {
+            let name = host.name();
+            let system = systems.get(name).context("nix build returned no system")?;
+            progress(&format!("{name}: installing {system}"));
             match &image {
                 Some(image) if host.is_vm() => {
                     let dir = self.dir.host(name);
@@ -312,13 +316,13 @@ impl Lab {
                     problems.push(format!("{}: the supervisor does not exit", host.name()));
                 }
             }
+            if host.is_vm() {
+                kill_leftover_qemu(&host_dir.qemu_pid_file(), dir.root());
+            }
             if network::netns_exists(state.id, host.name()) {
                 kill_netns_processes(&host.netns);
             }
             for image in [host_dir.root_image(), host_dir.esp_image()] {
-            if host.is_vm() {
-                kill_leftover_qemu(&host_dir.qemu_pid_file(), dir.root());
-            }
                 if image.exists() {
                     for device in disk::loops_backing(&image).unwrap_or_default() {
                         if let Err(err) = disk::detach_loop(&device) {
@@ -388,6 +392,15 @@ impl Lab {
         let before = self.status(host)?.boots;
         self.control(host, &Request::PowerOn, CONTROL_TIMEOUT)?;
         self.wait_next_boot(host, before)
+    }
+
+    /// What `host` runs now (`/run/current-system`), asked over SSH; `None`
+    /// if it cannot be asked (not running, not answering).
+    pub fn current_system(&self, host: &str) -> Option<String> {
+        let mut command = self.ssh_command(host);
+        command.args(["-o", "ConnectTimeout=3", "--", "readlink -f /run/current-system"]);
+        let out = process::run(&mut command, Duration::from_secs(15)).ok()?;
+        Some(out.stdout.trim().to_owned()).filter(|s| s.starts_with('/'))
     }
 
     /// `ssh -F <lab ssh_config> <host>`, ready for arguments.

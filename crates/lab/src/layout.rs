@@ -34,6 +34,12 @@ impl LabDir {
         &self.root
     }
 
+    /// The `fleetgate-lab` command line for `verb` on this lab, for hints:
+    /// always with `--lab`, so it works whatever the user's environment.
+    pub fn command(&self, verb: &str) -> String {
+        format!("fleetgate-lab --lab {} {verb}", self.root.display())
+    }
+
     pub fn state_file(&self) -> PathBuf {
         self.root.join("lab.json")
     }
@@ -123,12 +129,6 @@ impl HostDir {
         self.root.join("newroot")
     }
 
-    /// The boot id of the running boot, bind-mounted over
-    /// `/proc/sys/kernel/random/boot_id` inside the host.
-    pub fn boot_id_file(&self) -> PathBuf {
-        self.root.join("boot_id")
-    }
-}
     /// A VM's whole disk.
     pub fn disk_image(&self) -> PathBuf {
         self.root.join("disk.raw")
@@ -154,3 +154,9 @@ impl HostDir {
         self.root.join("vm-root")
     }
 
+    /// The boot id of the running boot, bind-mounted over
+    /// `/proc/sys/kernel/random/boot_id` inside the host.
+    pub fn boot_id_file(&self) -> PathBuf {
+        self.root.join("boot_id")
+    }
+}

@@ -48,11 +48,12 @@ pub mod spec;
 pub mod ssh_setup;
 pub mod stage1;
 pub mod state;
+pub mod status_table;
 pub mod supervisor;
 pub mod testing;
 pub mod userland;
-pub mod vmm;
 pub mod vm;
+pub mod vmm;
 
 pub use control::{HostStatus, Power};
 pub use lab::Lab;

@@ -3,7 +3,7 @@
 //! boot-counting and grubenv mechanisms behave, and `down` leaves nothing.
 //! Needs root, like the lab itself.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fleetgate_lab::lab::NIX_CONFIG;
@@ -50,6 +50,29 @@ fn three_hosts_boot_take_nix_copy_and_reboot_into_a_good_generation() {
         assert_eq!(hostname.trim(), host);
     }
     // Each host sees its own disk, the way Linux shows it.
+    // NixOS runs sshd as sshd.service: health checks name it so.
+    for host in ["web1", "db1", "cache1"] {
+        assert_eq!(lab.ssh(host, "systemctl is-active sshd.service").unwrap(), "active\n", "{host}");
+    }
+    // `fleetgate-lab status | head` : a reader that goes away is no panic.
+    let mut status = Command::new(fleetgate_lab::lab::lab_binary().unwrap())
+        .arg("--lab")
+        .arg(lab.dir().root())
+        .arg("status")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(status.stdout.take());
+    let out = status.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // A second `up` on the same lab says how to bring it down, --lab included.
+    let spec = fleetgate_lab::LabSpec::new(vec![fleetgate_lab::HostSpec::parse("web1").unwrap()]).unwrap();
+    let again = Lab::up(lab.dir().clone(), &spec, &mut |_| {}).err().expect("a second up fails");
+    let hint = format!("`fleetgate-lab --lab {} down`", lab.dir().root().display());
+    assert!(again.to_string().contains(&hint), "{again}");
     let root = lab.ssh("db1", "findmnt -no SOURCE,FSTYPE / | tr -s ' '; readlink -f /sys/block/nvme0n1").unwrap();
     assert!(root.starts_with("/dev/nvme0n1p2 ext4"), "{root}");
     assert!(root.contains("/sys/devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1"), "{root}");

@@ -219,7 +219,14 @@ fn run(dir: LabDir, command: Command) -> anyhow::Result<ExitCode> {
 
 fn print_one(status: &fleetgate_lab::HostStatus) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}\t{:?}\tboot {}\t{}", status.host, status.power, status.boots, status.reason.clone().unwrap_or_default())
+    writeln!(
+        out,
+        "{}\t{:?}\tboot {}\t{}",
+        status.host,
+        status.power,
+        status.boots,
+        status.reason.clone().unwrap_or_default()
+    )
 }
 
 /// A host's status with what it runs now beside what it booted.

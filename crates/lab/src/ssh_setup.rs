@@ -108,7 +108,9 @@ pub fn write_client_config(
     let patterns: Vec<String> = state
         .hosts
         .iter()
-        .flat_map(|h| if h.ssh_port.is_some() { vec![h.name().to_owned()] } else { vec![h.name().to_owned(), h.address.clone()] })
+        .flat_map(|h| {
+            if h.ssh_port.is_some() { vec![h.name().to_owned()] } else { vec![h.name().to_owned(), h.address.clone()] }
+        })
         .collect();
     config.push_str(&format!(
         "Host {}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  \
@@ -122,7 +124,9 @@ pub fn write_client_config(
     for (name, public) in host_keys {
         let key: Vec<&str> = public.split_whitespace().take(2).collect();
         match state.host(name) {
-            Ok(host) if host.ssh_port.is_none() => known.push_str(&format!("{name},{} {}\n", host.address, key.join(" "))),
+            Ok(host) if host.ssh_port.is_none() => {
+                known.push_str(&format!("{name},{} {}\n", host.address, key.join(" ")))
+            }
             _ => known.push_str(&format!("{name} {}\n", key.join(" "))),
         }
     }

@@ -93,7 +93,12 @@ pub fn announce_ready() {
     let _ = std::io::stdout().flush();
 }
 
-fn handle<E>(stream: UnixStream, shared: &Shared, events: &Sender<E>, wrap: fn(Request, Reply) -> E) -> std::io::Result<()> {
+fn handle<E>(
+    stream: UnixStream,
+    shared: &Shared,
+    events: &Sender<E>,
+    wrap: fn(Request, Reply) -> E,
+) -> std::io::Result<()> {
     // A client that connects and says nothing must not hold a thread forever.
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = String::new();

@@ -101,7 +101,8 @@ fn fill_root(id: &HostIdentity<'_>, image: &GuestImage, system: &str, root: &Pat
         .args(["--mount", "--propagation", "private", "--", "sh", "-euc", INSTALL_SCRIPT, "install"])
         .arg(root)
         .arg(system);
-    process::run(&mut install, TOOL_TIMEOUT).context("installing the first generation (switch-to-configuration boot)")?;
+    process::run(&mut install, TOOL_TIMEOUT)
+        .context("installing the first generation (switch-to-configuration boot)")?;
     if !qemu::uses_uefi(host) {
         install_grub_modules(root)?;
     }
@@ -120,7 +121,8 @@ NIXOS_INSTALL_BOOTLOADER=1 chroot "$root" /usr/bin/env PATH=/usr/bin:/usr/sbin:/
 
 /// The guest's `/etc/fstab`: the root by label, the ESP by partition name.
 fn fstab(host: &HostState) -> String {
-    let mut text = format!("# Written by fleetgate-lab.\n/dev/disk/by-label/{} / ext4 defaults 0 1\n", host.spec.root_label);
+    let mut text =
+        format!("# Written by fleetgate-lab.\n/dev/disk/by-label/{} / ext4 defaults 0 1\n", host.spec.root_label);
     if qemu::uses_uefi(host) {
         text.push_str(&format!("/dev/disk/by-partlabel/{} /boot vfat umask=0077 0 2\n", host.disks.esp_part_label));
     }
@@ -174,14 +176,21 @@ fn pack(id: &HostIdentity<'_>, root: &Path) -> anyhow::Result<()> {
             layout.first_mib, host.disks.esp_part_uuid, host.disks.esp_part_label
         )
     } else {
-        format!("start=1MiB, size={}MiB, type=21686148-6449-6E6F-744E-656564454649, name=disk-main-boot\n", layout.first_mib)
+        format!(
+            "start=1MiB, size={}MiB, type=21686148-6449-6E6F-744E-656564454649, name=disk-main-boot\n",
+            layout.first_mib
+        )
     };
     let table = format!(
         "label: gpt\n{first}start={}MiB, size={}MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid={}, name={}\n",
         layout.root_start_mib, layout.root_mib, host.disks.root_part_uuid, host.disks.root_part_label
     );
-    process::run_with_input(Command::new("sfdisk").args(["--quiet", "--no-reread", "--no-tell-kernel"]).arg(&disk), &table, TOOL_TIMEOUT)
-        .context("partitioning the VM disk")?;
+    process::run_with_input(
+        Command::new("sfdisk").args(["--quiet", "--no-reread", "--no-tell-kernel"]).arg(&disk),
+        &table,
+        TOOL_TIMEOUT,
+    )
+    .context("partitioning the VM disk")?;
     let boot = root.join("boot");
     if qemu::uses_uefi(host) {
         write_esp(id, &boot, &disk)?;
@@ -235,10 +244,12 @@ fn write_esp(id: &HostIdentity<'_>, content: &Path, disk: &Path) -> anyhow::Resu
     mcopy.arg("::/");
     process::run(&mut mcopy, TOOL_TIMEOUT).context("filling the ESP (mcopy)")?;
     process::run(
-        Command::new("dd")
-            .arg(format!("if={}", esp.display()))
-            .arg(format!("of={}", disk.display()))
-            .args(["bs=1M", "seek=1", "conv=notrunc,sparse", "status=none"]),
+        Command::new("dd").arg(format!("if={}", esp.display())).arg(format!("of={}", disk.display())).args([
+            "bs=1M",
+            "seek=1",
+            "conv=notrunc,sparse",
+            "status=none",
+        ]),
         TOOL_TIMEOUT,
     )
     .context("writing the ESP into the disk")?;

@@ -132,7 +132,10 @@ mod tests {
             sign("An error occurred in stage 1 of the boot process. Waiting forever."),
             Some(Sign::Emergency(_))
         ));
-        assert!(matches!(sign("[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs"), Some(Sign::Panic(_))));
+        assert!(matches!(
+            sign("[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs"),
+            Some(Sign::Panic(_))
+        ));
         assert_eq!(sign("\u{1b}[0;32m  OK  \u{1b}[0m] Reached target multi-user.target"), None);
     }
 

@@ -63,6 +63,9 @@ pub fn command(host: &HostState, dir: &HostDir, accel: Accel) -> anyhow::Result<
         .arg(dir.qemu_pid_file())
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", dir.qmp_socket().display()))
+        // QEMU's human monitor, for a person looking into a VM (`info registers`).
+        .arg("-monitor")
+        .arg(format!("unix:{},server=on,wait=off", dir.root().join("monitor.sock").display()))
         .args(["-chardev", "stdio,id=serial0,signal=off", "-serial", "chardev:serial0"]);
     if uses_uefi(host) {
         qemu.arg("-drive")
@@ -74,8 +77,7 @@ pub fn command(host: &HostState, dir: &HostDir, accel: Accel) -> anyhow::Result<
         // number): the BIOS and GRUB's menu reach the serial port too.
         qemu.arg("-fw_cfg").arg(format!("name=etc/sercon-port,file={}", sercon_port_file(dir)?.display()));
     }
-    qemu.arg("-drive")
-        .arg(format!("file={},if=none,id=root,format=raw,cache=unsafe", dir.disk_image().display()));
+    qemu.arg("-drive").arg(format!("file={},if=none,id=root,format=raw,cache=unsafe", dir.disk_image().display()));
     let serial = &host.disks.serial;
     match host.spec.disk {
         DiskBus::Virtio => qemu.args(["-device", &format!("virtio-blk-pci,drive=root,serial={serial}")]),

@@ -73,11 +73,7 @@ impl Qmp {
     /// Connects to `socket` (waiting up to `timeout` for QEMU to create it),
     /// negotiates capabilities, then forwards every further message to `sink`
     /// from a thread of its own, ending with [`Message::Closed`].
-    pub fn connect(
-        socket: &Path,
-        timeout: Duration,
-        sink: impl Fn(Message) + Send + 'static,
-    ) -> Result<Qmp, QmpError> {
+    pub fn connect(socket: &Path, timeout: Duration, sink: impl Fn(Message) + Send + 'static) -> Result<Qmp, QmpError> {
         let stream = poll_until(timeout, Duration::from_millis(100), || UnixStream::connect(socket).ok())
             .ok_or_else(|| QmpError::Connect { path: socket.display().to_string(), timeout })?;
         stream.set_read_timeout(Some(timeout))?;
@@ -145,7 +141,10 @@ mod tests {
                 data: json!({"guest": false, "reason": "host-qmp-system-reset"})
             })
         );
-        assert_eq!(Message::parse(r#"{"return": {}, "id": "reset"}"#), Some(Message::Return { id: Some("reset".into()) }));
+        assert_eq!(
+            Message::parse(r#"{"return": {}, "id": "reset"}"#),
+            Some(Message::Return { id: Some("reset".into()) })
+        );
         assert_eq!(
             Message::parse(r#"{"error": {"class": "GenericError", "desc": "no"}, "id": "x"}"#),
             Some(Message::Error { id: Some("x".into()), description: "GenericError: no".into() })

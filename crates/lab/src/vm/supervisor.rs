@@ -11,6 +11,8 @@
 //!   Booting ──console: stage 1 waits ≥ 10 s──▶ Hung        (until reset)
 //!   Booting ──console: emergency mode────────▶ Emergency   (until reset)
 //!   any on ──QMP RESET (guest reboot, system_reset)──▶ Booting, boot + 1
+//!            (a guest reset before the console said anything since the
+//!            last one is the same boot: SeaBIOS resets twice on reboot)
 //!   any on ──QEMU exits (guest power-off, quit)──────▶ Off
 //! ```
 //!
@@ -78,7 +80,7 @@ pub fn run(lab: &LabDir, host_name: &str) -> anyhow::Result<()> {
     supervisor::serve(&dir.vmm_socket(), &dir.vmm_pid_file(), &shared, events.clone(), Event::Command)?;
     let console = OpenOptions::new().create(true).append(true).open(dir.console_log())?;
     supervisor::announce_ready();
-    let mut machine = Machine { host, dir, accel, shared, events, inbox, console, run: 0 };
+    let mut machine = Machine { host, dir, accel, shared, events, inbox, console, run: 0, spoke: false };
     machine.power_loop();
     let _ = std::fs::remove_file(machine.dir.vmm_socket());
     Ok(())
@@ -94,6 +96,9 @@ struct Machine {
     console: File,
     /// Counts QEMU processes started.
     run: u64,
+    /// Whether the serial port said anything since the last power-on or
+    /// reset.
+    spoke: bool,
 }
 
 /// What the host does once QEMU is gone.
@@ -173,6 +178,7 @@ impl Machine {
     }
 
     fn boot_started(&mut self) {
+        self.spoke = false;
         self.shared.update(|s| {
             s.power = Power::Booting;
             s.boots += 1;
@@ -270,9 +276,13 @@ impl Machine {
                 Event::Serial { run: r, line } if r == run => self.on_serial(&line),
                 Event::Qmp { run: r, message } if r == run => match message {
                     Message::Event { name, data } if name == "RESET" => {
-                        let who = if data["guest"].as_bool() == Some(true) { "the guest" } else { "the host" };
-                        self.log(&format!("--- reset by {who} ---"));
-                        self.boot_started();
+                        let by_guest = data["guest"].as_bool() == Some(true);
+                        self.log(&format!("--- reset by {} ---", if by_guest { "the guest" } else { "the host" }));
+                        // SeaBIOS resets the machine once more, silently, after
+                        // a warm reboot: still the same boot.
+                        if !(by_guest && !self.spoke) {
+                            self.boot_started();
+                        }
                         if let Some(p) = pending.take_if(|p| matches!(p.until, Until::Reset)) {
                             let _ = p.reply.send(Ok(()));
                         }
@@ -332,12 +342,12 @@ impl Machine {
                 (qmp.execute("send-key", Some(keys), "ctrl-alt-del"), Until::Reset, "--- reboot (Ctrl-Alt-Del) ---")
             }
             Request::Reboot => (qmp.execute("system_reset", None, "reset"), Until::Reset, "--- reboot: reset ---"),
-            Request::PowerOff => (
-                qmp.execute("system_powerdown", None, "powerdown"),
-                Until::Exit(Next::StayOff),
-                "--- power button ---",
-            ),
-            Request::Shutdown => (qmp.execute("quit", None, "quit"), Until::Exit(Next::Exit), "--- power off (lab down) ---"),
+            Request::PowerOff => {
+                (qmp.execute("system_powerdown", None, "powerdown"), Until::Exit(Next::StayOff), "--- power button ---")
+            }
+            Request::Shutdown => {
+                (qmp.execute("quit", None, "quit"), Until::Exit(Next::Exit), "--- power off (lab down) ---")
+            }
             Request::PowerOn => {
                 let _ = reply.send(Ok(()));
                 return None;
@@ -377,6 +387,7 @@ impl Machine {
     }
 
     fn on_serial(&mut self, line: &str) {
+        self.spoke = true;
         self.log(line);
         let Some(sign) = console::sign(line) else { return };
         let power = self.shared.snapshot().map_or(Power::Booting, |s| s.power);

@@ -156,7 +156,8 @@ fn default_loader_timeout() -> u32 {
 /// What a VPS's NixOS configuration sets for its serial console: the
 /// kernel's console, and GRUB's menu on the serial port too.
 const SERIAL_KERNEL_PARAM: &str = "console=ttyS0";
-const SERIAL_GRUB_CONFIG: &str = "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console";
+const SERIAL_GRUB_CONFIG: &str =
+    "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -209,7 +210,9 @@ pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostK
         loader_timeout: if vm { 1 } else { default_loader_timeout() },
         grub_extra_config: if vm { SERIAL_GRUB_CONFIG.to_owned() } else { String::new() },
         specialisations: Vec::new(),
-        grub_default: default_grub_default(),
+        // One kind of guest remembers the entry it booted, as
+        // `boot.loader.grub.default = "saved"` makes NixOS do.
+        grub_default: if vm { "saved".to_owned() } else { default_grub_default() },
     }
 }
 
@@ -242,7 +245,12 @@ impl FleetKnobs {
 /// one healthy. Tests may overwrite it.
 /// A lab with VMs gets VM-sized timeouts: a real boot under TCG takes a
 /// minute or more.
-pub fn write_deploy_config(fleet_dir: &Path, lab_root: &Path, lab_binary: &Path, vms: bool) -> Result<(), FixtureError> {
+pub fn write_deploy_config(
+    fleet_dir: &Path,
+    lab_root: &Path,
+    lab_binary: &Path,
+    vms: bool,
+) -> Result<(), FixtureError> {
     let (confirm, reboot) = if vms { (300, 600) } else { (60, 60) };
     let text = format!(
         "# Written by fleetgate-lab: how `fleetgate deploy` reaches and recovers the lab's hosts.\n\

@@ -198,3 +198,110 @@ fn grub_next_entry_boots_once_and_unhealthy_services_degrade_the_system() {
     let left = lab.down().unwrap();
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+/// What differs between machines and runs in boot loader files, replaced by
+/// the names the recorded golden files use (tests/golden/*/README.md): the
+/// generations' toplevels, other store hashes, the kernel version, dates,
+/// the machine id.
+fn normalise(text: &str, toplevels: &[(&str, &str)], kver: &str) -> String {
+    let mut text = text.to_owned();
+    for (path, name) in toplevels {
+        text = text.replace(path, &format!("@{name}@"));
+    }
+    let text = text.replace(kver, "@kver@");
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut line = line.to_owned();
+        // Store hashes: 32 characters of Nix's base32, then '-'.
+        let is_hash = |s: &str| {
+            s.len() == 33 && s.ends_with('-') && s[..32].bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        };
+        while let Some(at) = (0..line.len().saturating_sub(32)).find(|&i| {
+            line.get(i..i + 33).is_some_and(is_hash) && (i == 0 || !line.as_bytes()[i - 1].is_ascii_alphanumeric())
+        }) {
+            line.replace_range(at..at + 32, "@hash@");
+        }
+        // Dates: YYYY-MM-DD.
+        while let Some(at) = (0..line.len().saturating_sub(9)).find(|&i| {
+            line.get(i..i + 10).is_some_and(|s| {
+                s.bytes().enumerate().all(|(k, b)| if k == 4 || k == 7 { b == b'-' } else { b.is_ascii_digit() })
+            })
+        }) {
+            line.replace_range(at..at + 10, "@date@");
+        }
+        if line.starts_with("machine-id ") {
+            line = "machine-id @machine-id@".into();
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn golden(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Installs generation 2 (a specialisation `debug`, dbus → broker, and
+/// `change`) over a host's generation 1 with the fixture's installer, as
+/// the golden files were recorded; returns the toplevels by their golden names.
+fn install_golden_generations(
+    lab: &Lab,
+    host: &str,
+    change: impl FnOnce(&mut fleetgate_lab::fixture::HostKnobs),
+) -> Vec<(String, &'static str)> {
+    let first = booted(lab, host);
+    lab.edit_host(host, |k| {
+        k.revision = 2;
+        k.specialisations = vec!["debug".into()];
+        k.switch_inhibitors.insert("dbus-implementation".into(), "broker".into());
+        change(k);
+    })
+    .unwrap();
+    let second = lab.build(&[host]).unwrap().remove(host).unwrap();
+    copy_to(lab, host, &second);
+    assert!(activate(lab, host, &second, "boot").ends_with("exit=0\n"));
+    let debug = lab.ssh(host, &format!("readlink -f {second}/specialisation/debug")).unwrap().trim().to_owned();
+    vec![(first, "generation-1"), (second, "generation-2"), (debug, "generation-2-specialisation-debug")]
+}
+
+/// The fixture's systemd-boot installer writes what nixpkgs' real
+/// systemd-boot-builder.py writes (recorded: tests/golden/
+/// systemd-boot-builder/README.md): the same files on the ESP, the same
+/// entries (specialisations included) and loader.conf, line for line.
+#[test]
+fn fixture_systemd_boot_entries_are_what_the_real_builder_writes() {
+    let lab = LabGuard::up(&["gold1=virtio,systemd-boot"]).unwrap();
+    let toplevels = install_golden_generations(&lab, "gold1", |_| {});
+    let toplevels: Vec<(&str, &str)> = toplevels.iter().map(|(p, n)| (p.as_str(), *n)).collect();
+    let kver = lab.knobs().unwrap().kernel_version;
+    let tree = lab.ssh("gold1", "cd /boot && find . -path ./lost+found -prune -o -print").unwrap();
+    let mut tree: Vec<String> = normalise(&tree, &toplevels, &kver).lines().map(str::to_owned).collect();
+    tree.sort();
+    assert_eq!(tree.join("\n") + "\n", golden("systemd-boot-builder/esp-tree.txt"), "the files on the ESP");
+    for entry in ["nixos-generation-1.conf", "nixos-generation-2.conf", "nixos-generation-2-specialisation-debug.conf"]
+    {
+        let text = lab.ssh("gold1", &format!("cat /boot/loader/entries/{entry}")).unwrap();
+        assert_eq!(normalise(&text, &toplevels, &kver), golden(&format!("systemd-boot-builder/{entry}")), "{entry}");
+    }
+    let loader = lab.ssh("gold1", "cat /boot/loader/loader.conf").unwrap();
+    assert_eq!(normalise(&loader, &toplevels, &kver), golden("systemd-boot-builder/loader.conf"));
+    let left = lab.down().unwrap();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// The fixture's GRUB installer writes the grub.cfg nixpkgs' real
+/// install-grub.pl writes (recorded: tests/golden/install-grub/README.md),
+/// with a specialisation (nested submenu) and `default = "saved"`.
+#[test]
+fn fixture_grub_cfg_is_what_the_real_install_grub_writes() {
+    let lab = LabGuard::up(&["gold2=sata,grub"]).unwrap();
+    let toplevels = install_golden_generations(&lab, "gold2", |k| k.grub_default = "saved".into());
+    let toplevels: Vec<(&str, &str)> = toplevels.iter().map(|(p, n)| (p.as_str(), *n)).collect();
+    let kver = lab.knobs().unwrap().kernel_version;
+    let cfg = lab.ssh("gold2", "cat /boot/grub/grub.cfg").unwrap();
+    assert_eq!(normalise(&cfg, &toplevels, &kver), golden("install-grub/grub.cfg"));
+    let left = lab.down().unwrap();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}

@@ -66,7 +66,10 @@ fn qemu_boot(toplevel: &Path, bus: DiskBus, disk: &Path) -> String {
         .arg(toplevel.join("initrd"))
         .args([
             "-append",
-            &format!("console=ttyS0 panic=-1 fleetgate.rootwait=6 fleetgate.probe init={}/init {params}", toplevel.display()),
+            &format!(
+                "console=ttyS0 panic=-1 fleetgate.rootwait=6 fleetgate.probe init={}/init {params}",
+                toplevel.display()
+            ),
         ])
         .args(["-drive", &drive]);
     match bus {

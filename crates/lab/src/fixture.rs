@@ -156,6 +156,7 @@ fn default_loader_timeout() -> u32 {
 /// What a VPS's NixOS configuration sets for its serial console: the
 /// kernel's console, and GRUB's menu on the serial port too.
 const SERIAL_KERNEL_PARAM: &str = "console=ttyS0";
+const VM_SPEED_KERNEL_PARAMS: [&str; 2] = ["init_on_alloc=0", "mitigations=off"];
 const SERIAL_GRUB_CONFIG: &str =
     "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console";
 
@@ -182,6 +183,11 @@ pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostK
     let mut kernel_params = vec!["loglevel=4".to_owned(), "root=fstab".to_owned()];
     if vm {
         kernel_params.push(SERIAL_KERNEL_PARAM.to_owned());
+        // Under TCG every exec costs tens of milliseconds; zeroing each new
+        // page and the Spectre mitigations made it about 1.5x slower (and
+        // fleetgate's facts script forks hundreds of processes). Nothing
+        // fleetgate checks depends on either.
+        kernel_params.extend(VM_SPEED_KERNEL_PARAMS.iter().map(|p| (*p).to_owned()));
     }
     HostKnobs {
         revision: 1,
@@ -210,9 +216,13 @@ pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostK
         loader_timeout: if vm { 1 } else { default_loader_timeout() },
         grub_extra_config: if vm { SERIAL_GRUB_CONFIG.to_owned() } else { String::new() },
         specialisations: Vec::new(),
-        // One kind of guest remembers the entry it booted, as
+        // GRUB on UEFI guests remember the entry they booted, as
         // `boot.loader.grub.default = "saved"` makes NixOS do.
-        grub_default: if vm { "saved".to_owned() } else { default_grub_default() },
+        grub_default: if vm && host.spec.bootloader == crate::spec::Bootloader::GrubEfi {
+            "saved".to_owned()
+        } else {
+            default_grub_default()
+        },
     }
 }
 
@@ -251,10 +261,12 @@ pub fn write_deploy_config(
     lab_binary: &Path,
     vms: bool,
 ) -> Result<(), FixtureError> {
-    let (confirm, reboot) = if vms { (300, 600) } else { (60, 60) };
+    // A VM's facts script forks hundreds of processes under TCG: minutes.
+    let (confirm, reboot, facts) = if vms { (300, 600, "facts_timeout_secs = 300\n") } else { (60, 60, "") };
     let text = format!(
         "# Written by fleetgate-lab: how `fleetgate deploy` reaches and recovers the lab's hosts.\n\
-         [deploy]\nstrategy = \"canary\"\nconfirm_timeout_secs = {confirm}\nreboot_timeout_secs = {reboot}\n\n\
+         [deploy]\nstrategy = \"canary\"\nconfirm_timeout_secs = {confirm}\nreboot_timeout_secs = {reboot}\n\
+         {facts}\n\
          [defaults]\npower_cycle = \"{} --lab {} power-cycle {{host}}\"\nhealth.units = [\"app.service\"]\n",
         lab_binary.display(),
         lab_root.display()

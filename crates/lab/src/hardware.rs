@@ -80,7 +80,7 @@ impl Hardware {
             DiskBus::Sata => ("sda", (8, 0), "sda"),
         };
         let first = match host.spec.bootloader {
-            Bootloader::SystemdBoot => Partition {
+            Bootloader::SystemdBoot | Bootloader::GrubEfi => Partition {
                 name: format!("{part_prefix}1"),
                 number: 1,
                 role: PartitionRole::Esp,

@@ -58,6 +58,11 @@ pub enum Bootloader {
     SystemdBoot,
     /// BIOS + GRUB 2, `/boot/grub/grub.cfg` and `grubenv` on the root filesystem.
     Grub,
+    /// UEFI + GRUB 2 as NixOS installs it with `efiSupport` and
+    /// `device = "nodev"`: GRUB as the ESP's removable-media loader,
+    /// `grub.cfg` and the kernels on the ESP mounted at `/boot`, and no GRUB
+    /// tools in the system (no `grub-reboot`). VM hosts only.
+    GrubEfi,
 }
 
 impl Bootloader {
@@ -65,6 +70,7 @@ impl Bootloader {
         match self {
             Bootloader::SystemdBoot => "systemd-boot",
             Bootloader::Grub => "grub",
+            Bootloader::GrubEfi => "grub-efi",
         }
     }
 }
@@ -81,7 +87,12 @@ impl FromStr for Bootloader {
         match s {
             "systemd-boot" => Ok(Bootloader::SystemdBoot),
             "grub" => Ok(Bootloader::Grub),
-            _ => Err(SpecError::Unknown { what: "bootloader", value: s.to_owned(), expected: "systemd-boot, grub" }),
+            "grub-efi" => Ok(Bootloader::GrubEfi),
+            _ => Err(SpecError::Unknown {
+                what: "bootloader",
+                value: s.to_owned(),
+                expected: "systemd-boot, grub, grub-efi (VMs)",
+            }),
         }
     }
 }
@@ -217,6 +228,9 @@ impl LabSpec {
             if host.root_size_mib < 64 {
                 return Err(SpecError::RootTooSmall(host.name.clone(), host.root_size_mib));
             }
+            if host.bootloader == Bootloader::GrubEfi && !host.is_vm() {
+                return Err(SpecError::VmOnly(host.name.clone(), "grub-efi"));
+            }
         }
         Ok(LabSpec { hosts })
     }
@@ -260,6 +274,8 @@ pub enum SpecError {
     TooMany(usize),
     #[error("host `{0}`: a root filesystem of {1} MiB is too small (at least 64 MiB)")]
     RootTooSmall(String, u64),
+    #[error("host `{0}`: {1} needs a VM host (`{0}=vm,BUS,{1}`)")]
+    VmOnly(String, &'static str),
 }
 
 #[cfg(test)]
@@ -298,6 +314,9 @@ mod tests {
         assert_eq!((host.machine, host.disk, host.bootloader), (Machine::Vm, DiskBus::Virtio, Bootloader::SystemdBoot));
         assert!(matches!(HostSpec::parse("vps3=vm,vm"), Err(SpecError::Unknown { .. })));
         assert!(matches!(HostSpec::parse("vps4=virtio,vm"), Err(SpecError::Unknown { .. })));
+        assert_eq!(HostSpec::parse("vps5=vm,virtio,grub-efi").unwrap().bootloader, Bootloader::GrubEfi);
+        let netns = HostSpec::parse("web9=virtio,grub-efi").unwrap();
+        assert!(matches!(LabSpec::new(vec![netns]), Err(SpecError::VmOnly(..))));
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl HostState {
     }
 
     pub fn uses_esp(&self) -> bool {
-        self.spec.bootloader == Bootloader::SystemdBoot
+        matches!(self.spec.bootloader, Bootloader::SystemdBoot | Bootloader::GrubEfi)
     }
 
     pub fn is_vm(&self) -> bool {

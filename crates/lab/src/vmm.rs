@@ -218,6 +218,8 @@ impl Machine {
                 firmware::systemd_boot::choose(&esp_mnt, &self.dir.sys_dir().join("firmware/efi/efivars"))
             }
             Bootloader::Grub => firmware::grub::choose(&root_mnt),
+            // Refused by LabSpec::new: GRUB on UEFI exists only on VM hosts.
+            Bootloader::GrubEfi => Err(firmware::FirmwareError::NoEntries("the netns lab has no UEFI GRUB".into())),
         };
         let choice = match chosen {
             Ok(choice) => choice,

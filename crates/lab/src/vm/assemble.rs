@@ -15,7 +15,9 @@
 //!    the ESP as a FAT filesystem (`mkfs.vfat`, filled with `mtools`), the
 //!    root as ext4 labelled `NIXOS_ROOT` filled by `mkfs.ext4 -d`; for BIOS
 //!    hosts, GRUB's `core.img` (`grub-mkimage`) in the BIOS boot partition
-//!    and `boot.img` in the MBR ([`super::grub_bios`]).
+//!    and `boot.img` in the MBR ([`super::grub_bios`]); for GRUB on UEFI,
+//!    GRUB's EFI image as the ESP's `EFI/BOOT/BOOTX64.EFI`, and no GRUB
+//!    tools in the system (`device = "nodev"`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -32,6 +34,7 @@ use crate::install::HOST_NIX_CONF;
 use crate::lab::NIX_CONFIG;
 use crate::layout::HostDir;
 use crate::process;
+use crate::spec::Bootloader;
 use crate::state::HostState;
 
 const COPY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -45,6 +48,20 @@ const BIOS_BOOT_MIB: u64 = 1;
 const GRUB_I386_PC: &str = "/usr/lib/grub/i386-pc";
 /// What `core.img` needs to find and read `/boot/grub` on the root filesystem.
 const GRUB_CORE_MODULES: &[&str] = &["biosdisk", "part_gpt", "ext2"];
+/// GRUB modules for UEFI, from Debian's `grub-efi-amd64-bin`.
+const GRUB_X86_64_EFI: &str = "/usr/lib/grub/x86_64-efi";
+/// What GRUB's EFI image needs to find and read `/grub` on the ESP.
+const GRUB_EFI_MODULES: &[&str] = &["part_gpt", "fat"];
+/// The GRUB tools a system with `boot.loader.grub.device = "nodev"` does not
+/// have (NixOS puts no GRUB package in it), removed from such a guest.
+const GRUB_TOOLS: &[&str] = &[
+    "usr/sbin/grub-reboot",
+    "usr/sbin/grub-set-default",
+    "usr/sbin/grub-install",
+    "usr/sbin/grub-mkconfig",
+    "usr/sbin/grub-probe",
+    "usr/bin/grub-editenv",
+];
 
 /// Everything a VM's disk gets that is the host's own.
 pub struct HostIdentity<'a> {
@@ -96,27 +113,61 @@ fn fill_root(id: &HostIdentity<'_>, image: &GuestImage, system: &str, root: &Pat
         .arg(format!("local?root={}", root.display()))
         .arg(system);
     process::run(&mut copy, COPY_TIMEOUT).context("copying the system closure into the guest's store")?;
+    // UEFI: the installer writes to /boot on a filesystem of its own, as on
+    // the machine (GRUB then copies kernels there); its content is the ESP's.
+    let esp = esp_dir(id);
+    let _ = fs::remove_dir_all(&esp);
+    if qemu::uses_uefi(host) {
+        fs::create_dir_all(&esp)?;
+    }
     let mut install = Command::new("unshare");
     install
         .args(["--mount", "--propagation", "private", "--", "sh", "-euc", INSTALL_SCRIPT, "install"])
         .arg(root)
-        .arg(system);
+        .arg(system)
+        .arg(if qemu::uses_uefi(host) { esp.as_os_str() } else { "".as_ref() });
     process::run(&mut install, TOOL_TIMEOUT)
         .context("installing the first generation (switch-to-configuration boot)")?;
-    if !qemu::uses_uefi(host) {
-        install_grub_modules(root)?;
+    match host.spec.bootloader {
+        Bootloader::Grub => copy_grub_modules(GRUB_I386_PC, &root.join("boot/grub/i386-pc"))?,
+        Bootloader::GrubEfi => {
+            // grub-install --target=x86_64-efi --removable, done by hand: the
+            // modules, and GRUB as the ESP's default loader.
+            copy_grub_modules(GRUB_X86_64_EFI, &esp.join("grub/x86_64-efi"))?;
+            fs::create_dir_all(esp.join("EFI/BOOT"))?;
+            let mut mkimage = Command::new("grub-mkimage");
+            mkimage
+                .args(["-O", "x86_64-efi", "-o"])
+                .arg(esp.join("EFI/BOOT/BOOTX64.EFI"))
+                .args(["-p", "(hd0,gpt1)/grub"])
+                .args(GRUB_EFI_MODULES);
+            process::run(&mut mkimage, TOOL_TIMEOUT).context("making GRUB's EFI image (grub-mkimage)")?;
+            for tool in GRUB_TOOLS {
+                let _ = fs::remove_file(root.join(tool));
+            }
+        }
+        Bootloader::SystemdBoot => {}
     }
     Ok(())
 }
 
-/// Run in a private mount namespace: what `nixos-install` does in `nixos-enter`.
-const INSTALL_SCRIPT: &str = r#"root=$1 system=$2
+/// Where a UEFI host's ESP content is staged.
+fn esp_dir(id: &HostIdentity<'_>) -> std::path::PathBuf {
+    id.dir.root().join("esp")
+}
+
+/// Run in a private mount namespace: what `nixos-install` does in
+/// `nixos-enter`. With a third argument, /boot is a filesystem of its own
+/// (a tmpfs) whose content is kept there: the ESP.
+const INSTALL_SCRIPT: &str = r#"root=$1 system=$2 esp=$3
 mount --rbind /dev "$root/dev"
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
+if [ -n "$esp" ]; then mount -t tmpfs esp "$root/boot"; fi
 chroot "$root" /usr/bin/nix-env -p /nix/var/nix/profiles/system --set "$system"
 NIXOS_INSTALL_BOOTLOADER=1 chroot "$root" /usr/bin/env PATH=/usr/bin:/usr/sbin:/bin:/sbin \
   "$system/bin/switch-to-configuration" boot
+if [ -n "$esp" ]; then cp -a "$root/boot/." "$esp/"; fi
 "#;
 
 /// The guest's `/etc/fstab`: the root by label, the ESP by partition name.
@@ -129,11 +180,12 @@ fn fstab(host: &HostState) -> String {
     text
 }
 
-/// `grub-install`'s copy of the platform's modules to `/boot/grub/i386-pc`.
-fn install_grub_modules(root: &Path) -> anyhow::Result<()> {
-    let target = root.join("boot/grub/i386-pc");
-    fs::create_dir_all(&target)?;
-    for entry in fs::read_dir(GRUB_I386_PC).with_context(|| format!("reading {GRUB_I386_PC} (grub-pc-bin)"))? {
+/// `grub-install`'s copy of the platform's modules (`/boot/grub/<platform>`).
+fn copy_grub_modules(from: &str, target: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(target)?;
+    for entry in
+        fs::read_dir(from).with_context(|| format!("reading {from} (scripts/setup installs GRUB's modules)"))?
+    {
         let entry = entry?;
         let name = entry.file_name();
         let name_text = name.to_string_lossy();
@@ -191,12 +243,10 @@ fn pack(id: &HostIdentity<'_>, root: &Path) -> anyhow::Result<()> {
         TOOL_TIMEOUT,
     )
     .context("partitioning the VM disk")?;
-    let boot = root.join("boot");
     if qemu::uses_uefi(host) {
-        write_esp(id, &boot, &disk)?;
-        // The ESP's content lives on the ESP: /boot on the root is an empty mount point.
-        fs::remove_dir_all(&boot)?;
-        fs::create_dir(&boot)?;
+        // /boot on the root stays an empty mount point.
+        write_esp(id, &esp_dir(id), &disk)?;
+        fs::remove_dir_all(esp_dir(id))?;
     }
     let offset = (layout.root_start_mib * MIB).to_string();
     process::run(

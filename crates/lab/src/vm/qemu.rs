@@ -47,9 +47,9 @@ impl Accel {
     }
 }
 
-/// The firmware a host boots with.
+/// Whether a host boots with UEFI (OVMF), else BIOS (SeaBIOS).
 pub fn uses_uefi(host: &HostState) -> bool {
-    host.spec.bootloader == Bootloader::SystemdBoot
+    matches!(host.spec.bootloader, Bootloader::SystemdBoot | Bootloader::GrubEfi)
 }
 
 /// The QEMU command line of `host`. QEMU's stdout is the serial port.
@@ -59,6 +59,8 @@ pub fn command(host: &HostState, dir: &HostDir, accel: Accel) -> anyhow::Result<
     qemu.args(["-name", host.name(), "-accel", accel.as_str(), "-machine", "q35", "-smp", "1"])
         .args(["-m", &MEMORY_MIB.to_string()])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        // A reset ends this QEMU; the supervisor starts a fresh one.
+        .arg("-no-reboot")
         .arg("-pidfile")
         .arg(dir.qemu_pid_file())
         .arg("-qmp")

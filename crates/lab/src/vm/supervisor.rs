@@ -6,23 +6,26 @@
 //! # States and transitions
 //!
 //! ```text
-//!   Off ──power-on / power-cycle / reboot──▶ QEMU started ─▶ Booting
+//!   Off ──power-on / power-cycle / reboot──▶ QEMU started ─▶ Booting (boot + 1)
 //!   Booting ──console: ready marker──────────▶ Running
 //!   Booting ──console: stage 1 waits ≥ 10 s──▶ Hung        (until reset)
 //!   Booting ──console: emergency mode────────▶ Emergency   (until reset)
-//!   any on ──QMP RESET (guest reboot, system_reset)──▶ Booting, boot + 1
-//!            (a guest reset before the console said anything since the
-//!            last one is the same boot: SeaBIOS resets twice on reboot)
-//!   any on ──QEMU exits (guest power-off, quit)──────▶ Off
+//!   any on ──the guest resets (reboot)──▶ QEMU restarted ─▶ Booting (boot + 1)
+//!   any on ──the guest powers off──────▶ Off
 //! ```
 //!
+//! Every reset is a fresh QEMU (`-no-reboot`, then the supervisor starts it
+//! again with the same disk and EFI variable store), as a power cycle is a
+//! fresh machine: under TCG a reset QEMU keeps the translated code of the
+//! previous boot, and writing over it made GRUB's memmove of the kernel take
+//! hours. A reset before the console said anything since the last start is
+//! the same boot (SeaBIOS resets once more after a warm reboot).
+//!
 //! Commands while QEMU runs:
-//! - `power-cycle`: QMP `system_reset` (power cut and back on, instantly);
-//!   answered at the `RESET` event.
+//! - `power-cycle`: QMP `quit`, then a new QEMU; answered once QEMU exited.
 //! - `reboot`: on a running host, Ctrl-Alt-Del (QMP `send-key`; systemd
-//!   reboots cleanly); on a stuck host, `system_reset`. Answered at `RESET`;
-//!   a clean reboot that takes longer than [`CLEAN_TIMEOUT`] is cut short by
-//!   `system_reset`.
+//!   reboots cleanly); on a stuck host, as `power-cycle`. A clean reboot that
+//!   takes longer than [`CLEAN_TIMEOUT`] is cut short by `quit`.
 //! - `power-off`: ACPI power button (`system_powerdown`), after
 //!   [`CLEAN_TIMEOUT`] `quit`; answered when QEMU exited.
 //! - `shutdown` (lab down): `quit`; answered when QEMU exited.
@@ -103,7 +106,11 @@ struct Machine {
 
 /// What the host does once QEMU is gone.
 enum Next {
+    /// Power on: a new boot.
     Boot,
+    /// The guest reset itself: a new QEMU; a new boot unless the console
+    /// said nothing since the last start.
+    Reset,
     StayOff,
     Exit,
 }
@@ -117,8 +124,6 @@ struct Pending {
 }
 
 enum Until {
-    /// The next `RESET`; past the deadline, `system_reset`.
-    Reset,
     /// QEMU's exit, then this; past the deadline, `quit`, then kill.
     Exit(Next),
 }
@@ -134,7 +139,7 @@ impl Machine {
             next = match next {
                 Next::Exit => return,
                 Next::StayOff => self.while_off(),
-                Next::Boot => match self.run_qemu() {
+                Next::Boot | Next::Reset => match self.run_qemu(matches!(next, Next::Boot) || self.spoke) {
                     Ok(next) => next,
                     Err(err) => {
                         let reason = format!("QEMU could not run: {err:#}");
@@ -191,8 +196,9 @@ impl Machine {
         self.log(&format!("=== power on (boot {boots}, QEMU {}) ===", self.accel.as_str()));
     }
 
-    /// Starts QEMU and runs the machine until QEMU exits.
-    fn run_qemu(&mut self) -> anyhow::Result<Next> {
+    /// Starts QEMU (counting a new boot if `new_boot`) and runs the machine
+    /// until QEMU exits.
+    fn run_qemu(&mut self, new_boot: bool) -> anyhow::Result<Next> {
         self.run += 1;
         let run = self.run;
         let qemu = qemu::command(&self.host, &self.dir, self.accel)?;
@@ -205,7 +211,10 @@ impl Machine {
             .spawn()
             .context("starting qemu-system-x86_64 (scripts/setup installs qemu-system-x86)")?;
         let pid = child.id();
-        self.boot_started();
+        if new_boot {
+            self.boot_started();
+        }
+        self.spoke = false;
         if let Some(stdout) = child.stdout.take() {
             let events = self.events.clone();
             thread::spawn(move || {
@@ -254,7 +263,9 @@ impl Machine {
 
     fn while_on(&mut self, run: u64, pid: u32, qmp: &mut Qmp) -> Next {
         let mut pending: Option<Pending> = None;
-        let mut guest_powered_off = false;
+        // The reason of QEMU's last SHUTDOWN event (`guest-shutdown`,
+        // `guest-reset`, `host-qmp-quit`…).
+        let mut shutdown: Option<String> = None;
         loop {
             let event = match pending.as_ref().map(|p| p.deadline) {
                 Some(at) => match self.inbox.recv_timeout(at.saturating_duration_since(Instant::now())) {
@@ -275,20 +286,8 @@ impl Machine {
             match event {
                 Event::Serial { run: r, line } if r == run => self.on_serial(&line),
                 Event::Qmp { run: r, message } if r == run => match message {
-                    Message::Event { name, data } if name == "RESET" => {
-                        let by_guest = data["guest"].as_bool() == Some(true);
-                        self.log(&format!("--- reset by {} ---", if by_guest { "the guest" } else { "the host" }));
-                        // SeaBIOS resets the machine once more, silently, after
-                        // a warm reboot: still the same boot.
-                        if !(by_guest && !self.spoke) {
-                            self.boot_started();
-                        }
-                        if let Some(p) = pending.take_if(|p| matches!(p.until, Until::Reset)) {
-                            let _ = p.reply.send(Ok(()));
-                        }
-                    }
                     Message::Event { name, data } if name == "SHUTDOWN" => {
-                        guest_powered_off = data["guest"].as_bool() == Some(true);
+                        shutdown = data["reason"].as_str().map(str::to_owned);
                     }
                     Message::Error { id, description } => {
                         self.log(&format!("--- QMP {}: {description} ---", id.unwrap_or_default()));
@@ -299,21 +298,23 @@ impl Machine {
                     _ => {}
                 },
                 Event::QemuExited { run: r, status } if r == run => {
-                    self.log(&format!("--- QEMU exited ({status}) ---"));
-                    return match pending.take() {
-                        Some(Pending { reply, until: Until::Exit(next), .. }) => {
+                    return match (pending.take(), shutdown.as_deref()) {
+                        (Some(Pending { reply, until: Until::Exit(next), .. }), _) => {
                             let _ = reply.send(Ok(()));
                             next
                         }
-                        Some(Pending { reply, .. }) => {
-                            let _ = reply.send(Err(format!("QEMU exited ({status})")));
+                        (None, Some("guest-reset")) => {
+                            self.log("--- reset by the guest ---");
+                            Next::Reset
+                        }
+                        (None, Some("guest-shutdown")) => {
+                            self.log("--- powered off by the guest ---");
                             Next::StayOff
                         }
-                        None => {
-                            if !guest_powered_off {
-                                let reason = format!("QEMU exited unexpectedly ({status})");
-                                self.shared.update(|s| s.reason = Some(reason));
-                            }
+                        (None, other) => {
+                            let reason = format!("QEMU exited unexpectedly ({status}, {other:?})");
+                            self.log(&format!("--- {reason} ---"));
+                            self.shared.update(|s| s.reason = Some(reason));
                             Next::StayOff
                         }
                     };
@@ -333,21 +334,19 @@ impl Machine {
     /// Starts `command`; returns what it waits for, if anything.
     fn command(&mut self, command: Request, reply: Reply, qmp: &mut Qmp) -> Option<Pending> {
         let power = self.shared.snapshot().map_or(Power::Booting, |s| s.power);
-        let (sent, until, note) = match command {
-            Request::PowerCycle => (qmp.execute("system_reset", None, "reset"), Until::Reset, "--- power cycle ---"),
+        let (sent, next, note) = match command {
+            Request::PowerCycle => (qmp.execute("quit", None, "quit"), Next::Boot, "--- power cycle ---"),
             Request::Reboot if power == Power::Running => {
                 let keys = json!({"keys": [
                     {"type": "qcode", "data": "ctrl"}, {"type": "qcode", "data": "alt"}, {"type": "qcode", "data": "delete"}
                 ]});
-                (qmp.execute("send-key", Some(keys), "ctrl-alt-del"), Until::Reset, "--- reboot (Ctrl-Alt-Del) ---")
+                (qmp.execute("send-key", Some(keys), "ctrl-alt-del"), Next::Reset, "--- reboot (Ctrl-Alt-Del) ---")
             }
-            Request::Reboot => (qmp.execute("system_reset", None, "reset"), Until::Reset, "--- reboot: reset ---"),
+            Request::Reboot => (qmp.execute("quit", None, "quit"), Next::Boot, "--- reboot: power cycle ---"),
             Request::PowerOff => {
-                (qmp.execute("system_powerdown", None, "powerdown"), Until::Exit(Next::StayOff), "--- power button ---")
+                (qmp.execute("system_powerdown", None, "powerdown"), Next::StayOff, "--- power button ---")
             }
-            Request::Shutdown => {
-                (qmp.execute("quit", None, "quit"), Until::Exit(Next::Exit), "--- power off (lab down) ---")
-            }
+            Request::Shutdown => (qmp.execute("quit", None, "quit"), Next::Exit, "--- power off (lab down) ---"),
             Request::PowerOn => {
                 let _ = reply.send(Ok(()));
                 return None;
@@ -362,25 +361,19 @@ impl Machine {
             let _ = reply.send(Err(format!("QMP: {err}")));
             return None;
         }
-        let timeout = if matches!(until, Until::Exit(Next::Exit)) { KILL_TIMEOUT } else { CLEAN_TIMEOUT };
-        Some(Pending { reply, until, deadline: Instant::now() + timeout, escalated: false })
+        let clean = matches!(next, Next::Reset | Next::StayOff);
+        let timeout = if clean { CLEAN_TIMEOUT } else { KILL_TIMEOUT };
+        Some(Pending { reply, until: Until::Exit(next), deadline: Instant::now() + timeout, escalated: !clean })
     }
 
-    /// A command's deadline passed: cut the power, then kill QEMU.
+    /// A command's deadline passed: cut the power (`quit`), then kill QEMU.
     fn escalate(&mut self, pending: &mut Pending, qmp: &mut Qmp, pid: u32) {
-        match (&pending.until, pending.escalated) {
-            (Until::Reset, _) => {
-                self.log("--- clean reboot took too long: reset ---");
-                let _ = qmp.execute("system_reset", None, "reset");
-            }
-            (Until::Exit(_), false) => {
-                self.log("--- power-off took too long: power cut ---");
-                let _ = qmp.execute("quit", None, "quit");
-            }
-            (Until::Exit(_), true) => {
-                self.log("--- QEMU did not exit: killed ---");
-                kill(pid);
-            }
+        if pending.escalated {
+            self.log("--- QEMU did not exit: killed ---");
+            kill(pid);
+        } else {
+            self.log("--- the guest took too long: power cut ---");
+            let _ = qmp.execute("quit", None, "quit");
         }
         pending.escalated = true;
         pending.deadline = Instant::now() + KILL_TIMEOUT;

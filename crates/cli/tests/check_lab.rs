@@ -3,31 +3,14 @@
 //! that must pass.
 
 use std::path::Path;
-use std::process::Command;
 
 use fleetgate_lab::fixture::FleetKnobs;
 use fleetgate_lab::testing::LabGuard;
 use serde_json::Value;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod support;
 
-fn fleetgate(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .args(args)
-        // No network: a substituter lookup would hang or fail offline.
-        .env("NIX_CONFIG", "substituters =")
-        .output()
-        .expect("fleetgate runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use support::{Run, fleetgate};
 
 fn check(lab: &LabGuard, host: &str, system: &str, extra: &[&str]) -> Run {
     let config = lab.dir().ssh_config().display().to_string();

@@ -258,11 +258,11 @@ fn install_golden_generations(
         k.switch_inhibitors.insert("dbus-implementation".into(), "broker".into());
         change(k);
     })
-    .unwrap();
-    let second = lab.build(&[host]).unwrap().remove(host).unwrap();
+    .expect("edit knobs");
+    let second = lab.build(&[host]).expect("build").remove(host).expect("built");
     copy_to(lab, host, &second);
     assert!(activate(lab, host, &second, "boot").ends_with("exit=0\n"));
-    let debug = lab.ssh(host, &format!("readlink -f {second}/specialisation/debug")).unwrap().trim().to_owned();
+    let debug = lab.ssh(host, &format!("readlink -f {second}/specialisation/debug")).expect("ssh").trim().to_owned();
     vec![(first, "generation-1"), (second, "generation-2"), (debug, "generation-2-specialisation-debug")]
 }
 

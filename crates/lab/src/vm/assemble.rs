@@ -20,7 +20,6 @@
 //!    tools in the system (`device = "nodev"`).
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -30,8 +29,7 @@ use anyhow::Context;
 use super::grub_bios;
 use super::image::GuestImage;
 use super::qemu;
-use crate::install::HOST_NIX_CONF;
-use crate::lab::NIX_CONFIG;
+use crate::install;
 use crate::layout::HostDir;
 use crate::process;
 use crate::spec::Bootloader;
@@ -92,27 +90,9 @@ fn fill_root(id: &HostIdentity<'_>, image: &GuestImage, system: &str, root: &Pat
     }
     let host = id.host;
     let etc = root.join("etc");
-    fs::write(etc.join("hostname"), format!("{}\n", host.name()))?;
-    let machine_id = fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().replace('-', "");
-    fs::write(etc.join("machine-id"), format!("{machine_id}\n"))?;
     fs::write(etc.join("fstab"), fstab(host))?;
-    fs::create_dir_all(etc.join("nix"))?;
-    fs::write(etc.join("nix/nix.conf"), HOST_NIX_CONF)?;
-    for name in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"] {
-        fs::copy(id.host_keys.join(name), etc.join("ssh").join(name)).with_context(|| format!("installing {name}"))?;
-    }
-    fs::set_permissions(etc.join("ssh/ssh_host_ed25519_key"), fs::Permissions::from_mode(0o600))?;
-    let ssh_dir = root.join("root/.ssh");
-    fs::create_dir_all(&ssh_dir)?;
-    fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700))?;
-    fs::write(ssh_dir.join("authorized_keys"), format!("{}\n", id.client_key))?;
-    fs::set_permissions(ssh_dir.join("authorized_keys"), fs::Permissions::from_mode(0o600))?;
-    let mut copy = Command::new("nix");
-    copy.env("NIX_CONFIG", NIX_CONFIG)
-        .args(["copy", "--no-check-sigs", "--to"])
-        .arg(format!("local?root={}", root.display()))
-        .arg(system);
-    process::run(&mut copy, COPY_TIMEOUT).context("copying the system closure into the guest's store")?;
+    install::write_identity(&etc, root, id.host_keys, host.name(), id.client_key)?;
+    install::copy_closure(root, system)?;
     // UEFI: the installer writes to /boot on a filesystem of its own, as on
     // the machine (GRUB then copies kernels there); its content is the ESP's.
     let esp = esp_dir(id);

@@ -43,6 +43,19 @@ pub enum Movement {
 }
 
 impl Movement {
+    /// What happened, in the words every human-readable output uses (they match the JSON
+    /// `kind`: `already_at` is "already at", `already_contained` "already contains").
+    pub fn describe(&self, commit: &CommitId) -> String {
+        match self {
+            Self::Created => format!("created at {commit}"),
+            Self::FastForward { from } => format!("fast-forwarded from {from} to {commit}"),
+            Self::AlreadyAt => format!("already at {commit}, unchanged"),
+            Self::AlreadyContained { tip } => format!("already contains {commit} (its tip is {tip}), unchanged"),
+            Self::ForcedRewind { from } => format!("rewound from {from} to {commit} (--force)"),
+            Self::ForcedSideways { from } => format!("moved sideways from {from} to {commit} (--force)"),
+        }
+    }
+
     /// True if the branch (and the manifest) changed.
     pub fn changed(&self) -> bool {
         !matches!(self, Self::AlreadyAt | Self::AlreadyContained { .. })
@@ -101,6 +114,18 @@ pub fn decide(
     }
 }
 
+/// Checks that the mirror (just fetched) has `commit`, asking the remote for it by id if
+/// no branch reaches it (GitHub and `uploadpack.allowAnySHA1InWant` servers allow that).
+pub fn require_commit(mirror: &Mirror, commit: &CommitId) -> Result<(), ChannelError> {
+    if !mirror.has_commit(commit.as_str()) {
+        let _ = mirror.fetch_commit(commit.as_str());
+        if !mirror.has_commit(commit.as_str()) {
+            return Err(ChannelError::CommitNotFound { commit: commit.to_string(), repo: mirror.url().to_owned() });
+        }
+    }
+    Ok(())
+}
+
 /// Moves the host's branch to `commit` and attaches `note` (the signed manifest) to it.
 /// The caller holds the repository lock ([`crate::lock::RepoLock`] on
 /// [`Mirror::lock_path`]). Returns what happened and how many pushes it took.
@@ -118,17 +143,11 @@ pub fn advance(
     let mut last_error = None;
     for attempt in 1..=policy.max_attempts.max(1) {
         mirror.fetch()?;
-        if !mirror.has_commit(commit.as_str()) {
-            // Not reachable from any branch: ask for it by id (GitHub allows this).
-            let _ = mirror.fetch_commit(commit.as_str());
-            if !mirror.has_commit(commit.as_str()) {
-                return Err(ChannelError::CommitNotFound { commit: commit.to_string(), repo: mirror.url().to_owned() });
-            }
-        }
+        require_commit(mirror, commit)?;
         let current = mirror.rev(&format!("refs/remotes/origin/{branch}"))?;
         let movement = decide(mirror, &branch, current.as_deref(), commit.as_str(), policy.force)?;
         if !movement.changed() {
-            log(&format!("{branch}: {commit} is already contained, nothing to do"));
+            log.note(&format!("{branch}: {}", movement.describe(commit)));
             return Ok((movement, attempt - 1));
         }
         let old_note = mirror.rev(&tracking_notes(&notes_ref))?;
@@ -140,11 +159,11 @@ pub fn advance(
         ];
         match mirror.push_atomic(&updates) {
             Ok(()) => {
-                log(&format!("{branch}: {} -> {commit} ({movement:?})", current.as_deref().unwrap_or("(new)")));
+                log.note(&format!("{branch}: {}", movement.describe(commit)));
                 return Ok((movement, attempt));
             }
             Err(PushFailure::Stale(e)) => {
-                log(&format!(
+                log.note(&format!(
                     "{branch}: push attempt {attempt}/{} rejected, the remote moved: {}",
                     policy.max_attempts.max(1),
                     e.stderr_tail().lines().last().unwrap_or("")
@@ -153,7 +172,7 @@ pub fn advance(
                 std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
             }
             Err(PushFailure::Declined(source)) => {
-                log(&format!(
+                log.note(&format!(
                     "{branch}: push attempt {attempt} declined by the remote, not retrying: {}",
                     source.stderr_tail().lines().last().unwrap_or("")
                 ));
@@ -167,5 +186,30 @@ pub fn advance(
     match last_error {
         Some(source) => Err(ChannelError::PushRejected { branch, attempts: policy.max_attempts.max(1), source }),
         None => Err(ChannelError::Internal("no push attempt was made".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_movement_is_described_in_words_that_match_its_json_kind() {
+        let commit = CommitId::parse(&"c".repeat(40)).unwrap();
+        let from = "f".repeat(40);
+        let cases = [
+            (Movement::Created, "created", "created at cccc"),
+            (Movement::FastForward { from: from.clone() }, "fast_forward", "fast-forwarded from ffff"),
+            (Movement::AlreadyAt, "already_at", "already at cccc"),
+            (Movement::AlreadyContained { tip: from.clone() }, "already_contained", "already contains cccc"),
+            (Movement::ForcedRewind { from: from.clone() }, "forced_rewind", "rewound from ffff"),
+            (Movement::ForcedSideways { from }, "forced_sideways", "moved sideways from ffff"),
+        ];
+        for (movement, kind, words) in cases {
+            assert_eq!(serde_json::to_value(&movement).unwrap()["kind"], kind);
+            let text = movement.describe(&commit);
+            assert!(text.starts_with(words), "{text}");
+            assert!(!text.contains('{') && !text.contains("from:"), "no Debug output: {text}");
+        }
     }
 }

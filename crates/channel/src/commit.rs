@@ -15,7 +15,7 @@ impl CommitId {
         if matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(Self(s.to_ascii_lowercase()))
         } else {
-            Err(ChannelError::BadCommit { commit: s.escape_debug().to_string() })
+            Err(ChannelError::BadCommit { commit: crate::error::shown(s) })
         }
     }
 

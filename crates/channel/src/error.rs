@@ -1,7 +1,7 @@
 //! Everything a promotion can refuse or fail with, each with what to do next.
 use std::path::PathBuf;
 
-use fleetgate_nix::{NixError, ProcessError};
+use fleetgate_nix::{KeyFileError, NixError, ProcessError, SmallFileError};
 
 /// Errors of the channel library. Nothing has been changed when one of the input errors
 /// (`Bad*`, `Diverged`, …) is returned; for the others the variant says what was done.
@@ -14,22 +14,32 @@ pub enum ChannelError {
          1-63 characters, starting and ending with a letter or digit"
     ))]
     BadHost {
-        /// The rejected name, escaped.
+        /// The rejected name as given ([`shown`]: at most 100 characters; the message
+        /// quotes and escapes it once).
         host: String,
     },
     /// Not a full hex commit id.
     #[error("invalid commit id {commit:?}")]
     #[diagnostic(help("pass the full 40-hex (SHA-1) or 64-hex (SHA-256) commit id CI built"))]
     BadCommit {
-        /// The rejected id, escaped.
+        /// The rejected id as given ([`shown`]).
         commit: String,
     },
     /// Not a top-level store path.
     #[error("invalid store path {path:?}")]
     #[diagnostic(help("pass the system's top-level store path, /nix/store/<hash>-<name>"))]
     BadStorePath {
-        /// The rejected path, escaped.
+        /// The rejected path as given ([`shown`]).
         path: String,
+    },
+    /// A CI build reference that is too long or has control characters.
+    #[error("invalid build reference {build:?}")]
+    #[diagnostic(help(
+        "the build reference (a CI run URL) must be at most 1024 characters, without control characters"
+    ))]
+    BadBuild {
+        /// The rejected reference as given ([`shown`]).
+        build: String,
     },
     /// A configuration value is unusable.
     #[error("{0}")]
@@ -46,6 +56,42 @@ pub enum ChannelError {
         what: String,
         /// Why (never contains the secret).
         message: String,
+    },
+    /// The signing key cannot be used; nothing was attempted.
+    #[error("unusable --signing-key")]
+    #[diagnostic(help(
+        "--signing-key must name a file holding a Nix secret key: one line `name:base64`, the base64 \
+         of a 64-byte ed25519 secret key. Make a key pair with `fleetgate channel keygen` (or \
+         `nix-store --generate-binary-cache-key`); the public key alone cannot sign"
+    ))]
+    SigningKey(#[source] KeyFileError),
+    /// The public key cannot be used; nothing was attempted.
+    #[error("unusable --public-key {given}")]
+    #[diagnostic(help(
+        "--public-key takes a Nix public key `name:base64` (32 bytes): the key text itself, as in \
+         nix.conf's trusted-public-keys, or a file holding it"
+    ))]
+    PublicKey {
+        /// The file, quoted, or `(key text)`: the text is not repeated, it may be a
+        /// secret key given by mistake.
+        given: String,
+        /// What is wrong.
+        #[source]
+        source: NixError,
+    },
+    /// An input file (Hydra event, manifest, secret) is missing, not a regular file or
+    /// too large; nothing was attempted.
+    #[error("cannot use {what}")]
+    #[diagnostic(help(
+        "pass a regular file (not a directory, FIFO or device) readable by this user, within the size \
+         limit in the message"
+    ))]
+    InputFile {
+        /// Which input (`the Hydra event (--event, $HYDRA_JSON)`).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: SmallFileError,
     },
     /// The system is not in the local store, and not in the cache either.
     #[error("{path} is in neither the local store nor the cache {cache}")]
@@ -124,7 +170,7 @@ pub enum ChannelError {
         source: ProcessError,
     },
     /// Waiting for the repository lock timed out.
-    #[error("another promotion has held the lock {} for longer than {:?}", .path.display(), .waited)]
+    #[error("another promotion has held the lock {} for longer than {}", .path.display(), humantime::format_duration(*.waited))]
     #[diagnostic(help("a promotion may be stuck; check running fleetgate processes before removing anything"))]
     LockTimeout {
         /// The lock file.
@@ -185,9 +231,32 @@ pub enum ChannelError {
     #[error("{0}")]
     #[diagnostic(help("check --listen (address in use? permission to bind?)"))]
     Server(String),
+    /// The service stopped while promotions were still running (they were cut off).
+    #[error("{running} promotion(s) still running when the service stopped: {why}")]
+    #[diagnostic(help(
+        "a promotion cut off is safe to run again (send the hook again); if promotions need longer, raise \
+         --shutdown-timeout and the unit's TimeoutStopSec= with it"
+    ))]
+    PromotionsCutOff {
+        /// How many.
+        running: usize,
+        /// Why they were not waited for.
+        why: String,
+    },
     /// Something that should not happen did (a bug, or git behaving unexpectedly).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Rejected input as kept in an error: the first 100 characters (an attacker's megabyte
+/// of host name does not belong in a log line). Messages print it with `{:?}`, which
+/// quotes and escapes it exactly once.
+pub fn shown(input: &str) -> String {
+    const MAX: usize = 100;
+    match input.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &input[..cut]),
+        None => input.to_owned(),
+    }
 }
 
 impl ChannelError {
@@ -201,7 +270,15 @@ impl ChannelError {
     /// the files it names), 1 for everything else (the promotion was attempted and
     /// failed, or was refused, e.g. `Diverged`).
     pub fn exit_code(&self) -> u8 {
-        if self.is_bad_input() || matches!(self, Self::Config(_) | Self::Secret { .. }) { 2 } else { 1 }
+        let configuration = matches!(
+            self,
+            Self::Config(_)
+                | Self::Secret { .. }
+                | Self::SigningKey(_)
+                | Self::PublicKey { .. }
+                | Self::InputFile { .. }
+        );
+        if self.is_bad_input() || configuration { 2 } else { 1 }
     }
 
     /// The message followed by every source's, `: `-separated (for one-line logs and
@@ -223,9 +300,34 @@ impl ChannelError {
             self,
             Self::BadHost { .. }
                 | Self::BadCommit { .. }
+                | Self::BadBuild { .. }
                 | Self::BadStorePath { .. }
                 | Self::HydraEvent(_)
                 | Self::ManifestFormat(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn rejected_input_is_quoted_and_escaped_once() {
+        let host = crate::HostName::parse("web1\nweb2").unwrap_err();
+        assert_eq!(host.to_string(), r#"invalid host name "web1\nweb2""#);
+        assert_eq!(host.chain(), r#"invalid host name "web1\nweb2""#);
+        let commit = crate::CommitId::parse("a\"b").unwrap_err();
+        assert_eq!(commit.to_string(), r#"invalid commit id "a\"b""#);
+        let path = crate::store_path::validate("/nix/store/x\ty").unwrap_err();
+        assert_eq!(path.to_string(), r#"invalid store path "/nix/store/x\ty""#);
+        // In JSON, serde adds the one escape JSON needs, no more.
+        let v = serde_json::json!({ "error": host.chain() });
+        assert_eq!(v.to_string(), r#"{"error":"invalid host name \"web1\\nweb2\""}"#);
+    }
+
+    #[test]
+    fn long_rejected_input_is_cut() {
+        let e = crate::HostName::parse(&"é".repeat(10_000)).unwrap_err().to_string();
+        assert_eq!(e, format!("invalid host name \"{}…\"", "é".repeat(100)));
     }
 }

@@ -15,6 +15,7 @@ use fleetgate_nix::process::Run;
 use sha2::Digest as _;
 
 use crate::error::ChannelError;
+use crate::lock::RepoLock;
 use crate::secret::Secret;
 
 /// How git is run.
@@ -71,6 +72,32 @@ pub fn validate_remote(url: &str) -> Result<(), ChannelError> {
     Ok(())
 }
 
+/// True for what git treats as a local path rather than a URL or `host:path` (git's
+/// `url_is_local_not_ssh`: no `:`, or a `/` before the first one).
+fn is_local_path(url: &str) -> bool {
+    !url.contains("://") && url.find(':').is_none_or(|colon| url.find('/').is_some_and(|slash| slash < colon))
+}
+
+/// The one spelling of a repository: local paths (plain or `file://`) resolved to their
+/// canonical absolute path, so that `/srv/r.git`, `/srv/r.git/../r.git` and `r.git` from
+/// `/srv` share one mirror and one lock; other URLs are kept as given. A local path that
+/// does not exist is a configuration error.
+pub fn canonical_remote(url: &str) -> Result<String, ChannelError> {
+    validate_remote(url)?;
+    let (prefix, path) = match url.strip_prefix("file://") {
+        Some(path) => ("file://", path),
+        None if is_local_path(url) => ("", url),
+        None => return Ok(url.to_owned()),
+    };
+    let canonical =
+        std::fs::canonicalize(path).map_err(|e| ChannelError::Config(format!("repository {url:?}: {path}: {e}")))?;
+    let canonical =
+        canonical.to_str().ok_or_else(|| ChannelError::Config(format!("repository {url:?}: its path is not UTF-8")))?;
+    let canonical = format!("{prefix}{canonical}");
+    validate_remote(&canonical)?;
+    Ok(canonical)
+}
+
 /// A bare mirror of one remote.
 #[derive(Clone, Debug)]
 pub struct Mirror {
@@ -92,13 +119,33 @@ pub struct RefUpdate {
 }
 
 impl Mirror {
-    /// The mirror of `url` under `state_dir` (not created yet).
+    /// The mirror of `url` ([`canonical_remote`]) under `state_dir` (not created yet).
     pub fn new(state_dir: &Path, url: &str, settings: GitSettings) -> Result<Self, ChannelError> {
-        validate_remote(url)?;
+        let url = canonical_remote(url)?;
         let digest = sha2::Sha256::digest(url.as_bytes());
         let key = hex::encode(&digest[..12]);
         let base = state_dir.join("repos").join(key);
-        Ok(Self { dir: base.join("repo.git"), lock: base.join("lock"), url: url.to_owned(), settings })
+        Ok(Self { dir: base.join("repo.git"), lock: base.join("lock"), url, settings })
+    }
+
+    /// True once [`Mirror::ensure`] created it.
+    pub fn exists(&self) -> bool {
+        self.dir.join("HEAD").exists()
+    }
+
+    /// Removes the mirror and its lock file, and their directory. The caller holds the
+    /// lock (given here so that it is released only once the file is gone; another
+    /// process waiting for it then notices the file was replaced, see [`RepoLock`]).
+    pub fn remove(&self, lock: RepoLock) -> Result<(), ChannelError> {
+        if self.dir.exists() {
+            std::fs::remove_dir_all(&self.dir).map_err(|e| ChannelError::io("removing mirror", &self.dir, e))?;
+        }
+        lock.remove()?;
+        if let Some(base) = self.dir.parent() {
+            // Not empty if something else lives there: then it stays.
+            let _ = std::fs::remove_dir(base);
+        }
+        Ok(())
     }
 
     /// The lock file serialising work on this repository.
@@ -336,6 +383,35 @@ mod tests {
         ));
         assert!(matches!(classify_push(&["[rejected] (atomic push failed)"], failed()), PushFailure::Declined(_)));
         assert!(matches!(classify_push::<&str>(&[], failed()), PushFailure::NoAnswer(_)));
+    }
+
+    #[test]
+    fn local_paths_are_told_from_urls_as_git_does() {
+        for local in ["/srv/r.git", "r.git", "./a:b", "../r.git", "dir/with:colon"] {
+            assert!(is_local_path(local), "{local}");
+        }
+        for remote in ["git@github.com:o/r.git", "host:r.git", "https://h/r.git", "file:///srv/r.git"] {
+            assert!(!is_local_path(remote), "{remote}");
+        }
+    }
+
+    #[test]
+    fn one_repository_has_one_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("r.git");
+        std::fs::create_dir(&repo).unwrap();
+        let canonical = std::fs::canonicalize(&repo).unwrap().to_str().unwrap().to_owned();
+        let dotted = format!("{}/../r.git/", repo.display());
+        assert_eq!(canonical_remote(&dotted).unwrap(), canonical);
+        assert_eq!(canonical_remote(&format!("file://{dotted}")).unwrap(), format!("file://{canonical}"));
+        assert_eq!(canonical_remote("git@github.com:o/r.git").unwrap(), "git@github.com:o/r.git");
+        let e = canonical_remote(&format!("{}/missing.git", dir.path().display())).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("No such file"), "{e}");
+        let settings = GitSettings::default();
+        let a = Mirror::new(dir.path(), &dotted, settings.clone()).unwrap();
+        let b = Mirror::new(dir.path(), &canonical, settings).unwrap();
+        assert_eq!((a.lock_path(), a.url()), (b.lock_path(), canonical.as_str()));
     }
 
     #[test]

@@ -19,7 +19,7 @@ impl HostName {
             && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
             && bytes[0].is_ascii_alphanumeric()
             && bytes[bytes.len() - 1].is_ascii_alphanumeric();
-        if ok { Ok(Self(s.to_owned())) } else { Err(ChannelError::BadHost { host: s.escape_debug().to_string() }) }
+        if ok { Ok(Self(s.to_owned())) } else { Err(ChannelError::BadHost { host: crate::error::shown(s) }) }
     }
 
     /// The name.

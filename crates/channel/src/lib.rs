@@ -17,11 +17,11 @@
 //! - [`branch`]: the fast-forward decision and the retrying, lease-protected push;
 //! - [`cache`]: upload the closure and verify the cache really serves it, signed;
 //! - [`manifest`]: the signed manifest format;
-//! - [`promote`]: the whole promotion, used by every front end;
+//! - [`promote`]: the whole promotion, used by every front end; [`progress`]: its steps;
 //! - [`hydra`]: the Hydra RunCommand front end (`$HYDRA_JSON`);
 //! - [`sync`]: promote hosts whose system is already cached (no-op commits);
-//! - [`server`]: the HTTP service (GitHub hook, manifests with ETags, reports, status);
-//! - [`cli`]: `fleetgate channel …`.
+//! - [`cli`]: `fleetgate channel …` (the HTTP service, `serve`, is the `fleetgate-server`
+//!   crate: it calls [`promote::promote_with`] and publishes through [`promote::ManifestSink`]).
 
 pub mod branch;
 pub mod cache;
@@ -33,9 +33,9 @@ pub mod host;
 pub mod hydra;
 pub mod lock;
 pub mod manifest;
+pub mod progress;
 pub mod promote;
 pub mod secret;
-pub mod server;
 pub mod store_path;
 pub mod sync;
 
@@ -45,5 +45,6 @@ pub use host::HostName;
 pub use manifest::{Manifest, SignedManifest};
 pub use promote::{ChannelConfig, PromoteOutcome, PromoteRequest, promote};
 
-/// Where progress lines go (stderr in the CLI, a buffer in tests, the server log).
-pub type Log<'a> = &'a (dyn Fn(&str) + Sync);
+/// Where a promotion's progress goes ([`progress::Progress`]: the CLI's display, the
+/// server log, a buffer in tests — any `Fn(&str)`).
+pub type Log<'a> = &'a dyn progress::Progress;

@@ -15,6 +15,9 @@ use crate::error::ChannelError;
 /// The format tag and domain-separation prefix of signed manifests.
 pub const FORMAT: &str = "fleetgate-manifest-v1";
 
+/// Largest manifest document read from a file (they are about 1 KiB).
+pub const MAX_DOCUMENT: u64 = 1 << 20;
+
 /// What a host should run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,9 +1,13 @@
 //! A whole promotion, shared by every front end:
+//! 0. under the repository lock: the commit is in the repository (fetched), or nothing
+//!    else happens;
 //! 1. closure → cache, read back and signature-checked ([`crate::cache`]);
 //! 2. under the repository lock: branch + manifest note pushed atomically
 //!    ([`crate::branch`]);
 //! 3. still under the lock: the signed manifest written next to the cache, to the
 //!    manifest directory and to any extra sink (the server's database).
+//!
+//! Progress reports these as five [`Step`]s (the upload and the verification are two).
 //!
 //! Any failure in step 1 leaves branch and manifests untouched; a failure in step 2
 //! leaves them untouched too (the push is atomic). A failure in step 3 leaves the branch
@@ -17,7 +21,7 @@ use fleetgate_nix::{Nix, PublicKey, SecretKey, StoreUri};
 use sha2::Digest as _;
 
 use crate::Log;
-use crate::branch::{BranchPolicy, Movement, advance};
+use crate::branch::{BranchPolicy, Movement, advance, require_commit};
 use crate::cache::{CacheFacts, upload_and_verify};
 use crate::commit::CommitId;
 use crate::error::ChannelError;
@@ -25,11 +29,13 @@ use crate::git::{GitSettings, Mirror, tracking_notes};
 use crate::host::HostName;
 use crate::lock::RepoLock;
 use crate::manifest::{Manifest, SignedManifest};
+use crate::progress::Step;
 
 /// Where and how promotions happen.
 #[derive(Clone, Debug)]
 pub struct ChannelConfig {
-    /// The channel repository (path or URL; no credentials in it).
+    /// The channel repository (URL, or canonical path: [`crate::git::canonical_remote`];
+    /// no credentials in it).
     pub repo: String,
     /// The binary cache.
     pub cache: StoreUri,
@@ -53,13 +59,16 @@ impl ChannelConfig {
     /// A configuration with defaults for everything but the essentials; the public key
     /// is derived from the secret key.
     pub fn new(repo: &str, cache: StoreUri, signing_key_file: &Path, state_dir: &Path) -> Result<Self, ChannelError> {
-        crate::git::validate_remote(repo)?;
-        let signing_key = SecretKey::from_file(signing_key_file).map_err(ChannelError::Nix)?;
+        let repo = crate::git::canonical_remote(repo)?;
+        // Checked here, in full, before Nix ever reads the file (`?secret-key=`): a bad key
+        // is the operator's to fix, and Nix's own words for it ("secret key is corrupt")
+        // say neither which option nor what a key looks like.
+        let signing_key = SecretKey::from_file(signing_key_file).map_err(ChannelError::SigningKey)?;
         // Nix reads the key itself (`?secret-key=`), maybe from another directory.
         let signing_key_file =
             std::path::absolute(signing_key_file).map_err(|e| ChannelError::io("resolving", signing_key_file, e))?;
         Ok(Self {
-            repo: repo.to_owned(),
+            repo,
             cache,
             signing_key_file,
             public_key: signing_key.public(),
@@ -98,9 +107,7 @@ impl PromoteRequest {
     ) -> Result<Self, ChannelError> {
         let build = match build {
             Some(b) if b.len() > 1024 || b.chars().any(char::is_control) => {
-                return Err(ChannelError::Config(
-                    "build reference is longer than 1024 characters or has control characters".into(),
-                ));
+                return Err(ChannelError::BadBuild { build: crate::error::shown(b) });
             }
             other => other.map(str::to_owned),
         };
@@ -162,7 +169,9 @@ pub fn promote(
     promote_with(nix, cfg, req, None, log)
 }
 
-/// Promotes, handing the manifest to `sink` under the lock.
+/// Promotes, handing the manifest to `sink` under the lock. A promotion that fails
+/// removes the repository mirror if it created it (a mistyped or unreachable repository
+/// leaves nothing behind in the state directory).
 pub fn promote_with(
     nix: &Nix,
     cfg: &ChannelConfig,
@@ -170,21 +179,50 @@ pub fn promote_with(
     sink: Option<&dyn ManifestSink>,
     log: Log<'_>,
 ) -> Result<PromoteOutcome, ChannelError> {
+    let mirror = Mirror::new(&cfg.state_dir, &cfg.repo, cfg.git.clone())?;
+    let created = !mirror.exists();
+    let result = promote_in(nix, cfg, req, &mirror, sink, log);
+    if result.is_err() && created {
+        // Under the lock: another promotion may be using the mirror by now; it re-creates
+        // it if needed (`Mirror::ensure` at the start of each locked step).
+        let removed = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout).and_then(|l| mirror.remove(l));
+        if let Err(e) = removed {
+            log.note(&format!("could not remove the mirror this failed promotion created: {}", e.chain()));
+        }
+    }
+    result
+}
+
+fn promote_in(
+    nix: &Nix,
+    cfg: &ChannelConfig,
+    req: &PromoteRequest,
+    mirror: &Mirror,
+    sink: Option<&dyn ManifestSink>,
+    log: Log<'_>,
+) -> Result<PromoteOutcome, ChannelError> {
+    // The commit must exist before anything is uploaded: an event naming a commit nobody
+    // pushed must not fill the cache first and fail after.
+    {
+        log.step(Step::CheckCommit, &format!("{} has {}", cfg.repo, req.commit));
+        let _lock = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout)?;
+        mirror.ensure()?;
+        mirror.fetch()?;
+        require_commit(mirror, &req.commit)?;
+    }
+
     // Nix 2.8 fails ("coroutine has finished") when two `nix copy` write the same paths
     // to one file:// cache at once, so uploads to one cache take turns.
     let cache_lock = cfg
         .state_dir
         .join("caches")
         .join(format!("{}.lock", hex::encode(&sha2::Sha256::digest(cfg.cache.base().as_bytes())[..12])));
-    if let Some(parent) = cache_lock.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ChannelError::io("creating state directory", parent, e))?;
-    }
     let upload_lock = RepoLock::acquire(&cache_lock, cfg.policy.lock_timeout)?;
     let facts: CacheFacts =
         upload_and_verify(nix, &cfg.cache, &req.system, &cfg.signing_key_file, &cfg.public_key, log)?;
     drop(upload_lock);
-    log(&format!(
-        "cache {} has all {} paths of {} signed by {}",
+    log.note(&format!(
+        "cache {} has all {} path(s) of {} signed by {}",
         cfg.cache.base(),
         facts.closure_paths,
         req.system,
@@ -206,21 +244,22 @@ pub fn promote_with(
     let signed = SignedManifest::sign(&manifest, &cfg.signing_key)?;
     let document = signed.to_document();
 
-    let mirror = Mirror::new(&cfg.state_dir, &cfg.repo, cfg.git.clone())?;
-    if let Some(parent) = mirror.lock_path().parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ChannelError::io("creating state directory", parent, e))?;
-    }
-    log(&format!("waiting for the lock of {}", cfg.repo));
+    log.step(Step::Branch, &format!("{} in {} (waiting for its lock)", req.host.branch(), cfg.repo));
     let _lock = RepoLock::acquire(mirror.lock_path(), cfg.policy.lock_timeout)?;
     let policy = BranchPolicy { force: req.force, ..cfg.policy.clone() };
-    let (movement, push_attempts) = advance(&mirror, &req.host, &req.commit, &document, &policy, log)?;
+    let (movement, push_attempts) = advance(mirror, &req.host, &req.commit, &document, &policy, log)?;
     let changed = movement.changed();
     let published = if changed {
+        log.step(
+            Step::Publish,
+            &format!("{} manifest file(s){}", manifest_files(cfg, &req.host).len(), sink_text(sink)),
+        );
         publish(cfg, &req.host, &signed, &document, sink, log)?
     } else {
         // The branch did not move, but a previous run may have moved it and then failed
         // to write the manifests: republish the one the branch tip carries.
-        repair(cfg, &mirror, &req.host, &movement, &req.commit, sink, log)?
+        log.step(Step::Publish, "only where the branch tip's manifest is missing or stale");
+        repair(cfg, mirror, &req.host, &movement, &req.commit, sink, log)?
     };
     Ok(PromoteOutcome {
         host: req.host.clone(),
@@ -232,6 +271,10 @@ pub fn promote_with(
         manifest: changed.then_some(signed),
         published,
     })
+}
+
+fn sink_text(sink: Option<&dyn ManifestSink>) -> &'static str {
+    if sink.is_some() { " and the server" } else { "" }
 }
 
 /// The manifest files of a host: next to a `file://` cache, and in the manifest directory.
@@ -256,7 +299,7 @@ fn publish(
     let mut published = Vec::new();
     for file in manifest_files(cfg, host) {
         write_atomic(&file, document)?;
-        log(&format!("manifest written to {}", file.display()));
+        log.note(&format!("manifest written to {}", file.display()));
         published.push(file);
     }
     if let Some(sink) = sink {
@@ -283,40 +326,44 @@ fn repair(
         _ => commit.as_str(),
     };
     let Some(notes) = mirror.rev(&tracking_notes(&host.notes_ref()))? else {
-        log(&format!("{branch}: no manifest notes to republish"));
+        log.note(&format!("{branch}: no manifest notes to republish"));
         return Ok(Vec::new());
     };
     let Some(note) = mirror.note(&notes, tip)? else {
-        log(&format!("{branch}: its tip {tip} carries no manifest note, nothing to republish"));
+        log.note(&format!("{branch}: its tip {tip} carries no manifest note, nothing to republish"));
         return Ok(Vec::new());
     };
     let signed = SignedManifest::parse(&note)?;
     match signed.verify(&cfg.public_key) {
         Ok(m) if m.host == host.as_str() && m.commit == tip => {}
         Ok(m) => {
-            log(&format!("{branch}: the note on {tip} is a manifest for {} at {}, not republished", m.host, m.commit));
+            log.note(&format!(
+                "{branch}: the note on {tip} is a manifest for {} at {}, not republished",
+                m.host, m.commit
+            ));
             return Ok(Vec::new());
         }
         Err(e) => {
-            log(&format!("{branch}: the note on {tip} is not republished: {}", e.chain()));
+            log.note(&format!("{branch}: the note on {tip} is not republished: {}", e.chain()));
             return Ok(Vec::new());
         }
     }
     let document = signed.to_document();
     let mut published = Vec::new();
     for file in manifest_files(cfg, host) {
-        if std::fs::read(&file).ok().as_deref() == Some(document.as_slice()) {
+        let held = fleetgate_nix::read_small_file(&file, crate::manifest::MAX_DOCUMENT).ok();
+        if held.as_deref() == Some(document.as_slice()) {
             continue;
         }
         write_atomic(&file, &document)?;
-        log(&format!("manifest of {tip} republished to {}", file.display()));
+        log.note(&format!("manifest of {tip} republished to {}", file.display()));
         published.push(file);
     }
     if let Some(sink) = sink
         && sink.current(host).as_deref() != Some(document.as_slice())
     {
         sink.publish(host, &signed)?;
-        log(&format!("manifest of {tip} republished to the server"));
+        log.note(&format!("manifest of {tip} republished to the server"));
     }
     Ok(published)
 }

@@ -5,6 +5,12 @@ use std::path::{Path, PathBuf};
 
 use crate::error::ChannelError;
 
+/// Largest secret file read (a token or an HMAC secret is well under 1 KiB).
+pub const MAX_SECRET: u64 = 64 << 10;
+
+/// Fewest characters a shared secret (webhook secret, host token) may have.
+pub const MIN_SECRET_CHARS: usize = 16;
+
 /// A secret string. `Debug` prints `Secret(<redacted>)`; there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -29,11 +35,35 @@ impl Secret {
         &self.0
     }
 
-    /// Loads a secret; `what` names it in errors ("git token").
+    /// Loads a one-line secret; `what` names it in errors ("git token").
     pub fn load(what: &str, source: &SecretSource) -> Result<Self, ChannelError> {
+        let secret = Self::load_text(what, source, MAX_SECRET)?;
+        if secret.0.contains(['\n', '\r']) {
+            return Err(ChannelError::Secret {
+                what: what.to_owned(),
+                message: format!("{} has more than one line", Self::path(what, source)?.display()),
+            });
+        }
+        Ok(secret)
+    }
+
+    /// Loads a secret file that may have several lines (the host tokens file), of at
+    /// most `limit` bytes.
+    pub fn load_text(what: &str, source: &SecretSource, limit: u64) -> Result<Self, ChannelError> {
         let err = |message: String| ChannelError::Secret { what: what.to_owned(), message };
-        let path = match source {
-            SecretSource::File(p) => p.clone(),
+        let path = Self::path(what, source)?;
+        let secret = Self::new(&Self::read(&path, limit).map_err(err)?);
+        if secret.0.trim().is_empty() {
+            return Err(err(format!("{} is empty", path.display())));
+        }
+        Ok(secret)
+    }
+
+    /// The file a secret is read from.
+    fn path(what: &str, source: &SecretSource) -> Result<PathBuf, ChannelError> {
+        let err = |message: String| ChannelError::Secret { what: what.to_owned(), message };
+        match source {
+            SecretSource::File(p) => Ok(p.clone()),
             SecretSource::Credential(name) => {
                 if name.is_empty() || name.contains('/') || name.starts_with('.') {
                     return Err(err(format!("bad credential name {name:?}")));
@@ -44,33 +74,62 @@ impl Secret {
                          (run under systemd with LoadCredential={name}:/path/to/file)"
                     ))
                 })?;
-                Path::new(&dir).join(name)
+                Ok(Path::new(&dir).join(name))
             }
-        };
-        let text = std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        let secret = Self::new(&text);
-        if secret.0.is_empty() {
-            return Err(err(format!("{} is empty", path.display())));
         }
-        if secret.0.contains(['\n', '\r']) {
-            return Err(err(format!("{} has more than one line", path.display())));
-        }
-        Ok(secret)
     }
 
-    /// Loads an optional secret from a file option or a credential option.
+    /// Refuses a secret shorter than [`MIN_SECRET_CHARS`] (a guessable one).
+    pub fn require_strength(&self, what: &str) -> Result<(), ChannelError> {
+        let n = self.0.chars().count();
+        if n < MIN_SECRET_CHARS {
+            return Err(ChannelError::Secret {
+                what: what.to_owned(),
+                message: format!(
+                    "it has {n} character(s); at least {MIN_SECRET_CHARS} are needed (make one with \
+                     `openssl rand -hex 32`)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A secret file's text: a regular file of at most `limit` bytes, UTF-8.
+    fn read(path: &Path, limit: u64) -> Result<String, String> {
+        let bytes = fleetgate_nix::read_small_file(path, limit).map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+            format!("{e}{cause}")
+        })?;
+        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
+    }
+
+    /// Loads an optional one-line secret from a file option or a credential option.
     pub fn load_optional(
         what: &str,
         file: Option<&Path>,
         credential: Option<&str>,
     ) -> Result<Option<Self>, ChannelError> {
+        Self::source(what, file, credential)?.map(|s| Self::load(what, &s)).transpose()
+    }
+
+    /// Loads an optional multi-line secret file (at most `limit` bytes).
+    pub fn load_optional_text(
+        what: &str,
+        file: Option<&Path>,
+        credential: Option<&str>,
+        limit: u64,
+    ) -> Result<Option<Self>, ChannelError> {
+        Self::source(what, file, credential)?.map(|s| Self::load_text(what, &s, limit)).transpose()
+    }
+
+    fn source(what: &str, file: Option<&Path>, credential: Option<&str>) -> Result<Option<SecretSource>, ChannelError> {
         match (file, credential) {
             (Some(_), Some(_)) => Err(ChannelError::Secret {
                 what: what.to_owned(),
                 message: "give either a file or a credential name, not both".into(),
             }),
-            (Some(f), None) => Self::load(what, &SecretSource::File(f.to_owned())).map(Some),
-            (None, Some(c)) => Self::load(what, &SecretSource::Credential(c.to_owned())).map(Some),
+            (Some(f), None) => Ok(Some(SecretSource::File(f.to_owned()))),
+            (None, Some(c)) => Ok(Some(SecretSource::Credential(c.to_owned()))),
             (None, None) => Ok(None),
         }
     }

@@ -3,7 +3,7 @@ use crate::error::ChannelError;
 
 /// Checks that `s` is a plain top-level store path (no subpath, no `..`, no options).
 pub fn validate(s: &str) -> Result<String, ChannelError> {
-    let bad = || ChannelError::BadStorePath { path: s.escape_debug().to_string() };
+    let bad = || ChannelError::BadStorePath { path: crate::error::shown(s) };
     let rest = s.strip_prefix("/nix/store/").ok_or_else(bad)?;
     let (hash, name) = rest.split_at_checked(32).ok_or_else(bad)?;
     let hash_ok = hash.bytes().all(|b| b"0123456789abcdfghijklmnpqrsvwxyz".contains(&b));

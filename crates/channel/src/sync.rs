@@ -68,6 +68,7 @@ pub fn run(
     };
     let mut results = Vec::new();
     for name in hosts {
+        log.note(&format!("{name}: evaluating {}.{name}.{} at {}", req.hosts_attr, req.system_attr, req.commit));
         let r = sync_host(nix, cfg, req, &flake, &name, log);
         results.push((name, r));
     }
@@ -89,7 +90,7 @@ fn sync_host(nix: &Nix, cfg: &ChannelConfig, req: &SyncRequest, flake: &str, nam
     };
     match nix.path_info(Some(&cfg.cache), std::slice::from_ref(&system), false, false) {
         Ok((_, missing)) if !missing.is_empty() => {
-            log(&format!("{host}: {system} is not in the cache, skipped"));
+            log.note(&format!("{host}: {system} is not in the cache, skipped"));
             return HostSync::NotCached(system);
         }
         Ok(_) => {}

@@ -82,5 +82,60 @@ fn promote_exit_codes_and_json() {
     human.retain(|a| a != "--json");
     let (code, out) = call(human);
     assert_eq!(code, ExitCode::SUCCESS);
-    assert_eq!(out.trim(), format!("nixos-tested-web1 -> {c1}: already at this commit, unchanged"));
+    assert_eq!(out.trim(), format!("nixos-tested-web1: already at {c1}, unchanged"));
+}
+
+#[test]
+fn a_relative_repository_path_is_taken_from_the_current_directory() {
+    let env = Env::new();
+    let c1 = env.commit("c1");
+    let sys = env.system("relative", None);
+    let cache = format!("file://{}", env.cache.display());
+    let args = [
+        "promote",
+        "--json",
+        "--host",
+        "web1",
+        "--commit",
+        &c1,
+        "--system",
+        &sys,
+        "--repo",
+        "remote.git",
+        "--cache",
+        &cache,
+        "--signing-key",
+        "cache.sk",
+        "--state-dir",
+        "state",
+        "--nix-option",
+        "substituters=",
+    ];
+    let run = common::channel_bin(env.root(), &args, &[("HOME", env.root().to_str().unwrap())]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.json()["movement"]["kind"], "created");
+    assert_eq!(env.branch("web1").as_deref(), Some(c1.as_str()));
+}
+
+#[test]
+fn off_a_terminal_each_step_is_a_plain_line_and_stdout_holds_only_the_json() {
+    let env = Env::new();
+    let c1 = env.commit("c1");
+    let sys = env.system("progress", None);
+    let mut args: Vec<String> = ["promote", "--json", "--host", "web1", "--commit", &c1, "--system", &sys]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.extend(env.channel_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = common::channel_bin(env.root(), &args, &[("HOME", env.root().to_str().unwrap())]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.json()["result"], "promoted");
+    let times = regex::Regex::new(r"\[ *[0-9]+\.[0-9]s\]").unwrap();
+    let took = regex::Regex::new(r"in [0-9]+\.[0-9] s").unwrap();
+    let stderr = run.stderr.replace(&c1, "[C1]").replace(&sys, "[SYSTEM]");
+    let stderr = took
+        .replace_all(&times.replace_all(&stderr, "[T]"), "in [T] s")
+        .replace(env.root().to_str().unwrap(), "[ROOT]");
+    insta::assert_snapshot!(stderr);
 }

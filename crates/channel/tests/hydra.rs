@@ -234,6 +234,36 @@ fn with_no_source_for_the_commit_nothing_changes() {
     assert!(!env.cache.join("fleetgate").exists());
 }
 
+/// The `.narinfo` files of a `file://` cache (none if it does not exist).
+fn narinfos(cache: &Path) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(cache) else { return Vec::new() };
+    dir.map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with(".narinfo")).collect()
+}
+
+#[test]
+fn a_commit_nobody_pushed_fails_before_anything_is_uploaded() {
+    let env = Env::new();
+    let ghost = "ab".repeat(20);
+    let sys = env.system("hydra-ghost", Some(&ghost));
+    let refs = env.remote_refs();
+    let cfg = HookConfig::new(DEFAULT_JOB_PATTERN).unwrap();
+    let e = hook::run(&env.nix, &env.config(), &cfg, &event_for(&sys), &env.log()).unwrap_err();
+    assert!(matches!(&e, ChannelError::CommitNotFound { commit, .. } if *commit == ghost), "{e}");
+    assert_eq!(narinfos(&env.cache), Vec::<String>::new(), "nothing uploaded");
+    assert_eq!(env.remote_refs(), refs);
+}
+
+#[test]
+fn an_output_in_neither_store_nor_cache_is_a_missing_system_not_a_missing_commit() {
+    let env = Env::new();
+    let absent = "/nix/store/0000000000000000000000000000000a-nixos-system-web1-24.05";
+    let cfg = HookConfig::new(DEFAULT_JOB_PATTERN).unwrap();
+    let e = hook::run(&env.nix, &env.config(), &cfg, &event_for(absent), &env.log()).unwrap_err();
+    assert!(matches!(&e, ChannelError::SystemMissing { path, .. } if path == absent), "{e}");
+    assert_eq!(e.exit_code(), 1);
+    assert!(narinfos(&env.cache).is_empty());
+}
+
 #[derive(clap::Parser)]
 struct Cli {
     #[command(flatten)]

@@ -13,13 +13,13 @@
 mod common;
 
 use std::io::Write as _;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 use common::Env;
+use common::postgres::Postgres;
 use fleetgate_channel::ChannelError;
 use fleetgate_channel::hydra::event::HydraEvent;
 use fleetgate_channel::hydra::hook::{self, DEFAULT_JOB_PATTERN, HookConfig};
@@ -33,175 +33,38 @@ const PASSWORD_URI: &str = "Hyd%20r%40%3A%2F%27pw-7f3c9e1d";
 const MARKER: &str = "7f3c9e1d";
 /// The role Hydra's NixOS module creates (and connects as).
 const ROLE: &str = "hydra";
-const WAIT: Duration = Duration::from_secs(60);
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hydra-db").join(name)
 }
 
-/// PostgreSQL's server binaries (`initdb`, `pg_ctl`): Debian's `postgresql` package puts
-/// them in /usr/lib/postgresql/<major>/bin; the newest major wins.
-fn server_bin_dir() -> PathBuf {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((major, bin))
-        })
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .map(|(_, bin)| bin)
-        .expect("PostgreSQL's server is needed: apt-get install postgresql (scripts/setup installs it)")
+/// The cluster with database `hydra` holding Hydra's tables and the fixture rows
+/// (`rev_old`, `rev_new` in the flake URLs); its superuser is `hydra` with [`PASSWORD`].
+fn hydra_cluster(rev_old: &str, rev_new: &str) -> Postgres {
+    let pg = Postgres::start(ROLE, PASSWORD);
+    pg.psql("postgres", &["--command", "CREATE DATABASE hydra"]);
+    let schema = fixture("schema.sql");
+    let rows = fixture("rows.sql");
+    pg.psql(
+        "hydra",
+        &[
+            "--single-transaction",
+            "--file",
+            schema.to_str().unwrap(),
+            "--set",
+            &format!("rev_old={rev_old}"),
+            "--set",
+            &format!("rev_new={rev_new}"),
+            "--file",
+            rows.to_str().unwrap(),
+        ],
+    );
+    pg
 }
 
-/// A private PostgreSQL cluster. Dropping it (also while a test panics) stops the server
-/// (`pg_ctl stop -m immediate`) and removes the directory with the data and the socket.
-struct Postgres {
-    bin: PathBuf,
-    /// `runuser -u postgres --` when running as root (initdb refuses root), else empty.
-    as_owner: Vec<String>,
-    data: PathBuf,
-    socket_dir: PathBuf,
-    // Last: removed after `drop` has stopped the server.
-    tmp: tempfile::TempDir,
-}
-
-impl Postgres {
-    /// initdb + start; the superuser is `hydra` with [`PASSWORD`], database `hydra` has
-    /// Hydra's tables and the fixture rows (`rev_old`, `rev_new` in the flake URLs).
-    fn start(rev_old: &str, rev_new: &str) -> Self {
-        let tmp = tempfile::Builder::new().prefix("fleetgate-pg-").tempdir().unwrap();
-        let root_owned = tmp.path().metadata().unwrap().uid() == 0;
-        let home = tmp.path().join("pg");
-        std::fs::create_dir(&home).unwrap();
-        let pwfile = home.join("pwfile");
-        std::fs::write(&pwfile, format!("{PASSWORD}\n")).unwrap();
-        let mut as_owner = Vec::new();
-        if root_owned {
-            // The unprivileged user Debian's postgresql package creates.
-            let id = |flag: &str| -> u32 {
-                Run::new("id").args([flag, "postgres"]).timeout(WAIT).run().unwrap().stdout_text().parse().unwrap()
-            };
-            let (uid, gid) = (id("-u"), id("-g"));
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-            for p in [&home, &pwfile] {
-                std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
-            }
-            as_owner = ["runuser", "-u", "postgres", "--"].map(String::from).to_vec();
-        }
-        let pg = Self { bin: server_bin_dir(), as_owner, data: home.join("data"), socket_dir: home.clone(), tmp };
-        pg.server_tool("initdb")
-            .args(["--auth=scram-sha-256", "--username", ROLE, "--encoding=UTF8", "--no-locale"])
-            .args(["--no-sync", "--no-instructions", "--pgdata"])
-            .arg(&pg.data)
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .run()
-            .unwrap();
-        std::fs::remove_file(&pwfile).unwrap();
-        // No TCP at all: only the Unix socket in our own directory.
-        let mut conf = std::fs::OpenOptions::new().append(true).open(pg.data.join("postgresql.conf")).unwrap();
-        writeln!(
-            conf,
-            "listen_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 20",
-            pg.socket_dir.display()
-        )
-        .unwrap();
-        drop(conf);
-        let log = pg.data.join("server.log");
-        let started = pg
-            .server_tool("pg_ctl")
-            .args(["start", "--wait", "--timeout=30", "--pgdata"])
-            .arg(&pg.data)
-            .arg(format!("--log={}", log.display()))
-            .run();
-        if let Err(e) = started {
-            panic!("pg_ctl start: {e}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        pg.psql("postgres", &["--command", "CREATE DATABASE hydra"]);
-        let schema = fixture("schema.sql");
-        let rows = fixture("rows.sql");
-        pg.psql(
-            "hydra",
-            &[
-                "--single-transaction",
-                "--file",
-                schema.to_str().unwrap(),
-                "--set",
-                &format!("rev_old={rev_old}"),
-                "--set",
-                &format!("rev_new={rev_new}"),
-                "--file",
-                rows.to_str().unwrap(),
-            ],
-        );
-        pg
-    }
-
-    /// A server program, run as the cluster's owner.
-    fn server_tool(&self, name: &str) -> Run {
-        let program = self.bin.join(name);
-        match self.as_owner.split_first() {
-            Some((runuser, rest)) => Run::new(runuser).args(rest).arg(program),
-            None => Run::new(program),
-        }
-        .timeout(WAIT)
-    }
-
-    /// Runs psql as a client (password through the environment); returns stdout.
-    fn psql(&self, db: &str, args: &[&str]) -> String {
-        Run::new("psql")
-            .args(["--no-psqlrc", "--no-password", "--set", "ON_ERROR_STOP=1", "--tuples-only", "--no-align"])
-            .args(["--dbname", &self.keyword_value(db, None)])
-            .args(args)
-            .env("PGPASSWORD", PASSWORD)
-            .timeout(WAIT)
-            .run()
-            .unwrap()
-            .stdout_text()
-    }
-
-    /// `postgresql://hydra:<password>@/<db>?host=<socket dir>` (percent-encoded).
-    fn uri(&self, db: &str) -> String {
-        format!("postgresql://{ROLE}:{PASSWORD_URI}@/{db}?host={}", self.socket_dir.display())
-    }
-
-    /// `host='…' dbname='…' user='hydra' [password='…']`, quoted the way libpq reads it.
-    fn keyword_value(&self, db: &str, password: Option<&str>) -> String {
-        let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-        let mut s = format!("host={} dbname={} user={}", q(self.socket_dir.to_str().unwrap()), q(db), q(ROLE));
-        if let Some(p) = password {
-            s.push_str(&format!(" password = {}", q(p)));
-        }
-        s
-    }
-
-    fn postmaster_pid(&self) -> Option<u32> {
-        let text = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
-        text.lines().next()?.trim().parse().ok()
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let pid = self.postmaster_pid();
-        let stopped = self
-            .server_tool("pg_ctl")
-            .args(["stop", "--mode=immediate", "--wait", "--timeout=30", "--pgdata"])
-            .arg(&self.data)
-            .run();
-        if let (Err(e), Some(pid)) = (stopped, pid) {
-            // Only the postmaster this guard started (its pid from its own data dir).
-            eprintln!("pg_ctl stop failed ({e}); killing postmaster {pid}");
-            let _ = Run::new("kill").args(["-KILL", &pid.to_string()]).timeout(WAIT).run();
-        }
-        // `tmp` (data, socket, log) is removed when the fields drop, right after this.
-    }
+/// `postgresql://hydra:<password>@/<db>?host=<socket dir>` (percent-encoded).
+fn uri(pg: &Postgres, db: &str) -> String {
+    format!("postgresql://{ROLE}:{PASSWORD_URI}@/{db}?host={}", pg.socket_dir.display())
 }
 
 /// True while the process exists and is not a zombie waiting to be reaped.
@@ -307,8 +170,9 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// A system path that does not exist: the hook finds no configurationRevision in it and
-/// must ask the database (failures stop before anything would read the path again).
+/// A system path that does not exist: `resolve_commit` finds no configurationRevision in
+/// it and must ask the database. (The whole hook refuses such a path before it looks for
+/// the commit, so the CLI tests build a system that records no revision instead.)
 const ABSENT_SYSTEM: &str = "/nix/store/9lbzgxvs2rjybvqa15sgxw4j0qzp009i-nixos-system-web1-24.05";
 
 #[test]
@@ -316,14 +180,14 @@ fn the_hook_promotes_the_commit_of_the_builds_newest_eval_from_hydras_database()
     let env = Env::new();
     let old = env.commit("eval 10");
     let new = env.commit("eval 12");
-    let pg = Postgres::start(&old, &new);
+    let pg = hydra_cluster(&old, &new);
     // The server has no TCP listener at all.
     assert_eq!(pg.psql("hydra", &["--command", "SHOW listen_addresses"]), "");
     assert_eq!(pg.psql("hydra", &["--command", "SELECT count(*) FROM jobsetevalmembers WHERE build = 4711"]), "2");
 
     let sys = env.system("hydra-db", None);
     let event = event_file(&env, 4711, &sys);
-    let uri = pg.uri("hydra");
+    let uri = uri(&pg, "hydra");
     let ran = fleetgate(&env, &strs(&hook_args(&env, &event, &uri)), &[]);
     assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
     ran.assert_no_password();
@@ -355,10 +219,10 @@ fn the_hook_promotes_the_commit_of_the_builds_newest_eval_from_hydras_database()
 #[test]
 fn every_libpq_connection_string_form_reaches_the_server_and_unknown_builds_are_clear_errors() {
     let (old, new) = ("1".repeat(40), "2".repeat(40));
-    let pg = Postgres::start(&old, &new);
+    let pg = hydra_cluster(&old, &new);
     let t = Duration::from_secs(30);
     let forms = [
-        pg.uri("hydra"),
+        uri(&pg, "hydra"),
         format!("postgres://{ROLE}@/hydra?host={}&password={PASSWORD_URI}", pg.socket_dir.display()),
         pg.keyword_value("hydra", Some(PASSWORD)),
     ];
@@ -415,10 +279,10 @@ fn a_build_missing_from_the_database_fails_with_exit_1_and_promotes_nothing() {
     let env = Env::new();
     let old = env.commit("eval 10");
     let new = env.commit("eval 12");
-    let pg = Postgres::start(&old, &new);
+    let pg = hydra_cluster(&old, &new);
     let refs = env.remote_refs();
-    let event = event_file(&env, 4713, ABSENT_SYSTEM);
-    let uri = pg.uri("hydra");
+    let event = event_file(&env, 4713, &env.system("hydra-db-4713", None));
+    let uri = uri(&pg, "hydra");
     let ran = fleetgate(&env, &strs(&hook_args(&env, &event, &uri)), &[]);
     // docs/channel.md: 1 = a promotion was attempted and failed.
     assert_eq!(ran.code, 1, "{}\n{}", ran.stdout, ran.stderr);
@@ -437,13 +301,13 @@ fn a_build_missing_from_the_database_fails_with_exit_1_and_promotes_nothing() {
 fn bad_urls_unreachable_servers_and_wrong_passwords_fail_clearly_without_the_password() {
     let env = Env::new();
     let c = env.commit("eval 12");
-    let pg = Postgres::start(&c, &c);
+    let pg = hydra_cluster(&c, &c);
     let sock = pg.socket_dir.display().to_string();
     // A directory where no server listens.
     let nowhere = tempfile::tempdir().unwrap();
     let nowhere = nowhere.path().display();
     let refs = env.remote_refs();
-    let event = event_file(&env, 4711, ABSENT_SYSTEM);
+    let event = event_file(&env, 4711, &env.system("hydra-db-4711", None));
     let cases: [(&str, String, &[&str]); 7] = [
         (
             "no server",
@@ -547,7 +411,7 @@ fn a_server_that_never_answers_is_given_up_on_and_the_password_is_never_on_a_com
 fn the_private_server_is_stopped_and_removed_when_its_guard_drops_even_on_panic() {
     let mut seen = None;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let pg = Postgres::start(&"a".repeat(40), &"b".repeat(40));
+        let pg = hydra_cluster(&"a".repeat(40), &"b".repeat(40));
         let pid = pg.postmaster_pid().unwrap();
         assert!(alive(pid));
         assert!(pg.socket_dir.join(".s.PGSQL.5432").exists());

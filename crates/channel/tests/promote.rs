@@ -66,6 +66,19 @@ fn promotion_uploads_then_moves_branch_note_and_manifest_and_is_idempotent() {
     assert_eq!(old.movement, Movement::AlreadyContained { tip: c2.clone() });
     assert_eq!(env.branch("web1").as_deref(), Some(c2.as_str()));
     assert_eq!(std::fs::read(env.manifest_file("web1")).unwrap(), doc2);
+
+    // The log says each of these in the words of its JSON kind, and never in Rust's
+    // Debug notation.
+    let logs = env.all_logs();
+    for line in [
+        format!("nixos-tested-web1: created at {c1}"),
+        format!("nixos-tested-web1: already at {c1}, unchanged"),
+        format!("nixos-tested-web1: fast-forwarded from {c1} to {c2}"),
+        format!("nixos-tested-web1: already contains {c1} (its tip is {c2}), unchanged"),
+    ] {
+        assert!(logs.lines().any(|l| l == line), "{line:?} not in\n{logs}");
+    }
+    assert!(!logs.contains('{') && !logs.contains("FastForward"), "{logs}");
 }
 
 #[test]
@@ -330,6 +343,54 @@ fn a_commit_unknown_to_the_repository_changes_nothing() {
     assert!(matches!(e, ChannelError::CommitNotFound { .. }), "{e:?}");
     assert_eq!(env.remote_refs(), refs);
     assert!(!env.manifest_file("web1").exists());
+}
+
+/// The mirror directories under the state directory.
+fn mirrors(env: &Env) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(env.root().join("state/repos")) else { return Vec::new() };
+    dir.map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
+}
+
+#[test]
+fn a_failed_promotion_removes_the_mirror_it_created_and_keeps_an_older_one() {
+    let env = Env::new();
+    let sys = env.system("mirror-cleanup", None);
+    let ghost = "ab".repeat(20);
+    let e = promote(&env.nix, &env.config(), &req("web1", &ghost, &sys), &env.log()).unwrap_err();
+    assert!(matches!(e, ChannelError::CommitNotFound { .. }), "{e:?}");
+    assert_eq!(mirrors(&env), Vec::<String>::new());
+
+    let mut unreachable = env.config();
+    unreachable.repo = format!("git://127.0.0.1:{}/remote.git", common::free_port());
+    let c1 = env.commit("c1");
+    let e = promote(&env.nix, &unreachable, &req("web1", &c1, &sys), &env.log()).unwrap_err();
+    assert!(matches!(e, ChannelError::Git(_)), "{e:?}");
+    assert_eq!(mirrors(&env), Vec::<String>::new());
+
+    // A mirror that served a promotion stays when a later one fails.
+    promote(&env.nix, &env.config(), &req("web1", &c1, &sys), &env.log()).unwrap();
+    promote(&env.nix, &env.config(), &req("web1", &ghost, &sys), &env.log()).unwrap_err();
+    let kept = mirrors(&env);
+    assert_eq!(kept.len(), 1);
+    assert!(env.root().join("state/repos").join(&kept[0]).join("repo.git/HEAD").exists());
+}
+
+#[test]
+fn every_spelling_of_a_repository_path_is_one_mirror_and_one_lock() {
+    let env = Env::new();
+    let sys = env.system("spelling", None);
+    let (c1, c2) = (env.commit("c1"), env.commit("c2"));
+    promote(&env.nix, &env.config(), &req("web1", &c1, &sys), &env.log()).unwrap();
+    let spelled = format!("{}/../remote.git/", env.remote.display());
+    let mut cfg = ChannelConfig::new(&spelled, env.cache_uri(), &env.sk, &env.root().join("state")).unwrap();
+    assert_eq!(cfg.repo, std::fs::canonicalize(&env.remote).unwrap().to_str().unwrap());
+    cfg.repo = spelled.clone();
+    let o = promote(&env.nix, &cfg, &req("web1", &c2, &sys), &env.log()).unwrap();
+    assert!(matches!(o.movement, Movement::FastForward { .. }), "{o:?}");
+    assert_eq!(mirrors(&env).len(), 1, "{:?}", mirrors(&env));
+    let a = Mirror::new(&cfg.state_dir, &spelled, cfg.git.clone()).unwrap();
+    let b = Mirror::new(&cfg.state_dir, env.remote.to_str().unwrap(), cfg.git.clone()).unwrap();
+    assert_eq!(a.lock_path(), b.lock_path());
 }
 
 #[test]

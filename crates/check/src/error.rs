@@ -67,22 +67,30 @@ pub enum CheckError {
     },
 }
 
-/// An error and its sources on one line, `a: b: c`, for a finding's
-/// message. A source whose text an outer message already contains (errors
-/// of other crates that print their source) is not repeated.
+/// The messages of an error and its sources, outermost first, leaving out
+/// a source whose text an earlier message already contains (errors of some
+/// crates print their source in their own message). The one flattener of
+/// error chains: [`error_chain`] joins it for findings, the CLI builds its
+/// miette chain from it.
 #[must_use]
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
+pub fn error_messages(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut texts = vec![error.to_string()];
     let mut source = error.source();
     while let Some(e) = source {
-        let part = e.to_string();
-        if !part.is_empty() && !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
+        let text = e.to_string();
+        if !text.is_empty() && !texts.iter().any(|t| t.contains(&text)) {
+            texts.push(text);
         }
         source = e.source();
     }
-    text
+    texts
+}
+
+/// An error and its sources on one line, `a: b: c`, for a finding's
+/// message (see [`error_messages`]).
+#[must_use]
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    error_messages(error).join(": ")
 }
 
 /// Text on one line for a finding's message: trimmed non-empty lines
@@ -107,5 +115,25 @@ mod tests {
             error_chain(&e),
             "cannot rebuild the host's system /nix/store/x from its facts (writing boot.json): disk full"
         );
+    }
+
+    #[test]
+    fn a_source_already_said_is_left_out_and_empty_ones_too() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("{text}")]
+        struct E {
+            text: &'static str,
+            #[source]
+            source: Option<Box<E>>,
+        }
+        let chain = E {
+            text: "cannot read /x: permission denied",
+            source: Some(Box::new(E {
+                text: "permission denied",
+                source: Some(Box::new(E { text: "", source: Some(Box::new(E { text: "os error 13", source: None })) })),
+            })),
+        };
+        assert_eq!(error_messages(&chain), ["cannot read /x: permission denied", "os error 13"]);
+        assert_eq!(error_chain(&chain), "cannot read /x: permission denied: os error 13");
     }
 }

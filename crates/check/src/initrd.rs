@@ -5,8 +5,10 @@
 use std::collections::BTreeSet;
 
 use fleetgate_facts::{Device, Facts, Finding, Severity};
-use fleetgate_kmod::{ModuleIndex, ModuleName, Requirement};
+use fleetgate_kmod::{ModuleIndex, ModuleName, Provider, Requirement};
 use fleetgate_system::SystemToplevel;
+
+use crate::error_chain;
 
 /// What one device (or the file system) needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,19 +95,66 @@ fn describe(device: &Device) -> String {
 
 /// Builds what a requirement lacks, choosing the candidate closest to
 /// complete (a built-in or complete one wins).
-fn need(what: String, device: bool, req: &Requirement, present: &dyn Fn(&ModuleName) -> bool) -> Need {
-    let best = req.candidates.iter().min_by_key(|c| (c.missing_hard(present).len(), !c.is_builtin()));
-    match best {
-        None => Need { what, module: None, builtin: false, missing: Vec::new(), missing_soft: Vec::new(), device },
-        Some(c) => Need {
+///
+/// A candidate the kernel names (by an alias) but has neither as a file
+/// nor built in means the metadata contradicts itself: depmod writes
+/// aliases only of modules it lists. Such candidates are never chosen; when
+/// there is no other, the module's name is the error, for
+/// `initrd.module-metadata-unusable` — never "missing from the initrd".
+fn need(what: String, device: bool, req: &Requirement, present: &dyn Fn(&ModuleName) -> bool) -> Result<Need, String> {
+    let known = req.candidates.iter().filter(|c| c.provider != Provider::Missing);
+    match known.min_by_key(|c| (c.missing_hard(present).len(), !c.is_builtin())) {
+        Some(c) => Ok(Need {
             what,
             module: Some(c.module.as_str().to_owned()),
             builtin: c.is_builtin(),
             missing: c.missing_hard(present).iter().map(|m| m.as_str().to_owned()).collect(),
             missing_soft: c.missing_soft(present).iter().map(|m| m.as_str().to_owned()).collect(),
             device,
-        },
+        }),
+        None => Err(req.candidates.iter().map(|c| c.module.as_str()).collect::<Vec<_>>().join(", ")),
     }
+}
+
+/// Why the new kernel's module metadata cannot be judged by, if it cannot:
+/// lines depmod never writes, or files that contradict each other. A
+/// module list computed from such files would be wrong.
+fn metadata_damage(index: &ModuleIndex) -> Option<(String, Vec<String>)> {
+    let damaged: Vec<String> = index
+        .skipped_lines()
+        .iter()
+        .filter(|l| l.is_damage())
+        .map(|l| format!("{}:{}: {} ({:?})", l.file, l.line, l.reason, l.text.chars().take(80).collect::<String>()))
+        .collect();
+    if !damaged.is_empty() {
+        let reason = format!("{} of its lines are not what depmod writes", damaged.len());
+        return Some((reason, damaged.into_iter().take(10).collect()));
+    }
+    let (modules, aliases) = (index.module_count(), index.alias_count());
+    let builtin = index.builtin_modules().count();
+    let counts = vec![format!(
+        "modules.dep: {modules} modules, modules.alias: {aliases} aliases, modules.builtin: {builtin} modules"
+    )];
+    if modules == 0 && (aliases > 0 || builtin == 0) {
+        return Some(("modules.dep lists no module".to_owned(), counts));
+    }
+    if modules > 0 && aliases == 0 {
+        return Some(("modules.alias has no alias, so no device can be matched to its driver".to_owned(), counts));
+    }
+    None
+}
+
+/// `initrd.module-metadata-unusable`: the verdict cannot be had from this
+/// metadata.
+fn metadata_unusable(dir: &std::path::Path, reason: &str) -> Finding {
+    error(
+        "initrd.module-metadata-unusable",
+        format!(
+            "cannot judge the new initrd: the new kernel's module metadata in {} is unusable: {reason}",
+            dir.display()
+        ),
+    )
+    .with_fix("rebuild the kernel's module tree (`depmod`), or check `boot.kernelPackages` and `system.modulesTree`")
 }
 
 /// The initrd driver coverage check.
@@ -135,6 +184,10 @@ pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
             return cov;
         }
     };
+    if let Some((reason, evidence)) = metadata_damage(&index) {
+        cov.findings.push(metadata_unusable(&dir, &reason).with_evidence(evidence));
+        return cov;
+    }
     let kver = index.kernel_version().unwrap_or_default().to_owned();
     if index.absent_files().contains(&"modules.builtin") {
         cov.findings.push(Finding::new(
@@ -184,6 +237,7 @@ pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
             kver: &kver,
             in_initrd: &in_initrd,
             initrd: &initrd_path.display().to_string(),
+            metadata: &dir,
             fs_type: fs_type.as_deref(),
         },
         facts,
@@ -199,6 +253,8 @@ struct Inputs<'a> {
     in_initrd: &'a BTreeSet<String>,
     /// The initrd, for evidence.
     initrd: &'a str,
+    /// The kernel's modules directory, for evidence.
+    metadata: &'a std::path::Path,
     /// The new root file system's type.
     fs_type: Option<&'a str>,
 }
@@ -231,7 +287,7 @@ fn is_own_controller(chain: &[Device], device: &Device) -> bool {
 /// Resolves every bound device of the chain and the file system through the
 /// new kernel, and adds the findings.
 fn assess(cov: &mut Coverage, input: &Inputs<'_>, facts: &Facts) {
-    let Inputs { index, kver, in_initrd, initrd, fs_type } = *input;
+    let Inputs { index, kver, in_initrd, initrd, metadata, fs_type } = *input;
     let present = |m: &ModuleName| in_initrd.contains(m.as_str());
 
     if facts.root_chain.is_empty() {
@@ -245,6 +301,7 @@ fn assess(cov: &mut Coverage, input: &Inputs<'_>, facts: &Facts) {
     }
     let mut unresolved = Vec::new();
     let mut unverified = Vec::new();
+    let mut contradictions = Vec::new();
     let mut notes = Vec::new();
     for device in facts.root_chain.iter().filter(|d| d.driver.is_some()) {
         if is_pci_bridge(device) {
@@ -254,7 +311,10 @@ fn assess(cov: &mut Coverage, input: &Inputs<'_>, facts: &Facts) {
         }
         let req = requirement_for(index, device);
         if req.is_resolvable() {
-            cov.needs.push(need(describe(device), true, &req, &present));
+            match need(describe(device), true, &req, &present) {
+                Ok(n) => cov.needs.push(n),
+                Err(modules) => contradictions.push(format!("{} → {modules}", describe(device))),
+            }
         } else if device.module.is_none() && !is_own_controller(&facts.root_chain, device) {
             // Built into the running kernel, and the new kernel names it
             // nowhere: drivers that cannot be modules (bool options) are in
@@ -272,10 +332,19 @@ fn assess(cov: &mut Coverage, input: &Inputs<'_>, facts: &Facts) {
             req = index.requirement(&format!("fs-{fs}"));
         }
         if req.is_resolvable() {
-            cov.needs.push(need(format!("file system {fs}"), false, &req, &present));
+            match need(format!("file system {fs}"), false, &req, &present) {
+                Ok(n) => cov.needs.push(n),
+                Err(modules) => contradictions.push(format!("file system {fs} → {modules}")),
+            }
         } else {
             unresolved.push(format!("file system {fs}"));
         }
+    }
+    if !contradictions.is_empty() {
+        cov.findings.push(
+            metadata_unusable(metadata, "modules.alias names modules that are neither in modules.dep nor built in")
+                .with_evidence(contradictions.iter().cloned()),
+        );
     }
     if !unresolved.is_empty() {
         cov.findings.push(
@@ -321,7 +390,8 @@ fn assess(cov: &mut Coverage, input: &Inputs<'_>, facts: &Facts) {
     let lacking: Vec<&Need> = cov.needs.iter().filter(|n| !n.missing.is_empty()).collect();
     let root_name = facts.root_block_name().map_or_else(|| "the root device".to_owned(), |n| format!("/dev/{n}"));
     if lacking.is_empty() {
-        if !cov.needs.is_empty() {
+        // "Every module needed" only when every need was resolved.
+        if !cov.needs.is_empty() && unresolved.is_empty() && contradictions.is_empty() {
             cov.findings.push(
                 Finding::new(
                     "initrd.coverage",
@@ -417,197 +487,5 @@ fn missing_message(lacking: &[&Need], root_name: &str) -> String {
     )
 }
 
-/// An error and its causes on one line (`a: b: c`), for finding messages.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
-mod tests {
-    use fleetgate_kmod::IndexSources;
-
-    use super::*;
-
-    const KVER: &str = "6.1.0-56-amd64";
-
-    fn index() -> ModuleIndex {
-        ModuleIndex::from_parts(IndexSources {
-            kernel_version: Some(KVER),
-            modules_dep: "kernel/drivers/nvme/host/nvme.ko: kernel/drivers/nvme/host/nvme-core.ko\n\
-                          kernel/drivers/nvme/host/nvme-core.ko:\n\
-                          kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko\n\
-                          kernel/fs/jbd2/jbd2.ko:\n",
-            modules_alias: "alias pci:v*d*sv*sd*bc01sc08i02* nvme\nalias fs-ext4 ext4\n",
-            ..IndexSources::default()
-        })
-    }
-
-    fn device(
-        sysfs: &str,
-        subsystem: &str,
-        driver: Option<&str>,
-        module: Option<&str>,
-        modalias: Option<&str>,
-    ) -> Device {
-        Device {
-            sysfs: sysfs.to_owned(),
-            subsystem: Some(subsystem.to_owned()),
-            driver: driver.map(str::to_owned),
-            module: module.map(str::to_owned),
-            modalias: modalias.map(str::to_owned),
-            devname: None,
-        }
-    }
-
-    const PORT: &str = "/sys/devices/pci0000:00/0000:00:1c.0";
-    const NVME: &str = "/sys/devices/pci0000:00/0000:00:1c.0/0000:01:00.0";
-
-    /// An NVMe namespace behind a PCIe root port, as the lab and real
-    /// machines show it.
-    fn nvme_facts(port: Device) -> Facts {
-        Facts {
-            root_chain: vec![
-                Device {
-                    devname: Some("nvme0n1p2".into()),
-                    ..device(
-                        "/sys/devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1/nvme0n1p2",
-                        "block",
-                        None,
-                        None,
-                        None,
-                    )
-                },
-                device(&format!("{NVME}/nvme/nvme0"), "nvme", None, None, None),
-                device(
-                    NVME,
-                    "pci",
-                    Some("nvme"),
-                    Some("nvme"),
-                    Some("pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02"),
-                ),
-                port,
-            ],
-            ..Facts::default()
-        }
-    }
-
-    fn assess_with(facts: &Facts, initrd: &[&str]) -> Coverage {
-        let index = index();
-        let in_initrd: BTreeSet<String> = initrd.iter().map(|m| (*m).to_owned()).collect();
-        let mut cov = Coverage::default();
-        assess(
-            &mut cov,
-            &Inputs { index: &index, kver: KVER, in_initrd: &in_initrd, initrd: "/initrd", fs_type: Some("ext4") },
-            facts,
-        );
-        cov
-    }
-
-    fn ids(cov: &Coverage) -> Vec<(&str, Severity)> {
-        cov.findings.iter().map(|f| (f.id.as_str(), f.severity)).collect()
-    }
-
-    #[test]
-    fn pci_classes_come_from_the_modalias() {
-        assert_eq!(pci_class("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00"), Some((0x06, 0x04)));
-        assert_eq!(pci_class("pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02"), Some((0x01, 0x08)));
-        assert_eq!(pci_class("virtio:d00000002v00001AF4"), None);
-    }
-
-    #[test]
-    fn a_pcie_root_port_with_a_built_in_driver_does_not_block_the_nvme_behind_it() {
-        let port =
-            device(PORT, "pci", Some("pcieport"), None, Some("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00"));
-        let cov = assess_with(&nvme_facts(port), &["nvme", "nvme_core", "ext4", "jbd2"]);
-        assert_eq!(ids(&cov), [("initrd.coverage", Severity::Info)], "{:#?}", cov.findings);
-        let evidence = cov.findings[0].evidence.join("\n");
-        assert!(evidence.contains("driver nvme → nvme: in the initrd"), "{evidence}");
-        assert!(evidence.contains("0000:00:1c.0") && evidence.contains("PCI bridge"), "{evidence}");
-        assert_eq!(cov.needs.iter().filter(|n| n.device).count(), 1, "the bridge needs nothing: {:#?}", cov.needs);
-        // Removing the controller's driver still blocks.
-        let cov = assess_with(
-            &nvme_facts(device(
-                PORT,
-                "pci",
-                Some("pcieport"),
-                None,
-                Some("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00"),
-            )),
-            &["ext4", "jbd2"],
-        );
-        assert!(ids(&cov).contains(&("initrd.missing-modules", Severity::Error)), "{:#?}", cov.findings);
-    }
-
-    #[test]
-    fn an_unknown_built_in_driver_above_the_controller_warns_and_on_the_controller_blocks() {
-        // Not a bridge, built into the running kernel, unknown to the new one.
-        let upstream =
-            device(PORT, "pci", Some("mystery"), None, Some("pci:v00001234d00005678sv00000000sd00000000bc08sc80i00"));
-        let cov = assess_with(&nvme_facts(upstream), &["nvme", "nvme_core", "ext4", "jbd2"]);
-        assert_eq!(
-            ids(&cov),
-            [("initrd.driver-unverified", Severity::Warning), ("initrd.coverage", Severity::Info)],
-            "{:#?}",
-            cov.findings
-        );
-        assert!(cov.findings[0].message.contains("mystery"), "{}", cov.findings[0].message);
-        // The root disk's own controller, built in and unknown: blocked.
-        let mut facts = nvme_facts(device(
-            PORT,
-            "pci",
-            Some("pcieport"),
-            None,
-            Some("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00"),
-        ));
-        facts.root_chain[2] = device(
-            NVME,
-            "pci",
-            Some("mystery-nvme"),
-            None,
-            Some("pci:v00001234d00005678sv00000000sd00000000bc01sc80i00"),
-        );
-        let cov = assess_with(&facts, &["ext4", "jbd2"]);
-        assert_eq!(ids(&cov).first(), Some(&("initrd.no-driver", Severity::Error)), "{:#?}", cov.findings);
-        // A driver that was a module on the running host and is gone: blocked too.
-        facts.root_chain[2] = device(
-            NVME,
-            "pci",
-            Some("gone"),
-            Some("gone"),
-            Some("pci:v00001234d00005678sv00000000sd00000000bc01sc80i00"),
-        );
-        facts.root_chain.push(device("/sys/devices/pci0000:00", "pci", Some("other"), None, None));
-        let cov = assess_with(&facts, &["ext4", "jbd2"]);
-        assert_eq!(ids(&cov).first(), Some(&("initrd.no-driver", Severity::Error)), "{:#?}", cov.findings);
-    }
-
-    #[test]
-    fn missing_modules_names_only_what_is_missing() {
-        let port =
-            device(PORT, "pci", Some("pcieport"), None, Some("pci:v00001B36d0000000Csv00001AF4sd00001100bc06sc04i00"));
-        // nvme is there, only its dependency nvme_core is not.
-        let cov = assess_with(&nvme_facts(port.clone()), &["nvme", "ext4", "jbd2"]);
-        let f = cov.findings.iter().find(|f| f.id == "initrd.missing-modules").expect("missing modules");
-        assert!(
-            f.message.starts_with("the new initrd lacks nvme_core (dependencies of nvme, which is there without them)"),
-            "{}",
-            f.message
-        );
-        assert_eq!(f.fix.as_deref(), Some(r#"boot.initrd.availableKernelModules = [ "nvme" ];"#));
-        // Both missing: the driver first, then its dependency.
-        let cov = assess_with(&nvme_facts(port), &["ext4", "jbd2"]);
-        let f = cov.findings.iter().find(|f| f.id == "initrd.missing-modules").expect("missing modules");
-        assert!(
-            f.message.starts_with("the new initrd lacks nvme (and their dependencies nvme_core) needed"),
-            "{}",
-            f.message
-        );
-    }
-}
+mod tests;

@@ -6,6 +6,10 @@
 //! [`Report`]: a [`Decision`] — `switch`, `boot` or `blocked` — and the
 //! [`Finding`]s it rests on. The checks (details in `docs/check.md`):
 //!
+//! * **boot files** ([`boot_files`]): the kernel is a kernel image of the
+//!   system's architecture, `init` is there and executable, the modules are
+//!   for the kernel's release, and `boot.json` agrees with the toplevel's
+//!   files;
 //! * **initrd driver coverage** ([`initrd`]): every device on the host's
 //!   root chain that has a driver bound, and the root file system type, are
 //!   resolved through the *new* kernel's own module metadata
@@ -28,8 +32,12 @@
 //! Any finding of severity `error` blocks; otherwise a needed reboot gives
 //! `boot` and the rest `switch`.
 
+pub mod boot_files;
 pub mod closure;
+pub mod deadline;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hazards;
 pub mod human;
 pub mod initrd;
@@ -37,8 +45,9 @@ pub mod root;
 pub mod switch;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-pub use error::{CheckError, error_chain};
+pub use error::{CheckError, error_chain, error_messages};
 use fleetgate_facts::Facts;
 pub use fleetgate_facts::{Finding, Severity};
 use fleetgate_system::SystemToplevel;
@@ -46,6 +55,11 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the [`Report`] JSON document.
 pub const FORMAT: u32 = 1;
+
+/// How long a whole check may take unless [`Options::deadline`] says
+/// otherwise. The hazard lints' `nix eval` alone may take 300 s; everything
+/// else is bounded far below.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
 
 /// What to do with the new system on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +131,9 @@ pub struct Options {
     pub flake: Option<FlakeHost>,
     /// Skip the closure diff (it runs `nix-store`).
     pub no_closure_diff: bool,
+    /// How long the check may take ([`DEFAULT_DEADLINE`] when `None`).
+    /// Past it, the report is `blocked` with `check.incomplete`.
+    pub deadline: Option<Duration>,
 }
 
 /// The outcome of a check: the stable JSON document of `fleetgate check --json`.
@@ -155,12 +172,54 @@ impl Report {
     }
 }
 
-/// Runs every check of `new` against the host described by `facts`.
+/// Runs every check of `new` against the host described by `facts`, within
+/// [`Options::deadline`]: when the deadline passes (or the check stops
+/// without a verdict), the report is `blocked` with the error finding
+/// `check.incomplete` — never a verdict it did not reach.
 #[must_use]
 pub fn check(new: &SystemToplevel, facts: &Facts, options: &Options) -> Report {
+    let deadline = options.deadline.unwrap_or(DEFAULT_DEADLINE);
+    let (new_, facts_, options_) = (new.clone(), facts.clone(), options.clone());
+    match deadline::within(deadline, move || check_now(&new_, &facts_, &options_)) {
+        Ok(report) => report,
+        Err(unfinished) => incomplete(new, facts, unfinished),
+    }
+}
+
+/// The report of a check that reached no verdict.
+fn incomplete(new: &SystemToplevel, facts: &Facts, unfinished: deadline::Unfinished) -> Report {
+    let message = match unfinished {
+        deadline::Unfinished::TimedOut(after) => format!(
+            "the check did not finish within its deadline of {} s: whether this system boots on the host is not known",
+            after.as_secs()
+        ),
+        deadline::Unfinished::Stopped => {
+            "the check stopped without a verdict: whether this system boots on the host is not known".to_owned()
+        }
+    };
+    let findings = vec![
+        Finding::new("check.incomplete", Severity::Error, message)
+            .with_fix("check again, with a longer --deadline if the host or Nix is slow"),
+    ];
+    Report {
+        format: FORMAT,
+        target: facts.target.clone(),
+        system: new.path().display().to_string(),
+        current: facts.current_system.as_ref().map(|s| s.path.clone()),
+        booted: facts.booted_system.as_ref().map(|s| s.path.clone()),
+        decision: Decision::Blocked,
+        next_step: next_step(Decision::Blocked, &findings, false),
+        closure: None,
+        findings,
+    }
+}
+
+/// [`check`] on the calling thread, without a deadline.
+fn check_now(new: &SystemToplevel, facts: &Facts, options: &Options) -> Report {
     let mut findings: Vec<Finding> =
         facts.findings.iter().filter(|f| f.severity >= Severity::Warning).cloned().collect();
 
+    findings.extend(boot_files::check_boot_files(new));
     let coverage = initrd::check_coverage(new, facts);
     findings.extend(coverage.findings.iter().cloned());
     findings.extend(root::check_root(new, facts));
@@ -211,18 +270,20 @@ pub fn check(new: &SystemToplevel, facts: &Facts, options: &Options) -> Report {
 fn next_step(decision: Decision, findings: &[Finding], reboot_needed: bool) -> String {
     match decision {
         Decision::Blocked => {
-            let fixes: Vec<&str> =
-                findings.iter().filter(|f| f.severity == Severity::Error).filter_map(|f| f.fix.as_deref()).collect();
+            let fixes = distinct_fixes(findings);
             let reboot = if reboot_needed {
                 " It needs a reboot to take effect, and that reboot would not come back."
             } else {
                 ""
             };
-            if fixes.is_empty() {
-                format!("Do not deploy this system: fix the errors above and check again.{reboot}")
-            } else {
-                let fixes: Vec<String> = fixes.iter().enumerate().map(|(i, f)| format!("({}) {f}", i + 1)).collect();
-                format!("Do not deploy this system.{reboot} Fix: {} Then build and check again.", fixes.join(" "))
+            match fixes.as_slice() {
+                [] => format!("Do not deploy this system: fix the errors above and check again.{reboot}"),
+                [fix] => format!("Do not deploy this system.{reboot} Fix: {fix} Then build and check again."),
+                _ => {
+                    let fixes: Vec<String> =
+                        fixes.iter().enumerate().map(|(i, f)| format!("({}) {f}", i + 1)).collect();
+                    format!("Do not deploy this system.{reboot} Fix: {} Then build and check again.", fixes.join(" "))
+                }
             }
         }
         Decision::Boot => {
@@ -230,6 +291,23 @@ fn next_step(decision: Decision, findings: &[Finding], reboot_needed: bool) -> S
         }
         Decision::Switch => "Safe to deploy with a live `switch`.".to_owned(),
     }
+}
+
+/// The fixes of the error findings, each said once: a fix that another
+/// one already says in full (the facter lint's fix offers the initrd
+/// fix as its alternative) is left out, and so is a repeated one.
+fn distinct_fixes(findings: &[Finding]) -> Vec<&str> {
+    let fixes: Vec<&str> =
+        findings.iter().filter(|f| f.severity == Severity::Error).filter_map(|f| f.fix.as_deref()).collect();
+    let mut out: Vec<&str> = Vec::new();
+    for (i, fix) in fixes.iter().enumerate() {
+        let said_elsewhere =
+            fixes.iter().enumerate().any(|(j, other)| j != i && other.contains(fix) && (other != fix || j < i));
+        if !said_elsewhere {
+            out.push(fix);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -259,6 +337,59 @@ mod tests {
         assert!(report.closure.is_none());
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
         assert_eq!(json["findings"].as_array().map(Vec::len), Some(report.findings.len()));
+    }
+
+    fn error_with_fix(id: &str, fix: &str) -> Finding {
+        Finding::new(id, Severity::Error, "…").with_fix(fix)
+    }
+
+    #[test]
+    fn a_blocked_plan_says_each_fix_once() {
+        let initrd = r#"boot.initrd.availableKernelModules = [ "virtio_blk" "virtio_pci" ];"#;
+        let facter = r#"generate the report (`nixos-facter -o facter.json`) and set hardware.facter.reportPath = ./facter.json, or write boot.initrd.availableKernelModules = [ "virtio_blk" "virtio_pci" ];"#;
+        // The incident of product.md §1: the facter lint's fix contains the
+        // initrd's; a warning's fix is not part of what must be fixed.
+        let findings = [
+            error_with_fix("initrd.missing-modules", initrd),
+            error_with_fix("hazard.facter-report-missing", facter),
+            Finding::new("switch.refused", Severity::Warning, "…").with_fix("deploy with `boot` and reboot"),
+        ];
+        insta::assert_snapshot!("incident_next_step", next_step(Decision::Blocked, &findings, true));
+        // The same fix twice: once, and not numbered.
+        let twice =
+            [error_with_fix("a", "sops.keepGenerations = 0;"), error_with_fix("b", "sops.keepGenerations = 0;")];
+        assert_eq!(
+            next_step(Decision::Blocked, &twice, false),
+            "Do not deploy this system. Fix: sops.keepGenerations = 0; Then build and check again."
+        );
+        // Different fixes: each, numbered, in order.
+        let two = [error_with_fix("a", "fix one;"), error_with_fix("b", "fix two;")];
+        assert_eq!(
+            next_step(Decision::Blocked, &two, false),
+            "Do not deploy this system. Fix: (1) fix one; (2) fix two; Then build and check again."
+        );
+        assert_eq!(
+            next_step(Decision::Blocked, &[Finding::new("x", Severity::Error, "…")], false),
+            "Do not deploy this system: fix the errors above and check again."
+        );
+    }
+
+    #[test]
+    fn a_check_that_reaches_no_verdict_is_blocked_and_says_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("nixos-version"), "25.05").expect("write");
+        let new = SystemToplevel::open(dir.path()).expect("opens");
+        let facts = Facts { target: "ssh://web1".into(), ..Facts::default() };
+        let report = incomplete(&new, &facts, deadline::Unfinished::TimedOut(Duration::from_secs(600)));
+        assert_eq!(report.decision, Decision::Blocked);
+        assert_eq!(report.target, "ssh://web1");
+        assert_eq!(report.findings.len(), 1);
+        let f = &report.findings[0];
+        assert_eq!((f.id.as_str(), f.severity), ("check.incomplete", Severity::Error));
+        assert!(f.message.starts_with("the check did not finish within its deadline of 600 s"), "{}", f.message);
+        assert!(report.next_step.contains("--deadline"), "{}", report.next_step);
+        let report = incomplete(&new, &facts, deadline::Unfinished::Stopped);
+        assert!(report.findings[0].message.starts_with("the check stopped without a verdict"));
     }
 
     #[test]

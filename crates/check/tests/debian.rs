@@ -4,75 +4,13 @@
 //! built into its kernel; `crates/facts/tests/fixtures/virtio-vm.facts.json`)
 //! and, for what holds anywhere, this machine's live facts.
 
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::path::Path;
 
-use fleetgate_check::{Decision, Options, Report, Severity, check};
-use fleetgate_facts::Facts;
-use fleetgate_system::SystemToplevel;
+use fleetgate_check::{Decision, Severity};
 
-fn debian_kernel() -> String {
-    let mut versions: Vec<String> = std::fs::read_dir("/lib/modules")
-        .expect("/lib/modules")
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|v| Path::new(&format!("/boot/initrd.img-{v}")).is_file())
-        .collect();
-    versions.sort();
-    versions.pop().expect("a Debian kernel with an initrd (scripts/setup installs linux-image-amd64)")
-}
+mod support;
 
-/// A directory laid out like a NixOS toplevel around Debian's kernel.
-fn toplevel(dir: &Path, kver: &str, initrd: &Path, fstab: &str) -> PathBuf {
-    let top = dir.join("system");
-    std::fs::create_dir_all(top.join("kernel-modules/lib/modules")).expect("mkdir");
-    std::fs::create_dir_all(top.join("etc")).expect("mkdir");
-    symlink(format!("/lib/modules/{kver}"), top.join("kernel-modules/lib/modules").join(kver)).expect("link");
-    symlink(format!("/boot/vmlinuz-{kver}"), top.join("kernel")).expect("link");
-    symlink(initrd, top.join("initrd")).expect("link");
-    std::fs::write(top.join("nixos-version"), "25.05.debian-test").expect("write");
-    std::fs::write(top.join("init-interface-version"), "systemd 2").expect("write");
-    std::fs::write(top.join("kernel-params"), "root=fstab loglevel=4").expect("write");
-    std::fs::write(top.join("etc/fstab"), fstab).expect("write");
-    top
-}
-
-fn local_facts() -> Facts {
-    fleetgate_facts::collect(&fleetgate_transport::Local, Duration::from_secs(60)).expect("local facts")
-}
-
-/// The facts of a virtio VM, captured once (see the fixture's test in
-/// `crates/facts/tests/local.rs`).
-fn virtio_facts() -> Facts {
-    Facts::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../facts/tests/fixtures/virtio-vm.facts.json"))
-        .expect("fixture loads")
-}
-
-/// `check` of the toplevel at `top` against `facts`, with the closure diff turned off
-/// (as in every test here).
-fn check_toplevel(top: &Path, facts: &Facts) -> Report {
-    check(&SystemToplevel::open(top).expect("opens"), facts, &Options { no_closure_diff: true, ..Options::default() })
-}
-
-/// An initrd (newc cpio, gzip) holding empty module files at `paths`.
-fn small_initrd(dir: &Path, paths: &[String]) -> PathBuf {
-    let tree = dir.join("tree");
-    for p in paths {
-        let file = tree.join(p);
-        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&file, b"").expect("write");
-    }
-    let out = dir.join("initrd.gz");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!("cd {} && find . | cpio -o -H newc --quiet | gzip -9 > {}", tree.display(), out.display()))
-        .status()
-        .expect("cpio runs");
-    assert!(status.success());
-    out
-}
+use support::{check_toplevel, debian_kernel, debian_system, local_facts, small_initrd, toplevel, virtio_facts};
 
 #[test]
 fn debians_initrd_covers_a_virtio_vms_root_chain() {
@@ -200,4 +138,48 @@ fn this_machines_live_facts_give_a_verdict() {
     assert!(report.findings.iter().any(|f| f.id.starts_with("initrd.")), "{report:#?}");
     assert!(report.findings.iter().any(|f| f.id.starts_with("switch.")), "{report:#?}");
     assert!(!report.next_step.is_empty());
+}
+
+/// The toplevel's modules directory becomes a directory of links to
+/// Debian's, with `modules.dep` replaced by `dep`.
+fn with_modules_dep(top: &Path, kver: &str, dep: &[u8]) {
+    let dir = top.join("kernel-modules/lib/modules").join(kver);
+    std::fs::remove_file(&dir).expect("rm link");
+    std::fs::create_dir(&dir).expect("mkdir");
+    for entry in std::fs::read_dir(format!("/lib/modules/{kver}")).expect("read_dir").map(Result::unwrap) {
+        if entry.file_name() != "modules.dep" {
+            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).expect("link");
+        }
+    }
+    std::fs::write(dir.join("modules.dep"), dep).expect("write");
+}
+
+#[test]
+fn broken_module_metadata_is_its_own_finding_never_a_wrong_module_list() {
+    let kver = debian_kernel();
+    let real = std::fs::read_to_string(format!("/lib/modules/{kver}/modules.dep")).expect("modules.dep");
+    // Debian's modules.dep without the virtio lines: modules.alias still
+    // names virtio_blk, which modules.dep then does not know.
+    let without_virtio: String = real.lines().filter(|l| !l.contains("virtio")).map(|l| format!("{l}\n")).collect();
+    for (case, dep) in [
+        ("empty", Vec::new()),
+        ("garbage", b"\x7fELF\x02\x01\x01\0garbage\nmore garbage without a colon\n".to_vec()),
+        ("truncated line", format!("{real}kernel/drivers/block/virtio_blk.ko.xz kernel/driv").into_bytes()),
+        ("contradicting modules.alias", without_virtio.into_bytes()),
+    ] {
+        let system = debian_system(None);
+        with_modules_dep(&system.top, &kver, &dep);
+        let report = check_toplevel(&system.top, &virtio_facts());
+        assert_eq!(report.decision, Decision::Blocked, "{case}: {report:#?}");
+        let unusable = report
+            .findings_with_id("initrd.module-metadata-unusable")
+            .next()
+            .unwrap_or_else(|| panic!("{case}: {report:#?}"));
+        assert_eq!(unusable.severity, Severity::Error);
+        assert!(unusable.message.starts_with("cannot judge the new initrd"), "{case}: {}", unusable.message);
+        // The initrd does hold virtio_blk, virtio_pci and ext4: nothing may
+        // say it lacks them.
+        assert!(report.findings_with_id("initrd.missing-modules").next().is_none(), "{case}: {report:#?}");
+        assert!(report.findings_with_id("initrd.coverage").next().is_none(), "{case}: {report:#?}");
+    }
 }

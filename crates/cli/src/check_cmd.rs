@@ -2,10 +2,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use fleetgate_check::{Decision, FlakeHost, Options};
 
-use crate::facts_cmd::{CliError, TargetArgs};
+use crate::exit::EXIT_FAILED;
+use crate::facts_cmd::{CliError, TargetArgs, parse_seconds};
+
+/// How to get a built system on any Nix fleetgate supports: Nix 2.8 has no
+/// `nix build --print-out-paths` and wants the experimental features named.
+const BUILD_HINT: &str = "pass a built system: build it with `nix --extra-experimental-features 'nix-command flakes' build .#nixosConfigurations.HOST.config.system.build.toplevel` and pass `--system ./result`, or give a store path or a directory laid out like a system";
 
 /// Arguments of `fleetgate check`.
 #[derive(Debug, clap::Args)]
@@ -22,7 +28,7 @@ pub struct CheckArgs {
     current: Option<PathBuf>,
     /// Print the report as a JSON document (stable; `format` = 1).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Also lint the evaluated configuration of `FLAKE#HOST` for known hazards.
     #[arg(long, value_name = "FLAKE#HOST")]
     flake: Option<String>,
@@ -32,17 +38,21 @@ pub struct CheckArgs {
     /// Do not compute the closure diff.
     #[arg(long)]
     no_closure_diff: bool,
+    /// Time limit for the whole check (facts included), in seconds (at
+    /// least 1); past it the verdict is `blocked` (`check.incomplete`).
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = parse_seconds)]
+    deadline: u64,
 }
 
-/// Runs `fleetgate check`: exit 0 (switch or boot), 1 (blocked), 2 (usage or I/O error).
-pub fn run(args: &CheckArgs) -> ExitCode {
-    match run_inner(args) {
-        Ok(code) => code,
-        Err(e) => e.report(),
-    }
+/// Runs `fleetgate check`: exit 0 (switch or boot), 1 (blocked), or an error
+/// (exit 2: usage or I/O).
+pub fn run(args: &CheckArgs) -> miette::Result<ExitCode> {
+    Ok(run_inner(args)?)
 }
 
 fn run_inner(args: &CheckArgs) -> Result<ExitCode, CliError> {
+    let started = Instant::now();
+    let deadline = Duration::from_secs(args.deadline);
     let flake = match args.flake.as_deref() {
         None => None,
         Some(text) => Some(FlakeHost::parse(text).ok_or_else(|| {
@@ -51,16 +61,15 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, CliError> {
         })?),
     };
     let system = fleetgate_system::SystemToplevel::open(&args.system).map_err(|e| {
-        CliError::new(format!("cannot read the system {}", args.system.display()))
-            .caused_by(e)
-            .with_help("pass a built system: a store path like `$(nix build --print-out-paths .#nixosConfigurations.HOST.config.system.build.toplevel)`, or a directory laid out like one")
+        CliError::new(format!("cannot read the system {}", args.system.display())).caused_by(e).with_help(BUILD_HINT)
     })?;
-    let facts = args.target.facts()?;
+    let facts = args.target.facts_within(deadline)?;
     let options = Options {
         current: args.current.clone(),
         no_check: args.no_check,
         flake,
         no_closure_diff: args.no_closure_diff,
+        deadline: Some(deadline.saturating_sub(started.elapsed())),
     };
     let report = fleetgate_check::check(&system, &facts, &options);
     if args.json {
@@ -70,6 +79,6 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, CliError> {
     }
     Ok(match report.decision {
         Decision::Switch | Decision::Boot => ExitCode::SUCCESS,
-        Decision::Blocked => ExitCode::from(1),
+        Decision::Blocked => ExitCode::from(EXIT_FAILED),
     })
 }

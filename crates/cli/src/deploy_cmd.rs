@@ -13,19 +13,16 @@ use fleetgate_deploy::copy::human_bytes;
 use fleetgate_deploy::events::{Bus, Event, EventKind};
 use fleetgate_deploy::history::{self, History};
 use fleetgate_deploy::{CheckPlanner, DeployOptions, Deployer, Inventory, Strategy, select};
-use miette::{IntoDiagnostic as _, WrapErr as _, miette};
+use miette::{IntoDiagnostic as _, WrapErr as _};
 
-/// Exit status when nothing was deployed because the run could not start.
-const EXIT_USAGE: u8 = 2;
+use crate::exit::EXIT_USAGE;
 
 /// `fleetgate deploy` arguments.
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// `FLAKE[#HOST[,HOST…]]`, several allowed (default: `.`, every host).
-    pub targets: Vec<String>,
-    /// Only hosts matching these tags (`@web`) or name globs (`db*`).
-    #[arg(long, value_delimiter = ',')]
-    pub on: Vec<String>,
+    /// Which hosts.
+    #[command(flatten)]
+    pub hosts: HostArgs,
     /// Rollout: `all`, `canary` (canary hosts first, fully verified) or `waves`.
     #[arg(long)]
     pub strategy: Option<String>,
@@ -59,6 +56,24 @@ pub struct DeployArgs {
     /// Retry the hosts that failed, were unreachable or skipped in the last run.
     #[arg(long)]
     pub resume: bool,
+    /// Timeouts, `fleetgate.toml` and history.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Which hosts `deploy` and `rollback` act on.
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// `FLAKE[#HOST[,HOST…]]`, several allowed (default: `.`, every host).
+    pub targets: Vec<String>,
+    /// Only hosts matching these tags (`@web`) or name globs (`db*`).
+    #[arg(long, value_delimiter = ',')]
+    pub on: Vec<String>,
+}
+
+/// What `deploy` and `rollback` share: timeouts, `fleetgate.toml`, history, output.
+#[derive(Debug, Args)]
+pub struct RunArgs {
     /// Seconds a host waits for the confirmation of a live switch before it rolls back by itself.
     #[arg(long, value_name = "SECS")]
     pub confirm_timeout: Option<u64>,
@@ -76,22 +91,48 @@ pub struct DeployArgs {
     pub json: bool,
 }
 
-/// Runs `fleetgate deploy`.
-pub fn run(args: &DeployArgs) -> ExitCode {
-    match run_inner(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(report) => {
-            eprintln!("{report:?}");
-            ExitCode::from(EXIT_USAGE)
+impl RunArgs {
+    /// The timeouts given on the command line, over `o`'s.
+    pub fn apply_timeouts(&self, o: &mut DeployOptions) {
+        if let Some(s) = self.confirm_timeout {
+            o.timeouts.confirm = Duration::from_secs(s);
         }
+        if let Some(s) = self.reboot_timeout {
+            o.timeouts.reboot = Duration::from_secs(s);
+        }
+    }
+
+    /// Prints the report (the table, or `--json`); the exit code.
+    ///
+    /// # Errors
+    /// None; a `Result` for the callers' `?`.
+    pub fn print(&self, report: &fleetgate_deploy::RunReport) -> miette::Result<u8> {
+        if self.json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.human());
+        }
+        Ok(u8::try_from(report.exit_code).unwrap_or(EXIT_USAGE))
+    }
+
+    /// The history database.
+    ///
+    /// # Errors
+    /// It cannot be opened.
+    pub fn open_history(&self) -> miette::Result<History> {
+        History::open(&self.history.clone().unwrap_or_else(history::default_path)).into_diagnostic()
     }
 }
 
+/// Runs `fleetgate deploy`; an error (the run could not start: exit 2) is
+/// printed by `main`.
+pub fn run(args: &DeployArgs) -> miette::Result<ExitCode> {
+    run_inner(args).map(ExitCode::from)
+}
+
 fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
-    validate(args)?;
-    let history_path = args.history.clone().unwrap_or_else(history::default_path);
-    let history = History::open(&history_path).into_diagnostic()?;
-    let (flake, mut named) = select::parse_targets(&args.targets).into_diagnostic()?;
+    let history = args.run.open_history()?;
+    let (flake, mut named) = select::parse_targets(&args.hosts.targets).into_diagnostic()?;
     let mut flake = flake;
     if args.resume {
         let unfinished = history.unfinished().into_diagnostic()?;
@@ -99,7 +140,7 @@ fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
             eprintln!("every host of the last run ({}) is deployed; nothing to resume", unfinished.run_id);
             return Ok(0);
         }
-        if args.targets.is_empty() {
+        if args.hosts.targets.is_empty() {
             flake = unfinished.flake;
         }
         eprintln!("resuming run {}: {}", unfinished.run_id, unfinished.hosts.join(", "));
@@ -108,60 +149,42 @@ fn run_inner(args: &DeployArgs) -> miette::Result<u8> {
     let nix = fleetgate_nix::Nix::detect()
         .into_diagnostic()
         .wrap_err("fleetgate deploy needs Nix 2.8 or newer on this machine")?;
-    let inventory = Inventory::load(&nix, &flake, args.config.as_deref()).into_diagnostic()?;
-    let selected = select::select(&inventory, &named, &args.on).into_diagnostic()?;
-    let options = options(args, &inventory)?;
+    let flake = fleetgate_deploy::inventory::resolve_flake_ref(&flake);
+    // Flags and fleetgate.toml are merged and validated before anything is evaluated.
+    let (config, config_path) =
+        fleetgate_deploy::inventory::locate_config(&flake, args.run.config.as_deref()).into_diagnostic()?;
+    let options = options(args, &config.deploy)?;
+    let inventory = Inventory::load_with_config(&nix, &flake, config, config_path).into_diagnostic()?;
+    if !args.run.json {
+        match &inventory.config_path {
+            Some(path) => eprintln!("using {}", path.display()),
+            None => eprintln!(
+                "no fleetgate.toml found for {flake} (looked beside its flake.nix): defaults apply; pass --config FILE to use one"
+            ),
+        }
+    }
+    let selected = select::select(&inventory, &named, &args.hosts.on).into_diagnostic()?;
     let planner = CheckPlanner::default();
     let history = Mutex::new(history);
 
-    let (tx, rx) = mpsc::channel();
-    let ui = std::thread::spawn({
-        let hosts = selected.clone();
-        let tty = std::io::stderr().is_terminal();
-        move || show_progress(&rx, &hosts, tty)
-    });
+    let (bus, ui) = progress(&selected);
     let deployer = Deployer {
         nix: &nix,
         inventory: &inventory,
         planner: &planner,
         options: &options,
-        bus: Bus::new(tx),
-        history: Some(&history),
+        bus,
+        // A dry run is a preview, not a run: it is not history.
+        history: (!options.dry_run).then_some(&history),
     };
     let result = deployer.run(&selected);
     drop(deployer);
-    let _ = ui.join();
-    let report = result.into_diagnostic()?;
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.human());
-    }
-    Ok(u8::try_from(report.exit_code).unwrap_or(EXIT_USAGE))
+    ui.finish();
+    args.run.print(&result.into_diagnostic()?)
 }
 
-/// Refuses values that make no sense before anything is evaluated or built.
-fn validate(args: &DeployArgs) -> miette::Result<()> {
-    let zero = |value: Option<u64>| value == Some(0);
-    if zero(args.max_parallel.map(|n| n as u64)) {
-        return Err(miette!("--max-parallel must be at least 1"));
-    }
-    if zero(args.wave_size.map(|n| n as u64)) {
-        return Err(miette!("--wave-size must be at least 1"));
-    }
-    if zero(args.confirm_timeout) {
-        return Err(miette!("--confirm-timeout must be at least 1 second: with 0 every live switch would roll back"));
-    }
-    if zero(args.reboot_timeout) {
-        return Err(miette!(
-            "--reboot-timeout must be at least 1 second: with 0 every verified reboot would be power-cycled"
-        ));
-    }
-    Ok(())
-}
-
-fn options(args: &DeployArgs, inventory: &Inventory) -> miette::Result<DeployOptions> {
-    let mut o = DeployOptions::from_settings(&inventory.config.deploy).into_diagnostic()?;
+fn options(args: &DeployArgs, settings: &fleetgate_deploy::config::DeploySettings) -> miette::Result<DeployOptions> {
+    let mut o = DeployOptions::from_settings(settings).into_diagnostic()?;
     if let Some(s) = &args.strategy {
         o.strategy = Strategy::parse(s).into_diagnostic()?;
     }
@@ -182,13 +205,32 @@ fn options(args: &DeployArgs, inventory: &Inventory) -> miette::Result<DeployOpt
     o.allow_unverified_reboot = args.allow_unverified_reboot;
     o.substitute_on_destination |= args.substitute_on_destination;
     o.dry_run = args.dry_run;
-    if let Some(s) = args.confirm_timeout {
-        o.timeouts.confirm = Duration::from_secs(s);
-    }
-    if let Some(s) = args.reboot_timeout {
-        o.timeouts.reboot = Duration::from_secs(s);
-    }
+    args.run.apply_timeouts(&mut o);
+    // One check, whatever the source of each value (flag or fleetgate.toml).
+    o.validate().into_diagnostic()?;
     Ok(o)
+}
+
+/// The progress display of a run: its thread, fed by the bus.
+pub(crate) struct ProgressUi(std::thread::JoinHandle<()>);
+
+impl ProgressUi {
+    /// Waits for the display to end (every bus dropped); on a terminal, a
+    /// blank line then separates it from the table.
+    pub(crate) fn finish(self) {
+        let _ = self.0.join();
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+    }
+}
+
+/// A bus and the display it feeds, for `hosts`.
+pub(crate) fn progress(hosts: &[String]) -> (Bus, ProgressUi) {
+    let (tx, rx) = mpsc::channel();
+    let hosts = hosts.to_vec();
+    let tty = std::io::stderr().is_terminal();
+    (Bus::new(tx), ProgressUi(std::thread::spawn(move || show_progress(&rx, &hosts, tty))))
 }
 
 /// Renders events: a spinner per host on a terminal (the copy with its
@@ -205,6 +247,8 @@ fn show_progress(rx: &mpsc::Receiver<Event>, hosts: &[String], tty: bool) {
     }
     let multi = indicatif::MultiProgress::new();
     let style = indicatif::ProgressStyle::with_template("{spinner} {prefix:<12} {elapsed:>4} {wide_msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    let done_style = indicatif::ProgressStyle::with_template("  {prefix:<12} {elapsed:>4} {msg}")
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
     let width = hosts.iter().map(String::len).max().unwrap_or(8);
     let bars: std::collections::BTreeMap<String, indicatif::ProgressBar> = hosts
@@ -227,7 +271,10 @@ fn show_progress(rx: &mpsc::Receiver<Event>, hosts: &[String], tty: bool) {
                 bar.set_message(copy_progress_text(done_bytes, expected_bytes));
             }
             EventKind::Copied { bytes, paths } => bar.set_message(copied_text(bytes, paths)),
+            EventKind::Waiting { what, left_secs } => bar.set_message(waiting_text(&what, left_secs)),
             EventKind::Finished { ok, summary } => {
+                // The whole line, wrapped rather than cut at the terminal's width.
+                bar.set_style(done_style.clone());
                 bar.finish_with_message(format!("{} {summary}", if ok { "✔" } else { "✘" }));
             }
         }
@@ -248,6 +295,7 @@ pub fn plain_line(event: &Event, elapsed: Duration) -> Option<String> {
         EventKind::Info(text) => text.clone(),
         EventKind::CopyProgress { .. } => return None,
         EventKind::Copied { bytes, paths } => copied_text(*bytes, *paths),
+        EventKind::Waiting { what, left_secs } => waiting_text(what, *left_secs),
         EventKind::Finished { summary, .. } => summary.clone(),
     };
     Some(format!("[{:>6.1}s] {}: {what}", elapsed.as_secs_f64(), event.host))
@@ -259,6 +307,11 @@ pub fn copy_progress_text(done: u64, expected: Option<u64>) -> String {
         Some(total) => format!("copy {} / {}", human_bytes(done), human_bytes(total.max(done))),
         None => format!("copy {}", human_bytes(done)),
     }
+}
+
+/// `waiting for the host to come back from the reboot (42 s left)`.
+pub fn waiting_text(what: &str, left_secs: u64) -> String {
+    format!("waiting for {what} ({left_secs} s left)")
 }
 
 /// `copied 40.1 MiB (12 paths)`.
@@ -285,6 +338,17 @@ mod tests {
         assert_eq!(copy_progress_text(2048, None), "copy 2.0 KiB");
         assert_eq!(copied_text(42_047_898, 3), "copied 40.1 MiB (3 paths)");
         assert_eq!(copied_text(0, 0), "copied nothing: the host has every path");
+    }
+
+    /// Issue 8: the boot wait and health checks were silent for a minute.
+    #[test]
+    fn waits_say_what_they_wait_for_with_the_time_left() {
+        let t = Duration::from_millis(9_000);
+        let wait = EventKind::Waiting { what: "the host to come back from the reboot".into(), left_secs: 295 };
+        assert_eq!(
+            plain_line(&event(wait), t).as_deref(),
+            Some("[   9.0s] web1: waiting for the host to come back from the reboot (295 s left)")
+        );
     }
 
     #[test]

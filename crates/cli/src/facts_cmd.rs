@@ -6,10 +6,6 @@ use std::time::Duration;
 
 use fleetgate_facts::FactsError;
 
-/// Exit status for usage and I/O errors (bad arguments, unreadable files,
-/// unreachable hosts).
-pub const EXIT_USAGE: u8 = 2;
-
 /// What `--target` accepts, as the docs say it.
 const TARGET_FORMS: &str =
     "T must be `local`, `ssh://[user@]host[:port]`, or a facts file from `fleetgate facts --json`";
@@ -34,17 +30,8 @@ struct Cause {
 
 impl Cause {
     fn of(error: &(dyn std::error::Error + 'static)) -> Cause {
-        let mut texts = vec![error.to_string()];
-        let mut source = error.source();
-        while let Some(e) = source {
-            let text = e.to_string();
-            if !text.is_empty() && !texts.iter().any(|t| t.contains(&text)) {
-                texts.push(text);
-            }
-            source = e.source();
-        }
         let mut chain: Option<Box<Cause>> = None;
-        while let Some(text) = texts.pop() {
+        for text in fleetgate_check::error_messages(error).into_iter().rev() {
             chain = Some(Box::new(Cause { text, next: chain }));
         }
         chain.map_or_else(|| Cause { text: String::new(), next: None }, |c| *c)
@@ -82,12 +69,6 @@ impl CliError {
         self.help = Some(help.into());
         self
     }
-
-    /// Prints it as `fleetgate deploy` prints its errors, and gives the exit status.
-    pub fn report(self) -> ExitCode {
-        eprintln!("{:?}", miette::Report::new(self));
-        ExitCode::from(EXIT_USAGE)
-    }
 }
 
 impl fmt::Display for CliError {
@@ -108,10 +89,10 @@ impl miette::Diagnostic for CliError {
     }
 }
 
-/// `--timeout`: a whole number of seconds, at least 1.
-fn parse_timeout(text: &str) -> Result<u64, String> {
+/// `--timeout`, `--deadline`: a whole number of seconds, at least 1.
+pub fn parse_seconds(text: &str) -> Result<u64, String> {
     match text.parse::<u64>() {
-        Ok(0) => Err("the facts need time to be gathered: give at least 1 second".to_owned()),
+        Ok(0) => Err("a time limit of 0 seconds leaves no time: give at least 1 second".to_owned()),
         Ok(n) => Ok(n),
         Err(e) => Err(format!("not a whole number of seconds: {e}")),
     }
@@ -132,7 +113,7 @@ pub struct TargetArgs {
     #[arg(long = "ssh-opt", value_name = "ARG", allow_hyphen_values = true)]
     pub ssh_opts: Vec<String>,
     /// Time limit for gathering facts, in seconds (at least 1).
-    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = parse_timeout)]
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = parse_seconds)]
     pub timeout: u64,
 }
 
@@ -142,13 +123,22 @@ impl TargetArgs {
     /// # Errors
     /// What went wrong, with help.
     pub fn facts(&self) -> Result<fleetgate_facts::Facts, CliError> {
+        self.facts_within(Duration::MAX)
+    }
+
+    /// Gathers the facts, in at most `--timeout` and at most `limit`.
+    ///
+    /// # Errors
+    /// What went wrong, with help.
+    pub fn facts_within(&self, limit: Duration) -> Result<fleetgate_facts::Facts, CliError> {
         let mut opts = Vec::new();
         if let Some(config) = &self.ssh_config {
             opts.push("-F".to_owned());
             opts.push(config.display().to_string());
         }
         opts.extend(self.ssh_opts.iter().cloned());
-        fleetgate_facts::from_target(&self.target, opts, Duration::from_secs(self.timeout)).map_err(|e| self.explain(e))
+        let timeout = Duration::from_secs(self.timeout).min(limit);
+        fleetgate_facts::from_target(&self.target, opts, timeout).map_err(|e| self.explain(e))
     }
 
     fn explain(&self, e: FactsError) -> CliError {
@@ -168,7 +158,7 @@ impl TargetArgs {
                 format!("the facts took longer than --timeout {}s: raise it, or check the host's load", self.timeout)
             }
             FactsError::Transport(fleetgate_facts::TransportError::InvalidArgument(_)) => TARGET_FORMS.to_owned(),
-            FactsError::Read { .. } | FactsError::Json { .. } | FactsError::Format { .. } => {
+            FactsError::Read(_) | FactsError::Json { .. } | FactsError::Format { .. } => {
                 "write the file with `fleetgate facts --json --target …`, or pass `local` or `ssh://…`".to_owned()
             }
             _ => TARGET_FORMS.to_owned(),
@@ -184,20 +174,16 @@ pub struct FactsArgs {
     target: TargetArgs,
     /// Print the facts as a JSON document (stable; `format` = 1).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
-/// Runs `fleetgate facts`: exit 0, or 2 when the facts cannot be had.
-pub fn run(args: &FactsArgs) -> ExitCode {
-    match args.target.facts() {
-        Ok(facts) => {
-            if args.json {
-                println!("{}", facts.to_json());
-            } else {
-                print!("{}", fleetgate_facts::render(&facts));
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => e.report(),
+/// Runs `fleetgate facts`: exit 0, or an error (exit 2) when the facts cannot be had.
+pub fn run(args: &FactsArgs) -> miette::Result<ExitCode> {
+    let facts = args.target.facts()?;
+    if args.json {
+        println!("{}", facts.to_json());
+    } else {
+        print!("{}", fleetgate_facts::render(&facts));
     }
+    Ok(ExitCode::SUCCESS)
 }

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 mod support;
 
-use support::fleetgate;
+use support::offline;
 
 /// Runs a scenario and says how long it took (docs/benchmarks.md quotes
 /// these lines; a measurement, never an assertion).
@@ -77,7 +77,7 @@ impl Vms {
         // on a real machine, half a minute or more under TCG.
         let target = format!("ssh://{host}");
         let config = self.ssh_config();
-        let run = fleetgate(&["facts", "--json", "--timeout", "300", "--target", &target, "--ssh-config", &config]);
+        let run = offline(&["facts", "--json", "--timeout", "300", "--target", &target, "--ssh-config", &config]);
         assert_eq!(run.code, 0, "facts {host}: {}{}", run.stdout, run.stderr);
         let path = self.scratch.path().join(format!("{host}.facts.json"));
         std::fs::write(&path, &run.stdout).expect("facts file");
@@ -85,7 +85,7 @@ impl Vms {
     }
 
     fn check(&self, facts: &Path, system: &str) -> (i32, Value) {
-        let run = fleetgate(&["check", "--json", "--system", system, "--target", &facts.display().to_string()]);
+        let run = offline(&["check", "--json", "--system", system, "--target", &facts.display().to_string()]);
         (run.code, run.json())
     }
 
@@ -94,7 +94,7 @@ impl Vms {
         let flake = self.flake(host);
         let mut args = vec!["deploy", &flake, "--json", "--history", &history];
         args.extend_from_slice(extra);
-        let run = fleetgate(&args);
+        let run = offline(&args);
         eprintln!("fleetgate deploy {host} {extra:?} exited {}:\n{}", run.code, run.stderr);
         (run.code, run.json())
     }

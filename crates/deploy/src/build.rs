@@ -55,7 +55,7 @@ pub fn build(nix: &Nix, flake: &str, hosts: &[String], max_parallel: usize) -> R
                 built.failed.insert(
                     host.clone(),
                     format!(
-                        "its system does not evaluate; run `nix eval {}.drvPath` to see why",
+                        "its system does not evaluate; run `nix --extra-experimental-features 'nix-command flakes' eval {}.drvPath` to see why",
                         toplevel(flake, host)
                     ),
                 );

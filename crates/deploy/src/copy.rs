@@ -18,7 +18,9 @@ use fleetgate_nix::{CopyOptions, Nix, StoreUri};
 
 use crate::events::{Bus, EventKind};
 use crate::inventory::Host;
-use crate::remote::Target;
+use fleetgate_apply::scripts::Layout;
+
+use crate::remote::Machine;
 
 /// `NIX_SSHOPTS` for a host: its ssh options and port, space-separated
 /// (Nix splits the variable on spaces).
@@ -31,13 +33,12 @@ pub fn nix_sshopts(host: &Host) -> String {
     opts.join(" ")
 }
 
-/// The `ssh://` store of a host.
-#[must_use]
-pub fn store_uri(host: &Host) -> String {
-    match &host.ssh_user {
-        Some(user) => format!("ssh://{user}@{}", host.hostname),
-        None => format!("ssh://{}", host.hostname),
-    }
+/// The `ssh://` store of a host (an IPv6 address in brackets).
+///
+/// # Errors
+/// A host name `ssh` would misread.
+pub fn store_uri(host: &Host) -> Result<String, String> {
+    host.ssh_target().map(|t| t.store_uri()).map_err(|e| e.to_string())
 }
 
 /// Below this many free bytes on the target's `/nix` after a failed copy,
@@ -58,23 +59,27 @@ pub trait Probe {
 }
 
 /// A [`Probe`] over a target's shared SSH connection.
-pub struct TargetProbe<'t, 'a> {
+pub struct TargetProbe<'t> {
     /// The target.
-    pub target: &'t mut Target<'a>,
+    pub machine: &'t mut Machine,
     /// The timeout of each question.
     pub timeout: Duration,
 }
 
-impl Probe for TargetProbe<'_, '_> {
+impl Probe for TargetProbe<'_> {
     fn free_bytes(&mut self) -> Option<u64> {
-        self.target
-            .sh_ok("set -- $(stat -f -c '%a %S' /nix/store); echo $(($1 * $2))", self.timeout)
+        self.machine
+            .sh_ok(
+                "asking for free space",
+                &format!("{}set -- $(stat -f -c '%a %S' /nix/store); echo $(($1 * $2))", Layout::default().tools(&[])),
+                self.timeout,
+            )
             .ok()
             .and_then(|s| s.trim().parse().ok())
     }
 
     fn lacking(&mut self, paths: &[String]) -> Option<BTreeSet<String>> {
-        let out = self.target.sh_ok(&lacking_script(paths)?, self.timeout).ok()?;
+        let out = self.machine.sh_ok("asking which paths are lacking", &lacking_script(paths)?, self.timeout).ok()?;
         let asked: BTreeSet<&str> = paths.iter().map(String::as_str).collect();
         Some(out.lines().filter(|l| asked.contains(l)).map(str::to_owned).collect())
     }
@@ -92,7 +97,8 @@ pub fn lacking_script(paths: &[String]) -> Option<String> {
     if !paths.iter().all(plain) {
         return None;
     }
-    let mut script = String::from("xargs -r nix-store --check-validity --print-invalid <<'FLEETGATE_PATHS'\n");
+    let mut script = Layout::default().tools(&[]);
+    script.push_str("xargs -r nix-store --check-validity --print-invalid <<'FLEETGATE_PATHS'\n");
     for p in paths {
         let _ = writeln!(script, "{p}");
     }
@@ -134,7 +140,8 @@ pub struct Copied {
 /// (by Nix's message, or the free space [`Probe::free_bytes`] finds after).
 pub fn copy(job: &CopyJob<'_>, probe: &mut dyn Probe) -> Result<Copied, String> {
     let host = job.host;
-    let store = StoreUri::parse(&store_uri(host)).map_err(|e| e.to_string())?;
+    let uri = store_uri(host)?;
+    let store = StoreUri::parse(&uri).map_err(|e| e.to_string())?;
     let nix = job.nix.clone().with_env("NIX_SSHOPTS", nix_sshopts(host)).with_timeout(job.timeout);
     let options = CopyOptions { substitute_on_destination: job.substitute_on_destination, ..CopyOptions::default() };
     let mut throttle = Throttle::default();
@@ -170,7 +177,7 @@ pub fn copy(job: &CopyJob<'_>, probe: &mut dyn Probe) -> Result<Copied, String> 
                     tail(&text)
                 )
             } else {
-                format!("nix copy to {} failed; nothing was activated: {}", store_uri(host), tail(&text))
+                format!("nix copy to {uri} failed; nothing was activated: {}", tail(&text))
             })
         }
     }
@@ -195,7 +202,7 @@ impl Throttle {
 }
 
 fn tail(text: &str) -> String {
-    crate::remote::tail(text, 6)
+    fleetgate_process::tail(text.trim().as_bytes())
 }
 
 /// `1.5 GiB`.
@@ -229,7 +236,11 @@ mod tests {
             health: crate::config::HealthSettings::default(),
         };
         assert_eq!(nix_sshopts(&host), "-F /lab/ssh_config -p 2222");
-        assert_eq!(store_uri(&host), "ssh://root@10.0.0.1");
+        assert_eq!(store_uri(&host).as_deref(), Ok("ssh://root@10.0.0.1"));
+        let v6 = Host { hostname: "fd00::1".into(), ..host.clone() };
+        assert_eq!(store_uri(&v6).as_deref(), Ok("ssh://root@[fd00::1]"));
+        let evil = Host { hostname: "-oProxyCommand=touch /tmp/pwned".into(), ..host.clone() };
+        assert!(store_uri(&evil).is_err());
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(12_897_485), "12.3 MiB");
         assert_eq!(human_bytes(10), "10 B");
@@ -244,7 +255,8 @@ mod tests {
         assert_eq!(
             lacking_script(&paths).as_deref(),
             Some(
-                "xargs -r nix-store --check-validity --print-invalid <<'FLEETGATE_PATHS'\n\
+                "PATH=/run/current-system/sw/bin; export PATH\n\
+                 xargs -r nix-store --check-validity --print-invalid <<'FLEETGATE_PATHS'\n\
                  /nix/store/gh1w7al1y2nmz17pdfs918nln960ils9-etc\n\
                  /nix/store/zqmyxhdc1445q25jf2ibvmx3620c8ayz-initrd-linux-6.1.0-56-amd64\n\
                  FLEETGATE_PATHS\n"

@@ -28,7 +28,9 @@ pub enum DeployError {
         message: String,
     },
     /// The flake could not be evaluated.
-    #[error("evaluating {what} failed; run `nix eval {installable}` to see the whole error")]
+    #[error(
+        "evaluating {what} failed; run `nix --extra-experimental-features 'nix-command flakes' eval {installable}` to see the whole error"
+    )]
     Eval {
         /// What was being evaluated.
         what: String,

@@ -92,6 +92,14 @@ pub enum EventKind {
         /// Store paths sent.
         paths: u64,
     },
+    /// A wait goes on (health checks, the boot of a host): what is waited
+    /// for and the seconds left (sent every few seconds).
+    Waiting {
+        /// What is waited for.
+        what: String,
+        /// Seconds left before fleetgate gives up waiting.
+        left_secs: u64,
+    },
     /// The host is done; the text is the outcome and its reason.
     Finished {
         /// Whether it ended well.
@@ -200,5 +208,10 @@ impl Timeline {
     /// Shows a line.
     pub fn info(&self, text: impl Into<String>) {
         self.bus.send(&self.host, EventKind::Info(text.into()));
+    }
+
+    /// Sends an event of this host.
+    pub fn send(&self, kind: EventKind) {
+        self.bus.send(&self.host, kind);
     }
 }

@@ -49,6 +49,22 @@ pub fn waves(selected: &[String], options: &DeployOptions) -> Vec<Vec<String>> {
     out
 }
 
+/// Calls `f` on every item, at most `max` at a time (at least one).
+pub fn in_parallel<T: Sync>(items: &[T], max: usize, f: impl Fn(&T) + Sync) {
+    let queue = Mutex::new(items.iter());
+    std::thread::scope(|s| {
+        for _ in 0..max.max(1).min(items.len()) {
+            s.spawn(|| {
+                loop {
+                    let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
+                    let Some(item) = next else { break };
+                    f(item);
+                }
+            });
+        }
+    });
+}
+
 /// Runs a deploy of `selected` hosts.
 pub struct Deployer<'a> {
     /// Nix.
@@ -131,47 +147,30 @@ impl Deployer<'_> {
             for host in wave {
                 self.bus.send(host, EventKind::Phase(Phase::Queued));
             }
-            let queue = Mutex::new(wave.iter());
             let errors = Mutex::new(Vec::new());
-            std::thread::scope(|s| {
-                for _ in 0..self.options.max_parallel.max(1).min(wave.len()) {
-                    s.spawn(|| {
-                        loop {
-                            let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
-                            let Some(name) = next else { break };
-                            let report = if self
-                                .options
-                                .max_failures
-                                .is_some_and(|m| failures.load(Ordering::SeqCst) >= m)
-                            {
-                                let why =
-                                    format!("--max-failures {} reached", self.options.max_failures.unwrap_or_default());
-                                self.bus
-                                    .send(name, EventKind::Finished { ok: false, summary: format!("skipped: {why}") });
-                                HostReport::untouched(name, Outcome::Skipped, format!("{why}; nothing was done"))
-                            } else {
-                                let (Some(host), Some(system)) =
-                                    (self.inventory.hosts.get(name), built.systems.get(name))
-                                else {
-                                    continue;
-                                };
-                                deploy_host(&HostJob {
-                                    host,
-                                    flake: &self.inventory.flake,
-                                    system,
-                                    run_id: &run_id,
-                                    options: self.options,
-                                    planner: self.planner,
-                                    nix: self.nix,
-                                    bus: self.bus.clone(),
-                                    run_start: start,
-                                })
-                            };
-                            if let Err(e) = record(report) {
-                                errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(e);
-                            }
-                        }
-                    });
+            in_parallel(wave, self.options.max_parallel, |name| {
+                let report = if self.options.max_failures.is_some_and(|m| failures.load(Ordering::SeqCst) >= m) {
+                    let why = format!("--max-failures {} reached", self.options.max_failures.unwrap_or_default());
+                    self.bus.send(name, EventKind::Finished { ok: false, summary: format!("skipped: {why}") });
+                    HostReport::untouched(name, Outcome::Skipped, format!("{why}; nothing was done"))
+                } else {
+                    let (Some(host), Some(system)) = (self.inventory.hosts.get(name), built.systems.get(name)) else {
+                        return;
+                    };
+                    deploy_host(&HostJob {
+                        host,
+                        flake: &self.inventory.flake,
+                        system,
+                        run_id: &run_id,
+                        options: self.options,
+                        planner: self.planner,
+                        nix: self.nix,
+                        bus: self.bus.clone(),
+                        run_start: start,
+                    })
+                };
+                if let Err(e) = record(report) {
+                    errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(e);
                 }
             });
             if let Some(e) = errors.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).into_iter().next() {

@@ -1,24 +1,25 @@
-//! One host's deploy, start to end: lock → facts → plan → copy → activate
-//! (live switch with magic rollback, or verified reboot) → record. Every
-//! way out says where the host is ([`Standing`]) and why.
+//! One host's deploy, start to end: lock → a pending verified reboot of a
+//! dead run resolved first → facts → plan → copy → the apply engine (live
+//! switch with magic rollback, or verified reboot) → record. Every way out
+//! says where the host is ([`Standing`]) and why.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use fleetgate_facts::Facts;
+use fleetgate_apply::intent::Verified;
+use fleetgate_apply::machine::{HostState, LockError, Machine as _, MachineError};
+use fleetgate_apply::reboot::{RebootPlan, fallback_for, resume, verified_reboot};
+use fleetgate_apply::scripts::{LOCK, Layout};
+use fleetgate_apply::switch::{SwitchPlan, live_switch};
+use fleetgate_facts::{Facts, Finding, Severity};
 use fleetgate_nix::Nix;
 
-use crate::bootonce::BootOnce;
 use crate::copy;
 use crate::events::{Bus, EventKind, Phase, Timeline};
-use crate::health;
 use crate::inventory::Host;
-use crate::lock::{self, LockError};
 use crate::options::DeployOptions;
 use crate::plan::{Action, PlanInput, Planner};
-use crate::reboot::{self, RebootOutcome, RebootPlan};
-use crate::remote::{Target, generation_number, paths, q, why};
+use crate::remote::{self, Machine, Progress};
 use crate::report::{HostReport, Outcome, Standing};
-use crate::switch::{self, SwitchOutcome, Watchdog};
 
 /// Everything one host's deploy needs.
 pub struct HostJob<'a> {
@@ -48,7 +49,7 @@ pub struct HostJob<'a> {
 pub fn generation_of(facts: &Facts, system: &str) -> Option<u64> {
     if let Some(p) = &facts.profile {
         if p.path == system {
-            if let Some(n) = generation_number(&p.link) {
+            if let Some(n) = fleetgate_apply::remote::generation_number(&p.link) {
                 return Some(n);
             }
         }
@@ -56,14 +57,18 @@ pub fn generation_of(facts: &Facts, system: &str) -> Option<u64> {
     facts.generations.iter().filter(|g| g.path == system).map(|g| g.number).max()
 }
 
-struct Run<'j, 'a> {
-    job: &'j HostJob<'a>,
-    tl: Timeline,
-    report: HostReport,
+/// One host's run in progress: its job, timeline and report so far.
+pub(crate) struct Run<'j, 'a> {
+    pub(crate) job: &'j HostJob<'a>,
+    pub(crate) tl: Timeline,
+    pub(crate) report: HostReport,
 }
 
+/// How a host's run ends: outcome, standing, message.
+pub(crate) type Fail = (Outcome, Standing, String);
+
 impl Run<'_, '_> {
-    fn finish(mut self, outcome: Outcome, standing: Standing, message: impl Into<String>) -> HostReport {
+    fn finish(&mut self, outcome: Outcome, standing: Standing, message: impl Into<String>) -> HostReport {
         let message = message.into();
         self.tl.end(outcome.is_ok(), &message);
         self.report.outcome = outcome;
@@ -77,12 +82,20 @@ impl Run<'_, '_> {
                 summary: format!("{}: {}", outcome.as_str(), self.report.message.lines().next().unwrap_or_default()),
             },
         );
-        self.report
+        self.report.clone()
     }
 }
 
 /// Deploys one host.
 pub fn deploy_host(job: &HostJob<'_>) -> HostReport {
+    on_locked_host(job, deploy_locked)
+}
+
+/// What runs on a host once it is locked: the outcome, standing and message.
+pub(crate) type LockedBody = fn(&mut Run<'_, '_>, &mut Machine) -> Result<Fail, Fail>;
+
+/// Connects, takes the deploy lock, runs `body`, releases the lock, reports.
+pub(crate) fn on_locked_host(job: &HostJob<'_>, body: LockedBody) -> HostReport {
     let host = job.host;
     let t = &job.options.timeouts;
     let mut run = Run {
@@ -93,46 +106,95 @@ pub fn deploy_host(job: &HostJob<'_>) -> HostReport {
             ..HostReport::untouched(&host.name, Outcome::Failed, "")
         },
     };
-    let mut target = Target::new(host, t);
+    let target = match host.ssh_target() {
+        Ok(target) => target,
+        Err(e) => return run.finish(Outcome::Failed, Standing::KnownGood, format!("{e}; nothing was done")),
+    };
+    let mut m = remote::machine(host, target, t);
 
     run.tl.start(Phase::Lock);
-    match lock::acquire(&mut target, job.run_id, t.command) {
+    match m.lock(job.run_id) {
         Ok(()) => {}
         Err(LockError::Held { owner }) => {
-            let e = LockError::Held { owner };
-            return run.finish(Outcome::Failed, Standing::KnownGood, format!("{e}; nothing was done"));
-        }
-        Err(LockError::Transport(e)) if e.is_unreachable() => {
             return run.finish(
-                Outcome::Unreachable,
+                Outcome::Failed,
                 Standing::KnownGood,
-                format!("{}; nothing was done (retry with `fleetgate deploy --resume`)", why(&e)),
+                format!(
+                    "another deploy holds the lock on this host ({owner}); wait for it to finish — if it died, remove {LOCK} on the host; nothing was done"
+                ),
             );
         }
-        Err(LockError::Transport(e)) => {
+        Err(LockError::Machine(MachineError::Lost(e))) => {
             return run.finish(
                 Outcome::Unreachable,
                 Standing::KnownGood,
-                format!("could not take the deploy lock: {}; nothing was done", why(&e)),
+                format!("{e}; nothing was done (retry with `fleetgate deploy --resume`)"),
+            );
+        }
+        Err(LockError::Machine(e)) => {
+            return run.finish(
+                Outcome::Unreachable,
+                Standing::KnownGood,
+                format!("could not take the deploy lock: {}; nothing was done", e.line()),
             );
         }
     }
-    let report = deploy_locked(&mut run, &mut target);
-    let _ = lock::release(&mut target, job.run_id, t.command);
-    report.unwrap_or_else(|(outcome, standing, message)| run.finish(outcome, standing, message))
+    let result = body(&mut run, &mut m);
+    let _ = m.unlock(job.run_id);
+    match result {
+        Ok((outcome, standing, message)) | Err((outcome, standing, message)) => run.finish(outcome, standing, message),
+    }
 }
 
-type Fail = (Outcome, Standing, String);
+/// A verified reboot left pending by a run that died: finish it first.
+pub(crate) fn resolve_pending(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<(), Fail> {
+    let t = &run.job.options.timeouts;
+    let intent = match m.read_intent() {
+        Ok(None) => return Ok(()),
+        Ok(Some(i)) => i,
+        Err(MachineError::Lost(e)) => {
+            return Err((Outcome::Unreachable, Standing::KnownGood, format!("{e}; nothing was done")));
+        }
+        Err(e) => {
+            return Err((
+                Outcome::Failed,
+                Standing::Unknown,
+                format!(
+                    "a pending verified reboot cannot be read ({}): check the host, then remove {} on it; nothing was done",
+                    e.line(),
+                    fleetgate_apply::intent::PATH
+                ),
+            ));
+        }
+    };
+    run.tl.info(format!("run {} left a verified reboot pending; finishing it first", intent.run_id));
+    let outcome = resume(m, &mut Progress::new(&mut run.tl), &intent, t.health, false, t.reboot);
+    let line = format!("the pending verified reboot of run {}: {}", intent.run_id, outcome.message());
+    if outcome.standing() == fleetgate_apply::Standing::Unknown {
+        return Err((Outcome::Failed, Standing::Unknown, format!("{line}; nothing else was done")));
+    }
+    run.tl.info(&line);
+    let severity = if outcome.is_applied() { Severity::Info } else { Severity::Warning };
+    run.report.findings.push(Finding::new("deploy.pending-resolved", severity, line));
+    if outcome == fleetgate_apply::Outcome::Blessed {
+        run.report.booted_healthy = Some(intent.new.clone());
+        record_last_good(run, m, &intent.new);
+    }
+    Ok(())
+}
 
-fn deploy_locked(run: &mut Run<'_, '_>, target: &mut Target<'_>) -> Result<HostReport, Fail> {
+fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail> {
     let job = run.job;
     let t = &job.options.timeouts;
     let new = job.system;
 
+    resolve_pending(run, m)?;
+
     run.tl.start(Phase::Facts);
-    let facts = fleetgate_facts::collect(target.shared(), t.facts).map_err(|e| {
+    let facts = fleetgate_facts::collect(m.transport(), t.facts).map_err(|e| {
         (Outcome::Unreachable, Standing::KnownGood, format!("gathering facts failed: {e}; nothing was done"))
     })?;
+    remote::configure_loader(m, &facts);
     let old = facts.current_system.as_ref().map(|s| s.path.clone());
     run.report.previous_system.clone_from(&old);
     run.report.running_system.clone_from(&old);
@@ -143,18 +205,20 @@ fn deploy_locked(run: &mut Run<'_, '_>, target: &mut Target<'_>) -> Result<HostR
         host: &job.host.name,
         system: std::path::Path::new(new),
         facts: &facts,
+        reboot: job.options.reboot,
     });
     run.report.action = Some(plan.action);
-    run.report.findings.clone_from(&plan.findings);
+    run.report.findings.extend(plan.findings.iter().cloned());
     let action = match plan.action {
-        Action::UpToDate => {
-            return Err((Outcome::UpToDate, Standing::KnownGood, plan.next_step));
+        Action::UpToDate => return Err((Outcome::UpToDate, Standing::KnownGood, plan.next_step)),
+        Action::Blocked if job.options.dry_run => {
+            return Err((Outcome::Blocked, Standing::KnownGood, format!("dry run: blocked. {}", plan.next_step)));
         }
         Action::Blocked if !job.options.force => {
             return Err((
                 Outcome::Blocked,
                 Standing::KnownGood,
-                format!("the plan is blocked, nothing was pushed. {}", plan.next_step),
+                "the plan is blocked, nothing was pushed (see the findings below)".to_owned(),
             ));
         }
         Action::Blocked => {
@@ -165,9 +229,6 @@ fn deploy_locked(run: &mut Run<'_, '_>, target: &mut Target<'_>) -> Result<HostR
     };
     let action = if job.options.reboot { Action::Boot } else { action };
     run.report.action = Some(action);
-    if job.options.dry_run {
-        return Err((Outcome::Skipped, Standing::KnownGood, format!("dry run: would {}", action.as_str())));
-    }
     let Some(old) = old else {
         return Err((
             Outcome::Failed,
@@ -175,9 +236,18 @@ fn deploy_locked(run: &mut Run<'_, '_>, target: &mut Target<'_>) -> Result<HostR
             "the host has no /run/current-system: is it NixOS? nothing was done".to_owned(),
         ));
     };
-    let old_generation = generation_of(&facts, &old);
-    let boot_id = facts.boot_id.clone().unwrap_or_default();
-    let baseline = health::system_state(target.shared(), t.command);
+    let state = host_state(&facts, &old);
+    let fallback = if action == Action::Boot { Some(choose_fallback(run, &facts, &state, new)?) } else { None };
+    if job.options.dry_run {
+        let how = match (action, &fallback) {
+            (Action::Boot, Some(f)) => {
+                format!("boot {new} once with a verified reboot (fallback: {})", short(f))
+            }
+            _ => "switch live with magic rollback".to_owned(),
+        };
+        return Err((Outcome::Planned, Standing::KnownGood, format!("dry run: would {how}. {}", plan.next_step)));
+    }
+    let baseline = m.system_state();
 
     run.tl.start(Phase::Copy);
     let copy_job = copy::CopyJob {
@@ -189,109 +259,220 @@ fn deploy_locked(run: &mut Run<'_, '_>, target: &mut Target<'_>) -> Result<HostR
         timeout: t.copy,
         bus: &job.bus,
     };
-    let copied = copy::copy(&copy_job, &mut copy::TargetProbe { target, timeout: t.command })
-        .map_err(|m| (Outcome::Failed, Standing::KnownGood, m))?;
+    let copied = copy::copy(&copy_job, &mut copy::TargetProbe { machine: m, timeout: t.command })
+        .map_err(|msg| (Outcome::Failed, Standing::KnownGood, msg))?;
     run.report.copied_bytes = Some(copied.bytes);
 
-    match action {
-        Action::Switch => {
-            let w = Watchdog {
-                dir: format!("{}/runs/{}", paths::RUN_DIR, job.run_id),
-                profile: paths::PROFILE.to_owned(),
+    let outcome = apply(run, m, &facts, &state, new, fallback, baseline);
+    Ok(conclude(run, m, &outcome, new))
+}
+
+/// Where the facts say the host stands.
+pub fn host_state(facts: &Facts, current: &str) -> HostState {
+    HostState {
+        current: current.to_owned(),
+        booted: facts.booted_system.as_ref().map(|s| s.path.clone()).unwrap_or_default(),
+        profile: facts.profile.as_ref().map(|p| p.path.clone()).unwrap_or_default(),
+        profile_generation: None,
+        boot_id: facts.boot_id.clone().unwrap_or_default(),
+    }
+}
+
+/// Runs the engine: a live switch from the running system (no fallback), or
+/// a verified reboot into `new` that falls back to `fallback`.
+pub(crate) fn apply(
+    run: &mut Run<'_, '_>,
+    m: &mut Machine,
+    facts: &Facts,
+    state: &HostState,
+    new: &str,
+    fallback: Option<String>,
+    baseline: String,
+) -> fleetgate_apply::Outcome {
+    let job = run.job;
+    let t = &job.options.timeouts;
+    match fallback {
+        None => {
+            let p = SwitchPlan {
+                run_id: job.run_id.to_owned(),
                 new: new.to_owned(),
-                old: old.clone(),
-                old_generation,
-                window_secs: t.confirm.as_secs().max(5),
-                activation_secs: t.activation.as_secs().max(10),
+                old_generation: generation_of(facts, &state.current),
+                old: state.current.clone(),
+                boot_id: state.boot_id.clone(),
+                baseline,
+                window: t.confirm.max(std::time::Duration::from_secs(5)),
+                activation: t.activation.max(std::time::Duration::from_secs(10)),
+                health: t.health,
             };
-            match switch::magic_switch(target, &mut run.tl, &w, job.run_id, &baseline, &boot_id) {
-                SwitchOutcome::Confirmed => {
-                    run.report.running_system = Some(new.to_owned());
-                    record(run, target, false);
-                    Ok(finish(
-                        run,
-                        Outcome::Deployed,
-                        Standing::KnownGood,
-                        "switched live, healthy, confirmed, and the boot default",
-                    ))
-                }
-                SwitchOutcome::RolledBack(why) => {
-                    run.report.rolled_back = true;
-                    Err((
-                        Outcome::Failed,
-                        Standing::KnownGood,
-                        format!("{why}. The host runs the previous generation."),
-                    ))
-                }
-                SwitchOutcome::Unknown(why) => {
-                    run.report.running_system = None;
-                    Err((Outcome::Failed, Standing::Unknown, why))
-                }
-            }
+            live_switch(m, &mut Progress::new(&mut run.tl), &p)
         }
-        _ => {
+        Some(fallback) => {
             let p = RebootPlan {
                 run_id: job.run_id.to_owned(),
                 new: new.to_owned(),
-                old: old.clone(),
-                old_generation,
-                boot_id,
-                baseline,
-                once: BootOnce::for_host(&facts.boot),
+                fallback_generation: generation_of(facts, &fallback),
+                fallback,
+                boot_id: state.boot_id.clone(),
+                verified: Verified {
+                    booted: new.to_owned(),
+                    units: job.host.health.units.clone(),
+                    commands: job.host.health.commands.clone(),
+                    baseline,
+                    // The deployer's TCP probes run from the deployer, not the host.
+                    tcp: Vec::new(),
+                },
                 allow_unverified: job.options.allow_unverified_reboot,
                 power_cycle_attempts: job.options.power_cycle_attempts,
+                reboot_within: t.reboot,
+                health_within: t.health,
+                now_unix: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
             };
-            match reboot::verified_reboot(target, &mut run.tl, &p) {
-                RebootOutcome::Blessed => {
-                    run.report.running_system = Some(new.to_owned());
-                    run.report.booted_healthy = Some(new.to_owned());
-                    record(run, target, true);
-                    Ok(finish(
-                        run,
-                        Outcome::Deployed,
-                        Standing::KnownGood,
-                        "booted the new generation once, healthy, now the default",
-                    ))
-                }
-                RebootOutcome::Refused(why) => Err((
-                    Outcome::Failed,
-                    Standing::KnownGood,
-                    format!("{why}. The host runs the previous generation."),
-                )),
-                RebootOutcome::RolledBack(why) => {
-                    run.report.rolled_back = true;
-                    Err((Outcome::Failed, Standing::KnownGood, format!("{why}. Nothing is left to repair by hand.")))
-                }
-                RebootOutcome::Unknown(why) => {
-                    run.report.running_system = None;
-                    Err((Outcome::Failed, Standing::Unknown, why))
-                }
-            }
+            verified_reboot(m, &mut Progress::new(&mut run.tl), &p)
         }
     }
 }
 
-fn finish(run: &mut Run<'_, '_>, outcome: Outcome, standing: Standing, message: &str) -> HostReport {
-    let taken = Run {
-        job: run.job,
-        tl: std::mem::replace(&mut run.tl, Timeline::new("", Bus::silent(), run.job.run_start)),
-        report: run.report.clone(),
-    };
-    taken.finish(outcome, standing, message)
+/// The fallback of a verified reboot: the generation that booted on this
+/// hardware. One that never booted is refused unless `--force` (fleetgate
+/// cannot see its initrd from here: "cannot judge" is not "fine").
+pub(crate) fn choose_fallback(
+    run: &mut Run<'_, '_>,
+    facts: &Facts,
+    state: &HostState,
+    new: &str,
+) -> Result<String, Fail> {
+    match bootable_fallback(facts, state, new) {
+        Ok(f) => Ok(f),
+        Err(NoFallback { candidate: Some(f), .. }) if run.job.options.force => {
+            run.tl.info(format!("the fallback {} is not known to boot on this host; going on (--force)", short(&f)));
+            Ok(f)
+        }
+        Err(NoFallback { why, .. }) => {
+            let finding = Finding::new(
+                "reboot.no-bootable-fallback",
+                Severity::Error,
+                format!("no fallback known to boot for the verified reboot: {why}"),
+            )
+            .with_fix("boot a known-good generation first (`fleetgate rollback`), or deploy with --force");
+            run.report.findings.push(finding);
+            run.report.action = Some(Action::Blocked);
+            Err((
+                Outcome::Blocked,
+                Standing::KnownGood,
+                format!("the verified reboot has no fallback known to boot ({why}); nothing was pushed"),
+            ))
+        }
+    }
+}
+
+/// Why a verified reboot has no fallback known to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoFallback {
+    /// The generation it would fall back to (`--force` takes it).
+    pub candidate: Option<String>,
+    /// Why that is not known to boot.
+    pub why: String,
+}
+
+/// The fallback of a verified reboot into `new`: the generation that booted
+/// on this hardware (`/run/booted-system`), provided it still has a boot
+/// entry (it is in the system profile).
+///
+/// # Errors
+/// [`NoFallback`] when there is none, or only one that never booted here.
+pub fn bootable_fallback(facts: &Facts, state: &HostState, new: &str) -> Result<String, NoFallback> {
+    let booted = state.booted.as_str();
+    let booted_has_entry = !booted.is_empty() && facts.generations.iter().any(|g| g.path == booted);
+    match fallback_for(state, new) {
+        Some(f) if f == booted && booted_has_entry => Ok(f),
+        None => Err(NoFallback { candidate: None, why: "there is no other generation to fall back to".to_owned() }),
+        Some(f) if f == booted => Err(NoFallback {
+            why: format!(
+                "the generation that booted ({}) is no longer in the system profile, so it has no boot entry",
+                short(booted)
+            ),
+            candidate: Some(f),
+        }),
+        Some(f) => Err(NoFallback {
+            why: format!(
+                "the only fallback, {}, never booted on this host (boot debt): whether it boots cannot be judged",
+                short(&f)
+            ),
+            candidate: Some(f),
+        }),
+    }
+}
+
+pub(crate) fn short(path: &str) -> &str {
+    path.strip_prefix("/nix/store/").and_then(|r| r.get(33..)).unwrap_or(path)
+}
+
+pub(crate) fn conclude(run: &mut Run<'_, '_>, m: &mut Machine, outcome: &fleetgate_apply::Outcome, new: &str) -> Fail {
+    use fleetgate_apply::Outcome as O;
+    let new = new.to_owned();
+    match outcome {
+        O::Switched => {
+            run.report.running_system = Some(new);
+            (Outcome::Deployed, Standing::KnownGood, outcome.message())
+        }
+        O::Blessed => {
+            run.report.running_system = Some(new.clone());
+            run.report.booted_healthy = Some(new.clone());
+            record_last_good(run, m, &new);
+            (Outcome::Deployed, Standing::KnownGood, outcome.message())
+        }
+        O::Refused { .. } => (Outcome::Failed, Standing::KnownGood, outcome.message()),
+        O::RolledBack { .. } => {
+            run.report.rolled_back = true;
+            (Outcome::Failed, Standing::KnownGood, outcome.message())
+        }
+        O::Unknown { .. } => {
+            run.report.running_system = None;
+            (Outcome::Failed, Standing::Unknown, outcome.message())
+        }
+    }
 }
 
 /// Keeps the last generation that booted healthy from garbage collection.
-fn record(run: &mut Run<'_, '_>, target: &mut Target<'_>, booted: bool) {
+fn record_last_good(run: &mut Run<'_, '_>, m: &mut Machine, system: &str) {
     run.tl.start(Phase::Record);
-    if booted {
-        let script = format!(
-            "mkdir -p {dir} && ln -sfn {new} {link}.tmp && mv -Tf {link}.tmp {link}",
-            dir = paths::GCROOTS,
-            new = q(run.job.system),
-            link = paths::LAST_GOOD
-        );
-        if let Err(e) = target.sh_ok(&script, run.job.options.timeouts.command) {
-            run.tl.info(format!("could not write the last-good GC root: {}", why(&e)));
+    let script = Layout::default().record_last_good(system);
+    if let Err(e) = m.sh_ok("writing the last-good GC root", &script, run.job.options.timeouts.command) {
+        run.tl.info(format!("could not write the last-good GC root: {}", e.line()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fleetgate_facts::Generation;
+
+    use super::*;
+
+    fn facts(generations: &[(u64, &str)]) -> Facts {
+        Facts {
+            generations: generations.iter().map(|(n, p)| Generation { number: *n, path: (*p).to_owned() }).collect(),
+            ..Facts::default()
         }
+    }
+
+    fn state(current: &str, booted: &str) -> HostState {
+        HostState { current: current.into(), booted: booted.into(), ..HostState::default() }
+    }
+
+    #[test]
+    fn the_fallback_is_the_generation_that_booted_and_still_has_an_entry() {
+        let f = facts(&[(1, "/b"), (2, "/x")]);
+        // Switched live to /x (never booted): the booted /b is the fallback.
+        assert_eq!(bootable_fallback(&f, &state("/x", "/b"), "/n"), Ok("/b".to_owned()));
+        // Booted /b was garbage-collected out of the profile: no entry, blocked.
+        let gone = facts(&[(2, "/x")]);
+        let e = bootable_fallback(&gone, &state("/x", "/b"), "/n").expect_err("no entry");
+        assert_eq!(e.candidate.as_deref(), Some("/b"));
+        assert!(e.why.contains("no longer in the system profile"), "{}", e.why);
+        // The host booted the new system and runs another one live: that one never booted.
+        let e = bootable_fallback(&f, &state("/x", "/n"), "/n").expect_err("never booted");
+        assert!(e.why.contains("never booted") && e.candidate.as_deref() == Some("/x"), "{e:?}");
+        // Nothing else at all.
+        assert_eq!(bootable_fallback(&f, &state("/n", "/n"), "/n").map_err(|e| e.candidate), Err(None));
     }
 }

@@ -6,17 +6,15 @@
 //! ([`options::Strategy`]: all, canary, waves), each host through
 //! [`host::deploy_host`]:
 //!
-//! 1. a lock on the target ([`lock`]: `mkdir /run/fleetgate/lock`);
+//! 1. a lock on the target (`mkdir /run/fleetgate/lock`), then a verified
+//!    reboot left pending by a run that died is finished first;
 //! 2. facts and a plan ([`plan`]: `fleetgate check` decides `switch`,
 //!    `boot` or `blocked`; blocked plans are not deployed without `--force`);
 //! 3. `nix copy --to ssh://…` ([`copy`]), its progress in NAR bytes on the
 //!    bus ([`events::EventKind::CopyProgress`]);
-//! 4. either a **live switch with magic rollback** ([`switch`]: a detached
-//!    watchdog on the target rolls back unless confirmed over a new SSH
-//!    connection after health checks), or a **verified reboot**
-//!    ([`reboot`], [`bootonce`]: the new generation boots once, becomes the
-//!    default only when healthy; otherwise back to the previous generation,
-//!    after a power-cycle if need be);
+//! 4. the apply engine (`fleetgate-apply`) over SSH ([`remote`]): a **live
+//!    switch with magic rollback** or a **verified reboot** whose fallback
+//!    is the generation that booted on this hardware;
 //! 5. a record: history in SQLite ([`history`]) and a GC root for the last
 //!    generation that booted healthy.
 //!
@@ -25,25 +23,22 @@
 //! known-good generation. Hosts come from the flake and `fleetgate.toml`
 //! ([`inventory`], [`config`], [`select`]).
 
-pub mod bootonce;
 pub mod build;
 pub mod config;
 pub mod copy;
 pub mod error;
 pub mod events;
 pub mod fleet;
-pub mod health;
 pub mod history;
+pub mod history_query;
 pub mod host;
 pub mod inventory;
-pub mod lock;
 pub mod options;
 pub mod plan;
-pub mod reboot;
 pub mod remote;
 pub mod report;
+pub mod rollback;
 pub mod select;
-pub mod switch;
 
 pub use error::DeployError;
 pub use fleet::Deployer;

@@ -145,11 +145,11 @@ impl DeployOptions {
             o.strategy = Strategy::parse(strategy)?;
         }
         if let Some(n) = s.max_parallel {
-            o.max_parallel = n.max(1);
+            o.max_parallel = n;
         }
         o.max_failures = s.max_failures.or(o.max_failures);
         if let Some(n) = s.wave_size {
-            o.wave_size = n.max(1);
+            o.wave_size = n;
         }
         o.canary.clone_from(&s.canary);
         if let Some(secs) = s.confirm_timeout_secs {
@@ -165,5 +165,88 @@ impl DeployOptions {
             o.substitute_on_destination = b;
         }
         Ok(o)
+    }
+
+    /// Checks the merged options (command-line flags over `fleetgate.toml`):
+    /// zero or absurd values are refused whichever source they came from.
+    ///
+    /// # Errors
+    /// [`DeployError::Usage`] naming the flag and the `fleetgate.toml` key.
+    pub fn validate(&self) -> Result<(), DeployError> {
+        let usage = |m: String| Err(DeployError::Usage(m));
+        if self.max_parallel == 0 {
+            return usage("--max-parallel (fleetgate.toml: max_parallel) must be at least 1".to_owned());
+        }
+        if self.wave_size == 0 {
+            return usage("--wave-size (fleetgate.toml: wave_size) must be at least 1".to_owned());
+        }
+        const DAY: u64 = 24 * 3600;
+        let checks = [
+            (
+                "--confirm-timeout",
+                "confirm_timeout_secs",
+                self.timeouts.confirm,
+                5,
+                "every live switch would roll back",
+            ),
+            (
+                "--reboot-timeout",
+                "reboot_timeout_secs",
+                self.timeouts.reboot,
+                5,
+                "every verified reboot would be power-cycled",
+            ),
+        ];
+        for (flag, key, value, min, why) in checks {
+            if value.as_secs() < min {
+                return usage(format!(
+                    "{flag} (fleetgate.toml: {key}) is {} s; it must be at least {min} s: with less, {why}",
+                    value.as_secs()
+                ));
+            }
+            if value.as_secs() > DAY {
+                return usage(format!("{flag} (fleetgate.toml: {key}) is {} s, more than a day", value.as_secs()));
+            }
+        }
+        let t = &self.timeouts;
+        for (name, value) in [
+            ("connect", t.connect),
+            ("command", t.command),
+            ("facts", t.facts),
+            ("copy", t.copy),
+            ("activation", t.activation),
+            ("health", t.health),
+            ("power-cycle", t.power_cycle),
+        ] {
+            if value.is_zero() {
+                return usage(format!("the {name} timeout must not be 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 10: `reboot_timeout_secs = 0` in fleetgate.toml was accepted
+    /// while `--reboot-timeout 0` was refused.
+    #[test]
+    fn zero_timeouts_are_refused_whatever_their_source() {
+        for text in ["reboot_timeout_secs = 0", "confirm_timeout_secs = 0", "max_parallel = 0", "wave_size = 0"] {
+            let config = crate::config::FileConfig::parse(&format!("[deploy]\n{text}\n"), std::path::Path::new("f"))
+                .expect("parses");
+            let o = DeployOptions::from_settings(&config.deploy).expect("merges");
+            let err = o.validate().expect_err(text);
+            let key = text.split(' ').next().unwrap_or_default();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let mut o = DeployOptions::default();
+        assert!(o.validate().is_ok());
+        o.timeouts.reboot = Duration::from_secs(0);
+        assert!(o.validate().expect_err("flag").to_string().contains("--reboot-timeout"));
+        o.timeouts.reboot = Duration::from_secs(90 * 24 * 3600);
+        assert!(o.validate().is_err());
     }
 }

@@ -62,6 +62,9 @@ pub struct PlanInput<'a> {
     pub system: &'a Path,
     /// The host's facts.
     pub facts: &'a Facts,
+    /// `--reboot`: a system that was only switched to live is not up to
+    /// date, it must boot once.
+    pub reboot: bool,
 }
 
 /// Decides a host's [`Plan`].
@@ -131,17 +134,25 @@ fn is_reboot_finding(f: &Finding) -> bool {
     )
 }
 
-/// The plan when the host already runs and booted `system`.
+/// The plan when the host already runs `system` and it is the profile (so
+/// the boot default): up to date, whether it booted it or switched to it
+/// live — unless `--reboot` asks for a verified boot of a system that was
+/// never booted.
 #[must_use]
 pub fn up_to_date(input: &PlanInput<'_>) -> Option<Plan> {
     let path = input.system.to_str()?;
     let current = input.facts.current_system.as_ref().map(|s| s.path.as_str());
     let booted = input.facts.booted_system.as_ref().map(|s| s.path.as_str());
     let profile = input.facts.profile.as_ref().map(|p| p.path.as_str());
-    (current == Some(path) && booted == Some(path) && profile == Some(path)).then(|| Plan {
+    let in_place = current == Some(path) && profile == Some(path);
+    (in_place && (!input.reboot || booted == Some(path))).then(|| Plan {
         action: Action::UpToDate,
         reboot_needed: false,
         findings: Vec::new(),
-        next_step: "Nothing to do: the host runs and booted this system.".to_owned(),
+        next_step: if booted == Some(path) {
+            "Nothing to do: the host runs and booted this system.".to_owned()
+        } else {
+            "Nothing to do: the host runs this system (switched live) and boots it by default.".to_owned()
+        },
     })
 }

@@ -1,181 +1,152 @@
-//! Talking to a target: connections (shared, or fresh when it matters that
-//! a *new* SSH login works), scripts, and waiting with a deadline.
+//! A deploy target as the apply engine sees it: an SSH [`Connector`] (a
+//! shared ControlMaster connection, fresh logins where a new login must be
+//! proved), a [`ScriptMachine`] configured from the host's inventory and
+//! facts, and an [`Observer`] that turns the engine's steps into the deploy's
+//! phases and progress lines.
 
 use std::time::{Duration, Instant};
 
-use fleetgate_transport::{Output, Ssh, Transport, TransportError};
+use fleetgate_apply::health::HealthChecks;
+use fleetgate_apply::outcome::{Observer, Step};
+use fleetgate_apply::remote::{CallTimeouts, Connector, Loader, ScriptMachine};
+use fleetgate_apply::scripts::Layout;
+use fleetgate_facts::Facts;
+use fleetgate_transport::{Ssh, SshTarget, Transport};
 
+use crate::events::{EventKind, Phase, Timeline};
 use crate::inventory::Host;
 use crate::options::Timeouts;
 
-/// Paths fleetgate uses on a target.
-pub mod paths {
-    /// The system profile.
-    pub const PROFILE: &str = "/nix/var/nix/profiles/system";
-    /// fleetgate's runtime directory (tmpfs: gone after a reboot).
-    pub const RUN_DIR: &str = "/run/fleetgate";
-    /// The deploy lock.
-    pub const LOCK: &str = "/run/fleetgate/lock";
-    /// GC roots fleetgate keeps.
-    pub const GCROOTS: &str = "/nix/var/nix/gcroots/fleetgate";
-    /// The last generation that booted healthy.
-    pub const LAST_GOOD: &str = "/nix/var/nix/gcroots/fleetgate/last-good";
-}
-
-/// How fleetgate reaches one host.
-pub struct Target<'a> {
-    /// The host.
-    pub host: &'a Host,
-    /// Timeouts.
-    pub timeouts: &'a Timeouts,
+/// Connections to one host over OpenSSH.
+pub struct SshConnector {
+    target: SshTarget,
+    options: Vec<String>,
+    connect: Duration,
     shared: Option<Ssh>,
 }
 
-impl<'a> Target<'a> {
-    /// A target; nothing is connected yet.
+impl SshConnector {
+    /// A connector; nothing is connected yet.
     #[must_use]
-    pub fn new(host: &'a Host, timeouts: &'a Timeouts) -> Target<'a> {
-        Target { host, timeouts, shared: None }
+    pub fn new(target: SshTarget, options: Vec<String>, connect: Duration) -> SshConnector {
+        SshConnector { target, options, connect, shared: None }
     }
 
     fn ssh(&self, multiplex: bool) -> Ssh {
-        Ssh::new(self.host.ssh_target(), self.host.ssh_opts.clone())
-            .with_connect_timeout(self.timeouts.connect)
+        Ssh::new(self.target.clone(), self.options.clone())
+            .with_connect_timeout(self.connect)
             .with_multiplexing(multiplex)
     }
+}
 
-    /// The shared (ControlMaster) connection.
-    pub fn shared(&mut self) -> &Ssh {
-        let host = self.host;
-        let timeouts = self.timeouts;
-        self.shared.get_or_insert_with(|| {
-            Ssh::new(host.ssh_target(), host.ssh_opts.clone())
-                .with_connect_timeout(timeouts.connect)
-                .with_multiplexing(true)
-        })
+impl Connector for SshConnector {
+    fn describe(&self) -> String {
+        self.target.to_string()
     }
 
-    /// Drops the shared connection (before a reboot, after losing it).
-    pub fn disconnect(&mut self) {
+    fn shared(&mut self) -> &dyn Transport {
+        let fresh = self.ssh(true);
+        self.shared.get_or_insert(fresh)
+    }
+
+    fn fresh(&self) -> Box<dyn Transport> {
+        Box::new(self.ssh(false))
+    }
+
+    fn disconnect(&mut self) {
         self.shared = None;
     }
+}
 
-    /// A connection of its own: a new SSH login.
-    #[must_use]
-    pub fn fresh(&self) -> Ssh {
-        self.ssh(false)
-    }
+/// The engine's machine for a host.
+pub type Machine = ScriptMachine<SshConnector>;
 
-    /// Runs `script` over the shared connection; a lost connection is
-    /// dropped so that the next call connects again.
-    ///
-    /// # Errors
-    /// As [`Transport::run_script`].
-    pub fn sh(&mut self, script: &str, timeout: Duration) -> Result<Output, TransportError> {
-        let result = self.shared().run_script(script, timeout);
-        if matches!(result, Err(TransportError::Unreachable { .. } | TransportError::Timeout { .. })) {
-            self.disconnect();
+/// The machine of `host`, before its facts are known.
+#[must_use]
+pub fn machine(host: &Host, target: SshTarget, t: &Timeouts) -> Machine {
+    let conn = SshConnector::new(target, host.ssh_opts.clone(), t.connect);
+    let timeouts = CallTimeouts {
+        command: t.command,
+        activation: t.activation,
+        probe: Duration::from_secs(15),
+        power_cycle: t.power_cycle,
+    };
+    let mut m = ScriptMachine::new(conn, Layout::default(), timeouts);
+    m.health = HealthChecks {
+        units: host.health.units.clone(),
+        commands: host.health.commands.clone(),
+        tcp: host.health.tcp.iter().map(|p| host.expand(p)).collect(),
+        http: host.health.http.iter().map(|p| host.expand(p)).collect(),
+    };
+    m.power_cycle = host.power_cycle.as_deref().map(|c| host.expand(c));
+    m
+}
+
+/// Tells the machine what the facts say about the boot loader (an SSH
+/// host's, or the agent's own).
+pub fn configure_loader<C: Connector>(m: &mut ScriptMachine<C>, facts: &Facts) {
+    m.loader = match facts.boot.loader {
+        Some(fleetgate_facts::Loader::SystemdBoot) => {
+            Some(Loader::SystemdBoot { esp: facts.boot.location.clone().unwrap_or_else(|| "/boot".to_owned()) })
         }
-        result
-    }
-
-    /// Runs `script` and requires exit status 0; returns its stdout.
-    ///
-    /// # Errors
-    /// As [`Target::sh`], and [`TransportError::CommandFailed`].
-    pub fn sh_ok(&mut self, script: &str, timeout: Duration) -> Result<String, TransportError> {
-        Ok(self.sh(script, timeout)?.check()?.stdout_text())
-    }
-
-    /// Runs `script` on a fresh connection.
-    ///
-    /// # Errors
-    /// As [`Transport::run_script`].
-    pub fn sh_fresh(&self, script: &str, timeout: Duration) -> Result<Output, TransportError> {
-        self.fresh().run_script(script, timeout)
-    }
-}
-
-/// Calls `attempt` until it returns `Some` or `deadline` passes, pausing
-/// `every` between attempts (a remote state is polled, nothing local).
-pub fn poll<T>(deadline: Instant, every: Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
-    loop {
-        if let Some(v) = attempt() {
-            return Some(v);
+        Some(fleetgate_facts::Loader::Grub) => {
+            Some(Loader::Grub { cfg: facts.boot.location.clone().unwrap_or_else(|| "/boot/grub/grub.cfg".to_owned()) })
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return None;
+        None => None,
+    };
+    m.efi_default_before = facts.boot.efi_vars.get("LoaderEntryDefault").cloned().filter(|v| !v.is_empty());
+}
+
+/// How often a wait is reported.
+pub const WAITING_EVERY: Duration = Duration::from_secs(5);
+
+/// The engine's progress on a host's timeline and the bus.
+pub struct Progress<'t> {
+    /// The timeline.
+    pub tl: &'t mut Timeline,
+    last_wait: Option<(String, Instant)>,
+}
+
+impl<'t> Progress<'t> {
+    /// Progress on `tl`.
+    pub fn new(tl: &'t mut Timeline) -> Progress<'t> {
+        Progress { tl, last_wait: None }
+    }
+}
+
+/// The deploy phase of an engine step.
+#[must_use]
+pub fn phase(step: Step) -> Phase {
+    match step {
+        Step::Activate => Phase::Activate,
+        Step::Health => Phase::Health,
+        Step::Confirm => Phase::Confirm,
+        Step::Reboot => Phase::Reboot,
+        Step::WaitBoot => Phase::WaitBoot,
+        Step::PowerCycle => Phase::PowerCycle,
+        Step::Bless => Phase::Bless,
+        Step::Rollback => Phase::Rollback,
+    }
+}
+
+impl Observer for Progress<'_> {
+    fn step(&mut self, step: Step) {
+        self.last_wait = None;
+        self.tl.start(phase(step));
+    }
+
+    fn info(&mut self, text: &str) {
+        self.tl.info(text);
+    }
+
+    fn waiting(&mut self, what: &str, left_secs: u64) {
+        let due = match &self.last_wait {
+            Some((w, at)) => w != what || at.elapsed() >= WAITING_EVERY,
+            None => true,
+        };
+        if due {
+            self.last_wait = Some((what.to_owned(), Instant::now()));
+            self.tl.send(EventKind::Waiting { what: what.to_owned(), left_secs });
         }
-        std::thread::sleep(every.min(deadline - now));
-    }
-}
-
-/// The tail of a text, for messages.
-#[must_use]
-pub fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// The one-line form of a transport error for reports.
-#[must_use]
-pub fn why(e: &TransportError) -> String {
-    e.to_string().lines().next().unwrap_or_default().to_owned()
-}
-
-/// `nix-env -p <profile> --set <system>`, then prints the profile link
-/// (`system-N-link`).
-#[must_use]
-pub fn set_profile_script(system: &str) -> String {
-    format!("set -e\nnix-env -p {p} --set {s} >&2\nreadlink {p}\n", p = paths::PROFILE, s = q(system))
-}
-
-/// Points the profile back at `generation` (or at `system` when the
-/// generation number is unknown).
-#[must_use]
-pub fn restore_profile_script(generation: Option<u64>, system: &str) -> String {
-    match generation {
-        Some(n) => format!("nix-env -p {} --switch-generation {n} >&2", paths::PROFILE),
-        None => format!("nix-env -p {} --set {} >&2", paths::PROFILE, q(system)),
-    }
-}
-
-/// Shell-quotes a word.
-#[must_use]
-pub fn q(word: &str) -> String {
-    fleetgate_transport::shell_quote(word)
-}
-
-/// The generation number in `system-12-link`.
-#[must_use]
-pub fn generation_number(link: &str) -> Option<u64> {
-    link.rsplit('/').next()?.strip_prefix("system-")?.strip_suffix("-link")?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generation_numbers() {
-        assert_eq!(generation_number("system-12-link"), Some(12));
-        assert_eq!(generation_number("/nix/var/nix/profiles/system-3-link"), Some(3));
-        assert_eq!(generation_number("system"), None);
-    }
-
-    #[test]
-    fn poll_gives_up_at_the_deadline() {
-        let start = Instant::now();
-        let got: Option<()> = poll(start + Duration::from_millis(50), Duration::from_millis(10), || None);
-        assert!(got.is_none() && start.elapsed() >= Duration::from_millis(50));
-        let mut n = 0;
-        assert_eq!(
-            poll(start + Duration::from_secs(5), Duration::from_millis(1), || {
-                n += 1;
-                (n == 3).then_some(n)
-            }),
-            Some(3)
-        );
     }
 }

@@ -20,6 +20,8 @@ pub enum Outcome {
     Deployed,
     /// Nothing to do.
     UpToDate,
+    /// Dry run: what would be done (see the message).
+    Planned,
     /// The plan was blocked; nothing was pushed.
     Blocked,
     /// Something failed; see `standing` for where the host is.
@@ -37,6 +39,7 @@ impl Outcome {
         match self {
             Outcome::Deployed => "deployed",
             Outcome::UpToDate => "up-to-date",
+            Outcome::Planned => "planned",
             Outcome::Blocked => "blocked",
             Outcome::Failed => "failed",
             Outcome::Unreachable => "unreachable",
@@ -44,10 +47,10 @@ impl Outcome {
         }
     }
 
-    /// Deployed or up to date.
+    /// Deployed, up to date, or (dry run) planned.
     #[must_use]
     pub fn is_ok(self) -> bool {
-        matches!(self, Outcome::Deployed | Outcome::UpToDate)
+        matches!(self, Outcome::Deployed | Outcome::UpToDate | Outcome::Planned)
     }
 }
 
@@ -224,6 +227,7 @@ impl RunReport {
             }
         }
         let ok = self.hosts.iter().filter(|h| h.outcome.is_ok()).count();
+        let retryable = self.hosts.iter().any(|h| !h.outcome.is_ok() && h.outcome != Outcome::Blocked);
         let _ = writeln!(
             out,
             "\n{ok} of {} hosts ok; exit {}{}",
@@ -231,8 +235,9 @@ impl RunReport {
             self.exit_code,
             match self.exit_code {
                 EXIT_OK => "",
-                EXIT_FAILED =>
+                EXIT_FAILED if retryable =>
                     " (every host is on a known-good generation; `fleetgate deploy --resume` retries the others)",
+                EXIT_FAILED => " (every host is on a known-good generation; fix the findings above, then deploy again)",
                 _ => " (a host's state is unknown: see above, a human must look)",
             }
         );

@@ -78,3 +78,35 @@ fn unknown_state_is_exit_3() {
     r.hosts.retain(|h| h.outcome.is_ok());
     assert_eq!(exit_code(&r.hosts), 0);
 }
+
+/// Issue 8: a blocked deploy said its fix three times and that `--resume`
+/// would retry it. Now the reason once, each finding's fix once, and what
+/// to do next.
+#[test]
+fn a_blocked_run_says_each_fix_once_and_does_not_offer_resume() {
+    let mut vps2 = HostReport::untouched(
+        "vps2",
+        Outcome::Blocked,
+        "the plan is blocked, nothing was pushed (see the findings below)",
+    );
+    vps2.action = Some(Action::Blocked);
+    vps2.findings = vec![
+        Finding::new("initrd.missing-modules", Severity::Error, "virtio_blk, virtio_pci are missing")
+            .with_fix("boot.initrd.availableKernelModules = [ \"virtio_blk\" \"virtio_pci\" ];"),
+    ];
+    let hosts = vec![vps2];
+    let r = RunReport {
+        format: FORMAT,
+        run_id: "r".into(),
+        flake: ".".into(),
+        strategy: "all".into(),
+        started_at: 0,
+        duration_ms: 1,
+        exit_code: exit_code(&hosts),
+        hosts,
+    };
+    let human = r.human();
+    assert_eq!(human.matches("availableKernelModules").count(), 1, "{human}");
+    assert!(!human.contains("--resume"), "{human}");
+    assert!(human.contains("fix the findings above, then deploy again"), "{human}");
+}

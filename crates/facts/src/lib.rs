@@ -41,6 +41,10 @@ pub use parse::parse;
 /// to this crate: use [`parse`].
 pub const SCRIPT: &str = include_str!("facts.sh");
 
+/// The largest facts document [`Facts::load`] reads. A host with hundreds
+/// of disks and generations writes a few hundred KiB.
+pub const MAX_FACTS_DOCUMENT: fleetgate_files::Limit = fleetgate_files::Limit::new(16 << 20, "a facts document");
+
 /// Version of the [`Facts`] JSON document.
 pub const FORMAT: u32 = 1;
 
@@ -332,9 +336,8 @@ impl Facts {
     /// # Errors
     /// [`FactsError::Read`] or [`FactsError::Json`].
     pub fn load(path: &Path) -> Result<Facts, FactsError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| FactsError::Read { path: path.display().to_string(), source })?;
-        let facts: Facts = serde_json::from_str(&text)
+        let bytes = fleetgate_files::read(path, MAX_FACTS_DOCUMENT)?;
+        let facts: Facts = serde_json::from_slice(&bytes)
             .map_err(|source| FactsError::Json { path: path.display().to_string(), source })?;
         if facts.format != FORMAT {
             return Err(FactsError::Format { path: path.display().to_string(), format: facts.format });
@@ -380,15 +383,10 @@ pub enum FactsError {
         /// The target as given.
         target: String,
     },
-    /// A facts file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The file.
-        path: String,
-        /// What the operating system said.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A facts file could not be read: it is missing, not a regular file
+    /// (a FIFO, a device), or larger than [`MAX_FACTS_DOCUMENT`].
+    #[error(transparent)]
+    Read(#[from] fleetgate_files::ReadError),
     /// A facts file is not a facts document.
     #[error("{path} is not a fleetgate facts document")]
     Json {
@@ -594,5 +592,20 @@ mod tests {
         assert!(e.source().is_some());
         let e = from_target("web1", Vec::new(), Duration::from_secs(1)).expect_err("not a target");
         assert!(matches!(e, FactsError::NoSuchTarget { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_facts_target_that_is_a_fifo_a_device_or_huge_is_refused_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let huge = dir.path().join("huge.json");
+        std::fs::File::create(&huge).and_then(|f| f.set_len(MAX_FACTS_DOCUMENT.bytes + 1)).expect("sparse file");
+        let mut cases: Vec<(std::path::PathBuf, &str)> =
+            fleetgate_files::testing::hostile_files(dir.path(), "facts").into();
+        cases.push((huge, "is larger than 16 MiB, more than a facts document can be"));
+        for (path, says) in cases {
+            let e = from_target(&path.display().to_string(), Vec::new(), Duration::from_secs(1)).expect_err("refused");
+            assert!(matches!(e, FactsError::Read(_)), "{e:?}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
     }
 }

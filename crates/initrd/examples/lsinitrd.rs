@@ -63,7 +63,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             out.write_all(entry.path_bytes())?;
             out.write_all(b"\n")?;
         }
-        scan.add(entry);
+        scan.add(entry)?;
     }
     let modules = scan.finish();
     if !segments {

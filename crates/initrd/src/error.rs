@@ -42,14 +42,40 @@ impl fmt::Display for Location {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The image file could not be opened.
-    #[error("cannot open {path}")]
-    Open {
-        /// The path given.
-        path: std::path::PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
+    /// The image file is not a regular file (a FIFO, a device, a
+    /// directory), or cannot be opened.
+    #[error(transparent)]
+    File(#[from] fleetgate_files::ReadError),
+
+    /// The image is longer than [`crate::Options::max_image_bytes`].
+    #[error("the image is larger than {max} bytes, more than an initrd can be: refusing to read further")]
+    ImageTooLarge {
+        /// The limit.
+        max: u64,
+    },
+
+    /// The compressed segments unpack to more than
+    /// [`crate::Options::max_unpacked_bytes`].
+    #[error(
+        "the image unpacks to more than {max} bytes (at {at}), more than an initrd can: refusing to unpack further"
+    )]
+    UnpackedTooLarge {
+        /// The limit.
+        max: u64,
+        /// Where the limit was reached.
+        at: Location,
+    },
+
+    /// The image holds more module files, symbolic links and module
+    /// directories than a [`crate::ModuleScan`] keeps track of.
+    #[error(
+        "the image holds more module files, symbolic links and module directories than fleetgate keeps track of (at most {max_paths}, with {max_bytes} bytes of paths): refusing to use more memory"
+    )]
+    TooManyEntries {
+        /// The limit on paths.
+        max_paths: usize,
+        /// The limit on bytes of paths and link targets.
+        max_bytes: usize,
     },
 
     /// Reading the underlying file failed.

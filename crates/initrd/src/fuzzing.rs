@@ -17,7 +17,10 @@ pub fn read_everything(data: &[u8]) {
     loop {
         match reader.next_entry() {
             Ok(Some(mut entry)) => {
-                scan.add(entry.entry());
+                if let Err(e) = scan.add(entry.entry()) {
+                    let _ = e.to_string();
+                    break;
+                }
                 let _ = entry.entry().path_lossy();
                 while let Ok(n) = entry.read(&mut buf) {
                     if n == 0 {

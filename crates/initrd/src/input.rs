@@ -19,10 +19,29 @@ pub(crate) struct Input<R> {
     /// The inner reader returned an error (so a decoder error that follows
     /// is an I/O problem, not corrupt data).
     pub(crate) io_failed: bool,
+    /// Bytes of the inner reader taken so far, and the most that will be.
+    taken: u64,
+    limit: u64,
+    /// The limit was reached with more input behind it.
+    pub(crate) limit_hit: bool,
 }
 
+/// The error [`Input`] reports when the image is longer than its limit.
+#[derive(Debug)]
+pub(crate) struct InputTooLong;
+
+impl std::fmt::Display for InputTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the image is longer than the reader's limit")
+    }
+}
+
+impl std::error::Error for InputTooLong {}
+
 impl<R: Read> Input<R> {
-    pub(crate) fn new(inner: R, capacity: usize) -> Self {
+    /// Reads `inner` through a buffer of `capacity` bytes, and at most
+    /// `limit` bytes of it: what follows is an error, not more input.
+    pub(crate) fn new(inner: R, capacity: usize, limit: u64) -> Self {
         Input {
             inner,
             buf: vec![0; capacity.max(16)].into_boxed_slice(),
@@ -31,6 +50,9 @@ impl<R: Read> Input<R> {
             offset: 0,
             eof: false,
             io_failed: false,
+            taken: 0,
+            limit,
+            limit_hit: false,
         }
     }
 
@@ -40,15 +62,28 @@ impl<R: Read> Input<R> {
     }
 
     fn read_more(&mut self) -> io::Result<usize> {
+        // One byte past the limit tells a longer input from one that ends
+        // exactly there.
+        let room = usize::try_from(self.limit.saturating_add(1).saturating_sub(self.taken)).unwrap_or(usize::MAX);
+        let want = (self.buf.len() - self.end).min(room);
+        if want == 0 {
+            self.limit_hit = true;
+            return Err(io::Error::other(InputTooLong));
+        }
         loop {
-            match self.inner.read(&mut self.buf[self.end..]) {
+            match self.inner.read(&mut self.buf[self.end..self.end + want]) {
                 Ok(0) => {
                     self.eof = true;
                     return Ok(0);
                 }
                 Ok(n) => {
                     // A misbehaving reader could claim more than it was given.
-                    let n = n.min(self.buf.len() - self.end);
+                    let n = n.min(want);
+                    self.taken += n as u64;
+                    if self.taken > self.limit {
+                        self.limit_hit = true;
+                        return Err(io::Error::other(InputTooLong));
+                    }
                     self.end += n;
                     return Ok(n);
                 }
@@ -144,7 +179,7 @@ mod tests {
 
     #[test]
     fn peek_gathers_across_short_reads_and_offset_tracks_consume() {
-        let mut input = Input::new(Trickle(b"\0\0\0\0abcdef"), 16);
+        let mut input = Input::new(Trickle(b"\0\0\0\0abcdef"), 16, u64::MAX);
         assert_eq!(input.skip_zeros().unwrap(), 4);
         assert_eq!(input.offset(), 4);
         assert_eq!(input.peek(4).unwrap(), b"abcd");
@@ -156,5 +191,22 @@ mod tests {
         assert_eq!(rest, b"cdef");
         assert_eq!(input.offset(), 10);
         assert!(input.eof);
+    }
+
+    #[test]
+    fn input_past_the_limit_is_an_error_and_at_the_limit_is_not() {
+        let mut input = Input::new(&b"0123456789"[..], 4, 10);
+        let mut all = Vec::new();
+        input.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"0123456789");
+        assert!(!input.limit_hit);
+        let mut input = Input::new(&b"0123456789a"[..], 4, 10);
+        let err = input.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(err.get_ref().is_some_and(|e| e.is::<InputTooLong>()), "{err:?}");
+        assert!(input.limit_hit);
+        // Zeros are input too: an endless stream of them ends at the limit.
+        let mut zeros = Input::new(io::repeat(0), 64, 1000);
+        assert!(zeros.skip_zeros().is_err());
+        assert!(zeros.limit_hit && zeros.offset() <= 1000);
     }
 }

@@ -84,7 +84,7 @@ use std::path::Path;
 pub use compression::Compression;
 pub use entry::{CpioFormat, Entry, FileType};
 pub use error::{Error, Location};
-pub use modules::{KernelModules, ModuleFile, ModuleScan, module_name};
+pub use modules::{KernelModules, MAX_KEPT_BYTES, MAX_KEPT_PATHS, ModuleFile, ModuleScan, module_name};
 pub use reader::{Entries, EntryReader, Options, Reader};
 
 /// Lists every entry of the image at `path` (data is skipped, symlink
@@ -94,12 +94,14 @@ pub fn list(path: impl AsRef<Path>) -> Result<Vec<Entry>, Error> {
 }
 
 /// Finds the kernel modules and kernel version directories in the image at
-/// `path`, in one streaming pass. See [`ModuleScan`] for the rules.
+/// `path`, in one streaming pass, in memory bounded by [`ModuleScan`]'s
+/// limits and [`Options`]' (`path` must be a regular file). See
+/// [`ModuleScan`] for the rules.
 pub fn kernel_modules(path: impl AsRef<Path>) -> Result<KernelModules, Error> {
     let mut reader = Reader::open(path)?;
     let mut scan = ModuleScan::new();
     while let Some(entry) = reader.next_entry()? {
-        scan.add(entry.entry());
+        scan.add(entry.entry())?;
     }
     Ok(scan.finish())
 }

@@ -2,12 +2,20 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use crate::Error;
 use crate::entry::{Entry, FileType};
 
 /// Module file suffixes recognised (in this order of precedence).
 const MODULE_SUFFIXES: [&[u8]; 4] = [b".ko", b".ko.xz", b".ko.zst", b".ko.gz"];
 /// Symlink hops allowed while resolving one path (the kernel's limit is 40).
 const MAX_HOPS: usize = 40;
+/// The most paths a [`ModuleScan`] keeps by default (module files, symbolic
+/// links, module version directories). Debian's initrd has about 1,100
+/// modules and 20 links; NixOS's far fewer.
+pub const MAX_KEPT_PATHS: usize = 200_000;
+/// The most bytes of paths and link targets a [`ModuleScan`] keeps by
+/// default.
+pub const MAX_KEPT_BYTES: usize = 32 << 20;
 
 /// Kernel modules and module directories found in an image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -65,31 +73,56 @@ enum Node {
 
 /// Collects what [`KernelModules`] needs while entries stream by.
 ///
-/// Feed it every entry with [`ModuleScan::add`] (it copies the path and,
-/// for symlinks, the target; no file data), then call
-/// [`ModuleScan::finish`]. Modules are found under `lib/modules/<ver>/`,
+/// Feed it every entry with [`ModuleScan::add`], then call
+/// [`ModuleScan::finish`]. It keeps only what finding modules needs — the
+/// paths of module files, symbolic links (with their targets) and module
+/// version directories (`…/lib/modules/<ver>`), never file data — so its
+/// memory does not grow with the number of other entries (an image of two
+/// million empty files costs nothing). What it keeps is capped
+/// ([`MAX_KEPT_PATHS`], [`MAX_KEPT_BYTES`]): past that, [`ModuleScan::add`]
+/// fails with [`Error::TooManyEntries`] instead of growing further. Modules are found under `lib/modules/<ver>/`,
 /// `usr/lib/modules/<ver>/` and `nix/store/*/lib/modules/<ver>/`, following
 /// symlinks that exist inside the archive: with NixOS's stage 1, `/lib` or
 /// `/lib/modules` is a symlink into a `/nix/store/...-modules` path, and
 /// module files can themselves be symlinks. A module symlink whose target
 /// is missing from the archive does not count.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ModuleScan {
     nodes: HashMap<Vec<u8>, Node>,
+    /// Bytes of the kept paths and link targets.
+    kept_bytes: usize,
+    max_paths: usize,
+    max_bytes: usize,
+}
+
+impl Default for ModuleScan {
+    fn default() -> Self {
+        ModuleScan::with_limits(MAX_KEPT_PATHS, MAX_KEPT_BYTES)
+    }
 }
 
 impl ModuleScan {
-    /// An empty scan.
+    /// An empty scan with the default limits.
     pub fn new() -> Self {
         ModuleScan::default()
     }
 
-    /// Records one entry.
-    pub fn add(&mut self, entry: &Entry) {
+    /// An empty scan that keeps at most `max_paths` paths and `max_bytes`
+    /// bytes of them.
+    pub fn with_limits(max_paths: usize, max_bytes: usize) -> Self {
+        ModuleScan { nodes: HashMap::new(), kept_bytes: 0, max_paths, max_bytes }
+    }
+
+    /// Records one entry, if finding modules needs it.
+    ///
+    /// # Errors
+    /// [`Error::TooManyEntries`] when keeping it would pass the limits.
+    pub fn add(&mut self, entry: &Entry) -> Result<(), Error> {
         let Some(key) = clean(entry.path_bytes()) else {
-            return;
+            return Ok(());
         };
-        let node = match entry.file_type() {
+        let file_type = entry.file_type();
+        let node = match file_type {
             FileType::Directory => Node::Dir,
             FileType::Regular => Node::File,
             FileType::Symlink => match entry.symlink_target() {
@@ -98,7 +131,38 @@ impl ModuleScan {
             },
             _ => Node::Other,
         };
-        self.nodes.insert(key, node);
+        let target_len = |node: &Node| if let Node::Symlink(t) = node { t.len() } else { 0 };
+        // A later entry replaces an earlier one at the same path, as the
+        // kernel's unpacker replaces it (`clean_path` in init/initramfs.c),
+        // whether or not it is worth keeping.
+        if let Some(existing) = self.nodes.get_mut(&key) {
+            self.kept_bytes = self.kept_bytes - target_len(existing) + target_len(&node);
+            *existing = node;
+            return self.check_limits();
+        }
+        let needed = match file_type {
+            FileType::Symlink => true,
+            FileType::Regular => key.rsplit(|&b| b == b'/').next().and_then(module_name).is_some(),
+            FileType::Directory => is_version_dir(&key),
+            _ => false,
+        };
+        if needed {
+            self.kept_bytes += key.len() + target_len(&node);
+            self.nodes.insert(key, node);
+        }
+        self.check_limits()
+    }
+
+    /// How many paths the scan keeps so far.
+    pub fn kept_paths(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn check_limits(&self) -> Result<(), Error> {
+        if self.nodes.len() > self.max_paths || self.kept_bytes > self.max_bytes {
+            return Err(Error::TooManyEntries { max_paths: self.max_paths, max_bytes: self.max_bytes });
+        }
+        Ok(())
     }
 
     /// Resolves symlinks and lists the modules.
@@ -240,6 +304,14 @@ impl Namespace<'_> {
     }
 }
 
+/// `…/lib/modules/<ver>`: a directory that may be a kernel version
+/// directory even when it holds no module.
+fn is_version_dir(path: &[u8]) -> bool {
+    let mut parts = path.rsplit(|&b| b == b'/');
+    let _version = parts.next();
+    parts.next() == Some(b"modules") && parts.next() == Some(b"lib")
+}
+
 /// The non-empty, non-`.` components of a path.
 fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
     path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".")
@@ -278,6 +350,16 @@ mod tests {
         assert_eq!(module_name(b".ko"), None);
         assert_eq!(module_name(b"modules.dep"), None);
         assert_eq!(module_name(b"foo.ko.bz2"), None);
+    }
+
+    #[test]
+    fn version_directories_are_recognised_by_their_parents() {
+        assert!(is_version_dir(b"lib/modules/6.1.0"));
+        assert!(is_version_dir(b"nix/store/abc-modules/lib/modules/6.6.1"));
+        assert!(!is_version_dir(b"lib/modules"));
+        assert!(!is_version_dir(b"lib/firmware/6.1.0"));
+        assert!(!is_version_dir(b"usr/share/modules/x"));
+        assert!(!is_version_dir(b"6.1.0"));
     }
 
     #[test]

@@ -40,6 +40,14 @@ pub struct Options {
     /// Size of each of the two I/O buffers (raw and decompressed).
     /// Default 128 KiB; values below 16 bytes are raised to 16.
     pub buffer_size: usize,
+    /// The most bytes of the image read; past them, [`Error::ImageTooLarge`].
+    /// Default 4 GiB: initrds are tens to hundreds of MiB, and an image
+    /// that never ends (`/dev/zero`, a stream of zero padding) ends here.
+    pub max_image_bytes: u64,
+    /// The most bytes all compressed segments together may unpack to; past
+    /// them, [`Error::UnpackedTooLarge`]. Default 8 GiB: the kernel unpacks
+    /// the initrd into memory, and a decompression bomb ends here.
+    pub max_unpacked_bytes: u64,
 }
 
 impl Default for Options {
@@ -50,6 +58,8 @@ impl Default for Options {
             decoder_memory_limit: 256 * 1024 * 1024,
             verify_checksums: true,
             buffer_size: 128 * 1024,
+            max_image_bytes: 4 << 30,
+            max_unpacked_bytes: 8 << 30,
         }
     }
 }
@@ -113,6 +123,8 @@ pub struct Reader<R: Read> {
     /// Offset within the current segment's stream (for uncompressed
     /// segments: the file offset).
     pos: u64,
+    /// Bytes unpacked from all compressed segments so far.
+    unpacked: u64,
     entry: Entry,
     has_entry: bool,
     /// Data bytes of the current entry not yet consumed.
@@ -125,11 +137,11 @@ pub struct Reader<R: Read> {
 }
 
 impl Reader<File> {
-    /// Opens an image file with default [`Options`].
+    /// Opens an image file with default [`Options`]. Only a regular file is
+    /// an image: a FIFO, a device (`/dev/zero`) or a directory is
+    /// [`Error::File`], and opening never blocks.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
-        let path = path.as_ref();
-        let file = File::open(path).map_err(|source| Error::Open { path: path.to_path_buf(), source })?;
-        Ok(Reader::new(file))
+        Ok(Reader::new(fleetgate_files::open_regular(path.as_ref())?))
     }
 }
 
@@ -144,12 +156,13 @@ impl<R: Read> Reader<R> {
     pub fn with_options(inner: R, mut opts: Options) -> Self {
         opts.buffer_size = opts.buffer_size.max(MIN_BUFFER);
         Reader {
-            src: Source::Raw(Input::new(inner, opts.buffer_size)),
+            src: Source::Raw(Input::new(inner, opts.buffer_size, opts.max_image_bytes)),
             state: State::Top,
             opts,
             seg: Segment { index: 0, compression: Compression::None, start: 0 },
             segments_seen: 0,
             pos: 0,
+            unpacked: 0,
             entry: Entry::empty(),
             has_entry: false,
             remaining: 0,
@@ -230,11 +243,15 @@ impl<R: Read> Reader<R> {
 
     /// Maps an error from the current stream to a typed error.
     fn stream_error(&self, e: io::Error) -> Error {
+        let too_large = Error::ImageTooLarge { max: self.opts.max_image_bytes };
         match &self.src {
+            Source::Raw(input) if input.limit_hit => too_large,
             Source::Raw(input) => Error::Io { offset: input.offset(), source: e },
             Source::Decoded(d) => {
                 let input = d.get_ref().input();
-                if input.io_failed {
+                if input.limit_hit {
+                    too_large
+                } else if input.io_failed {
                     Error::Io { offset: input.offset(), source: e }
                 } else if input.eof && e.kind() == io::ErrorKind::UnexpectedEof {
                     Error::Truncated { what: "compressed data", at: self.location() }
@@ -258,6 +275,9 @@ impl<R: Read> Reader<R> {
     /// Like `BufRead::fill_buf` on the current stream, with typed errors.
     /// Returns the number of available bytes (0 at end of stream).
     fn fill(&mut self) -> Result<usize, Error> {
+        if self.unpacked > self.opts.max_unpacked_bytes {
+            return Err(Error::UnpackedTooLarge { max: self.opts.max_unpacked_bytes, at: self.location() });
+        }
         let r = match self.stream() {
             Some(s) => s.fill_buf().map(<[u8]>::len),
             None => Err(Self::poisoned()),
@@ -278,6 +298,9 @@ impl<R: Read> Reader<R> {
             s.consume(n);
         }
         self.pos += n as u64;
+        if matches!(self.src, Source::Decoded(_)) {
+            self.unpacked += n as u64;
+        }
     }
 
     /// Consumes exactly `n` bytes of the stream, handing them to `take` one
@@ -330,7 +353,14 @@ impl<R: Read> Reader<R> {
         let Source::Raw(input) = &mut self.src else {
             return Err(Error::Io { offset: 0, source: Self::poisoned() });
         };
-        let io_err = |input: &Input<R>, source| Error::Io { offset: input.offset(), source };
+        let max_image_bytes = self.opts.max_image_bytes;
+        let io_err = |input: &Input<R>, source| {
+            if input.limit_hit {
+                Error::ImageTooLarge { max: max_image_bytes }
+            } else {
+                Error::Io { offset: input.offset(), source }
+            }
+        };
         if let Err(e) = input.skip_zeros() {
             return Err(io_err(input, e));
         }

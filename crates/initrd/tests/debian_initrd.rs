@@ -47,7 +47,7 @@ fn listing_equals_lsinitramfs_and_modules_match() {
         let mut builtin = String::new();
         while let Some(mut e) = reader.next_entry().unwrap() {
             ours.insert(e.entry().path_bytes().to_vec());
-            scan.add(e.entry());
+            scan.add(e.entry()).unwrap();
             if e.entry().path_bytes().ends_with(b"/modules.builtin") {
                 e.read_to_string(&mut builtin).unwrap();
             }

@@ -199,7 +199,7 @@ fn tool_made_crc_archive_and_multi_chunk_lz4_legacy() {
     let image = compress(Compression::Zstd, &crc);
     let mut scan = fleetgate_initrd::ModuleScan::new();
     for e in Reader::new(image.as_slice()).entries() {
-        scan.add(&e.unwrap());
+        scan.add(&e.unwrap()).unwrap();
     }
     let found = scan.finish();
     assert_eq!(found.names.iter().collect::<Vec<_>>(), ["nbd", "virtio_blk"]);

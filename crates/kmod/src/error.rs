@@ -31,6 +31,10 @@ pub enum KmodError {
         #[source]
         source: std::io::Error,
     },
+    /// A metadata file is not a regular file, or larger than
+    /// [`crate::MAX_METADATA_FILE`].
+    #[error(transparent)]
+    File(#[from] fleetgate_files::ReadError),
     /// The module is neither in `modules.dep` nor built into the kernel.
     #[error("module {0} is neither in modules.dep nor built into the kernel")]
     UnknownModule(ModuleName),

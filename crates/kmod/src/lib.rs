@@ -52,13 +52,18 @@ mod error;
 pub mod fnmatch;
 mod index;
 mod name;
+mod parse;
+mod pattern;
+mod plan;
 mod requirement;
 
 pub use error::{KmodError, Result};
 pub use fnmatch::fnmatch;
-pub use index::{IndexSources, Lookup, LookupSource, ModuleIndex, SkippedLine, SoftDep};
+pub use index::{Lookup, LookupSource, ModuleIndex, SkippedLine, SoftDep};
 pub use name::{MODULE_SUFFIXES, ModuleName, normalize_alias, strip_module_suffix};
-pub use requirement::{Candidate, LoadStep, Provider, Requirement};
+pub use parse::{IndexSources, MAX_METADATA_FILE};
+pub use plan::LoadStep;
+pub use requirement::{Candidate, Provider, Requirement};
 
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,11 @@
 //! What a device or module needs in order to work: the answer of
 //! [`crate::ModuleIndex::requirement`].
 
-use std::fmt;
+use std::collections::HashSet;
 
-use crate::ModuleName;
-use crate::index::LookupSource;
+use crate::index::{LookupSource, ModuleIndex};
+use crate::name::ModuleName;
+use crate::plan::LoadStep;
 
 /// Where a module comes from in this kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,50 +21,6 @@ pub enum Provider {
     /// An alias names it, but the kernel has neither a file nor a built-in
     /// module of that name.
     Missing,
-}
-
-/// One line of `modprobe --show-depends`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoadStep {
-    /// `insmod <dir>/<path>`.
-    Insmod {
-        /// The module.
-        module: ModuleName,
-        /// Path relative to the modules directory.
-        path: String,
-    },
-    /// `builtin <module>`.
-    Builtin {
-        /// The module.
-        module: ModuleName,
-    },
-    /// A module that would have to be loaded but exists neither as a file
-    /// nor built in. modprobe prints nothing for it (and fails to load it).
-    Unavailable {
-        /// The module.
-        module: ModuleName,
-    },
-}
-
-impl LoadStep {
-    /// The module of this step.
-    #[must_use]
-    pub fn module(&self) -> &ModuleName {
-        match self {
-            LoadStep::Insmod { module, .. } | LoadStep::Builtin { module } | LoadStep::Unavailable { module } => module,
-        }
-    }
-}
-
-impl fmt::Display for LoadStep {
-    /// modprobe's wording, with paths relative to the modules directory.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LoadStep::Insmod { path, .. } => write!(f, "insmod {path}"),
-            LoadStep::Builtin { module } => write!(f, "builtin {module}"),
-            LoadStep::Unavailable { module } => write!(f, "unavailable {module}"),
-        }
-    }
 }
 
 /// One module that can make the device work, with everything it needs.
@@ -154,5 +111,76 @@ impl Requirement {
     /// candidate and no assumption.
     pub fn satisfied_by(&self, present: impl Fn(&ModuleName) -> bool) -> bool {
         self.candidates.iter().any(|c| c.missing_hard(&present).is_empty())
+    }
+}
+
+impl ModuleIndex {
+    fn candidate(&self, module: ModuleName) -> Candidate {
+        let provider = if let Some(entry) = self.modules.get(&module) {
+            Provider::File { path: entry.path.clone() }
+        } else if self.is_builtin(&module) {
+            Provider::Builtin
+        } else {
+            Provider::Missing
+        };
+        let dependencies = self.dependency_closure(&module);
+        let load_plan: Vec<LoadStep> = self.probe_list(&module).into_iter().map(|m| self.step(m)).collect();
+        let mut seen: HashSet<&ModuleName> = dependencies.iter().collect();
+        seen.insert(&module);
+        let mut softdep_modules: Vec<ModuleName> = Vec::new();
+        for step in &load_plan {
+            if !seen.contains(step.module()) && !softdep_modules.contains(step.module()) {
+                softdep_modules.push(step.module().clone());
+            }
+        }
+        Candidate { module, provider, dependencies, softdep_modules, load_plan }
+    }
+
+    /// What it takes to make a device (given by its modalias) or a named
+    /// module work: every module the query resolves to, each a
+    /// [`Candidate`] with its dependencies and softdep modules.
+    ///
+    /// For a modalias, modprobe loads *all* matching modules, but the device
+    /// only needs the one that binds it; which one that is only the live
+    /// system knows. [`Requirement::satisfied_by`] is therefore met when any
+    /// candidate is complete. When the bound driver is known, use
+    /// [`ModuleIndex::requirement_for_driver`].
+    #[must_use]
+    pub fn requirement(&self, query: &str) -> Requirement {
+        let lookup = self.lookup(query);
+        Requirement {
+            query: query.to_owned(),
+            source: lookup.source,
+            candidates: lookup.modules.into_iter().map(|m| self.candidate(m)).collect(),
+        }
+    }
+
+    /// The requirement for a driver known to be bound on the live system
+    /// (the basename of `/sys/bus/*/drivers/<driver>/module`, or the driver
+    /// name when it equals its module's name, as it usually does).
+    ///
+    /// Only names are looked up, never aliases — libkmod's
+    /// `kmod_module_new_from_name_lookup`: a loadable module from
+    /// `modules.dep`, a built-in module from `modules.builtin`, or a
+    /// built-in module that declares the name as an alias. An unknown name
+    /// gives a requirement without candidates, which nothing satisfies.
+    #[must_use]
+    pub fn requirement_for_driver(&self, driver: &str) -> Requirement {
+        let name = ModuleName::new(driver);
+        let (source, module) = if self.modules.contains_key(&name) {
+            (Some(LookupSource::ModulesDep), Some(name))
+        } else if self.is_builtin(&name) {
+            (Some(LookupSource::Builtin), Some(name))
+        } else {
+            match self.builtin_aliases.lookup(name.as_str()).into_iter().next() {
+                Some(module) => (Some(LookupSource::BuiltinAliases), Some(module)),
+                None => (None, None),
+            }
+        };
+        Requirement {
+            query: driver.to_owned(),
+            source,
+            candidates: module.map(|m| self.candidate(m)).into_iter().collect(),
+        }
     }
 }

@@ -236,6 +236,8 @@ fn softdeps_are_parsed_like_libkmod() {
     assert!(index.softdeps(&name("ext4")).is_none());
     let reasons: Vec<_> = index.skipped_lines().iter().map(|s| (s.line, s.reason)).collect();
     assert_eq!(reasons, [(5, "softdep without dependencies"), (7, "only `softdep` lines are used from this file")]);
+    // Softdeps only add optional modules: no damage to lookups.
+    assert!(index.skipped_lines().iter().all(|s| !s.is_damage()));
 }
 
 #[test]
@@ -344,13 +346,18 @@ fn requirement_for_bound_driver() {
     assert!(!none.satisfied_by(|_| true));
 }
 
-#[test]
-fn unknown_alias_module_is_reported_missing() {
-    let index = ModuleIndex::from_parts(IndexSources {
+/// A kernel whose modules.alias names `ghost`, which modules.dep does not have.
+fn ghost_tree() -> ModuleIndex {
+    ModuleIndex::from_parts(IndexSources {
         modules_dep: "kernel/a.ko:\n",
         modules_alias: "alias dev:thing ghost\n",
         ..IndexSources::default()
-    });
+    })
+}
+
+#[test]
+fn unknown_alias_module_is_reported_missing() {
+    let index = ghost_tree();
     let want = index.requirement("dev:thing");
     assert_eq!(want.candidates[0].provider, Provider::Missing);
     assert_eq!(want.candidates[0].missing_hard(|_| true), names(&["ghost"]));
@@ -377,6 +384,9 @@ fn malformed_lines_are_skipped_and_reported() {
             ("modules.builtin.modinfo", 1),
         ]
     );
+    // Damage, or what depmod writes itself.
+    let damage: Vec<_> = index.skipped_lines().iter().map(SkippedLine::is_damage).collect();
+    assert_eq!(damage, [true, true, false, false, true, true]);
     // The first modules.dep line for `a` is kept.
     assert_eq!(index.dependencies(&name("a")).unwrap(), names(&[]));
     assert_eq!(index.resolve_modalias("ok"), names(&["a"]));
@@ -415,4 +425,92 @@ fn load_reads_a_directory_and_names_missing_files() {
     let file = dir.join("modules.dep");
     assert!(matches!(ModuleIndex::load(&file), Err(KmodError::NotADirectory(_))));
     assert!(matches!(ModuleIndex::load(tmp.join("absent")), Err(KmodError::Io { .. })));
+}
+
+#[test]
+fn metadata_files_that_are_devices_fifos_or_huge_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("lib/modules/6.6.30");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("modules.dep"), DEP).unwrap();
+    for file in ["modules.dep", "modules.alias", "modules.softdep", "modules.builtin", "modules.builtin.modinfo"] {
+        let path = dir.join(file);
+        // Without O_NONBLOCK the open of a FIFO alone would wait for a writer forever.
+        for (hostile, says) in fleetgate_files::testing::hostile_files(tmp.path(), file) {
+            let _ = fs::remove_file(&path);
+            std::os::unix::fs::symlink(&hostile, &path).unwrap();
+            let err = ModuleIndex::load(&dir).expect_err("refused");
+            assert!(err.to_string().contains(says), "{file}: {err}");
+        }
+        fs::remove_file(&path).unwrap();
+        let big = fs::File::create(&path).unwrap();
+        big.set_len(MAX_METADATA_FILE.bytes + 1).unwrap();
+        let err = ModuleIndex::load(&dir).expect_err("too large");
+        assert!(err.to_string().contains("more than a kernel module metadata file can be"), "{file}: {err}");
+        fs::remove_file(&path).unwrap();
+        if file == "modules.dep" {
+            fs::write(&path, DEP).unwrap();
+        }
+    }
+    assert!(ModuleIndex::load(&dir).is_ok());
+}
+
+#[test]
+fn what_a_candidate_lacks_depends_on_where_it_comes_from() {
+    let index = debianish();
+    // A module file: its dependencies in load order, then itself, each
+    // unless present.
+    let nvme = &index.requirement("nvme").candidates[0];
+    assert!(!nvme.is_builtin());
+    assert_eq!(nvme.missing_hard(|_| false), names(&["crct10dif_common", "crc_t10dif", "nvme_core", "nvme"]));
+    assert_eq!(nvme.missing_hard(|m| m != "crc_t10dif"), names(&["crc_t10dif"]));
+    assert!(nvme.missing_hard(|_| true).is_empty());
+    // Built in: nothing is ever missing, present or not.
+    let loop_ = &index.requirement_for_driver("loop").candidates[0];
+    assert!(loop_.is_builtin());
+    assert!(loop_.missing_hard(|_| false).is_empty());
+    assert!(loop_.missing_soft(|_| false).is_empty());
+    // Named by an alias but nowhere else: always missing, never built in.
+    let ghost = ghost_tree().requirement("dev:thing");
+    assert!(!ghost.candidates[0].is_builtin());
+    assert_eq!(ghost.candidates[0].missing_hard(|_| true), names(&["ghost"]));
+    assert!(!ghost.satisfied_by(|_| true));
+    assert!(!ghost.is_builtin());
+}
+
+#[test]
+fn a_requirement_is_built_in_resolvable_and_satisfied_only_when_it_is() {
+    let index = debianish();
+    let builtin = index.requirement("devname:loop-control");
+    assert_eq!(builtin.source, Some(LookupSource::BuiltinAliases));
+    assert!(builtin.is_resolvable() && builtin.is_builtin());
+    assert!(builtin.satisfied_by(|_| false), "built in needs nothing from the initrd");
+    let file = index.requirement("virtio:d00000002v00001AF4");
+    assert!(file.is_resolvable() && !file.is_builtin());
+    assert!(!file.satisfied_by(|_| false));
+    assert!(file.satisfied_by(|_| true));
+    let nothing = index.requirement("dev:nothing-at-all");
+    assert!(!nothing.is_resolvable() && !nothing.is_builtin());
+    assert!(nothing.candidates.is_empty() && nothing.source.is_none());
+    assert!(!nothing.satisfied_by(|_| true));
+}
+
+#[test]
+fn soft_dependencies_count_only_when_they_are_module_files() {
+    // ext4's softdep names a module file (crc32c via crc32c_intel) and a
+    // built-in one; only the file can be missing from an initrd.
+    let index = ModuleIndex::from_parts(IndexSources {
+        modules_dep: "kernel/fs/ext4.ko: kernel/fs/jbd2.ko\nkernel/fs/jbd2.ko:\nkernel/crc32c-intel.ko:\n",
+        modules_alias: "alias crypto-crc32c crc32c_intel\n",
+        modules_softdep: "softdep ext4 pre: crypto-crc32c post: crc16 nowhere\n",
+        modules_builtin: "kernel/lib/crc16.ko\n",
+        ..IndexSources::default()
+    });
+    let ext4 = &index.requirement("ext4").candidates[0];
+    assert_eq!(ext4.dependencies, names(&["jbd2"]));
+    assert_eq!(ext4.softdep_modules, names(&["crc32c_intel", "crc16"]));
+    assert_eq!(ext4.missing_soft(|_| false), names(&["crc32c_intel"]));
+    assert!(ext4.missing_soft(|m| m == "crc32c_intel").is_empty());
+    // Soft dependencies never make a requirement unsatisfied.
+    assert!(index.requirement("ext4").satisfied_by(|m| ["ext4", "jbd2"].contains(&m.as_str())));
 }

@@ -17,10 +17,12 @@ use crate::process::{self, ProcessError};
 use crate::spec::DiskBus;
 use crate::state::LabState;
 
-const FILES: [(&str, &str); 13] = [
+const FILES: [(&str, &str); 15] = [
     ("flake.nix", include_str!("../fixture/flake.nix")),
     ("builders/kernel.sh", include_str!("../fixture/builders/kernel.sh")),
     ("builders/write-text.sh", include_str!("../fixture/builders/write-text.sh")),
+    ("builders/system-path.sh", include_str!("../fixture/builders/system-path.sh")),
+    ("builders/copy-binary.sh", include_str!("../fixture/builders/copy-binary.sh")),
     ("builders/modules-closure.sh", include_str!("../fixture/builders/modules-closure.sh")),
     ("builders/initrd.sh", include_str!("../fixture/builders/initrd.sh")),
     ("builders/etc.sh", include_str!("../fixture/builders/etc.sh")),
@@ -143,6 +145,51 @@ pub struct HostKnobs {
     /// (`grub-set-default`, and each boot saves its entry).
     #[serde(default = "default_grub_default")]
     pub grub_default: String,
+    /// A boot service that runs the product's `fleetgate resume-pending` (the
+    /// boot unit of the agent's NixOS module) with this binary. The lab only
+    /// runs it; it decides nothing with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_binary: Option<ResumeBinary>,
+    /// A service that runs the product's `fleetgate agent` (the daemon of
+    /// the agent's NixOS module) with this binary and configuration. The lab
+    /// only starts it; it decides nothing with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentKnob>,
+    /// The tools the system path links to besides the machine's `/usr/bin`
+    /// ones, by absolute path: the lab's userland in netns hosts, the
+    /// guest's real systemd tools in VMs.
+    #[serde(default = "lab_system_tools")]
+    pub system_tools: Vec<String>,
+}
+
+/// The product's agent in a host's generations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentKnob {
+    /// The fleetgate binary.
+    pub binary: ResumeBinary,
+    /// Its configuration file's text (TOML), put in the store.
+    pub config: String,
+}
+
+/// A fleetgate binary copied into the host's generations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeBinary {
+    /// Where it is on this machine.
+    pub path: String,
+    /// Changes when the file does (size and modification time): a new
+    /// binary is a new store path.
+    pub identity: String,
+}
+
+impl ResumeBinary {
+    /// The binary at `path`.
+    pub fn at(path: &Path) -> std::io::Result<ResumeBinary> {
+        let meta = std::fs::metadata(path)?;
+        let mtime = meta.modified()?.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Ok(ResumeBinary { path: path.display().to_string(), identity: format!("{}-{}", meta.len(), mtime.as_nanos()) })
+    }
 }
 
 fn default_grub_default() -> String {
@@ -152,6 +199,25 @@ fn default_grub_default() -> String {
 fn default_loader_timeout() -> u32 {
     5
 }
+
+/// A netns host's system tools: the lab binary answers as each of them.
+fn lab_system_tools() -> Vec<String> {
+    ["systemctl", "reboot", "poweroff", "halt", "bootctl"].iter().map(|t| format!("/run/lab/bin/{t}")).collect()
+}
+
+/// A VM guest's system tools: Debian 12's real systemd (merged `/usr`), as
+/// nixpkgs' system-path puts systemd's `bin` in every NixOS system's `sw`.
+const VM_SYSTEM_TOOLS: [&str; 9] = [
+    "/usr/bin/systemctl",
+    "/usr/sbin/reboot",
+    "/usr/sbin/poweroff",
+    "/usr/sbin/halt",
+    "/usr/bin/bootctl",
+    "/usr/bin/systemd-run",
+    "/usr/bin/journalctl",
+    "/usr/bin/busctl",
+    "/usr/bin/systemd-detect-virt",
+];
 
 /// What a VPS's NixOS configuration sets for its serial console: the
 /// kernel's console, and GRUB's menu on the serial port too.
@@ -208,6 +274,9 @@ pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostK
         facter_report_path: None,
         sops_keep_generations: 1,
         microvm_shares: Vec::new(),
+        resume_binary: None,
+        agent: None,
+        system_tools: if vm { VM_SYSTEM_TOOLS.iter().map(|t| (*t).to_owned()).collect() } else { lab_system_tools() },
         deploy: DeployKnobs {
             hostname: host.name().to_owned(),
             ssh_opts: vec!["-F".into(), ssh_config.display().to_string()],

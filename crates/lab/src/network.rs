@@ -173,6 +173,14 @@ pub fn bridge_exists(id: u8) -> bool {
     link_exists(&bridge_name(id))
 }
 
+/// The kernel's interface index of lab `id`'s bridge, if it exists. Indexes
+/// are not reused while the machine runs, so this tells a lab's own bridge
+/// from one another lab made later under the same (freed) id.
+pub fn bridge_ifindex(id: u8) -> Option<u32> {
+    let path = Path::new("/sys/class/net").join(bridge_name(id)).join("ifindex");
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 pub fn netns_exists(id: u8, host: &str) -> bool {
     Path::new("/run/netns").join(netns_name(id, host)).exists()
 }

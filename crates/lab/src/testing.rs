@@ -34,9 +34,10 @@ impl LabGuard {
     pub fn down(mut self) -> anyhow::Result<Vec<String>> {
         let Some(lab) = self.lab.take() else { return Ok(Vec::new()) };
         let id = lab.state().id;
+        let bridge = network::bridge_ifindex(id);
         let netns: Vec<String> = lab.hosts().map(|h| h.netns.clone()).collect();
         Lab::down(&LabDir::new(&self.root), &mut |_| {})?;
-        Ok(leftovers(id, &netns, &self.root))
+        Ok(leftovers(id, bridge, &netns, &self.root))
     }
 }
 
@@ -59,15 +60,17 @@ impl Drop for LabGuard {
 }
 
 /// Everything of lab `id` still on this machine: network namespaces, the
-/// bridge, mounts or loop devices under `root`, processes mentioning `root`.
-pub fn leftovers(id: u8, netns: &[String], root: &Path) -> Vec<String> {
+/// bridge (the one with interface index `bridge`: once this lab freed its id,
+/// a lab running beside it may make a bridge of the same name), mounts or
+/// loop devices under `root`, processes mentioning `root`.
+pub fn leftovers(id: u8, bridge: Option<u32>, netns: &[String], root: &Path) -> Vec<String> {
     let mut found = Vec::new();
     for name in netns {
         if Path::new("/run/netns").join(name).exists() {
             found.push(format!("network namespace {name}"));
         }
     }
-    if network::bridge_exists(id) {
+    if bridge.is_some() && network::bridge_ifindex(id) == bridge {
         found.push(format!("bridge {}", network::bridge_name(id)));
     }
     let root_text = root.display().to_string();

@@ -18,20 +18,49 @@
 //! Lines that do not start with `@nix ` come from elsewhere: `ssh`, and the remote
 //! `nix-store --serve`, whose errors (`disk I/O error`) arrive as plain text.
 //!
-//! # What Nix 2.8 reports, and how bytes are counted
+//! # What Nix reports, and how bytes are counted
 //!
-//! Nix 2.8's `copyPaths` streams the missing paths one after the other and wraps each in
-//! an actCopyPath activity, but its progress reporting is compiled out (`#if 0` in
+//! **Nix 2.8**'s `copyPaths` streams the missing paths one after the other and wraps each
+//! in an actCopyPath activity, but its progress reporting is compiled out (`#if 0` in
 //! `src/libstore/store-api.cc`): a copy logs **no `result` line at all** (see the
 //! captured logs in `tests/fixtures/nix-2.8/`). So a path is counted when its activity
 //! stops — Nix has then sent the whole NAR — with its NAR size from the local store's
-//! `nix path-info`: progress moves one path at a time, by that path's NAR size. Newer
-//! Nix reports bytes within a path (resProgress on actCopyPath) and the expected total
-//! (resSetExpected on actCopyPaths); when those lines come they are used too.
+//! `nix path-info`: progress moves one path at a time, by that path's NAR size.
+//!
+//! **Newer Nix** (2.11 on) says more, but not numbers fleetgate can take as they come
+//! (`tests/fixtures/nix-2.24/` holds logs of a real Nix 2.24.15, see its README; sources
+//! cited from the 2.24.15 tag):
+//!
+//! - `resSetExpected` `[100, N]` on the actCopyPaths activity is a **running sum**, not
+//!   the total: `Store::addMultipleToStore` (used for `ssh://` and `file://` stores)
+//!   adds each path's `narSize` as it walks the graph and sends the sum after every
+//!   path (`store-api.cc` lines 262–263, 2.11 to 2.26; the sum is sent once, whole, from
+//!   2.27). The recorded 4-path copy announces 296, 992, 3001272, then 3001568 bytes —
+//!   the last after the copy began. Paths are sent concurrently (a thread pool). fleetgate's own
+//!   count — the NAR sizes of the paths the destination lacks — is exact from the start
+//!   and is **never replaced**; Nix's sums are only a lower bound when fleetgate has no
+//!   count (the largest one seen is used then).
+//! - `resProgress` `[done, expected]` on an actCopyPath activity, sent for every chunk of
+//!   a NAR (2.15 on, `copyPaths`' `progressSink`, lines 1128–1131). From 2.15 to 2.24.12
+//!   and 2.26 `done` is one counter **shared by every path of the copy** (`std::atomic
+//!   total` outside the loop) and `expected` reads `info->narSize` through a reference
+//!   to a loop variable that no longer exists (a garbage number); 2.24.13 and 2.27 count
+//!   per path. So `expected` is never used, and `done` is read as bytes within the path
+//!   in one of two ways, decided from the log itself (a state machine, `Counter`):
+//!   - `Undecided` (start): `done − offset`, where `offset` is what the copy had sent
+//!     when the path started (the shared counter's value then): exact for a shared
+//!     counter, an undercount for a per-path one — never more than was sent;
+//!   - → `PerPath` once a report is at most `offset` (a shared counter is always past
+//!     it), or a path ends with `done` equal to its own size while `offset` > 0: `done`.
+//!
+//!   Either way a path's bytes in flight are capped at its NAR size, and a path counts
+//!   its exact NAR size when its activity stops; without a known size it counts nothing
+//!   in flight (Nix's `expected` cannot be trusted for it).
 //!
 //! [`CopyProgress::done_bytes`] therefore ends, after a successful copy, at the sum of the
 //! NAR sizes (`narSize` of `nix path-info`) of the paths the destination lacked — the
-//! uncompressed NAR bytes Nix streamed, not what went over the wire after compression.
+//! uncompressed NAR bytes Nix streamed, not what went over the wire after compression —
+//! and never exceeds an exact [`CopyProgress::expected_bytes`].
 
 use std::collections::{HashMap, VecDeque};
 
@@ -187,9 +216,9 @@ pub struct CopyProgress {
     /// NAR bytes sent so far: the NAR size of every path Nix finished sending, plus what
     /// Nix reported of the path it is sending (never anything with Nix 2.8).
     pub done_bytes: u64,
-    /// NAR bytes the copy will send, when known: from Nix (newer versions say it), from
-    /// the paths the caller said the destination lacks, or when Nix announces it copies
-    /// all or none of the closure.
+    /// NAR bytes the copy will send, when known: exactly from the paths the caller said
+    /// the destination lacks, or when Nix announces it copies all or none of the closure;
+    /// otherwise the largest running sum newer Nix announced (a lower bound).
     pub expected_bytes: Option<u64>,
     /// Paths Nix finished sending.
     pub paths_done: u64,
@@ -201,7 +230,34 @@ pub struct CopyProgress {
 
 enum Activity {
     CopyPaths,
-    CopyPath { path: String, sent: u64, size: Option<u64> },
+    CopyPath {
+        path: String,
+        /// Its NAR size, from the caller's `nix path-info`.
+        size: Option<u64>,
+        /// Bytes of the copy finished when the path started.
+        offset: u64,
+        /// The last `done` Nix reported for it.
+        reported: u64,
+    },
+}
+
+/// How Nix's per-path `resProgress` counts (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counter {
+    /// Not known yet: read as a counter shared by the whole copy.
+    Undecided,
+    /// Each path counts its own bytes (Nix 2.24.13+, 2.27+).
+    PerPath,
+}
+
+impl Counter {
+    /// The bytes of one path in a `done` Nix reported for it.
+    fn within(self, reported: u64, offset: u64) -> u64 {
+        match self {
+            Counter::PerPath => reported,
+            Counter::Undecided => reported.saturating_sub(offset),
+        }
+    }
 }
 
 /// Follows a `nix copy --log-format internal-json` log, line by line.
@@ -209,7 +265,9 @@ pub struct CopyTracker {
     sizes: HashMap<String, u64>,
     closure_bytes: u64,
     expected_from_caller: Option<u64>,
+    /// The largest running sum Nix announced (a lower bound of the total).
     expected_from_nix: Option<u64>,
+    counter: Counter,
     activities: HashMap<u64, Activity>,
     finished_bytes: u64,
     progress: CopyProgress,
@@ -228,6 +286,7 @@ impl CopyTracker {
             closure_bytes,
             expected_from_caller: expected_bytes,
             expected_from_nix: None,
+            counter: Counter::Undecided,
             activities: HashMap::new(),
             finished_bytes: 0,
             progress: CopyProgress { expected_bytes, ..CopyProgress::default() },
@@ -249,12 +308,16 @@ impl CopyTracker {
                 if let Some(path) = fields.first().and_then(Field::str) {
                     let size = self.sizes.get(path).copied();
                     self.progress.current = Some(path.to_owned());
-                    self.activities.insert(id, Activity::CopyPath { path: path.to_owned(), sent: 0, size });
+                    let offset = self.finished_bytes;
+                    self.activities.insert(id, Activity::CopyPath { path: path.to_owned(), size, offset, reported: 0 });
                 }
             }
             LogLine::Stop { id } => match self.activities.remove(&id) {
-                Some(Activity::CopyPath { path, sent, size }) => {
-                    self.finished_bytes += size.unwrap_or(sent);
+                Some(Activity::CopyPath { path, size, offset, reported }) => {
+                    if offset > 0 && size == Some(reported) {
+                        self.counter = Counter::PerPath;
+                    }
+                    self.finished_bytes += size.unwrap_or_else(|| self.counter.within(reported, offset));
                     self.progress.paths_done += 1;
                     if self.progress.current.as_deref() == Some(path.as_str()) {
                         self.progress.current = None;
@@ -265,10 +328,12 @@ impl CopyTracker {
             LogLine::Result { id, result, fields } => {
                 let int = |i: usize| fields.get(i).and_then(Field::int);
                 match (self.activities.get_mut(&id), result) {
-                    (Some(Activity::CopyPath { sent, size, .. }), RES_PROGRESS) => {
-                        *sent = int(0).unwrap_or(*sent);
-                        if size.is_none() {
-                            *size = int(1);
+                    (Some(Activity::CopyPath { reported, offset, .. }), RES_PROGRESS) => {
+                        if let Some(done) = int(0) {
+                            *reported = done;
+                            if *offset > 0 && done <= *offset {
+                                self.counter = Counter::PerPath;
+                            }
                         }
                     }
                     (Some(Activity::CopyPaths), RES_PROGRESS) => {
@@ -277,7 +342,7 @@ impl CopyTracker {
                         }
                     }
                     (Some(Activity::CopyPaths), RES_SET_EXPECTED) if int(0) == Some(ACT_COPY_PATH) => {
-                        self.expected_from_nix = int(1);
+                        self.expected_from_nix = self.expected_from_nix.max(int(1));
                     }
                     _ => {}
                 }
@@ -285,23 +350,27 @@ impl CopyTracker {
             LogLine::Msg { text, .. } | LogLine::Text(text) => self.message(text),
             LogLine::Start { .. } | LogLine::Other => {}
         }
-        let in_flight: u64 = self
-            .activities
-            .values()
-            .map(|a| match a {
-                Activity::CopyPath { sent, .. } => *sent,
-                Activity::CopyPaths => 0,
-            })
-            .sum();
-        self.progress.done_bytes = self.finished_bytes + in_flight;
-        self.progress.expected_bytes = self.expected();
+        let in_flight: u64 = self.activities.values().map(|a| self.in_flight(a)).sum();
+        let expected = self.expected();
+        let done = self.finished_bytes + in_flight;
+        self.progress.done_bytes = match self.exact_expected() {
+            Some(total) => done.min(total),
+            None => done,
+        };
+        self.progress.expected_bytes = expected;
         self.progress != before
     }
 
-    fn expected(&self) -> Option<u64> {
-        if let Some(n) = self.expected_from_nix {
-            return Some(n);
-        }
+    /// Bytes of a path sent so far, at most its NAR size (module docs).
+    fn in_flight(&self, activity: &Activity) -> u64 {
+        let Activity::CopyPath { size, offset, reported, .. } = activity else { return 0 };
+        let within = self.counter.within(*reported, *offset);
+        size.map_or(within, |size| within.min(size))
+    }
+
+    /// The bytes to send, when known exactly: the caller's count, or the whole
+    /// closure when Nix copies all of it, or nothing when it copies nothing.
+    fn exact_expected(&self) -> Option<u64> {
         if let Some(n) = self.expected_from_caller {
             return Some(n);
         }
@@ -310,6 +379,11 @@ impl CopyTracker {
             Some(n) if usize::try_from(n).is_ok_and(|n| n == self.sizes.len()) => Some(self.closure_bytes),
             _ => None,
         }
+    }
+
+    /// The exact count, else the largest running sum Nix announced.
+    fn expected(&self) -> Option<u64> {
+        self.exact_expected().or(self.expected_from_nix)
     }
 
     fn message(&mut self, text: String) {
@@ -456,26 +530,171 @@ mod tests {
         assert_eq!(tracker.progress().done_bytes, 0);
     }
 
+    const SSH_LOG_224: &str = include_str!("../tests/fixtures/nix-2.24/copy-ssh.log");
+    const FILE_LOG_224: &str = include_str!("../tests/fixtures/nix-2.24/copy-file.log");
+    const INFO_224: &str = include_str!("../tests/fixtures/nix-2.24/copy.path-info.json");
+
     #[test]
-    fn newer_nix_byte_progress_is_used_when_it_comes() {
-        // The shape of newer Nix (2.9+): setExpected on the copy, progress within a path.
-        let log = [
-            r#"@nix {"action":"start","id":1,"level":3,"text":"copying 2 paths","type":103}"#,
-            r#"@nix {"action":"result","fields":[100,3000],"id":1,"type":106}"#,
-            r#"@nix {"action":"start","fields":["/nix/store/a-x","local","ssh://h"],"id":2,"level":3,"text":"","type":100}"#,
-            r#"@nix {"action":"result","fields":[512,1000],"id":2,"type":105}"#,
-            r#"@nix {"action":"stop","id":2}"#,
-            r#"@nix {"action":"start","fields":["/nix/store/b-y","local","ssh://h"],"id":3,"level":3,"text":"","type":100}"#,
-            r#"@nix {"action":"result","fields":[1500,2000],"id":3,"type":105}"#,
-            r#"@nix {"action":"result","fields":[1,2,1,0],"id":1,"type":105}"#,
-            r#"@nix {"action":"stop","id":3}"#,
-        ]
-        .join("\n");
-        let mut tracker = CopyTracker::new([("/nix/store/a-x".to_owned(), 1000)], None);
-        let seen = replay(&mut tracker, &log);
-        let done: Vec<u64> = seen.iter().map(|p| p.done_bytes).collect();
-        assert_eq!(done, [0, 0, 0, 512, 1000, 1000, 2500, 3000], "b-y: its size from Nix");
-        assert_eq!(seen.last().unwrap().expected_bytes, Some(3000));
+    fn a_real_nix_2_24_log_announces_running_sums_then_the_total() {
+        let total: u64 = sizes(INFO_224).iter().map(|(_, s)| s).sum();
+        for log in [SSH_LOG_224, FILE_LOG_224] {
+            let announced: Vec<u64> = log
+                .lines()
+                .filter_map(|l| match parse_line(l.as_bytes()) {
+                    LogLine::Result { result: RES_SET_EXPECTED, fields, .. } => fields.get(1).and_then(Field::int),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(announced, [296, 992, 3_001_272, total], "296 + 696 + 3000280 + 296");
+            // Paths are sent concurrently: a path starts while another is in flight.
+            let lines: Vec<LogLine> = log.lines().map(|l| parse_line(l.as_bytes())).collect();
+            let mut open = 0;
+            let mut most = 0;
+            for line in &lines {
+                match line {
+                    LogLine::Start { activity: ACT_COPY_PATH, .. } => open += 1,
+                    LogLine::Stop { .. } if open > 0 => open -= 1,
+                    _ => {}
+                }
+                most = most.max(open);
+            }
+            assert!(most >= 2, "two paths in flight at once");
+        }
+    }
+
+    #[test]
+    fn a_real_nix_2_24_copy_keeps_fleetgates_exact_total() {
+        let total: u64 = sizes(INFO_224).iter().map(|(_, s)| s).sum();
+        for log in [SSH_LOG_224, FILE_LOG_224] {
+            // Told what the destination lacks (all 4 paths here): that total stays.
+            let mut tracker = CopyTracker::new(sizes(INFO_224), Some(total));
+            let seen = replay(&mut tracker, log);
+            assert!(
+                seen.iter().all(|p| p.expected_bytes == Some(total)),
+                "{:?}",
+                seen.iter().map(|p| p.expected_bytes).collect::<Vec<_>>()
+            );
+            assert!(seen.windows(2).all(|w| w[0].done_bytes <= w[1].done_bytes), "monotone");
+            assert!(seen.iter().all(|p| p.done_bytes <= total));
+            assert!(seen.iter().any(|p| p.done_bytes > 0 && p.done_bytes < 296), "bytes within a path count");
+            let last = seen.last().unwrap();
+            assert_eq!((last.done_bytes, last.paths_done, last.paths_expected), (total, 4, Some(4)));
+
+            // Not told: `copying 4 paths` of a 4-path closure is the whole closure, exact too.
+            let mut tracker = CopyTracker::new(sizes(INFO_224), None);
+            let seen = replay(&mut tracker, log);
+            let from_start = seen.iter().skip_while(|p| p.paths_expected.is_none());
+            assert!(from_start.clone().all(|p| p.expected_bytes == Some(total)));
+            assert_eq!(seen.last().unwrap().done_bytes, total);
+        }
+    }
+
+    /// A log of newer Nix's `copyPaths` into `Store::addMultipleToStore`, line for line
+    /// as 2.24's sources write it (module docs): `copying N paths`, a running
+    /// `resSetExpected` sum after each path of the graph walk, then per path its
+    /// actCopyPath with a `resProgress` per 64 KiB chunk — `done` counted per path, or by
+    /// one counter shared by the whole copy (2.15 to 2.24.12) — and the copy's
+    /// `[done, total, running, failed]`. `expected` of a path's progress is garbage before
+    /// 2.24.13 (a dangling reference): 7 here.
+    fn newer_nix_log(sizes: &[(&str, u64)], shared_counter: bool) -> String {
+        let line = |json: String| format!("@nix {json}\n");
+        let total_paths = sizes.len();
+        let mut log = line(format!(
+            r#"{{"action":"start","id":1,"level":3,"parent":0,"text":"copying {total_paths} paths","type":103}}"#
+        ));
+        let mut sum = 0;
+        for (_, size) in sizes {
+            sum += size;
+            log += &line(format!(r#"{{"action":"result","fields":[100,{sum}],"id":1,"type":106}}"#));
+        }
+        let mut shared = 0;
+        for (i, (path, size)) in sizes.iter().enumerate() {
+            let id = 10 + i;
+            log += &line(format!(r#"{{"action":"result","fields":[{i},{total_paths},1,0],"id":1,"type":105}}"#));
+            log += &line(format!(
+                r#"{{"action":"start","fields":["{path}","local","ssh://h"],"id":{id},"level":3,"parent":1,"text":"copying path '{path}' to 'ssh://h'","type":100}}"#
+            ));
+            let mut sent = 0;
+            while sent < *size {
+                let chunk = (size - sent).min(65_536);
+                sent += chunk;
+                shared += chunk;
+                let done = if shared_counter { shared } else { sent };
+                log += &line(format!(r#"{{"action":"result","fields":[{done},7],"id":{id},"type":105}}"#));
+            }
+            log += &line(format!(r#"{{"action":"stop","id":{id}}}"#));
+        }
+        log += &line(format!(r#"{{"action":"result","fields":[{total_paths},{total_paths},0,0],"id":1,"type":105}}"#));
+        log + &line(r#"{"action":"stop","id":1}"#.to_owned())
+    }
+
+    /// The 4-path copy of issue 8: 456, 336 and 56 bytes, then a 3000112-byte path.
+    const FOUR: [(&str, u64); 4] = [
+        ("/nix/store/a-etc", 456),
+        ("/nix/store/b-units", 336),
+        ("/nix/store/c-sw", 56),
+        ("/nix/store/d-initrd", 3_000_112),
+    ];
+
+    fn four_sizes() -> Vec<(String, u64)> {
+        FOUR.iter().map(|(p, s)| ((*p).to_owned(), *s)).collect()
+    }
+
+    #[test]
+    fn newer_nix_running_expected_sums_never_replace_fleetgates_exact_total() {
+        for shared_counter in [true, false] {
+            let mut sizes = four_sizes();
+            // The host already has two more paths of the closure.
+            sizes.extend([("/nix/store/e-glibc".to_owned(), 9_000), ("/nix/store/f-bash".to_owned(), 900)]);
+            let mut tracker = CopyTracker::new(sizes, Some(3_000_960));
+            let seen = replay(&mut tracker, &newer_nix_log(&FOUR, shared_counter));
+            assert!(seen.iter().all(|p| p.expected_bytes == Some(3_000_960)), "{seen:?}");
+            assert!(seen.windows(2).all(|w| w[0].done_bytes <= w[1].done_bytes), "monotone");
+            assert!(seen.iter().all(|p| p.done_bytes <= 3_000_960));
+            let last = seen.last().unwrap();
+            assert_eq!((last.done_bytes, last.paths_done, last.paths_expected), (3_000_960, 4, Some(4)));
+        }
+    }
+
+    #[test]
+    fn newer_nix_bytes_within_a_path_read_right_with_either_counter() {
+        for shared_counter in [true, false] {
+            let mut tracker = CopyTracker::new(four_sizes(), Some(3_000_960));
+            let seen = replay(&mut tracker, &newer_nix_log(&FOUR, shared_counter));
+            // The big path's first chunk: the three small paths plus 64 KiB, whichever way
+            // Nix counts (a shared counter is read exactly from the first path that starts
+            // after others ended; a per-path one once a path ends at its own size).
+            let first_chunk =
+                seen.iter().find(|p| p.current.as_deref() == Some("/nix/store/d-initrd") && p.done_bytes > 848);
+            assert_eq!(first_chunk.map(|p| p.done_bytes), Some(848 + 65_536), "shared counter: {shared_counter}");
+        }
+    }
+
+    #[test]
+    fn without_a_count_of_its_own_the_largest_running_sum_is_a_lower_bound() {
+        let mut sizes = four_sizes();
+        sizes.push(("/nix/store/e-glibc".to_owned(), 9_000));
+        let mut tracker = CopyTracker::new(sizes, None);
+        let seen = replay(&mut tracker, &newer_nix_log(&FOUR, true));
+        let expected: Vec<Option<u64>> = seen.iter().map(|p| p.expected_bytes).collect();
+        assert!(expected.windows(2).all(|w| w[0] <= w[1]), "never shrinks: {expected:?}");
+        assert_eq!(seen.last().unwrap().expected_bytes, Some(3_000_960));
+        assert_eq!(seen.last().unwrap().done_bytes, 3_000_960);
+        // Out of order (threads of Nix's graph walk): the largest stays.
+        let mut tracker = CopyTracker::new(four_sizes(), None);
+        tracker.feed(br#"@nix {"action":"start","id":1,"level":3,"text":"copying 3 paths","type":103}"#);
+        tracker.feed(br#"@nix {"action":"result","fields":[100,792],"id":1,"type":106}"#);
+        tracker.feed(br#"@nix {"action":"result","fields":[100,456],"id":1,"type":106}"#);
+        assert_eq!(tracker.progress().expected_bytes, Some(792));
+    }
+
+    #[test]
+    fn a_path_of_unknown_size_counts_only_what_nix_sent_of_it() {
+        // Not in the caller's sizes: Nix's garbage `expected` (7) is not taken as its size.
+        let mut tracker = CopyTracker::new([("/nix/store/a-etc".to_owned(), 456)], None);
+        let seen =
+            replay(&mut tracker, &newer_nix_log(&[("/nix/store/a-etc", 456), ("/nix/store/z-new", 1_000)], true));
+        assert_eq!(seen.last().unwrap().done_bytes, 1_456);
     }
 
     #[test]

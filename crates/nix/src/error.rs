@@ -24,9 +24,13 @@ pub enum NixError {
         /// The version that was found.
         found: String,
     },
-    /// A key file or key string is malformed.
-    #[error("invalid Nix signing key: {0}")]
-    Key(String),
+    /// A key string is malformed.
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    /// A key file cannot be used (boxed: it carries a path and a reason, and every
+    /// `Result` of this crate would grow with it).
+    #[error(transparent)]
+    KeyFile(Box<crate::keys::KeyFileError>),
     /// A store URI is malformed.
     #[error("invalid store URI `{uri}`: {message}")]
     StoreUri {
@@ -38,12 +42,10 @@ pub enum NixError {
     /// A hash string is malformed.
     #[error("invalid hash `{0}`")]
     Hash(String),
-    /// Reading a file (key file, …) failed.
-    #[error("cannot read {path}")]
-    Read {
-        /// The file.
-        path: std::path::PathBuf,
-        /// The underlying I/O error.
-        source: std::io::Error,
-    },
+}
+
+impl From<crate::keys::KeyFileError> for NixError {
+    fn from(e: crate::keys::KeyFileError) -> Self {
+        Self::KeyFile(Box::new(e))
+    }
 }

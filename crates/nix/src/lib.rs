@@ -14,6 +14,8 @@
 //! - [`StoreUri`] handles store URIs and their query parameters (`secret-key`, …);
 //! - [`keys`] reads and writes Nix's `name:base64` ed25519 key format, computes narinfo
 //!   fingerprints and verifies narinfo signatures without trusting Nix to do it;
+//! - [`small_file`] reads small input files (keys, events, tokens) safely: regular files
+//!   only, bounded;
 //! - [`process`] re-exports the timeout-bounded process runner everything above uses
 //!   (the `fleetgate-process` crate), which callers can use for other tools (git) too.
 //!
@@ -27,13 +29,15 @@ pub mod keys;
 pub mod nix;
 pub mod path_info;
 pub mod process;
+pub mod small_file;
 pub mod store_uri;
 pub mod version;
 
 pub use copy_progress::CopyProgress;
 pub use error::{NixError, ProcessError};
-pub use keys::{PublicKey, SecretKey, narinfo_fingerprint};
+pub use keys::{KeyError, KeyFileError, PublicKey, SecretKey, narinfo_fingerprint};
 pub use nix::{CopyOptions, Nix};
 pub use path_info::PathInfo;
+pub use small_file::{SmallFileError, read_small_file};
 pub use store_uri::StoreUri;
 pub use version::NixVersion;

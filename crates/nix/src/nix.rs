@@ -293,9 +293,7 @@ impl Nix {
         secret_key_file: &Path,
         public_key_file: &Path,
     ) -> Result<(), NixError> {
-        if name.is_empty() || name.starts_with('-') || name.contains(':') {
-            return Err(NixError::Key(format!("bad key name {name:?}")));
-        }
+        crate::keys::check_key_name(name)?;
         self.legacy("nix-store")
             .arg("--generate-binary-cache-key")
             .arg(name)

@@ -231,15 +231,18 @@ pub fn tail(stderr: &[u8]) -> String {
 
 /// Words joined by spaces, each shell-quoted where needed.
 pub(crate) fn quote_words<'a>(words: impl IntoIterator<Item = &'a OsStr>) -> String {
-    words.into_iter().map(|w| quote(&w.to_string_lossy())).collect::<Vec<_>>().join(" ")
+    words.into_iter().map(|w| shell_quote(&w.to_string_lossy())).collect::<Vec<_>>().join(" ")
 }
 
-fn quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@+,%^".contains(&b)) {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+/// Quotes one word for a POSIX shell (`'…'`, with `'` as `'\''`); words made
+/// only of characters no shell treats specially are left as they are. The
+/// one quoter of fleetgate: command lines in messages here, and commands
+/// sent to a remote shell (`fleetgate-transport`). `^` is quoted: the
+/// Bourne shell reads it as a pipe.
+#[must_use]
+pub fn shell_quote(word: &str) -> String {
+    let safe = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if safe { word.to_owned() } else { format!("'{}'", word.replace('\'', "'\\''")) }
 }
 
 /// The child's process group: it leads one of its own, so the group id is its pid.
@@ -436,6 +439,19 @@ mod tests {
         assert_eq!(kept.lines().count(), STDERR_TAIL_LINES);
         assert!(kept.starts_with("line 11\n") && kept.ends_with("line 30"), "{kept}");
         assert_eq!(tail(b""), "");
+    }
+
+    #[test]
+    fn words_are_quoted_unless_every_character_is_safe() {
+        assert_eq!(shell_quote("abc/d-e.f_g=h:i,j+k@l%m"), "abc/d-e.f_g=h:i,j+k@l%m");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        for unsafe_char in ['^', '$', '`', '"', '\\', '*', '?', '[', '~', '#', '&', ';', '|', '<', '>', '(', '!', '\n']
+        {
+            let word = format!("a{unsafe_char}b");
+            assert!(shell_quote(&word).starts_with('\''), "{word:?}");
+        }
     }
 
     #[test]

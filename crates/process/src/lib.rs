@@ -52,6 +52,6 @@ mod child;
 mod error;
 mod run;
 
-pub use child::{STDERR_TAIL_LINES, command_line, run_command, run_command_streaming, tail};
+pub use child::{STDERR_TAIL_LINES, command_line, run_command, run_command_streaming, shell_quote, tail};
 pub use error::ProcessError;
 pub use run::{Output, Run};

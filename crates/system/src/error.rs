@@ -16,6 +16,10 @@ pub enum SystemError {
         #[source]
         source: std::io::Error,
     },
+    /// A file of the toplevel is not a regular file, or larger than its
+    /// kind may be (see [`crate::limits`]).
+    #[error(transparent)]
+    File(#[from] fleetgate_files::ReadError),
     /// The path is not a directory.
     #[error("{} is not a directory", .0.display())]
     NotADirectory(PathBuf),

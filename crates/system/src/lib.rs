@@ -31,14 +31,16 @@
 
 mod error;
 mod fstab;
+pub mod kernel_image;
 mod switch;
 mod toplevel;
 
 pub use bootspec;
 pub use error::{Result, SystemError};
 pub use fstab::{FstabEntry, FstabError, RootFilesystem, RootSpec, parse_fstab};
+pub use kernel_image::{KernelFormat, KernelImage};
 pub use switch::{
     Component, ComponentValue, DecisionNote, Effect, INHIBITOR_FOOTER, INHIBITOR_HEADER, INIT_INTERFACE_WARNING,
     SwitchDecision, SwitchReason, compare_for_switch,
 };
-pub use toplevel::SystemToplevel;
+pub use toplevel::{SystemToplevel, limits};

@@ -9,8 +9,35 @@ use bootspec::BootJson;
 use bootspec::generation::Generation;
 use bootspec::v1::BootSpecV1;
 
+use fleetgate_files::{Limit, lossy_text};
+
 use crate::error::{Result, SystemError};
 use crate::fstab::{FstabEntry, RootFilesystem, parse_fstab};
+use crate::kernel_image::KernelImage;
+
+/// The most each small file of a toplevel may hold: generous for what
+/// nixpkgs writes, far below what would hurt (`docs/check.md` lists them).
+pub mod limits {
+    use fleetgate_files::Limit;
+
+    /// `nixos-version` (`25.05.20250601.abcdef0`).
+    pub const NIXOS_VERSION: Limit = Limit::new(4 << 10, "a nixos-version file");
+    /// `init-interface-version` (`systemd 2`).
+    pub const INIT_INTERFACE_VERSION: Limit = Limit::new(4 << 10, "an init-interface-version file");
+    /// `system` (`x86_64-linux`).
+    pub const SYSTEM: Limit = Limit::new(4 << 10, "a system file");
+    /// `kernel-params` (the kernel itself takes at most a few KiB).
+    pub const KERNEL_PARAMS: Limit = Limit::new(64 << 10, "a kernel-params file");
+    /// `boot.json` (bootspec, with one document per specialisation).
+    pub const BOOT_JSON: Limit = Limit::new(4 << 20, "a bootspec document (boot.json)");
+    /// `switch-inhibitors` (a JSON object of strings).
+    pub const SWITCH_INHIBITORS: Limit = Limit::new(1 << 20, "a switch-inhibitors file");
+    /// `etc/fstab`.
+    pub const FSTAB: Limit = Limit::new(1 << 20, "an fstab");
+}
+
+/// Entries of `kernel-modules/lib/modules` looked at (it holds one).
+const MAX_MODULES_ENTRIES: usize = 1024;
 
 /// The state of a toplevel's `switch-inhibitors` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,14 +105,15 @@ impl SystemToplevel {
             return Err(SystemError::NotADirectory(path));
         }
 
-        let nixos_version = read_optional_string(&path.join("nixos-version"))?;
-        let init_interface_version = read_optional_string(&path.join("init-interface-version"))?;
-        let system = read_optional_string(&path.join("system"))?;
-        let kernel_params_file = read_optional_string(&path.join("kernel-params"))?
+        let nixos_version = read_optional_string(&path.join("nixos-version"), limits::NIXOS_VERSION)?;
+        let init_interface_version =
+            read_optional_string(&path.join("init-interface-version"), limits::INIT_INTERFACE_VERSION)?;
+        let system = read_optional_string(&path.join("system"), limits::SYSTEM)?;
+        let kernel_params_file = read_optional_string(&path.join("kernel-params"), limits::KERNEL_PARAMS)?
             .map(|text| text.split_whitespace().map(str::to_owned).collect());
 
         let boot_json = path.join(bootspec::JSON_FILENAME);
-        let bootspec = match read_optional(&boot_json)? {
+        let bootspec = match read_optional(&boot_json, limits::BOOT_JSON)? {
             None => None,
             Some(bytes) => {
                 // The bootspec crate (v2) implements RFC 0125's v1 document,
@@ -100,7 +128,7 @@ impl SystemToplevel {
             return Err(SystemError::NotASystem(path));
         }
 
-        let inhibitors = match read_optional(&path.join("switch-inhibitors"))? {
+        let inhibitors = match read_optional(&path.join("switch-inhibitors"), limits::SWITCH_INHIBITORS)? {
             None => Inhibitors::Absent,
             Some(bytes) => match parse_inhibitors(&bytes) {
                 Ok(map) => Inhibitors::Valid(map),
@@ -185,7 +213,15 @@ impl SystemToplevel {
             }
         };
         let mut versions = Vec::new();
-        for entry in entries {
+        for (n, entry) in entries.enumerate() {
+            // A modules tree holds one version directory; a huge directory
+            // is not one, and is not listed to the end.
+            if n >= MAX_MODULES_ENTRIES {
+                return Err(SystemError::KernelModules {
+                    path: modules,
+                    reason: format!("more than {MAX_MODULES_ENTRIES} entries"),
+                });
+            }
             let entry = entry.map_err(|source| SystemError::Io { path: modules.clone(), source })?;
             if entry.path().is_dir() {
                 versions.push(entry.path());
@@ -237,7 +273,7 @@ impl SystemToplevel {
     /// for a malformed line, [`SystemError::Io`].
     pub fn fstab(&self) -> Result<Vec<FstabEntry>> {
         let path = self.path.join("etc/fstab");
-        let text = read_optional_string(&path)?.ok_or_else(|| SystemError::Missing(path.clone()))?;
+        let text = read_optional_string(&path, limits::FSTAB)?.ok_or_else(|| SystemError::Missing(path.clone()))?;
         parse_fstab(&text).map_err(|e| SystemError::Fstab { path, line: e.line, reason: e.reason })
     }
 
@@ -275,8 +311,35 @@ impl SystemToplevel {
         &self.components
     }
 
-    pub(crate) fn kernel_params_file(&self) -> Option<&[String]> {
+    /// The words of the `kernel-params` file (what GRUB's installer puts on
+    /// the kernel command line), or `None` without one. systemd-boot uses the
+    /// bootspec's `kernelParams` instead; [`SystemToplevel::kernel_params`]
+    /// prefers this file.
+    #[must_use]
+    pub fn kernel_params_file(&self) -> Option<&[String]> {
         self.kernel_params_file.as_deref()
+    }
+
+    /// Where the toplevel's own entry `name` (`kernel`, `initrd`, `init`,
+    /// `kernel-modules`) leads: the resolved path when it exists on this
+    /// machine, a dangling link's target otherwise, `None` when the toplevel
+    /// has no such entry. Unlike [`SystemToplevel::kernel_path`], the
+    /// bootspec is never consulted.
+    #[must_use]
+    pub fn entry(&self, name: &str) -> Option<PathBuf> {
+        let path = self.path.join(name);
+        resolve(&path).or_else(|| path.symlink_metadata().is_ok().then_some(path))
+    }
+
+    /// The header of the kernel image ([`crate::kernel_image::inspect`]);
+    /// `Ok(None)` when the file is no kernel image this crate recognises.
+    ///
+    /// # Errors
+    /// [`SystemError::Missing`] without a kernel; [`SystemError::File`] when
+    /// it is missing or not a regular file.
+    pub fn kernel_image(&self) -> Result<Option<KernelImage>> {
+        let path = self.kernel_path().ok_or_else(|| SystemError::Missing(self.path.join("kernel")))?;
+        Ok(crate::kernel_image::inspect(path)?)
     }
 
     /// The `init-interface-version` file exactly as written (`systemd 2` for
@@ -348,17 +411,12 @@ fn resolve(path: &Path) -> Option<PathBuf> {
     })
 }
 
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SystemError::Io { path: path.to_path_buf(), source }),
-    }
+/// A small file of the toplevel, bounded and only if it is a regular file;
+/// `None` when it does not exist.
+fn read_optional(path: &Path, limit: Limit) -> Result<Option<Vec<u8>>> {
+    fleetgate_files::read_optional(path, limit).map_err(SystemError::from)
 }
 
-fn read_optional_string(path: &Path) -> Result<Option<String>> {
-    Ok(read_optional(path)?.map(|bytes| match String::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    }))
+fn read_optional_string(path: &Path, limit: Limit) -> Result<Option<String>> {
+    Ok(read_optional(path, limit)?.map(lossy_text))
 }

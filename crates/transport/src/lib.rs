@@ -55,6 +55,8 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use error::TransportError;
+/// The quoter for the remote shell: `fleetgate-process`'s, the only one.
+pub use fleetgate_process::shell_quote;
 pub use local::Local;
 pub use process::Output;
 pub use ssh::{Ssh, SshTarget};
@@ -113,26 +115,4 @@ pub trait Transport: Send + Sync {
 
 fn path_str(path: &Path) -> Result<&str, TransportError> {
     path.to_str().ok_or_else(|| TransportError::InvalidArgument(format!("path is not UTF-8: {}", path.display())))
-}
-
-/// Quotes one word for a POSIX shell (`'…'`, with `'` as `'\''`); words made
-/// only of safe characters are left as they are.
-#[must_use]
-pub fn shell_quote(word: &str) -> String {
-    let safe = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
-    if safe { word.to_owned() } else { format!("'{}'", word.replace('\'', "'\\''")) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shell_quote;
-
-    #[test]
-    fn quotes_for_the_shell() {
-        assert_eq!(shell_quote("abc/d-e.f"), "abc/d-e.f");
-        assert_eq!(shell_quote(""), "''");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
-        assert_eq!(shell_quote("$(x)"), "'$(x)'");
-    }
 }

@@ -14,18 +14,80 @@ use crate::{Transport, TransportError, shell_quote};
 /// Exit status `ssh` uses for its own errors (connection, authentication).
 const SSH_ERROR: i32 = 255;
 
-/// Where to connect: `ssh://[user@]host[:port]`.
+/// Where to connect: `ssh://[user@]host[:port]`. Built only by
+/// [`SshTarget::parse`] (or [`SshTarget::from_parts`], which goes through
+/// it), so a host that `ssh` would read as an option (`-oProxyCommand=…`)
+/// never reaches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshTarget {
-    /// Login user; `None` lets `ssh` (and its config) decide.
-    pub user: Option<String>,
-    /// Host name, address, or a `Host` alias of the ssh config.
-    pub host: String,
-    /// Port; `None` lets `ssh` (and its config) decide.
-    pub port: Option<u16>,
+    user: Option<String>,
+    host: String,
+    port: Option<u16>,
 }
 
 impl SshTarget {
+    /// Login user; `None` lets `ssh` (and its config) decide.
+    #[must_use]
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Host name, address (IPv6 without brackets), or a `Host` alias of the
+    /// ssh config.
+    #[must_use]
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Port; `None` lets `ssh` (and its config) decide.
+    #[must_use]
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// A target from its parts (an IPv6 address with or without brackets),
+    /// checked like [`SshTarget::parse`].
+    ///
+    /// # Errors
+    /// [`TransportError::InvalidArgument`] for a host or user `ssh` would
+    /// misread.
+    pub fn from_parts(user: Option<&str>, host: &str, port: Option<u16>) -> Result<SshTarget, TransportError> {
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        if bare.contains(['@', '/', '[', ']']) {
+            return Err(TransportError::InvalidArgument(format!(
+                "bad ssh host {host:?}: a host name or address, without user, path or brackets inside"
+            )));
+        }
+        let host = if bare.contains(':') { format!("[{bare}]") } else { bare.to_owned() };
+        let mut text = String::from("ssh://");
+        if let Some(u) = user {
+            text.push_str(u);
+            text.push('@');
+        }
+        text.push_str(&host);
+        if let Some(p) = port {
+            text.push_str(&format!(":{p}"));
+        }
+        SshTarget::parse(&text)
+    }
+
+    /// The `ssh://[user@]host` store URI `nix copy` takes (IPv6 in
+    /// brackets; the port goes in `NIX_SSHOPTS`).
+    #[must_use]
+    pub fn store_uri(&self) -> String {
+        let mut s = String::from("ssh://");
+        if let Some(u) = &self.user {
+            s.push_str(u);
+            s.push('@');
+        }
+        if self.host.contains(':') {
+            s.push_str(&format!("[{}]", self.host));
+        } else {
+            s.push_str(&self.host);
+        }
+        s
+    }
+
     /// Parses `ssh://[user@]host[:port]` (an IPv6 address in brackets:
     /// `ssh://[fe80::1]:22`).
     ///
@@ -60,12 +122,20 @@ impl SshTarget {
                 None => (hostport, None),
             }
         };
-        if host.is_empty() || host.starts_with('-') || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let bracketed = hostport.starts_with('[');
+        if host.is_empty()
+            || host.starts_with('-')
+            || host.chars().any(|c| c.is_whitespace() || c.is_control() || "@/[]'\"`$;&|<>\\".contains(c))
+            || (!bracketed && host.contains(':'))
+        {
             return Err(bad("bad host"));
         }
         let port =
             port.map(|p| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("bad port"))).transpose()?;
-        if user.as_deref().is_some_and(|u| u.starts_with('-') || u.contains(char::is_whitespace)) {
+        if user
+            .as_deref()
+            .is_some_and(|u| u.starts_with('-') || u.contains(|c: char| c.is_whitespace() || c.is_control()))
+        {
             return Err(bad("bad user"));
         }
         Ok(SshTarget { user, host: host.to_owned(), port })
@@ -281,11 +351,22 @@ mod tests {
     #[test]
     fn parses_ssh_targets() {
         let t = SshTarget::parse("ssh://root@web1:2222").expect("valid");
-        assert_eq!((t.user.as_deref(), t.host.as_str(), t.port), (Some("root"), "web1", Some(2222)));
+        assert_eq!((t.user(), t.host(), t.port()), (Some("root"), "web1", Some(2222)));
+        assert_eq!(t.store_uri(), "ssh://root@web1");
+        let t = SshTarget::from_parts(Some("root"), "fd00::1", Some(22)).expect("IPv6");
+        assert_eq!(
+            (t.host(), t.to_string(), t.store_uri()),
+            ("fd00::1", "ssh://root@[fd00::1]:22".to_owned(), "ssh://root@[fd00::1]".to_owned())
+        );
+        assert_eq!(SshTarget::from_parts(None, "[fd00::1]", None).expect("bracketed").host(), "fd00::1");
+        for bad in ["-oProxyCommand=touch /tmp/x", "host;reboot", "a b", "", "h@x"] {
+            assert!(SshTarget::from_parts(Some("root"), bad, None).is_err(), "{bad:?} must be rejected");
+        }
+        assert!(SshTarget::from_parts(Some("-oX"), "h", None).is_err());
         let t = SshTarget::parse("ssh://web1").expect("valid");
-        assert_eq!((t.user, t.host.as_str(), t.port), (None, "web1", None));
+        assert_eq!((t.user(), t.host(), t.port()), (None, "web1", None));
         let t = SshTarget::parse("ssh://admin@[fe80::1]:22").expect("valid");
-        assert_eq!((t.host.as_str(), t.port), ("fe80::1", Some(22)));
+        assert_eq!((t.host(), t.port()), ("fe80::1", Some(22)));
         assert_eq!(t.to_string(), "ssh://admin@[fe80::1]:22");
         for bad in [
             "web1",

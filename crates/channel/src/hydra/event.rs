@@ -10,6 +10,10 @@ use serde::Deserialize;
 
 use crate::error::ChannelError;
 
+/// Largest event file read (8 MiB). Hydra's payload is a few KiB: the build, its
+/// outputs, products and metrics.
+pub const MAX_EVENT: u64 = 8 << 20;
+
 /// One RunCommand event.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -181,9 +185,11 @@ impl HydraEvent {
         serde_json::from_slice(bytes).map_err(|e| ChannelError::HydraEvent(format!("not a RunCommand payload: {e}")))
     }
 
-    /// Reads and parses the file named by `$HYDRA_JSON` (or `path`).
+    /// Reads and parses the file named by `$HYDRA_JSON` (or `path`): a regular file of
+    /// at most [`MAX_EVENT`] bytes.
     pub fn read(path: &std::path::Path) -> Result<Self, ChannelError> {
-        let bytes = std::fs::read(path).map_err(|e| ChannelError::io("reading Hydra event", path, e))?;
+        let bytes = fleetgate_nix::read_small_file(path, MAX_EVENT)
+            .map_err(|source| ChannelError::InputFile { what: "the Hydra event (--event, $HYDRA_JSON)", source })?;
         Self::parse(&bytes)
     }
 

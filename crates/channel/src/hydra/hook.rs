@@ -121,14 +121,14 @@ pub fn resolve_commit(
     log: Log<'_>,
 ) -> Result<CommitId, ChannelError> {
     if let Some(c) = revision::from_system(Path::new(system)) {
-        log(&format!("commit {c} from the system's configurationRevision"));
+        log.note(&format!("commit {c} from the system's configurationRevision"));
         return Ok(c);
     }
     let mut tried = vec!["the system records no configurationRevision".to_owned()];
     if let Some(url) = &cfg.hydra_url {
         match revision::from_hydra_api(url, event.build, cfg.timeout) {
             Ok(c) => {
-                log(&format!("commit {c} from Hydra's API"));
+                log.note(&format!("commit {c} from Hydra's API"));
                 return Ok(c);
             }
             Err(e) => tried.push(format!("Hydra API: {e}")),
@@ -137,13 +137,28 @@ pub fn resolve_commit(
     if let Some(db) = &cfg.hydra_db {
         match revision::from_hydra_db(db, event.build, cfg.timeout) {
             Ok(c) => {
-                log(&format!("commit {c} from Hydra's database"));
+                log.note(&format!("commit {c} from Hydra's database"));
                 return Ok(c);
             }
             Err(e) => tried.push(format!("Hydra database: {e}")),
         }
     }
     Err(ChannelError::HydraCommit { build: event.build, message: tried.join("; ") })
+}
+
+/// The build's output must be in this machine's store (Hydra's own) or already in the
+/// cache; otherwise there is nothing to promote, whatever the commit.
+fn require_system(nix: &Nix, channel: &ChannelConfig, system: &str) -> Result<(), ChannelError> {
+    let paths = [system.to_owned()];
+    let (_, not_local) = nix.path_info(None, &paths, false, false).map_err(ChannelError::Nix)?;
+    if not_local.is_empty() {
+        return Ok(());
+    }
+    let (_, not_cached) = nix.path_info(Some(&channel.cache), &paths, false, false).map_err(ChannelError::Nix)?;
+    if not_cached.is_empty() {
+        return Ok(());
+    }
+    Err(ChannelError::SystemMissing { path: system.to_owned(), cache: channel.cache.base().to_owned() })
 }
 
 /// What the hook did.
@@ -167,6 +182,7 @@ pub fn run(
         Decision::Skip(reason) => return Ok(HookOutcome::Skipped(reason)),
         Decision::Promote { host, system } => (host, system),
     };
+    require_system(nix, channel, &system)?;
     let commit = resolve_commit(event, &system, cfg, log)?;
     let build = match &cfg.hydra_url {
         Some(url) => format!("{}/build/{}", url.trim_end_matches('/'), event.build),

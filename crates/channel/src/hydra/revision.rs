@@ -30,9 +30,14 @@ fn capture(re: &LazyLock<Option<Regex>>, text: &str) -> Option<CommitId> {
     CommitId::parse(m.as_str()).ok()
 }
 
-/// Reads `system.configurationRevision` from a built NixOS system, if it recorded one.
+/// Largest `nixos-version` script or `nixos-version.json` read (both are well under
+/// 4 KiB; a build could make either a link to `/dev/zero`).
+const MAX_VERSION_FILE: u64 = 64 << 10;
+
+/// Reads `system.configurationRevision` from a built NixOS system, if it recorded one
+/// (regular files of at most [`MAX_VERSION_FILE`] bytes only).
 pub fn from_system(system: &Path) -> Option<CommitId> {
-    let script = std::fs::read(system.join("sw/bin/nixos-version")).ok()?;
+    let script = fleetgate_nix::read_small_file(&system.join("sw/bin/nixos-version"), MAX_VERSION_FILE).ok()?;
     let text = String::from_utf8_lossy(&script);
     if let Some(c) = capture(&JSON_REV, &text).or_else(|| capture(&SCRIPT_REV, &text)) {
         return Some(c);
@@ -40,8 +45,8 @@ pub fn from_system(system: &Path) -> Option<CommitId> {
     // Newer NixOS: the script `cat`s a separate nixos-version.json store file.
     let re = VERSION_JSON.as_ref()?;
     re.find_iter(&text).find_map(|m| {
-        let json = std::fs::read_to_string(m.as_str()).ok()?;
-        capture(&JSON_REV, &json)
+        let json = fleetgate_nix::read_small_file(Path::new(m.as_str()), MAX_VERSION_FILE).ok()?;
+        capture(&JSON_REV, &String::from_utf8_lossy(&json))
     })
 }
 
@@ -331,6 +336,19 @@ mod tests {
         std::fs::write(bin.join("nixos-version"), script.replace(REV, "@configurationRevision@")).unwrap();
         assert!(from_system(dir.path()).is_none());
         assert!(from_system(&dir.path().join("absent")).is_none());
+    }
+
+    #[test]
+    fn a_version_file_that_never_ends_or_never_opens_is_no_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("sw/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", bin.join("nixos-version")).unwrap();
+        assert!(from_system(dir.path()).is_none());
+        std::fs::remove_file(bin.join("nixos-version")).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, bin.join("nixos-version"), rustix::fs::Mode::from_raw_mode(0o600))
+            .unwrap();
+        assert!(from_system(dir.path()).is_none());
     }
 
     #[test]

@@ -1,15 +1,19 @@
-//! Running the real `fleetgate` binary from a test, as a user would.
+//! What the CLI tests share: running the real binary and keeping what it said.
 
+// Each test crate that includes this module uses a part of it.
 #![allow(dead_code)]
 
 use std::process::Command;
 
 use serde_json::Value;
 
-/// What a `fleetgate` run printed and how it exited.
+/// How a run of `fleetgate` ended.
 pub struct Run {
+    /// Its exit code (-1 if killed by a signal).
     pub code: i32,
+    /// Its stdout, as text.
     pub stdout: String,
+    /// Its stderr, as text.
     pub stderr: String,
 }
 
@@ -21,17 +25,23 @@ impl Run {
     }
 }
 
-/// Runs `fleetgate ARGS…` without substituters (the lab is offline).
-pub fn fleetgate(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .args(args)
-        // No network: a substituter lookup would hang or fail offline.
-        .env("NIX_CONFIG", "substituters =")
-        .output()
-        .expect("fleetgate runs");
+/// Runs `command` to its end.
+pub fn run(command: &mut Command) -> Run {
+    let out = command.output().expect("fleetgate runs");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// A `fleetgate` command.
+pub fn fleetgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+}
+
+/// Runs `fleetgate ARGS…` without substituters: the lab is offline, and a
+/// substituter lookup would hang or fail.
+pub fn offline(args: &[&str]) -> Run {
+    run(fleetgate().args(args).env("NIX_CONFIG", "substituters ="))
 }

@@ -1,0 +1,572 @@
+//! [`ScriptMachine`]: the [`Machine`] of a real host, made of the scripts in
+//! [`crate::scripts`] run through a [`Connector`] — OpenSSH for `deploy` (a
+//! shared ControlMaster connection, plus fresh logins where a new login must
+//! be proved), or the local machine for the agent (the same scripts, run with
+//! `/bin/sh`).
+
+use std::time::{Duration, Instant};
+
+use fleetgate_transport::{Output, Transport, TransportError, shell_quote as q};
+
+use crate::bootloader::{GrubMenu, Grubenv, SdBoot};
+use crate::health::{self, HealthChecks};
+use crate::intent::{self, PendingIntent};
+use crate::machine::{
+    Armed, Cancel, HostState, LockError, Machine, MachineError, WatchdogSeen, WatchdogSpec, WatchdogState,
+};
+use crate::scripts::{Layout, STATE_DIR, lock_owner};
+
+/// Connections to one host.
+pub trait Connector: Send {
+    /// The host, for messages (`ssh://root@web1`, `local`).
+    fn describe(&self) -> String;
+    /// The shared connection (connected on first use).
+    fn shared(&mut self) -> &dyn Transport;
+    /// A connection of its own: a new login.
+    fn fresh(&self) -> Box<dyn Transport>;
+    /// Drops the shared connection (before a reboot, after losing it).
+    fn disconnect(&mut self);
+}
+
+/// The local machine as a connector (the agent's).
+#[derive(Debug, Default)]
+pub struct LocalConnector;
+
+impl Connector for LocalConnector {
+    fn describe(&self) -> String {
+        "local".to_owned()
+    }
+    fn shared(&mut self) -> &dyn Transport {
+        &fleetgate_transport::Local
+    }
+    fn fresh(&self) -> Box<dyn Transport> {
+        Box::new(fleetgate_transport::Local)
+    }
+    fn disconnect(&mut self) {}
+}
+
+/// The boot loader of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loader {
+    /// systemd-boot on the ESP mounted here.
+    SystemdBoot {
+        /// The ESP mount point.
+        esp: String,
+    },
+    /// GRUB with this `grub.cfg`.
+    Grub {
+        /// `grub.cfg`.
+        cfg: String,
+    },
+}
+
+/// Time limits of the machine's calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallTimeouts {
+    /// A short command.
+    pub command: Duration,
+    /// `switch-to-configuration`.
+    pub activation: Duration,
+    /// One probe of a host that may be rebooting.
+    pub probe: Duration,
+    /// The power-cycle hook.
+    pub power_cycle: Duration,
+}
+
+/// The boot loader's default entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootDefault {
+    /// systemd-boot: the entry id (`nixos-generation-12.conf`); GRUB: its menu path.
+    pub entry: String,
+    /// The system it boots (`init=`), when it says.
+    pub system: Option<String>,
+}
+
+/// A real host.
+pub struct ScriptMachine<C: Connector> {
+    conn: C,
+    /// Where things are on the host.
+    pub layout: Layout,
+    /// Its boot loader, when it has one fleetgate knows.
+    pub loader: Option<Loader>,
+    /// Health checks.
+    pub health: HealthChecks,
+    /// The power-cycle hook (a shell command run where the engine runs).
+    pub power_cycle: Option<String>,
+    /// Time limits.
+    pub timeouts: CallTimeouts,
+    /// systemd-boot's `LoaderEntryDefault` EFI variable as found (facts).
+    pub efi_default_before: Option<String>,
+    start: Instant,
+}
+
+/// `env`, the one program besides `/bin/sh` every NixOS host has at a fixed path.
+const ENV: &str = "/usr/bin/env";
+
+/// How every script runs: with an EMPTY environment (`env -i`), so that it
+/// works only with the `PATH` it sets itself from the systems' `sw/bin` — on a
+/// real host as in the lab and the tests, whatever the login's environment.
+const SH: [&str; 4] = [ENV, "-i", "/bin/sh", "-s"];
+
+/// Exit status of a script that found nothing to do (absent file, no dir).
+const ABSENT: i32 = 3;
+
+fn lost(e: &TransportError) -> MachineError {
+    let line = e.to_string().lines().next().unwrap_or_default().to_owned();
+    match e {
+        TransportError::Unreachable { .. } | TransportError::Timeout { .. } => MachineError::Lost(line),
+        _ => MachineError::Failed(line),
+    }
+}
+
+fn failed(what: &str, o: &Output) -> MachineError {
+    let mut text = o.stdout_text();
+    text.push_str(&String::from_utf8_lossy(&o.stderr));
+    let tail = fleetgate_process::tail(text.trim().as_bytes());
+    MachineError::Failed(format!(
+        "{what} failed ({}){}",
+        o.status.map_or_else(|| "killed".to_owned(), |s| format!("exit {s}")),
+        if tail.is_empty() { String::new() } else { format!(":\n{tail}") }
+    ))
+}
+
+impl<C: Connector> ScriptMachine<C> {
+    /// A machine over `conn`.
+    pub fn new(conn: C, layout: Layout, timeouts: CallTimeouts) -> ScriptMachine<C> {
+        ScriptMachine {
+            conn,
+            layout,
+            loader: None,
+            health: HealthChecks::default(),
+            power_cycle: None,
+            timeouts,
+            efi_default_before: None,
+            start: Instant::now(),
+        }
+    }
+
+    /// The shared connection (for what is not the engine's: facts, the copy's probes).
+    pub fn transport(&mut self) -> &dyn Transport {
+        self.conn.shared()
+    }
+
+    fn run(&mut self, script: &str, stdin_file: Option<&[u8]>, timeout: Duration) -> Result<Output, MachineError> {
+        let result = match stdin_file {
+            None => self.conn.shared().run(&SH, Some(script.as_bytes()), timeout),
+            Some(bytes) => self.conn.shared().run(&[ENV, "-i", "/bin/sh", "-c", script], Some(bytes), timeout),
+        };
+        if let Err(TransportError::Unreachable { .. } | TransportError::Timeout { .. }) = &result {
+            self.conn.disconnect();
+        }
+        result.map_err(|e| lost(&e))
+    }
+
+    /// Runs a script; non-zero exit is `Failed`; returns stdout.
+    ///
+    /// # Errors
+    /// [`MachineError`].
+    pub fn sh_ok(&mut self, what: &str, script: &str, timeout: Duration) -> Result<String, MachineError> {
+        let o = self.run(script, None, timeout)?;
+        if o.success() { Ok(o.stdout_text()) } else { Err(failed(what, &o)) }
+    }
+
+    fn fresh_ok(&self, what: &str, script: &str, timeout: Duration) -> Result<String, MachineError> {
+        let o = self.conn.fresh().run(&SH, Some(script.as_bytes()), timeout).map_err(|e| lost(&e))?;
+        if o.success() { Ok(o.stdout_text()) } else { Err(failed(what, &o)) }
+    }
+
+    fn read(&mut self, path: &str, max: u64) -> Result<Option<Vec<u8>>, MachineError> {
+        let o = self.run(&self.layout.read_file(path, max), None, self.timeouts.command)?;
+        match o.status {
+            Some(0) => Ok(Some(o.stdout)),
+            Some(ABSENT) => Ok(None),
+            _ => Err(failed(&format!("reading {path}"), &o)),
+        }
+    }
+
+    fn write(&mut self, path: &str, bytes: &[u8], mode: &str) -> Result<(), MachineError> {
+        let o = self.run(&self.layout.write_file(path, mode), Some(bytes), self.timeouts.command)?;
+        if o.success() { Ok(()) } else { Err(failed(&format!("writing {path}"), &o)) }
+    }
+
+    fn sd_listing(&mut self, esp: &str) -> Result<SdBoot, MachineError> {
+        let script = format!(
+            "{tools}esp={esp}\nfor e in \"$esp\"/loader/entries/*.conf; do\n  [ -e \"$e\" ] || continue\n  \
+             printf 'entry\\t%s\\t%s\\n' \"${{e##*/}}\" \"$(sed -n 's/^options.*init=\\([^ ]*\\).*/\\1/p' \"$e\" | head -n 1)\"\ndone\n\
+             d=$(sed -n 's/^default[[:space:]][[:space:]]*//p' \"$esp/loader/loader.conf\" 2>/dev/null | tail -n 1)\n\
+             printf 'default\\t%s\\n' \"$d\"\n[ -d {efi} ] && echo efivars\n\
+             p={pinned}\n[ -f \"$p\" ] && printf 'pinned\\t%s\\n' \"$(cat \"$p\")\"\nexit 0\n",
+            tools = self.layout.tools(&[]),
+            esp = q(&self.layout.at(esp)),
+            efi = q(&self.layout.at("/sys/firmware/efi/efivars")),
+            pinned = q(&self.layout.at(&format!("{STATE_DIR}/loader-default-before"))),
+        );
+        Ok(SdBoot::parse(&self.sh_ok("listing the boot entries", &script, self.timeouts.command)?))
+    }
+
+    fn bootctl(&mut self, args: &str, extra: &str) -> Result<(), MachineError> {
+        let script = format!("set -e\n{}{extra}bootctl {args} >&2\n", self.layout.tools(&[]));
+        self.sh_ok(&format!("bootctl {args}"), &script, self.timeouts.command).map(|_| ())
+    }
+
+    fn grub(&mut self, cfg: &str) -> Result<(GrubMenu, Grubenv, String), MachineError> {
+        let text = self.read(cfg, 8 << 20)?.ok_or_else(|| MachineError::Cannot(format!("{cfg} does not exist")))?;
+        let env_path = format!("{}/grubenv", cfg.rsplit_once('/').map_or(".", |(d, _)| d));
+        let env_bytes = self.read(&env_path, 4096)?.unwrap_or_default();
+        let env = Grubenv::parse(&env_bytes).map_err(|e| MachineError::Failed(format!("{env_path}: {e}")))?;
+        Ok((GrubMenu::parse(&String::from_utf8_lossy(&text)), env, env_path))
+    }
+
+    fn write_grubenv(&mut self, path: &str, env: &Grubenv) -> Result<(), MachineError> {
+        let block = env.to_block().map_err(|e| MachineError::Failed(e.to_string()))?;
+        self.write(path, &block, "644")
+    }
+
+    fn arm_grub(&mut self, cfg: &str, new: &str, fallback: &str) -> Result<Armed, MachineError> {
+        let (menu, mut env, env_path) = match self.grub(cfg) {
+            Ok(x) => x,
+            Err(MachineError::Cannot(why)) => return Ok(Armed::Cannot(why)),
+            Err(e) => return Err(e),
+        };
+        if !menu.next_entry {
+            return Ok(Armed::Cannot(format!("{cfg} does not honour next_entry")));
+        }
+        let default = menu.default_entry(&env).and_then(|e| e.system.clone());
+        if default.as_deref() != Some(fallback) {
+            return Ok(Armed::Cannot(format!(
+                "the default GRUB entry boots {}, not the fallback {fallback}",
+                default.as_deref().unwrap_or("nothing fleetgate can tell")
+            )));
+        }
+        let Some(entry) = menu.entry_for(new) else {
+            return Ok(Armed::Cannot(format!("no GRUB entry in {cfg} boots {new}")));
+        };
+        let path = entry.path.clone();
+        env.set("next_entry", &path);
+        self.write_grubenv(&env_path, &env)?;
+        Ok(Armed::Once { detail: format!("GRUB boots {path:?} once (grubenv next_entry)") })
+    }
+
+    fn arm_sd(&mut self, esp: &str, new: &str, fallback: &str) -> Result<Armed, MachineError> {
+        let sd = self.sd_listing(esp)?;
+        if !sd.efivars {
+            return Ok(Armed::Cannot("EFI variables are not available: cannot boot an entry once".to_owned()));
+        }
+        let Some(new_id) = sd.entry_for(new).map(crate::bootloader::SdEntry::id) else {
+            return Ok(Armed::Cannot(format!("no systemd-boot entry boots {new}")));
+        };
+        let Some(fallback_id) = sd.entry_for(fallback).map(crate::bootloader::SdEntry::id) else {
+            return Ok(Armed::Cannot(format!("no systemd-boot entry boots the fallback {fallback}")));
+        };
+        let mut detail = format!("systemd-boot boots {new_id} once");
+        if sd.conf_default.as_deref() != Some(fallback_id.as_str()) || self.efi_default_before.clone().is_some() {
+            // Remember what LoaderEntryDefault was, once, then pin the fallback.
+            let save = format!(
+                "p={p}\nif [ ! -f \"$p\" ]; then mkdir -p \"${{p%/*}}\"; printf '%s' {before} > \"$p\"; fi\n",
+                p = q(&self.layout.at(&format!("{STATE_DIR}/loader-default-before"))),
+                before = q(self.efi_default_before.clone().as_deref().unwrap_or("")),
+            );
+            self.bootctl(&format!("set-default {}", q(&fallback_id)), &save)?;
+            detail.push_str(&format!(" (default pinned to {fallback_id})"));
+        }
+        self.bootctl(&format!("set-oneshot {}", q(&new_id)), "")?;
+        Ok(Armed::Once { detail })
+    }
+
+    /// The entry the boot loader boots by default and the system it boots,
+    /// as its own files say (GRUB's default entry with grubenv, systemd-boot's
+    /// `LoaderEntryDefault` or `loader.conf`); `None` when that cannot be
+    /// told (no boot loader fleetgate knows, or nothing names an entry).
+    ///
+    /// # Errors
+    /// [`MachineError`] when the boot loader's files cannot be read.
+    pub fn boot_default(&mut self) -> Result<Option<BootDefault>, MachineError> {
+        match self.loader.clone() {
+            None => Ok(None),
+            Some(Loader::Grub { cfg }) => {
+                let (menu, env, _) = self.grub(&cfg)?;
+                Ok(menu.default_entry(&env).map(|e| BootDefault { entry: e.path.clone(), system: e.system.clone() }))
+            }
+            Some(Loader::SystemdBoot { esp }) => {
+                let sd = self.sd_listing(&esp)?;
+                let efi = self.efi_default_before.clone();
+                Ok(sd.default_entry(efi.as_deref()).map(|e| BootDefault { entry: e.id(), system: e.system.clone() }))
+            }
+        }
+    }
+
+    fn forget_pin(&mut self) -> Result<(), MachineError> {
+        let script = self.layout.remove_file(&format!("{STATE_DIR}/loader-default-before"));
+        self.sh_ok("forgetting the pinned default", &script, self.timeouts.command).map(|_| ())
+    }
+}
+
+impl<C: Connector> Machine for ScriptMachine<C> {
+    fn describe(&self) -> String {
+        self.conn.describe()
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn pause(&mut self, d: Duration) {
+        std::thread::sleep(d);
+    }
+
+    fn state(&mut self) -> Result<HostState, MachineError> {
+        let out = self.sh_ok("reading the host's state", &self.layout.state(), self.timeouts.command)?;
+        let mut s = HostState::default();
+        for line in out.lines() {
+            let Some((k, v)) = line.split_once('=') else { continue };
+            let v = v.trim().to_owned();
+            match k {
+                "current" => s.current = v,
+                "booted" => s.booted = v,
+                "profile" => s.profile = v,
+                "link" => s.profile_generation = generation_number(&v),
+                "boot_id" => s.boot_id = v,
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+
+    fn system_state(&mut self) -> String {
+        let layout = self.layout.clone();
+        health::system_state(self.conn.shared(), &layout, self.timeouts.command)
+    }
+
+    fn set_profile(&mut self, system: &str) -> Result<u64, MachineError> {
+        let link = self.sh_ok("setting the system profile", &self.layout.set_profile(system), self.timeouts.command)?;
+        generation_number(link.trim())
+            .ok_or_else(|| MachineError::Failed(format!("the system profile points at {link:?}, not at a generation")))
+    }
+
+    fn restore_profile(&mut self, generation: Option<u64>, system: &str) -> Result<(), MachineError> {
+        let script = self.layout.restore_profile(generation, system);
+        self.sh_ok("restoring the system profile", &script, self.timeouts.command).map(|_| ())
+    }
+
+    fn install_boot(&mut self, system: &str) -> Result<(), MachineError> {
+        let script = self.layout.install_boot(system);
+        self.sh_ok("switch-to-configuration boot", &script, self.timeouts.activation).map(|_| ())
+    }
+
+    fn arm_once(&mut self, new: &str, fallback: &str) -> Result<Armed, MachineError> {
+        match self.loader.clone() {
+            None => Ok(Armed::Cannot("no boot loader fleetgate knows was found".to_owned())),
+            Some(Loader::Grub { cfg }) => self.arm_grub(&cfg, new, fallback),
+            Some(Loader::SystemdBoot { esp }) => self.arm_sd(&esp, new, fallback),
+        }
+    }
+
+    fn disarm_once(&mut self, fallback: &str) -> Result<(), MachineError> {
+        match self.loader.clone() {
+            None => Ok(()),
+            Some(Loader::Grub { cfg }) => {
+                let (_, mut env, path) = match self.grub(&cfg) {
+                    Ok(x) => x,
+                    Err(MachineError::Cannot(_)) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                if env.get("next_entry").is_some() {
+                    env.unset("next_entry");
+                    self.write_grubenv(&path, &env)?;
+                }
+                Ok(())
+            }
+            Some(Loader::SystemdBoot { esp }) => {
+                let sd = self.sd_listing(&esp)?;
+                if !sd.efivars {
+                    return Ok(());
+                }
+                self.bootctl("set-oneshot ''", "")?;
+                let Some(pinned_before) = sd.pinned_before.clone() else { return Ok(()) };
+                let fallback_id = sd.entry_for(fallback).map(crate::bootloader::SdEntry::id);
+                match fallback_id {
+                    Some(id) if pinned_before.is_empty() && sd.conf_default.as_deref() == Some(id.as_str()) => {
+                        self.bootctl("set-default ''", "")?;
+                    }
+                    Some(id) => self.bootctl(&format!("set-default {}", q(&id)), "")?,
+                    None => {}
+                }
+                self.forget_pin()
+            }
+        }
+    }
+
+    fn bless_entry(&mut self, new: &str) -> Result<(), MachineError> {
+        match self.loader.clone() {
+            None => Ok(()),
+            Some(Loader::Grub { cfg }) => {
+                let (menu, mut env, path) = self.grub(&cfg)?;
+                let saved = menu.default.as_deref().is_some_and(|d| d == "saved" || d.contains("saved_entry"));
+                if saved && menu.default_entry(&env).and_then(|e| e.system.as_deref()) != Some(new) {
+                    let entry = menu.entry_for(new).ok_or_else(|| {
+                        MachineError::Failed(format!("no GRUB entry boots {new} to save as the default"))
+                    })?;
+                    env.set("saved_entry", &entry.path.clone());
+                    self.write_grubenv(&path, &env)?;
+                }
+                Ok(())
+            }
+            Some(Loader::SystemdBoot { esp }) => {
+                let sd = self.sd_listing(&esp)?;
+                let Some(entry) = sd.entry_for(new).cloned() else { return Ok(()) };
+                let id = entry.id();
+                if entry.counting() {
+                    let script = format!(
+                        "{}e={}\nmv -f \"$e/{}\" \"$e/{}\"\n",
+                        self.layout.tools(&[]),
+                        q(&self.layout.at(&format!("{esp}/loader/entries"))),
+                        entry.file,
+                        id
+                    );
+                    self.sh_ok("marking the entry good", &script, self.timeouts.command)?;
+                }
+                if let Some(before) = sd.pinned_before {
+                    // fleetgate pinned the default for the trial: unpin, and
+                    // `loader.conf` (its exact id, or a glob whose newest
+                    // match is the generation just set) boots the new one.
+                    // A default the user had pinned follows the new entry.
+                    if before.is_empty() {
+                        self.bootctl("set-default ''", "")?;
+                    } else {
+                        self.bootctl(&format!("set-default {}", q(&id)), "")?;
+                    }
+                    self.forget_pin()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn start_watchdog(&mut self, spec: &WatchdogSpec) -> Result<(), MachineError> {
+        let script = self.layout.launch_watchdog(spec);
+        self.sh_ok("starting the watchdog", &script, self.timeouts.command).map(|_| ())
+    }
+
+    fn watchdog(&mut self, run_id: &str) -> Result<WatchdogSeen, MachineError> {
+        let out = self.sh_ok("looking at the watchdog", &self.layout.look_watchdog(run_id), self.timeouts.command)?;
+        let mut lines = out.lines();
+        let state_line = lines.next().unwrap_or("missing").trim().to_owned();
+        let status = lines.next().and_then(|s| s.trim().parse::<i32>().ok());
+        let boot_id = lines.next().unwrap_or_default().trim().to_owned();
+        let (word, rest) = state_line.split_once(' ').unwrap_or((state_line.as_str(), ""));
+        let state = match word {
+            "armed" => WatchdogState::Armed,
+            "refused" => WatchdogState::Refused(rest.to_owned()),
+            "activating" => WatchdogState::Activating,
+            "waiting" => WatchdogState::Waiting(status.unwrap_or(-1)),
+            "confirmed" => WatchdogState::Confirmed,
+            "rolling-back" => WatchdogState::RollingBack,
+            "rolled-back" => WatchdogState::RolledBack(rest.trim().parse().unwrap_or(-1)),
+            "cancelled" => WatchdogState::Cancelled,
+            _ => WatchdogState::Missing,
+        };
+        Ok(WatchdogSeen { state, boot_id })
+    }
+
+    fn cancel_watchdog(&mut self, run_id: &str) -> Result<Cancel, MachineError> {
+        let out = self.sh_ok("cancelling the watchdog", &self.layout.cancel_watchdog(run_id), self.timeouts.command)?;
+        Ok(if out.trim() == "cancelled" { Cancel::Cancelled } else { Cancel::AlreadyRunning })
+    }
+
+    fn request_rollback(&mut self, run_id: &str) -> Result<(), MachineError> {
+        let script = self.layout.flag_watchdog(run_id, "rollback");
+        self.sh_ok("asking the watchdog to roll back", &script, self.timeouts.command).map(|_| ())
+    }
+
+    fn confirm(&mut self, run_id: &str) -> Result<(), MachineError> {
+        let script = self.layout.flag_watchdog(run_id, "confirm");
+        self.fresh_ok("confirming over a new login", &script, self.timeouts.command).map(|_| ())
+    }
+
+    fn make_default_fresh(&mut self, new: &str) -> Result<(), MachineError> {
+        let script = self.layout.install_boot(new);
+        self.fresh_ok("switch-to-configuration boot", &script, self.timeouts.activation).map(|_| ())
+    }
+
+    fn activation_log(&mut self, run_id: &str) -> String {
+        let script = self
+            .layout
+            .read_file(&format!("{}/activate.log", crate::scripts::RUN_DIR_REL.replace("{run}", run_id)), 64 * 1024);
+        self.sh_ok("reading the activation log", &script, self.timeouts.command)
+            .map(|t| {
+                let lines: Vec<&str> = t.lines().filter(|l| !l.trim().is_empty()).collect();
+                lines[lines.len().saturating_sub(8)..].join("\n")
+            })
+            .unwrap_or_default()
+    }
+
+    fn health(&mut self, baseline: &str) -> Vec<String> {
+        let fresh = self.conn.fresh();
+        health::check_once(&self.health, fresh.as_ref(), &self.layout, baseline, self.timeouts.command)
+    }
+
+    fn reboot(&mut self) {
+        let _ = self.run(&self.layout.reboot(), None, self.timeouts.command);
+        self.conn.disconnect();
+    }
+
+    fn fresh_boot_id(&mut self) -> Option<String> {
+        let out = self.fresh_ok("reading the boot id", &self.layout.boot_id(), self.timeouts.probe).ok()?;
+        Some(out.trim().to_owned())
+    }
+
+    fn power_cycle(&mut self) -> Result<(), MachineError> {
+        let Some(command) = self.power_cycle.clone() else {
+            return Err(MachineError::Cannot("no power-cycle command is configured".to_owned()));
+        };
+        fleetgate_process::Run::new("sh")
+            .args(["-c", &command])
+            .timeout(self.timeouts.power_cycle)
+            .run()
+            .map(|_| ())
+            .map_err(|e| MachineError::Failed(e.to_string().lines().next().unwrap_or_default().to_owned()))
+    }
+
+    fn write_intent(&mut self, i: &PendingIntent) -> Result<(), MachineError> {
+        // 600: its health commands may hold what only root should read.
+        self.write(intent::PATH, i.to_json().as_bytes(), "600")
+    }
+
+    fn read_intent(&mut self) -> Result<Option<PendingIntent>, MachineError> {
+        match self.read(intent::PATH, intent::MAX_BYTES)? {
+            None => Ok(None),
+            Some(bytes) => PendingIntent::parse(&String::from_utf8_lossy(&bytes)).map(Some).map_err(|e| {
+                let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+                MachineError::Failed(format!("{e}{cause}"))
+            }),
+        }
+    }
+
+    fn clear_intent(&mut self) -> Result<(), MachineError> {
+        let script = self.layout.remove_file(intent::PATH);
+        self.sh_ok("removing the pending intent", &script, self.timeouts.command).map(|_| ())
+    }
+
+    fn lock(&mut self, owner_run: &str) -> Result<(), LockError> {
+        let mine = format!("run={owner_run} ");
+        let script = self.layout.lock(&lock_owner(owner_run), &mine);
+        let out = self.sh_ok("taking the deploy lock", &script, self.timeouts.command)?;
+        match out.trim().strip_prefix("held") {
+            None => Ok(()),
+            Some(o) => Err(LockError::Held {
+                owner: if o.trim().is_empty() { "owner unknown".to_owned() } else { o.trim().to_owned() },
+            }),
+        }
+    }
+
+    fn unlock(&mut self, owner_run: &str) -> Result<(), MachineError> {
+        let script = self.layout.unlock(&format!("run={owner_run} "));
+        self.sh_ok("releasing the deploy lock", &script, self.timeouts.command).map(|_| ())
+    }
+}
+
+/// The generation number in `system-12-link`.
+#[must_use]
+pub fn generation_number(link: &str) -> Option<u64> {
+    link.rsplit('/').next()?.strip_prefix("system-")?.strip_suffix("-link")?.parse().ok()
+}

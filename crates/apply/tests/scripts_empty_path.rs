@@ -1,0 +1,227 @@
+//! The real host scripts, run by the real engine with `/bin/sh` and an
+//! inherited `PATH=/nonexistent` against a host laid out in a temporary
+//! directory: every tool must come from the `sw/bin` of the systems the
+//! scripts act on (as on NixOS, where a `systemd-run` unit has no coreutils).
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fleetgate_apply::machine::{Armed, Machine as _};
+use fleetgate_apply::outcome::Silent;
+use fleetgate_apply::remote::{CallTimeouts, Connector, Loader, ScriptMachine};
+use fleetgate_apply::scripts::Layout;
+use fleetgate_apply::switch::{SwitchPlan, live_switch};
+use fleetgate_apply::testing::{exe, grub_cfg, host, tool};
+use fleetgate_apply::{Outcome, bootloader::Grubenv};
+use fleetgate_transport::{Output, Transport, TransportError};
+
+/// Runs commands locally with an empty environment but `PATH=/nonexistent`.
+struct EmptyPath;
+
+impl Transport for EmptyPath {
+    fn describe(&self) -> String {
+        "empty-path".into()
+    }
+    fn run(&self, argv: &[&str], stdin: Option<&[u8]>, _timeout: Duration) -> Result<Output, TransportError> {
+        use std::io::Write as _;
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .env("PATH", "/nonexistent")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(stdin.unwrap_or_default()).expect("write");
+        drop(pipe);
+        let out = child.wait_with_output().expect("wait");
+        Ok(Output {
+            target: "empty-path".into(),
+            command: argv.join(" "),
+            status: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+}
+
+struct Conn;
+impl Connector for Conn {
+    fn describe(&self) -> String {
+        "empty-path".into()
+    }
+    fn shared(&mut self) -> &dyn Transport {
+        &EmptyPath
+    }
+    fn fresh(&self) -> Box<dyn Transport> {
+        Box::new(EmptyPath)
+    }
+    fn disconnect(&mut self) {}
+}
+
+fn machine(root: &Path) -> ScriptMachine<Conn> {
+    let timeouts = CallTimeouts {
+        command: Duration::from_secs(30),
+        activation: Duration::from_secs(30),
+        probe: Duration::from_secs(5),
+        power_cycle: Duration::from_secs(5),
+    };
+    ScriptMachine::new(Conn, Layout { root: root.display().to_string() }, timeouts)
+}
+
+fn plan(old: &str, new: &str) -> SwitchPlan {
+    SwitchPlan {
+        run_id: "r1".into(),
+        new: new.into(),
+        old: old.into(),
+        old_generation: Some(1),
+        boot_id: "b1".into(),
+        baseline: "unknown".into(),
+        window: Duration::from_secs(5),
+        activation: Duration::from_secs(10),
+        health: Duration::from_secs(5),
+    }
+}
+
+#[test]
+fn live_switch_confirmed_with_no_inherited_path() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    let mut m = machine(tmp.path());
+    let o = live_switch(&mut m, &mut Silent, &plan(&old, &new));
+    let calls = fs::read_to_string(tmp.path().join("calls")).unwrap_or_default();
+    assert_eq!(o, Outcome::Switched, "{calls}");
+    assert_eq!(calls, "new test\nnew boot\n");
+    let s = m.state().expect("state");
+    assert_eq!((s.current, s.profile, s.profile_generation), (new.clone(), new, Some(2)));
+}
+
+#[test]
+fn live_switch_rolled_back_by_the_watchdog_with_no_inherited_path() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 2);
+    let mut m = machine(tmp.path());
+    let o = live_switch(&mut m, &mut Silent, &plan(&old, &new));
+    let calls = fs::read_to_string(tmp.path().join("calls")).unwrap_or_default();
+    assert!(matches!(&o, Outcome::RolledBack { why, .. } if why.contains("exit 2")), "{o:?}\n{calls}");
+    assert_eq!(calls, "new test\nold switch\n");
+    let s = m.state().expect("state");
+    assert_eq!((s.current, s.profile, s.profile_generation), (old.clone(), old, Some(1)));
+}
+
+#[test]
+fn a_watchdog_without_its_tools_refuses_and_nothing_is_activated() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    for s in [&old, &new] {
+        fs::remove_file(Path::new(s).join("sw/bin/timeout")).expect("rm");
+    }
+    let mut m = machine(tmp.path());
+    let o = live_switch(&mut m, &mut Silent, &plan(&old, &new));
+    assert!(matches!(&o, Outcome::Refused { why, .. } if why.contains("timeout is not in")), "{o:?}");
+    assert!(!tmp.path().join("calls").exists(), "nothing was activated");
+    assert_eq!(m.state().expect("state").profile, old);
+}
+
+#[test]
+fn grubenv_next_entry_written_and_undone_without_grub_tools() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    let grub = tmp.path().join("boot/grub");
+    fs::create_dir_all(&grub).expect("mkdir");
+    fs::write(grub.join("grub.cfg"), grub_cfg(&old, &new, true)).expect("write");
+    let mut m = machine(tmp.path());
+    m.loader = Some(Loader::Grub { cfg: "/boot/grub/grub.cfg".into() });
+    let armed = m.arm_once(&new, &old).expect("arm");
+    assert!(matches!(armed, Armed::Once { .. }), "{armed:?}");
+    let block = fs::read(grub.join("grubenv")).expect("grubenv");
+    assert_eq!(block.len(), 1024);
+    assert_eq!(
+        Grubenv::parse(&block).expect("parses").get("next_entry"),
+        Some("NixOS - All configurations>NixOS - Configuration 2 (x)>NixOS - Configuration 2 - Default (x)")
+    );
+    m.disarm_once(&old).expect("disarm");
+    assert_eq!(Grubenv::parse(&fs::read(grub.join("grubenv")).expect("read")).expect("parses").get("next_entry"), None);
+    // A default that does not boot the fallback: cannot.
+    assert!(matches!(m.arm_once(&old, &new).expect("arm"), Armed::Cannot(_)));
+}
+
+#[test]
+fn systemd_boot_entries_found_by_init_in_all_three_layouts() {
+    for (old_file, new_file, default) in [
+        ("nixos-generation-1.conf", "nixos-generation-2.conf", "nixos-generation-1.conf"),
+        ("nixos-generation-1.conf", "nixos-generation-2+3.conf", "nixos-generation-*"),
+        ("nixos-0a1b2c3d.conf", "nixos-9f8e7d6c+3.conf", "nixos-*"),
+    ] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (old, new) = host(tmp.path(), 0);
+        let entries = tmp.path().join("boot/loader/entries");
+        fs::create_dir_all(&entries).expect("mkdir");
+        fs::create_dir_all(tmp.path().join("sys/firmware/efi/efivars")).expect("mkdir");
+        fs::write(tmp.path().join("boot/loader/loader.conf"), format!("timeout 5\ndefault {default}\n")).expect("w");
+        for (file, sys) in [(old_file, &old), (new_file, &new)] {
+            fs::write(entries.join(file), format!("title NixOS\nlinux /k\noptions init={sys}/init root=x\n"))
+                .expect("w");
+        }
+        let log = tmp.path().join("bootctl.log");
+        exe(&Path::new(&old).join("sw/bin/bootctl"), &format!("#!/bin/sh\necho \"$*\" >> {}\n", log.display()));
+        let mut m = machine(tmp.path());
+        m.loader = Some(Loader::SystemdBoot { esp: "/boot".into() });
+        let armed = m.arm_once(&new, &old).expect("arm");
+        assert!(matches!(armed, Armed::Once { .. }), "{armed:?}");
+        let new_id = format!("{}.conf", new_file.split(['+', '.']).next().unwrap_or_default());
+        let calls = fs::read_to_string(&log).expect("log");
+        let expected = if default == old_file {
+            format!("set-oneshot {new_id}\n")
+        } else {
+            format!("set-default {old_file}\nset-oneshot {new_id}\n")
+        };
+        assert_eq!(calls, expected, "{new_file}");
+        // Going back undoes the one-shot and keeps the fallback the default.
+        m.disarm_once(&old).expect("disarm");
+        let undone = fs::read_to_string(&log).expect("log")[calls.len()..].to_owned();
+        let expected = if default == old_file {
+            "set-oneshot \n".to_owned()
+        } else {
+            format!("set-oneshot \nset-default {old_file}\n")
+        };
+        assert_eq!(undone, expected, "{new_file}");
+        // Arm again, and bless: the counter goes, the pin too.
+        m.arm_once(&new, &old).expect("arm");
+        let before_bless = fs::read_to_string(&log).expect("log").len();
+        m.bless_entry(&new).expect("bless");
+        assert!(entries.join(&new_id).exists(), "boot counter removed: {new_file}");
+        let blessed = fs::read_to_string(&log).expect("log")[before_bless..].to_owned();
+        assert_eq!(blessed, if default == old_file { "" } else { "set-default \n" }, "{new_file}");
+    }
+}
+
+/// Issue 10's race with the real scripts: the watchdog begins 2 s after
+/// the launcher returned (a slow `setsid`). The engine waits for it, the
+/// switch is confirmed, and the host stays on the new system past the
+/// watchdog's own deadline.
+#[test]
+fn a_watchdog_that_starts_late_is_waited_for_and_the_host_stays_where_the_report_says() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    for s in [&old, &new] {
+        let link = Path::new(s).join("sw/bin/setsid");
+        fs::remove_file(&link).expect("rm");
+        exe(&link, &format!("#!/bin/sh\n{} 2\nexec {} \"$@\"\n", tool("sleep").display(), tool("setsid").display()));
+    }
+    let mut m = machine(tmp.path());
+    let p = plan(&old, &new);
+    let o = live_switch(&mut m, &mut Silent, &p);
+    assert_eq!(o, Outcome::Switched);
+    // Past the watchdog's window: nothing rolls the host back.
+    std::thread::sleep(p.window + Duration::from_secs(2));
+    let s = m.state().expect("state");
+    assert_eq!((s.current, s.profile), (new.clone(), new));
+    let state = fs::read_to_string(tmp.path().join("run/fleetgate/runs/r1/state")).expect("state");
+    assert_eq!(state.trim(), "confirmed");
+    assert_eq!(fs::read_to_string(tmp.path().join("calls")).expect("calls"), "new test\nnew boot\n");
+}

@@ -150,6 +150,27 @@ fn grubenv_next_entry_written_and_undone_without_grub_tools() {
     assert!(matches!(m.arm_once(&old, &new).expect("arm"), Armed::Cannot(_)));
 }
 
+/// With `boot.loader.grub.default = "saved"` every entry of NixOS's grub.cfg
+/// saves itself as the default when booted, a one-time boot included (seen
+/// on real GRUB 2.06 in a lab VM): a hung trial would boot again after the
+/// power cycle, so no one-time boot is armed and grubenv is left alone.
+#[test]
+fn grub_saved_default_cannot_boot_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    let grub = tmp.path().join("boot/grub");
+    fs::create_dir_all(&grub).expect("mkdir");
+    let cfg = grub_cfg(&old, &new, true)
+        .replace("set default=0", "set default=\"${saved_entry}\"")
+        .replace("  linux /k init=", "  savedefault\n  linux /k init=");
+    fs::write(grub.join("grub.cfg"), cfg).expect("write");
+    let mut m = machine(tmp.path());
+    m.loader = Some(Loader::Grub { cfg: "/boot/grub/grub.cfg".into() });
+    let armed = m.arm_once(&new, &old).expect("arm");
+    assert!(matches!(&armed, Armed::Cannot(why) if why.contains("default = \"saved\"")), "{armed:?}");
+    assert!(!grub.join("grubenv").exists(), "grubenv untouched");
+}
+
 #[test]
 fn systemd_boot_entries_found_by_init_in_all_three_layouts() {
     for (old_file, new_file, default) in [

@@ -271,7 +271,7 @@ fn forced_incident(vms: &Vms, host: &str, good: &str) {
 }
 
 #[test]
-fn seed_incident_vm_systemd_boot_blocked_verified_reboot_and_forced_hang_fall_back() {
+fn seed_incident_vm_systemd_boot_blocked_verified_reboot_forced_hang_and_live_rollback() {
     let vms = timed("systemd-boot: up (image cached, disk, first boot)", || Vms::up(&["vps1=vm,virtio,systemd-boot"]));
     let first = vms.lab.build(&["vps1"]).expect("build").remove("vps1").expect("built");
     assert_eq!(vms.guest("vps1"), Guest::on(&first));
@@ -283,6 +283,7 @@ fn seed_incident_vm_systemd_boot_blocked_verified_reboot_and_forced_hang_fall_ba
         assert!(entries.lines().any(|l| l == id), "bootctl lists no {id}:\n{entries}");
     }
     timed("systemd-boot: 3 forced incident", || forced_incident(&vms, "vps1", &good));
+    timed("systemd-boot: 4 unhealthy live switch", || unhealthy_live_switch(&vms, "vps1", &good));
     let left = vms.lab.down().expect("down");
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
@@ -305,52 +306,44 @@ fn seed_incident_vm_grub_blocked_verified_reboot_and_forced_hang_fall_back() {
 /// Scenario 4: a live switch whose health check fails. The magic-rollback
 /// watchdog runs under the guest's real systemd (a transient unit started
 /// with systemd-run, whose PATH has no coreutils, as on NixOS) and switches
-/// the host back by itself.
-#[test]
-#[ignore = "needs the apply engine: today's watchdog runs mv, sleep and timeout from PATH, which a NixOS unit's PATH lacks (the watchdog under systemd-run fails before it can roll back)"]
-fn seed_incident_vm_live_switch_unhealthy_watchdog_rolls_back_under_real_systemd() {
-    let vms = Vms::up(&["vps3=vm,virtio,systemd-boot"]);
-    let first = vms.lab.build(&["vps3"]).expect("build").remove("vps3").expect("built");
-    let unhealthy = vms.generation("vps3", |k| {
-        k.revision = 2;
+/// the host back by itself. Runs on a VM that is on `good`; boots nothing.
+fn unhealthy_live_switch(vms: &Vms, host: &str, good: &str) {
+    let unhealthy = vms.generation(host, |k| {
+        k.revision = 4;
+        k.available_kernel_modules = fleetgate_lab::fixture::default_initrd_modules(fleetgate_lab::DiskBus::Virtio);
         k.services.insert("app".into(), false);
     });
-    let boots = vms.lab.status("vps3").expect("status").boots;
-    let (code, report) = vms.deploy("vps3", &["--confirm-timeout", "180"]);
-    let r = host_report(&report, "vps3");
-    assert_ne!(code, 0, "an unhealthy switch is not a success: {report:#}");
-    assert_eq!((&r["action"], &r["outcome"]), (&Value::from("switch"), &Value::from("failed")), "{r:#}");
-    assert_eq!(r["rolled_back"], true, "{r:#}");
-    assert_eq!(r["new_system"], unhealthy.as_str());
-    assert_eq!(vms.guest("vps3"), Guest::on(&first), "back on the previous generation, still the default");
-    assert_eq!(vms.lab.status("vps3").expect("status").boots, boots, "no reboot: the switch was live");
-    // systemd itself (PID 1) started and finished the watchdog's unit.
-    let journal = vms.lab.ssh("vps3", "journalctl -b --no-pager -o cat _PID=1").expect("journal");
+    let boots = vms.lab.status(host).expect("status").boots;
+    let (code, report) = vms.deploy(host, &[]);
+    let r = host_report(&report, host);
+    assert_eq!(code, 1, "{host}: an unhealthy switch is not a success: {report:#}");
+    assert_eq!((&r["action"], &r["outcome"]), (&Value::from("switch"), &Value::from("failed")), "{host}: {r:#}");
+    assert_eq!(r["rolled_back"], true, "{host}: {r:#}");
+    assert_eq!(r["new_system"], unhealthy.as_str(), "{host}");
+    assert_eq!(vms.guest(host), Guest::on(good), "{host}: back on the previous generation, still the default");
+    assert_eq!(vms.lab.status(host).expect("status").boots, boots, "{host}: no reboot: the switch was live");
+    // systemd itself (PID 1) started the watchdog's transient unit.
+    let journal = vms.lab.ssh(host, "journalctl -b --no-pager -o cat _PID=1").expect("journal");
     assert!(
-        journal.lines().any(|l| l.starts_with("Started ") && l.to_lowercase().contains("rollback")),
-        "no transient rollback unit in systemd's journal:\n{journal}"
+        journal.lines().any(|l| l.starts_with("Started fleetgate-watchdog-") && l.contains("fleetgate magic rollback")),
+        "{host}: no transient watchdog unit in systemd's journal:\n{journal}"
     );
-    let app = vms.lab.ssh("vps3", "systemctl is-active app.service; true").expect("ssh");
-    assert_eq!(app.trim(), "active", "the previous generation's app.service runs again");
-    let left = vms.lab.down().expect("down");
-    assert!(left.is_empty(), "left behind: {left:#?}");
+    let app = vms.lab.ssh(host, "systemctl is-active app.service; true").expect("ssh");
+    assert_eq!(app.trim(), "active", "{host}: the previous generation's app.service runs again");
 }
 
-/// Scenarios 2 and 3 on GRUB as NixOS installs it on UEFI with
-/// `device = "nodev"` and `default = "saved"`: no `grub-reboot` in the
-/// system, grub.cfg and the kernels on the ESP, a generation with a
-/// specialisation (a nested GRUB submenu). The verified reboot must boot the
-/// new generation exactly once and then make it the default; the forced
-/// incident must end back on the previous generation after the power cycle.
-/// With `default = "saved"`, NixOS's grub.cfg saves the entry it boots even
-/// on a one-time boot (its `savedefault` tests `[ -z "${boot_once}"]`, with
-/// no space before `]`, so the test never holds): the trial generation
-/// becomes GRUB's saved default, and a hung trial is booted again after the
-/// power cycle unless the deploy restores `saved_entry` first.
+/// Scenario 2 on GRUB as NixOS installs it on UEFI with `device = "nodev"`
+/// and `default = "saved"`: no `grub-reboot` in the system, grub.cfg and the
+/// kernels on the ESP, a generation with a specialisation (a nested GRUB
+/// submenu). With `default = "saved"`, NixOS's grub.cfg saves the entry it
+/// boots even on a one-time boot (its `savedefault` tests `[ -z
+/// "${boot_once}"]`, with no space before `]`; real GRUB 2.06 saved the
+/// trial entry when this test first armed one): a trial that hangs would be
+/// GRUB's default and boot again after the power cycle. So fleetgate refuses
+/// the verified reboot, saying why, and changes nothing.
 #[test]
-#[ignore = "needs the apply engine: today's deploy arms GRUB's one-time boot with grub-reboot, which a nodev system does not have, finds the new generation only as a top-level menuentry (not in a specialisation submenu), and does not restore saved_entry, which NixOS's savedefault overwrites with the trial entry"]
-fn seed_incident_vm_grub_efi_nodev_saved_verified_reboot_and_forced_hang_fall_back() {
-    let vms = Vms::up(&["vps4=vm,virtio,grub-efi"]);
+fn seed_incident_vm_grub_efi_nodev_saved_refuses_a_reboot_it_could_not_undo() {
+    let vms = timed("grub-efi: up (image cached, disk, first boot)", || Vms::up(&["vps4=vm,virtio,grub-efi"]));
     let first = vms.lab.build(&["vps4"]).expect("build").remove("vps4").expect("built");
     assert_eq!(vms.guest("vps4"), Guest::on(&first));
     let tools = vms.lab.ssh("vps4", "command -v grub-reboot grub-editenv; true").expect("ssh");
@@ -360,10 +353,22 @@ fn seed_incident_vm_grub_efi_nodev_saved_verified_reboot_and_forced_hang_fall_ba
         k.switch_inhibitors.insert("dbus-implementation".into(), "broker".into());
         k.specialisations = vec!["debug".into()];
     });
-    timed("grub-efi: 2 verified reboot", || verified_reboot(&vms, "vps4", &first, &good));
-    let cfg = vms.lab.ssh("vps4", "grep -c '^submenu \"NixOS - Configuration 2 ' /boot/grub/grub.cfg").expect("ssh");
-    assert_eq!(cfg.trim(), "1", "generation 2 is a submenu of its own (its specialisation)");
-    timed("grub-efi: 3 forced incident", || forced_incident(&vms, "vps4", &good));
+    let boots = vms.lab.status("vps4").expect("status").boots;
+    let (code, report) = timed("grub-efi: 2 verified reboot refused", || vms.deploy("vps4", &[]));
+    let r = host_report(&report, "vps4");
+    assert_eq!(code, 1, "refused is not a success: {report:#}");
+    assert_eq!(
+        (&r["action"], &r["outcome"], &r["standing"]),
+        (&Value::from("boot"), &Value::from("failed"), &Value::from("known-good")),
+        "{r:#}"
+    );
+    assert_eq!(r["new_system"], good.as_str());
+    let message = r["message"].as_str().unwrap_or_default();
+    assert!(message.contains("default = \"saved\"") && message.contains("--allow-unverified-reboot"), "{message}");
+    assert_eq!(vms.guest("vps4"), Guest::on(&first), "nothing changed: the old generation is still the default");
+    assert_eq!(vms.lab.status("vps4").expect("status").boots, boots, "no reboot");
+    let env = vms.lab.ssh("vps4", "cat /boot/grub/grubenv").expect("ssh");
+    assert!(!env.contains("next_entry=NixOS"), "no one-time boot armed:\n{env}");
     let left = vms.lab.down().expect("down");
     assert!(left.is_empty(), "left behind: {left:#?}");
 }

@@ -136,6 +136,9 @@ pub struct GrubEntry {
     pub path: String,
     /// The system it boots (`init=<system>/init`), if it says.
     pub system: Option<String>,
+    /// Whether booting it saves it as the default (`savedefault`, which
+    /// install-grub.pl writes in every entry with `default = "saved"`).
+    pub saves_default: bool,
 }
 
 /// What `grub.cfg` says.
@@ -193,7 +196,7 @@ impl GrubMenu {
             if let Some(rest) = line.strip_prefix("menuentry ") {
                 let title = quoted_title(rest).unwrap_or_default();
                 let path = titles.iter().chain(std::iter::once(&title)).cloned().collect::<Vec<_>>().join(">");
-                menu.entries.push(GrubEntry { path, system: None });
+                menu.entries.push(GrubEntry { path, system: None, saves_default: false });
                 if depth_top {
                     menu.top.push(Some(menu.entries.len() - 1));
                 }
@@ -221,6 +224,8 @@ impl GrubMenu {
             if let Some(Block::Entry(i)) = stack.iter().rev().find(|b| matches!(b, Block::Entry(_))) {
                 if line.starts_with("linux") {
                     menu.entries[*i].system = init_system(line);
+                } else if line == "savedefault" {
+                    menu.entries[*i].saves_default = true;
                 }
                 continue;
             }
@@ -448,6 +453,17 @@ mod tests {
              menuentry \"NixOS - Configuration 3 - gpu (2025-01-03 - 25.05)\" --class nixos {{\n  linux /k init=/nix/store/ddd-gpu/init\n}}\n}}\n\
              menuentry \"NixOS - Configuration 2 (2025-01-02 - 25.05)\" --class nixos {{\n  linux /k init=/nix/store/aaa-old/init\n}}\n}}\n"
         )
+    }
+
+    #[test]
+    fn entries_that_save_themselves_as_the_default_are_known() {
+        let cfg = grub_cfg("\"${saved_entry}\"").replace(
+            "  linux /k init=/nix/store/ccc-new/init\n",
+            "  savedefault\n  linux /k init=/nix/store/ccc-new/init\n",
+        );
+        let menu = GrubMenu::parse(&cfg);
+        assert_eq!(menu.entry_for("/nix/store/ccc-new").map(|e| e.saves_default), Some(true));
+        assert_eq!(menu.entry_for("/nix/store/aaa-old").map(|e| e.saves_default), Some(false));
     }
 
     #[test]

@@ -242,6 +242,17 @@ impl<C: Connector> ScriptMachine<C> {
         let Some(entry) = menu.entry_for(new) else {
             return Ok(Armed::Cannot(format!("no GRUB entry in {cfg} boots {new}")));
         };
+        if entry.saves_default {
+            // NixOS's grub.cfg with `default = "saved"`: its savedefault
+            // means to skip one-time boots but its test (`[ -z
+            // "${boot_once}"]`, install-grub.pl) is malformed, and real GRUB
+            // 2.06 saves the trial entry (seen on a lab VM): a trial that
+            // hangs would be booted again after the power cycle.
+            return Ok(Armed::Cannot(format!(
+                "{cfg} saves every entry it boots as the default (boot.loader.grub.default = \"saved\"), \
+                 so a new generation that hangs would be booted again after a power cycle"
+            )));
+        }
         let path = entry.path.clone();
         env.set("next_entry", &path);
         self.write_grubenv(&env_path, &env)?;

@@ -168,15 +168,22 @@ fn a_watchdog_without_its_tools_refuses_and_nothing_is_activated() {
     assert_eq!(m.state().expect("state").profile, old);
 }
 
+/// A machine at `root` whose boot loader is GRUB with `cfg` as its
+/// `/boot/grub/grub.cfg`; also returns that directory.
+fn grub_machine(root: &Path, cfg: &str) -> (std::path::PathBuf, ScriptMachine<Conn>) {
+    let grub = root.join("boot/grub");
+    fs::create_dir_all(&grub).expect("mkdir");
+    fs::write(grub.join("grub.cfg"), cfg).expect("write");
+    let mut m = machine(root);
+    m.loader = Some(Loader::Grub { cfg: "/boot/grub/grub.cfg".into() });
+    (grub, m)
+}
+
 #[test]
 fn grubenv_next_entry_written_and_undone_without_grub_tools() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (old, new) = host(tmp.path(), 0);
-    let grub = tmp.path().join("boot/grub");
-    fs::create_dir_all(&grub).expect("mkdir");
-    fs::write(grub.join("grub.cfg"), grub_cfg(&old, &new, true)).expect("write");
-    let mut m = machine(tmp.path());
-    m.loader = Some(Loader::Grub { cfg: "/boot/grub/grub.cfg".into() });
+    let (grub, mut m) = grub_machine(tmp.path(), &grub_cfg(&old, &new, true));
     let armed = m.arm_once(&new, &old).expect("arm");
     assert!(matches!(armed, Armed::Once { .. }), "{armed:?}");
     let block = fs::read(grub.join("grubenv")).expect("grubenv");
@@ -189,6 +196,23 @@ fn grubenv_next_entry_written_and_undone_without_grub_tools() {
     assert_eq!(Grubenv::parse(&fs::read(grub.join("grubenv")).expect("read")).expect("parses").get("next_entry"), None);
     // A default that does not boot the fallback: cannot.
     assert!(matches!(m.arm_once(&old, &new).expect("arm"), Armed::Cannot(_)));
+}
+
+/// With `boot.loader.grub.default = "saved"` every entry of NixOS's grub.cfg
+/// saves itself as the default when booted, a one-time boot included (seen
+/// on real GRUB 2.06 in a lab VM): a hung trial would boot again after the
+/// power cycle, so no one-time boot is armed and grubenv is left alone.
+#[test]
+fn grub_saved_default_cannot_boot_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    let cfg = grub_cfg(&old, &new, true)
+        .replace("set default=0", "set default=\"${saved_entry}\"")
+        .replace("  linux /k init=", "  savedefault\n  linux /k init=");
+    let (grub, mut m) = grub_machine(tmp.path(), &cfg);
+    let armed = m.arm_once(&new, &old).expect("arm");
+    assert!(matches!(&armed, Armed::Cannot(why) if why.contains("default = \"saved\"")), "{armed:?}");
+    assert!(!grub.join("grubenv").exists(), "grubenv untouched");
 }
 
 #[test]

@@ -3,38 +3,21 @@
 //! that must pass.
 
 use std::path::Path;
-use std::process::Command;
 
 use fleetgate_lab::fixture::FleetKnobs;
 use fleetgate_lab::testing::LabGuard;
 use serde_json::Value;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod support;
 
-fn fleetgate(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
-        .args(args)
-        // No network: a substituter lookup would hang or fail offline.
-        .env("NIX_CONFIG", "substituters =")
-        .output()
-        .expect("fleetgate runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use support::{Run, offline};
 
 fn check(lab: &LabGuard, host: &str, system: &str, extra: &[&str]) -> Run {
     let config = lab.dir().ssh_config().display().to_string();
     let target = format!("ssh://{host}");
     let mut args = vec!["check", "--system", system, "--target", &target, "--ssh-config", &config];
     args.extend_from_slice(extra);
-    fleetgate(&args)
+    offline(&args)
 }
 
 fn ids(report: &Value) -> Vec<String> {
@@ -308,7 +291,7 @@ fn lab_nvme_and_sata_hosts_pass_with_the_default_fixture() -> anyhow::Result<()>
 
     // facts over ssh, human form.
     let config = lab.dir().ssh_config().display().to_string();
-    let run = fleetgate(&["facts", "--target", "ssh://db1", "--ssh-config", &config]);
+    let run = offline(&["facts", "--target", "ssh://db1", "--ssh-config", &config]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("nvme0 [nvme]") && run.stdout.contains("driver nvme (module nvme)"), "{}", run.stdout);
     assert!(run.stdout.contains("BIOS, GRUB"), "{}", run.stdout);
@@ -336,12 +319,12 @@ fn lab_nvme_and_sata_hosts_pass_with_the_default_fixture() -> anyhow::Result<()>
 
 #[test]
 fn usage_and_io_errors_exit_2() {
-    let run = fleetgate(&["check", "--target", "local"]);
+    let run = offline(&["check", "--target", "local"]);
     assert_eq!(run.code, 2, "missing --system is a usage error");
-    let run = fleetgate(&["check", "--system", "/nonexistent", "--target", "local"]);
+    let run = offline(&["check", "--system", "/nonexistent", "--target", "local"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("cannot read the system /nonexistent"), "{}", run.stderr);
-    let run = fleetgate(&[
+    let run = offline(&[
         "facts",
         "--target",
         "ssh://nobody@127.0.0.1:1",
@@ -351,10 +334,10 @@ fn usage_and_io_errors_exit_2() {
     ]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
-    let run = fleetgate(&["facts", "--target", "/nonexistent/facts.json"]);
+    let run = offline(&["facts", "--target", "/nonexistent/facts.json"]);
     assert_eq!(run.code, 2);
     // Neither local, nor ssh://, nor a file: say what a target is.
-    let run = fleetgate(&["facts", "--target", "web1"]);
+    let run = offline(&["facts", "--target", "web1"]);
     assert_eq!(run.code, 2);
     let stderr = one_line(&run.stderr);
     assert!(
@@ -363,21 +346,21 @@ fn usage_and_io_errors_exit_2() {
         run.stderr
     );
     assert!(stderr.contains("try `--target ssh://web1`"), "{}", run.stderr);
-    let run = fleetgate(&["check", "--system", "/nonexistent", "--target", "web1"]);
+    let run = offline(&["check", "--system", "/nonexistent", "--target", "web1"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     // A facts file that is not one: the reason once, and what to do.
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{").expect("write");
-    let run = fleetgate(&["facts", "--target", &bad.display().to_string()]);
+    let run = offline(&["facts", "--target", &bad.display().to_string()]);
     assert_eq!(run.code, 2);
     let stderr = one_line(&run.stderr);
     assert!(stderr.contains("is not a fleetgate facts document") && stderr.contains("help:"), "{}", run.stderr);
     assert_eq!(stderr.matches("EOF while parsing").count(), 1, "{}", run.stderr);
-    let run = fleetgate(&["facts", "--target", "local", "--timeout", "0"]);
+    let run = offline(&["facts", "--target", "local", "--timeout", "0"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("give at least 1 second"), "{}", run.stderr);
-    let run = fleetgate(&["check", "--system", "/nonexistent", "--target", "local", "--flake", "web1"]);
+    let run = offline(&["check", "--system", "/nonexistent", "--target", "local", "--flake", "web1"]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--flake wants FLAKE#HOST"), "{}", run.stderr);
 }
@@ -391,7 +374,7 @@ fn one_line(text: &str) -> String {
 #[test]
 fn local_facts_and_a_facts_file_target() -> anyhow::Result<()> {
     // Live: only what holds on any machine.
-    let run = fleetgate(&["facts", "--target", "local", "--json"]);
+    let run = offline(&["facts", "--target", "local", "--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let facts: Value = serde_json::from_str(&run.stdout)?;
     assert_eq!(facts["format"], 1);
@@ -401,16 +384,16 @@ fn local_facts_and_a_facts_file_target() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("facts.json");
     std::fs::write(&file, &run.stdout)?;
-    let again = fleetgate(&["facts", "--target", &file.display().to_string(), "--json"]);
+    let again = offline(&["facts", "--target", &file.display().to_string(), "--json"]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(serde_json::from_str::<Value>(&again.stdout)?, facts);
-    let human = fleetgate(&["facts", "--target", "local"]);
+    let human = offline(&["facts", "--target", "local"]);
     assert_eq!(human.code, 0, "{}", human.stderr);
     assert!(human.stdout.contains("root chain:"), "{}", human.stdout);
 
     // A facts file captured on a virtio VM whose kernel has the virtio drivers built in.
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../facts/tests/fixtures/virtio-vm.facts.json");
-    let human = fleetgate(&["facts", "--target", &fixture.display().to_string()]);
+    let human = offline(&["facts", "--target", &fixture.display().to_string()]);
     assert_eq!(human.code, 0, "{}", human.stderr);
     assert!(human.stdout.contains("virtio1 [virtio] driver virtio_blk (built in)"), "{}", human.stdout);
     assert!(human.stdout.contains("root:        /dev/vda (ext4, 254:0)"), "{}", human.stdout);

@@ -46,6 +46,9 @@ pub struct DeploySettings {
     pub confirm_timeout_secs: Option<u64>,
     /// Seconds to wait for a host to come back from a reboot.
     pub reboot_timeout_secs: Option<u64>,
+    /// Seconds the facts of a host may take (one SSH round trip, a few
+    /// hundred short processes on the host; slow hosts need more).
+    pub facts_timeout_secs: Option<u64>,
     /// Let targets fetch paths from their substituters during the copy.
     pub substitute_on_destination: Option<bool>,
 }
@@ -180,6 +183,15 @@ health.units = ["nginx.service"]
         assert_eq!(web1.health.units, ["sshd.service", "nginx.service"]);
         assert_eq!(web1.health.tcp, ["{hostname}:443"]);
         assert_eq!(config.host("db1").health.units, ["sshd.service"]);
+    }
+
+    #[test]
+    fn facts_timeout_comes_from_the_file() {
+        let config = FileConfig::parse("[deploy]\nfacts_timeout_secs = 300\n", Path::new("f.toml")).expect("valid");
+        let options = crate::DeployOptions::from_settings(&config.deploy).expect("options");
+        assert_eq!(options.timeouts.facts, std::time::Duration::from_secs(300));
+        let default = crate::DeployOptions::from_settings(&DeploySettings::default()).expect("options");
+        assert_eq!(default.timeouts.facts, std::time::Duration::from_secs(60));
     }
 
     #[test]

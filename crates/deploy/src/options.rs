@@ -158,6 +158,9 @@ impl DeployOptions {
         if let Some(secs) = s.reboot_timeout_secs {
             o.timeouts.reboot = Duration::from_secs(secs);
         }
+        if let Some(secs) = s.facts_timeout_secs {
+            o.timeouts.facts = Duration::from_secs(secs.max(1));
+        }
         if let Some(b) = s.substitute_on_destination {
             o.substitute_on_destination = b;
         }

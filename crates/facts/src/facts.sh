@@ -221,7 +221,7 @@ for m in /boot /efi /boot/efi; do
 done
 for v in LoaderEntryOneShot LoaderEntryDefault LoaderEntrySelected; do
   f=/sys/firmware/efi/efivars/$v-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
-  [ -f "$f" ] && o efivar "$v" "$(tail -c +5 "$f" 2>/dev/null | tr -d '\000')"
+  [ -f "$f" ] && o efivar "$v" "$(cat "$f" 2>/dev/null | tail -c +5 | tr -d '\000')"
 done
 # GRUB menu entries with the path grub-reboot takes: `Submenu>Entry`.
 # Braces are counted per line (`{` ending a line opens, `}` starting one

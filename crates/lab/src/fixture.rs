@@ -35,9 +35,25 @@ const FILES: [(&str, &str); 15] = [
     ("builders/install-bootloader.pl", include_str!("../fixture/builders/install-bootloader.pl")),
 ];
 
-/// Modules any fixture may put in its initrd; their dependency closure is
-/// shipped in the fixture kernel.
-pub const SHIPPED_MODULES: [&str; 7] = ["virtio_pci", "virtio_blk", "virtio_scsi", "nvme", "ahci", "sd_mod", "ext4"];
+/// Modules any fixture may put in its initrd, and those a VM's stage 2 loads
+/// (its network card, entropy source, EFI variables, the FAT ESP); their
+/// dependency closure is shipped in the fixture kernel.
+pub const SHIPPED_MODULES: [&str; 14] = [
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
+    "nvme",
+    "ahci",
+    "sd_mod",
+    "ext4",
+    "virtio_net",
+    "virtio_rng",
+    "efivarfs",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+];
 
 /// Module metadata copied unmodified from the real kernel.
 const METADATA: [&str; 14] = [
@@ -115,6 +131,20 @@ pub struct HostKnobs {
     pub sops_keep_generations: u32,
     pub microvm_shares: Vec<Value>,
     pub deploy: DeployKnobs,
+    /// `boot.loader.timeout`: seconds the boot menu waits.
+    #[serde(default = "default_loader_timeout")]
+    pub loader_timeout: u32,
+    /// `boot.loader.grub.extraConfig`: lines added to grub.cfg's header.
+    #[serde(default)]
+    pub grub_extra_config: String,
+    /// `specialisation.<name>`: each one the same system with the kernel
+    /// parameter `fleetgate.specialisation=<name>`.
+    #[serde(default)]
+    pub specialisations: Vec<String>,
+    /// `boot.loader.grub.default`: an entry number, or `saved`
+    /// (`grub-set-default`, and each boot saves its entry).
+    #[serde(default = "default_grub_default")]
+    pub grub_default: String,
     /// A boot service that runs the product's `fleetgate resume-pending` (the
     /// boot unit of the agent's NixOS module) with this binary. The lab only
     /// runs it; it decides nothing with it.
@@ -125,6 +155,11 @@ pub struct HostKnobs {
     /// only starts it; it decides nothing with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentKnob>,
+    /// The tools the system path links to besides the machine's `/usr/bin`
+    /// ones, by absolute path: the lab's userland in netns hosts, the
+    /// guest's real systemd tools in VMs.
+    #[serde(default = "lab_system_tools")]
+    pub system_tools: Vec<String>,
 }
 
 /// The product's agent in a host's generations.
@@ -157,6 +192,40 @@ impl ResumeBinary {
     }
 }
 
+fn default_grub_default() -> String {
+    "0".to_owned()
+}
+
+fn default_loader_timeout() -> u32 {
+    5
+}
+
+/// A netns host's system tools: the lab binary answers as each of them.
+fn lab_system_tools() -> Vec<String> {
+    ["systemctl", "reboot", "poweroff", "halt", "bootctl"].iter().map(|t| format!("/run/lab/bin/{t}")).collect()
+}
+
+/// A VM guest's system tools: Debian 12's real systemd (merged `/usr`), as
+/// nixpkgs' system-path puts systemd's `bin` in every NixOS system's `sw`.
+const VM_SYSTEM_TOOLS: [&str; 9] = [
+    "/usr/bin/systemctl",
+    "/usr/sbin/reboot",
+    "/usr/sbin/poweroff",
+    "/usr/sbin/halt",
+    "/usr/bin/bootctl",
+    "/usr/bin/systemd-run",
+    "/usr/bin/journalctl",
+    "/usr/bin/busctl",
+    "/usr/bin/systemd-detect-virt",
+];
+
+/// What a VPS's NixOS configuration sets for its serial console: the
+/// kernel's console, and GRUB's menu on the serial port too.
+const SERIAL_KERNEL_PARAM: &str = "console=ttyS0";
+const VM_SPEED_KERNEL_PARAMS: [&str; 2] = ["init_on_alloc=0", "mitigations=off"];
+const SERIAL_GRUB_CONFIG: &str =
+    "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeployKnobs {
@@ -176,6 +245,16 @@ pub fn default_initrd_modules(disk: DiskBus) -> Vec<String> {
 }
 
 pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostKnobs {
+    let vm = host.is_vm();
+    let mut kernel_params = vec!["loglevel=4".to_owned(), "root=fstab".to_owned()];
+    if vm {
+        kernel_params.push(SERIAL_KERNEL_PARAM.to_owned());
+        // Under TCG every exec costs tens of milliseconds; zeroing each new
+        // page and the Spectre mitigations made it about 1.5x slower (and
+        // fleetgate's facts script forks hundreds of processes). Nothing
+        // fleetgate checks depends on either.
+        kernel_params.extend(VM_SPEED_KERNEL_PARAMS.iter().map(|p| (*p).to_owned()));
+    }
     HostKnobs {
         revision: 1,
         bootloader: host.spec.bootloader.as_str().to_owned(),
@@ -183,7 +262,7 @@ pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostK
         kernel_modules: Vec::new(),
         root_device: format!("/dev/disk/by-label/{}", host.spec.root_label),
         root_fs_type: "ext4".into(),
-        kernel_params: vec!["loglevel=4".into(), "root=fstab".into()],
+        kernel_params,
         switch_inhibitors: BTreeMap::from([("dbus-implementation".to_owned(), "dbus".to_owned())]),
         activation_fails: false,
         stage2_fails: false,
@@ -197,9 +276,21 @@ pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostK
         microvm_shares: Vec::new(),
         resume_binary: None,
         agent: None,
+        system_tools: if vm { VM_SYSTEM_TOOLS.iter().map(|t| (*t).to_owned()).collect() } else { lab_system_tools() },
         deploy: DeployKnobs {
             hostname: host.name().to_owned(),
             ssh_opts: vec!["-F".into(), ssh_config.display().to_string()],
+        },
+        // A VM's boots cost real time: a one-second menu, as on many servers.
+        loader_timeout: if vm { 1 } else { default_loader_timeout() },
+        grub_extra_config: if vm { SERIAL_GRUB_CONFIG.to_owned() } else { String::new() },
+        specialisations: Vec::new(),
+        // GRUB on UEFI guests remember the entry they booted, as
+        // `boot.loader.grub.default = "saved"` makes NixOS do.
+        grub_default: if vm && host.spec.bootloader == crate::spec::Bootloader::GrubEfi {
+            "saved".to_owned()
+        } else {
+            default_grub_default()
         },
     }
 }
@@ -231,10 +322,20 @@ impl FleetKnobs {
 /// Writes `fleetgate.toml` beside the flake: how `fleetgate deploy` recovers a
 /// lab host that does not come back (the lab's power-cycle) and what makes
 /// one healthy. Tests may overwrite it.
-pub fn write_deploy_config(fleet_dir: &Path, lab_root: &Path, lab_binary: &Path) -> Result<(), FixtureError> {
+/// A lab with VMs gets VM-sized timeouts: a real boot under TCG takes a
+/// minute or more.
+pub fn write_deploy_config(
+    fleet_dir: &Path,
+    lab_root: &Path,
+    lab_binary: &Path,
+    vms: bool,
+) -> Result<(), FixtureError> {
+    // A VM's facts script forks hundreds of processes under TCG: minutes.
+    let (confirm, reboot, facts) = if vms { (300, 600, "facts_timeout_secs = 300\n") } else { (60, 60, "") };
     let text = format!(
         "# Written by fleetgate-lab: how `fleetgate deploy` reaches and recovers the lab's hosts.\n\
-         [deploy]\nstrategy = \"canary\"\nconfirm_timeout_secs = 60\nreboot_timeout_secs = 60\n\n\
+         [deploy]\nstrategy = \"canary\"\nconfirm_timeout_secs = {confirm}\nreboot_timeout_secs = {reboot}\n\
+         {facts}\n\
          [defaults]\npower_cycle = \"{} --lab {} power-cycle {{host}}\"\nhealth.units = [\"app.service\"]\n",
         lab_binary.display(),
         lab_root.display()

@@ -80,7 +80,7 @@ impl Hardware {
             DiskBus::Sata => ("sda", (8, 0), "sda"),
         };
         let first = match host.spec.bootloader {
-            Bootloader::SystemdBoot => Partition {
+            Bootloader::SystemdBoot | Bootloader::GrubEfi => Partition {
                 name: format!("{part_prefix}1"),
                 number: 1,
                 role: PartitionRole::Esp,
@@ -501,6 +501,7 @@ mod tests {
             spec: HostSpec::new("h", disk, bootloader).unwrap(),
             address: "10.203.1.11".into(),
             netns: "fgl1-h".into(),
+            ssh_port: None,
             veth: "fgl1v0".into(),
             disks: DiskIdentity::derive(1, "h"),
             root_loop: Some("/dev/loop3".into()),

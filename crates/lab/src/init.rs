@@ -156,6 +156,7 @@ fn boot(toplevel: &str) -> anyhow::Result<ExitCode> {
         start_units();
         sshd = Some(start_sshd()?);
         wait_for_port(22, SSHD_READY_TIMEOUT)?;
+        sshd_unit(units::ActiveState::Active);
         console("[  OK  ] Reached target Multi-User System.");
         event("ready");
     }
@@ -165,7 +166,9 @@ fn boot(toplevel: &str) -> anyhow::Result<ExitCode> {
                 if let Some(pid) = sshd {
                     if reap().contains(&pid) {
                         console("[FAILED] sshd.service: Main process exited; restarting.");
+                        sshd_unit(units::ActiveState::Failed);
                         sshd = Some(start_sshd()?);
+                        sshd_unit(units::ActiveState::Active);
                     }
                 } else {
                     reap();
@@ -188,6 +191,14 @@ fn start_units() {
             Ok(_) => console(&format!("[FAILED] Failed to start {unit}.")),
             Err(err) => console(&format!("[FAILED] Failed to start {unit}: {err}")),
         }
+    }
+}
+
+/// NixOS runs sshd as `sshd.service`: the lab's `systemctl` reports the
+/// daemon this init started under that name, as systemd would.
+fn sshd_unit(state: units::ActiveState) {
+    if let Err(err) = units::set_state(Path::new(units::STATE_DIR), "sshd.service", state) {
+        console(&format!("[FAILED] cannot record the state of sshd.service: {err}"));
     }
 }
 

@@ -65,27 +65,47 @@ fn fill(
     }
     let etc = rootfs::etc_upper(mnt);
     fs::create_dir_all(etc.join("ssh"))?;
-    fs::create_dir_all(etc.join("nix"))?;
     fs::write(etc.join("ssh/sshd_config"), ssh_setup::sshd_config())?;
+    fs::write(etc.join("NIXOS"), "")?;
+    write_identity(&etc, mnt, host_keys, host_name, client_key)?;
+    copy_closure(mnt, system)
+}
+
+/// What makes a new root filesystem this host's, as `nixos-install` leaves
+/// it: the SSH host key, hostname, a machine id, `nix.conf` in `etc`, and the
+/// lab's key as root's only authorized key under `root`.
+pub fn write_identity(
+    etc: &Path,
+    root: &Path,
+    host_keys: &Path,
+    host_name: &str,
+    client_key: &str,
+) -> anyhow::Result<()> {
+    fs::create_dir_all(etc.join("ssh"))?;
+    fs::create_dir_all(etc.join("nix"))?;
     for name in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"] {
         fs::copy(host_keys.join(name), etc.join("ssh").join(name)).with_context(|| format!("installing {name}"))?;
     }
     fs::set_permissions(etc.join("ssh/ssh_host_ed25519_key"), fs::Permissions::from_mode(0o600))?;
-    fs::write(etc.join("NIXOS"), "")?;
     fs::write(etc.join("hostname"), format!("{host_name}\n"))?;
     let machine_id = fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().replace('-', "");
     fs::write(etc.join("machine-id"), format!("{machine_id}\n"))?;
     fs::write(etc.join("nix/nix.conf"), HOST_NIX_CONF)?;
-    let ssh_dir = mnt.join("root/.ssh");
+    let ssh_dir = root.join("root/.ssh");
     fs::create_dir_all(&ssh_dir)?;
-    fs::set_permissions(mnt.join("root"), fs::Permissions::from_mode(0o700))?;
+    fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700))?;
     fs::write(ssh_dir.join("authorized_keys"), format!("{client_key}\n"))?;
     fs::set_permissions(ssh_dir.join("authorized_keys"), fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// `nix copy` of `system`'s closure into the store of the root at `root`.
+pub fn copy_closure(root: &Path, system: &str) -> anyhow::Result<()> {
     let mut copy = Command::new("nix");
     copy.env("NIX_CONFIG", NIX_CONFIG)
         .args(["copy", "--no-check-sigs", "--to"])
-        .arg(format!("local?root={}", mnt.display()))
+        .arg(format!("local?root={}", root.display()))
         .arg(system);
-    process::run(&mut copy, COPY_TIMEOUT).context("copying the system closure to the new disk")?;
+    process::run(&mut copy, COPY_TIMEOUT).context("copying the system closure into the new root's store")?;
     Ok(())
 }

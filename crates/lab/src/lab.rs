@@ -18,10 +18,13 @@ use crate::layout::LabDir;
 use crate::process;
 use crate::spec::LabSpec;
 use crate::state::{DiskIdentity, HostState, LabState};
-use crate::{disk, fixture, network, ssh_setup};
+use crate::{disk, fixture, network, ssh_setup, vm};
 
-/// Time allowed for a host to boot (firmware + stage 1 + stage 2 + sshd).
+/// Time allowed for a netns host to boot (firmware + stage 1 + stage 2 + sshd).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time allowed for a VM to boot: real firmware, kernel and systemd, under
+/// TCG on a busy machine (a boot takes 30-90 s on two loaded cores).
+pub const VM_BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(150);
@@ -69,7 +72,11 @@ impl Lab {
         if dir.state_file().exists() {
             match LabState::load(&dir) {
                 Ok(state) if network::bridge_exists(state.id) => {
-                    bail!("a lab is already up in {} (bring it down first: `fleetgate-lab down`)", dir.root().display())
+                    bail!(
+                        "a lab is already up in {} (bring it down first: `{}`)",
+                        dir.root().display(),
+                        dir.command("down")
+                    )
                 }
                 _ => {
                     progress("removing the remains of an earlier lab");
@@ -88,6 +95,7 @@ impl Lab {
                 address: network::host_address(id, index),
                 netns: network::netns_name(id, &host.name),
                 veth: network::veth_name(id, index),
+                ssh_port: None,
                 disks: DiskIdentity::derive(id, &host.name),
                 root_loop: None,
                 esp_loop: None,
@@ -112,14 +120,25 @@ impl Lab {
         progress("writing the fixture flake");
         let fleet = self.dir.fleet_dir();
         fixture::write(&fleet, &self.state, &self.dir.ssh_config())?;
-        fixture::write_deploy_config(&fleet, self.dir.root(), &lab_binary()?)?;
+        let vms = self.state.hosts.iter().any(HostState::is_vm);
+        fixture::write_deploy_config(&fleet, self.dir.root(), &lab_binary()?, vms)?;
         progress("building the hosts' first generation (nix build)");
         let names: Vec<String> = self.state.hosts.iter().map(|h| h.name().to_owned()).collect();
         let systems = build_systems(&fleet, &names)?;
         let client_key = ssh_setup::client_key(&self.dir)?;
         let mut host_keys = Vec::new();
+        let ports = vm_ssh_ports(self.state.id, &self.state.hosts)?;
         for index in 0..self.state.hosts.len() {
             let name = self.state.hosts[index].name().to_owned();
+            if self.state.hosts[index].is_vm() {
+                self.state.hosts[index].address = "127.0.0.1".to_owned();
+                self.state.hosts[index].ssh_port = ports.get(&index).copied();
+                self.state.save(&self.dir)?;
+                let host_dir = self.dir.host(&name);
+                fs::create_dir_all(host_dir.root())?;
+                host_keys.push((name.clone(), ssh_setup::host_key(&host_dir.host_keys_dir(), &name)?));
+                continue;
+            }
             progress(&format!("{name}: network, disks, hardware"));
             network::add_host(self.state.id, index, &name)?;
             self.create_disks(index)?;
@@ -131,18 +150,36 @@ impl Lab {
             hardware.write_sysfs(&host_dir.sys_dir(), host.uses_esp())?;
         }
         ssh_setup::write_client_config(&self.dir, &self.state, &host_keys)?;
+        let image = match self.state.hosts.iter().any(HostState::is_vm) {
+            true => Some(vm::image::ensure(progress)?),
+            false => None,
+        };
         for host in &self.state.hosts {
             let name = host.name();
             let system = systems.get(name).context("nix build returned no system")?;
             progress(&format!("{name}: installing {system}"));
-            self.install(host, system, &client_key)?;
+            match &image {
+                Some(image) if host.is_vm() => {
+                    let dir = self.dir.host(name);
+                    let id = vm::assemble::HostIdentity {
+                        host,
+                        dir: &dir,
+                        client_key: &client_key,
+                        host_keys: &dir.host_keys_dir(),
+                    };
+                    vm::assemble::assemble(&id, image, system)
+                        .with_context(|| format!("making the disk of VM {name}"))?;
+                }
+                _ => self.install(host, system, &client_key)?,
+            }
         }
         for host in &self.state.hosts {
             progress(&format!("{}: power on", host.name()));
             self.start_supervisor(host)?;
         }
         for host in &self.state.hosts {
-            let status = self.wait(host.name(), 1, &[Power::Running, Power::Hung, Power::Emergency], BOOT_TIMEOUT)?;
+            let timeout = boot_timeout(host);
+            let status = self.wait(host.name(), 1, &[Power::Running, Power::Hung, Power::Emergency], timeout)?;
             if status.power != Power::Running {
                 bail!("{} did not come up: {:?} ({})", host.name(), status.power, status.reason.unwrap_or_default());
             }
@@ -208,11 +245,16 @@ impl Lab {
         let dir = self.dir.host(host.name());
         let log = fs::File::create(dir.vmm_log())?;
         // `setsid --fork`: the supervisor is re-parented away from us at once,
-        // so it never lingers as our zombie; its stdout still reaches us.
-        let mut child = Command::new("setsid")
-            .args(["--fork", "unshare", "--mount", "--propagation", "private", "--"])
-            .arg(&exe)
-            .arg("__vmm")
+        // so it never lingers as our zombie; its stdout still reaches us. A
+        // netns host's supervisor mounts its disks, in a namespace of its own.
+        let mut command = Command::new("setsid");
+        command.arg("--fork");
+        if host.is_vm() {
+            command.arg(&exe).arg("__vm");
+        } else {
+            command.args(["unshare", "--mount", "--propagation", "private", "--"]).arg(&exe).arg("__vmm");
+        }
+        let mut child = command
             .arg("--lab")
             .arg(self.dir.root())
             .args(["--host", host.name()])
@@ -274,6 +316,9 @@ impl Lab {
                     problems.push(format!("{}: the supervisor does not exit", host.name()));
                 }
             }
+            if host.is_vm() {
+                kill_leftover_qemu(&host_dir.qemu_pid_file(), dir.root());
+            }
             if network::netns_exists(state.id, host.name()) {
                 kill_netns_processes(&host.netns);
             }
@@ -320,7 +365,8 @@ impl Lab {
     /// Waits for the next boot of `host` (after `after_boots`) to settle:
     /// running, hung or in emergency mode.
     pub fn wait_next_boot(&self, host: &str, after_boots: u64) -> anyhow::Result<HostStatus> {
-        self.wait(host, after_boots + 1, &[Power::Running, Power::Hung, Power::Emergency, Power::Off], BOOT_TIMEOUT)
+        let timeout = boot_timeout(self.state.host(host)?);
+        self.wait(host, after_boots + 1, &[Power::Running, Power::Hung, Power::Emergency, Power::Off], timeout)
     }
 
     /// A clean reboot; returns once the next boot settled.
@@ -346,6 +392,15 @@ impl Lab {
         let before = self.status(host)?.boots;
         self.control(host, &Request::PowerOn, CONTROL_TIMEOUT)?;
         self.wait_next_boot(host, before)
+    }
+
+    /// What `host` runs now (`/run/current-system`), asked over SSH; `None`
+    /// if it cannot be asked (not running, not answering).
+    pub fn current_system(&self, host: &str) -> Option<String> {
+        let mut command = self.ssh_command(host);
+        command.args(["-o", "ConnectTimeout=3", "--", "readlink -f /run/current-system"]);
+        let out = process::run(&mut command, Duration::from_secs(15)).ok()?;
+        Some(out.stdout.trim().to_owned()).filter(|s| s.starts_with('/'))
     }
 
     /// `ssh -F <lab ssh_config> <host>`, ready for arguments.
@@ -443,18 +498,54 @@ pub fn lab_binary() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Kills the supervisor named by a pid file, but only if that pid still is
-/// this lab's supervisor (after a crash the number may belong to anyone).
+/// How long `host` may take to boot.
+pub fn boot_timeout(host: &HostState) -> Duration {
+    if host.is_vm() { VM_BOOT_TIMEOUT } else { BOOT_TIMEOUT }
+}
+
+/// Loopback ports for the VMs' forwarded sshd, by host index: a fixed range
+/// per lab id (labs on one machine have distinct ids), or any free port if
+/// that one is taken.
+fn vm_ssh_ports(id: u8, hosts: &[HostState]) -> anyhow::Result<BTreeMap<usize, u16>> {
+    let mut ports = BTreeMap::new();
+    let mut held = Vec::new();
+    for (index, host) in hosts.iter().enumerate().filter(|(_, h)| h.is_vm()) {
+        let preferred = 20_000 + u16::from(id) * 64 + u16::try_from(index).unwrap_or(63).min(63);
+        let listener = std::net::TcpListener::bind(("127.0.0.1", preferred))
+            .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+            .with_context(|| format!("finding a loopback port for the sshd of {}", host.name()))?;
+        ports.insert(index, listener.local_addr()?.port());
+        held.push(listener);
+    }
+    Ok(ports)
+}
+
+/// Kills a VM's QEMU if its supervisor left it behind.
+fn kill_leftover_qemu(pid_file: &Path, lab_root: &Path) {
+    if kill_if_ours(pid_file, lab_root, "qemu-system") {
+        wait_until_exited(pid_file, Duration::from_secs(15));
+    }
+}
+
+/// Kills the supervisor named by a pid file.
 fn kill_pid_file(path: &Path, lab_root: &Path) {
-    let Some(raw) = fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<i32>().ok()) else { return };
+    kill_if_ours(path, lab_root, "__vm");
+}
+
+/// Kills the process of a pid file, but only if it still is this lab's
+/// (its command line names `marker` and the lab's directory: after a crash
+/// the number may belong to anyone). True if it was killed.
+fn kill_if_ours(pid_file: &Path, lab_root: &Path, marker: &str) -> bool {
+    let Some(raw) = fs::read_to_string(pid_file).ok().and_then(|t| t.trim().parse::<i32>().ok()) else { return false };
     let cmdline = fs::read(format!("/proc/{raw}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
         .unwrap_or_default();
-    if !(cmdline.contains("__vmm") && cmdline.contains(&lab_root.display().to_string())) {
-        return;
+    if !(cmdline.contains(marker) && cmdline.contains(&lab_root.display().to_string())) {
+        return false;
     }
-    if let Some(pid) = rustix::process::Pid::from_raw(raw) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    match rustix::process::Pid::from_raw(raw) {
+        Some(pid) => rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok(),
+        None => false,
     }
 }
 

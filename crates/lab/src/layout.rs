@@ -10,6 +10,9 @@
 //! <lab>/hosts/<h>/sys/           the host's sysfs-shaped hardware tree (+ efivars = NVRAM)
 //! <lab>/hosts/<h>/console.log    what the host's console printed, boot after boot
 //! <lab>/hosts/<h>/vmm.sock       control socket of the host's power supervisor
+//! <lab>/hosts/<h>/disk.raw       a VM's whole disk (GPT: ESP or BIOS boot, root)
+//! <lab>/hosts/<h>/efivars.fd     a UEFI VM's variable store (OVMF's NVRAM)
+//! <lab>/hosts/<h>/qmp.sock       QEMU's QMP socket (power control of a VM)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -29,6 +32,12 @@ impl LabDir {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The `fleetgate-lab` command line for `verb` on this lab, for hints:
+    /// always with `--lab`, so it works whatever the user's environment.
+    pub fn command(&self, verb: &str) -> String {
+        format!("fleetgate-lab --lab {} {verb}", self.root.display())
     }
 
     pub fn state_file(&self) -> PathBuf {
@@ -118,6 +127,31 @@ impl HostDir {
     /// Where the host's root is assembled before `pivot_root`.
     pub fn newroot_dir(&self) -> PathBuf {
         self.root.join("newroot")
+    }
+
+    /// A VM's whole disk.
+    pub fn disk_image(&self) -> PathBuf {
+        self.root.join("disk.raw")
+    }
+
+    /// A UEFI VM's variable store: OVMF's NVRAM, kept across resets and
+    /// power cycles like a real machine's.
+    pub fn efi_vars(&self) -> PathBuf {
+        self.root.join("efivars.fd")
+    }
+
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.root.join("qmp.sock")
+    }
+
+    pub fn qemu_pid_file(&self) -> PathBuf {
+        self.root.join("qemu.pid")
+    }
+
+    /// Where a VM's root filesystem is assembled before it is packed into
+    /// the disk image (removed once packed).
+    pub fn vm_root_dir(&self) -> PathBuf {
+        self.root.join("vm-root")
     }
 
     /// The boot id of the running boot, bind-mounted over

@@ -24,6 +24,11 @@
 //! - a small **userland** standing in for systemd's and the boot loaders'
 //!   tools ([`userland`]).
 //!
+//! A host can also be a **virtual machine** ([`vm`]): QEMU with real firmware
+//! (OVMF or SeaBIOS), a real boot loader (systemd-boot on a FAT ESP, or GRUB),
+//! the generation's real kernel and initrd, Debian's real systemd as PID 1
+//! and real sshd; the same control protocol drives it ([`supervisor`]).
+//!
 //! Systems come from a fixture flake whose toplevels are laid out exactly as
 //! nixpkgs lays out NixOS systems ([`fixture`]). [`lab::Lab`] ties it together.
 
@@ -43,11 +48,14 @@ pub mod spec;
 pub mod ssh_setup;
 pub mod stage1;
 pub mod state;
+pub mod status_table;
+pub mod supervisor;
 pub mod testing;
 pub mod userland;
+pub mod vm;
 pub mod vmm;
 
 pub use control::{HostStatus, Power};
 pub use lab::Lab;
 pub use layout::LabDir;
-pub use spec::{Bootloader, DiskBus, HostSpec, LabSpec};
+pub use spec::{Bootloader, DiskBus, HostSpec, LabSpec, Machine};

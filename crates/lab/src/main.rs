@@ -2,13 +2,14 @@
 //! host the same binary answers as `systemctl`, `reboot`, `bootctl`,
 //! `grub-reboot`… (see `fleetgate_lab::userland`).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fleetgate_lab::layout::DEFAULT_LAB_DIR;
-use fleetgate_lab::{HostSpec, Lab, LabDir, LabSpec, Power, init, install, userland, vmm};
+use fleetgate_lab::{HostSpec, Lab, LabDir, LabSpec, Power, init, install, status_table, userland, vmm};
 
 /// A lab fleet of NixOS-shaped hosts for fleetgate's tests and demo.
 #[derive(Debug, Parser)]
@@ -28,7 +29,8 @@ enum Command {
         /// Number of hosts (host1…hostN cycling through virtio, NVMe, SATA).
         #[arg(long, conflicts_with = "host")]
         hosts: Option<usize>,
-        /// A host as NAME[=BUS[,BOOTLOADER]], e.g. web1=virtio,grub. Repeatable.
+        /// A host as NAME[=[vm,]BUS[,BOOTLOADER]], e.g. web1=virtio,grub, or
+        /// vps1=vm,virtio,systemd-boot for a QEMU machine. Repeatable.
         #[arg(long)]
         host: Vec<String>,
     },
@@ -58,8 +60,16 @@ enum Command {
     Console { host: String },
     /// Build the fixture systems of the given hosts (all if none) and print them.
     Build { hosts: Vec<String> },
+    /// Build the VM guest's Debian root once for this machine (cached; `up`
+    /// builds it when a VM host needs it) and print where it is.
+    VmImage,
     #[command(hide = true, name = "__vmm")]
     Vmm {
+        #[arg(long)]
+        host: String,
+    },
+    #[command(hide = true, name = "__vm")]
+    Vm {
         #[arg(long)]
         host: String,
     },
@@ -95,13 +105,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Vmm { .. } | Command::Init { .. } | Command::Prepare { .. } | Command::Install { .. }
+        Command::Vmm { .. }
+            | Command::Vm { .. }
+            | Command::Init { .. }
+            | Command::Prepare { .. }
+            | Command::Install { .. }
     ) {
-        forward_interrupts();
+        forward_interrupts(&LabDir::new(&cli.lab));
     }
     let dir = LabDir::new(&cli.lab);
     match run(dir, cli.command) {
         Ok(code) => code,
+        // A reader that went away (`fleetgate-lab status | head`) is not an
+        // error worth a word, and certainly not a panic.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("fleetgate-lab: error: {err:#}");
             ExitCode::from(1)
@@ -112,16 +129,23 @@ fn main() -> ExitCode {
 /// Our children run in process groups of their own (so a timeout reaches
 /// their children too), which keeps Ctrl-C from reaching them: take them down
 /// ourselves when interrupted. What `up` had made stays; `down` removes it.
-fn forward_interrupts() {
+fn forward_interrupts(dir: &LabDir) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
+    let down = dir.command("down");
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             fleetgate_lab::process::kill_running();
-            eprintln!("fleetgate-lab: interrupted; what was made so far stays: `fleetgate-lab down` removes it");
+            eprintln!("fleetgate-lab: interrupted; what was made so far stays: `{down}` removes it");
             std::process::exit(130);
         }
     });
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn progress(line: &str) {
@@ -137,20 +161,21 @@ fn run(dir: LabDir, command: Command) -> anyhow::Result<ExitCode> {
                 LabSpec::new(host.iter().map(|h| HostSpec::parse(h)).collect::<Result<_, _>>()?)?
             };
             let lab = Lab::up(dir, &spec, &mut progress)?;
-            println!("lab up in {}", lab.dir().root().display());
-            println!("  ssh:   ssh -F {} <host>", lab.dir().ssh_config().display());
-            println!("  flake: {}", lab.fleet_dir().display());
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "lab up in {}", lab.dir().root().display())?;
+            writeln!(out, "  ssh:   ssh -F {} <host>", lab.dir().ssh_config().display())?;
+            writeln!(out, "  flake: {}", lab.fleet_dir().display())?;
+            drop(out);
             print_status(&lab)?;
         }
         Command::Down => {
             Lab::down(&dir, &mut progress)?;
-            println!("lab in {} is down", dir.root().display());
+            writeln!(std::io::stdout().lock(), "lab in {} is down", dir.root().display())?;
         }
         Command::Status { json } => {
             let lab = Lab::open(dir)?;
             if json {
-                let statuses = lab.hosts().map(|h| lab.status(h.name())).collect::<anyhow::Result<Vec<_>>>()?;
-                println!("{}", serde_json::to_string_pretty(&statuses)?);
+                writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&statuses(&lab)?)?)?;
             } else {
                 print_status(&lab)?;
             }
@@ -161,21 +186,27 @@ fn run(dir: LabDir, command: Command) -> anyhow::Result<ExitCode> {
             let status = lab.ssh_command(&host).args(&command).status().context("running ssh")?;
             return Ok(ExitCode::from(status.code().unwrap_or(255) as u8));
         }
-        Command::Reboot { host } => print_one(&Lab::open(dir)?.reboot(&host)?),
-        Command::PowerCycle { host } => print_one(&Lab::open(dir)?.power_cycle(&host)?),
-        Command::PowerOff { host } => print_one(&Lab::open(dir)?.power_off(&host)?),
-        Command::PowerOn { host } => print_one(&Lab::open(dir)?.power_on(&host)?),
-        Command::Console { host } => print!("{}", Lab::open(dir)?.console(&host)?),
+        Command::Reboot { host } => print_one(&Lab::open(dir)?.reboot(&host)?)?,
+        Command::PowerCycle { host } => print_one(&Lab::open(dir)?.power_cycle(&host)?)?,
+        Command::PowerOff { host } => print_one(&Lab::open(dir)?.power_off(&host)?)?,
+        Command::PowerOn { host } => print_one(&Lab::open(dir)?.power_on(&host)?)?,
+        Command::Console { host } => std::io::stdout().lock().write_all(Lab::open(dir)?.console(&host)?.as_bytes())?,
         Command::Build { hosts } => {
             let lab = Lab::open(dir)?;
             let names: Vec<String> =
                 if hosts.is_empty() { lab.hosts().map(|h| h.name().to_owned()).collect() } else { hosts };
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let mut out = std::io::stdout().lock();
             for (host, path) in lab.build(&refs)? {
-                println!("{host}\t{path}");
+                writeln!(out, "{host}\t{path}")?;
             }
         }
+        Command::VmImage => {
+            let image = fleetgate_lab::vm::image::ensure(&mut progress)?;
+            writeln!(std::io::stdout().lock(), "{}", image.tree().display())?;
+        }
         Command::Vmm { host } => vmm::run(&dir, &host)?,
+        Command::Vm { host } => fleetgate_lab::vm::supervisor::run(&dir, &host)?,
         Command::Init { host, boot } => return Ok(init::run(&dir, &host, init::Mode::Boot { toplevel: boot })),
         Command::Prepare { host, system } => {
             let key = std::env::var("FLEETGATE_LAB_CLIENT_KEY").context("FLEETGATE_LAB_CLIENT_KEY is not set")?;
@@ -186,33 +217,59 @@ fn run(dir: LabDir, command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_one(status: &fleetgate_lab::HostStatus) {
-    println!(
+fn print_one(status: &fleetgate_lab::HostStatus) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{}\t{:?}\tboot {}\t{}",
         status.host,
         status.power,
         status.boots,
         status.reason.clone().unwrap_or_default()
-    );
+    )
+}
+
+/// A host's status with what it runs now beside what it booted.
+#[derive(serde::Serialize)]
+struct StatusWithCurrent {
+    #[serde(flatten)]
+    status: fleetgate_lab::HostStatus,
+    /// `/run/current-system`, if the host could be asked.
+    current: Option<String>,
+}
+
+fn statuses(lab: &Lab) -> anyhow::Result<Vec<StatusWithCurrent>> {
+    lab.hosts()
+        .map(|host| {
+            let status = lab.status(host.name())?;
+            let current = if status.power == Power::Running { lab.current_system(host.name()) } else { None };
+            Ok(StatusWithCurrent { status, current })
+        })
+        .collect()
 }
 
 fn print_status(lab: &Lab) -> anyhow::Result<()> {
-    println!("HOST       ADDRESS        DISK     BOOTLOADER    POWER     GENERATION");
-    for host in lab.hosts() {
-        let status = lab.status(host.name())?;
-        let power = match status.power {
-            Power::Running => "running".to_owned(),
-            other => format!("{other:?}").to_lowercase(),
-        };
-        println!(
-            "{:<10} {:<14} {:<8} {:<13} {:<9} {}",
-            host.name(),
-            host.address,
-            host.spec.disk.as_str(),
-            host.spec.bootloader.as_str(),
-            power,
-            status.toplevel.unwrap_or_else(|| status.reason.unwrap_or_default())
-        );
-    }
+    let rows: Vec<status_table::Row> = lab
+        .hosts()
+        .zip(statuses(lab)?)
+        .map(|(host, s)| status_table::Row {
+            host: host.name().to_owned(),
+            machine: host.spec.machine.as_str().to_owned(),
+            address: match host.ssh_port {
+                Some(port) => format!("{}:{port}", host.address),
+                None => host.address.clone(),
+            },
+            disk: host.spec.disk.as_str().to_owned(),
+            bootloader: host.spec.bootloader.as_str().to_owned(),
+            power: match s.status.power {
+                Power::Running => "running".to_owned(),
+                other => format!("{other:?}").to_lowercase(),
+            },
+            booted: s.status.toplevel.clone(),
+            current: s.current,
+            reason: s.status.reason,
+        })
+        .collect();
+    std::io::stdout().lock().write_all(status_table::render(&rows).as_bytes())?;
     Ok(())
 }

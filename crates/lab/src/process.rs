@@ -64,18 +64,43 @@ pub fn run(command: &mut Command, timeout: Duration) -> Result<Output, ProcessEr
     }
 }
 
+/// Like [`run`], with `input` on the command's stdin.
+pub fn run_with_input(command: &mut Command, input: &str, timeout: Duration) -> Result<Output, ProcessError> {
+    let (status, stdout, stderr) = run_inner(command, Some(input.as_bytes().to_vec()), timeout)?;
+    if status.success() {
+        Ok(Output { stdout, stderr })
+    } else {
+        Err(ProcessError::Failed { command: describe(command), status, stderr: tail(&stderr) })
+    }
+}
+
 /// Like [`run`], but a non-zero exit is returned rather than treated as an error.
 pub fn run_status(command: &mut Command, timeout: Duration) -> Result<(ExitStatus, String, String), ProcessError> {
+    run_inner(command, None, timeout)
+}
+
+fn run_inner(
+    command: &mut Command,
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<(ExitStatus, String, String), ProcessError> {
     let name = describe(command);
     // Its own process group, so a timeout also kills grandchildren (`ssh`
     // under `nix copy`) that would otherwise keep the pipes open.
     let mut child = command
         .process_group(0)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|source| ProcessError::Spawn { command: name.clone(), source })?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A thread of its own: a child that does not read must not block us
+        // past the deadline.
+        thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+    }
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     let pid = child.id();
@@ -203,6 +228,12 @@ mod tests {
         assert_eq!(never, None);
         assert!(started.elapsed() >= Duration::from_millis(100), "gave up early");
         assert!(started.elapsed() < Duration::from_secs(5), "overshot the deadline");
+    }
+
+    #[test]
+    fn input_reaches_the_command_s_stdin() {
+        let out = run_with_input(&mut Command::new("cat"), "fed\n", Duration::from_secs(10)).unwrap();
+        assert_eq!(out.stdout, "fed\n");
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub enum Bootloader {
     SystemdBoot,
     /// BIOS + GRUB 2, `/boot/grub/grub.cfg` and `grubenv` on the root filesystem.
     Grub,
+    /// UEFI + GRUB 2 as NixOS installs it with `efiSupport` and
+    /// `device = "nodev"`: GRUB as the ESP's removable-media loader,
+    /// `grub.cfg` and the kernels on the ESP mounted at `/boot`, and no GRUB
+    /// tools in the system (no `grub-reboot`). VM hosts only.
+    GrubEfi,
 }
 
 impl Bootloader {
@@ -65,6 +70,7 @@ impl Bootloader {
         match self {
             Bootloader::SystemdBoot => "systemd-boot",
             Bootloader::Grub => "grub",
+            Bootloader::GrubEfi => "grub-efi",
         }
     }
 }
@@ -81,7 +87,36 @@ impl FromStr for Bootloader {
         match s {
             "systemd-boot" => Ok(Bootloader::SystemdBoot),
             "grub" => Ok(Bootloader::Grub),
-            _ => Err(SpecError::Unknown { what: "bootloader", value: s.to_owned(), expected: "systemd-boot, grub" }),
+            "grub-efi" => Ok(Bootloader::GrubEfi),
+            _ => Err(SpecError::Unknown {
+                what: "bootloader",
+                value: s.to_owned(),
+                expected: "systemd-boot, grub, grub-efi (VMs)",
+            }),
+        }
+    }
+}
+
+/// What a lab host runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Machine {
+    /// A network namespace with the lab's model of firmware, stage 1 and
+    /// systemd ([`crate::vmm`]): cheap, boots in a second.
+    #[default]
+    Netns,
+    /// A QEMU virtual machine with real firmware (OVMF or SeaBIOS), a real
+    /// boot loader, the generation's real kernel and initrd, and Debian's real
+    /// systemd as PID 1 ([`crate::vm`]): slow, but nothing is modelled from
+    /// the firmware to sshd.
+    Vm,
+}
+
+impl Machine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Machine::Netns => "netns",
+            Machine::Vm => "vm",
         }
     }
 }
@@ -90,6 +125,8 @@ impl FromStr for Bootloader {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostSpec {
     pub name: String,
+    #[serde(default)]
+    pub machine: Machine,
     pub disk: DiskBus,
     pub bootloader: Bootloader,
     /// Filesystem label of the root filesystem (`/dev/disk/by-label/<label>`).
@@ -114,6 +151,7 @@ impl HostSpec {
         validate_host_name(name)?;
         Ok(HostSpec {
             name: name.to_owned(),
+            machine: Machine::Netns,
             disk,
             bootloader,
             root_label: default_root_label(),
@@ -121,20 +159,31 @@ impl HostSpec {
         })
     }
 
-    /// Parses `NAME[=BUS[,BOOTLOADER]]`, e.g. `web1=virtio,grub`.
+    /// A host on a QEMU virtual machine.
+    pub fn vm(name: &str, disk: DiskBus, bootloader: Bootloader) -> Result<HostSpec, SpecError> {
+        Ok(HostSpec { machine: Machine::Vm, ..HostSpec::new(name, disk, bootloader)? })
+    }
+
+    /// Parses `NAME[=[vm,]BUS[,BOOTLOADER]]`, e.g. `web1=virtio,grub` or
+    /// `vps1=vm,virtio,systemd-boot`.
     pub fn parse(text: &str) -> Result<HostSpec, SpecError> {
         let (name, rest) = text.split_once('=').unwrap_or((text, ""));
-        let mut parts = rest.split(',').filter(|part| !part.is_empty());
+        let mut parts = rest.split(',').filter(|part| !part.is_empty()).peekable();
+        let machine = if parts.next_if_eq(&"vm").is_some() { Machine::Vm } else { Machine::Netns };
         let disk = parts.next().map(str::parse).transpose()?.unwrap_or(DiskBus::Virtio);
         let bootloader = parts.next().map(str::parse).transpose()?.unwrap_or(Bootloader::SystemdBoot);
         if let Some(extra) = parts.next() {
             return Err(SpecError::Unknown {
                 what: "host option",
                 value: extra.to_owned(),
-                expected: "NAME=BUS,BOOTLOADER",
+                expected: "NAME=[vm,]BUS,BOOTLOADER",
             });
         }
-        HostSpec::new(name, disk, bootloader)
+        Ok(HostSpec { machine, ..HostSpec::new(name, disk, bootloader)? })
+    }
+
+    pub fn is_vm(&self) -> bool {
+        self.machine == Machine::Vm
     }
 }
 
@@ -179,6 +228,9 @@ impl LabSpec {
             if host.root_size_mib < 64 {
                 return Err(SpecError::RootTooSmall(host.name.clone(), host.root_size_mib));
             }
+            if host.bootloader == Bootloader::GrubEfi && !host.is_vm() {
+                return Err(SpecError::VmOnly(host.name.clone(), "grub-efi"));
+            }
         }
         Ok(LabSpec { hosts })
     }
@@ -222,6 +274,8 @@ pub enum SpecError {
     TooMany(usize),
     #[error("host `{0}`: a root filesystem of {1} MiB is too small (at least 64 MiB)")]
     RootTooSmall(String, u64),
+    #[error("host `{0}`: {1} needs a VM host (`{0}=vm,BUS,{1}`)")]
+    VmOnly(String, &'static str),
 }
 
 #[cfg(test)]
@@ -249,6 +303,20 @@ mod tests {
         assert_eq!(HostSpec::parse("web2").unwrap().disk, DiskBus::Virtio);
         assert!(matches!(HostSpec::parse("web3=scsi"), Err(SpecError::Unknown { .. })));
         assert!(matches!(HostSpec::parse("web4=virtio,grub,x"), Err(SpecError::Unknown { .. })));
+        assert_eq!(HostSpec::parse("web5=nvme").unwrap().machine, Machine::Netns);
+    }
+
+    #[test]
+    fn vm_hosts_parse_with_the_same_bus_and_bootloader_syntax() {
+        let host = HostSpec::parse("vps1=vm,virtio,grub").unwrap();
+        assert_eq!((host.machine, host.disk, host.bootloader), (Machine::Vm, DiskBus::Virtio, Bootloader::Grub));
+        let host = HostSpec::parse("vps2=vm").unwrap();
+        assert_eq!((host.machine, host.disk, host.bootloader), (Machine::Vm, DiskBus::Virtio, Bootloader::SystemdBoot));
+        assert!(matches!(HostSpec::parse("vps3=vm,vm"), Err(SpecError::Unknown { .. })));
+        assert!(matches!(HostSpec::parse("vps4=virtio,vm"), Err(SpecError::Unknown { .. })));
+        assert_eq!(HostSpec::parse("vps5=vm,virtio,grub-efi").unwrap().bootloader, Bootloader::GrubEfi);
+        let netns = HostSpec::parse("web9=virtio,grub-efi").unwrap();
+        assert!(matches!(LabSpec::new(vec![netns]), Err(SpecError::VmOnly(..))));
     }
 
     #[test]

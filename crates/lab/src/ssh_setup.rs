@@ -93,9 +93,25 @@ pub fn write_client_config(
 ) -> Result<(), SshSetupError> {
     let mut config = String::from("# Written by fleetgate-lab: use as `ssh -F <this file> <host>`.\n");
     for host in &state.hosts {
-        config.push_str(&format!("Host {} {}\n  HostName {}\n", host.name(), host.address, host.address));
+        match host.ssh_port {
+            // A VM: QEMU forwards a loopback port to its sshd; its key is
+            // known by the host's name.
+            Some(port) => config.push_str(&format!(
+                "Host {}\n  HostName {}\n  Port {port}\n  HostKeyAlias {}\n",
+                host.name(),
+                host.address,
+                host.name()
+            )),
+            None => config.push_str(&format!("Host {} {}\n  HostName {}\n", host.name(), host.address, host.address)),
+        }
     }
-    let patterns: Vec<String> = state.hosts.iter().flat_map(|h| [h.name().to_owned(), h.address.clone()]).collect();
+    let patterns: Vec<String> = state
+        .hosts
+        .iter()
+        .flat_map(|h| {
+            if h.ssh_port.is_some() { vec![h.name().to_owned()] } else { vec![h.name().to_owned(), h.address.clone()] }
+        })
+        .collect();
     config.push_str(&format!(
         "Host {}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  \
          StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 5\n  ServerAliveInterval 2\n  ServerAliveCountMax 5\n  LogLevel ERROR\n",
@@ -106,9 +122,13 @@ pub fn write_client_config(
     write(&dir.ssh_config(), &config)?;
     let mut known = String::new();
     for (name, public) in host_keys {
-        let address = state.host(name).map(|h| h.address.clone()).unwrap_or_default();
         let key: Vec<&str> = public.split_whitespace().take(2).collect();
-        known.push_str(&format!("{name},{address} {}\n", key.join(" ")));
+        match state.host(name) {
+            Ok(host) if host.ssh_port.is_none() => {
+                known.push_str(&format!("{name},{} {}\n", host.address, key.join(" ")))
+            }
+            _ => known.push_str(&format!("{name} {}\n", key.join(" "))),
+        }
     }
     write(&dir.known_hosts(), &known)
 }

@@ -25,10 +25,16 @@ pub struct LabState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostState {
     pub spec: HostSpec,
+    /// Where fleetgate reaches the host's sshd: its address on the lab bridge,
+    /// or loopback for a VM (port [`HostState::ssh_port`]).
     pub address: String,
+    /// The host's network namespace (netns hosts).
     pub netns: String,
-    /// The bridge-side end of the host's veth pair.
+    /// The bridge-side end of the host's veth pair (netns hosts).
     pub veth: String,
+    /// The loopback port QEMU forwards to the VM's sshd (VM hosts).
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
     pub disks: DiskIdentity,
     /// `/dev/loopN` backing the root filesystem, while the lab is up.
     pub root_loop: Option<String>,
@@ -78,22 +84,36 @@ impl HostState {
     }
 
     pub fn uses_esp(&self) -> bool {
-        self.spec.bootloader == Bootloader::SystemdBoot
+        matches!(self.spec.bootloader, Bootloader::SystemdBoot | Bootloader::GrubEfi)
+    }
+
+    pub fn is_vm(&self) -> bool {
+        self.spec.is_vm()
     }
 }
 
 impl LabState {
     pub fn load(dir: &LabDir) -> Result<LabState, StateError> {
         let path = dir.state_file();
-        let text = fs::read_to_string(&path)
-            .map_err(|source| StateError::Read { path: path.display().to_string(), source })?;
-        serde_json::from_str(&text).map_err(|source| StateError::Parse { path: path.display().to_string(), source })
+        let text = fs::read_to_string(&path).map_err(|source| StateError::Read {
+            path: path.display().to_string(),
+            up: dir.command("up"),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| StateError::Parse {
+            path: path.display().to_string(),
+            lab: dir.root().display().to_string(),
+            source,
+        })
     }
 
     pub fn save(&self, dir: &LabDir) -> Result<(), StateError> {
         let path = dir.state_file();
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|source| StateError::Parse { path: path.display().to_string(), source })?;
+        let text = serde_json::to_string_pretty(self).map_err(|source| StateError::Parse {
+            path: path.display().to_string(),
+            lab: dir.root().display().to_string(),
+            source,
+        })?;
         write_atomically(&path, text.as_bytes())
             .map_err(|source| StateError::Write { path: path.display().to_string(), source })
     }
@@ -115,12 +135,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot read lab state {path} (is the lab up? run `fleetgate-lab up`)")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read lab state {path} (is the lab up? run `{up}`)")]
+    Read { path: String, up: String, source: std::io::Error },
     #[error("cannot write lab state {path}")]
     Write { path: String, source: std::io::Error },
-    #[error("lab state {path} is damaged (run `fleetgate-lab down --force` to clean up)")]
-    Parse { path: String, source: serde_json::Error },
+    #[error(
+        "lab state {path} is damaged: remove the lab by hand (its `fgl*` network namespaces and bridge, \
+         `fleetgate-lab __vm`/`__vmm` and `qemu-system` processes under {lab}), then {lab}"
+    )]
+    Parse { path: String, lab: String, source: serde_json::Error },
     #[error("the lab has no host `{name}` (hosts: {known})")]
     NoSuchHost { name: String, known: String },
 }

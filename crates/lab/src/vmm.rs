@@ -9,11 +9,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use anyhow::Context;
 use rustix::mount::{MountFlags, UnmountFlags, mount, unmount};
 use rustix::process::{Pid, Signal, kill_process};
 
-use crate::control::{HostStatus, Power, Request, Response};
+use crate::control::{Power, Request};
 use crate::firmware::{self, BootChoice};
 use crate::hardware::Hardware;
 use crate::init::{EVENT_PREFIX, EXIT_REBOOT};
@@ -29,36 +28,17 @@ use crate::layout::{HostDir, LabDir};
 use crate::spec::Bootloader;
 use crate::stage1::{self, Verdict};
 use crate::state::{HostState, LabState};
+use crate::supervisor::{self, Reply, Shared};
 
 /// How long a clean shutdown of the host may take before power is cut.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the host's init may take to die after power is cut.
 const KILL_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a command waits for the main loop to take it.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 enum Event {
-    Command(Request, Sender<Result<(), String>>),
+    Command(Request, Reply),
     FromInit(String),
     InitExited(Option<i32>),
-}
-
-struct Shared {
-    status: Mutex<HostStatus>,
-    changed: Condvar,
-}
-
-impl Shared {
-    fn update(&self, change: impl FnOnce(&mut HostStatus)) {
-        if let Ok(mut status) = self.status.lock() {
-            change(&mut status);
-        }
-        self.changed.notify_all();
-    }
-
-    fn snapshot(&self) -> Option<HostStatus> {
-        self.status.lock().ok().map(|s| s.clone())
-    }
 }
 
 /// Runs the supervisor of `host` until it is shut down. Prints `ready` on
@@ -67,106 +47,18 @@ pub fn run(lab: &LabDir, host_name: &str) -> anyhow::Result<()> {
     let state = LabState::load(lab)?;
     let host = state.host(host_name)?.clone();
     let dir = lab.host(host_name);
-    let socket = dir.vmm_socket();
-    let _ = fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
-    fs::write(dir.vmm_pid_file(), std::process::id().to_string())?;
-    let shared = Arc::new(Shared {
-        status: Mutex::new(HostStatus {
-            host: host_name.to_owned(),
-            power: Power::Off,
-            boots: 0,
-            boot_id: None,
-            entry: None,
-            toplevel: None,
-            reason: None,
-        }),
-        changed: Condvar::new(),
-    });
+    let shared = Shared::new(host_name);
     let (events, inbox) = mpsc::channel();
-    {
-        let shared = Arc::clone(&shared);
-        let events = events.clone();
-        thread::spawn(move || serve(listener, shared, events));
-    }
-    println!("ready");
-    let _ = std::io::stdout().flush();
+    supervisor::serve(&dir.vmm_socket(), &dir.vmm_pid_file(), &shared, events.clone(), Event::Command)?;
+    supervisor::announce_ready();
     let mut machine = Machine { host, dir, shared, events, inbox, console: open_console(&lab.host(host_name))? };
     machine.power_loop();
-    let _ = fs::remove_file(&socket);
+    let _ = fs::remove_file(lab.host(host_name).vmm_socket());
     Ok(())
 }
 
 fn open_console(dir: &HostDir) -> anyhow::Result<File> {
     Ok(OpenOptions::new().create(true).append(true).open(dir.console_log())?)
-}
-
-fn serve(listener: UnixListener, shared: Arc<Shared>, events: Sender<Event>) {
-    for stream in listener.incoming().flatten() {
-        let shared = Arc::clone(&shared);
-        let events = events.clone();
-        thread::spawn(move || {
-            let _ = handle(stream, &shared, &events);
-        });
-    }
-}
-
-fn handle(stream: UnixStream, shared: &Shared, events: &Sender<Event>) -> std::io::Result<()> {
-    // A client that connects and says nothing must not hold a thread forever.
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    let response = match serde_json::from_str::<Request>(&line) {
-        Err(err) => Response { ok: false, error: Some(format!("bad request: {err}")), status: None },
-        Ok(Request::Status) => Response { ok: true, error: None, status: shared.snapshot() },
-        Ok(Request::Wait { min_boots, states, timeout_ms }) => {
-            wait(shared, min_boots, &states, Duration::from_millis(timeout_ms))
-        }
-        Ok(command) => {
-            let (reply, answer) = mpsc::channel();
-            let result = events
-                .send(Event::Command(command, reply))
-                .map_err(|_| "the supervisor is shutting down".to_owned())
-                .and_then(|()| {
-                    answer.recv_timeout(COMMAND_TIMEOUT).map_err(|_| "the supervisor did not answer in time".to_owned())
-                })
-                .and_then(|r| r);
-            match result {
-                Ok(()) => Response { ok: true, error: None, status: shared.snapshot() },
-                Err(error) => Response { ok: false, error: Some(error), status: shared.snapshot() },
-            }
-        }
-    };
-    let mut text = serde_json::to_string(&response).unwrap_or_else(|_| "{\"ok\":false}".into());
-    text.push('\n');
-    (&stream).write_all(text.as_bytes())
-}
-
-fn wait(shared: &Shared, min_boots: u64, states: &[Power], timeout: Duration) -> Response {
-    let deadline = Instant::now() + timeout;
-    let Ok(mut status) = shared.status.lock() else {
-        return Response { ok: false, error: Some("status lock poisoned".into()), status: None };
-    };
-    loop {
-        if status.boots >= min_boots && states.contains(&status.power) {
-            return Response { ok: true, error: None, status: Some(status.clone()) };
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Response {
-                ok: false,
-                error: Some(format!(
-                    "timed out after {timeout:?} waiting for {states:?} (now {:?}, boot {})",
-                    status.power, status.boots
-                )),
-                status: Some(status.clone()),
-            };
-        }
-        status = match shared.changed.wait_timeout(status, left) {
-            Ok((guard, _)) => guard,
-            Err(_) => return Response { ok: false, error: Some("status lock poisoned".into()), status: None },
-        };
-    }
 }
 
 struct Machine {
@@ -326,6 +218,8 @@ impl Machine {
                 firmware::systemd_boot::choose(&esp_mnt, &self.dir.sys_dir().join("firmware/efi/efivars"))
             }
             Bootloader::Grub => firmware::grub::choose(&root_mnt),
+            // Refused by LabSpec::new: GRUB on UEFI exists only on VM hosts.
+            Bootloader::GrubEfi => Err(firmware::FirmwareError::NoEntries("the netns lab has no UEFI GRUB".into())),
         };
         let choice = match chosen {
             Ok(choice) => choice,
@@ -392,7 +286,7 @@ impl Machine {
     /// The host is running: relay init's events and the operator's commands
     /// until init exits.
     fn while_running(&mut self, unshare_pid: u32, boot_id: &str, toplevel: &str) -> Next {
-        let mut requested: Option<(Next, Sender<Result<(), String>>)> = None;
+        let mut requested: Option<(Next, Reply)> = None;
         let mut deadline: Option<Instant> = None;
         let mut power_cut = false;
         loop {

@@ -3,7 +3,7 @@
 //! boot-counting and grubenv mechanisms behave, and `down` leaves nothing.
 //! Needs root, like the lab itself.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fleetgate_lab::lab::NIX_CONFIG;
@@ -50,6 +50,29 @@ fn three_hosts_boot_take_nix_copy_and_reboot_into_a_good_generation() {
         assert_eq!(hostname.trim(), host);
     }
     // Each host sees its own disk, the way Linux shows it.
+    // NixOS runs sshd as sshd.service: health checks name it so.
+    for host in ["web1", "db1", "cache1"] {
+        assert_eq!(lab.ssh(host, "systemctl is-active sshd.service").unwrap(), "active\n", "{host}");
+    }
+    // `fleetgate-lab status | head` : a reader that goes away is no panic.
+    let mut status = Command::new(fleetgate_lab::lab::lab_binary().unwrap())
+        .arg("--lab")
+        .arg(lab.dir().root())
+        .arg("status")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(status.stdout.take());
+    let out = status.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // A second `up` on the same lab says how to bring it down, --lab included.
+    let spec = fleetgate_lab::LabSpec::new(vec![fleetgate_lab::HostSpec::parse("web1").unwrap()]).unwrap();
+    let again = Lab::up(lab.dir().clone(), &spec, &mut |_| {}).err().expect("a second up fails");
+    let hint = format!("`fleetgate-lab --lab {} down`", lab.dir().root().display());
+    assert!(again.to_string().contains(&hint), "{again}");
     let root = lab.ssh("db1", "findmnt -no SOURCE,FSTYPE / | tr -s ' '; readlink -f /sys/block/nvme0n1").unwrap();
     assert!(root.starts_with("/dev/nvme0n1p2 ext4"), "{root}");
     assert!(root.contains("/sys/devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1"), "{root}");
@@ -172,6 +195,113 @@ fn grub_next_entry_boots_once_and_unhealthy_services_degrade_the_system() {
     assert_eq!(lab.ssh("db2", "grub-editenv - list").unwrap(), "next_entry=\n");
     assert_eq!(lab.reboot("db2").unwrap().power, Power::Running);
     assert_eq!(booted(&lab, "db2"), second);
+    let left = lab.down().unwrap();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// What differs between machines and runs in boot loader files, replaced by
+/// the names the recorded golden files use (tests/golden/*/README.md): the
+/// generations' toplevels, other store hashes, the kernel version, dates,
+/// the machine id.
+fn normalise(text: &str, toplevels: &[(&str, &str)], kver: &str) -> String {
+    let mut text = text.to_owned();
+    for (path, name) in toplevels {
+        text = text.replace(path, &format!("@{name}@"));
+    }
+    let text = text.replace(kver, "@kver@");
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut line = line.to_owned();
+        // Store hashes: 32 characters of Nix's base32, then '-'.
+        let is_hash = |s: &str| {
+            s.len() == 33 && s.ends_with('-') && s[..32].bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        };
+        while let Some(at) = (0..line.len().saturating_sub(32)).find(|&i| {
+            line.get(i..i + 33).is_some_and(is_hash) && (i == 0 || !line.as_bytes()[i - 1].is_ascii_alphanumeric())
+        }) {
+            line.replace_range(at..at + 32, "@hash@");
+        }
+        // Dates: YYYY-MM-DD.
+        while let Some(at) = (0..line.len().saturating_sub(9)).find(|&i| {
+            line.get(i..i + 10).is_some_and(|s| {
+                s.bytes().enumerate().all(|(k, b)| if k == 4 || k == 7 { b == b'-' } else { b.is_ascii_digit() })
+            })
+        }) {
+            line.replace_range(at..at + 10, "@date@");
+        }
+        if line.starts_with("machine-id ") {
+            line = "machine-id @machine-id@".into();
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn golden(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Installs generation 2 (a specialisation `debug`, dbus → broker, and
+/// `change`) over a host's generation 1 with the fixture's installer, as
+/// the golden files were recorded; returns the toplevels by their golden names.
+fn install_golden_generations(
+    lab: &Lab,
+    host: &str,
+    change: impl FnOnce(&mut fleetgate_lab::fixture::HostKnobs),
+) -> Vec<(String, &'static str)> {
+    let first = booted(lab, host);
+    lab.edit_host(host, |k| {
+        k.revision = 2;
+        k.specialisations = vec!["debug".into()];
+        k.switch_inhibitors.insert("dbus-implementation".into(), "broker".into());
+        change(k);
+    })
+    .expect("edit knobs");
+    let second = lab.build(&[host]).expect("build").remove(host).expect("built");
+    copy_to(lab, host, &second);
+    assert!(activate(lab, host, &second, "boot").ends_with("exit=0\n"));
+    let debug = lab.ssh(host, &format!("readlink -f {second}/specialisation/debug")).expect("ssh").trim().to_owned();
+    vec![(first, "generation-1"), (second, "generation-2"), (debug, "generation-2-specialisation-debug")]
+}
+
+/// The fixture's systemd-boot installer writes what nixpkgs' real
+/// systemd-boot-builder.py writes (recorded: tests/golden/
+/// systemd-boot-builder/README.md): the same files on the ESP, the same
+/// entries (specialisations included) and loader.conf, line for line.
+#[test]
+fn fixture_systemd_boot_entries_are_what_the_real_builder_writes() {
+    let lab = LabGuard::up(&["gold1=virtio,systemd-boot"]).unwrap();
+    let toplevels = install_golden_generations(&lab, "gold1", |_| {});
+    let toplevels: Vec<(&str, &str)> = toplevels.iter().map(|(p, n)| (p.as_str(), *n)).collect();
+    let kver = lab.knobs().unwrap().kernel_version;
+    let tree = lab.ssh("gold1", "cd /boot && find . -path ./lost+found -prune -o -print").unwrap();
+    let mut tree: Vec<String> = normalise(&tree, &toplevels, &kver).lines().map(str::to_owned).collect();
+    tree.sort();
+    assert_eq!(tree.join("\n") + "\n", golden("systemd-boot-builder/esp-tree.txt"), "the files on the ESP");
+    for entry in ["nixos-generation-1.conf", "nixos-generation-2.conf", "nixos-generation-2-specialisation-debug.conf"]
+    {
+        let text = lab.ssh("gold1", &format!("cat /boot/loader/entries/{entry}")).unwrap();
+        assert_eq!(normalise(&text, &toplevels, &kver), golden(&format!("systemd-boot-builder/{entry}")), "{entry}");
+    }
+    let loader = lab.ssh("gold1", "cat /boot/loader/loader.conf").unwrap();
+    assert_eq!(normalise(&loader, &toplevels, &kver), golden("systemd-boot-builder/loader.conf"));
+    let left = lab.down().unwrap();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// The fixture's GRUB installer writes the grub.cfg nixpkgs' real
+/// install-grub.pl writes (recorded: tests/golden/install-grub/README.md),
+/// with a specialisation (nested submenu) and `default = "saved"`.
+#[test]
+fn fixture_grub_cfg_is_what_the_real_install_grub_writes() {
+    let lab = LabGuard::up(&["gold2=sata,grub"]).unwrap();
+    let toplevels = install_golden_generations(&lab, "gold2", |k| k.grub_default = "saved".into());
+    let toplevels: Vec<(&str, &str)> = toplevels.iter().map(|(p, n)| (p.as_str(), *n)).collect();
+    let kver = lab.knobs().unwrap().kernel_version;
+    let cfg = lab.ssh("gold2", "cat /boot/grub/grub.cfg").unwrap();
+    assert_eq!(normalise(&cfg, &toplevels, &kver), golden("install-grub/grub.cfg"));
     let left = lab.down().unwrap();
     assert!(left.is_empty(), "left behind: {left:#?}");
 }

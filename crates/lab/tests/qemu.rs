@@ -43,6 +43,7 @@ fn host_state(case: &Case) -> HostState {
         netns: "unused".into(),
         veth: "unused".into(),
         disks: DiskIdentity::derive(250, case.host),
+        ssh_port: None,
         root_loop: Some("/dev/loop-unused".into()),
         esp_loop: None,
     }
@@ -65,7 +66,10 @@ fn qemu_boot(toplevel: &Path, bus: DiskBus, disk: &Path) -> String {
         .arg(toplevel.join("initrd"))
         .args([
             "-append",
-            &format!("console=ttyS0 panic=-1 fleetgate.rootwait=6 init={}/init {params}", toplevel.display()),
+            &format!(
+                "console=ttyS0 panic=-1 fleetgate.rootwait=6 fleetgate.probe init={}/init {params}",
+                toplevel.display()
+            ),
         ])
         .args(["-drive", &drive]);
     match bus {

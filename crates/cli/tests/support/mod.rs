@@ -1,6 +1,11 @@
 //! What the CLI tests share: running the real binary and keeping what it said.
 
+// Each test crate that includes this module uses a part of it.
+#![allow(dead_code)]
+
 use std::process::Command;
+
+use serde_json::Value;
 
 /// How a run of `fleetgate` ended.
 pub struct Run {
@@ -10,6 +15,14 @@ pub struct Run {
     pub stdout: String,
     /// Its stderr, as text.
     pub stderr: String,
+}
+
+impl Run {
+    /// Its stdout as the one JSON document `--json` prints.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
 }
 
 /// Runs `command` to its end.
@@ -25,4 +38,10 @@ pub fn run(command: &mut Command) -> Run {
 /// A `fleetgate` command.
 pub fn fleetgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+}
+
+/// Runs `fleetgate ARGS…` without substituters: the lab is offline, and a
+/// substituter lookup would hang or fail.
+pub fn offline(args: &[&str]) -> Run {
+    run(fleetgate().args(args).env("NIX_CONFIG", "substituters ="))
 }

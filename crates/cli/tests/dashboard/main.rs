@@ -261,3 +261,24 @@ fn dashboard_a_host_token_sees_only_its_own_host() {
     browser.click("header form button");
     browser.wait_until("the log-in page", "return document.body.dataset.page === 'login'");
 }
+
+/// The browser's processes end when the test's `Browser` is dropped, even when
+/// chromedriver died first (a plain kill of chromedriver used to leave Chromium running).
+#[test]
+fn dashboard_browser_processes_end_with_the_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server(tmp.path(), &["web1"]);
+    let browser = Browser::start();
+    browser.log_in(&format!("http://{}", server.addr()), READ);
+    let dir = browser.dir();
+    let running = webdriver::processes_naming(&dir);
+    // chromedriver, Chromium's browser process and at least one renderer: the scan sees them.
+    assert!(running.len() >= 3, "the browser's processes are found by their directory: {running:?}");
+    // chromedriver dies as a crash or a timeout would kill it: the session cannot be ended
+    // through it any more, and Chromium, its child, lives on unless its group is ended.
+    let killed = Command::new("kill").args(["-KILL", &browser.driver_pid().to_string()]).status().unwrap();
+    assert!(killed.success());
+    drop(browser);
+    assert_eq!(webdriver::processes_naming(&dir), Vec::<u32>::new(), "browser processes left running");
+    assert!(!dir.exists(), "the browser's home and profile are removed");
+}

@@ -5,9 +5,13 @@
 //! scope of a host's token. Screenshots of the fleet page and a host page are written to
 //! `target/dashboard/` (docs/status.md shows copies).
 //!
-//! The agent (issue 11) does not exist yet: where these tests say "as the agent will",
-//! they POST a version-2 report through the HTTP API with the host's own token — the
-//! schema of `fleetgate_status::report`, the only way the agent will talk to the server.
+//! Where these tests say "as the agent will", they POST a version-2 report through the
+//! HTTP API with the host's own token — the schema of `fleetgate_status::report`, the only
+//! way `fleetgate agent` (issue 11) talks to the server — rather than run the agent in the
+//! lab host (its own lab tests, `agent_lab.rs`, do that).
+//!
+//! Missing Chromium or chromedriver fails these tests, loudly, naming the packages; the
+//! browser's processes end with each test ([`webdriver`]'s notes).
 #![allow(clippy::unwrap_used)]
 
 mod webdriver;

@@ -130,9 +130,10 @@ pub fn from_live(inventory: &Inventory, names: &[String], hosts: &mut BTreeMap<S
         match h.ssh_target() {
             Ok(target) => jobs.push((h.name.clone(), target, h.ssh_opts.clone())),
             // A target that cannot be parsed cannot be reached either.
-            Err(_) => {
-                hosts.entry(h.name.clone()).or_insert_with(|| HostStatus::new(&h.name)).unreachable_since = Some(now)
-            }
+            Err(e) => hosts
+                .entry(h.name.clone())
+                .or_insert_with(|| HostStatus::new(&h.name))
+                .unreachable(now, &format!("its SSH target: {e}")),
         }
     }
     for chunk in jobs.chunks(LIVE_PARALLEL) {
@@ -154,7 +155,7 @@ pub fn from_live(inventory: &Inventory, names: &[String], hosts: &mut BTreeMap<S
             let status = hosts.entry(name.clone()).or_insert_with(|| HostStatus::new(&name));
             match facts {
                 Ok(f) => live::apply_facts(status, &f, now),
-                Err(_) => status.unreachable_since = Some(now),
+                Err(why) => status.unreachable(now, &why),
             }
         }
     }

@@ -20,6 +20,9 @@ use fleetgate_lab::fixture::{AgentKnob, ResumeBinary};
 use fleetgate_lab::testing::LabGuard;
 use fleetgate_nix::process::Run;
 
+/// The read token `channel serve` is given (`--read-tokens-file`) and [`Fleet::server_status`] sends.
+const READ_TOKEN: &str = "agent-world-read-token-0123456789";
+
 pub const FLEETGATE: &str = env!("CARGO_BIN_EXE_fleetgate");
 
 /// A child killed and reaped on drop.
@@ -174,6 +177,8 @@ impl Fleet {
             lab.hosts().map(|h| (h.name().to_owned(), format!("token-of-{}-0123456789abcdef", h.name()))).collect();
         let text: String = tokens.iter().map(|(h, t)| format!("{h} {t}\n")).collect();
         std::fs::write(root.join("host-tokens"), text).unwrap();
+        // The server's fleet status needs a read token (a host's token reads only itself).
+        std::fs::write(root.join("read-tokens"), format!("tests {READ_TOKEN}\n")).unwrap();
         let hook_secret = "hook-secret-0123456789abcdef".to_owned();
         std::fs::write(root.join("hook-secret"), &hook_secret).unwrap();
         let mut fleet = Fleet {
@@ -241,6 +246,8 @@ impl Fleet {
             .arg(self.root().join("serve.sqlite"))
             .arg("--host-tokens-file")
             .arg(self.root().join("host-tokens"))
+            .arg("--read-tokens-file")
+            .arg(self.root().join("read-tokens"))
             .arg("--hook-secret-file")
             .arg(self.root().join("hook-secret"))
             .args(self.channel_args())
@@ -408,8 +415,9 @@ impl Fleet {
     /// The server's fleet status (`GET /v1/hosts`).
     pub fn server_status(&self) -> serde_json::Value {
         let url = format!("{}/v1/hosts", self.server_url());
+        let auth = format!("Authorization: Bearer {READ_TOKEN}");
         let (_, out) = Run::new("curl")
-            .args(["-sS", "--max-time", "10", &url])
+            .args(["-sS", "--max-time", "10", "-H", &auth, &url])
             .timeout(Duration::from_secs(30))
             .run_unchecked()
             .unwrap();

@@ -73,10 +73,10 @@ impl Command {
             Command::Rollback(a) => a.run.json,
             Command::History(a) => a.json,
             Command::Install(a) => a.json,
-            // `channel`, `agent` and `status` print their own JSON documents, failures included.
+            Command::Status(a) => a.json,
+            // `channel` and `agent` print their own JSON documents, failures included.
             Command::Channel(_)
             | Command::Agent(_)
-            | Command::Status(_)
             | Command::ResumePending(_)
             | Command::Completions(_)
             | Command::Man(_) => false,
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
         Command::Completions(args) => generate_cmd::completions(&args, command()),
         Command::Man(args) => generate_cmd::man(&args, command()),
         Command::Agent(args) => Ok(agent_cmd::run_agent(&args)),
-        Command::Status(args) => Ok(status_cmd::run(&args)),
+        Command::Status(args) => status_cmd::run(&args),
         Command::Install(args) => install_cmd::run(&args),
     };
     match result {

@@ -2,7 +2,8 @@
 //! pending reboots and last results — a table on a terminal (80 columns), plain
 //! `key=value` lines otherwise, one JSON document with `--json`. The exit code says
 //! whether the fleet is converged (`fleetgate_status::fleet`: 0 converged, 1 a host
-//! failed or is blocked, 3 not converged yet, 2 the status could not be read).
+//! failed or is blocked, 3 not converged yet, 2 the status could not be read: `crate::exit`'s
+//! usage exit code, its errors printed there).
 //!
 //! `--watch [SECS]` redraws every SECS seconds (at least 1; no tight loop: it sleeps on
 //! a channel) until Ctrl-C or SIGTERM, which end it at once with exit code 0; with
@@ -22,8 +23,6 @@ use miette::{IntoDiagnostic as _, WrapErr as _, miette};
 
 use crate::status_sources::{self, now};
 
-/// Exit status when the status could not be read.
-const EXIT_ERROR: u8 = 2;
 /// Largest token file read.
 const MAX_TOKEN_FILE: u64 = 1 << 20;
 
@@ -70,20 +69,15 @@ pub struct StatusArgs {
     pub host_tokens_file: Option<PathBuf>,
 }
 
-/// Runs `fleetgate status`.
-pub fn run(args: &StatusArgs) -> ExitCode {
-    match run_inner(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(report) => {
-            if args.json {
-                let doc =
-                    serde_json::json!({ "result": "failed", "error": format!("{report}"), "exit_code": EXIT_ERROR });
-                println!("{doc}");
-            }
-            eprintln!("{report:?}");
-            ExitCode::from(EXIT_ERROR)
-        }
-    }
+/// Runs `fleetgate status`. Its errors (exit code 2: the status could not be read) go
+/// through `fleetgate`'s one error path (`crate::exit::command_error`): miette's report on
+/// stderr and, with `--json`, one JSON document with the cause chain and the help.
+///
+/// # Errors
+/// Bad options, no source knows any host, an unreadable token file or history, a server
+/// that refused the token or could not be reached.
+pub fn run(args: &StatusArgs) -> miette::Result<ExitCode> {
+    run_inner(args).map(ExitCode::from)
 }
 
 fn read_secret(path: &std::path::Path, what: &str) -> miette::Result<String> {

@@ -125,14 +125,15 @@ pub fn from_history(
 /// that cannot be reached is marked unreachable now.
 pub fn from_live(inventory: &Inventory, names: &[String], hosts: &mut BTreeMap<String, HostStatus>, timeout: Duration) {
     let now = now();
-    let mut jobs: Vec<(String, String, Vec<String>)> = Vec::new();
+    let mut jobs: Vec<(String, fleetgate_transport::SshTarget, Vec<String>)> = Vec::new();
     for h in names.iter().filter_map(|n| inventory.hosts.get(n)) {
         match h.ssh_target() {
-            Ok(target) => jobs.push((h.name.clone(), target.to_string(), h.ssh_opts.clone())),
+            Ok(target) => jobs.push((h.name.clone(), target, h.ssh_opts.clone())),
             // A target that cannot be parsed cannot be reached either.
-            Err(_) => {
-                hosts.entry(h.name.clone()).or_insert_with(|| HostStatus::new(&h.name)).unreachable_since = Some(now)
-            }
+            Err(e) => hosts
+                .entry(h.name.clone())
+                .or_insert_with(|| HostStatus::new(&h.name))
+                .unreachable(now, &format!("its SSH target: {e}")),
         }
     }
     for chunk in jobs.chunks(LIVE_PARALLEL) {
@@ -141,8 +142,9 @@ pub fn from_live(inventory: &Inventory, names: &[String], hosts: &mut BTreeMap<S
                 .iter()
                 .map(|(name, target, opts)| {
                     s.spawn(move || {
-                        let facts =
-                            fleetgate_facts::from_target(target, opts.clone(), timeout).map_err(|e| e.to_string());
+                        // The parsed target itself: no round trip through its text.
+                        let ssh = fleetgate_transport::Ssh::new(target.clone(), opts.clone());
+                        let facts = fleetgate_facts::collect(&ssh, timeout).map_err(|e| e.to_string());
                         (name.clone(), facts)
                     })
                 })
@@ -153,7 +155,7 @@ pub fn from_live(inventory: &Inventory, names: &[String], hosts: &mut BTreeMap<S
             let status = hosts.entry(name.clone()).or_insert_with(|| HostStatus::new(&name));
             match facts {
                 Ok(f) => live::apply_facts(status, &f, now),
-                Err(_) => status.unreachable_since = Some(now),
+                Err(why) => status.unreachable(now, &why),
             }
         }
     }

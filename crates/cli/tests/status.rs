@@ -215,6 +215,50 @@ fn status_without_any_source_says_what_to_give_and_exits_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--server"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `fleetgate status --json ARGS` without a server or history: (exit code, the one JSON
+/// document stdout holds, stderr).
+fn status_json_failure(args: &[&str]) -> (i32, Value, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+        .args(["status", "--json"])
+        .args(args)
+        .env("XDG_STATE_HOME", tmp.path())
+        .env_remove("FLEETGATE_SERVER")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    // Exactly one document: parsing the whole of stdout fails on a second one.
+    let doc: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not one JSON document ({e}): {stdout:?}"));
+    (out.status.code().unwrap_or(-1), doc, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn status_json_errors_are_one_document_with_their_cause_and_help() {
+    // A command error carries its cause chain (not only the outermost message)…
+    let (code, doc, stderr) =
+        status_json_failure(&["--server", "http://127.0.0.1:9", "--token-file", "/nonexistent/t"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(doc["result"], "failed");
+    assert_eq!(doc["exit_code"], 2);
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.starts_with("cannot read the token file /nonexistent/t: "), "{doc}");
+    assert!(error.len() > "cannot read the token file /nonexistent/t: ".len(), "the cause is named: {doc}");
+    // …and its help, saying what to do next.
+    let (code, doc, _) = status_json_failure(&["--server", "http://127.0.0.1:9"]);
+    assert_eq!(code, 2);
+    assert_eq!(doc["help"], "--token-file FILE", "{doc}");
+    let (code, doc, _) = status_json_failure(&["--live"]);
+    assert_eq!(code, 2);
+    assert_eq!(doc["help"], "fleetgate status FLAKE --live", "{doc}");
+    // A usage error is one document too.
+    let (code, doc, stderr) = status_json_failure(&["--watch", "soon"]);
+    assert_eq!(code, 2);
+    assert_eq!(doc["exit_code"], 2);
+    assert!(doc["error"].as_str().unwrap().contains("invalid value 'soon' for '--watch"), "{doc}");
+    assert!(stderr.contains("soon"), "{stderr}");
+}
+
 #[test]
 fn status_watch_redraws_until_ctrl_c_and_then_exits_0() {
     use std::io::BufRead as _;

@@ -115,9 +115,7 @@ pub fn apply_deploy(h: &mut HostStatus, r: &DeployRecord) {
             Some(Desired { commit: None, system: system.clone(), since: Some(r.at), source: DesiredSource::Deploy });
     }
     if outcome == Outcome::Unreachable {
-        if h.last_seen.is_none_or(|s| s < r.at) {
-            h.unreachable_since = Some(r.at);
-        }
+        h.unreachable(r.at, &r.message);
     } else {
         let newer = h.last_seen.is_none_or(|s| s <= r.at);
         h.seen(r.at);
@@ -192,9 +190,11 @@ mod tests {
         };
         apply_deploy(&mut h, &record(100, "unreachable"));
         assert_eq!(h.unreachable_since, Some(100));
+        assert_eq!(h.unreachable_why.as_deref(), Some("ssh: connect timed out"), "what the deploy said");
         assert_eq!(h.desired.as_ref().map(|d| d.source), Some(DesiredSource::Deploy));
         apply_deploy(&mut h, &record(200, "deployed"));
         assert_eq!(h.unreachable_since, None);
+        assert_eq!(h.unreachable_why, None, "seen since: the reason goes with the mark");
         assert_eq!(h.last_result.as_ref().map(|r| r.outcome), Some(Outcome::Applied));
     }
 }

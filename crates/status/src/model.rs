@@ -193,6 +193,9 @@ pub struct GenerationRecord {
     pub created_at: Option<i64>,
 }
 
+/// The longest [`HostStatus::unreachable_why`] kept.
+pub const UNREACHABLE_WHY_CHARS: usize = 200;
+
 /// Everything known about one host, and its state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostStatus {
@@ -221,6 +224,9 @@ pub struct HostStatus {
     /// When the last attempt to reach it failed (SSH, deploy), if that is newer than any
     /// sign of life.
     pub unreachable_since: Option<i64>,
+    /// What that failed attempt said (SSH's error, the deploy's message): its first line.
+    #[serde(default)]
+    pub unreachable_why: Option<String>,
     /// Seconds since its manifest was made.
     pub manifest_age: Option<i64>,
     /// The agent's version, from its last report.
@@ -246,6 +252,7 @@ impl HostStatus {
             last_result: None,
             last_seen: None,
             unreachable_since: None,
+            unreachable_why: None,
             manifest_age: None,
             agent_version: None,
             generations: Vec::new(),
@@ -257,7 +264,20 @@ impl HostStatus {
         self.last_seen = Some(self.last_seen.map_or(at, |s| s.max(at)));
         if self.unreachable_since.is_some_and(|u| u <= at) {
             self.unreachable_since = None;
+            self.unreachable_why = None;
         }
+    }
+
+    /// Notes an attempt to reach it that failed at `at`, and what it said (its first line,
+    /// at most [`UNREACHABLE_WHY_CHARS`] characters) — unless it was seen since.
+    pub fn unreachable(&mut self, at: i64, why: &str) {
+        if self.last_seen.is_some_and(|s| s >= at) || self.unreachable_since.is_some_and(|u| u > at) {
+            return;
+        }
+        self.unreachable_since = Some(at);
+        let first = why.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+        let first: String = first.chars().filter(|c| !c.is_control()).take(UNREACHABLE_WHY_CHARS).collect();
+        self.unreachable_why = Some(first).filter(|w| !w.is_empty());
     }
 
     /// Sets the last result if `result` is newer than the one it has.

@@ -123,7 +123,8 @@ pub fn derive(h: &HostStatus, now: i64, t: Thresholds) -> (State, String) {
         }
     }
     if let Some(since) = h.unreachable_since {
-        return (State::Unreachable, format!("could not be reached {}", ago(now - since)));
+        let why = h.unreachable_why.as_deref().map_or_else(String::new, |w| format!(": {w}"));
+        return (State::Unreachable, format!("could not be reached {}{why}", ago(now - since)));
     }
     let Some(desired) = desired else {
         return match h.last_seen {
@@ -210,7 +211,7 @@ mod tests {
     use fleetgate_facts::{Finding, Severity};
 
     use super::*;
-    use crate::model::{DefaultEntry, Desired, DesiredSource, LastResult, Source};
+    use crate::model::{DefaultEntry, Desired, DesiredSource, LastResult, Source, UNREACHABLE_WHY_CHARS};
 
     const OLD: &str = "/nix/store/00000000000000000000000000000000-nixos-system-web1";
     const NEW: &str = "/nix/store/11111111111111111111111111111111-nixos-system-web1";
@@ -284,6 +285,25 @@ mod tests {
         h.unreachable_since = Some(NOW - 30);
         let (s, why) = derive(&h, NOW, Thresholds::default());
         assert_eq!((s, why.as_str()), (State::Unreachable, "could not be reached 30 s ago"));
+        h.unreachable(NOW - 20, "\n  ssh: connect to host db1 port 22: No route to host\r\nmore\n");
+        let (s, why) = derive(&h, NOW, Thresholds::default());
+        assert_eq!(
+            (s, why.as_str()),
+            (State::Unreachable, "could not be reached 20 s ago: ssh: connect to host db1 port 22: No route to host"),
+            "the attempt's first line says why"
+        );
+        h.unreachable(NOW - 10, &"x\u{1b}".repeat(500));
+        assert_eq!(
+            h.unreachable_why.as_deref(),
+            Some("x".repeat(UNREACHABLE_WHY_CHARS).as_str()),
+            "bounded, no controls"
+        );
+        h.unreachable(NOW - 40, "older");
+        assert_eq!(h.unreachable_since, Some(NOW - 10), "an older failure does not replace a newer one");
+        h.seen(NOW - 5);
+        assert_eq!((h.unreachable_since, h.unreachable_why.as_deref()), (None, None), "seen since");
+        h.unreachable(NOW - 6, "before it was seen");
+        assert_eq!(h.unreachable_since, None, "a failure before a sign of life is history");
     }
 
     #[test]

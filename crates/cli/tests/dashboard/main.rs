@@ -5,9 +5,13 @@
 //! scope of a host's token. Screenshots of the fleet page and a host page are written to
 //! `target/dashboard/` (docs/status.md shows copies).
 //!
-//! The agent (issue 11) does not exist yet: where these tests say "as the agent will",
-//! they POST a version-2 report through the HTTP API with the host's own token — the
-//! schema of `fleetgate_status::report`, the only way the agent will talk to the server.
+//! Where these tests say "as the agent will", they POST a version-2 report through the
+//! HTTP API with the host's own token — the schema of `fleetgate_status::report`, the only
+//! way `fleetgate agent` (issue 11) talks to the server — rather than run the agent in the
+//! lab host (its own lab tests, `agent_lab.rs`, do that).
+//!
+//! Missing Chromium or chromedriver fails these tests, loudly, naming the packages; the
+//! browser's processes end with each test ([`webdriver`]'s notes).
 #![allow(clippy::unwrap_used)]
 
 mod webdriver;
@@ -260,4 +264,25 @@ fn dashboard_a_host_token_sees_only_its_own_host() {
     browser.goto(&format!("{base}/"));
     browser.click("header form button");
     browser.wait_until("the log-in page", "return document.body.dataset.page === 'login'");
+}
+
+/// The browser's processes end when the test's `Browser` is dropped, even when
+/// chromedriver died first (a plain kill of chromedriver used to leave Chromium running).
+#[test]
+fn dashboard_browser_processes_end_with_the_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server(tmp.path(), &["web1"]);
+    let browser = Browser::start();
+    browser.log_in(&format!("http://{}", server.addr()), READ);
+    let dir = browser.dir();
+    let running = webdriver::processes_naming(&dir);
+    // chromedriver, Chromium's browser process and at least one renderer: the scan sees them.
+    assert!(running.len() >= 3, "the browser's processes are found by their directory: {running:?}");
+    // chromedriver dies as a crash or a timeout would kill it: the session cannot be ended
+    // through it any more, and Chromium, its child, lives on unless its group is ended.
+    let killed = Command::new("kill").args(["-KILL", &browser.driver_pid().to_string()]).status().unwrap();
+    assert!(killed.success());
+    drop(browser);
+    assert_eq!(webdriver::processes_naming(&dir), Vec::<u32>::new(), "browser processes left running");
+    assert!(!dir.exists(), "the browser's home and profile are removed");
 }

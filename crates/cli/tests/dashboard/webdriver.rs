@@ -5,9 +5,18 @@
 //! six endpoints of plain JSON over HTTP on 127.0.0.1, which `ureq` (already a
 //! dependency) speaks; those crates bring an async runtime and a TLS stack the tests
 //! would never use.
+//!
+//! The browser's processes end with the [`Browser`]: chromedriver starts in a process
+//! group of its own (Chromium's browser, zygotes and renderers inherit it) and drop ends
+//! the session, then the group; Chromium's crash handlers (which leave the group with a
+//! session of their own) end with the browser. Drop then waits, within [`WAIT`], until no
+//! process names the browser's directory — its home, configuration and profile, all in
+//! one temporary directory, so nothing is written to the user's `~/.config`.
+//! `dashboard_browser_processes_end_with_the_browser` checks it.
 #![allow(clippy::unwrap_used, dead_code)]
 
-use std::path::Path;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,13 +28,37 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// The longest any wait in these tests may take.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// chromedriver and a Chromium session; both end on drop.
+/// chromedriver and a Chromium session; both end on drop, with every process they started.
 pub struct Browser {
     driver: Child,
     agent: ureq::Agent,
     base: String,
     session: String,
-    _profile: tempfile::TempDir,
+    /// HOME, XDG_CONFIG_HOME, XDG_CACHE_HOME and the profile of the browser.
+    dir: tempfile::TempDir,
+}
+
+/// The processes (pids) whose command line or environment names `dir`: what a browser
+/// started there left running. Zombies (no command line) are not counted.
+pub fn processes_naming(dir: &Path) -> Vec<u32> {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let names = ["cmdline", "environ"].iter().any(|f| {
+            std::fs::read(entry.path().join(f)).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        });
+        if names && pid != std::process::id() {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Sends `signal` (`TERM`, `KILL`) to `target` (a pid, or `-pgid` for a group).
+fn signal(signal: &str, target: &str) {
+    let _ = Command::new("kill").args([format!("-{signal}"), "--".to_owned(), target.to_owned()]).status();
 }
 
 fn free_port() -> u16 {
@@ -41,9 +74,14 @@ impl Browser {
                 "{tool} is needed: apt-get install chromium chromium-driver (scripts/setup installs them)"
             );
         }
+        let dir = tempfile::Builder::new().prefix("fleetgate-chromium-").tempdir().unwrap();
         let port = free_port();
         let driver = Command::new("/usr/bin/chromedriver")
             .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".to_owned()])
+            .env("HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -51,12 +89,14 @@ impl Browser {
         let agent: ureq::Agent =
             ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(WAIT)).build().into();
         let base = format!("http://127.0.0.1:{port}");
+        let profile = dir.path().join("profile");
+        // From here on, a panic drops the browser: its processes end.
+        let mut browser = Browser { driver, agent, base, session: String::new(), dir };
         let deadline = Instant::now() + WAIT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             std::thread::sleep(Duration::from_millis(50)); // pace the connection attempts
         }
-        let profile = tempfile::Builder::new().prefix("fleetgate-chromium-").tempdir().unwrap();
         let args = [
             "--headless",
             "--no-sandbox",
@@ -66,14 +106,14 @@ impl Browser {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
+            "--disable-crash-reporter",
             "--window-size=1280,900",
-            &format!("--user-data-dir={}", profile.path().display()),
+            &format!("--user-data-dir={}", profile.display()),
         ];
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
         }}});
-        let mut browser = Browser { driver, agent, base, session: String::new(), _profile: profile };
         let created = browser.call("POST", "/session", Some(caps));
         browser.session = created["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}")).to_owned();
         browser
@@ -170,12 +210,51 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// The directory holding the browser's home and profile.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// chromedriver's process id.
+    pub fn driver_pid(&self) -> u32 {
+        self.driver.id()
+    }
+}
+
 impl Drop for Browser {
+    /// Ends the session (Chromium closes), then chromedriver's process group, then waits
+    /// (within [`WAIT`]) for every process naming the browser's directory to end — killing
+    /// those still there after a grace period. Never panics (it may run while unwinding):
+    /// `dashboard_browser_processes_end_with_the_browser` asserts the outcome.
     fn drop(&mut self) {
         if !self.session.is_empty() {
             let _ = self.agent.delete(&format!("{}/session/{}", self.base, self.session)).call();
         }
-        let _ = self.driver.kill();
+        let group = format!("-{}", self.driver.id());
+        signal("TERM", &group);
+        let deadline = Instant::now() + WAIT;
+        let grace = Instant::now() + Duration::from_secs(5);
+        let mut killed = false;
+        loop {
+            let driver_gone = !matches!(self.driver.try_wait(), Ok(None));
+            let left = processes_naming(self.dir.path());
+            if driver_gone && left.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                eprintln!("browser processes still running after {WAIT:?}: {left:?}");
+                break;
+            }
+            if !killed && Instant::now() >= grace {
+                signal("KILL", &group);
+                for pid in left {
+                    signal("KILL", &pid.to_string());
+                }
+                killed = true;
+            }
+            std::thread::sleep(Duration::from_millis(50)); // pace the checks
+        }
         let _ = self.driver.wait();
     }
 }

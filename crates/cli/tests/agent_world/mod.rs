@@ -22,7 +22,7 @@ use fleetgate_nix::process::Run;
 
 pub const FLEETGATE: &str = env!("CARGO_BIN_EXE_fleetgate");
 /// The read token of `channel serve`'s status API.
-const READ_TOKEN: &str = "ops-read-token-0123456789";
+pub const READ_TOKEN: &str = "ops-read-token-0123456789";
 
 /// A child killed and reaped on drop.
 pub struct Killed(pub Child);

@@ -1,24 +1,28 @@
 //! The dashboard in a real browser (Debian's Chromium through chromedriver, WebDriver):
 //! the lab fleet's real state after `fleetgate deploy` (published by `fleetgate status
 //! --live --publish`), an agent upgrade arriving while the page is open (live update, no
-//! reload), the seed incident's blocked finding with its fix on the host page, and the
-//! scope of a host's token. Screenshots of the fleet page and a host page are written to
-//! `target/dashboard/` (docs/status.md shows copies).
+//! reload) — done and reported by the real `fleetgate agent` running in a lab host
+//! (`agent_world`, shared with `agent_lab.rs`) — the seed incident's blocked finding with
+//! its fix on the host page, and the scope of a host's token. Screenshots of the fleet page
+//! and a host page are written to `target/dashboard/` (docs/status.md shows copies).
 //!
 //! Where these tests say "as the agent will", they POST a version-2 report through the
 //! HTTP API with the host's own token — the schema of `fleetgate_status::report`, the only
-//! way `fleetgate agent` (issue 11) talks to the server — rather than run the agent in the
-//! lab host (its own lab tests, `agent_lab.rs`, do that).
+//! way `fleetgate agent` (issue 11) talks to the server; only
+//! `dashboard_shows_an_upgrade_by_the_real_agent_live` runs the agent itself.
 //!
 //! Missing Chromium or chromedriver fails these tests, loudly, naming the packages; the
 //! browser's processes end with each test ([`webdriver`]'s notes).
 #![allow(clippy::unwrap_used)]
 
+#[path = "../agent_world/mod.rs"]
+mod agent_world;
 mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fleetgate_channel::secret::Secret;
 use fleetgate_lab::testing::LabGuard;
@@ -235,6 +239,68 @@ fn dashboard_shows_the_lab_fleet_after_deploys_agent_reports_and_the_incident() 
     browser.screenshot(&screenshots().join("host.png"));
     drop(browser);
     assert!(lab.down().expect("down").is_empty());
+}
+
+/// An agent upgrade by the real agent, live: web1 runs `fleetgate agent` (the fixture's
+/// service, installed with `fleetgate deploy`) against `channel serve`; the dashboard is
+/// open (read token) while CI promotes a new build through serve's hook; web1's agent
+/// applies it by itself and reports it, and web1's row changes without a reload. Its
+/// host page then shows the commit and the agent's version from that report.
+#[test]
+fn dashboard_shows_an_upgrade_by_the_real_agent_live() {
+    let fleet = agent_world::Fleet::up(&["web1=virtio,systemd-boot"]);
+    let gen2 = fleet.install_agents(&[("web1", agent_world::AgentSetup::default())]);
+    let base = fleet.server_url();
+    let browser = Browser::start();
+    browser.log_in(&base, agent_world::READ_TOKEN);
+    // The agent's first report: web1 runs the generation that installed it.
+    browser.wait_until(
+        "web1's agent reports the generation that installed it",
+        &format!("{}; return r !== null && r.children[3].title === {:?}", row("web1"), gen2["web1"]),
+    );
+    browser.eval("window.__not_reloaded = true; return true", json!([]));
+
+    let (commit, gen3) = fleet.release(&["web1"], 3, "revision 3", |_, _| {});
+    fleet.promote_via_hook("web1", &commit, &gen3["web1"]);
+    // The host's own word first (bounded): the agent applied revision 3 by itself.
+    let status = fleet.wait_agent("web1", Duration::from_secs(240), "revision 3 applied", |s| {
+        s["report"]["result"]["outcome"] == "applied" && s["report"]["result"]["system"] == gen3["web1"].as_str()
+    });
+    assert_eq!(fleet.lab.ssh("web1", "readlink -f /run/current-system").unwrap().trim(), gen3["web1"]);
+    browser.wait_until(
+        "web1's row shows revision 3 as desired and running, converged",
+        &format!(
+            "{}; return r !== null && r.dataset.state === 'converged' && r.children[2].title === {g:?} \
+             && r.children[3].title === {g:?}",
+            row("web1"),
+            g = gen3["web1"]
+        ),
+    );
+    assert_eq!(browser.eval("return window.__not_reloaded === true", json!([])), true, "no reload");
+    assert_eq!(browser.text("tr[data-host=\"web1\"] td:nth-child(2)"), "converged");
+
+    // web1's page: the promoted commit and the version of the agent that reported it.
+    browser.click("tr[data-host=\"web1\"] a");
+    browser.wait_until("web1's page", "return document.body.dataset.page === 'host'");
+    browser.wait_until(
+        "web1's page shows the commit and the agent",
+        &format!(
+            "const d = document.querySelector('[data-truth=\"desired\"]'); \
+             const a = document.querySelector('[data-truth=\"agent\"] td'); \
+             return d !== null && a !== null && d.textContent.includes({:?}) && a.textContent === {:?}",
+            format!("commit {}", &commit[..12]),
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    assert_eq!(status["report"]["agent_version"], env!("CARGO_PKG_VERSION"), "{status:#}");
+    assert_eq!(browser.text("[data-truth=\"current\"] td"), gen3["web1"]);
+    drop(browser);
+    fleet.down();
+}
+
+/// A script line binding `r` to `host`'s row in the fleet table (or null).
+fn row(host: &str) -> String {
+    format!("const r = document.querySelector('tr[data-host=\"{host}\"]')")
 }
 
 #[test]

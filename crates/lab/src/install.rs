@@ -106,6 +106,6 @@ pub fn copy_closure(root: &Path, system: &str) -> anyhow::Result<()> {
         .args(["copy", "--no-check-sigs", "--to"])
         .arg(format!("local?root={}", root.display()))
         .arg(system);
-    process::run(&mut copy, COPY_TIMEOUT).context("copying the system closure into the new root's store")?;
+    process::run_nix(&mut copy, COPY_TIMEOUT).context("copying the system closure into the new root's store")?;
     Ok(())
 }

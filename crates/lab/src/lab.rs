@@ -453,14 +453,14 @@ pub fn build_systems(fleet: &Path, hosts: &[String]) -> anyhow::Result<BTreeMap<
     eval.env("NIX_CONFIG", NIX_CONFIG)
         .args(["eval", "--json", &format!("{flake}#nixosConfigurations"), "--apply"])
         .arg("cs: builtins.mapAttrs (n: c: c.config.system.build.toplevel.drvPath) cs");
-    let drvs: BTreeMap<String, String> =
-        serde_json::from_str(&process::run(&mut eval, BUILD_TIMEOUT)?.stdout).context("parsing `nix eval --json`")?;
+    let drvs: BTreeMap<String, String> = serde_json::from_str(&process::run_nix(&mut eval, BUILD_TIMEOUT)?.stdout)
+        .context("parsing `nix eval --json`")?;
     let mut command = Command::new("nix");
     command.env("NIX_CONFIG", NIX_CONFIG).args(["build", "--no-link", "--json"]);
     for host in hosts {
         command.arg(format!("{flake}#nixosConfigurations.{host}.config.system.build.toplevel"));
     }
-    let out = process::run(&mut command, BUILD_TIMEOUT)?;
+    let out = process::run_nix(&mut command, BUILD_TIMEOUT)?;
     let built: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).context("parsing `nix build --json`")?;
     let mut systems = BTreeMap::new();
     for host in hosts {

@@ -64,6 +64,31 @@ pub fn run(command: &mut Command, timeout: Duration) -> Result<Output, ProcessEr
     }
 }
 
+/// How many times [`run_nix`] starts a Nix command that found the store's
+/// database busy.
+const NIX_BUSY_ATTEMPTS: u32 = 5;
+
+/// Like [`run`], for a `nix` command on the local store: when Nix gives up with
+/// "SQLite database '…' is busy" — single-user Nix (no daemon, as on a new
+/// Debian machine without systemd) lets concurrent processes trip over the
+/// database's locks in paths its own busy-retry does not cover — the command
+/// is started again, a few times, after a growing pause. Any other failure is
+/// returned at once.
+pub fn run_nix(command: &mut Command, timeout: Duration) -> Result<Output, ProcessError> {
+    let mut attempt = 1;
+    loop {
+        match run(command, timeout) {
+            Err(ProcessError::Failed { ref stderr, .. })
+                if attempt < NIX_BUSY_ATTEMPTS && stderr.contains("SQLite database") && stderr.contains("is busy") =>
+            {
+                thread::sleep(Duration::from_millis(250 * u64::from(attempt)));
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Like [`run`], with `input` on the command's stdin.
 pub fn run_with_input(command: &mut Command, input: &str, timeout: Duration) -> Result<Output, ProcessError> {
     let (status, stdout, stderr) = run_inner(command, Some(input.as_bytes().to_vec()), timeout)?;
@@ -179,6 +204,38 @@ pub fn tail(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A script that fails with `message` the first `failures` times it runs,
+    /// counting its runs in `dir/runs`.
+    fn flaky(dir: &std::path::Path, failures: u32, message: &str) -> Command {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(format!(
+            "n=$(cat '{d}/runs' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '{d}/runs'; \
+             if [ $n -le {failures} ]; then echo \"{message}\" >&2; exit 1; fi; echo done",
+            d = dir.display()
+        ));
+        command
+    }
+
+    #[test]
+    fn nix_commands_are_started_again_while_the_database_is_busy_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = || std::fs::read_to_string(dir.path().join("runs")).unwrap().trim().to_owned();
+        let busy = "error: SQLite database '/nix/var/nix/db/db.sqlite' is busy";
+        let out = run_nix(&mut flaky(dir.path(), 2, busy), Duration::from_secs(10)).unwrap();
+        assert_eq!((out.stdout.trim(), runs().as_str()), ("done", "3"));
+
+        std::fs::remove_file(dir.path().join("runs")).unwrap();
+        let err = run_nix(&mut flaky(dir.path(), 9, busy), Duration::from_secs(10)).unwrap_err();
+        assert!(err.to_string().contains("is busy"), "{err}");
+        assert_eq!(runs(), NIX_BUSY_ATTEMPTS.to_string(), "gives up after its attempts");
+
+        std::fs::remove_file(dir.path().join("runs")).unwrap();
+        let err =
+            run_nix(&mut flaky(dir.path(), 1, "error: attribute 'x' missing"), Duration::from_secs(10)).unwrap_err();
+        assert!(err.to_string().contains("attribute 'x' missing"), "{err}");
+        assert_eq!(runs(), "1", "any other failure is returned at once");
+    }
 
     #[test]
     fn captures_output_of_a_successful_command() {

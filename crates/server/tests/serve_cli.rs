@@ -198,7 +198,9 @@ fn connections_beyond_the_cap_are_answered_503_and_closed() {
         assert!(status.starts_with("HTTP/1.1 503"), "{status}");
         std::thread::sleep(Duration::from_millis(20)); // pace the retries
     }
-    assert!(server.log().contains("refused a connection: 2 are open already"), "{}", server.log());
+    // The refusal is logged after the 503 is written: wait for the line, within a deadline.
+    let logged = server.wait_line(Duration::from_secs(10), |l| l.contains("refused a connection: 2 are open already"));
+    assert!(logged.is_some(), "{}", server.log());
 }
 
 #[test]

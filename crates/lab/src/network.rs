@@ -152,7 +152,9 @@ pub fn remove_host(id: u8, index: usize, host: &str) -> Result<(), NetworkError>
     let veth = veth_name(id, index);
     if link_exists(&veth) {
         match ip(&["link", "del", &veth]) {
-            Err(ProcessError::Failed { stderr, .. }) if stderr.contains("Cannot find device") => {}
+            // Gone between the look and the delete: `ip` says either, by version and race.
+            Err(ProcessError::Failed { stderr, .. })
+                if stderr.contains("Cannot find device") || stderr.contains("No such device") => {}
             other => {
                 other?;
             }

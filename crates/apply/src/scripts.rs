@@ -135,16 +135,15 @@ profile={profile}
 new={new}
 old={old}
 PATH="$old/sw/bin:$new/sw/bin"; export PATH
+state() {{ echo "$1" > "$d/state.tmp" && mv -f "$d/state.tmp" "$d/state"; }}
 for tool in mkdir mv sleep timeout nix-env; do
-  # Written whole (tmp + mv) so that fleetgate never reads a half-written state; without mv, directly.
+  # Written whole, as every state, so that fleetgate never reads a half-written one; without mv, directly.
   command -v "$tool" >/dev/null 2>&1 || {{
-    echo "refused $tool is not in $PATH" > "$d/state.tmp"
-    mv -f "$d/state.tmp" "$d/state" 2>/dev/null || echo "refused $tool is not in $PATH" > "$d/state"
+    state "refused $tool is not in $PATH" 2>/dev/null || echo "refused $tool is not in $PATH" > "$d/state"
     exit 0
   }}
 done
 mkdir "$d/started" 2>/dev/null || exit 0
-state() {{ echo "$1" > "$d/state.tmp" && mv -f "$d/state.tmp" "$d/state"; }}
 rollback() {{
   state rolling-back
   {restore} > "$d/rollback.log" 2>&1

@@ -132,6 +132,11 @@ fn failed(what: &str, o: &Output) -> MachineError {
 }
 
 impl<C: Connector> ScriptMachine<C> {
+    /// The connections to the host.
+    pub fn connector(&self) -> &C {
+        &self.conn
+    }
+
     /// A machine over `conn`.
     pub fn new(conn: C, layout: Layout, timeouts: CallTimeouts) -> ScriptMachine<C> {
         ScriptMachine {
@@ -527,9 +532,11 @@ impl<C: Connector> Machine for ScriptMachine<C> {
             .unwrap_or_default()
     }
 
+    /// Over the shared connection (issue 15: a login less per host). That
+    /// new logins work is proved by the fresh login that confirms.
     fn health(&mut self, baseline: &str) -> Vec<String> {
-        let fresh = self.conn.fresh();
-        health::check_once(&self.health, fresh.as_ref(), &self.layout, baseline, self.timeouts.command)
+        let shared = self.conn.shared();
+        health::check_once(&self.health, shared, &self.layout, baseline, self.timeouts.command)
     }
 
     fn reboot(&mut self) {

@@ -33,6 +33,23 @@ pub fn nix_sshopts(host: &Host) -> String {
     opts.join(" ")
 }
 
+/// [`nix_sshopts`] riding the deploy's shared connection: `nix copy`'s ssh
+/// joins the ControlMaster at `control_path` instead of logging in again
+/// (issue 15: a login less per host; Nix's `ssh://` store starts no master
+/// of its own with the default `max-connections = 1`). A path with a space
+/// cannot pass through `NIX_SSHOPTS`: then the copy logs in by itself.
+#[must_use]
+pub fn nix_sshopts_shared(host: &Host, control_path: Option<&std::path::Path>) -> String {
+    let mut opts = nix_sshopts(host);
+    if let Some(path) = control_path.and_then(std::path::Path::to_str).filter(|p| !p.contains(char::is_whitespace)) {
+        if !opts.is_empty() {
+            opts.push(' ');
+        }
+        opts.push_str(&format!("-o ControlMaster=no -o ControlPath={path}"));
+    }
+    opts
+}
+
 /// The `ssh://` store of a host (an IPv6 address in brackets).
 ///
 /// # Errors
@@ -56,6 +73,10 @@ pub trait Probe {
     /// Which of `paths` the target lacks; `None` when that cannot be told
     /// (the copy then goes on without a total).
     fn lacking(&mut self, paths: &[String]) -> Option<BTreeSet<String>>;
+    /// The control socket of a connection to the target the copy may ride.
+    fn control_path(&mut self) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// A [`Probe`] over a target's shared SSH connection.
@@ -82,6 +103,10 @@ impl Probe for TargetProbe<'_> {
         let out = self.machine.sh_ok("asking which paths are lacking", &lacking_script(paths)?, self.timeout).ok()?;
         let asked: BTreeSet<&str> = paths.iter().map(String::as_str).collect();
         Some(out.lines().filter(|l| asked.contains(l)).map(str::to_owned).collect())
+    }
+
+    fn control_path(&mut self) -> Option<std::path::PathBuf> {
+        self.machine.connector().control_path()
     }
 }
 
@@ -142,7 +167,8 @@ pub fn copy(job: &CopyJob<'_>, probe: &mut dyn Probe) -> Result<Copied, String> 
     let host = job.host;
     let uri = store_uri(host)?;
     let store = StoreUri::parse(&uri).map_err(|e| e.to_string())?;
-    let nix = job.nix.clone().with_env("NIX_SSHOPTS", nix_sshopts(host)).with_timeout(job.timeout);
+    let sshopts = nix_sshopts_shared(host, probe.control_path().as_deref());
+    let nix = job.nix.clone().with_env("NIX_SSHOPTS", sshopts).with_timeout(job.timeout);
     let options = CopyOptions { substitute_on_destination: job.substitute_on_destination, ..CopyOptions::default() };
     let mut throttle = Throttle::default();
     let result = nix.copy_to_with_progress(
@@ -236,6 +262,17 @@ mod tests {
             health: crate::config::HealthSettings::default(),
         };
         assert_eq!(nix_sshopts(&host), "-F /lab/ssh_config -p 2222");
+        assert_eq!(
+            nix_sshopts_shared(&host, Some(std::path::Path::new("/tmp/fleetgate-ssh-x/m"))),
+            "-F /lab/ssh_config -p 2222 -o ControlMaster=no -o ControlPath=/tmp/fleetgate-ssh-x/m"
+        );
+        assert_eq!(nix_sshopts_shared(&host, None), "-F /lab/ssh_config -p 2222");
+        let spaced = std::path::Path::new("/tmp/my dir/m");
+        assert_eq!(
+            nix_sshopts_shared(&host, Some(spaced)),
+            "-F /lab/ssh_config -p 2222",
+            "NIX_SSHOPTS splits on spaces"
+        );
         assert_eq!(store_uri(&host).as_deref(), Ok("ssh://root@10.0.0.1"));
         let v6 = Host { hostname: "fd00::1".into(), ..host.clone() };
         assert_eq!(store_uri(&v6).as_deref(), Ok("ssh://root@[fd00::1]"));

@@ -32,6 +32,12 @@ impl SshConnector {
         SshConnector { target, options, connect, shared: None }
     }
 
+    /// The control socket of the shared connection, once it is connected.
+    #[must_use]
+    pub fn control_path(&self) -> Option<std::path::PathBuf> {
+        self.shared.as_ref().and_then(Ssh::control_path)
+    }
+
     fn ssh(&self, multiplex: bool) -> Ssh {
         Ssh::new(self.target.clone(), self.options.clone())
             .with_connect_timeout(self.connect)

@@ -106,3 +106,9 @@ pub fn assert_known_good(report: &RunReport) {
     }
     assert_ne!(report.exit_code, 3);
 }
+
+/// The SSH logins the host's sshd has accepted so far (this one included).
+pub fn logins(lab: &Lab, host: &str) -> usize {
+    let out = lab.ssh(host, "grep -c 'Accepted publickey' /var/log/sshd.log").expect("read sshd log");
+    out.trim().parse().unwrap_or_else(|_| panic!("{host}: sshd log count {out:?}"))
+}

@@ -18,12 +18,17 @@ fn lab_switch_live_then_inhibitor_goes_boot_with_verified_reboot() {
         lab.edit_host(h, |k| k.revision = 2).expect("edit");
     }
     let second = lab.build(&["web1", "db1"]).expect("build");
+    let logins_before = ["web1", "db1"].map(|h| logins(&lab, h));
     let report = deploy(&lab, &[], &options());
     assert_eq!(report.exit_code, 0, "{}", report.human());
-    for h in ["web1", "db1"] {
+    for (i, h) in ["web1", "db1"].into_iter().enumerate() {
         let r = host(&report, h);
         assert_eq!((r.action, r.outcome), (Some(Action::Switch), Outcome::Deployed), "{h}: {}", r.message);
         assert_eq!(r.previous_system.as_deref(), Some(first[h].as_str()));
+        // Issue 15: the shared connection (facts, copy, activation, health)
+        // and the one fresh login that proves logins work and confirms.
+        // (`logins` itself logs in once: the second read counts the first.)
+        assert_eq!(logins(&lab, h) - logins_before[i] - 1, 2, "{h}: SSH logins of a live switch");
         assert_on(&lab, h, &second[h]);
     }
 

@@ -211,6 +211,16 @@ impl Ssh {
         &self.target
     }
 
+    /// The control socket of the running ControlMaster, if one is running
+    /// (none is started): another `ssh` (e.g. `nix copy`'s, through
+    /// `NIX_SSHOPTS`) given `-o ControlMaster=no -o ControlPath=…` rides the
+    /// same login instead of logging in again — and logs in by itself if the
+    /// master has gone.
+    #[must_use]
+    pub fn control_path(&self) -> Option<PathBuf> {
+        self.master.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(Master::socket)
+    }
+
     /// `ssh` with the caller's options, fleetgate's defaults and the target's
     /// user and port, ready for more options then the destination.
     fn base(&self) -> Command {

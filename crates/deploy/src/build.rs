@@ -1,9 +1,12 @@
 //! Evaluate and build the selected hosts' systems once, on this machine:
-//! one `nix eval` for every host's `drvPath`, one `nix build` for all of
-//! them (Nix builds in parallel and shares what the hosts have in common).
-//! Only when that fails are hosts built one by one (at most
-//! `max_parallel` at a time) to find out which ones are broken, so one
-//! broken host does not stop the others.
+//! one `nix eval` for every host's `drvPath` and `outPath`, one
+//! `nix-store --realise` of all the derivations (Nix builds in parallel and
+//! shares what the hosts have in common, and the flake is not evaluated
+//! again: issue 15 measured `nix build` of 25 lab hosts' installables at
+//! 8.3 s against 0.56 s for the evaluation and 0.73 s for the realisation).
+//! Only when that fails are hosts built one by one (at most `max_parallel`
+//! at a time) to find out which ones are broken, so one broken host does
+//! not stop the others.
 //!
 //! The toplevel (`config.system.build.toplevel`) is built, never deploy-rs's
 //! activatable wrapper: fleetgate activates with the system's own
@@ -29,6 +32,13 @@ fn toplevel(flake: &str, host: &str) -> String {
     format!("{flake}#nixosConfigurations.\"{host}\".config.system.build.toplevel")
 }
 
+/// What the evaluation says of one host's system.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Evaluated {
+    drv: String,
+    out: String,
+}
+
 /// Builds the systems of `hosts`.
 ///
 /// # Errors
@@ -36,7 +46,7 @@ fn toplevel(flake: &str, host: &str) -> String {
 pub fn build(nix: &Nix, flake: &str, hosts: &[String], max_parallel: usize) -> Result<Built, DeployError> {
     let list = hosts.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(" ");
     let apply = format!(
-        "cs: builtins.listToAttrs (map (n: {{ name = n; value = let r = builtins.tryEval cs.${{n}}.config.system.build.toplevel.drvPath; in if r.success then r.value else null; }}) [ {list} ])"
+        "cs: builtins.listToAttrs (map (n: {{ name = n; value = let t = cs.${{n}}.config.system.build.toplevel; r = builtins.tryEval t.drvPath; in if r.success then {{ drv = r.value; out = t.outPath; }} else null; }}) [ {list} ])"
     );
     let installable = format!("{flake}#nixosConfigurations");
     let value = nix.eval_json(&installable, Some(&apply)).map_err(|source| DeployError::Eval {
@@ -44,13 +54,13 @@ pub fn build(nix: &Nix, flake: &str, hosts: &[String], max_parallel: usize) -> R
         installable: installable.clone(),
         source,
     })?;
-    let drvs: BTreeMap<String, Option<String>> = serde_json::from_value(value)
+    let evaluated: BTreeMap<String, Option<Evaluated>> = serde_json::from_value(value)
         .map_err(|e| DeployError::NixOutput { what: "nix eval".to_owned(), message: e.to_string() })?;
     let mut built = Built::default();
     let mut todo = Vec::new();
     for host in hosts {
-        match drvs.get(host).cloned().flatten() {
-            Some(drv) => todo.push((host.clone(), drv)),
+        match evaluated.get(host).cloned().flatten() {
+            Some(e) => todo.push((host.clone(), e)),
             None => {
                 built.failed.insert(
                     host.clone(),
@@ -65,26 +75,35 @@ pub fn build(nix: &Nix, flake: &str, hosts: &[String], max_parallel: usize) -> R
     if todo.is_empty() {
         return Ok(built);
     }
-    let installables: Vec<String> = todo.iter().map(|(h, _)| toplevel(flake, h)).collect();
-    match nix.build(&installables) {
-        Ok(results) => {
-            for (host, drv) in &todo {
-                match results.iter().find(|r| &r.drv_path == drv).and_then(|r| r.outputs.get("out")) {
-                    Some(out) => {
-                        built.systems.insert(host.clone(), out.clone());
-                    }
-                    None => {
-                        built.failed.insert(host.clone(), "`nix build --json` did not report its output".to_owned());
-                    }
-                }
+    let drvs: Vec<String> = todo.iter().map(|(_, e)| e.drv.clone()).collect();
+    match nix.realise(&drvs) {
+        Ok(_) => {
+            for (host, e) in &todo {
+                record(&mut built, host, e);
             }
         }
-        Err(_) => one_by_one(nix, flake, &todo, max_parallel.max(1), &mut built),
+        Err(_) => one_by_one(nix, &todo, max_parallel.max(1), &mut built),
     }
     Ok(built)
 }
 
-fn one_by_one(nix: &Nix, flake: &str, todo: &[(String, String)], parallel: usize, built: &mut Built) {
+/// A realised host's system, if its evaluated output path is there (a
+/// content-addressed derivation's `outPath` is a placeholder, not a path).
+fn record(built: &mut Built, host: &str, e: &Evaluated) {
+    if std::path::Path::new(&e.out).is_dir() {
+        built.systems.insert(host.to_owned(), e.out.clone());
+    } else {
+        built.failed.insert(
+            host.to_owned(),
+            format!(
+                "{} was built but its output {} is not in the store (content-addressed derivations are not supported)",
+                e.drv, e.out
+            ),
+        );
+    }
+}
+
+fn one_by_one(nix: &Nix, todo: &[(String, Evaluated)], parallel: usize, built: &mut Built) {
     let queue = Mutex::new(todo.iter());
     let results = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -92,24 +111,18 @@ fn one_by_one(nix: &Nix, flake: &str, todo: &[(String, String)], parallel: usize
             s.spawn(|| {
                 loop {
                     let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
-                    let Some((host, _)) = next else { break };
-                    let result = nix.build(&[toplevel(flake, host)]).map_err(|e| e.to_string()).and_then(|r| {
-                        r.first()
-                            .and_then(|r| r.outputs.get("out").cloned())
-                            .ok_or_else(|| "`nix build --json` reported no output".to_owned())
-                    });
-                    results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((host.clone(), result));
+                    let Some((host, e)) = next else { break };
+                    let result = nix.realise(std::slice::from_ref(&e.drv)).map_err(|e| e.to_string());
+                    results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((host, e, result));
                 }
             });
         }
     });
-    for (host, result) in results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+    for (host, e, result) in results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
         match result {
-            Ok(path) => {
-                built.systems.insert(host, path);
-            }
-            Err(e) => {
-                built.failed.insert(host, format!("its system does not build: {e}"));
+            Ok(_) => record(built, host, e),
+            Err(why) => {
+                built.failed.insert(host.clone(), format!("its system does not build: {why}"));
             }
         }
     }

@@ -275,6 +275,20 @@ impl Nix {
         serde_json::from_slice(&out.stdout).map_err(|e| Self::parse_err(&run, e.to_string()))
     }
 
+    /// `nix-store --realise DRVS…`: builds (or substitutes) the outputs of
+    /// store derivations already evaluated, with no second evaluation of
+    /// the flake (the same in every Nix 2.x; `nix build DRV` changed meaning
+    /// in 2.15). Returns the output paths it printed.
+    pub fn realise(&self, drvs: &[String]) -> Result<Vec<String>, NixError> {
+        let out = self.legacy("nix-store").arg("--realise").args(drvs).run()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// `nix eval --json INSTALLABLE [--apply F]`.
     pub fn eval_json(&self, installable: &str, apply: Option<&str>) -> Result<serde_json::Value, NixError> {
         let mut run = self.command().args(["eval", "--json"]);

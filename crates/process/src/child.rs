@@ -1,10 +1,12 @@
 //! The runner itself: spawn in a new process group, feed, capture, wait, kill.
 use std::ffi::OsStr;
-use std::io::{BufRead as _, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+
+use crate::capture::{Captured, MAX_STDOUT, finished, join, keep_tail, line_reader, stderr_reader, stdout_reader};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
@@ -34,8 +36,18 @@ pub fn run_command(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<(ExitStatus, Output), ProcessError> {
-    let Spawned { line, mut child, feeder, stdout } = spawn(command, stdin)?;
-    let stderr = reader(child.stderr.take());
+    run_command_capped(command, stdin, timeout, MAX_STDOUT)
+}
+
+/// [`run_command`] with standard output capped at `cap` bytes.
+pub(crate) fn run_command_capped(
+    command: Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+    cap: usize,
+) -> Result<(ExitStatus, Output), ProcessError> {
+    let Spawned { line, mut child, feeder, stdout } = spawn(command, stdin, cap)?;
+    let stderr = stderr_reader(child.stderr.take());
     let status = match child.wait_timeout(timeout) {
         Ok(Some(status)) => status,
         Ok(None) => {
@@ -64,7 +76,8 @@ pub fn run_command(
     if let Some(t) = feeder {
         let _ = t.join();
     }
-    Ok((status, Output { stdout: join(stdout), stderr: join(stderr) }))
+    let stdout = whole(join(stdout), line, cap)?;
+    Ok((status, Output { stdout, stderr: join(stderr) }))
 }
 
 /// Like [`run_command`], and hands every line of standard error to `on_stderr_line` as it
@@ -86,13 +99,13 @@ pub fn run_command_streaming(
 ) -> Result<(ExitStatus, Output), ProcessError> {
     let started = Instant::now();
     let deadline = started + timeout;
-    let Spawned { line, mut child, feeder, stdout } = spawn(command, stdin)?;
+    let Spawned { line, mut child, feeder, stdout } = spawn(command, stdin, MAX_STDOUT)?;
     let lines = line_reader(child.stderr.take());
     let mut stderr = Vec::new();
     let mut deliver = |chunk: Vec<u8>, stderr: &mut Vec<u8>| {
         let text = chunk.strip_suffix(b"\n").unwrap_or(&chunk);
         on_stderr_line(text);
-        stderr.extend_from_slice(&chunk);
+        keep_tail(stderr, &chunk);
     };
     let mut status = None;
     let mut grace_until: Option<Instant> = None;
@@ -163,7 +176,13 @@ pub fn run_command_streaming(
     if let Some(t) = feeder {
         let _ = t.join();
     }
-    Ok((status, Output { stdout: join(stdout), stderr }))
+    let stdout = whole(join(stdout), line, MAX_STDOUT)?;
+    Ok((status, Output { stdout, stderr }))
+}
+
+/// Standard output, if it was read whole.
+fn whole(out: Captured, command: String, cap: usize) -> Result<Vec<u8>, ProcessError> {
+    if out.overflowed { Err(ProcessError::OutputTooLarge { command, limit: cap }) } else { Ok(out.bytes) }
 }
 
 /// Hands over the lines still in the channel after the child's group was killed, for at
@@ -186,12 +205,12 @@ struct Spawned {
     line: String,
     child: Child,
     feeder: Option<JoinHandle<()>>,
-    stdout: Option<JoinHandle<Vec<u8>>>,
+    stdout: Option<JoinHandle<Captured>>,
 }
 
 /// Spawns `command` in a new process group with stdin fed from `stdin` (or `/dev/null`)
 /// and stdout and stderr piped; stdout is already being read.
-fn spawn(mut command: Command, stdin: Option<&[u8]>) -> Result<Spawned, ProcessError> {
+fn spawn(mut command: Command, stdin: Option<&[u8]>, cap: usize) -> Result<Spawned, ProcessError> {
     let line = command_line(&command);
     command
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -209,7 +228,7 @@ fn spawn(mut command: Command, stdin: Option<&[u8]>) -> Result<Spawned, ProcessE
         }
         _ => None,
     };
-    let stdout = reader(child.stdout.take());
+    let stdout = stdout_reader(child.stdout.take(), group_of(&child), cap);
     Ok(Spawned { line, child, feeder, stdout })
 }
 
@@ -265,47 +284,6 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Reads `pipe` line by line on a thread of its own, each line (with its `\n`, if it had
-/// one) sent as it is complete; the channel closes at the end of the pipe.
-fn line_reader<R: Read + Send + 'static>(pipe: Option<R>) -> Option<mpsc::Receiver<Vec<u8>>> {
-    pipe.map(|p| {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut p = BufReader::new(p);
-            loop {
-                let mut line = Vec::new();
-                match p.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if tx.send(line).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        rx
-    })
-}
-
-fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> Option<JoinHandle<Vec<u8>>> {
-    pipe.map(|mut p| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = p.read_to_end(&mut buf);
-            buf
-        })
-    })
-}
-
-fn finished(t: &Option<JoinHandle<Vec<u8>>>) -> bool {
-    t.as_ref().is_none_or(JoinHandle::is_finished)
-}
-
-fn join(t: Option<JoinHandle<Vec<u8>>>) -> Vec<u8> {
-    t.and_then(|t| t.join().ok()).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +292,34 @@ mod tests {
         let mut c = Command::new("sh");
         c.args(["-c", script]);
         c
+    }
+
+    /// Every read bounded: a child printing without end is killed at the cap
+    /// (not at the deadline, not after filling memory).
+    #[test]
+    fn endless_standard_output_is_cut_at_the_cap_and_the_child_killed() {
+        let started = Instant::now();
+        let err = run_command_capped(sh("yes"), None, Duration::from_secs(120), 1 << 20).expect_err("too large");
+        assert!(matches!(err, ProcessError::OutputTooLarge { limit, .. } if limit == 1 << 20), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(60), "killed at the cap, not at the deadline");
+        // Exactly at the cap is still whole.
+        let (_, out) = run_command_capped(sh("head -c 1048576 /dev/zero"), None, Duration::from_secs(60), 1 << 20)
+            .expect("at the cap");
+        assert_eq!(out.stdout.len(), 1 << 20);
+    }
+
+    #[test]
+    fn endless_standard_error_keeps_its_tail_until_the_deadline() {
+        let err = run_command(sh("yes 'last words' >&2"), None, Duration::from_secs(2)).expect_err("timeout");
+        assert!(
+            matches!(&err, ProcessError::Timeout { stderr_tail, .. } if stderr_tail.ends_with("last words")),
+            "{err:?}"
+        );
+        let mut seen = 0usize;
+        let err = run_command_streaming(sh("yes 'more' >&2"), None, Duration::from_secs(2), &mut |_| seen += 1)
+            .expect_err("timeout");
+        assert!(matches!(err, ProcessError::Timeout { .. }), "{err:?}");
+        assert!(seen > 1000, "lines were streamed: {seen}");
     }
 
     #[test]

@@ -34,6 +34,14 @@ pub enum ProcessError {
         /// The last lines of standard error, as far as they were written.
         stderr_tail: String,
     },
+    /// The program printed more than fleetgate reads; its process group was killed.
+    #[error("`{command}` printed more than {limit} bytes on standard output and was killed")]
+    OutputTooLarge {
+        /// The command line.
+        command: String,
+        /// The cap it passed.
+        limit: usize,
+    },
     /// Reading the child's output or waiting for it failed.
     #[error("I/O error while running `{command}`")]
     Io {
@@ -54,7 +62,7 @@ impl ProcessError {
     pub fn stderr_tail(&self) -> &str {
         match self {
             Self::Failed { stderr_tail, .. } | Self::Timeout { stderr_tail, .. } => stderr_tail,
-            Self::Spawn { .. } | Self::Io { .. } => "",
+            Self::Spawn { .. } | Self::Io { .. } | Self::OutputTooLarge { .. } => "",
         }
     }
 }

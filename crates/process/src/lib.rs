@@ -3,7 +3,9 @@
 //! Every child fleetgate starts (`nix`, `git`, `ssh`, `sh`) goes through here:
 //!
 //! - the child runs in **its own process group**, with standard input either fed from a
-//!   byte buffer or `/dev/null`, and standard output and error captured;
+//!   byte buffer or `/dev/null`, and standard output and error captured — **bounded**:
+//!   standard output up to [`MAX_STDOUT`] (past it the group is killed and the run is
+//!   [`ProcessError::OutputTooLarge`]), standard error's last [`STDERR_KEEP`] bytes;
 //! - it is waited for with a hard **timeout**; when that expires the **whole group** gets
 //!   SIGKILL;
 //! - errors keep the **tail of standard error** ([`STDERR_TAIL_LINES`] lines) and the
@@ -48,10 +50,12 @@
 //! # Ok::<(), fleetgate_process::ProcessError>(())
 //! ```
 
+mod capture;
 mod child;
 mod error;
 mod run;
 
+pub use capture::{MAX_LINE, MAX_STDOUT, STDERR_KEEP};
 pub use child::{STDERR_TAIL_LINES, command_line, run_command, run_command_streaming, shell_quote, tail};
 pub use error::ProcessError;
 pub use run::{Output, Run};

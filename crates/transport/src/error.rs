@@ -36,6 +36,16 @@ pub enum TransportError {
         /// The tail of its stderr.
         stderr: String,
     },
+    /// The command printed more than fleetgate reads and was killed.
+    #[error("{target}: `{command}` printed more than {limit} bytes and was killed")]
+    OutputTooLarge {
+        /// The target.
+        target: String,
+        /// The command.
+        command: String,
+        /// The cap ([`fleetgate_process::MAX_STDOUT`]).
+        limit: usize,
+    },
     /// A local program (`ssh`, `sh`) could not be started.
     #[error("cannot start `{program}`")]
     Spawn {

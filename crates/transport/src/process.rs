@@ -78,6 +78,9 @@ pub(crate) fn run(
             Err(TransportError::Io { what: format!("waiting for `{program}`"), source })
         }
         Err(ProcessError::Timeout { .. }) => Err(TransportError::Timeout { target, command: shown, after: timeout }),
+        Err(ProcessError::OutputTooLarge { limit, .. }) => {
+            Err(TransportError::OutputTooLarge { target, command: shown, limit })
+        }
         // `run_command` reports a non-zero exit as a status; should that change, this is
         // what it means here.
         Err(ProcessError::Failed { status, stderr_tail, .. }) => {

@@ -149,6 +149,7 @@ fn psql_error(e: &ProcessError) -> String {
             if stderr_tail.trim().is_empty() { String::new() } else { format!(": {}", tail(stderr_tail)) }
         ),
         ProcessError::Io { source, .. } => format!("reading psql's output: {source}"),
+        ProcessError::OutputTooLarge { limit, .. } => format!("psql printed more than {limit} bytes and was killed"),
     }
 }
 

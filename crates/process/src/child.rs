@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use crate::capture::{Captured, MAX_STDOUT, finished, join, keep_tail, line_reader, stderr_reader, stdout_reader};
+use crate::live::LiveGroup;
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
@@ -46,7 +47,7 @@ pub(crate) fn run_command_capped(
     timeout: Duration,
     cap: usize,
 ) -> Result<(ExitStatus, Output), ProcessError> {
-    let Spawned { line, mut child, feeder, stdout } = spawn(command, stdin, cap)?;
+    let Spawned { line, mut child, feeder, stdout, live: _live } = spawn(command, stdin, cap)?;
     let stderr = stderr_reader(child.stderr.take());
     let status = match child.wait_timeout(timeout) {
         Ok(Some(status)) => status,
@@ -99,7 +100,7 @@ pub fn run_command_streaming(
 ) -> Result<(ExitStatus, Output), ProcessError> {
     let started = Instant::now();
     let deadline = started + timeout;
-    let Spawned { line, mut child, feeder, stdout } = spawn(command, stdin, MAX_STDOUT)?;
+    let Spawned { line, mut child, feeder, stdout, live: _live } = spawn(command, stdin, MAX_STDOUT)?;
     let lines = line_reader(child.stderr.take());
     let mut stderr = Vec::new();
     let mut deliver = |chunk: Vec<u8>, stderr: &mut Vec<u8>| {
@@ -206,6 +207,8 @@ struct Spawned {
     child: Child,
     feeder: Option<JoinHandle<()>>,
     stdout: Option<JoinHandle<Captured>>,
+    /// Registered until the child is reaped (dropped at the end of the run).
+    live: LiveGroup,
 }
 
 /// Spawns `command` in a new process group with stdin fed from `stdin` (or `/dev/null`)
@@ -229,7 +232,8 @@ fn spawn(mut command: Command, stdin: Option<&[u8]>, cap: usize) -> Result<Spawn
         _ => None,
     };
     let stdout = stdout_reader(child.stdout.take(), group_of(&child), cap);
-    Ok(Spawned { line, child, feeder, stdout })
+    let live = LiveGroup::register(group_of(&child));
+    Ok(Spawned { line, child, feeder, stdout, live })
 }
 
 /// The command line of `command`, for messages: program and arguments, shell-quoted where

@@ -53,9 +53,11 @@
 mod capture;
 mod child;
 mod error;
+mod live;
 mod run;
 
 pub use capture::{MAX_LINE, MAX_STDOUT, STDERR_KEEP};
 pub use child::{STDERR_TAIL_LINES, command_line, run_command, run_command_streaming, shell_quote, tail};
 pub use error::ProcessError;
+pub use live::{kill_running_children, running_children};
 pub use run::{Output, Run};

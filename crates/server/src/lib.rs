@@ -289,5 +289,11 @@ async fn run(
         },
         () = give_up => "a second signal came".to_owned(),
     };
+    // Their git and nix children would otherwise outlive the service with nobody to
+    // enforce their timeouts (and race the next start's promotions).
+    let killed = fleetgate_process::kill_running_children();
+    if killed > 0 {
+        log(&format!("killed the {killed} git/nix process group(s) of the promotions cut off"));
+    }
     Err(ChannelError::PromotionsCutOff { running: state.running_jobs(), why })
 }

@@ -10,7 +10,10 @@
 //! Cost: each test boots its VM once to come up, once per verified reboot
 //! and twice for the forced incident (the hang, then the power-cycle);
 //! scenario 1 (no boot) runs on one VM only, scenario 4 (no boot) follows
-//! scenario 3 on the systemd-boot VM;
+//! scenario 3 on the systemd-boot VM; scenario 5 (the agent, from its
+//! module's real systemd units) boots its own VM once to come up and once for
+//! the agent's verified reboot (it needs a VM whose first generation has no
+//! agent, and sharing one would push a test past nextest's limit);
 //! docs/benchmarks.md has the numbers. Needs root, like the lab.
 
 use std::path::{Path, PathBuf};
@@ -390,7 +393,10 @@ fn unit_properties(
     let out = lab
         .ssh(
             host,
-            &format!("systemctl show --no-pager -p Type,ActiveState,SubState,Result,ExecMainStatus,NRestarts {unit}"),
+            &format!(
+                "systemctl show --no-pager -p Type,ActiveState,SubState,Result,ExecMainStatus,NRestarts\
+             -p ExecMainStartTimestampMonotonic,ExecMainExitTimestampMonotonic {unit}"
+            ),
         )
         .expect("ssh");
     out.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
@@ -444,13 +450,24 @@ fn seed_incident_vm_agent_verified_reboot_from_real_systemd_units() {
     assert_eq!(guest(&fleet.lab, host), Guest::on(broker), "{host}: on the new generation, the default\n{log}");
     assert_eq!(status["report"]["default"]["system"], broker.as_str(), "{status:#}");
     assert_eq!(fleet.lab.status(host).expect("status").boots, boots + 1, "{host}: exactly one reboot\n{log}");
-    // This boot's resume unit, a boot job of the real systemd, blessed it.
+    // This boot's resume unit, a boot job of the real systemd, blessed it,
+    // and the agent started after it had ended (the module's ordering).
     let resume = unit_properties(&fleet.lab, host, "fleetgate-resume.service");
     assert_eq!((resume["SubState"].as_str(), resume["Result"].as_str()), ("exited", "success"), "{resume:?}");
-    let journal = fleet.lab.ssh(host, "journalctl -b --no-pager -o cat -u fleetgate-resume.service").expect("journal");
-    assert!(journal.contains("booted the new generation once, healthy, now the default"), "{journal}\n{log}");
     let agent = unit_properties(&fleet.lab, host, "fleetgate-agent.service");
     assert_eq!((agent["Type"].as_str(), agent["SubState"].as_str()), ("simple", "running"), "{agent:?}");
+    let at = |props: &std::collections::BTreeMap<String, String>, key: &str| -> u64 {
+        props[key].parse().unwrap_or_else(|_| panic!("{key}: {props:?}"))
+    };
+    let resume_ended = at(&resume, "ExecMainExitTimestampMonotonic");
+    assert!(resume_ended > 0, "the resume unit ran in this boot: {resume:?}");
+    assert!(at(&agent, "ExecMainStartTimestampMonotonic") >= resume_ended, "{resume:?}\n{agent:?}");
+    let journal = fleet.lab.ssh(host, "journalctl -b --no-pager -o cat -u fleetgate-resume.service").expect("journal");
+    assert!(journal.contains("booted the new generation once, healthy, now the default"), "{journal}\n{log}");
+    // On the way down the agent stopped when systemd asked (SIGTERM), not
+    // after the unit's stop timeout with a SIGKILL.
+    let before = fleet.lab.ssh(host, "journalctl -b -1 --no-pager -o cat -u fleetgate-agent.service").expect("journal");
+    assert!(before.contains("stopping (signal)") && !before.contains("timed out"), "{before}");
     // The server heard it: the host converged on the promoted commit.
     let converged = agent_world::poll_until(std::time::Duration::from_secs(180), || {
         let v = fleet.server_status();

@@ -216,7 +216,11 @@ fn run(dir: LabDir, command: Command) -> anyhow::Result<ExitCode> {
         Command::Vm { host } => fleetgate_lab::vm::supervisor::run(&dir, &host)?,
         // Its stderr is the guest's connection: a failure only closes it.
         Command::Forward { to } => {
-            return Ok(if fleetgate_lab::vm::forward::run(&to).is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if fleetgate_lab::vm::forward::run(&to).is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
         Command::Init { host, boot } => return Ok(init::run(&dir, &host, init::Mode::Boot { toplevel: boot })),
         Command::Prepare { host, system } => {

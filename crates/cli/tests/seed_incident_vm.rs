@@ -394,8 +394,8 @@ fn unit_properties(
         .ssh(
             host,
             &format!(
-                "systemctl show --no-pager -p Type,ActiveState,SubState,Result,ExecMainStatus,NRestarts\
-             -p ExecMainStartTimestampMonotonic,ExecMainExitTimestampMonotonic {unit}"
+                "systemctl show --no-pager -p Type,ActiveState,SubState,Result,ExecMainStatus,NRestarts \
+                 -p ExecMainStartTimestampMonotonic,ExecMainExitTimestampMonotonic {unit}"
             ),
         )
         .expect("ssh");

@@ -93,3 +93,29 @@ fn copy(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
         to.flush()?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::LabDir;
+
+    #[test]
+    fn only_the_forwarded_guest_ports_can_be_pointed_somewhere() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = LabDir::new(tmp.path()).host("vm1");
+        assert!(set(&dir, 22, 2222).is_err());
+        set(&dir, GUEST_PORTS[1], 41234).expect("set");
+        assert_eq!(fs::read_to_string(target_file(&dir, GUEST_PORTS[1])).expect("file"), "41234");
+    }
+
+    #[test]
+    fn each_forward_runs_the_lab_binary_quoted_with_qemus_commas_doubled() {
+        let dir = LabDir::new("/tmp/a,b c").host("vm1");
+        let opts = netdev_options(&dir, Path::new("/usr/bin/fleetgate-lab"));
+        assert_eq!(
+            opts,
+            ",guestfwd=tcp:10.0.2.100:8080-cmd:'/usr/bin/fleetgate-lab' __forward --to '/tmp/a,,b c/hosts/vm1/loopback-forward/8080'\
+             ,guestfwd=tcp:10.0.2.100:8081-cmd:'/usr/bin/fleetgate-lab' __forward --to '/tmp/a,,b c/hosts/vm1/loopback-forward/8081'"
+        );
+    }
+}

@@ -38,6 +38,10 @@ use crate::source::{FetchError, Fetched};
 use crate::state::{Attempt, AttemptKind, PendingReboot};
 use crate::store::StoreError;
 
+/// How long the agent waits, once it asked for its reboot, for the reboot to
+/// take it down (a stop request ends the wait at once).
+pub const REBOOT_TAKES_US_DOWN: Duration = Duration::from_secs(300);
+
 /// How a poll ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
@@ -577,7 +581,13 @@ fn apply_reboot(a: &mut Agent<'_>, facts: &Facts, system: &str, commit: &str, fi
             // Said before the reboot, as far as the server is reachable.
             a.save();
             a.report();
-            a.host.reboot(Duration::from_secs(300));
+            a.host.reboot();
+            // The reboot takes this process down: under systemd its stop
+            // (SIGTERM) ends this wait at once, so the reboot is not held up
+            // for the unit's stop timeout and the agent is not SIGKILLed. If
+            // the host is still up after it, the next poll finds the intent
+            // unresolved.
+            let _ = a.clock.sleep(REBOOT_TAKES_US_DOWN);
             End::Rebooting
         }
     }

@@ -105,7 +105,7 @@ impl Host for FakeHost {
         self.must_reach = targets;
     }
 
-    fn reboot(&mut self, _: Duration) {
+    fn reboot(&mut self) {
         self.reboots += 1;
         self.m.reboot();
         self.m.advance(self.m.boot_time + Duration::from_secs(1));
@@ -184,6 +184,8 @@ pub struct FakeClock {
     pub minute: u16,
     /// Sleeps asked for.
     pub slept: Vec<Duration>,
+    /// The agent was asked to stop: every sleep ends at once (false).
+    pub stopped: bool,
 }
 
 impl Clock for FakeClock {
@@ -195,6 +197,9 @@ impl Clock for FakeClock {
     }
     fn sleep(&mut self, d: Duration) -> bool {
         self.slept.push(d);
+        if self.stopped {
+            return false;
+        }
         self.unix += d.as_secs();
         true
     }

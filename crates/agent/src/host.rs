@@ -70,9 +70,10 @@ pub trait Host {
     fn view(&mut self) -> Result<View, String>;
     /// Keeps `system` from garbage collection as the last good generation.
     fn record_last_good(&mut self, system: &str);
-    /// Reboots (the intent is on the host); returns only if the host did not
-    /// go down within `within`.
-    fn reboot(&mut self, within: Duration);
+    /// Asks for the reboot (the intent is on the host) and returns: the
+    /// caller waits for it to take the agent down on its clock, which a stop
+    /// request (the service manager's SIGTERM on the way down) ends.
+    fn reboot(&mut self);
     /// Which of `targets` (`host:port`) accept a TCP connection now.
     fn reachable(&mut self, targets: &[String]) -> Vec<String>;
     /// The `host:port` the host must still reach after the change (the
@@ -172,11 +173,8 @@ impl Host for LocalHost {
         self.machine.health.tcp = targets;
     }
 
-    fn reboot(&mut self, within: Duration) {
+    fn reboot(&mut self) {
         self.machine.reboot();
-        // The reboot stops this process; if it has not within `within`, the
-        // caller finds the intent unresolved at its next poll.
-        std::thread::sleep(within);
     }
 }
 

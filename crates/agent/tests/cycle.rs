@@ -55,7 +55,7 @@ impl World {
             source: FakeSource::default(),
             store: FakeStore::default(),
             host: FakeHost::running(&sys("old")),
-            clock: FakeClock { unix: T0, minute: 3 * 60, slept: vec![] },
+            clock: FakeClock { unix: T0, minute: 3 * 60, slept: vec![], stopped: false },
             sink: FakeSink::default(),
             log: vec![],
             key,
@@ -213,6 +213,26 @@ fn a_build_needing_a_reboot_is_booted_once_inside_the_window_and_blessed_at_the_
     assert_eq!(w.host.last_good, [sys("new")]);
     assert!(w.state().attempt.is_none());
     assert_eq!(w.last().0, Said::Applied);
+}
+
+/// Under systemd the agent's own reboot stops its unit (SIGTERM) while the
+/// agent waits for the host to go down: that wait must end on the stop, or
+/// every verified reboot waits out the unit's stop timeout (90 s) and the
+/// agent is SIGKILLed (seen on the lab VM: `seed_incident_vm_agent_*`).
+#[test]
+fn the_wait_for_its_own_reboot_ends_when_the_agent_is_asked_to_stop() {
+    let mut w = World::new("[reboot]\nallow = true\n");
+    w.host.plans.insert(sys("new"), plan(Action::Boot, reboot_findings()));
+    w.promote("new", T0 - 10);
+    w.clock.stopped = true;
+    assert_eq!(w.poll(), End::Rebooting, "{:#?}", w.log);
+    assert_eq!(w.host.reboots, 1);
+    assert_eq!(
+        w.clock.slept.last(),
+        Some(&fleetgate_agent::cycle::REBOOT_TAKES_US_DOWN),
+        "after asking for the reboot it waits on the clock a stop wakes, not in a bare sleep"
+    );
+    assert!(w.state().attempt.is_some(), "the attempt survives the reboot");
 }
 
 #[test]

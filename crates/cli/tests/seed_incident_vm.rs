@@ -10,7 +10,10 @@
 //! Cost: each test boots its VM once to come up, once per verified reboot
 //! and twice for the forced incident (the hang, then the power-cycle);
 //! scenario 1 (no boot) runs on one VM only, scenario 4 (no boot) follows
-//! scenario 3 on the systemd-boot VM;
+//! scenario 3 on the systemd-boot VM; scenario 5 (the agent, from its
+//! module's real systemd units) boots its own VM once to come up and once for
+//! the agent's verified reboot (it needs a VM whose first generation has no
+//! agent, and sharing one would push a test past nextest's limit);
 //! docs/benchmarks.md has the numbers. Needs root, like the lab.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +22,7 @@ use std::time::Instant;
 use fleetgate_lab::testing::LabGuard;
 use serde_json::Value;
 
+mod agent_world;
 mod support;
 
 use support::offline;
@@ -109,25 +113,25 @@ impl Vms {
 
     /// Where `host` stands, read from the guest itself.
     fn guest(&self, host: &str) -> Guest {
-        let out = self.lab.ssh(host, GUEST_VIEW).expect("ssh to the guest");
-        let field = |name: &str| {
-            out.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}=")))
-                .unwrap_or_else(|| panic!("{host}: no {name} in:\n{out}"))
-                .trim()
-                .to_owned()
-        };
-        Guest {
-            current: field("current"),
-            booted: field("booted"),
-            profile: field("profile"),
-            default: field("default"),
-        }
+        guest(&self.lab, host)
     }
 
     fn console(&self, host: &str) -> String {
         self.lab.console(host).expect("console log")
     }
+}
+
+/// Where `host` of `lab` stands, read from the guest itself.
+fn guest(lab: &fleetgate_lab::lab::Lab, host: &str) -> Guest {
+    let out = lab.ssh(host, GUEST_VIEW).expect("ssh to the guest");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{host}: no {name} in:\n{out}"))
+            .trim()
+            .to_owned()
+    };
+    Guest { current: field("current"), booted: field("booted"), profile: field("profile"), default: field("default") }
 }
 
 /// What a guest says about itself. `default` is the system the boot
@@ -378,4 +382,104 @@ fn seed_incident_vm_grub_efi_nodev_saved_refuses_a_reboot_it_could_not_undo() {
     assert!(!env.contains("next_entry=NixOS"), "no one-time boot armed:\n{env}");
     let left = vms.lab.down().expect("down");
     assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// `systemctl show` of `unit` on `host`: its properties by name.
+fn unit_properties(
+    lab: &fleetgate_lab::lab::Lab,
+    host: &str,
+    unit: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let out = lab
+        .ssh(
+            host,
+            &format!(
+                "systemctl show --no-pager -p Type,ActiveState,SubState,Result,ExecMainStatus,NRestarts \
+                 -p ExecMainStartTimestampMonotonic,ExecMainExitTimestampMonotonic {unit}"
+            ),
+        )
+        .expect("ssh");
+    out.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// Scenario 5: the agent on the VM, from the real systemd units of its
+/// NixOS module (nix/module.nix: the daemon, and the boot-time
+/// `fleetgate resume-pending`), installed once with `fleetgate deploy`. A
+/// channel on this machine's loopback (the guest reaches it through the
+/// lab's loopback forwards) is promoted to the dbus → broker generation: the
+/// agent fetches the signed manifest, realises the closure by substitution,
+/// checks it, arms a verified reboot through the real systemd-boot and
+/// reboots; after the real reboot the resume unit, a boot job of the real
+/// systemd, verifies the new generation and blesses it; the agent reports
+/// it to the server, which says the host converged.
+#[test]
+fn seed_incident_vm_agent_verified_reboot_from_real_systemd_units() {
+    use agent_world::{AgentSetup, Fleet, Via};
+    let host = "vps5";
+    let lab = timed("agent: up (image cached, disk, first boot)", || {
+        LabGuard::up(&["vps5=vm,virtio,systemd-boot"]).expect("the VM lab comes up")
+    });
+    let fleet = Fleet::on_vms(lab);
+    let first = fleet.lab.build(&[host]).expect("build").remove(host).expect("built");
+    assert_eq!(guest(&fleet.lab, host), Guest::on(&first));
+    let setup = AgentSetup { via: Via::Server, resume_unit: true, ..AgentSetup::default() };
+    let with_agent = timed("agent: 5 the agent installed (deploy, live switch)", || {
+        fleet.install_agents(&[(host, setup)]).remove(host).expect("built")
+    });
+    let live = Guest { booted: first.clone(), ..Guest::on(&with_agent) };
+    assert_eq!(guest(&fleet.lab, host), live, "a live switch: still booted on the first generation");
+    // The real systemd runs the module's daemon, and ran its boot unit when
+    // the switch started it (nothing was pending).
+    let agent = unit_properties(&fleet.lab, host, "fleetgate-agent.service");
+    assert_eq!((agent["Type"].as_str(), agent["SubState"].as_str()), ("simple", "running"), "{agent:?}");
+    let resume = unit_properties(&fleet.lab, host, "fleetgate-resume.service");
+    assert_eq!((resume["SubState"].as_str(), resume["Result"].as_str()), ("exited", "success"), "{resume:?}");
+
+    let boots = fleet.lab.status(host).expect("status").boots;
+    let (commit, systems) = fleet.release(&[host], 3, "dbus-broker", |_, k| {
+        k.switch_inhibitors.insert("dbus-implementation".into(), "broker".into());
+    });
+    let broker = &systems[host];
+    fleet.promote_via_hook(host, &commit, broker);
+    let status = timed("agent: 5 promoted to the verified reboot's end", || {
+        fleet.wait_agent(host, 20 * 60 * std::time::Duration::from_secs(1), "the verified reboot blessed", |s| {
+            s["report"]["result"]["outcome"] == "applied" && s["report"]["result"]["system"] == broker.as_str()
+        })
+    });
+    let log = fleet.agent_log(host);
+    assert_eq!(guest(&fleet.lab, host), Guest::on(broker), "{host}: on the new generation, the default\n{log}");
+    assert_eq!(status["report"]["default"]["system"], broker.as_str(), "{status:#}");
+    assert_eq!(fleet.lab.status(host).expect("status").boots, boots + 1, "{host}: exactly one reboot\n{log}");
+    // This boot's resume unit, a boot job of the real systemd, blessed it,
+    // and the agent started after it had ended (the module's ordering).
+    let resume = unit_properties(&fleet.lab, host, "fleetgate-resume.service");
+    assert_eq!((resume["SubState"].as_str(), resume["Result"].as_str()), ("exited", "success"), "{resume:?}");
+    let agent = unit_properties(&fleet.lab, host, "fleetgate-agent.service");
+    assert_eq!((agent["Type"].as_str(), agent["SubState"].as_str()), ("simple", "running"), "{agent:?}");
+    let at = |props: &std::collections::BTreeMap<String, String>, key: &str| -> u64 {
+        props[key].parse().unwrap_or_else(|_| panic!("{key}: {props:?}"))
+    };
+    let resume_ended = at(&resume, "ExecMainExitTimestampMonotonic");
+    assert!(resume_ended > 0, "the resume unit ran in this boot: {resume:?}");
+    assert!(at(&agent, "ExecMainStartTimestampMonotonic") >= resume_ended, "{resume:?}\n{agent:?}");
+    let journal = fleet.lab.ssh(host, "journalctl -b --no-pager -o cat -u fleetgate-resume.service").expect("journal");
+    assert!(journal.contains("booted the new generation once, healthy, now the default"), "{journal}\n{log}");
+    // On the way down the agent stopped when systemd asked (SIGTERM), not
+    // after the unit's stop timeout with a SIGKILL.
+    let before = fleet.lab.ssh(host, "journalctl -b -1 --no-pager -o cat -u fleetgate-agent.service").expect("journal");
+    assert!(before.contains("stopping (signal)") && !before.contains("timed out"), "{before}");
+    // The server heard it: the host converged on the promoted commit.
+    let converged = agent_world::poll_until(std::time::Duration::from_secs(180), || {
+        let v = fleet.server_status();
+        let h = v["hosts"].as_array()?.iter().find(|h| h["host"] == host)?.clone();
+        (h["state"] == "converged"
+            && h["current"] == broker.as_str()
+            && h["booted"] == broker.as_str()
+            && h["default"]["system"] == broker.as_str()
+            && h["desired"]["commit"] == commit.as_str()
+            && h["last_result"]["outcome"] == "applied")
+            .then_some(h)
+    });
+    assert!(converged.is_some(), "the server says {host} converged: {:#}\n{log}", fleet.server_status());
+    fleet.down();
 }

@@ -155,6 +155,12 @@ pub struct HostKnobs {
     /// only starts it; it decides nothing with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentKnob>,
+    /// The host's PID 1 is a real systemd (a VM): the agent's and the resume
+    /// units are the agent's NixOS module's own (`nix/module.nix`: a
+    /// `Type=simple` daemon restarted always, a `Type=oneshot` boot unit),
+    /// not the run-to-completion stand-ins the netns hosts' service runner needs.
+    #[serde(default)]
+    pub real_systemd: bool,
     /// The tools the system path links to besides the machine's `/usr/bin`
     /// ones, by absolute path: the lab's userland in netns hosts, the
     /// guest's real systemd tools in VMs.
@@ -276,6 +282,7 @@ pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostK
         microvm_shares: Vec::new(),
         resume_binary: None,
         agent: None,
+        real_systemd: vm,
         system_tools: if vm { VM_SYSTEM_TOOLS.iter().map(|t| (*t).to_owned()).collect() } else { lab_system_tools() },
         deploy: DeployKnobs {
             hostname: host.name().to_owned(),

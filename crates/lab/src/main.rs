@@ -73,6 +73,12 @@ enum Command {
         #[arg(long)]
         host: String,
     },
+    /// One guest connection to a loopback service (QEMU's `guestfwd` runs it).
+    #[command(hide = true, name = "__forward")]
+    Forward {
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
     #[command(hide = true, name = "__init")]
     Init {
         #[arg(long)]
@@ -107,6 +113,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Vmm { .. }
             | Command::Vm { .. }
+            | Command::Forward { .. }
             | Command::Init { .. }
             | Command::Prepare { .. }
             | Command::Install { .. }
@@ -207,6 +214,14 @@ fn run(dir: LabDir, command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Vmm { host } => vmm::run(&dir, &host)?,
         Command::Vm { host } => fleetgate_lab::vm::supervisor::run(&dir, &host)?,
+        // Its stderr is the guest's connection: a failure only closes it.
+        Command::Forward { to } => {
+            return Ok(if fleetgate_lab::vm::forward::run(&to).is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
         Command::Init { host, boot } => return Ok(init::run(&dir, &host, init::Mode::Boot { toplevel: boot })),
         Command::Prepare { host, system } => {
             let key = std::env::var("FLEETGATE_LAB_CLIENT_KEY").context("FLEETGATE_LAB_CLIENT_KEY is not set")?;

@@ -4,6 +4,8 @@
 //! machine — a local bare repository, a `file://` cache served over HTTP to
 //! the lab's bridge, `fleetgate channel serve` for manifests and reports —
 //! and promotions through `fleetgate channel promote` or serve's signed hook.
+//! On VM hosts ([`Fleet::on_vms`]) the servers listen on this machine's
+//! loopback and the guests reach them through the lab's loopback forwards.
 //! Every wait polls something observable with a deadline; everything started
 //! here is killed (by its pid) on drop, and the lab comes down.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
@@ -74,7 +76,12 @@ impl Default for AgentSetup {
 pub struct Fleet {
     pub lab: LabGuard,
     pub tmp: tempfile::TempDir,
+    /// Where the servers listen (the lab's bridge, or loopback for VMs).
     pub gateway: String,
+    /// The servers' URLs as the hosts reach them: (cache, server).
+    pub host_urls: Option<(String, String)>,
+    /// VM hosts: everything takes minutes under TCG, not seconds.
+    pub slow: bool,
     pub sk: PathBuf,
     pub public: String,
     pub repo: PathBuf,
@@ -155,9 +162,29 @@ impl Fleet {
     /// A lab of `hosts`, and a channel for them (nothing promoted yet).
     pub fn up(hosts: &[&str]) -> Fleet {
         let lab = LabGuard::up(hosts).expect("lab");
+        let gateway = lab.state().gateway.clone();
+        Fleet::on(lab, gateway)
+    }
+
+    /// A channel for a lab of VM hosts: the servers on this machine's
+    /// loopback, each VM's loopback forwards pointed at them.
+    pub fn on_vms(lab: LabGuard) -> Fleet {
+        let mut fleet = Fleet::on(lab, "127.0.0.1".to_owned());
+        let [cache_port, server_port] = fleetgate_lab::vm::forward::GUEST_PORTS;
+        for host in fleet.lab.hosts() {
+            let dir = fleet.lab.dir().host(host.name());
+            fleetgate_lab::vm::forward::set(&dir, cache_port, fleet.cache_port).expect("forward");
+            fleetgate_lab::vm::forward::set(&dir, server_port, fleet.serve_port).expect("forward");
+        }
+        let at = |port: u16| format!("http://{}:{port}", fleetgate_lab::vm::forward::GUEST_ADDRESS);
+        fleet.host_urls = Some((at(cache_port), at(server_port)));
+        fleet.slow = true;
+        fleet
+    }
+
+    fn on(lab: LabGuard, gateway: String) -> Fleet {
         let tmp = tempfile::tempdir().expect("tmp");
         let root = tmp.path().to_owned();
-        let gateway = lab.state().gateway.clone();
         let (sk, pk) = (root.join("cache.sk"), root.join("cache.pk"));
         must(
             Run::new("nix-store").args(["--generate-binary-cache-key", "agent-test-1"]).arg(&sk).arg(&pk),
@@ -186,6 +213,8 @@ impl Fleet {
             lab,
             tmp,
             gateway,
+            host_urls: None,
+            slow: false,
             sk,
             public,
             repo,
@@ -273,11 +302,19 @@ impl Fleet {
         format!("http://{}:{}", self.gateway, self.cache_port)
     }
 
+    /// The cache's and the server's URLs as the hosts reach them.
+    fn urls_from_hosts(&self) -> (String, String) {
+        self.host_urls.clone().unwrap_or_else(|| (self.cache_url(), self.server_url()))
+    }
+
     /// The agent configuration of `host`.
     pub fn agent_config(&self, host: &str, setup: &AgentSetup) -> String {
+        let (cache_url, server_url) = self.urls_from_hosts();
+        // Under TCG a switch's activation or a health check takes a minute.
+        let (timeout, health) = if self.slow { (300, 180) } else { (60, 60) };
         let manifest = match setup.via {
             Via::Server => String::new(),
-            Via::Static => format!("manifest = \"{}/fleetgate/hosts/{{host}}.json\"\n", self.cache_url()),
+            Via::Static => format!("manifest = \"{cache_url}/fleetgate/hosts/{{host}}.json\"\n"),
             Via::HostFile => "manifest = \"file:///var/lib/fleetgate-test/manifest.json\"\n".to_owned(),
         };
         let guard = if setup.nix_guard { "nix_bin_dir = \"/var/lib/fleetgate-test/nix-guard\"\n" } else { "" };
@@ -285,11 +322,11 @@ impl Fleet {
         format!(
             "host = \"{host}\"\nserver = \"{}\"\n{manifest}{guard}trusted_keys = [\"{}\"]\ncaches = [\"{}\"]\n\
              token_file = \"/var/lib/fleetgate/token\"\npoll_interval = 2\nmax_backoff = 8\nreport_every = \"1h\"\n\n\
-             [reboot]\n{}\n[health]\nunits = [\"app.service\"]\ncommands = [{}]\ntimeout = 60\n\n\
-             [timeouts]\nhttp = 10\nconfirm = 60\nactivation = 60\n",
-            self.server_url(),
+             [reboot]\n{}\n[health]\nunits = [\"app.service\"]\ncommands = [{}]\ntimeout = {health}\n\n\
+             [timeouts]\nhttp = 10\nconfirm = {timeout}\nactivation = {timeout}\n",
+            server_url,
             self.public,
-            self.cache_url(),
+            cache_url,
             setup.reboot,
             commands.join(", ")
         )
@@ -327,9 +364,9 @@ impl Fleet {
             .arg(format!("path:{}#{}", self.lab.fleet_dir().display(), names.join(",")))
             .arg("--history")
             .arg(history)
-            .args(["--strategy", "all", "--confirm-timeout", "30"])
+            .args(["--strategy", "all", "--confirm-timeout", if self.slow { "300" } else { "30" }])
             .env("NIX_CONFIG", fleetgate_lab::lab::NIX_CONFIG);
-        must(deploy, Duration::from_secs(900));
+        must(deploy, Duration::from_secs(if self.slow { 1800 } else { 900 }));
         systems
     }
 
@@ -427,7 +464,7 @@ impl Fleet {
     pub fn agent_command(&self, host: &str, args: &str) -> anyhow::Result<String> {
         let script = format!(
             "u=/run/current-system/etc/systemd/system/fleetgate-agent.service\n\
-             cmd=$(sed -n \"s/.*setsid \\([^ ]*\\) agent --config \\([^ ]*\\) .*/\\1 agent {args} --config \\2/p\" $u)\n\
+             cmd=$(sed -n \"s|^ExecStart=.*\\(/nix/store/[^ ]*/bin/fleetgate\\) agent --config \\([^ ]*\\).*|\\1 agent {args} --config \\2|p\" $u)\n\
              $cmd"
         );
         self.lab.ssh(host, &script)
@@ -485,8 +522,14 @@ impl Fleet {
         })
     }
 
+    /// The agent's log: its file on netns hosts, the journal of the
+    /// agent's and the resume unit under a real systemd (VMs).
     pub fn agent_log(&self, host: &str) -> String {
-        self.lab.ssh(host, "cat /var/log/fleetgate-agent.log 2>/dev/null; true").unwrap_or_default()
+        let script = "cat /var/log/fleetgate-agent.log 2>/dev/null\n\
+                      if [ -d /run/systemd/system ]; then\n\
+                      journalctl --no-pager -o short-monotonic -u fleetgate-resume.service -u fleetgate-agent.service\n\
+                      fi\ntrue";
+        self.lab.ssh(host, script).unwrap_or_default()
     }
 
     fn readlink(&self, host: &str, path: &str) -> String {

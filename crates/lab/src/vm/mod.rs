@@ -15,10 +15,12 @@
 //!
 //! A supervisor per VM ([`supervisor`]) answers the lab's control protocol,
 //! driving QEMU over QMP ([`qmp`]) and reading the serial console
-//! ([`console`]).
+//! ([`console`]). The guest reaches this machine only through the loopback
+//! forwards of [`forward`].
 
 pub mod assemble;
 pub mod console;
+pub mod forward;
 pub mod grub_bios;
 pub mod image;
 pub mod qemu;

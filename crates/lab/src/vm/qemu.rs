@@ -86,9 +86,11 @@ pub fn command(host: &HostState, dir: &HostDir, accel: Accel) -> anyhow::Result<
         DiskBus::Nvme => qemu.args(["-device", &format!("nvme,drive=root,serial={serial}")]),
         DiskBus::Sata => qemu.args(["-device", "ide-hd,drive=root,bus=ide.0"]),
     };
-    // `restrict=on`: the guest reaches nothing; only the forwarded port
+    // `restrict=on`: the guest reaches nothing but the loopback services a
+    // test points its forwards at (`forward`); only the forwarded port
     // reaches it. No option ROM: iPXE would only slow the boot down.
-    qemu.args(["-netdev", &format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22")])
+    let forwards = super::forward::netdev_options(dir, &crate::lab::lab_binary()?);
+    qemu.args(["-netdev", &format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22{forwards}")])
         .args(["-device", "virtio-net-pci,netdev=net0,romfile="])
         .args(["-device", "virtio-rng-pci"]);
     Ok(qemu)

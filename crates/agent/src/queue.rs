@@ -7,7 +7,7 @@
 //! | answer | then |
 //! |---|---|
 //! | 2xx | delivered: the file is removed, the next one is sent |
-//! | 400 naming an unknown field (a server that reads only version 1) | sent again as version 1 (and every later one, for this process) |
+//! | 400 naming an unknown field (a server that reads only version 1) | sent again as version 1, and so is every later one for [`V2_AGAIN_AFTER`] (then version 2 is tried again: the server may have been upgraded) |
 //! | 400/404/413/422 otherwise | the server will never take it: removed, logged |
 //! | no answer, 401/403, 408/429, 5xx | kept; delivery stops until the next poll |
 //!
@@ -15,10 +15,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::http::Client;
 use crate::report::Report;
 use crate::state::{StateError, write_atomically};
+
+/// How long reports go as version 1 after a server refused version 2.
+pub const V2_AGAIN_AFTER: Duration = Duration::from_secs(3600);
 
 /// Reports kept while the server is away.
 pub const MAX_QUEUED: usize = 256;
@@ -48,14 +52,23 @@ pub struct HttpSink {
     url: String,
     token: Option<String>,
     client: Client,
-    v1_only: bool,
+    /// Version 1 until then (a server refused version 2).
+    v1_until: Option<Instant>,
+    v2_again_after: Duration,
 }
 
 impl HttpSink {
     /// A sink posting to `url`.
     #[must_use]
     pub fn new(url: String, token: Option<String>, client: Client) -> HttpSink {
-        HttpSink { url, token, client, v1_only: false }
+        HttpSink { url, token, client, v1_until: None, v2_again_after: V2_AGAIN_AFTER }
+    }
+
+    /// Tries version 2 again this long after a refusal (default [`V2_AGAIN_AFTER`]).
+    #[must_use]
+    pub fn with_v2_again_after(mut self, after: Duration) -> HttpSink {
+        self.v2_again_after = after;
+        self
     }
 
     fn post(&self, body: &[u8]) -> Result<(u16, String), String> {
@@ -76,12 +89,17 @@ fn classify(status: u16, body: String) -> Delivery {
 
 impl Sink for HttpSink {
     fn send(&mut self, report: &Report) -> Delivery {
-        if !self.v1_only {
+        if self.v1_until.is_none_or(|until| Instant::now() >= until) {
             let body = serde_json::to_vec(report).unwrap_or_default();
             match self.post(&body) {
                 Err(e) => return Delivery::Later(e),
-                Ok((400, text)) if text.contains("unknown field") => self.v1_only = true,
-                Ok((status, text)) => return classify(status, text),
+                Ok((400, text)) if text.contains("unknown field") => {
+                    self.v1_until = Some(Instant::now() + self.v2_again_after);
+                }
+                Ok((status, text)) => {
+                    self.v1_until = None;
+                    return classify(status, text);
+                }
             }
         }
         let body = serde_json::to_vec(&crate::report::to_v1(report)).unwrap_or_default();

@@ -137,3 +137,75 @@ fn the_agents_report_is_taken_by_the_server_and_shown_in_its_status() {
     let answer = client.post_json(&format!("{base}/v1/hosts/web1/report"), Some(TOKEN), &v1, 1 << 16).unwrap();
     assert!((200..300).contains(&answer.status), "{}", String::from_utf8_lossy(&answer.body));
 }
+
+/// A server that reads only version 1 of the report, then (upgraded) both: the bodies it got.
+fn v1_server(upgraded_after: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = std::sync::Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let mut all = seen.lock().unwrap();
+            let v2 = body.contains("\"agent_version\"");
+            all.push(body);
+            let (status, text) = if v2 && all.len() <= upgraded_after {
+                ("400 Bad Request", "unknown field `agent_version`")
+            } else {
+                ("200 OK", "{}")
+            };
+            drop(all);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (base, bodies)
+}
+
+/// Issue 11, left over: after one refusal of version 2 the agent used to send version 1
+/// for the rest of the process; a server upgraded meanwhile never got version 2.
+#[test]
+fn version_1_after_a_refusal_and_version_2_again_later() {
+    let commit = "ab".repeat(20);
+    let (state, view) = world(&commit);
+    let built = report::build(&config("http://127.0.0.1:1"), &state, Some(&view), 1_000);
+    let client = Client::new(Duration::from_secs(10));
+    let is_v2 = |b: &String| b.contains("\"agent_version\"");
+
+    // Within the hour: version 1 every time after the refusal.
+    let (base, bodies) = v1_server(usize::MAX);
+    let mut sink = HttpSink::new(format!("{base}/v1/hosts/web1/report"), None, client.clone());
+    assert_eq!(sink.send(&built), Delivery::Delivered);
+    assert_eq!(sink.send(&built), Delivery::Delivered);
+    let got: Vec<bool> = bodies.lock().unwrap().iter().map(is_v2).collect();
+    assert_eq!(got, [true, false, false], "v2 refused, then v1, v1");
+
+    // Past it (zero here): version 2 is tried again, and kept once taken.
+    let (base, bodies) = v1_server(1);
+    let mut sink =
+        HttpSink::new(format!("{base}/v1/hosts/web1/report"), None, client).with_v2_again_after(Duration::ZERO);
+    for _ in 0..3 {
+        assert_eq!(sink.send(&built), Delivery::Delivered);
+    }
+    let got: Vec<bool> = bodies.lock().unwrap().iter().map(is_v2).collect();
+    assert_eq!(got, [true, false, true, true], "v2 refused, v1; the server upgraded: v2 from then on");
+}

@@ -304,3 +304,88 @@ fn install_vm_refusals_leave_the_old_os_untouched() {
     drop(machine);
     assert_eq!(lab.down().expect("lab down"), Vec::<String>::new());
 }
+
+/// The fixture's `web1` as a system for this machine: the VM's serial
+/// console and the guest's real systemd tools, `/boot` on the FAT ESP.
+fn vm_system(lab: &LabGuard, mutate: impl FnOnce(&mut fleetgate_lab::fixture::HostKnobs)) -> String {
+    let fleet = lab.fleet_dir();
+    let mut knobs = FleetKnobs::load(&fleet).expect("knobs");
+    let web1 = knobs.hosts.get_mut("web1").expect("web1");
+    web1.kernel_params.push(fleetgate_lab::fixture::SERIAL_KERNEL_PARAM.to_owned());
+    web1.kernel_params.extend(fleetgate_lab::fixture::VM_SPEED_KERNEL_PARAMS.iter().map(|p| (*p).to_owned()));
+    web1.system_tools = fleetgate_lab::fixture::VM_SYSTEM_TOOLS.iter().map(|t| (*t).to_owned()).collect();
+    web1.esp_fs_type = Some("vfat".into());
+    web1.loader_timeout = 1;
+    mutate(web1);
+    web1.revision += 1;
+    knobs.save(&fleet).expect("save knobs");
+    lab.build(&["web1"]).expect("build").remove("web1").expect("web1 built")
+}
+
+/// The kexec into the lab's installer (nixos-images' format, built from
+/// Debian packages) proven, with the same host key answering after it (the
+/// test pins it); a partition mounted in the installer refuses disko,
+/// naming the mount, disks untouched; then disko, install and the first
+/// boot, each proven, and `fleetgate facts` on the installed system.
+#[test]
+fn install_vm_kexec_mounted_disk_then_full_install() {
+    let lab = LabGuard::up(&["web1=virtio,systemd-boot"]).expect("a lab to build the fixture");
+    let machine = Machine::boot(&lab);
+    let tarball = timed("the kexec installer (cached after the first build)", || {
+        fleetgate_lab::vm::kexec_installer::ensure(&machine.kernel, &mut |l| eprintln!("{l}")).expect("installer")
+    });
+    let tarball_arg = tarball.display().to_string();
+    let (flake, disko) = host_flake(machine.dir.path());
+    let system = vm_system(&lab, |_| {});
+    let old_boot = machine.sh("cat /proc/sys/kernel/random/boot_id");
+
+    let (code, report, _) = timed("install --phases kexec", || {
+        machine.install(&flake, &system, &disko, &["--kexec", &tarball_arg, "--phases", "kexec"])
+    });
+    assert_eq!(code, 0, "{report:#}\nconsole:\n{}", machine.console());
+    assert_eq!(phase(&report, "kexec")["result"], "proven", "{report:#}");
+    assert_eq!(report["standing"], "installer-disks-untouched", "{report:#}");
+    let installer = machine.sh("cat /proc/sys/kernel/random/boot_id; cat /proc/cmdline; hostname");
+    assert_ne!(installer.lines().next(), old_boot.lines().next(), "a new boot");
+    assert!(installer.contains("fleetgate.install="), "{installer}");
+    assert!(installer.contains("nixos-installer"), "the installer answers, with the old OS's host key: {installer}");
+    let before = machine.sh("sfdisk --dump /dev/vda");
+
+    // Something mounts a partition of the target disk: disko refuses.
+    machine.sh("mkdir -p /mnt/old && mount -o ro /dev/vda2 /mnt/old");
+    let (code, report, _) = timed("install --phases disko,install,reboot (mounted)", || {
+        machine.install(&flake, &system, &disko, &["--phases", "disko,install,reboot"])
+    });
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["outcome"], "refused", "{report:#}");
+    assert_eq!(report["standing"], "installer-disks-untouched", "{report:#}");
+    let users = report["disk_users"].to_string();
+    assert!(users.contains("/dev/vda2") && users.contains("/mnt/old"), "{users}");
+    assert!(phase(&report, "disko")["error"].as_str().unwrap_or_default().contains("/mnt/old"), "{report:#}");
+    assert_eq!(machine.sh("sfdisk --dump /dev/vda"), before, "the refused disko touched the disk");
+    machine.sh("umount /mnt/old && rmdir /mnt/old");
+
+    // The install proper, resumed from disko.
+    let (code, report, _) = timed("install --phases disko,install,reboot", || {
+        machine.install(&flake, &system, &disko, &["--phases", "disko,install,reboot"])
+    });
+    assert_eq!(code, 0, "{report:#}\nconsole:\n{}", machine.console());
+    assert_eq!(report["outcome"], "installed", "{report:#}");
+    assert_eq!(report["standing"], "booted", "{report:#}");
+    let booted = machine.sh("readlink -f /run/booted-system");
+    assert_eq!(booted.trim(), system, "the installed system booted");
+    let facts = offline(&[
+        "facts",
+        "--target",
+        "ssh://root@debian",
+        "--ssh-config",
+        &machine.ssh_config().display().to_string(),
+        "--timeout",
+        "300",
+        "--json",
+    ]);
+    assert_eq!(facts.code, 0, "{}{}", facts.stdout, facts.stderr);
+    assert_eq!(facts.json()["booted_system"]["path"], system.as_str(), "{}", facts.stdout);
+    drop(machine);
+    assert_eq!(lab.down().expect("lab down"), Vec::<String>::new());
+}

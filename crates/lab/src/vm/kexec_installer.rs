@@ -59,15 +59,32 @@ const DPKG_EXCLUDES: &[&str] = &["/usr/share/man/*", "/usr/share/doc/*", "/usr/s
 /// The tarball's name in the cache (nixos-images' release asset's shape).
 pub const TARBALL: &str = "nixos-kexec-installer-debian-x86_64-linux.tar.gz";
 /// The installer's kernel parameters (nixos-images': `console=…`).
-const KERNEL_PARAMS: &str = "console=ttyS0 panic=30 init_on_alloc=0 mitigations=off";
+/// `systemd.gpt_auto=0`: systemd-boot's `LoaderDevicePartUUID` survives the
+/// kexec, and systemd's GPT generator would mount the old ESP.
+const KERNEL_PARAMS: &str = "console=ttyS0 panic=30 systemd.gpt_auto=0 init_on_alloc=0 mitigations=off";
 
 /// The installer's `/init`: put what `run` carried into place, then hand
 /// over to systemd. Runs from the initramfs (rootfs), no switch_root.
 pub const INIT: &str = r#"#!/bin/sh
-# fleetgate-lab kexec installer: what the old OS's `run` appended to the
-# initrd (ssh/, addrs.json, routes-v4.json, routes-v6.json, machine-id) is
-# unpacked at /; put it where sshd and systemd look, then start systemd.
+# fleetgate-lab kexec installer, stage 1. systemd's sandboxed services
+# (networkd, logind, ...) cannot set up their mount namespaces on the
+# initramfs itself: as NixOS's netboot/kexec stage 1 does, the root moves to
+# a tmpfs first (switch_root empties the initramfs).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+if [ ! -e /etc/fleetgate-installer-root ]; then
+  mkdir -p /sysroot
+  mount -t tmpfs -o mode=0755 root /sysroot
+  for entry in /* /.[!.]*; do
+    case "$entry" in /sysroot|/proc|/sys|/dev|/run|'/.[!.]*') continue ;; esac
+    cp -a "$entry" /sysroot/
+  done
+  mkdir -p /sysroot/proc /sysroot/sys /sysroot/dev /sysroot/run
+  touch /sysroot/etc/fleetgate-installer-root
+  exec switch_root /sysroot /init "$@"
+fi
+# What the old OS's `run` appended to the initrd (ssh/, addrs.json,
+# routes-v4.json, routes-v6.json, machine-id), now at /: put it where sshd
+# and systemd look, then start systemd.
 if [ -s /machine-id ]; then cp /machine-id /etc/machine-id; fi
 mkdir -p /root/.ssh
 chmod 700 /root /root/.ssh
@@ -136,13 +153,15 @@ if [ -z "$system" ]; then echo "nixos-install (fleetgate-lab): only --system SYS
 if [ ! -e "$mountPoint$system" ]; then echo "$system is not in $mountPoint's store" >&2; exit 1; fi
 # The lab's part: the Debian userland the systems' stage 2 starts.
 for d in usr etc var bin sbin lib lib64 root srv opt home; do
-  [ -e "/$d" ] || continue
-  cp -a --no-clobber "/$d" "$mountPoint/" 2>/dev/null || cp -a -n "/$d" "$mountPoint/"
+  if [ -e "/$d" ]; then cp -a -n "/$d" "$mountPoint/"; fi
 done
+rm -rf "$mountPoint/usr/lib/modules"
 mkdir -p "$mountPoint/proc" "$mountPoint/sys" "$mountPoint/dev" "$mountPoint/run" "$mountPoint/tmp" "$mountPoint/boot"
 chmod 1777 "$mountPoint/tmp"
 cp -a /usr/share/fleetgate-lab/guest/. "$mountPoint/"
-rm -f "$mountPoint/etc/systemd/network/"00-restored-* "$mountPoint/addrs.json"
+rm -f "$mountPoint/etc/systemd/system/fleetgate-restore-network.service" \
+  "$mountPoint/etc/systemd/system/sysinit.target.wants/fleetgate-restore-network.service" \
+  "$mountPoint/usr/local/sbin/nixos-install" "$mountPoint/init"
 cp "$system/etc/fstab" "$mountPoint/etc/fstab"
 echo "${system##*-nixos-system-}" | sed 's/-[0-9][0-9.]*$//' > "$mountPoint/etc/hostname"
 # nixos-install.sh's own steps.
@@ -158,6 +177,30 @@ NIXOS_INSTALL_BOOTLOADER=1 chroot "$mountPoint" /usr/bin/env PATH=/usr/bin:/usr/
 umount -R "$mountPoint/dev" "$mountPoint/proc" "$mountPoint/sys" || true
 exit $status
 "#;
+
+/// Module directories the installer leaves out (it runs from RAM): graphics,
+/// sound, media, wireless, Bluetooth, InfiniBand, staging and the like.
+const UNNEEDED_MODULES: &[&str] = &[
+    "drivers/gpu",
+    "drivers/media",
+    "drivers/net/wireless",
+    "drivers/infiniband",
+    "drivers/staging",
+    "drivers/bluetooth",
+    "drivers/iio",
+    "drivers/isdn",
+    "drivers/comedi",
+    "drivers/input/touchscreen",
+    "drivers/hid",
+    "drivers/usb/gadget",
+    "drivers/net/can",
+    "drivers/net/ethernet/mellanox",
+    "drivers/mtd",
+    "sound",
+    "net/wireless",
+    "net/mac80211",
+    "net/bluetooth",
+];
 
 /// The installer's own files.
 const FILES: &[(&str, &str, u32)] = &[
@@ -206,6 +249,10 @@ fn recipe_hash(kernel: &DebianKernel) -> String {
         hash.update(path);
         hash.update(text);
         hash.update(mode.to_le_bytes());
+    }
+    for dir in UNNEEDED_MODULES {
+        hash.update([3]);
+        hash.update(dir);
     }
     for (path, text) in super::image::GUEST_FILES {
         hash.update([2]);
@@ -276,6 +323,13 @@ fn build(dir: &Path, kernel: &DebianKernel) -> anyhow::Result<()> {
         BUILD_TIMEOUT,
     )
     .context("copying the kernel's modules")?;
+    // The installer lives in RAM: not the drivers no server installer needs.
+    let kernel_dir = modules.join(&kernel.version).join("kernel");
+    for unneeded in UNNEEDED_MODULES {
+        let _ = fs::remove_dir_all(kernel_dir.join(unneeded));
+    }
+    process::run(Command::new("chroot").arg(&tree).args(["depmod", &kernel.version]), BUILD_TIMEOUT)
+        .context("depmod for the installer's modules")?;
     let initrd = dir.join("initrd");
     let mut pack = Command::new("sh");
     pack.args(["-c", "cd \"$1\" && find . -xdev | cpio --quiet -o -H newc | gzip -1 > \"$2\"", "sh"])

@@ -229,6 +229,15 @@ mod tests {
     }
 
     #[test]
+    fn phase_timeouts_are_checked() {
+        assert_eq!(parse_phase_timeout("kexec=120"), Ok((Phase::Kexec, 120)));
+        assert_eq!(parse_phase_timeout("pre-flight=1"), Ok((Phase::PreFlight, 1)));
+        assert!(parse_phase_timeout("kexec=0").is_err());
+        assert!(parse_phase_timeout("kexec").is_err());
+        assert!(parse_phase_timeout("format=10").unwrap_err().contains("unknown phase"));
+    }
+
+    #[test]
     fn bad_arguments_are_refused_before_anything_is_built() {
         let t = ["--target", "ssh://root@192.0.2.10"];
         let doc = error_of(&[&[".#web1", "--phases", "kexec,format"][..], &t].concat());

@@ -191,29 +191,7 @@ fn pack(dir: &Path, root: &Path, esp: &Path, uuid: &str) -> anyhow::Result<()> {
         TOOL_TIMEOUT,
     )
     .context("partitioning the Debian disk")?;
-    let esp_img = dir.join("esp.img");
-    let _ = fs::remove_file(&esp_img);
-    fs::File::create(&esp_img)?.set_len(ESP_MIB * MIB)?;
-    process::run(Command::new("mkfs.vfat").args(["-F", "32", "-n", "ESP"]).arg(&esp_img), TOOL_TIMEOUT)
-        .context("making the ESP (mkfs.vfat)")?;
-    let mut mcopy = Command::new("mcopy");
-    mcopy.args(["-s", "-p", "-i"]).arg(&esp_img);
-    for entry in fs::read_dir(esp)? {
-        mcopy.arg(entry?.path());
-    }
-    mcopy.arg("::/");
-    process::run(&mut mcopy, TOOL_TIMEOUT).context("filling the ESP (mcopy)")?;
-    process::run(
-        Command::new("dd").arg(format!("if={}", esp_img.display())).arg(format!("of={}", disk.display())).args([
-            "bs=1M",
-            "seek=1",
-            "conv=notrunc,sparse",
-            "status=none",
-        ]),
-        TOOL_TIMEOUT,
-    )
-    .context("writing the ESP into the disk")?;
-    let _ = fs::remove_file(&esp_img);
+    super::assemble::write_fat_esp(esp, &dir.join("esp.img"), &disk, ESP_MIB, &["-n", "ESP"])?;
     process::run(
         Command::new("mkfs.ext4")
             .args(["-q", "-F", "-L", ROOT_LABEL, "-U", uuid])

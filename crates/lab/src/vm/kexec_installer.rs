@@ -28,11 +28,11 @@ use rustix::fs::{FlockOperation, flock};
 use sha2::{Digest, Sha256};
 
 use super::debian_first::DebianKernel;
+use super::image::{DPKG_EXCLUDES, SUITE};
 use super::kexec_tarball::{self, Parts, Tool};
 use crate::process;
 
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
-const SUITE: &str = "bookworm";
 /// The installer's packages.
 const PACKAGES: &[&str] = &[
     "systemd",
@@ -55,7 +55,6 @@ const PACKAGES: &[&str] = &[
     "perl",
     "systemd-boot-efi",
 ];
-const DPKG_EXCLUDES: &[&str] = &["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*"];
 /// The tarball's name in the cache (nixos-images' release asset's shape).
 pub const TARBALL: &str = "nixos-kexec-installer-debian-x86_64-linux.tar.gz";
 /// The installer's kernel parameters (nixos-images': `console=…`).
@@ -162,7 +161,8 @@ cp -a /usr/share/fleetgate-lab/guest/. "$mountPoint/"
 rm -f "$mountPoint/etc/systemd/system/fleetgate-restore-network.service" \
   "$mountPoint/etc/systemd/system/sysinit.target.wants/fleetgate-restore-network.service" \
   "$mountPoint/usr/local/sbin/nixos-install" "$mountPoint/init"
-cp "$system/etc/fstab" "$mountPoint/etc/fstab"
+# The system's fstab, read inside the new root (its etc links into its store).
+chroot "$mountPoint" /bin/cat "$system/etc/fstab" > "$mountPoint/etc/fstab"
 echo "${system##*-nixos-system-}" | sed 's/-[0-9][0-9.]*$//' > "$mountPoint/etc/hostname"
 # nixos-install.sh's own steps.
 mkdir -m 0755 -p "$mountPoint/nix/var/nix/profiles" "$mountPoint/etc"
@@ -218,6 +218,9 @@ const FILES: &[(&str, &str, u32)] = &[
     // Nix runs unsandboxed here (no user namespaces needed for copies).
     ("etc/nix/nix.conf", "experimental-features = nix-command flakes\nsandbox = false\nbuild-users-group =\n", 0o644),
     ("etc/fstab", "# the installer runs from RAM\n", 0o644),
+    // kexec-tools' own boot-time kexec (its debconf default): a reboot is a
+    // reboot through the firmware, here and on the installed system.
+    ("etc/default/kexec", "LOAD_KEXEC=false\n", 0o644),
 ];
 
 /// The cached tarball, built first if this recipe has none.
@@ -267,22 +270,8 @@ fn build(dir: &Path, kernel: &DebianKernel) -> anyhow::Result<()> {
     if tree.exists() {
         fs::remove_dir_all(&tree)?;
     }
-    let mut mmdebstrap = Command::new("mmdebstrap");
-    mmdebstrap.args(["--variant=minbase", "--mode=root", "--format=directory", "--quiet"]);
-    mmdebstrap.arg(format!("--include={}", PACKAGES.join(",")));
-    for exclude in DPKG_EXCLUDES {
-        mmdebstrap.arg(format!("--dpkgopt=path-exclude={exclude}"));
-    }
-    mmdebstrap.arg(SUITE).arg(&tree);
-    process::run(&mut mmdebstrap, BUILD_TIMEOUT).context("building the kexec installer with mmdebstrap")?;
-    // The old OS's host keys come across; none of the installer's own.
-    for entry in fs::read_dir(tree.join("etc/ssh"))? {
-        let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
-            fs::remove_file(entry.path())?;
-        }
-    }
-    fs::write(tree.join("etc/machine-id"), "")?;
+    // The old OS's host keys and machine id come across; none of its own.
+    super::image::debian_tree(PACKAGES, &tree).context("building the kexec installer")?;
     for (path, text, mode) in FILES {
         let target = tree.join(path);
         if let Some(parent) = target.parent() {

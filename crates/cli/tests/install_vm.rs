@@ -325,8 +325,10 @@ fn vm_system(lab: &LabGuard, mutate: impl FnOnce(&mut fleetgate_lab::fixture::Ho
 /// The kexec into the lab's installer (nixos-images' format, built from
 /// Debian packages) proven, with the same host key answering after it (the
 /// test pins it); a partition mounted in the installer refuses disko,
-/// naming the mount, disks untouched; then disko, install and the first
-/// boot, each proven, and `fleetgate facts` on the installed system.
+/// naming the mount, disks untouched; then disko, an install cut short by
+/// its deadline (disks written, resume `--phases install,reboot`), the
+/// resumed install and the first boot, each proven, and `fleetgate facts`
+/// on the installed system.
 #[test]
 fn install_vm_kexec_mounted_disk_then_full_install() {
     let lab = LabGuard::up(&["web1=virtio,systemd-boot"]).expect("a lab to build the fixture");
@@ -365,9 +367,21 @@ fn install_vm_kexec_mounted_disk_then_full_install() {
     assert_eq!(machine.sh("sfdisk --dump /dev/vda"), before, "the refused disko touched the disk");
     machine.sh("umount /mnt/old && rmdir /mnt/old");
 
-    // The install proper, resumed from disko.
-    let (code, report, _) = timed("install --phases disko,install,reboot", || {
-        machine.install(&flake, &system, &disko, &["--phases", "disko,install,reboot"])
+    // The install proper, resumed from disko, interrupted: the install
+    // phase's deadline passes during the closure copy.
+    let (code, report, _) = timed("install --phases disko,install,reboot (install cut at 5 s)", || {
+        machine.install(&flake, &system, &disko, &["--phases", "disko,install,reboot", "--phase-timeout", "install=5"])
+    });
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(phase(&report, "disko")["result"], "proven", "{report:#}");
+    assert_eq!(phase(&report, "install")["result"], "failed", "{report:#}");
+    assert_eq!(report["standing"], "disks-written", "{report:#}");
+    let resume = report["resume"].as_str().unwrap_or_default().to_owned();
+    assert!(resume.ends_with("--phases install,reboot"), "{resume}");
+
+    // The resume command's phases finish it.
+    let (code, report, _) = timed("install --phases install,reboot (resumed)", || {
+        machine.install(&flake, &system, &disko, &["--phases", "install,reboot"])
     });
     assert_eq!(code, 0, "{report:#}\nconsole:\n{}", machine.console());
     assert_eq!(report["outcome"], "installed", "{report:#}");

@@ -53,9 +53,27 @@ pub struct InstallArgs {
     /// tail is shown when the first boot fails.
     #[arg(long, value_name = "FILE")]
     console_log: Option<PathBuf>,
+    /// A phase's deadline, in seconds, instead of its default (repeatable):
+    /// `--phase-timeout kexec=120`. Defaults: pre-flight 600, kexec 600,
+    /// disko 1800, install 3600, reboot 900.
+    #[arg(long = "phase-timeout", value_name = "PHASE=SECS", value_parser = parse_phase_timeout)]
+    phase_timeouts: Vec<(Phase, u64)>,
     /// Print the report as one JSON document (`format` 1).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `PHASE=SECS`, SECS at least 1.
+fn parse_phase_timeout(text: &str) -> Result<(Phase, u64), String> {
+    let (name, secs) = text.split_once('=').ok_or_else(|| format!("{text:?} is not PHASE=SECS"))?;
+    let phase = Phase::ALL
+        .into_iter()
+        .find(|p| p.as_str() == name)
+        .ok_or_else(|| format!("unknown phase {name:?} (the phases are pre-flight, kexec, disko, install, reboot)"))?;
+    match secs.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok((phase, n)),
+        _ => Err(format!("{secs:?} is not a number of seconds (at least 1)")),
+    }
 }
 
 /// Progress: one plain line per phase event on stderr.
@@ -120,6 +138,12 @@ fn run_inner(args: &InstallArgs) -> Result<ExitCode, CliError> {
         write_hardware_report(args, &system, path)?;
     }
     let nonce = Nonce::random().map_err(|e| CliError::new("no nonce").caused_by(e))?;
+    let mut deadlines = Plan::default_deadlines();
+    for (phase, secs) in &args.phase_timeouts {
+        if let Some(i) = Phase::ALL.iter().position(|p| p == phase) {
+            deadlines[i] = Duration::from_secs(*secs);
+        }
+    }
     let plan = Plan {
         flake: args.flake.clone(),
         target: args.target.target.clone(),
@@ -127,7 +151,7 @@ fn run_inner(args: &InstallArgs) -> Result<ExitCode, CliError> {
         disko_script,
         layout,
         phases,
-        deadlines: Plan::default_deadlines(),
+        deadlines,
         nonce,
     };
     let mut ssh_options = Vec::new();
@@ -202,6 +226,15 @@ mod tests {
         let crate::Command::Install(install) = cli.command else { panic!("not install") };
         let e = run_inner(&install).expect_err("refused before anything runs");
         crate::exit::failure_json(&miette::Report::new(e), crate::exit::EXIT_USAGE)
+    }
+
+    #[test]
+    fn phase_timeouts_are_checked() {
+        assert_eq!(parse_phase_timeout("kexec=120"), Ok((Phase::Kexec, 120)));
+        assert_eq!(parse_phase_timeout("pre-flight=1"), Ok((Phase::PreFlight, 1)));
+        assert!(parse_phase_timeout("kexec=0").is_err());
+        assert!(parse_phase_timeout("kexec").is_err());
+        assert!(parse_phase_timeout("format=10").unwrap_err().contains("unknown phase"));
     }
 
     #[test]

@@ -166,6 +166,11 @@ pub struct HostKnobs {
     /// guest's real systemd tools in VMs.
     #[serde(default = "lab_system_tools")]
     pub system_tools: Vec<String>,
+    /// The file system of systemd-boot's `/boot` in the fstab: `ext4` (the
+    /// netns model's ESP) unless set; `vfat` for a system installed on a
+    /// real machine (`fleetgate install` on a VM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub esp_fs_type: Option<String>,
 }
 
 /// The product's agent in a host's generations.
@@ -213,7 +218,7 @@ fn lab_system_tools() -> Vec<String> {
 
 /// A VM guest's system tools: Debian 12's real systemd (merged `/usr`), as
 /// nixpkgs' system-path puts systemd's `bin` in every NixOS system's `sw`.
-const VM_SYSTEM_TOOLS: [&str; 9] = [
+pub const VM_SYSTEM_TOOLS: [&str; 9] = [
     "/usr/bin/systemctl",
     "/usr/sbin/reboot",
     "/usr/sbin/poweroff",
@@ -227,8 +232,8 @@ const VM_SYSTEM_TOOLS: [&str; 9] = [
 
 /// What a VPS's NixOS configuration sets for its serial console: the
 /// kernel's console, and GRUB's menu on the serial port too.
-const SERIAL_KERNEL_PARAM: &str = "console=ttyS0";
-const VM_SPEED_KERNEL_PARAMS: [&str; 2] = ["init_on_alloc=0", "mitigations=off"];
+pub const SERIAL_KERNEL_PARAM: &str = "console=ttyS0";
+pub const VM_SPEED_KERNEL_PARAMS: [&str; 2] = ["init_on_alloc=0", "mitigations=off"];
 const SERIAL_GRUB_CONFIG: &str =
     "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console";
 
@@ -284,6 +289,7 @@ pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostK
         agent: None,
         real_systemd: vm,
         system_tools: if vm { VM_SYSTEM_TOOLS.iter().map(|t| (*t).to_owned()).collect() } else { lab_system_tools() },
+        esp_fs_type: None,
         deploy: DeployKnobs {
             hostname: host.name().to_owned(),
             ssh_opts: vec!["-F".into(), ssh_config.display().to_string()],

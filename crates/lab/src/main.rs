@@ -63,6 +63,9 @@ enum Command {
     /// Build the VM guest's Debian root once for this machine (cached; `up`
     /// builds it when a VM host needs it) and print where it is.
     VmImage,
+    /// Build the kexec installer tarball (nixos-images' format, from Debian
+    /// packages) once for this machine (cached) and print where it is.
+    KexecInstaller,
     #[command(hide = true, name = "__vmm")]
     Vmm {
         #[arg(long)]
@@ -211,6 +214,11 @@ fn run(dir: LabDir, command: Command) -> anyhow::Result<ExitCode> {
         Command::VmImage => {
             let image = fleetgate_lab::vm::image::ensure(&mut progress)?;
             writeln!(std::io::stdout().lock(), "{}", image.tree().display())?;
+        }
+        Command::KexecInstaller => {
+            let kernel = fleetgate_lab::vm::debian_first::DebianKernel::of_this_machine()?;
+            let tarball = fleetgate_lab::vm::kexec_installer::ensure(&kernel, &mut progress)?;
+            writeln!(std::io::stdout().lock(), "{}", tarball.display())?;
         }
         Command::Vmm { host } => vmm::run(&dir, &host)?,
         Command::Vm { host } => fleetgate_lab::vm::supervisor::run(&dir, &host)?,

@@ -254,20 +254,23 @@ fn pack(id: &HostIdentity<'_>, root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The ESP: a FAT filesystem image filled with `mcopy`, then written into
-/// the disk at 1 MiB.
+/// The ESP of a host: [`write_fat_esp`] with the host's volume serial.
 fn write_esp(id: &HostIdentity<'_>, content: &Path, disk: &Path) -> anyhow::Result<()> {
-    let esp = id.dir.root().join("esp.img");
-    let _ = fs::remove_file(&esp);
-    fs::File::create(&esp)?.set_len(ESP_MIB * MIB)?;
     let serial: String = id.host.disks.esp_fs_uuid.chars().filter(char::is_ascii_hexdigit).take(8).collect();
-    process::run(
-        Command::new("mkfs.vfat").args(["-F", "32", "-s", "1", "-n", "BOOT", "-i", &serial]).arg(&esp),
-        TOOL_TIMEOUT,
-    )
-    .context("making the ESP (mkfs.vfat)")?;
+    write_fat_esp(content, &id.dir.root().join("esp.img"), disk, ESP_MIB, &["-s", "1", "-n", "BOOT", "-i", &serial])
+}
+
+/// An ESP of `mib` MiB: a FAT32 image (`mkfs.vfat -F 32` + `extra`) at
+/// `scratch`, filled from `content` with `mcopy`, then written into `disk`
+/// at 1 MiB.
+pub fn write_fat_esp(content: &Path, scratch: &Path, disk: &Path, mib: u64, extra: &[&str]) -> anyhow::Result<()> {
+    let esp = scratch;
+    let _ = fs::remove_file(esp);
+    fs::File::create(esp)?.set_len(mib * MIB)?;
+    process::run(Command::new("mkfs.vfat").args(["-F", "32"]).args(extra).arg(esp), TOOL_TIMEOUT)
+        .context("making the ESP (mkfs.vfat)")?;
     let mut mcopy = Command::new("mcopy");
-    mcopy.args(["-s", "-p", "-i"]).arg(&esp);
+    mcopy.args(["-s", "-p", "-i"]).arg(esp);
     for entry in fs::read_dir(content)? {
         mcopy.arg(entry?.path());
     }
@@ -283,6 +286,6 @@ fn write_esp(id: &HostIdentity<'_>, content: &Path, disk: &Path) -> anyhow::Resu
         TOOL_TIMEOUT,
     )
     .context("writing the ESP into the disk")?;
-    let _ = fs::remove_file(&esp);
+    let _ = fs::remove_file(esp);
     Ok(())
 }

@@ -28,7 +28,7 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/cache/fleetgate-lab";
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// Debian release and packages of the guest.
-const SUITE: &str = "bookworm";
+pub const SUITE: &str = "bookworm";
 const PACKAGES: &[&str] = &[
     // PID 1 and the device manager
     "systemd",
@@ -50,7 +50,8 @@ const PACKAGES: &[&str] = &[
     "grub2-common",
 ];
 /// Paths dpkg leaves out: documentation nobody reads on a test VM.
-const DPKG_EXCLUDES: &[&str] = &["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*"];
+pub const DPKG_EXCLUDES: &[&str] =
+    &["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*"];
 
 /// The guest's own files, the same on every host (see each one's comment).
 pub const GUEST_FILES: &[(&str, &str)] = &[
@@ -162,23 +163,30 @@ fn build(dir: &Path, tree: &Path) -> anyhow::Result<()> {
     if tree.exists() {
         fs::remove_dir_all(tree)?;
     }
+    debian_tree(PACKAGES, &partial).context("building the VM guest")?;
+    fs::rename(&partial, tree)?;
+    Ok(())
+}
+
+/// A Debian [`SUITE`] tree of `packages` at `target` by `mmdebstrap`
+/// (minbase, [`DPKG_EXCLUDES`] left out), without SSH host keys or a machine
+/// id: each machine made from it gets its own (or the old OS's).
+pub fn debian_tree(packages: &[&str], target: &Path) -> anyhow::Result<()> {
     let mut mmdebstrap = Command::new("mmdebstrap");
     mmdebstrap.args(["--variant=minbase", "--mode=root", "--format=directory", "--quiet"]);
-    mmdebstrap.arg(format!("--include={}", PACKAGES.join(",")));
+    mmdebstrap.arg(format!("--include={}", packages.join(",")));
     for exclude in DPKG_EXCLUDES {
         mmdebstrap.arg(format!("--dpkgopt=path-exclude={exclude}"));
     }
-    mmdebstrap.arg(SUITE).arg(&partial);
-    process::run(&mut mmdebstrap, BUILD_TIMEOUT).context("building the VM guest with mmdebstrap")?;
-    // Hosts get their own identity.
-    for entry in fs::read_dir(partial.join("etc/ssh"))? {
+    mmdebstrap.arg(SUITE).arg(target);
+    process::run(&mut mmdebstrap, BUILD_TIMEOUT).context("mmdebstrap")?;
+    for entry in fs::read_dir(target.join("etc/ssh"))? {
         let entry = entry?;
         if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
             fs::remove_file(entry.path())?;
         }
     }
-    fs::write(partial.join("etc/machine-id"), "")?;
-    fs::rename(&partial, tree)?;
+    fs::write(target.join("etc/machine-id"), "")?;
     Ok(())
 }
 

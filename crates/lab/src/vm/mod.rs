@@ -20,9 +20,12 @@
 
 pub mod assemble;
 pub mod console;
+pub mod debian_first;
 pub mod forward;
 pub mod grub_bios;
 pub mod image;
+pub mod kexec_installer;
+pub mod kexec_tarball;
 pub mod qemu;
 pub mod qmp;
 pub mod supervisor;

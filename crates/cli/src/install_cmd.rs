@@ -41,6 +41,10 @@ pub struct InstallArgs {
     /// Needed with the kexec phase.
     #[arg(long, value_name = "PATH|URL")]
     kexec: Option<String>,
+    /// Extra flags for `kexec --load`, passed to the tarball's `run` as
+    /// nixos-anywhere's `--kexec-extra-flags` (e.g. `--no-sync`).
+    #[arg(long, value_name = "FLAGS", default_value = "", allow_hyphen_values = true)]
+    kexec_extra_flags: String,
     /// Write a hardware report (boot.initrd.availableKernelModules for the
     /// root disk's chain) from the running OS's facts to this file.
     #[arg(long, value_name = "PATH")]
@@ -159,7 +163,8 @@ fn run_inner(args: &InstallArgs) -> Result<ExitCode, CliError> {
         ssh_options.extend(["-F".to_owned(), config.display().to_string()]);
     }
     ssh_options.extend(args.target.ssh_opts.iter().cloned());
-    let mut target = SshTarget::new(address, ssh_options, kexec, args.console_log.clone());
+    let mut target = SshTarget::new(address, ssh_options, kexec, args.console_log.clone())
+        .with_kexec_extra_flags(&args.kexec_extra_flags);
     let report = fleetgate_install::install(&mut target, &check, &plan, &mut Lines);
     if args.json {
         crate::exit::print_json(&serde_json::to_value(&report).unwrap_or_default());

@@ -117,6 +117,7 @@ pub struct SshTarget {
     options: Vec<String>,
     kexec: Option<KexecSource>,
     console_log: Option<PathBuf>,
+    kexec_extra_flags: String,
     ssh: Ssh,
     start: Instant,
 }
@@ -218,7 +219,16 @@ impl SshTarget {
         console_log: Option<PathBuf>,
     ) -> SshTarget {
         let ssh = Ssh::new(address.clone(), options.clone());
-        SshTarget { address, options, kexec, console_log, ssh, start: Instant::now() }
+        SshTarget { address, options, kexec, console_log, kexec_extra_flags: String::new(), ssh, start: Instant::now() }
+    }
+
+    /// Extra flags for `kexec --load`, handed to the tarball's `run` as its
+    /// `--kexec-extra-flags` (nixos-anywhere's flag of that name; `run` splits
+    /// them into words), e.g. `--no-sync` or `--kexec-syscall-auto`.
+    #[must_use]
+    pub fn with_kexec_extra_flags(mut self, flags: &str) -> SshTarget {
+        flags.clone_into(&mut self.kexec_extra_flags);
+        self
     }
 
     fn fresh(&self, connect: Duration) -> Ssh {
@@ -341,11 +351,7 @@ impl Target for SshTarget {
     }
 
     fn start_kexec(&mut self, timeout: Duration) -> Result<(), TargetError> {
-        let script = format!(
-            "cd {d} && TMPDIR={d} setsid --wait {d}/kexec/run-fleetgate --kexec-extra-flags ''",
-            d = q(KEXEC_DIR)
-        );
-        self.sh("the kexec tarball's run", &script, &[], None, timeout).map(|_| ())
+        self.sh("the kexec tarball's run", &start_script(&self.kexec_extra_flags), &[], None, timeout).map(|_| ())
     }
 
     fn wait_for_boot(&mut self, old_boot_id: &str, timeout: Duration) -> Waited {
@@ -500,9 +506,32 @@ impl SystemCheck for BuiltSystem {
     }
 }
 
+/// How the tarball's `run` is started: in its directory, in a session of its
+/// own (nixos-anywhere's `setsid --wait`), the extra flags as one argument.
+fn start_script(kexec_extra_flags: &str) -> String {
+    format!(
+        "cd {d} && TMPDIR={d} setsid --wait {d}/kexec/run-fleetgate --kexec-extra-flags {f}",
+        d = q(KEXEC_DIR),
+        f = q(kexec_extra_flags)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// nixos-anywhere's `--kexec-extra-flags`: one argument to `run`, which
+    /// splits it into words for `kexec --load`; nothing reaches the shell here.
+    #[test]
+    fn kexec_extra_flags_reach_run_as_one_quoted_argument() {
+        assert!(start_script("").ends_with("/root/kexec/kexec/run-fleetgate --kexec-extra-flags ''"));
+        assert!(start_script("--no-sync").ends_with("--kexec-extra-flags --no-sync"));
+        assert!(
+            start_script("--no-sync; reboot").ends_with("--kexec-extra-flags '--no-sync; reboot'"),
+            "{}",
+            start_script("--no-sync; reboot")
+        );
+    }
 
     #[test]
     fn looks_and_disk_users_parse() {

@@ -51,6 +51,8 @@ struct Machine {
 impl Machine {
     fn boot(lab: &LabGuard) -> Machine {
         let dir = tempfile::Builder::new().prefix("fleetgate-install-vm-").tempdir().expect("scratch");
+        // Who owns it: scripts/test sweeps the dirs of killed tests (a 1.7 GB disk each).
+        std::fs::write(dir.path().join("owner.pid"), std::process::id().to_string()).expect("owner.pid");
         let image = image::ensure(&mut |line| eprintln!("{line}")).expect("the guest image");
         let kernel = DebianKernel::of_this_machine().expect("Debian's kernel");
         let client_key = fleetgate_lab::ssh_setup::client_key(lab.dir()).expect("client key");

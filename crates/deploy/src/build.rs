@@ -104,25 +104,20 @@ fn record(built: &mut Built, host: &str, e: &Evaluated) {
 }
 
 fn one_by_one(nix: &Nix, todo: &[(String, Evaluated)], parallel: usize, built: &mut Built) {
-    let queue = Mutex::new(todo.iter());
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..parallel.min(todo.len()) {
-            s.spawn(|| {
-                loop {
-                    let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
-                    let Some((host, e)) = next else { break };
-                    let result = nix.realise(std::slice::from_ref(&e.drv)).map_err(|e| e.to_string());
-                    results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((host, e, result));
-                }
-            });
-        }
+    let results = Mutex::new(BTreeMap::new());
+    crate::fleet::in_parallel(todo, parallel, |(host, e)| {
+        let result = nix.realise(std::slice::from_ref(&e.drv)).map_err(|e| e.to_string());
+        results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(host.clone(), result);
     });
-    for (host, e, result) in results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
-        match result {
-            Ok(_) => record(built, host, e),
-            Err(why) => {
+    let mut results = results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (host, e) in todo {
+        match results.remove(host) {
+            Some(Ok(_)) => record(built, host, e),
+            Some(Err(why)) => {
                 built.failed.insert(host.clone(), format!("its system does not build: {why}"));
+            }
+            None => {
+                built.failed.insert(host.clone(), "its build was never started".to_owned());
             }
         }
     }

@@ -30,29 +30,41 @@ pub(crate) struct Captured {
     pub(crate) overflowed: bool,
 }
 
+/// Reads `pipe` in chunks to its end, or until `take` says stop (returns false).
+fn read_chunks(mut pipe: impl Read, mut take: impl FnMut(&[u8]) -> bool) {
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        match pipe.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !take(&chunk[..n]) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Reads standard output up to `cap` bytes; past it kills `group` and stops.
 pub(crate) fn stdout_reader<R: Read + Send + 'static>(
     pipe: Option<R>,
     group: Option<Pid>,
     cap: usize,
 ) -> Option<JoinHandle<Captured>> {
-    pipe.map(|mut p| {
+    pipe.map(|p| {
         std::thread::spawn(move || {
             let mut out = Captured::default();
-            let mut chunk = vec![0u8; 64 << 10];
-            loop {
-                match p.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) if out.bytes.len() + n > cap => {
-                        out.overflowed = true;
-                        if let Some(group) = group {
-                            let _ = rustix::process::kill_process_group(group, Signal::KILL);
-                        }
-                        break;
+            read_chunks(p, |chunk| {
+                if out.bytes.len() + chunk.len() > cap {
+                    out.overflowed = true;
+                    if let Some(group) = group {
+                        let _ = rustix::process::kill_process_group(group, Signal::KILL);
                     }
-                    Ok(n) => out.bytes.extend_from_slice(&chunk[..n]),
+                    return false;
                 }
-            }
+                out.bytes.extend_from_slice(chunk);
+                true
+            });
             out
         })
     })
@@ -60,16 +72,13 @@ pub(crate) fn stdout_reader<R: Read + Send + 'static>(
 
 /// Reads standard error to its end, keeping the last [`STDERR_KEEP`] bytes.
 pub(crate) fn stderr_reader<R: Read + Send + 'static>(pipe: Option<R>) -> Option<JoinHandle<Vec<u8>>> {
-    pipe.map(|mut p| {
+    pipe.map(|p| {
         std::thread::spawn(move || {
             let mut kept = Vec::new();
-            let mut chunk = vec![0u8; 64 << 10];
-            loop {
-                match p.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => keep_tail(&mut kept, &chunk[..n]),
-                }
-            }
+            read_chunks(p, |chunk| {
+                keep_tail(&mut kept, chunk);
+                true
+            });
             kept
         })
     })

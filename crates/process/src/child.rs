@@ -5,14 +5,13 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-
-use crate::capture::{Captured, MAX_STDOUT, finished, join, keep_tail, line_reader, stderr_reader, stdout_reader};
-use crate::live::LiveGroup;
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 use wait_timeout::ChildExt as _;
 
+use crate::capture::{Captured, MAX_STDOUT, finished, join, keep_tail, line_reader, stderr_reader, stdout_reader};
+use crate::live::LiveGroup;
 use crate::{Output, ProcessError};
 
 /// How many trailing lines of stderr an error keeps.

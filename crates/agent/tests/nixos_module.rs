@@ -15,10 +15,16 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository")
 }
 
+/// nixpkgs' lib: `$FLEETGATE_NIXPKGS_LIB`, else the workplace's copy beside the
+/// repository, else at its fixed place (a clone elsewhere, e.g. `git clone . /tmp/x`).
 fn nixpkgs_lib() -> PathBuf {
-    let lib = repo().join("../shared/nixpkgs-lib/lib");
-    assert!(lib.join("default.nix").exists(), "nixpkgs' lib is expected at {} (see its README)", lib.display());
-    lib
+    let candidates: Vec<PathBuf> = std::env::var_os("FLEETGATE_NIXPKGS_LIB")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([repo().join("../shared/nixpkgs-lib/lib"), PathBuf::from("/work/shared/nixpkgs-lib/lib")])
+        .collect();
+    let found = candidates.iter().find(|lib| lib.join("default.nix").exists());
+    found.cloned().unwrap_or_else(|| panic!("nixpkgs' lib is expected at one of {candidates:?} (see its README)"))
 }
 
 /// Evaluates the module with `user` (a NixOS module's text); Ok(JSON) or Err(Nix's stderr).

@@ -19,7 +19,10 @@
 //!   their `options` line, whatever their file name: `nixos-generation-N.conf`
 //!   (24.11/25.05), boot counting `…+T[-F].conf`, or master's content-hashed
 //!   `nixos-<hash>[+T].conf` (nixpkgs PR #447173). The entry id systemd-boot
-//!   uses drops the boot counter.
+//!   uses drops the boot counter. Which entry it boots by default is
+//!   [`crate::systemd_boot`]'s.
+
+pub use crate::systemd_boot::{SdBoot, SdEntry};
 
 /// The size of a GRUB environment block.
 pub const GRUBENV_SIZE: usize = 1024;
@@ -272,175 +275,9 @@ impl GrubMenu {
     }
 }
 
-/// A systemd-boot entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SdEntry {
-    /// The file name (`nixos-generation-3+2-1.conf`).
-    pub file: String,
-    /// The system it boots (`init=` of its `options`).
-    pub system: Option<String>,
-}
-
-impl SdEntry {
-    /// The entry id systemd-boot and `bootctl` use: the file name without
-    /// the boot counter (`+T` or `+T-F` before `.conf`).
-    #[must_use]
-    pub fn id(&self) -> String {
-        let stem = self.file.strip_suffix(".conf").unwrap_or(&self.file);
-        let base = match stem.rsplit_once('+') {
-            Some((b, counter)) if !counter.is_empty() && counter.split('-').all(|n| n.parse::<u32>().is_ok()) => b,
-            _ => stem,
-        };
-        format!("{base}.conf")
-    }
-
-    /// Whether a boot counter is in its name.
-    #[must_use]
-    pub fn counting(&self) -> bool {
-        self.id() != self.file
-    }
-}
-
-/// What the systemd-boot listing script printed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SdBoot {
-    /// The entries.
-    pub entries: Vec<SdEntry>,
-    /// `loader.conf`'s `default`.
-    pub conf_default: Option<String>,
-    /// Whether EFI variables can be written.
-    pub efivars: bool,
-    /// The `LoaderEntryDefault` fleetgate found before it pinned one, when it did.
-    pub pinned_before: Option<String>,
-}
-
-impl SdBoot {
-    /// Parses the listing (`entry<TAB>file<TAB>init`, `default<TAB>…`,
-    /// `efivars`, `pinned<TAB>…`).
-    #[must_use]
-    pub fn parse(text: &str) -> SdBoot {
-        let mut s = SdBoot::default();
-        for line in text.lines() {
-            let f: Vec<&str> = line.split('\t').collect();
-            match f.as_slice() {
-                ["entry", file, init] => s.entries.push(SdEntry {
-                    file: (*file).to_owned(),
-                    system: init.strip_suffix("/init").filter(|v| !v.is_empty()).map(str::to_owned),
-                }),
-                ["entry", file] => s.entries.push(SdEntry { file: (*file).to_owned(), system: None }),
-                ["default", d] => s.conf_default = Some((*d).trim().to_owned()),
-                ["efivars"] => s.efivars = true,
-                ["pinned", p] => s.pinned_before = Some((*p).to_owned()),
-                ["pinned"] => s.pinned_before = Some(String::new()),
-                _ => {}
-            }
-        }
-        s
-    }
-
-    /// The entry systemd-boot boots by default (`src/boot/boot.c`,
-    /// `config_select_default_entry`): the `LoaderEntryDefault` EFI variable
-    /// (`efi_default`) when it names an entry, else `loader.conf`'s `default`
-    /// — an id, or a glob whose last match in version order wins. `None`
-    /// when neither names an entry (systemd-boot would then take the first
-    /// of its own sort order, which fleetgate does not model: "cannot tell").
-    #[must_use]
-    pub fn default_entry(&self, efi_default: Option<&str>) -> Option<&SdEntry> {
-        if let Some(id) = efi_default.filter(|v| !v.is_empty()) {
-            if let Some(e) = self.entries.iter().find(|e| e.id() == id) {
-                return Some(e);
-            }
-        }
-        let pattern = self.conf_default.as_deref().filter(|d| !d.is_empty())?;
-        let with_conf = |p: &str| if p.ends_with(".conf") { p.to_owned() } else { format!("{p}.conf") };
-        if !pattern.contains(['*', '?', '[']) {
-            let id = with_conf(pattern);
-            return self.entries.iter().find(|e| e.id() == id);
-        }
-        self.entries
-            .iter()
-            .filter(|e| {
-                glob_match(pattern.as_bytes(), e.id().as_bytes())
-                    || glob_match(pattern.as_bytes(), e.id().trim_end_matches(".conf").as_bytes())
-            })
-            .max_by(|a, b| version_cmp(&a.id(), &b.id()))
-    }
-
-    /// The entry that boots `system` (without a boot counter first).
-    #[must_use]
-    pub fn entry_for(&self, system: &str) -> Option<&SdEntry> {
-        let mut m: Vec<&SdEntry> = self.entries.iter().filter(|e| e.system.as_deref() == Some(system)).collect();
-        m.sort_by_key(|e| (e.counting(), e.file.clone()));
-        m.into_iter().next()
-    }
-}
-
-/// `fnmatch` with `*` and `?` (systemd-boot's `efi_fnmatch` also has
-/// `[…]` classes; an entry id with one is compared literally here).
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    match (pattern.split_first(), text.split_first()) {
-        (None, _) => text.is_empty(),
-        (Some((b'*', rest)), _) => (0..=text.len()).any(|i| glob_match(rest, &text[i..])),
-        (Some((b'?', rest)), Some((_, t))) => glob_match(rest, t),
-        (Some((p, rest)), Some((c, t))) if p == c => glob_match(rest, t),
-        _ => false,
-    }
-}
-
-/// Version order of entry ids as systemd compares them
-/// (`strverscmp_improved`), simplified: runs of digits compare as numbers,
-/// everything else byte by byte.
-fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (a.first(), b.first()) {
-            (None, None) => return std::cmp::Ordering::Equal,
-            (None, Some(_)) => return std::cmp::Ordering::Less,
-            (Some(_), None) => return std::cmp::Ordering::Greater,
-            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
-                let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
-                let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
-                let (na, nb) = (trim_zeros(&a[..da]), trim_zeros(&b[..db]));
-                let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
-                if o != std::cmp::Ordering::Equal {
-                    return o;
-                }
-                (a, b) = (&a[da..], &b[db..]);
-            }
-            (Some(x), Some(y)) if x != y => return x.cmp(y),
-            _ => (a, b) = (&a[1..], &b[1..]),
-        }
-    }
-}
-
-fn trim_zeros(digits: &[u8]) -> &[u8] {
-    let zeros = digits.iter().take_while(|c| **c == b'0').count();
-    &digits[zeros..]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn systemd_boot_default_entry() {
-        let listing = "entry\tnixos-generation-9.conf\t/nix/store/a-nine/init\n\
-                       entry\tnixos-generation-10+3.conf\t/nix/store/b-ten/init\n\
-                       entry\tnixos-generation-2.conf\t/nix/store/c-two/init\n";
-        let system = |sd: &SdBoot, efi: Option<&str>| sd.default_entry(efi).and_then(|e| e.system.clone());
-        let exact = SdBoot::parse(&format!("{listing}default\tnixos-generation-9.conf\n"));
-        assert_eq!(system(&exact, None).as_deref(), Some("/nix/store/a-nine"));
-        // The EFI variable wins over loader.conf; an unknown id falls back to loader.conf.
-        assert_eq!(system(&exact, Some("nixos-generation-2.conf")).as_deref(), Some("/nix/store/c-two"));
-        assert_eq!(system(&exact, Some("gone.conf")).as_deref(), Some("/nix/store/a-nine"));
-        // A glob: the highest version matching (10 > 9 > 2), boot counter ignored.
-        let glob = SdBoot::parse(&format!("{listing}default\tnixos-generation-*\n"));
-        assert_eq!(system(&glob, None).as_deref(), Some("/nix/store/b-ten"));
-        // Nothing says: cannot tell.
-        assert_eq!(system(&SdBoot::parse(listing), None), None);
-        assert_eq!(version_cmp("a-010", "a-9"), std::cmp::Ordering::Greater);
-        assert!(glob_match(b"nixos-?-*.conf", b"nixos-a-1.conf") && !glob_match(b"x*", b"y"));
-    }
 
     fn grub_cfg(default: &str) -> String {
         format!(
@@ -514,21 +351,5 @@ mod tests {
         let mut big = Grubenv::default();
         big.set("x", &"y".repeat(2000));
         assert!(big.to_block().is_err());
-    }
-
-    #[test]
-    fn systemd_boot_entries_of_all_three_layouts() {
-        let listing = "entry\tnixos-generation-1.conf\t/nix/store/aaa-old/init\n\
-                       entry\tnixos-generation-2+3.conf\t/nix/store/bbb-mid/init\n\
-                       entry\tnixos-5f3a9c0e1b2d+2-1.conf\t/nix/store/ccc-new/init\n\
-                       entry\tmemtest86.conf\t\n\
-                       default\tnixos-*\nefivars\n";
-        let sd = SdBoot::parse(listing);
-        assert_eq!(sd.entry_for("/nix/store/aaa-old").map(SdEntry::id).as_deref(), Some("nixos-generation-1.conf"));
-        assert_eq!(sd.entry_for("/nix/store/bbb-mid").map(SdEntry::id).as_deref(), Some("nixos-generation-2.conf"));
-        assert_eq!(sd.entry_for("/nix/store/ccc-new").map(SdEntry::id).as_deref(), Some("nixos-5f3a9c0e1b2d.conf"));
-        assert!(sd.entry_for("/nix/store/ccc-new").is_some_and(SdEntry::counting));
-        assert_eq!(sd.conf_default.as_deref(), Some("nixos-*"));
-        assert!(sd.efivars && sd.pinned_before.is_none());
     }
 }

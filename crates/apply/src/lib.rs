@@ -31,6 +31,7 @@ pub mod reboot;
 pub mod remote;
 pub mod scripts;
 pub mod switch;
+pub mod systemd_boot;
 pub mod testing;
 
 pub use machine::{Machine, MachineError};

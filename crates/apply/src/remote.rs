@@ -197,13 +197,11 @@ impl<C: Connector> ScriptMachine<C> {
 
     fn sd_listing(&mut self, esp: &str) -> Result<SdBoot, MachineError> {
         let script = format!(
-            "{tools}esp={esp}\nfor e in \"$esp\"/loader/entries/*.conf; do\n  [ -e \"$e\" ] || continue\n  \
-             printf 'entry\\t%s\\t%s\\n' \"${{e##*/}}\" \"$(sed -n 's/^options.*init=\\([^ ]*\\).*/\\1/p' \"$e\" | head -n 1)\"\ndone\n\
-             d=$(sed -n 's/^default[[:space:]][[:space:]]*//p' \"$esp/loader/loader.conf\" 2>/dev/null | tail -n 1)\n\
-             printf 'default\\t%s\\n' \"$d\"\n[ -d {efi} ] && echo efivars\n\
+            "{tools}esp={esp}\n{listing}[ -d {efi} ] && echo efivars\n\
              p={pinned}\n[ -f \"$p\" ] && printf 'pinned\\t%s\\n' \"$(cat \"$p\")\"\nexit 0\n",
             tools = self.layout.tools(&[]),
             esp = q(&self.layout.at(esp)),
+            listing = crate::systemd_boot::listing_script(),
             efi = q(&self.layout.at("/sys/firmware/efi/efivars")),
             pinned = q(&self.layout.at(&format!("{STATE_DIR}/loader-default-before"))),
         );
@@ -276,7 +274,23 @@ impl<C: Connector> ScriptMachine<C> {
             return Ok(Armed::Cannot(format!("no systemd-boot entry boots the fallback {fallback}")));
         };
         let mut detail = format!("systemd-boot boots {new_id} once");
-        if sd.conf_default.as_deref() != Some(fallback_id.as_str()) || self.efi_default_before.clone().is_some() {
+        let pin = sd.conf_default.as_deref() != Some(fallback_id.as_str()) || self.efi_default_before.is_some();
+        // After a failed trial the default must be the fallback: with the
+        // pin, the EFI variable names it; without, loader.conf does. Checked
+        // before anything is written (`preferred` may say otherwise).
+        let efi_after = if pin { Some(fallback_id.as_str()) } else { None };
+        match sd.default_resolution(efi_after) {
+            Ok(e) if e.system.as_deref() == Some(fallback) => {}
+            Ok(e) => {
+                return Ok(Armed::Cannot(format!(
+                    "after a failed trial systemd-boot would boot {} ({}), not the fallback",
+                    e.id(),
+                    e.system.as_deref().unwrap_or("a system fleetgate cannot tell")
+                )));
+            }
+            Err(why) => return Ok(Armed::Cannot(format!("the default after a failed trial cannot be told: {why}"))),
+        }
+        if pin {
             // Remember what LoaderEntryDefault was, once, then pin the fallback.
             let save = format!(
                 "p={p}\nif [ ! -f \"$p\" ]; then mkdir -p \"${{p%/*}}\"; printf '%s' {before} > \"$p\"; fi\n",

@@ -266,6 +266,89 @@ fn systemd_boot_entries_found_by_init_in_all_three_layouts() {
     }
 }
 
+/// Current nixpkgs with boot counting (systemd-boot-builder.py, content-hash
+/// layout): entries named by content hash, `preferred nixos-<hash>.conf` and
+/// `default nixos-*` in loader.conf. The real listing script reads every
+/// entry's `version`/`sort-key`, both loader.conf keys and the version in
+/// the systemd-boot binary's `.sdmagic`; the default is then systemd-boot's,
+/// and a one-time boot is armed only when a failed trial lands on the fallback.
+#[test]
+fn systemd_boot_content_hashed_entries_with_preferred() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    let esp = tmp.path().join("boot");
+    let entries = esp.join("loader/entries");
+    fs::create_dir_all(&entries).expect("mkdir");
+    fs::create_dir_all(esp.join("EFI/systemd")).expect("mkdir");
+    fs::create_dir_all(tmp.path().join("sys/firmware/efi/efivars")).expect("mkdir");
+    // Names sort against their generations: only `version` orders them right.
+    for (file, sys, generation) in [("nixos-ffff0001.conf", &old, 1), ("nixos-0000aaaa+3.conf", &new, 2)] {
+        fs::write(
+            entries.join(file),
+            format!(
+                "title NixOS\nversion Generation {generation} NixOS 25.11, built on 2026-02-0{generation}\n\
+                 linux /EFI/nixos/k.efi\ninitrd /EFI/nixos/i.efi\n\
+                 options rdinit=/nope init={sys}/init loglevel=4\nmachine-id 0123\nsort-key nixos"
+            ),
+        )
+        .expect("w");
+    }
+    let loader = |version: &str| {
+        let mut bin = vec![0_u8; 4096];
+        bin.extend_from_slice(format!("#### LoaderInfo: systemd-boot {version} ####").as_bytes());
+        bin.extend_from_slice(&[0, 0x4d, 0x5a, b'\n', 7, 7]);
+        fs::write(esp.join("EFI/systemd/systemd-bootx64.efi"), bin).expect("w");
+    };
+    let conf = |preferred: &str| {
+        fs::write(esp.join("loader/loader.conf"), format!("timeout 5\npreferred {preferred}\ndefault nixos-*\n"))
+            .expect("w");
+    };
+    let log = tmp.path().join("bootctl.log");
+    exe(&Path::new(&old).join("sw/bin/bootctl"), &format!("#!/bin/sh\necho \"$*\" >> {}\n", log.display()));
+    let mut m = machine(tmp.path());
+    m.loader = Some(Loader::SystemdBoot { esp: "/boot".into() });
+
+    // systemd-boot 260 boots the preferred entry: the fallback, as the builder
+    // leaves it before a trial. Armed: the pin agrees with `preferred`.
+    loader("260.1");
+    conf("nixos-ffff0001.conf");
+    let default = m.boot_default().expect("read").expect("told");
+    assert_eq!((default.entry.as_str(), default.system.as_deref()), ("nixos-ffff0001.conf", Some(old.as_str())));
+    let armed = m.arm_once(&new, &old).expect("arm");
+    assert!(matches!(armed, Armed::Once { .. }), "{armed:?}");
+    assert_eq!(
+        fs::read_to_string(&log).expect("log"),
+        "set-default nixos-ffff0001.conf\nset-oneshot nixos-0000aaaa.conf\n"
+    );
+    m.disarm_once(&old).expect("disarm");
+    fs::remove_file(&log).expect("rm");
+
+    // An older systemd-boot ignores `preferred`: `default nixos-*` is the
+    // newest by version — generation 2, whatever its name.
+    loader("257.9");
+    let default = m.boot_default().expect("read").expect("told");
+    assert_eq!(default.system.as_deref(), Some(new.as_str()));
+
+    // `preferred` naming the new entry while the EFI pin would name the
+    // fallback: which wins on systemd-boot 260 is not known, so nothing is
+    // armed and nothing is written.
+    loader("260");
+    conf("nixos-0000aaaa.conf");
+    let armed = m.arm_once(&new, &old).expect("arm");
+    assert!(
+        matches!(&armed, Armed::Cannot(why) if why.contains("cannot be told") && why.contains("preferred")),
+        "{armed:?}"
+    );
+    assert!(!log.exists(), "bootctl was not called");
+    // No systemd-boot binary with a version: `preferred` may or may not
+    // count. Where it names what `default` picks anyway, the default is told;
+    // where it names another entry, it cannot be.
+    fs::remove_file(esp.join("EFI/systemd/systemd-bootx64.efi")).expect("rm");
+    assert_eq!(m.boot_default().expect("read").and_then(|d| d.system), Some(new.clone()));
+    conf("nixos-ffff0001.conf");
+    assert_eq!(m.boot_default().expect("read"), None);
+}
+
 /// Issue 10's race with the real scripts: the watchdog begins 2 s after
 /// the launcher returned (a slow `setsid`). The engine waits for it, the
 /// switch is confirmed, and the host stays on the new system past the

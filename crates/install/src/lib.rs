@@ -20,6 +20,7 @@
 //! A failure ends in a [`report::Standing`] — the state the machine is in —
 //! and the `--phases …` command that resumes ([`report::InstallReport`]).
 
+pub mod enrol;
 pub mod fake;
 pub mod hardware;
 pub mod kexec;

@@ -45,6 +45,7 @@ fn run(target: &mut FakeTarget, check: &Check) -> InstallReport {
         phases: Phases::default(),
         deadlines: Plan::default_deadlines(),
         nonce: Nonce::parse("00112233445566778899aabbccddeeff").expect("nonce"),
+        enrol: fleetgate_install::enrol::Enrolment::default(),
     };
     install(target, check, &plan, &mut Quiet)
 }

@@ -25,7 +25,7 @@ pub(crate) enum Progress {
     /// Plain lines on stderr.
     Plain(PlainLines<std::io::Stderr>),
     /// Live lines on the terminal.
-    Live(LivePhases),
+    Live(Box<LivePhases>),
 }
 
 impl Progress {
@@ -36,7 +36,7 @@ impl Progress {
         if json || !std::io::stderr().is_terminal() {
             Progress::Plain(PlainLines(std::io::stderr()))
         } else {
-            Progress::Live(LivePhases::new(LiveLines::stderr(PHASE_WIDTH)))
+            Progress::Live(Box::new(LivePhases::new(LiveLines::stderr(PHASE_WIDTH))))
         }
     }
 
@@ -44,7 +44,7 @@ impl Progress {
     pub(crate) fn observer(&mut self) -> &mut dyn Observer {
         match self {
             Progress::Plain(p) => p,
-            Progress::Live(l) => l,
+            Progress::Live(l) => l.as_mut(),
         }
     }
 

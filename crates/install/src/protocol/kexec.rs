@@ -2,12 +2,11 @@
 //! by a new boot id, the nonce in `/proc/cmdline`, the installer's kernel
 //! and no disk mounted.
 
-use super::run::Run;
+use super::run::{Run, may_lose_contact};
 use crate::phase::Phase;
 use crate::proof;
 use crate::report::Standing;
 use crate::stop::Stop;
-use crate::target::TargetError;
 
 impl Run<'_> {
     pub(super) fn kexec(&mut self) -> Result<Standing, Stop> {
@@ -23,17 +22,9 @@ impl Run<'_> {
         })?;
         self.installer_kernel = staged.kernel_release;
         self.doing("running the tarball's kexec/run");
-        match self.target.start_kexec(self.left()) {
-            Ok(()) | Err(TargetError::Lost(_)) => {}
-            Err(e) => {
-                return Err(Stop::failed(
-                    Standing::OldOsUntouched,
-                    format!("the kexec tarball's run failed: {e}"),
-                    Phase::Kexec,
-                    resume,
-                ));
-            }
-        }
+        may_lose_contact(self.target.start_kexec(self.left())).map_err(|e| {
+            Stop::failed(Standing::OldOsUntouched, format!("the kexec tarball's run failed: {e}"), Phase::Kexec, resume)
+        })?;
         self.doing("waiting for the installer to boot");
         let waited = self.target.wait_for_boot(&before.boot_id, self.left());
         let lines = proof::kexec(&before, &waited, &marker, self.installer_kernel.as_deref())

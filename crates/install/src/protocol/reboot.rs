@@ -2,12 +2,11 @@
 //! installed system, proven by a new boot id, `/run/booted-system` and its
 //! health.
 
-use super::run::Run;
+use super::run::{Run, may_lose_contact};
 use crate::phase::Phase;
 use crate::proof;
 use crate::report::Standing;
 use crate::stop::Stop;
-use crate::target::TargetError;
 
 impl Run<'_> {
     pub(super) fn reboot(&mut self) -> Result<Standing, Stop> {
@@ -22,17 +21,9 @@ impl Run<'_> {
             )
         })?;
         self.doing("rebooting");
-        match self.target.reboot(self.left()) {
-            Ok(()) | Err(TargetError::Lost(_)) => {}
-            Err(e) => {
-                return Err(Stop::failed(
-                    Standing::SystemInstalled,
-                    format!("reboot failed: {e}"),
-                    Phase::Reboot,
-                    "resume from reboot",
-                ));
-            }
-        }
+        may_lose_contact(self.target.reboot(self.left())).map_err(|e| {
+            Stop::failed(Standing::SystemInstalled, format!("reboot failed: {e}"), Phase::Reboot, "resume from reboot")
+        })?;
         self.doing("waiting for the first boot");
         let waited = self.target.wait_for_boot(&before.boot_id, self.left());
         let look = proof::first_boot(&before.boot_id, &waited, &system).map_err(|u| {

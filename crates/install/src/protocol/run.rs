@@ -12,7 +12,7 @@ use super::{Observer, Plan, SystemCheck};
 use crate::phase::Phase;
 use crate::report::{InstallReport, PhaseRecord, PhaseResult, Standing};
 use crate::stop::Stop;
-use crate::target::Target;
+use crate::target::{Target, TargetError};
 
 /// The run: what it learnt, and the report it builds.
 pub(super) struct Run<'a> {
@@ -27,6 +27,16 @@ pub(super) struct Run<'a> {
     pub(super) phase_start: Duration,
     pub(super) phase: Phase,
     pub(super) proof: Vec<String>,
+}
+
+/// The end of a step that may take the connection with it (the kexec, the
+/// reboot): a lost connection is what success looks like then, and the wait
+/// for the next boot judges what happened.
+pub(super) fn may_lose_contact(step: Result<(), TargetError>) -> Result<(), TargetError> {
+    match step {
+        Err(TargetError::Lost(_)) => Ok(()),
+        other => other,
+    }
 }
 
 /// The error findings of `report`, but those whose id starts with one of

@@ -82,3 +82,45 @@ impl LiveLines {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The screen's non-blank lines, the elapsed column (wall clock) cut out.
+    fn screen(term: &indicatif::InMemoryTerm) -> Vec<String> {
+        term.contents()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let time = words.iter().position(|w| w.ends_with('s') && w[..w.len() - 1].parse::<u64>().is_ok());
+                words
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| Some(*i) != time)
+                    .map(|(_, w)| *w)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    /// As `deploy` uses them: a line per host from the start, each updated
+    /// and finished on its own, in the order they were added.
+    #[test]
+    fn each_key_keeps_its_line_and_ends_with_its_mark() {
+        let term = indicatif::InMemoryTerm::new(10, 100);
+        let draw = ProgressDrawTarget::term_like(Box::new(term.clone()));
+        let mut lines = LiveLines::new(draw, 4, None);
+        lines.add("web1", "waiting");
+        lines.add("db1", "waiting");
+        lines.show("db1", "copy 1.0 MiB / 4.0 MiB");
+        lines.show("nope", "ignored");
+        lines.finish("web1", true, "switched");
+        assert_eq!(screen(&term), ["web1 ✔ switched", "⠁ db1 copy 1.0 MiB / 4.0 MiB"]);
+        lines.finish("db1", false, "rolled back: health check failed");
+        lines.abandon_unfinished();
+        assert_eq!(screen(&term), ["web1 ✔ switched", "db1 ✘ rolled back: health check failed"]);
+    }
+}

@@ -25,6 +25,7 @@ use fleetgate_transport::{Transport, shell_quote as q};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::ssh::transport_error;
 use crate::target::TargetError;
 
 /// At most this many files.
@@ -287,16 +288,19 @@ pub fn write(transport: &dyn Transport, root: &str, files: &[EnrolFile], timeout
         let path = format!("{root}{}", file.path);
         let parent = path.rsplit_once('/').map_or(root, |(d, _)| d);
         let mkdir = format!("umask 022; mkdir -p -- {}", q(parent));
-        let made = transport.run(&["sh", "-c", &mkdir], None, timeout).map_err(|e| TargetError::Lost(e.to_string()))?;
+        let made = transport.run(&["sh", "-c", &mkdir], None, timeout).map_err(|e| transport_error(&e))?;
         if !made.success() {
             return Err(TargetError::Failed(format!(
                 "creating {parent}: {}",
                 String::from_utf8_lossy(&made.stderr).trim()
             )));
         }
-        transport
-            .upload(&file.contents, Path::new(&path), file.mode, timeout)
-            .map_err(|e| TargetError::Failed(format!("writing {path}: {e}")))?;
+        transport.upload(&file.contents, Path::new(&path), file.mode, timeout).map_err(|e| {
+            match transport_error(&e) {
+                TargetError::Failed(why) => TargetError::Failed(format!("writing {path}: {why}")),
+                lost => lost,
+            }
+        })?;
     }
     Ok(())
 }
@@ -317,7 +321,7 @@ pub fn read_back(
         else printf 'missing\\t%s\\n' \"$f\"; fi\ndone\n";
     let mut argv = vec!["sh", "-c", script, "sh", root];
     argv.extend(files.iter().map(|f| f.path.as_str()));
-    let o = transport.run(&argv, None, timeout).map_err(|e| TargetError::Lost(e.to_string()))?;
+    let o = transport.run(&argv, None, timeout).map_err(|e| transport_error(&e))?;
     if !o.success() {
         return Err(TargetError::Failed(format!(
             "reading back the agent's files: {}",

@@ -123,7 +123,7 @@ pub struct SshTarget {
     start: Instant,
 }
 
-fn transport_error(e: &TransportError) -> TargetError {
+pub(crate) fn transport_error(e: &TransportError) -> TargetError {
     let line = e.to_string().lines().next().unwrap_or_default().to_owned();
     match e {
         TransportError::Unreachable { .. } | TransportError::Timeout { .. } => TargetError::Lost(line),

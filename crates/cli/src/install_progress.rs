@@ -205,4 +205,24 @@ mod tests {
             ]
         );
     }
+
+    /// A whole install against the fake target, drawn live: the phases that
+    /// ran, each with its mark, and the error that stopped it.
+    #[test]
+    fn a_terminal_shows_where_an_install_stopped() {
+        let term = indicatif::InMemoryTerm::new(20, 240);
+        let draw = indicatif::ProgressDrawTarget::term_like(Box::new(term.clone()));
+        let mut live = LivePhases::new(LiveLines::new(draw, PHASE_WIDTH, None));
+        let mut target = FakeTarget::new();
+        target.kexec = KexecEffect::Nothing;
+        install(&mut target, &FakeSystem::default(), &plan("kexec,disko,install,reboot"), &mut live);
+        live.lines.abandon_unfinished();
+        let shown = screen(&term);
+        assert_eq!(shown.len(), 2, "only the phases that ran: {shown:?}");
+        assert_eq!(shown[0], "pre-flight | ✔ proven (2 s)");
+        assert_eq!(
+            shown[1],
+            "kexec | ✘ failed (600 s): kexec reported success but the old OS still runs: boot id boot-1 unchanged, kernel 6.1.0-28-amd64, and `fleetgate.install=0123456789abcdef0123456789abcdef` is not in /proc/cmdline"
+        );
+    }
 }

@@ -9,14 +9,15 @@
 //! | PreFlight | with kexec: look + facts of the running OS; without: look (a `fleetgate.install=` marker: an installer fleetgate started) + the facts kept on it. `check` of the system against those facts; every fstab device against the layout; every layout disk exists; the new root's disk carries the old OS's root (its driver chain is what check judged) | no error finding but `root.*`/`switch.*` (judged by the layout here); every device created by a partition → Kexec | facts unreadable, blocking findings, a device the layout does not create, a missing disk, a new root on another disk (cannot judge), no marker, no kept facts → Refused (OldOsUntouched, or InstallerDisksUntouched/NotTheInstaller without kexec); resume: the same command once fixed |
 //! | Kexec | look (boot id) → stage tarball (marker in `run`) → `run` → wait for a new boot → keep the pre-flight facts on the installer | new boot id, marker in `/proc/cmdline`, installer's kernel, no disk mounted → Disko | stage/run failed → Failed (OldOsUntouched); same boot id → Failed (OldOsUntouched); no marker / other kernel → Failed (NotTheInstaller); a disk mounted → Failed (InstallerDisksUntouched); no answer → Unknown; resume `--phases kexec,…` |
 //! | Disko | what uses the layout's disks → copy the disko script → run it → facts + look | every fstab device resolves and is mounted under `/mnt` → Install | a disk in use → Refused (InstallerDisksUntouched, naming the holder), resume `--phases disko,…`; copy failed → Failed (InstallerDisksUntouched); disko failed → Failed (DisksPartlyWritten); proof failed → Failed (DisksWritten) |
-//! | Install | copy the closure into `/mnt` → `nixos-install --system` → the installed boot loader's default → `check` against the installer's facts with the old OS's disk chain | default entry boots the system; no error finding but `switch.*` and `root.fs-type-differs` (it compares with the installer's own root) → Reboot | copy/install failed → Failed (DisksWritten), resume `--phases install,reboot`; default not the system, or blocking findings → Failed (SystemInstalled: do not reboot) |
+//! | Install | copy the closure into `/mnt` → `nixos-install --system` → the installed boot loader's default → `check` against the installer's facts with the old OS's disk chain → with `Plan::enrol`: write the agent's files into `/mnt` → read them back | default entry boots the system; no error finding but `switch.*` and `root.fs-type-differs` (it compares with the installer's own root); every enrolled file reads back with the size, SHA-256, mode and owner sent → Reboot | copy/install failed → Failed (DisksWritten), resume `--phases install,reboot`; default not the system, or blocking findings → Failed (SystemInstalled: do not reboot); enrolment not written, not read back, or differing → Failed (SystemInstalled), resume `--phases install,reboot` |
 //! | Reboot | look (installer boot id) → reboot → wait for a new boot → health | new boot id, `/run/booted-system` = system, no marker, `is-system-running` = running → Installed (Booted) | reboot failed → Failed (SystemInstalled); same boot id → Failed (SystemInstalled); no answer / another system → Unknown + console tail; unhealthy → Failed (BootedUnhealthy) + console tail |
 //!
 //! One file per concept: this file has the plan, the traits the protocol
-//! depends on and the loop over the phases; [`run`] the bookkeeping of a run
-//! (deadlines, records, how a stop ends the report); then one file per
-//! phase, each a row of the table above: [`pre_flight`], [`kexec`],
-//! [`disko`], [`install`](mod@install), [`reboot`].
+//! depends on and the loop over the phases; `protocol/run.rs` the
+//! bookkeeping of a run (deadlines, records, how a stop ends the report);
+//! then one file per phase, each a row of the table above:
+//! `protocol/pre_flight.rs`, `kexec.rs`, `disko.rs`, `install.rs`,
+//! `reboot.rs`.
 
 mod disko;
 mod install;

@@ -245,45 +245,25 @@ fn show_progress(rx: &mpsc::Receiver<Event>, hosts: &[String], tty: bool) {
         }
         return;
     }
-    let multi = indicatif::MultiProgress::new();
-    let style = indicatif::ProgressStyle::with_template("{spinner} {prefix:<12} {elapsed:>4} {wide_msg}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-    let done_style = indicatif::ProgressStyle::with_template("  {prefix:<12} {elapsed:>4} {msg}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
     let width = hosts.iter().map(String::len).max().unwrap_or(8);
-    let bars: std::collections::BTreeMap<String, indicatif::ProgressBar> = hosts
-        .iter()
-        .map(|h| {
-            let bar = multi.add(indicatif::ProgressBar::new_spinner());
-            bar.set_style(style.clone());
-            bar.set_prefix(format!("{h:<width$}"));
-            bar.set_message("waiting");
-            bar.enable_steady_tick(Duration::from_millis(120));
-            (h.clone(), bar)
-        })
-        .collect();
+    let mut lines = crate::live_lines::LiveLines::stderr(width);
+    for host in hosts {
+        lines.add(host, "waiting");
+    }
     for event in rx {
-        let Some(bar) = bars.get(&event.host) else { continue };
+        let host = event.host.as_str();
         match event.kind {
-            EventKind::Phase(p) => bar.set_message(p.as_str().to_owned()),
-            EventKind::Info(text) => bar.set_message(text),
+            EventKind::Phase(p) => lines.show(host, p.as_str()),
+            EventKind::Info(text) => lines.show(host, text),
             EventKind::CopyProgress { done_bytes, expected_bytes } => {
-                bar.set_message(copy_progress_text(done_bytes, expected_bytes));
+                lines.show(host, copy_progress_text(done_bytes, expected_bytes));
             }
-            EventKind::Copied { bytes, paths } => bar.set_message(copied_text(bytes, paths)),
-            EventKind::Waiting { what, left_secs } => bar.set_message(waiting_text(&what, left_secs)),
-            EventKind::Finished { ok, summary } => {
-                // The whole line, wrapped rather than cut at the terminal's width.
-                bar.set_style(done_style.clone());
-                bar.finish_with_message(format!("{} {summary}", if ok { "✔" } else { "✘" }));
-            }
+            EventKind::Copied { bytes, paths } => lines.show(host, copied_text(bytes, paths)),
+            EventKind::Waiting { what, left_secs } => lines.show(host, waiting_text(&what, left_secs)),
+            EventKind::Finished { ok, summary } => lines.finish(host, ok, &summary),
         }
     }
-    for bar in bars.values() {
-        if !bar.is_finished() {
-            bar.abandon();
-        }
-    }
+    lines.abandon_unfinished();
 }
 
 /// One plain progress line: `[  12.3s] web1: copy`; `None` for the copy's

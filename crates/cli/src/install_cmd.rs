@@ -14,15 +14,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use fleetgate_check::FlakeHost;
+use fleetgate_install::enrol::{self, Enrolment};
 use fleetgate_install::hardware;
 use fleetgate_install::kexec::Nonce;
 use fleetgate_install::layout::{EVAL_APPLY, Layout};
-use fleetgate_install::protocol::Observer;
-use fleetgate_install::report::{PhaseRecord, PhaseResult};
 use fleetgate_install::ssh::{BuiltSystem, KexecSource, SshTarget};
 use fleetgate_install::{Phase, Phases, Plan};
 
 use crate::facts_cmd::{CliError, TargetArgs};
+use crate::install_progress::Progress;
 
 /// Arguments of `fleetgate install`.
 #[derive(Debug, clap::Args)]
@@ -62,6 +62,13 @@ pub struct InstallArgs {
     /// disko 1800, install 3600, reboot 900.
     #[arg(long = "phase-timeout", value_name = "PHASE=SECS", value_parser = parse_phase_timeout)]
     phase_timeouts: Vec<(Phase, u64)>,
+    /// Enrol the host for the pull agent (`fleetgate agent`): a directory
+    /// laid out as the new root (`etc/fleetgate/agent.toml`,
+    /// `var/lib/secrets/fleetgate-token`, …), as nixos-anywhere's
+    /// `--extra-files`. Each file is written owned by root, mode 0400 (0600
+    /// when its owner may write it here), and read back before the reboot.
+    #[arg(long, alias = "enroll-agent", value_name = "DIR")]
+    enrol_agent: Option<PathBuf>,
     /// Print the report as one JSON document (`format` 1).
     #[arg(long)]
     pub json: bool,
@@ -77,23 +84,6 @@ fn parse_phase_timeout(text: &str) -> Result<(Phase, u64), String> {
     match secs.parse::<u64>() {
         Ok(n) if n >= 1 => Ok((phase, n)),
         _ => Err(format!("{secs:?} is not a number of seconds (at least 1)")),
-    }
-}
-
-/// Progress: one plain line per phase event on stderr.
-struct Lines;
-
-impl Observer for Lines {
-    fn started(&mut self, phase: Phase) {
-        eprintln!("{phase}: started");
-    }
-    fn finished(&mut self, record: &PhaseRecord) {
-        match record.result {
-            PhaseResult::Skipped | PhaseResult::NotReached => {}
-            PhaseResult::Proven => eprintln!("{}: proven ({} s)", record.phase, record.seconds),
-            PhaseResult::Refused => eprintln!("{}: refused ({} s)", record.phase, record.seconds),
-            PhaseResult::Failed => eprintln!("{}: failed ({} s)", record.phase, record.seconds),
-        }
     }
 }
 
@@ -134,10 +124,31 @@ fn run_inner(args: &InstallArgs) -> Result<ExitCode, CliError> {
                 "run it before the kexec (`--phases kexec,…`), or with `fleetgate facts --target … --json` beforehand",
             ));
     }
+    let enrol = match &args.enrol_agent {
+        Some(dir) => {
+            if !phases.contains(Phase::Install) {
+                return Err(CliError::new(
+                    "--enrol-agent writes into the installed system: it needs the install phase",
+                )
+                .with_help("resume with `--phases install,reboot` (the copy and nixos-install are idempotent)"));
+            }
+            Enrolment::from_dir(dir).map_err(|e| CliError::new(format!("--enrol-agent: {e}")))?
+        }
+        None => Enrolment::default(),
+    };
     let (disko_script, system) = built_paths(args, &host)?;
     let layout = eval_layout(&host)?;
     let check = BuiltSystem::open(Path::new(&system))
         .map_err(|e| CliError::new(format!("cannot read the system {system}")).caused_by(e))?;
+    if !enrol.is_empty() {
+        let notes = enrol::check_against_system(&enrol, Path::new(&system))
+            .map_err(|e| CliError::new(format!("--enrol-agent: {e}")).with_help(
+                "put the token where the system's services.fleetgate.agent.tokenFile says, under a directory that persists (/var/lib/secrets, /etc)",
+            ))?;
+        for note in notes {
+            eprintln!("enrol-agent: {note}");
+        }
+    }
     if let Some(path) = &args.generate_hardware_config {
         write_hardware_report(args, &system, path)?;
     }
@@ -157,6 +168,7 @@ fn run_inner(args: &InstallArgs) -> Result<ExitCode, CliError> {
         phases,
         deadlines,
         nonce,
+        enrol,
     };
     let mut ssh_options = Vec::new();
     if let Some(config) = &args.target.ssh_config {
@@ -165,7 +177,9 @@ fn run_inner(args: &InstallArgs) -> Result<ExitCode, CliError> {
     ssh_options.extend(args.target.ssh_opts.iter().cloned());
     let mut target = SshTarget::new(address, ssh_options, kexec, args.console_log.clone())
         .with_kexec_extra_flags(&args.kexec_extra_flags);
-    let report = fleetgate_install::install(&mut target, &check, &plan, &mut Lines);
+    let mut progress = Progress::new(args.json);
+    let report = fleetgate_install::install(&mut target, &check, &plan, progress.observer());
+    progress.end();
     if args.json {
         crate::exit::print_json(&serde_json::to_value(&report).unwrap_or_default());
     } else {
@@ -260,5 +274,14 @@ mod tests {
         assert!(doc["error"].as_str().unwrap_or_default().contains("needs the kexec phase"), "{doc}");
         let doc = error_of(&[&[".#web1", "--kexec", "/nonexistent/k.tar.gz"][..], &t].concat());
         assert_eq!(doc["error"], "--kexec /nonexistent/k.tar.gz: no such file");
+        let doc =
+            error_of(&[&[".#web1", "--phases", "install", "--enrol-agent", "/nonexistent/agent"][..], &t].concat());
+        assert!(
+            doc["error"].as_str().unwrap_or_default().starts_with("--enrol-agent: cannot read /nonexistent/agent"),
+            "{doc}"
+        );
+        let doc =
+            error_of(&[&[".#web1", "--phases", "reboot", "--enrol-agent", "/nonexistent/agent"][..], &t].concat());
+        assert!(doc["error"].as_str().unwrap_or_default().contains("needs the install phase"), "{doc}");
     }
 }

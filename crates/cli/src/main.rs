@@ -20,6 +20,8 @@ mod help_defaults;
 mod history_cmd;
 mod history_render;
 mod install_cmd;
+mod install_progress;
+mod live_lines;
 mod resume_cmd;
 mod rollback_cmd;
 mod status_cmd;

@@ -8,7 +8,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fleetgate_facts::{BlockDevice, Device, DiskLink, Facts};
+use fleetgate_check::{Decision, Report};
+use fleetgate_facts::{BlockDevice, Device, DiskLink, Facts, Finding, Severity};
+use fleetgate_system::RootSpec;
+
+use crate::enrol::{EnrolFile, Enrolment, Found, ReadBack};
+use crate::kexec::Nonce;
+use crate::layout::Layout;
+use crate::phase::Phases;
+use crate::protocol::{Plan, SystemCheck};
 
 use crate::target::{DiskUser, Health, Look, MountLine, StagedKexec, Target, TargetError, Waited};
 
@@ -86,6 +94,10 @@ pub struct FakeTarget {
     pub installed: Option<String>,
     /// Whether disko ran (the disks were touched).
     pub disks_written: bool,
+    /// The agent's files written under `/mnt`, as they read back.
+    pub enrolled: BTreeMap<String, Found>,
+    /// Whether writing a file keeps only half of it (a full disk).
+    pub enrol_truncates: bool,
     clock: Duration,
     boots: u32,
 }
@@ -152,6 +164,8 @@ impl FakeTarget {
             marker: None,
             installed: None,
             disks_written: false,
+            enrolled: BTreeMap::new(),
+            enrol_truncates: false,
             clock: Duration::ZERO,
             boots: 1,
         }
@@ -353,6 +367,28 @@ impl Target for FakeTarget {
         Ok(self.boot_default.clone().unwrap_or_else(|| self.installed.clone()))
     }
 
+    fn enrol(&mut self, files: &[EnrolFile], _: Duration) -> Result<(), TargetError> {
+        self.step("enrol")?;
+        for file in files {
+            let mut written = file.clone();
+            if self.enrol_truncates {
+                written.contents.truncate(file.contents.len() / 2);
+            }
+            let found =
+                Found { size: written.contents.len() as u64, mode: file.mode, uid: 0, sha256: written.sha256() };
+            self.enrolled.insert(file.path.clone(), found);
+        }
+        Ok(())
+    }
+
+    fn read_back_enrolled(&mut self, files: &[EnrolFile], _: Duration) -> Result<Vec<ReadBack>, TargetError> {
+        self.step("read_back_enrolled")?;
+        Ok(files
+            .iter()
+            .map(|f| ReadBack { path: f.path.clone(), found: self.enrolled.get(&f.path).cloned() })
+            .collect())
+    }
+
     fn reboot(&mut self, _: Duration) -> Result<(), TargetError> {
         self.step("reboot")?;
         self.boots += 1;
@@ -378,5 +414,80 @@ impl Target for FakeTarget {
             BootEffect::Hangs(lines) => lines.clone(),
             _ => vec!["<<< NixOS Stage 2 >>>".into()],
         }
+    }
+}
+
+/// The system toplevel of [`plan`].
+pub const SYSTEM: &str = "/nix/store/s-nixos-system-web1-25.05";
+
+/// The system of the tests, its check scripted: findings by whether the
+/// facts are the old OS's (pre-flight) or the installer's (install's second
+/// check).
+pub struct FakeSystem {
+    /// The findings of the pre-flight check.
+    pub preflight: Vec<Finding>,
+    /// The findings of the install phase's check.
+    pub installed: Vec<Finding>,
+    /// The block devices its fstab needs.
+    pub needed: Vec<(String, RootSpec)>,
+}
+
+impl Default for FakeSystem {
+    fn default() -> FakeSystem {
+        FakeSystem {
+            preflight: Vec::new(),
+            installed: Vec::new(),
+            needed: vec![
+                ("/".into(), RootSpec::parse("/dev/disk/by-partlabel/disk-main-root")),
+                ("/boot".into(), RootSpec::parse("/dev/disk/by-partlabel/disk-main-ESP")),
+            ],
+        }
+    }
+}
+
+impl SystemCheck for FakeSystem {
+    fn check(&self, facts: &Facts, _: Duration) -> Report {
+        let findings = if facts.disk_links.is_empty() { self.preflight.clone() } else { self.installed.clone() };
+        let blocked = findings.iter().any(|f| f.severity == Severity::Error);
+        Report {
+            format: 1,
+            target: facts.target.clone(),
+            system: SYSTEM.into(),
+            current: None,
+            booted: None,
+            decision: if blocked { Decision::Blocked } else { Decision::Boot },
+            next_step: String::new(),
+            closure: None,
+            findings,
+        }
+    }
+
+    fn needed_devices(&self) -> Vec<(String, RootSpec)> {
+        self.needed.clone()
+    }
+}
+
+/// The disko layout of [`plan`]: `/dev/vda` with an ESP and a root labelled `nixos`.
+pub const LAYOUT: &str = r#"{"main":{"device":"/dev/vda","partitions":{
+    "ESP":{"type":"filesystem","format":"vfat","mountpoint":"/boot"},
+    "root":{"type":"filesystem","format":"ext4","mountpoint":"/","extraArgs":["-L","nixos"]}}}}"#;
+
+/// A plan to install [`SYSTEM`] with [`LAYOUT`] on `ssh://root@192.0.2.10`,
+/// the default deadlines, a fixed nonce, and these `--phases`.
+///
+/// # Panics
+/// When `phases` is not a valid `--phases` value (a test's mistake).
+#[must_use]
+pub fn plan(phases: &str) -> Plan {
+    Plan {
+        flake: ".#web1".into(),
+        target: "ssh://root@192.0.2.10".into(),
+        system: SYSTEM.into(),
+        disko_script: "/nix/store/d-disko".into(),
+        layout: Layout::parse(LAYOUT).expect("layout"),
+        phases: Phases::parse(phases).expect("phases"),
+        deadlines: Plan::default_deadlines(),
+        nonce: Nonce::parse("0123456789abcdef0123456789abcdef").expect("nonce"),
+        enrol: Enrolment::default(),
     }
 }

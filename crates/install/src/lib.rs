@@ -19,7 +19,12 @@
 //! against [`fake::FakeTarget`]. [`ssh::SshTarget`] is the real target.
 //! A failure ends in a [`report::Standing`] — the state the machine is in —
 //! and the `--phases …` command that resumes ([`report::InstallReport`]).
+//! A [`protocol::Observer`] hears each phase's start (with its deadline), its
+//! steps and its end, for the CLI's progress. [`enrol`] takes the pull
+//! agent's files (`--enrol-agent DIR`) and proves them written into the new
+//! system before its first boot.
 
+pub mod enrol;
 pub mod fake;
 pub mod hardware;
 pub mod kexec;

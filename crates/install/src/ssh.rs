@@ -25,6 +25,7 @@ use fleetgate_nix::{CopyOptions, Nix};
 use fleetgate_system::{RootSpec, SystemToplevel};
 use fleetgate_transport::{Output, Ssh, SshTarget as Address, Transport, TransportError, shell_quote as q};
 
+use crate::enrol::{self, EnrolFile, ReadBack};
 use crate::kexec::{self, DIR as KEXEC_DIR};
 use crate::protocol::SystemCheck;
 use crate::target::{DiskUse, DiskUser, Health, Look, MountLine, StagedKexec, Target, TargetError, Waited};
@@ -122,7 +123,7 @@ pub struct SshTarget {
     start: Instant,
 }
 
-fn transport_error(e: &TransportError) -> TargetError {
+pub(crate) fn transport_error(e: &TransportError) -> TargetError {
     let line = e.to_string().lines().next().unwrap_or_default().to_owned();
     match e {
         TransportError::Unreachable { .. } | TransportError::Timeout { .. } => TargetError::Lost(line),
@@ -425,6 +426,14 @@ impl Target for SshTarget {
         let env = Grubenv::parse(&env).map_err(|e| TargetError::Failed(format!("/mnt/boot/grub/grubenv: {e}")))?;
         let menu = GrubMenu::parse(&String::from_utf8_lossy(&cfg));
         Ok(menu.default_entry(&env).and_then(|e| e.system.clone()))
+    }
+
+    fn enrol(&mut self, files: &[EnrolFile], timeout: Duration) -> Result<(), TargetError> {
+        enrol::write(&self.ssh, "/mnt", files, timeout)
+    }
+
+    fn read_back_enrolled(&mut self, files: &[EnrolFile], timeout: Duration) -> Result<Vec<ReadBack>, TargetError> {
+        enrol::read_back(&self.ssh, "/mnt", files, timeout)
     }
 
     fn reboot(&mut self, timeout: Duration) -> Result<(), TargetError> {

@@ -9,6 +9,8 @@ use std::time::Duration;
 use fleetgate_facts::Facts;
 use serde::{Deserialize, Serialize};
 
+use crate::enrol::{EnrolFile, ReadBack};
+
 /// What a step on the target can end with, besides success.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
@@ -211,6 +213,17 @@ pub trait Target {
     /// # Errors
     /// [`TargetError`].
     fn installed_boot_default(&mut self, timeout: Duration) -> Result<Option<String>, TargetError>;
+    /// Writes the agent's files into the installed system's root (`/mnt`),
+    /// owned by root, each with its mode ([`crate::enrol`]).
+    ///
+    /// # Errors
+    /// [`TargetError`].
+    fn enrol(&mut self, files: &[EnrolFile], timeout: Duration) -> Result<(), TargetError>;
+    /// What those files are under `/mnt`, read back.
+    ///
+    /// # Errors
+    /// [`TargetError`].
+    fn read_back_enrolled(&mut self, files: &[EnrolFile], timeout: Duration) -> Result<Vec<ReadBack>, TargetError>;
     /// Unmounts `/mnt` and reboots.
     ///
     /// # Errors

@@ -2,78 +2,13 @@
 
 use std::time::Duration;
 
-use fleetgate_check::{Decision, Report};
-use fleetgate_facts::{Facts, Finding, Severity};
-use fleetgate_install::fake::{BootEffect, FakeTarget, KexecEffect, Running};
-use fleetgate_install::kexec::Nonce;
-use fleetgate_install::layout::Layout;
+use fleetgate_facts::{Finding, Severity};
+use fleetgate_install::fake::{BootEffect, FakeSystem as Scripted, FakeTarget, KexecEffect, Running, plan};
 use fleetgate_install::protocol::{Quiet, install};
 use fleetgate_install::report::PhaseResult;
 use fleetgate_install::target::{DiskUse, DiskUser, Health, MountLine, TargetError};
-use fleetgate_install::{InstallReport, Outcome, Phase, Phases, Plan, Standing, SystemCheck};
+use fleetgate_install::{InstallReport, Outcome, Phase, Standing};
 use fleetgate_system::RootSpec;
-
-const SYSTEM: &str = "/nix/store/s-nixos-system-web1-25.05";
-
-/// A system whose check is scripted: findings by whether the facts are the
-/// old OS's (pre-flight) or the installer's (install's second check).
-struct Scripted {
-    preflight: Vec<Finding>,
-    installed: Vec<Finding>,
-    needed: Vec<(String, RootSpec)>,
-}
-
-impl Default for Scripted {
-    fn default() -> Scripted {
-        Scripted {
-            preflight: Vec::new(),
-            installed: Vec::new(),
-            needed: vec![
-                ("/".into(), RootSpec::parse("/dev/disk/by-partlabel/disk-main-root")),
-                ("/boot".into(), RootSpec::parse("/dev/disk/by-partlabel/disk-main-ESP")),
-            ],
-        }
-    }
-}
-
-impl SystemCheck for Scripted {
-    fn check(&self, facts: &Facts, _: Duration) -> Report {
-        let findings = if facts.disk_links.is_empty() { self.preflight.clone() } else { self.installed.clone() };
-        let blocked = findings.iter().any(|f| f.severity == Severity::Error);
-        Report {
-            format: 1,
-            target: facts.target.clone(),
-            system: SYSTEM.into(),
-            current: None,
-            booted: None,
-            decision: if blocked { Decision::Blocked } else { Decision::Boot },
-            next_step: String::new(),
-            closure: None,
-            findings,
-        }
-    }
-
-    fn needed_devices(&self) -> Vec<(String, RootSpec)> {
-        self.needed.clone()
-    }
-}
-
-const LAYOUT: &str = r#"{"main":{"device":"/dev/vda","partitions":{
-    "ESP":{"type":"filesystem","format":"vfat","mountpoint":"/boot"},
-    "root":{"type":"filesystem","format":"ext4","mountpoint":"/","extraArgs":["-L","nixos"]}}}}"#;
-
-fn plan(phases: &str) -> Plan {
-    Plan {
-        flake: ".#web1".into(),
-        target: "ssh://root@192.0.2.10".into(),
-        system: SYSTEM.into(),
-        disko_script: "/nix/store/d-disko".into(),
-        layout: Layout::parse(LAYOUT).expect("layout"),
-        phases: Phases::parse(phases).expect("phases"),
-        deadlines: Plan::default_deadlines(),
-        nonce: Nonce::parse("0123456789abcdef0123456789abcdef").expect("nonce"),
-    }
-}
 
 fn run(target: &mut FakeTarget, check: &Scripted, phases: &str) -> InstallReport {
     install(target, check, &plan(phases), &mut Quiet)
@@ -414,4 +349,101 @@ fn stopping_after_disko_says_what_remains() {
     assert_eq!(r.outcome, Outcome::Installed);
     assert_eq!(r.standing, Standing::DisksWritten);
     assert!(r.next_step.ends_with("--phases install,reboot"), "{}", r.next_step);
+}
+
+fn enrolment() -> fleetgate_install::enrol::Enrolment {
+    let file = |path: &str, mode, contents: &[u8]| fleetgate_install::enrol::EnrolFile {
+        path: path.into(),
+        mode,
+        contents: contents.to_vec(),
+    };
+    fleetgate_install::enrol::Enrolment::new(vec![
+        file("/etc/fleetgate/agent.toml", 0o600, b"host = \"web1\"\n"),
+        file("/var/lib/secrets/fleetgate-token", 0o400, b"s3cret\n"),
+    ])
+    .expect("valid")
+}
+
+#[test]
+fn the_agent_s_files_are_written_and_read_back_before_the_reboot() {
+    let mut t = FakeTarget::new();
+    let mut p = plan(ALL);
+    p.enrol = enrolment();
+    let r = install(&mut t, &Scripted::default(), &p, &mut Quiet);
+    assert_eq!(r.outcome, Outcome::Installed, "{}", r.human());
+    let proof = &r.phases[3].proof;
+    assert!(
+        proof.iter().any(|l| l.starts_with("agent enrolment: /var/lib/secrets/fleetgate-token read back, 7 bytes")),
+        "{proof:?}"
+    );
+    let read_back = t.calls.iter().position(|c| c == "read_back_enrolled").expect("read back");
+    assert!(read_back < t.calls.iter().position(|c| c == "reboot").expect("reboot"), "{:?}", t.calls);
+    assert_eq!(t.enrolled["/var/lib/secrets/fleetgate-token"].mode, 0o400);
+}
+
+#[test]
+fn an_enrolment_that_does_not_read_back_stops_before_the_reboot() {
+    let mut t = FakeTarget::new();
+    t.enrol_truncates = true;
+    let mut p = plan(ALL);
+    p.enrol = enrolment();
+    let r = install(&mut t, &Scripted::default(), &p, &mut Quiet);
+    assert_eq!(r.outcome, Outcome::Failed);
+    assert_eq!(r.standing, Standing::SystemInstalled);
+    assert_eq!(result_of(&r, Phase::Install), PhaseResult::Failed);
+    let error = r.phases[3].error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("agent enrolment not proven: /etc/fleetgate/agent.toml read back differs; 7 bytes"),
+        "{error}"
+    );
+    assert!(!t.called("reboot"), "never rebooted: {:?}", t.calls);
+    assert_eq!(
+        r.resume.as_deref(),
+        Some("fleetgate install .#web1 --target ssh://root@192.0.2.10 --phases install,reboot")
+    );
+
+    let mut t = FakeTarget::new();
+    t.fail.insert("enrol", TargetError::Failed("No space left on device".into()));
+    let r = install(&mut t, &Scripted::default(), &p, &mut Quiet);
+    assert_eq!(r.standing, Standing::SystemInstalled);
+    assert_eq!(r.phases[3].error.as_deref(), Some("writing the agent's files into /mnt: No space left on device"));
+    assert!(!t.called("reboot"));
+}
+
+/// What an observer hears: each phase's start with its deadline, its steps, its end.
+#[derive(Default)]
+struct Heard(Vec<String>);
+
+impl fleetgate_install::protocol::Observer for Heard {
+    fn started(&mut self, phase: Phase, deadline: Duration) {
+        self.0.push(format!("{phase} started, {} s", deadline.as_secs()));
+    }
+    fn doing(&mut self, phase: Phase, what: &str) {
+        self.0.push(format!("{phase}: {what}"));
+    }
+    fn finished(&mut self, record: &fleetgate_install::report::PhaseRecord) {
+        self.0.push(format!("{} {:?}", record.phase, record.result));
+    }
+}
+
+#[test]
+fn the_observer_hears_each_step_against_the_phase_s_deadline() {
+    let mut heard = Heard::default();
+    let mut p = plan("kexec");
+    p.deadlines[1] = Duration::from_secs(120);
+    install(&mut FakeTarget::new(), &Scripted::default(), &p, &mut heard);
+    let kexec: Vec<&str> = heard.0.iter().map(String::as_str).skip_while(|l| !l.starts_with("kexec")).take(7).collect();
+    assert_eq!(
+        kexec,
+        [
+            "kexec started, 120 s",
+            "kexec: looking at the target",
+            "kexec: staging the kexec tarball",
+            "kexec: running the tarball's kexec/run",
+            "kexec: waiting for the installer to boot",
+            "kexec: keeping the pre-flight facts on the installer",
+            "kexec Proven",
+        ]
+    );
+    assert_eq!(heard.0.last().map(String::as_str), Some("reboot Skipped"));
 }

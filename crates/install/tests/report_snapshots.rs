@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use fleetgate_check::{Decision, Report};
 use fleetgate_facts::{Facts, Finding, Severity};
+use fleetgate_install::enrol::{EnrolFile, Enrolment};
 use fleetgate_install::fake::{BootEffect, FakeTarget, KexecEffect};
 use fleetgate_install::kexec::Nonce;
 use fleetgate_install::layout::Layout;
@@ -35,6 +36,10 @@ impl SystemCheck for Check {
 }
 
 fn run(target: &mut FakeTarget, check: &Check) -> InstallReport {
+    run_enrolling(target, check, Enrolment::default())
+}
+
+fn run_enrolling(target: &mut FakeTarget, check: &Check, enrol: Enrolment) -> InstallReport {
     let plan = Plan {
         flake: ".#web1".into(),
         target: "ssh://root@192.0.2.10".into(),
@@ -45,6 +50,7 @@ fn run(target: &mut FakeTarget, check: &Check) -> InstallReport {
         phases: Phases::default(),
         deadlines: Plan::default_deadlines(),
         nonce: Nonce::parse("00112233445566778899aabbccddeeff").expect("nonce"),
+        enrol,
     };
     install(target, check, &plan, &mut Quiet)
 }
@@ -86,4 +92,13 @@ fn first_boot_hangs() {
     let r = run(&mut t, &Check(Vec::new()));
     insta::assert_snapshot!(r.human());
     insta::assert_snapshot!("first_boot_hangs_json", r.to_json());
+}
+
+#[test]
+fn installed_and_enrolled_for_the_agent() {
+    let token =
+        EnrolFile { path: "/var/lib/secrets/fleetgate-token".into(), mode: 0o400, contents: b"s3cret\n".to_vec() };
+    let r = run_enrolling(&mut FakeTarget::new(), &Check(Vec::new()), Enrolment::new(vec![token]).expect("valid"));
+    insta::assert_snapshot!(r.human());
+    insta::assert_snapshot!("installed_and_enrolled_for_the_agent_json", r.to_json());
 }

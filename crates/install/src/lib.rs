@@ -20,13 +20,18 @@
 //! A failure ends in a [`report::Standing`] — the state the machine is in —
 //! and the `--phases …` command that resumes ([`report::InstallReport`]).
 
+pub mod boot_wait;
+pub mod built_system;
+pub mod escalation;
 pub mod fake;
 pub mod hardware;
 pub mod kexec;
+pub mod kexec_source;
 pub mod layout;
 pub mod phase;
 pub mod proof;
 pub mod protocol;
+pub mod remote_scripts;
 pub mod report;
 pub mod ssh;
 mod stop;

@@ -205,8 +205,30 @@ fn add_sudo_user(root: &Path, client_key: &str) -> anyhow::Result<()> {
             find().context("apt-get download left no sudo_*.deb")?
         }
     };
-    process::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root), TOOL_TIMEOUT)
+    // Unpacked aside first: the package still ships `./lib/systemd/…`, and
+    // extracted over the merged-/usr tree it would replace the `/lib`
+    // symlink with a directory (dpkg itself follows it).
+    let unpacked = root.with_extension("sudo-deb");
+    let _ = fs::remove_dir_all(&unpacked);
+    process::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked), TOOL_TIMEOUT)
         .context("unpacking sudo (dpkg-deb -x)")?;
+    for top in ["bin", "sbin", "lib"] {
+        if unpacked.join(top).is_dir() {
+            let usr = root.join("usr").join(top);
+            process::run(
+                Command::new("cp").args(["-a", "--reflink=auto"]).arg(unpacked.join(top).join(".")).arg(&usr),
+                TOOL_TIMEOUT,
+            )
+            .with_context(|| format!("copying sudo's /{top} into /usr/{top}"))?;
+            fs::remove_dir_all(unpacked.join(top))?;
+        }
+    }
+    for entry in fs::read_dir(&unpacked)? {
+        let entry = entry?.path();
+        process::run(Command::new("cp").args(["-a", "--reflink=auto"]).arg(&entry).arg(root), TOOL_TIMEOUT)
+            .with_context(|| format!("copying sudo's {}", entry.display()))?;
+    }
+    fs::remove_dir_all(&unpacked)?;
     let sudo = root.join("usr/bin/sudo");
     std::os::unix::fs::chown(&sudo, Some(0), Some(0))?;
     fs::set_permissions(&sudo, fs::Permissions::from_mode(0o4755))?;

@@ -153,7 +153,7 @@ pub fn listing_script() -> &'static str {
      for b in \"$esp\"/EFI/systemd/systemd-boot*.efi \"$esp\"/EFI/BOOT/BOOT*.EFI; do\n  \
        [ -f \"$b\" ] || continue\n  \
        m=$(grep -a -o -m 1 '#### LoaderInfo: systemd-boot [^ ]* ####' \"$b\" 2>/dev/null | tail -n 1)\n  \
-       [ -n \"$m\" ] && printf 'loader\\t%s\\n' \"$m\"\n\
+       if [ -n \"$m\" ]; then printf 'loader\\t%s\\n' \"$m\"; fi\n\
      done\n"
 }
 
@@ -511,6 +511,44 @@ mod tests {
         assert_eq!(sd.conf_preferred, None);
         assert_eq!(sd.loader_versions, [""]);
         assert!(sd.efivars && sd.pinned_before.as_deref() == Some(""));
+    }
+
+    /// The script itself, on this machine's `sh`/`awk`/`grep`: every line
+    /// kind, and exit 0 when the last binary on the ESP is not systemd-boot
+    /// (a shim as `BOOTX64.EFI`) — the installer runs it alone.
+    #[test]
+    fn listing_script_reads_an_esp() {
+        let esp = tempfile::tempdir().expect("tmp");
+        let p = |rel: &str| esp.path().join(rel);
+        for d in ["loader/entries", "EFI/systemd", "EFI/BOOT"] {
+            std::fs::create_dir_all(p(d)).expect("mkdir");
+        }
+        std::fs::write(p("loader/loader.conf"), "timeout 5\ndefault a\ndefault nixos-*\npreferred nixos-x.conf\n")
+            .expect("w");
+        std::fs::write(
+            p("loader/entries/nixos-x+2-1.conf"),
+            "title NixOS\nversion Generation 7 x\noptions rdinit=/r init=/nix/store/first/init init=/nix/store/last/init q\n\
+             options init=/nix/store/second-line/init\nsort-key nixos",
+        )
+        .expect("w");
+        std::fs::write(p("loader/entries/memtest.conf"), "title memtest\nefi /memtest.efi\n").expect("w");
+        let mut sd_boot = b"MZ\0\0".to_vec();
+        sd_boot.extend_from_slice(b"#### LoaderInfo: systemd-boot 257.9 ####\0more");
+        std::fs::write(p("EFI/systemd/systemd-bootx64.efi"), sd_boot).expect("w");
+        std::fs::write(p("EFI/BOOT/BOOTX64.EFI"), b"MZ shim, no magic").expect("w");
+        let script = format!("esp='{}'\n{}", esp.path().display(), listing_script());
+        let out = std::process::Command::new("sh").args(["-c", &script]).output().expect("sh");
+        assert!(out.status.success(), "{out:?}");
+        let sd = SdBoot::parse(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(sd.entries.len(), 2, "{sd:?}");
+        let x = sd.entries.iter().find(|e| e.file == "nixos-x+2-1.conf").expect("x");
+        // The last init= of the first options line (what the kernel takes), never rdinit=.
+        assert_eq!(x.system.as_deref(), Some("/nix/store/last"));
+        assert_eq!((x.version.as_deref(), x.sort_key.as_deref()), (Some("Generation 7 x"), Some("nixos")));
+        assert_eq!(sd.conf_default.as_deref(), Some("nixos-*"));
+        assert_eq!(sd.conf_preferred.as_deref(), Some("nixos-x.conf"));
+        assert_eq!(sd.loader_versions, ["257.9"]);
+        assert_eq!(sd.entries.iter().find(|e| e.file == "memtest.conf").map(|e| e.system.clone()), Some(None));
     }
 
     /// `strverscmp_improved`'s own examples, oldest to newest (the comment

@@ -125,15 +125,21 @@ impl Machine {
         self.sh("cat /proc/sys/kernel/random/boot_id; sfdisk --dump /dev/vda; findmnt -n -o SOURCE,FSTYPE /; ls -d /root/kexec 2>/dev/null || true")
     }
 
-    /// `fleetgate install` against this machine.
+    /// `fleetgate install` against this machine, as root.
     fn install(&self, flake: &str, system: &str, disko: &str, extra: &[&str]) -> (i32, Value, String) {
+        self.install_as("root", flake, system, disko, extra)
+    }
+
+    /// `fleetgate install` against this machine as `user` (`ssh://user@debian`).
+    fn install_as(&self, user: &str, flake: &str, system: &str, disko: &str, extra: &[&str]) -> (i32, Value, String) {
+        let target = format!("ssh://{user}@debian");
         let ssh_config = self.ssh_config().display().to_string();
         let console = self.vm.console().display().to_string();
         let mut args = vec![
             "install",
             flake,
             "--target",
-            "ssh://root@debian",
+            &target,
             "--ssh-config",
             &ssh_config,
             "--store-paths",
@@ -233,6 +239,36 @@ fn kexec_that_does_nothing(machine: &Machine) -> PathBuf {
     out
 }
 
+/// The initrd modules a `--generate-hardware-config` report names.
+fn report_modules(report: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(report).expect("the hardware report was written");
+    assert!(text.contains("\"virtio_blk\""), "{text}");
+    text.split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|m| m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `boot.initrd.postDeviceCommands` that wait for a disk this machine does
+/// not have (a pool's second disk, say), printing what NixOS's stage 1
+/// prints while it waits: the first boot hangs in stage 1, which no check of
+/// the system against the hardware can foresee.
+const STAGE1_HANG: &str = "while [ ! -e /dev/disk/by-id/virtio-fleetgate-data ]; do
+  \
+    echo 'waiting for device /dev/disk/by-id/virtio-fleetgate-data to appear...'
+  sleep 5
+done";
+
+/// The kexec installer the lab builds from Debian packages (cached).
+fn installer(machine: &Machine) -> String {
+    let tarball = timed("the kexec installer (cached after the first build)", || {
+        fleetgate_lab::vm::kexec_installer::ensure(&machine.kernel, &mut |l| eprintln!("{l}")).expect("installer")
+    });
+    tarball.display().to_string()
+}
+
 fn finding<'a>(report: &'a Value, id: &str) -> Option<&'a Value> {
     report["findings"].as_array()?.iter().find(|f| f["id"] == id)
 }
@@ -262,8 +298,10 @@ fn install_vm_refusals_leave_the_old_os_untouched() {
     let driverless = system_with_modules(&lab, &["ahci".into(), "nvme".into(), "sd_mod".into()]);
     let hw = machine.dir.path().join("hardware.nix");
     let hw_arg = hw.display().to_string();
-    let (code, report, _) = timed("install, seed 000 (pre-flight refusal)", || {
-        machine.install(&flake, &driverless, &disko, &["--kexec", &noop_arg, "--generate-hardware-config", &hw_arg])
+    // As a login user who is not root (nixos-anywhere's sudo path).
+    let (code, report, _) = timed("install, seed 000 (pre-flight refusal, as admin through sudo)", || {
+        let extra = ["--kexec", &noop_arg, "--generate-hardware-config", &hw_arg];
+        machine.install_as(debian_first::SUDO_USER, &flake, &driverless, &disko, &extra)
     });
     assert_eq!(code, 1, "refused, state known: {report:#}");
     assert_eq!(report["outcome"], "refused", "{report:#}");
@@ -273,18 +311,14 @@ fn install_vm_refusals_leave_the_old_os_untouched() {
     let missing = finding(&report, "initrd.missing-modules").unwrap_or_else(|| panic!("no finding: {report:#}"));
     assert!(missing["message"].as_str().unwrap_or_default().contains("virtio_blk"), "{missing:#}");
     assert_eq!(machine.untouched_state(), before, "seed 000 touched the machine");
+    // Its facts were read as root: through sudo, as sudo's own log says.
+    let sudo_log = machine.sh("journalctl -q -o cat _COMM=sudo");
+    let user = debian_first::SUDO_USER;
+    assert!(sudo_log.lines().any(|l| l.contains(&format!("{user} : ")) && l.contains("USER=root")), "{sudo_log}");
 
     // The hardware report names the disk chain's drivers; built with them,
     // the system passes pre-flight.
-    let report_text = std::fs::read_to_string(&hw).expect("the hardware report was written");
-    assert!(report_text.contains("\"virtio_blk\""), "{report_text}");
-    let modules: Vec<String> = report_text
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .filter(|m| m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        .map(str::to_owned)
-        .collect();
+    let modules = report_modules(&hw);
     let with_report = system_with_modules(&lab, &modules);
 
     // Seed 001: the kexec "succeeds" and the machine stays in Debian.
@@ -303,6 +337,28 @@ fn install_vm_refusals_leave_the_old_os_untouched() {
     // nothing else changed.
     let after = machine.untouched_state();
     assert_eq!(after.replace("/root/kexec\n", ""), before, "seed 001 touched the disks or rebooted");
+
+    // A full install whose first boot hangs in stage 1: every phase before
+    // the reboot proven, then no answer by the reboot's deadline: state
+    // unknown (exit 3), the stage-1 lines from the serial console in the
+    // report, and what to do next.
+    let tarball = installer(&machine);
+    let hang = vm_system(&lab, |web1| STAGE1_HANG.clone_into(&mut web1.initrd_post_device_commands));
+    let (code, report, _) = timed("install, first boot hangs in stage 1 (reboot deadline 150 s)", || {
+        machine.install(&flake, &hang, &disko, &["--kexec", &tarball, "--phase-timeout", "reboot=150"])
+    });
+    assert_eq!(code, 3, "state unknown: {report:#}\nconsole:\n{}", machine.console());
+    assert_eq!(report["outcome"], "unknown", "{report:#}");
+    assert_eq!(report["standing"], "unknown", "{report:#}");
+    for proven in ["pre-flight", "kexec", "disko", "install"] {
+        assert_eq!(phase(&report, proven)["result"], "proven", "{proven}: {report:#}");
+    }
+    assert_eq!(phase(&report, "reboot")["result"], "failed", "{report:#}");
+    let tail = report["console_tail"].as_array().map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>());
+    let tail = tail.unwrap_or_default().join("\n");
+    assert!(tail.contains("waiting for device /dev/disk/by-id/virtio-fleetgate-data to appear"), "{report:#}");
+    assert!(report["next_step"].as_str().unwrap_or_default().contains("console"), "{report:#}");
+    assert!(machine.try_sh("true").is_none(), "the hung machine answered");
     drop(machine);
     assert_eq!(lab.down().expect("lab down"), Vec::<String>::new());
 }
@@ -313,8 +369,13 @@ fn vm_system(lab: &LabGuard, mutate: impl FnOnce(&mut fleetgate_lab::fixture::Ho
     let fleet = lab.fleet_dir();
     let mut knobs = FleetKnobs::load(&fleet).expect("knobs");
     let web1 = knobs.hosts.get_mut("web1").expect("web1");
-    web1.kernel_params.push(fleetgate_lab::fixture::SERIAL_KERNEL_PARAM.to_owned());
-    web1.kernel_params.extend(fleetgate_lab::fixture::VM_SPEED_KERNEL_PARAMS.iter().map(|p| (*p).to_owned()));
+    for param in std::iter::once(fleetgate_lab::fixture::SERIAL_KERNEL_PARAM)
+        .chain(fleetgate_lab::fixture::VM_SPEED_KERNEL_PARAMS)
+    {
+        if !web1.kernel_params.iter().any(|p| p == param) {
+            web1.kernel_params.push(param.to_owned());
+        }
+    }
     web1.system_tools = fleetgate_lab::fixture::VM_SYSTEM_TOOLS.iter().map(|t| (*t).to_owned()).collect();
     web1.esp_fs_type = Some("vfat".into());
     web1.loader_timeout = 1;
@@ -335,24 +396,37 @@ fn vm_system(lab: &LabGuard, mutate: impl FnOnce(&mut fleetgate_lab::fixture::Ho
 fn install_vm_kexec_mounted_disk_then_full_install() {
     let lab = LabGuard::up(&["web1=virtio,systemd-boot"]).expect("a lab to build the fixture");
     let machine = Machine::boot(&lab);
-    let tarball = timed("the kexec installer (cached after the first build)", || {
-        fleetgate_lab::vm::kexec_installer::ensure(&machine.kernel, &mut |l| eprintln!("{l}")).expect("installer")
-    });
-    let tarball_arg = tarball.display().to_string();
+    let tarball_arg = installer(&machine);
     let (flake, disko) = host_flake(machine.dir.path());
     let system = vm_system(&lab, |_| {});
     let old_boot = machine.sh("cat /proc/sys/kernel/random/boot_id");
 
-    let (code, report, _) = timed("install --phases kexec", || {
-        machine.install(&flake, &system, &disko, &["--kexec", &tarball_arg, "--phases", "kexec"])
+    // nixos-anywhere's non-root path: pre-flight and the kexec as `admin`
+    // through sudo. Root's own key is gone first, so the installer's root
+    // answers only because `run`, started through sudo, carried
+    // $SUDO_USER's keys (nixos-images' kexec-run.sh); the hardware report is
+    // written for seed 000's fix.
+    machine.sh("rm /root/.ssh/authorized_keys");
+    let hw = machine.dir.path().join("hardware.nix");
+    let hw_arg = hw.display().to_string();
+    let (code, report, _) = timed("install --phases kexec (as admin through sudo)", || {
+        let extra = ["--kexec", &tarball_arg, "--phases", "kexec", "--generate-hardware-config", &hw_arg];
+        machine.install_as(debian_first::SUDO_USER, &flake, &system, &disko, &extra)
     });
     assert_eq!(code, 0, "{report:#}\nconsole:\n{}", machine.console());
+    assert_eq!(phase(&report, "pre-flight")["result"], "proven", "{report:#}");
     assert_eq!(phase(&report, "kexec")["result"], "proven", "{report:#}");
     assert_eq!(report["standing"], "installer-disks-untouched", "{report:#}");
     let installer = machine.sh("cat /proc/sys/kernel/random/boot_id; cat /proc/cmdline; hostname");
     assert_ne!(installer.lines().next(), old_boot.lines().next(), "a new boot");
     assert!(installer.contains("fleetgate.install="), "{installer}");
     assert!(installer.contains("nixos-installer"), "the installer answers, with the old OS's host key: {installer}");
+
+    // Seed 000's fix: the system built with the hardware report's modules
+    // is the one installed and booted below.
+    let fixed = vm_system(&lab, |web1| web1.available_kernel_modules = report_modules(&hw));
+    assert_ne!(fixed, system, "the report's modules make another initrd");
+    let system = fixed;
     let before = machine.sh("sfdisk --dump /dev/vda");
 
     // Something mounts a partition of the target disk: disko refuses.

@@ -25,7 +25,7 @@ use fleetgate_transport::{Transport, shell_quote as q};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::ssh::transport_error;
+use crate::remote_scripts::transport_error;
 use crate::target::TargetError;
 
 /// At most this many files.

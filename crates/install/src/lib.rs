@@ -24,14 +24,19 @@
 //! agent's files (`--enrol-agent DIR`) and proves them written into the new
 //! system before its first boot.
 
+pub mod boot_wait;
+pub mod built_system;
 pub mod enrol;
+pub mod escalation;
 pub mod fake;
 pub mod hardware;
 pub mod kexec;
+pub mod kexec_source;
 pub mod layout;
 pub mod phase;
 pub mod proof;
 pub mod protocol;
+pub mod remote_scripts;
 pub mod report;
 pub mod ssh;
 mod stop;

@@ -1,5 +1,4 @@
-//! The real target, over OpenSSH ([`fleetgate_transport::Ssh`]), and the
-//! real system check ([`BuiltSystem`]).
+//! The real target, over OpenSSH ([`fleetgate_transport::Ssh`]).
 //!
 //! What runs on the target follows nixos-anywhere (`src/nixos-anywhere.sh`)
 //! where it can: the kexec tarball unpacked under `/root/kexec` and run with
@@ -12,105 +11,39 @@
 //! answers with the key the operator already trusts); the reboot detached
 //! (`nixosReboot`). Every call has a deadline; the waits poll with their
 //! own (`wait_for_boot`), unlike nixos-anywhere's `until …; do sleep 5`.
+//!
+//! A login user who is not root (`ssh://admin@host`) is nixos-anywhere's
+//! `sudo`/`doas` path ([`crate::escalation`]): asked once, on the first call,
+//! how it becomes root; after the kexec the target is `root@host`.
+//!
+//! The pieces live beside it: the scripts that look at the target
+//! ([`crate::remote_scripts`]), the wait for a boot ([`crate::boot_wait`]),
+//! the tarball's source ([`crate::kexec_source`]) and the built system's
+//! check ([`crate::built_system`]).
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fleetgate_apply::bootloader::{GrubMenu, Grubenv, SdBoot};
-use fleetgate_check::Report;
 use fleetgate_facts::Facts;
 use fleetgate_nix::store_uri::StoreUri;
 use fleetgate_nix::{CopyOptions, Nix};
-use fleetgate_system::{RootSpec, SystemToplevel};
-use fleetgate_transport::{Output, Ssh, SshTarget as Address, Transport, TransportError, shell_quote as q};
+use fleetgate_transport::{Ssh, SshTarget as Address, Transport, shell_quote as q};
 
+use crate::boot_wait::MIN_PROBE;
+pub use crate::boot_wait::{Pacing, poll_for_boot};
+pub use crate::built_system::BuiltSystem;
 use crate::enrol::{self, EnrolFile, ReadBack};
+use crate::escalation::{self, Answerer, Elevated, Escalation, Reached};
 use crate::kexec::{self, DIR as KEXEC_DIR};
-use crate::protocol::SystemCheck;
-use crate::target::{DiskUse, DiskUser, Health, Look, MountLine, StagedKexec, Target, TargetError, Waited};
+pub use crate::kexec_source::{KexecSource, MAX_TARBALL};
+pub use crate::remote_scripts::parse_disk_users;
+use crate::remote_scripts::{DISK_USERS, LOOK, failed, parse_look, transport_error};
+use crate::target::{DiskUser, Health, Look, StagedKexec, Target, TargetError, Waited};
 
 /// Where the pre-flight facts are kept on the installer (a tmpfs).
 pub const KEPT_FACTS: &str = "/run/fleetgate/install/preflight-facts.json";
-/// The largest kexec tarball read from a local file.
-pub const MAX_TARBALL: u64 = 2 << 30;
-
-/// Where the kexec tarball comes from (`--kexec PATH|URL`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KexecSource {
-    /// A local file, streamed over SSH.
-    Path(PathBuf),
-    /// Downloaded by the target (`curl`, else `wget`), as nixos-anywhere does.
-    Url(String),
-}
-
-impl KexecSource {
-    /// `http(s)://…` is a URL, anything else a file.
-    ///
-    /// # Errors
-    /// A name that is not a tarball nixos-anywhere would take.
-    pub fn parse(text: &str) -> Result<KexecSource, String> {
-        if kexec::tar_flags(text).is_none() {
-            return Err(format!("{text:?} is not a .tar, .tar.gz, .tar.xz or .tar.zst (nixos-images' kexec tarball)"));
-        }
-        if text.starts_with("https://") || text.starts_with("http://") {
-            Ok(KexecSource::Url(text.to_owned()))
-        } else {
-            Ok(KexecSource::Path(PathBuf::from(text)))
-        }
-    }
-
-    fn name(&self) -> String {
-        match self {
-            KexecSource::Path(p) => p.to_string_lossy().into_owned(),
-            KexecSource::Url(u) => u.clone(),
-        }
-    }
-}
-
-/// The least time worth giving a probe of the target: one given less fails
-/// on a slow machine for want of time, and would stand as "did not answer"
-/// for a machine that answered all along (found on a TCG guest: a seed-001
-/// kexec, the old OS answering every probe, reported as unknown).
-const MIN_PROBE: Duration = Duration::from_secs(10);
-
-/// How [`poll_for_boot`] paces its probes.
-#[derive(Debug, Clone, Copy)]
-pub struct Pacing {
-    /// No probe starts with less than this left.
-    pub min_probe: Duration,
-    /// The pause between probes.
-    pub pause: Duration,
-}
-
-/// Probes (`probe(time left)`) until a boot other than `old_boot_id`
-/// answers or `timeout` passes. The verdict at the deadline is the last
-/// *complete* probe's: no probe starts with less than
-/// [`Pacing::min_probe`] left (one started then fails for want of time).
-pub fn poll_for_boot(
-    old_boot_id: &str,
-    timeout: Duration,
-    pacing: Pacing,
-    mut probe: impl FnMut(Duration) -> Result<Look, TargetError>,
-) -> Waited {
-    let until = Instant::now() + timeout;
-    let mut last = Waited::Unreachable("not asked yet".into());
-    let mut asked = false;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        // The first probe runs whatever is left: a short one beats none.
-        if left.is_zero() || (asked && left < pacing.min_probe) {
-            return last;
-        }
-        asked = true;
-        last = match probe(left) {
-            Ok(look) if look.boot_id != old_boot_id => return Waited::NewBoot(look),
-            Ok(look) => Waited::SameBoot(look),
-            Err(e) => Waited::Unreachable(e.line()),
-        };
-        std::thread::sleep(until.saturating_duration_since(Instant::now()).min(pacing.pause));
-    }
-}
 
 /// A target reached over SSH.
 pub struct SshTarget {
@@ -119,93 +52,14 @@ pub struct SshTarget {
     kexec: Option<KexecSource>,
     console_log: Option<PathBuf>,
     kexec_extra_flags: String,
-    ssh: Ssh,
+    /// The login user's connection, escalated as [`Self::reached`] says.
+    ssh: Elevated<Ssh>,
+    /// Whether the login user has been asked how it becomes root (always
+    /// true for `root@`).
+    reached: bool,
+    /// `run` has been started: the next boot answers as `root@`.
+    kexec_started: bool,
     start: Instant,
-}
-
-pub(crate) fn transport_error(e: &TransportError) -> TargetError {
-    let line = e.to_string().lines().next().unwrap_or_default().to_owned();
-    match e {
-        TransportError::Unreachable { .. } | TransportError::Timeout { .. } => TargetError::Lost(line),
-        _ => TargetError::Failed(line),
-    }
-}
-
-fn failed(what: &str, o: &Output) -> TargetError {
-    let mut text = o.stdout_text();
-    text.push_str(&String::from_utf8_lossy(&o.stderr));
-    TargetError::Failed(format!(
-        "{what} failed ({}):\n{}",
-        o.status.map_or_else(|| "killed".to_owned(), |s| format!("exit {s}")),
-        fleetgate_process::tail(text.trim().as_bytes())
-    ))
-}
-
-/// Parses the look script's output.
-fn parse_look(text: &str) -> Result<Look, TargetError> {
-    let mut look = Look::default();
-    for line in text.lines() {
-        let f: Vec<&str> = line.splitn(3, '\t').collect();
-        match f.as_slice() {
-            ["boot_id", v] => v.trim().clone_into(&mut look.boot_id),
-            ["cmdline", v] => v.trim().clone_into(&mut look.cmdline),
-            ["kernel", v] => v.trim().clone_into(&mut look.kernel_release),
-            ["booted", v] => look.booted_system = Some((*v).to_owned()),
-            ["mount", s, m] => look.mounts.push(MountLine { source: (*s).to_owned(), mount_point: (*m).to_owned() }),
-            _ => {}
-        }
-    }
-    if look.boot_id.is_empty() {
-        return Err(TargetError::Failed("the target did not say its boot id".into()));
-    }
-    Ok(look)
-}
-
-const LOOK: &str = "PATH=/run/current-system/sw/bin:/usr/bin:/bin:/usr/sbin:/sbin; export PATH\n\
-    printf 'boot_id\\t%s\\n' \"$(cat /proc/sys/kernel/random/boot_id)\"\n\
-    printf 'cmdline\\t%s\\n' \"$(cat /proc/cmdline)\"\n\
-    printf 'kernel\\t%s\\n' \"$(uname -r)\"\n\
-    [ -e /run/booted-system ] && printf 'booted\\t%s\\n' \"$(readlink -f /run/booted-system)\"\n\
-    while read -r src mp rest; do printf 'mount\\t%s\\t%s\\n' \"$src\" \"$mp\"; done < /proc/self/mounts\nexit 0\n";
-
-/// What uses each disk given as an argument, or its partitions: holders
-/// (`/sys/class/block/X/holders`, dm's `dm/name`), mounts, swaps.
-const DISK_USERS: &str = "PATH=/run/current-system/sw/bin:/usr/bin:/bin:/usr/sbin:/sbin; export PATH\n\
-    for disk in \"$@\"; do\n  n=$(readlink -f \"$disk\"); n=${n##*/}\n  [ -e \"/sys/class/block/$n\" ] || { printf 'missing\\t%s\\n' \"$disk\"; continue; }\n\
-      for s in \"/sys/class/block/$n\" \"/sys/class/block/$n/$n\"*; do\n    [ -e \"$s\" ] || continue\n    d=${s##*/}\n\
-        for h in \"$s\"/holders/*; do\n      [ -e \"$h\" ] || continue\n      hn=${h##*/}\n\
-          printf 'holder\\t/dev/%s\\t%s\\t%s\\n' \"$d\" \"$hn\" \"$(cat \"/sys/class/block/$hn/dm/name\" 2>/dev/null)\"\n    done\n\
-        while read -r src mp rest; do\n      case \"$src\" in /dev/*) [ \"$(readlink -f \"$src\")\" = \"/dev/$d\" ] && printf 'mount\\t/dev/%s\\t%s\\n' \"$d\" \"$mp\" ;; esac\n    done < /proc/self/mounts\n\
-        while read -r src rest; do\n      case \"$src\" in /dev/*) [ \"$(readlink -f \"$src\")\" = \"/dev/$d\" ] && printf 'swap\\t/dev/%s\\n' \"$d\" ;; esac\n    done < /proc/swaps\n  done\ndone\nexit 0\n";
-
-/// Parses [`DISK_USERS`]' output.
-///
-/// # Errors
-/// A disk that does not exist.
-pub fn parse_disk_users(text: &str) -> Result<Vec<DiskUser>, TargetError> {
-    let mut users = Vec::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split('\t').collect();
-        let user = match f.as_slice() {
-            ["missing", disk] => {
-                return Err(TargetError::Failed(format!("the disk {disk} does not exist on the target")));
-            }
-            ["holder", dev, holder, name] => DiskUser {
-                device: (*dev).to_owned(),
-                user: DiskUse::Holder {
-                    holder: (*holder).to_owned(),
-                    name: Some((*name).to_owned()).filter(|n| !n.is_empty()),
-                },
-            },
-            ["mount", dev, mp] => {
-                DiskUser { device: (*dev).to_owned(), user: DiskUse::Mounted { mount_point: (*mp).to_owned() } }
-            }
-            ["swap", dev] => DiskUser { device: (*dev).to_owned(), user: DiskUse::Swap },
-            _ => continue,
-        };
-        users.push(user);
-    }
-    Ok(users)
 }
 
 impl SshTarget {
@@ -219,8 +73,49 @@ impl SshTarget {
         kexec: Option<KexecSource>,
         console_log: Option<PathBuf>,
     ) -> SshTarget {
-        let ssh = Ssh::new(address.clone(), options.clone());
-        SshTarget { address, options, kexec, console_log, kexec_extra_flags: String::new(), ssh, start: Instant::now() }
+        let ssh = Elevated::new(Ssh::new(address.clone(), options.clone()), Escalation::Root);
+        SshTarget {
+            reached: address.user() == Some("root"),
+            address,
+            options,
+            kexec,
+            console_log,
+            kexec_extra_flags: String::new(),
+            ssh,
+            kexec_started: false,
+            start: Instant::now(),
+        }
+    }
+
+    /// Asks the login user, once, how it becomes root (nixos-anywhere's
+    /// `importFacts`); an installer fleetgate started is `root@host`.
+    fn reach(&mut self, timeout: Duration) -> Result<(), TargetError> {
+        if self.reached {
+            return Ok(());
+        }
+        let user = self.address.user().unwrap_or("the login user").to_owned();
+        match escalation::probe(self.ssh.inner(), &user, timeout.min(Duration::from_secs(60)))? {
+            Reached::AsLoginUser(how) => {
+                let ssh = Ssh::new(self.address.clone(), self.options.clone());
+                self.ssh = Elevated::new(ssh, how);
+            }
+            Reached::InstallerAsRoot => self.become_root()?,
+        }
+        self.reached = true;
+        Ok(())
+    }
+
+    /// Goes on as `root@host` (nixos-anywhere: `sshConnection="root@${sshHost}"`).
+    fn become_root(&mut self) -> Result<(), TargetError> {
+        self.address = self.root_address()?;
+        self.ssh = Elevated::new(Ssh::new(self.address.clone(), self.options.clone()), Escalation::Root);
+        self.reached = true;
+        Ok(())
+    }
+
+    fn root_address(&self) -> Result<Address, TargetError> {
+        Address::from_parts(Some("root"), self.address.host(), self.address.port())
+            .map_err(|e| TargetError::Cannot(e.to_string()))
     }
 
     /// Extra flags for `kexec --load`, handed to the tarball's `run` as its
@@ -232,25 +127,27 @@ impl SshTarget {
         self
     }
 
-    fn fresh(&self, connect: Duration) -> Ssh {
-        Ssh::new(self.address.clone(), self.options.clone()).with_multiplexing(false).with_connect_timeout(connect)
+    fn fresh(&self, address: &Address, connect: Duration) -> Ssh {
+        Ssh::new(address.clone(), self.options.clone()).with_multiplexing(false).with_connect_timeout(connect)
     }
 
     fn sh(
-        &self,
+        &mut self,
         what: &str,
         script: &str,
         args: &[&str],
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<String, TargetError> {
+        self.reach(timeout)?;
         let mut argv = vec!["sh", "-c", script, "sh"];
         argv.extend_from_slice(args);
         let o = self.ssh.run(&argv, stdin, timeout).map_err(|e| transport_error(&e))?;
         if o.success() { Ok(o.stdout_text()) } else { Err(failed(what, &o)) }
     }
 
-    fn read(&self, path: &str, max: u64, timeout: Duration) -> Result<Option<Vec<u8>>, TargetError> {
+    fn read(&mut self, path: &str, max: u64, timeout: Duration) -> Result<Option<Vec<u8>>, TargetError> {
+        self.reach(timeout)?;
         let script = format!("[ -f {p} ] || exit 3; head -c {max} -- {p}", p = q(path));
         let o = self.ssh.run(&["sh", "-c", &script], None, timeout).map_err(|e| transport_error(&e))?;
         match o.status {
@@ -283,6 +180,7 @@ impl Target for SshTarget {
     }
 
     fn facts(&mut self, timeout: Duration) -> Result<Facts, TargetError> {
+        self.reach(timeout)?;
         fleetgate_facts::collect(&self.ssh, timeout).map_err(|e| TargetError::Failed(e.to_string()))
     }
 
@@ -352,20 +250,50 @@ impl Target for SshTarget {
     }
 
     fn start_kexec(&mut self, timeout: Duration) -> Result<(), TargetError> {
-        self.sh("the kexec tarball's run", &start_script(&self.kexec_extra_flags), &[], None, timeout).map(|_| ())
+        let script = start_script(&self.kexec_extra_flags);
+        // From here the next boot may be the installer's, reached as root@.
+        self.kexec_started = true;
+        self.sh("the kexec tarball's run", &script, &[], None, timeout).map(|_| ())
     }
 
     fn wait_for_boot(&mut self, old_boot_id: &str, timeout: Duration) -> Waited {
         let pacing = Pacing { min_probe: MIN_PROBE, pause: Duration::from_secs(3) };
+        // A login user who is not root, after `run`: the installer answers as
+        // root@ (nixos-anywhere), the old OS (seed 001) as the login user.
+        let as_root = match self.root_address() {
+            Ok(root) if self.kexec_started && self.address.user() != Some("root") => Some(root),
+            _ => None,
+        };
+        let mut answerer = Answerer::LoginUser;
+        let user_address = self.address.clone();
         let waited = poll_for_boot(old_boot_id, timeout, pacing, |left| {
-            let probe = self.fresh(left.min(Duration::from_secs(10)));
-            let out = probe.run(&["sh", "-c", LOOK], None, left.min(Duration::from_secs(30)));
-            out.map_err(|e| transport_error(&e)).and_then(|o| {
-                if o.success() { parse_look(&o.stdout_text()) } else { Err(failed("looking at the target", &o)) }
-            })
+            let look_as = |address: &Address| {
+                let probe = self.fresh(address, left.min(Duration::from_secs(10)));
+                let out = probe.run(&["sh", "-c", LOOK], None, left.min(Duration::from_secs(30)));
+                out.map_err(|e| transport_error(&e)).and_then(|o| {
+                    if o.success() { parse_look(&o.stdout_text()) } else { Err(failed("looking at the target", &o)) }
+                })
+            };
+            let (look, who) = match &as_root {
+                Some(root) => {
+                    escalation::look_as_root_else_user(&mut || look_as(root), &mut || look_as(&user_address))?
+                }
+                None => (look_as(&user_address)?, Answerer::LoginUser),
+            };
+            answerer = who;
+            Ok(look)
         });
         if matches!(waited, Waited::NewBoot(_)) {
-            self.ssh = Ssh::new(self.address.clone(), self.options.clone());
+            self.kexec_started = false;
+            if answerer == Answerer::Root {
+                if let Err(e) = self.become_root() {
+                    return Waited::Unreachable(e.line());
+                }
+            } else {
+                // A new connection; a login user who is not root is asked again.
+                self.ssh = Elevated::new(Ssh::new(self.address.clone(), self.options.clone()), Escalation::Root);
+                self.reached = self.address.user() == Some("root");
+            }
         }
         waited
     }
@@ -388,6 +316,7 @@ impl Target for SshTarget {
     }
 
     fn run_disko(&mut self, script: &str, timeout: Duration) -> Result<(), TargetError> {
+        self.reach(timeout)?;
         let o = self.ssh.run(&[script], None, timeout).map_err(|e| transport_error(&e))?;
         if o.success() { Ok(()) } else { Err(failed("the disko script", &o)) }
     }
@@ -402,13 +331,14 @@ impl Target for SshTarget {
     }
 
     fn installed_boot_default(&mut self, timeout: Duration) -> Result<Option<String>, TargetError> {
+        self.reach(timeout)?;
         // The ESP where NixOS mounts it (boot.loader.efi.efiSysMountPoint: /boot, /boot/efi or /efi).
-        let listing = "esp=\nfor d in /mnt/boot /mnt/boot/efi /mnt/efi; do [ -f \"$d/loader/loader.conf\" ] && { esp=$d; break; }; done\n\
-            [ -n \"$esp\" ] || exit 3\nPATH=/run/current-system/sw/bin:$PATH\n\
-            for e in \"$esp\"/loader/entries/*.conf; do\n  [ -e \"$e\" ] || continue\n  \
-            printf 'entry\\t%s\\t%s\\n' \"${e##*/}\" \"$(sed -n 's/^options.*init=\\([^ ]*\\).*/\\1/p' \"$e\" | head -n 1)\"\ndone\n\
-            printf 'default\\t%s\\n' \"$(sed -n 's/^default[[:space:]][[:space:]]*//p' \"$esp/loader/loader.conf\" | tail -n 1)\"\n";
-        let o = self.ssh.run(&["sh", "-c", listing], None, timeout).map_err(|e| transport_error(&e))?;
+        let listing = format!(
+            "esp=\nfor d in /mnt/boot /mnt/boot/efi /mnt/efi; do [ -f \"$d/loader/loader.conf\" ] && {{ esp=$d; break; }}; done\n\
+             [ -n \"$esp\" ] || exit 3\nPATH=/run/current-system/sw/bin:$PATH\n{}",
+            fleetgate_apply::systemd_boot::listing_script()
+        );
+        let o = self.ssh.run(&["sh", "-c", &listing], None, timeout).map_err(|e| transport_error(&e))?;
         match o.status {
             Some(0) => {
                 let sd = SdBoot::parse(&o.stdout_text());
@@ -474,47 +404,6 @@ impl Target for SshTarget {
     }
 }
 
-/// A built system toplevel, checked with `fleetgate-check`.
-pub struct BuiltSystem {
-    toplevel: SystemToplevel,
-    needed: Vec<(String, RootSpec)>,
-}
-
-impl BuiltSystem {
-    /// Reads the system and its fstab.
-    ///
-    /// # Errors
-    /// [`fleetgate_system::SystemError`] when it is not a readable system.
-    pub fn open(path: &Path) -> Result<BuiltSystem, fleetgate_system::SystemError> {
-        let toplevel = SystemToplevel::open(path)?;
-        let mut needed: Vec<(String, RootSpec)> = Vec::new();
-        for entry in toplevel.fstab()? {
-            let spec = entry.device();
-            if !matches!(spec, RootSpec::Other(_)) {
-                needed.push((entry.mount_point.clone(), spec));
-            }
-        }
-        if let Some(spec) = toplevel.root_filesystem()?.device() {
-            if !matches!(spec, RootSpec::Other(_)) && !needed.iter().any(|(m, s)| m == "/" && *s == spec) {
-                needed.push(("/".into(), spec));
-            }
-        }
-        Ok(BuiltSystem { toplevel, needed })
-    }
-}
-
-impl SystemCheck for BuiltSystem {
-    fn check(&self, facts: &Facts, deadline: Duration) -> Report {
-        let options =
-            fleetgate_check::Options { no_closure_diff: true, deadline: Some(deadline), ..Default::default() };
-        fleetgate_check::check(&self.toplevel, facts, &options)
-    }
-
-    fn needed_devices(&self) -> Vec<(String, RootSpec)> {
-        self.needed.clone()
-    }
-}
-
 /// How the tarball's `run` is started: in its directory, in a session of its
 /// own (nixos-anywhere's `setsid --wait`), the extra flags as one argument.
 fn start_script(kexec_extra_flags: &str) -> String {
@@ -540,97 +429,6 @@ mod tests {
             "{}",
             start_script("--no-sync; reboot")
         );
-    }
-
-    #[test]
-    fn looks_and_disk_users_parse() {
-        let look =
-            parse_look("boot_id\tb1\ncmdline\tinit=/x fleetgate.install=ab\nkernel\t6.12.1\nmount\t/dev/vda1\t/boot\n")
-                .expect("look");
-        assert_eq!(look.boot_id, "b1");
-        assert_eq!(look.mounts, [MountLine { source: "/dev/vda1".into(), mount_point: "/boot".into() }]);
-        assert!(parse_look("cmdline\tx\n").is_err(), "no boot id, no look");
-        let users = parse_disk_users("holder\t/dev/vda2\tdm-0\tvg-root\nmount\t/dev/vda1\t/mnt/old\nswap\t/dev/vda3\nholder\t/dev/vdb1\tmd127\t\n")
-            .expect("users");
-        assert_eq!(users[0].describe(), "/dev/vda2 is held by dm-0 (vg-root)");
-        assert_eq!(users[1].describe(), "/dev/vda1 is mounted at /mnt/old");
-        assert_eq!(users[2].describe(), "/dev/vda3 is in use as swap");
-        assert_eq!(users[3].describe(), "/dev/vdb1 is held by md127");
-        assert!(parse_disk_users("missing\t/dev/sdz\n").is_err());
-    }
-
-    fn look(boot_id: &str) -> Look {
-        Look { boot_id: boot_id.into(), ..Look::default() }
-    }
-
-    /// Regression (seed 001 on a TCG guest): the old OS answered every
-    /// probe, but the last probe started with too little time left failed,
-    /// and the wait reported "did not answer" (unknown) instead of "same
-    /// boot" (old OS untouched).
-    #[test]
-    fn a_probe_starved_of_time_does_not_overwrite_the_last_answer() {
-        let pacing = Pacing { min_probe: Duration::from_millis(150), pause: Duration::from_millis(20) };
-        let mut probes = 0;
-        let waited = poll_for_boot("old", Duration::from_millis(400), pacing, |left| {
-            probes += 1;
-            if left < Duration::from_millis(150) {
-                Err(TargetError::Lost("ssh: connect timed out".into()))
-            } else {
-                std::thread::sleep(Duration::from_millis(30));
-                Ok(look("old"))
-            }
-        });
-        assert!(matches!(waited, Waited::SameBoot(ref l) if l.boot_id == "old"), "{waited:?}");
-        assert!(probes >= 2, "{probes}");
-        let waited = poll_for_boot("old", Duration::from_millis(400), pacing, |_| Ok(look("new")));
-        assert!(matches!(waited, Waited::NewBoot(ref l) if l.boot_id == "new"), "{waited:?}");
-        let waited =
-            poll_for_boot("old", Duration::from_millis(100), pacing, |_| Err(TargetError::Lost("down".into())));
-        assert!(matches!(waited, Waited::Unreachable(ref e) if e.contains("down")), "{waited:?}");
-    }
-
-    #[test]
-    fn kexec_sources() {
-        assert_eq!(KexecSource::parse("https://x/k.tar.gz"), Ok(KexecSource::Url("https://x/k.tar.gz".into())));
-        assert_eq!(KexecSource::parse("./k.tar"), Ok(KexecSource::Path("./k.tar".into())));
-        assert!(KexecSource::parse("./k.img").is_err());
-    }
-
-    /// The look script, run on this machine: its boot id and mounts.
-    #[test]
-    fn the_look_script_reads_this_machine() {
-        let out = fleetgate_transport::Local.run(&["sh", "-c", LOOK], None, Duration::from_secs(30)).expect("sh runs");
-        let look = parse_look(&out.stdout_text()).expect("a look");
-        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
-        assert_eq!(look.boot_id, boot_id.trim());
-        assert_eq!(look.cmdline, std::fs::read_to_string("/proc/cmdline").expect("cmdline").trim());
-        assert!(look.mounts.iter().any(|m| m.mount_point == "/"), "{:?}", look.mounts);
-    }
-
-    /// The disk-users script, run on this machine against the disk holding
-    /// `/` (when `/` is on a block device): it names that mount.
-    #[test]
-    fn the_disk_users_script_names_the_mounted_root() {
-        let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
-        let root = mounts.lines().rev().filter_map(|l| l.split_once(' ')).find(|(_, rest)| rest.starts_with("/ "));
-        let Some((source, _)) = root.filter(|(s, _)| s.starts_with("/dev/") && Path::new(s).exists()) else {
-            eprintln!("skipped: / is not on a block device here");
-            return;
-        };
-        let argv = ["sh", "-c", DISK_USERS, "sh", source];
-        let out = fleetgate_transport::Local.run(&argv, None, Duration::from_secs(30)).expect("sh runs");
-        let users = parse_disk_users(&out.stdout_text()).expect("users");
-        let real = std::fs::canonicalize(source).expect("canonical");
-        assert!(
-            users
-                .iter()
-                .any(|u| Path::new(&u.device) == real && u.user == DiskUse::Mounted { mount_point: "/".into() }),
-            "{users:?}"
-        );
-        let missing = fleetgate_transport::Local
-            .run(&["sh", "-c", DISK_USERS, "sh", "/dev/fleetgate-no-such-disk"], None, Duration::from_secs(30))
-            .expect("sh runs");
-        assert!(parse_disk_users(&missing.stdout_text()).is_err());
     }
 
     #[test]

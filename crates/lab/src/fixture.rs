@@ -171,6 +171,13 @@ pub struct HostKnobs {
     /// real machine (`fleetgate install` on a VM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub esp_fs_type: Option<String>,
+    /// `boot.initrd.postDeviceCommands`: shell the initrd's stage 1 runs
+    /// once the modules are loaded, before it waits for the root device (as
+    /// nixpkgs' stage-1-init.sh). Real kernels only (VMs); the netns model
+    /// has no stage 1 to run it. A command that waits for something that
+    /// never comes hangs the first boot where no `check` can foresee it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub initrd_post_device_commands: String,
 }
 
 /// The product's agent in a host's generations.
@@ -290,6 +297,7 @@ pub fn default_knobs(host: &crate::state::HostState, ssh_config: &Path) -> HostK
         real_systemd: vm,
         system_tools: if vm { VM_SYSTEM_TOOLS.iter().map(|t| (*t).to_owned()).collect() } else { lab_system_tools() },
         esp_fs_type: None,
+        initrd_post_device_commands: String::new(),
         deploy: DeployKnobs {
             hostname: host.name().to_owned(),
             ssh_opts: vec!["-F".into(), ssh_config.display().to_string()],

@@ -253,6 +253,9 @@ fn recipe_hash(kernel: &DebianKernel) -> String {
         hash.update(text);
         hash.update(mode.to_le_bytes());
     }
+    // The tarball's `run` is in it: a changed script is a new tarball.
+    hash.update([4]);
+    hash.update(super::kexec_tarball::RUN);
     for dir in UNNEEDED_MODULES {
         hash.update([3]);
         hash.update(dir);

@@ -9,7 +9,8 @@
 //! `kernelParams="…"` line (module.nix substitutes `@init@` and
 //! `@kernelParams@` there; fleetgate adds its nonce to the second), appends
 //! to `initrd` a gzipped `newc` cpio of what the installer needs to be
-//! reached the same way (root's `authorized_keys`, `/etc/ssh/ssh_host_*`,
+//! reached the same way (root's `authorized_keys` and, started through
+//! `sudo`/`doas`, the calling user's, `/etc/ssh/ssh_host_*`,
 //! `ip --json addr` / `route`, `/etc/machine-id`), loads the kernel with
 //! `--command-line 'init=$init $kernelParams'`, prints `machine will boot
 //! into nixos in 6s...` and runs `kexec -e` in the background six seconds
@@ -60,6 +61,15 @@ mkdir -p ssh
 for keys in /root/.ssh/authorized_keys /root/.ssh/authorized_keys2 /etc/ssh/authorized_keys.d/root; do
   if [ -e "$keys" ]; then grep -o '\(\(ssh\|ecdsa\|sk\)-[^ ]* .*\)' "$keys" >> ssh/authorized_keys || true; fi
 done
+# As kexec-run.sh: started through sudo or doas, the calling user's keys
+# are root's in the installer too (nixos-anywhere's non-root path).
+if [ -n "${DOAS_USER-}" ]; then SUDO_USER="$DOAS_USER"; fi
+if [ -n "${SUDO_USER-}" ]; then
+  sudo_home=$(sh -c "echo ~$SUDO_USER")
+  for keys in "$sudo_home/.ssh/authorized_keys" "$sudo_home/.ssh/authorized_keys2" "/etc/ssh/authorized_keys.d/$SUDO_USER"; do
+    if [ -e "$keys" ]; then grep -o '\(\(ssh\|ecdsa\|sk\)-[^ ]* .*\)' "$keys" >> ssh/authorized_keys || true; fi
+  done
+fi
 for key in /etc/ssh/ssh_host_*; do
   if [ -e "$key" ]; then cp -a "$key" ssh; fi
 done

@@ -23,6 +23,7 @@
 //! known-good generation. Hosts come from the flake and `fleetgate.toml`
 //! ([`inventory`], [`config`], [`select`]).
 
+pub mod ahead;
 pub mod build;
 pub mod config;
 pub mod copy;

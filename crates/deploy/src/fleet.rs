@@ -136,6 +136,8 @@ impl Deployer<'_> {
                 build::build(self.nix, &self.inventory.flake, selected, self.options.max_parallel)
             })?;
             for (host, why) in &built.failed {
+                // Its login ahead (if made) closes and leaves room in the window.
+                drop(ahead.take(host));
                 let report = HostReport::untouched(host, Outcome::Failed, format!("{why}; nothing was pushed"));
                 self.bus.send(
                     host,

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fleetgate_nix::Nix;
 
+use crate::ahead::{Ahead, StopOnDrop};
 use crate::build;
 use crate::error::DeployError;
 use crate::events::{Bus, EventKind, Phase};
@@ -18,6 +19,10 @@ use crate::inventory::Inventory;
 use crate::options::{DeployOptions, Strategy};
 use crate::plan::Planner;
 use crate::report::{HostReport, Outcome, RunReport, exit_code};
+
+/// At least this many hosts' connections are logged in ahead of their
+/// turn (twice `--max-parallel` when that is more).
+const AHEAD_WINDOW: usize = 8;
 
 /// A new run id: time and process, unique enough for one operator.
 #[must_use]
@@ -103,12 +108,6 @@ impl Deployer<'_> {
         for host in selected {
             self.bus.send(host, EventKind::Phase(Phase::Build));
         }
-        // The planner evaluates what it needs for every host while the
-        // systems build (one evaluation for the fleet, overlapped).
-        let built = std::thread::scope(|s| {
-            s.spawn(|| self.planner.prepare(&self.inventory.flake, selected));
-            build::build(self.nix, &self.inventory.flake, selected, self.options.max_parallel)
-        })?;
         let results: Mutex<BTreeMap<String, HostReport>> = Mutex::new(BTreeMap::new());
         let failures = AtomicUsize::new(0);
         let record = |report: HostReport| -> Result<(), DeployError> {
@@ -122,66 +121,89 @@ impl Deployer<'_> {
             results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(report.host.clone(), report);
             Ok(())
         };
-        for (host, why) in &built.failed {
-            let report = HostReport::untouched(host, Outcome::Failed, format!("{why}; nothing was pushed"));
-            self.bus.send(
-                host,
-                EventKind::Finished {
-                    ok: false,
-                    summary: format!("failed: {}", report.message.lines().next().unwrap_or_default()),
-                },
-            );
-            record(report)?;
-        }
-        let buildable: Vec<String> = selected.iter().filter(|h| built.systems.contains_key(*h)).cloned().collect();
-        let plan = waves(&buildable, self.options);
-        let mut history_error = None;
-        for (index, wave) in plan.iter().enumerate() {
-            let stop = self.stop_reason(index, &plan, &results, &failures);
-            if let Some(reason) = stop {
+        // Hosts' shared connections log in ahead of their turn, from the
+        // start of the build on (crate::ahead).
+        let order = waves(selected, self.options).concat();
+        let window = AHEAD_WINDOW.max(2 * self.options.max_parallel);
+        let ahead = Ahead::new(self.inventory, &order, &self.options.timeouts, window);
+        let history_error = std::thread::scope(|s| -> Result<Option<DeployError>, DeployError> {
+            s.spawn(|| ahead.open(&order, self.options.max_parallel));
+            let _stop = StopOnDrop(&ahead);
+            // The planner evaluates what it needs for every host while the
+            // systems build (one evaluation for the fleet, overlapped).
+            let built = std::thread::scope(|s| {
+                s.spawn(|| self.planner.prepare(&self.inventory.flake, selected));
+                build::build(self.nix, &self.inventory.flake, selected, self.options.max_parallel)
+            })?;
+            for (host, why) in &built.failed {
+                // Its login ahead (if made) closes and leaves room in the window.
+                drop(ahead.take(host));
+                let report = HostReport::untouched(host, Outcome::Failed, format!("{why}; nothing was pushed"));
+                self.bus.send(
+                    host,
+                    EventKind::Finished {
+                        ok: false,
+                        summary: format!("failed: {}", report.message.lines().next().unwrap_or_default()),
+                    },
+                );
+                record(report)?;
+            }
+            let buildable: Vec<String> = selected.iter().filter(|h| built.systems.contains_key(*h)).cloned().collect();
+            let plan = waves(&buildable, self.options);
+            let mut history_error = None;
+            for (index, wave) in plan.iter().enumerate() {
+                let stop = self.stop_reason(index, &plan, &results, &failures);
+                if let Some(reason) = stop {
+                    ahead.stop();
+                    for host in wave {
+                        self.bus.send(host, EventKind::Finished { ok: false, summary: format!("skipped: {reason}") });
+                        record(HostReport::untouched(
+                            host,
+                            Outcome::Skipped,
+                            format!("{reason}; nothing was done (retry with `fleetgate deploy --resume`)"),
+                        ))?;
+                    }
+                    continue;
+                }
                 for host in wave {
-                    self.bus.send(host, EventKind::Finished { ok: false, summary: format!("skipped: {reason}") });
-                    record(HostReport::untouched(
-                        host,
-                        Outcome::Skipped,
-                        format!("{reason}; nothing was done (retry with `fleetgate deploy --resume`)"),
-                    ))?;
+                    self.bus.send(host, EventKind::Phase(Phase::Queued));
                 }
-                continue;
-            }
-            for host in wave {
-                self.bus.send(host, EventKind::Phase(Phase::Queued));
-            }
-            let errors = Mutex::new(Vec::new());
-            in_parallel(wave, self.options.max_parallel, |name| {
-                let report = if self.options.max_failures.is_some_and(|m| failures.load(Ordering::SeqCst) >= m) {
-                    let why = format!("--max-failures {} reached", self.options.max_failures.unwrap_or_default());
-                    self.bus.send(name, EventKind::Finished { ok: false, summary: format!("skipped: {why}") });
-                    HostReport::untouched(name, Outcome::Skipped, format!("{why}; nothing was done"))
-                } else {
-                    let (Some(host), Some(system)) = (self.inventory.hosts.get(name), built.systems.get(name)) else {
-                        return;
+                let errors = Mutex::new(Vec::new());
+                in_parallel(wave, self.options.max_parallel, |name| {
+                    let report = if self.options.max_failures.is_some_and(|m| failures.load(Ordering::SeqCst) >= m) {
+                        let why = format!("--max-failures {} reached", self.options.max_failures.unwrap_or_default());
+                        self.bus.send(name, EventKind::Finished { ok: false, summary: format!("skipped: {why}") });
+                        HostReport::untouched(name, Outcome::Skipped, format!("{why}; nothing was done"))
+                    } else {
+                        let (Some(host), Some(system)) = (self.inventory.hosts.get(name), built.systems.get(name))
+                        else {
+                            return;
+                        };
+                        deploy_host(&HostJob {
+                            host,
+                            flake: &self.inventory.flake,
+                            system,
+                            run_id: &run_id,
+                            options: self.options,
+                            planner: self.planner,
+                            nix: self.nix,
+                            bus: self.bus.clone(),
+                            run_start: start,
+                            ahead: Some(&ahead),
+                        })
                     };
-                    deploy_host(&HostJob {
-                        host,
-                        flake: &self.inventory.flake,
-                        system,
-                        run_id: &run_id,
-                        options: self.options,
-                        planner: self.planner,
-                        nix: self.nix,
-                        bus: self.bus.clone(),
-                        run_start: start,
-                    })
-                };
-                if let Err(e) = record(report) {
-                    errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(e);
+                    if let Err(e) = record(report) {
+                        errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(e);
+                    }
+                });
+                if let Some(e) =
+                    errors.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).into_iter().next()
+                {
+                    history_error = Some(e);
                 }
-            });
-            if let Some(e) = errors.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).into_iter().next() {
-                history_error = Some(e);
             }
-        }
+            Ok(history_error)
+        })?;
         let mut results = results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         let hosts: Vec<HostReport> = selected.iter().filter_map(|h| results.remove(h)).collect();
         let report = RunReport {

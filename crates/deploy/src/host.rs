@@ -13,6 +13,7 @@ use fleetgate_apply::switch::{SwitchPlan, live_switch};
 use fleetgate_facts::{Facts, Finding, Severity};
 use fleetgate_nix::Nix;
 
+use crate::ahead::Ahead;
 use crate::copy;
 use crate::events::{Bus, EventKind, Phase, Timeline};
 use crate::inventory::Host;
@@ -41,6 +42,8 @@ pub struct HostJob<'a> {
     pub bus: Bus,
     /// When the run started.
     pub run_start: Instant,
+    /// Connections logged in ahead of the host's turn (none: log in now).
+    pub ahead: Option<&'a Ahead>,
 }
 
 /// The profile generation that holds `system`: the profile's own if it
@@ -106,11 +109,14 @@ pub(crate) fn on_locked_host(job: &HostJob<'_>, body: LockedBody) -> HostReport 
             ..HostReport::untouched(&host.name, Outcome::Failed, "")
         },
     };
-    let target = match host.ssh_target() {
-        Ok(target) => target,
-        Err(e) => return run.finish(Outcome::Failed, Standing::KnownGood, format!("{e}; nothing was done")),
+    let conn = match job.ahead.and_then(|a| a.take(&host.name)) {
+        Some(conn) => conn,
+        None => match host.ssh_target() {
+            Ok(target) => remote::connector(host, target, t),
+            Err(e) => return run.finish(Outcome::Failed, Standing::KnownGood, format!("{e}; nothing was done")),
+        },
     };
-    let mut m = remote::machine(host, target, t);
+    let mut m = remote::machine(host, conn, t);
 
     run.tl.start(Phase::Lock);
     match m.lock(job.run_id) {

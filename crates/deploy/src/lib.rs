@@ -6,8 +6,9 @@
 //! ([`options::Strategy`]: all, canary, waves), each host through
 //! [`host::deploy_host`]:
 //!
-//! 1. a lock on the target (`mkdir /run/fleetgate/lock`), then a verified
-//!    reboot left pending by a run that died is finished first;
+//! 1. a lock on the target (`mkdir /run/fleetgate/lock`) over the host's
+//!    shared connection, logged in ahead of its turn ([`ahead`]), then a
+//!    verified reboot left pending by a run that died is finished first;
 //! 2. facts and a plan ([`plan`]: `fleetgate check` decides `switch`,
 //!    `boot` or `blocked`; blocked plans are not deployed without `--force`);
 //! 3. `nix copy --to ssh://…` ([`copy`]), its progress in NAR bytes on the
@@ -23,6 +24,7 @@
 //! known-good generation. Hosts come from the flake and `fleetgate.toml`
 //! ([`inventory`], [`config`], [`select`]).
 
+pub mod ahead;
 pub mod build;
 pub mod config;
 pub mod copy;

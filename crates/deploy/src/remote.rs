@@ -38,6 +38,17 @@ impl SshConnector {
         self.shared.as_ref().and_then(Ssh::control_path)
     }
 
+    /// Logs in the shared connection now (see [`Ssh::connect`]); within
+    /// the connect timeout and as long again for the login itself.
+    ///
+    /// # Errors
+    /// When the host cannot be reached: the next command tries again.
+    pub fn connect_shared(&mut self) -> Result<(), fleetgate_transport::TransportError> {
+        let within = self.connect.saturating_mul(2);
+        let fresh = self.ssh(true);
+        self.shared.get_or_insert(fresh).connect(within)
+    }
+
     fn ssh(&self, multiplex: bool) -> Ssh {
         Ssh::new(self.target.clone(), self.options.clone())
             .with_connect_timeout(self.connect)
@@ -67,10 +78,16 @@ impl Connector for SshConnector {
 /// The engine's machine for a host.
 pub type Machine = ScriptMachine<SshConnector>;
 
-/// The machine of `host`, before its facts are known.
+/// The connections to `host` at `target`; nothing is connected yet.
 #[must_use]
-pub fn machine(host: &Host, target: SshTarget, t: &Timeouts) -> Machine {
-    let conn = SshConnector::new(target, host.ssh_opts.clone(), t.connect);
+pub fn connector(host: &Host, target: SshTarget, t: &Timeouts) -> SshConnector {
+    SshConnector::new(target, host.ssh_opts.clone(), t.connect)
+}
+
+/// The machine of `host` over `conn` (from [`connector`]), before its
+/// facts are known.
+#[must_use]
+pub fn machine(host: &Host, conn: SshConnector, t: &Timeouts) -> Machine {
     let timeouts = CallTimeouts {
         command: t.command,
         activation: t.activation,

@@ -137,6 +137,7 @@ pub fn rollback(
             nix,
             bus: bus.clone(),
             run_start: start,
+            ahead: None,
         };
         let report = on_locked_host(&job, rollback_locked);
         if let Some(h) = history {

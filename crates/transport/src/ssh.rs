@@ -221,6 +221,18 @@ impl Ssh {
         self.master.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(Master::socket)
     }
 
+    /// Logs in now and keeps the login as the shared connection (the
+    /// ControlMaster later commands ride), so that the first command does
+    /// not wait for it; nothing is run on the host. A no-op without
+    /// multiplexing or when the connection is up.
+    ///
+    /// # Errors
+    /// [`TransportError::Unreachable`] (a later command tries again), or a
+    /// timeout after `timeout`.
+    pub fn connect(&self, timeout: Duration) -> Result<(), TransportError> {
+        self.control_socket(timeout).map(|_| ())
+    }
+
     /// `ssh` with the caller's options, fleetgate's defaults and the target's
     /// user and port, ready for more options then the destination.
     fn base(&self) -> Command {

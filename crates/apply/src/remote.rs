@@ -275,20 +275,10 @@ impl<C: Connector> ScriptMachine<C> {
         };
         let mut detail = format!("systemd-boot boots {new_id} once");
         let pin = sd.conf_default.as_deref() != Some(fallback_id.as_str()) || self.efi_default_before.is_some();
-        // After a failed trial the default must be the fallback: with the
-        // pin, the EFI variable names it; without, loader.conf does. Checked
-        // before anything is written (`preferred` may say otherwise).
-        let efi_after = if pin { Some(fallback_id.as_str()) } else { None };
-        match sd.default_resolution(efi_after) {
-            Ok(e) if e.system.as_deref() == Some(fallback) => {}
-            Ok(e) => {
-                return Ok(Armed::Cannot(format!(
-                    "after a failed trial systemd-boot would boot {} ({}), not the fallback",
-                    e.id(),
-                    e.system.as_deref().unwrap_or("a system fleetgate cannot tell")
-                )));
-            }
-            Err(why) => return Ok(Armed::Cannot(format!("the default after a failed trial cannot be told: {why}"))),
+        // After a failed trial the default must be the fallback (the EFI
+        // variable with the pin, else loader.conf): checked before any write.
+        if let Err(why) = sd.falls_back_to(fallback, if pin { Some(fallback_id.as_str()) } else { None }) {
+            return Ok(Armed::Cannot(why));
         }
         if pin {
             // Remember what LoaderEntryDefault was, once, then pin the fallback.

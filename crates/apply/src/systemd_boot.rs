@@ -301,6 +301,24 @@ impl SdBoot {
         self.default_resolution(efi_default).ok()
     }
 
+    /// Whether systemd-boot boots `fallback` by default, given the
+    /// `LoaderEntryDefault` EFI variable: what a failed one-time boot comes
+    /// back to.
+    ///
+    /// # Errors
+    /// Why not: another entry, or a default that cannot be told.
+    pub fn falls_back_to(&self, fallback: &str, efi_default: Option<&str>) -> Result<(), String> {
+        match self.default_resolution(efi_default) {
+            Ok(e) if e.system.as_deref() == Some(fallback) => Ok(()),
+            Ok(e) => Err(format!(
+                "after a failed trial systemd-boot would boot {} ({}), not the fallback",
+                e.id(),
+                e.system.as_deref().unwrap_or("a system fleetgate cannot tell")
+            )),
+            Err(why) => Err(format!("the default after a failed trial cannot be told: {why}")),
+        }
+    }
+
     /// The entry that boots `system` (without a boot counter first).
     #[must_use]
     pub fn entry_for(&self, system: &str) -> Option<&SdEntry> {
@@ -476,6 +494,18 @@ mod tests {
         assert!(why.contains("LoaderEntryDefault") && why.contains("names nixos-bbbb.conf"), "{why}");
         assert_eq!(system(&new_loader, Some("nixos-bbbb.conf")).as_deref(), Some("/nix/store/old"));
         assert_eq!(system(&old_loader, Some("nixos-bbbb.conf")).as_deref(), Some("/nix/store/old"));
+    }
+
+    #[test]
+    fn a_failed_trial_falls_back_only_to_a_default_that_is_the_fallback() {
+        let v260 = "loader\t#### LoaderInfo: systemd-boot 260 ####\n";
+        let sd = SdBoot::parse(&preferred_listing(v260, "nixos-bbbb.conf"));
+        assert_eq!(sd.falls_back_to("/nix/store/old", None), Ok(()));
+        assert_eq!(sd.falls_back_to("/nix/store/old", Some("nixos-bbbb.conf")), Ok(()));
+        let other = sd.falls_back_to("/nix/store/new", None).expect_err("preferred boots old");
+        assert!(other.contains("would boot nixos-bbbb.conf (/nix/store/old)"), "{other}");
+        let unknown = sd.falls_back_to("/nix/store/new", Some("nixos-aaaa.conf")).expect_err("cannot tell");
+        assert!(unknown.starts_with("the default after a failed trial cannot be told"), "{unknown}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::intent::PendingIntent;
 use crate::machine::{
-    Armed, Cancel, HostState, LockError, Machine, MachineError, WatchdogSeen, WatchdogSpec, WatchdogState,
+    Armed, Awaited, Cancel, HostState, LockError, Machine, MachineError, WatchdogSeen, WatchdogSpec, WatchdogState,
 };
 
 /// An operation of the [`Machine`] trait, to inject failures at.
@@ -78,6 +78,10 @@ pub struct FakeMachine {
     pub activation_exit: BTreeMap<String, i32>,
     /// The boot loader cannot boot once (this reason).
     pub cannot_arm: Option<String>,
+    /// A look that awaits the watchdog's end reads the host's state with it,
+    /// as [`crate::remote::ScriptMachine`] does (off: the engine asks
+    /// [`Machine::state`], where failures can be injected).
+    pub look_reads_state: bool,
     /// The firmware ignores the one-shot.
     pub ignores_oneshot: bool,
     /// Whether a power-cycle hook exists.
@@ -139,6 +143,7 @@ impl FakeMachine {
             unhealthy: BTreeSet::new(),
             activation_exit: BTreeMap::new(),
             cannot_arm: None,
+            look_reads_state: false,
             ignores_oneshot: false,
             has_power_cycle: true,
             watchdog_delay: Duration::ZERO,
@@ -386,7 +391,14 @@ impl Machine for FakeMachine {
     fn watchdog(&mut self, run_id: &str) -> Result<WatchdogSeen, MachineError> {
         self.enter(Op::Watchdog)?;
         let state = self.watchdogs.get(run_id).map_or(WatchdogState::Missing, |w| w.state.clone());
-        Ok(WatchdogSeen { state, boot_id: self.boot_id.to_string() })
+        Ok(WatchdogSeen { state, boot_id: self.boot_id.to_string(), host: None })
+    }
+    fn watchdog_when(&mut self, run_id: &str, until: Awaited, _within: Duration) -> Result<WatchdogSeen, MachineError> {
+        let mut seen = self.watchdog(run_id)?;
+        if self.look_reads_state && until == Awaited::End && seen.state.is_final() {
+            seen.host = Some(self.state()?);
+        }
+        Ok(seen)
     }
     fn cancel_watchdog(&mut self, run_id: &str) -> Result<Cancel, MachineError> {
         self.enter(Op::Cancel)?;

@@ -26,6 +26,7 @@ pub mod fake;
 pub mod health;
 pub mod intent;
 pub mod machine;
+pub mod opening;
 pub mod outcome;
 pub mod reboot;
 pub mod remote;

@@ -95,6 +95,19 @@ pub struct WatchdogSeen {
     pub state: WatchdogState,
     /// The host's boot id at that moment.
     pub boot_id: String,
+    /// Where the host stood, read in the same round trip once the watchdog
+    /// had ended ([`Machine::watchdog_when`] with [`Awaited::End`] reads it;
+    /// `None`: ask [`Machine::state`]).
+    pub host: Option<HostState>,
+}
+
+/// What [`Machine::watchdog_when`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaited {
+    /// Activation to end: the watchdog left `armed` and `activating`.
+    ActivationEnd,
+    /// The watchdog to end for good ([`WatchdogState::is_final`]).
+    End,
 }
 
 /// What the live switch's watchdog is told.
@@ -218,6 +231,27 @@ pub trait Machine {
     /// # Errors
     /// [`MachineError`].
     fn watchdog(&mut self, run_id: &str) -> Result<WatchdogSeen, MachineError>;
+    /// One look at the watchdog of `run_id` once it is past what `until`
+    /// waits for, or after `within`: the host waits, not the caller — one
+    /// round trip where a poll every 250 ms took several (issue 15). The
+    /// default looks once, at once; callers poll it as [`Machine::watchdog`].
+    ///
+    /// # Errors
+    /// [`MachineError`].
+    fn watchdog_when(&mut self, run_id: &str, until: Awaited, within: Duration) -> Result<WatchdogSeen, MachineError> {
+        let _ = (until, within);
+        self.watchdog(run_id)
+    }
+    /// [`Machine::set_profile`] to `spec.new`, then
+    /// [`Machine::start_watchdog`] only if that succeeded — one round trip
+    /// where the machine can (issue 15).
+    ///
+    /// # Errors
+    /// [`ProfileThenWatchdog`]: which of the two failed.
+    fn set_profile_then_start_watchdog(&mut self, spec: &WatchdogSpec) -> Result<(), ProfileThenWatchdog> {
+        self.set_profile(&spec.new).map_err(ProfileThenWatchdog::Profile)?;
+        self.start_watchdog(spec).map_err(ProfileThenWatchdog::Watchdog)
+    }
     /// Prevents a watchdog that has not begun from ever beginning.
     ///
     /// # Errors
@@ -240,13 +274,21 @@ pub trait Machine {
     fn make_default_fresh(&mut self, new: &str) -> Result<(), MachineError>;
     /// [`Machine::make_default_fresh`], then [`Machine::confirm`] only if
     /// that succeeded — one new login where the machine can (issue 15: a
-    /// host costs one fresh login fewer).
+    /// host costs one fresh login fewer). `Some(look)`: the same login then
+    /// waited for the watchdog to end and looked, as
+    /// [`Machine::watchdog_when`] with [`Awaited::End`] does (the default
+    /// does not: `None`).
     ///
     /// # Errors
     /// [`DefaultThenConfirm`]: which of the two failed.
-    fn make_default_then_confirm(&mut self, new: &str, run_id: &str) -> Result<(), DefaultThenConfirm> {
+    fn make_default_then_confirm(
+        &mut self,
+        new: &str,
+        run_id: &str,
+    ) -> Result<Option<WatchdogSeen>, DefaultThenConfirm> {
         self.make_default_fresh(new).map_err(DefaultThenConfirm::Default)?;
-        self.confirm(run_id).map_err(DefaultThenConfirm::Confirm)
+        self.confirm(run_id).map_err(DefaultThenConfirm::Confirm)?;
+        Ok(None)
     }
 
     /// The last lines of the watchdog's activation log (best effort).
@@ -291,6 +333,17 @@ pub trait Machine {
     /// # Errors
     /// [`MachineError`].
     fn unlock(&mut self, owner_run: &str) -> Result<(), MachineError>;
+}
+
+/// Which step of [`Machine::set_profile_then_start_watchdog`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileThenWatchdog {
+    /// Setting the profile (the watchdog was not started).
+    #[error("{0}")]
+    Profile(MachineError),
+    /// Starting the watchdog, after the profile was set.
+    #[error("{0}")]
+    Watchdog(MachineError),
 }
 
 /// Which step of [`Machine::make_default_then_confirm`] failed.

@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use fleetgate_transport::{Output, Transport, TransportError, shell_quote as q};
 
-use crate::bootloader::{GrubMenu, Grubenv, SdBoot};
 use crate::health::{self, HealthChecks};
 use crate::intent::{self, PendingIntent};
 use crate::machine::{
-    Armed, Cancel, DefaultThenConfirm, HostState, LockError, Machine, MachineError, WatchdogSeen, WatchdogSpec,
-    WatchdogState,
+    Armed, Awaited, Cancel, DefaultThenConfirm, HostState, LockError, Machine, MachineError, ProfileThenWatchdog,
+    WatchdogSeen, WatchdogSpec, WatchdogState,
 };
-use crate::scripts::{Layout, STATE_DIR, lock_owner};
+use crate::scripts::{Layout, lock_owner};
+
+mod loader;
 
 /// Connections to one host.
 pub trait Connector: Send {
@@ -120,7 +121,7 @@ fn lost(e: &TransportError) -> MachineError {
     }
 }
 
-fn failed(what: &str, o: &Output) -> MachineError {
+pub(crate) fn failed(what: &str, o: &Output) -> MachineError {
     let mut text = o.stdout_text();
     text.push_str(&String::from_utf8_lossy(&o.stderr));
     let tail = fleetgate_process::tail(text.trim().as_bytes());
@@ -156,7 +157,12 @@ impl<C: Connector> ScriptMachine<C> {
         self.conn.shared()
     }
 
-    fn run(&mut self, script: &str, stdin_file: Option<&[u8]>, timeout: Duration) -> Result<Output, MachineError> {
+    pub(crate) fn run(
+        &mut self,
+        script: &str,
+        stdin_file: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, MachineError> {
         let result = match stdin_file {
             None => self.conn.shared().run(&SH, Some(script.as_bytes()), timeout),
             Some(bytes) => self.conn.shared().run(&[ENV, "-i", "/bin/sh", "-c", script], Some(bytes), timeout),
@@ -194,132 +200,6 @@ impl<C: Connector> ScriptMachine<C> {
         let o = self.run(&self.layout.write_file(path, mode), Some(bytes), self.timeouts.command)?;
         if o.success() { Ok(()) } else { Err(failed(&format!("writing {path}"), &o)) }
     }
-
-    fn sd_listing(&mut self, esp: &str) -> Result<SdBoot, MachineError> {
-        let script = format!(
-            "{tools}esp={esp}\n{listing}[ -d {efi} ] && echo efivars\n\
-             p={pinned}\n[ -f \"$p\" ] && printf 'pinned\\t%s\\n' \"$(cat \"$p\")\"\nexit 0\n",
-            tools = self.layout.tools(&[]),
-            esp = q(&self.layout.at(esp)),
-            listing = crate::systemd_boot::listing_script(),
-            efi = q(&self.layout.at("/sys/firmware/efi/efivars")),
-            pinned = q(&self.layout.at(&format!("{STATE_DIR}/loader-default-before"))),
-        );
-        Ok(SdBoot::parse(&self.sh_ok("listing the boot entries", &script, self.timeouts.command)?))
-    }
-
-    fn bootctl(&mut self, args: &str, extra: &str) -> Result<(), MachineError> {
-        let script = format!("set -e\n{}{extra}bootctl {args} >&2\n", self.layout.tools(&[]));
-        self.sh_ok(&format!("bootctl {args}"), &script, self.timeouts.command).map(|_| ())
-    }
-
-    fn grub(&mut self, cfg: &str) -> Result<(GrubMenu, Grubenv, String), MachineError> {
-        let text = self.read(cfg, 8 << 20)?.ok_or_else(|| MachineError::Cannot(format!("{cfg} does not exist")))?;
-        let env_path = format!("{}/grubenv", cfg.rsplit_once('/').map_or(".", |(d, _)| d));
-        let env_bytes = self.read(&env_path, 4096)?.unwrap_or_default();
-        let env = Grubenv::parse(&env_bytes).map_err(|e| MachineError::Failed(format!("{env_path}: {e}")))?;
-        Ok((GrubMenu::parse(&String::from_utf8_lossy(&text)), env, env_path))
-    }
-
-    fn write_grubenv(&mut self, path: &str, env: &Grubenv) -> Result<(), MachineError> {
-        let block = env.to_block().map_err(|e| MachineError::Failed(e.to_string()))?;
-        self.write(path, &block, "644")
-    }
-
-    fn arm_grub(&mut self, cfg: &str, new: &str, fallback: &str) -> Result<Armed, MachineError> {
-        let (menu, mut env, env_path) = match self.grub(cfg) {
-            Ok(x) => x,
-            Err(MachineError::Cannot(why)) => return Ok(Armed::Cannot(why)),
-            Err(e) => return Err(e),
-        };
-        if !menu.next_entry {
-            return Ok(Armed::Cannot(format!("{cfg} does not honour next_entry")));
-        }
-        let default = menu.default_entry(&env).and_then(|e| e.system.clone());
-        if default.as_deref() != Some(fallback) {
-            return Ok(Armed::Cannot(format!(
-                "the default GRUB entry boots {}, not the fallback {fallback}",
-                default.as_deref().unwrap_or("nothing fleetgate can tell")
-            )));
-        }
-        let Some(entry) = menu.entry_for(new) else {
-            return Ok(Armed::Cannot(format!("no GRUB entry in {cfg} boots {new}")));
-        };
-        if entry.saves_default {
-            // NixOS's grub.cfg with `default = "saved"`: its savedefault
-            // means to skip one-time boots but its test (`[ -z
-            // "${boot_once}"]`, install-grub.pl) is malformed, and real GRUB
-            // 2.06 saves the trial entry (seen on a lab VM): a trial that
-            // hangs would be booted again after the power cycle.
-            return Ok(Armed::Cannot(format!(
-                "{cfg} saves every entry it boots as the default (boot.loader.grub.default = \"saved\"), \
-                 so a new generation that hangs would be booted again after a power cycle"
-            )));
-        }
-        let path = entry.path.clone();
-        env.set("next_entry", &path);
-        self.write_grubenv(&env_path, &env)?;
-        Ok(Armed::Once { detail: format!("GRUB boots {path:?} once (grubenv next_entry)") })
-    }
-
-    fn arm_sd(&mut self, esp: &str, new: &str, fallback: &str) -> Result<Armed, MachineError> {
-        let sd = self.sd_listing(esp)?;
-        if !sd.efivars {
-            return Ok(Armed::Cannot("EFI variables are not available: cannot boot an entry once".to_owned()));
-        }
-        let Some(new_id) = sd.entry_for(new).map(crate::bootloader::SdEntry::id) else {
-            return Ok(Armed::Cannot(format!("no systemd-boot entry boots {new}")));
-        };
-        let Some(fallback_id) = sd.entry_for(fallback).map(crate::bootloader::SdEntry::id) else {
-            return Ok(Armed::Cannot(format!("no systemd-boot entry boots the fallback {fallback}")));
-        };
-        let mut detail = format!("systemd-boot boots {new_id} once");
-        let pin = sd.conf_default.as_deref() != Some(fallback_id.as_str()) || self.efi_default_before.is_some();
-        // After a failed trial the default must be the fallback (the EFI
-        // variable with the pin, else loader.conf): checked before any write.
-        if let Err(why) = sd.falls_back_to(fallback, if pin { Some(fallback_id.as_str()) } else { None }) {
-            return Ok(Armed::Cannot(why));
-        }
-        if pin {
-            // Remember what LoaderEntryDefault was, once, then pin the fallback.
-            let save = format!(
-                "p={p}\nif [ ! -f \"$p\" ]; then mkdir -p \"${{p%/*}}\"; printf '%s' {before} > \"$p\"; fi\n",
-                p = q(&self.layout.at(&format!("{STATE_DIR}/loader-default-before"))),
-                before = q(self.efi_default_before.clone().as_deref().unwrap_or("")),
-            );
-            self.bootctl(&format!("set-default {}", q(&fallback_id)), &save)?;
-            detail.push_str(&format!(" (default pinned to {fallback_id})"));
-        }
-        self.bootctl(&format!("set-oneshot {}", q(&new_id)), "")?;
-        Ok(Armed::Once { detail })
-    }
-
-    /// The entry the boot loader boots by default and the system it boots,
-    /// as its own files say (GRUB's default entry with grubenv, systemd-boot's
-    /// `LoaderEntryDefault` or `loader.conf`); `None` when that cannot be
-    /// told (no boot loader fleetgate knows, or nothing names an entry).
-    ///
-    /// # Errors
-    /// [`MachineError`] when the boot loader's files cannot be read.
-    pub fn boot_default(&mut self) -> Result<Option<BootDefault>, MachineError> {
-        match self.loader.clone() {
-            None => Ok(None),
-            Some(Loader::Grub { cfg }) => {
-                let (menu, env, _) = self.grub(&cfg)?;
-                Ok(menu.default_entry(&env).map(|e| BootDefault { entry: e.path.clone(), system: e.system.clone() }))
-            }
-            Some(Loader::SystemdBoot { esp }) => {
-                let sd = self.sd_listing(&esp)?;
-                let efi = self.efi_default_before.clone();
-                Ok(sd.default_entry(efi.as_deref()).map(|e| BootDefault { entry: e.id(), system: e.system.clone() }))
-            }
-        }
-    }
-
-    fn forget_pin(&mut self) -> Result<(), MachineError> {
-        let script = self.layout.remove_file(&format!("{STATE_DIR}/loader-default-before"));
-        self.sh_ok("forgetting the pinned default", &script, self.timeouts.command).map(|_| ())
-    }
 }
 
 impl<C: Connector> Machine for ScriptMachine<C> {
@@ -337,20 +217,7 @@ impl<C: Connector> Machine for ScriptMachine<C> {
 
     fn state(&mut self) -> Result<HostState, MachineError> {
         let out = self.sh_ok("reading the host's state", &self.layout.state(), self.timeouts.command)?;
-        let mut s = HostState::default();
-        for line in out.lines() {
-            let Some((k, v)) = line.split_once('=') else { continue };
-            let v = v.trim().to_owned();
-            match k {
-                "current" => s.current = v,
-                "booted" => s.booted = v,
-                "profile" => s.profile = v,
-                "link" => s.profile_generation = generation_number(&v),
-                "boot_id" => s.boot_id = v,
-                _ => {}
-            }
-        }
-        Ok(s)
+        Ok(parse_state(&out))
     }
 
     fn system_state(&mut self) -> String {
@@ -470,23 +337,28 @@ impl<C: Connector> Machine for ScriptMachine<C> {
 
     fn watchdog(&mut self, run_id: &str) -> Result<WatchdogSeen, MachineError> {
         let out = self.sh_ok("looking at the watchdog", &self.layout.look_watchdog(run_id), self.timeouts.command)?;
-        let mut lines = out.lines();
-        let state_line = lines.next().unwrap_or("missing").trim().to_owned();
-        let status = lines.next().and_then(|s| s.trim().parse::<i32>().ok());
-        let boot_id = lines.next().unwrap_or_default().trim().to_owned();
-        let (word, rest) = state_line.split_once(' ').unwrap_or((state_line.as_str(), ""));
-        let state = match word {
-            "armed" => WatchdogState::Armed,
-            "refused" => WatchdogState::Refused(rest.to_owned()),
-            "activating" => WatchdogState::Activating,
-            "waiting" => WatchdogState::Waiting(status.unwrap_or(-1)),
-            "confirmed" => WatchdogState::Confirmed,
-            "rolling-back" => WatchdogState::RollingBack,
-            "rolled-back" => WatchdogState::RolledBack(rest.trim().parse().unwrap_or(-1)),
-            "cancelled" => WatchdogState::Cancelled,
-            _ => WatchdogState::Missing,
-        };
-        Ok(WatchdogSeen { state, boot_id })
+        Ok(parse_look(&out))
+    }
+
+    fn watchdog_when(&mut self, run_id: &str, until: Awaited, within: Duration) -> Result<WatchdogSeen, MachineError> {
+        // The host waits at most this long per call: the caller's poll
+        // stays in charge of the deadline, and a call never nears its timeout.
+        let wait = within.min(HOST_WAIT);
+        let script = self.layout.look_watchdog_when(run_id, until, wait);
+        let out = self.sh_ok("waiting for the watchdog", &script, self.timeouts.command + wait)?;
+        Ok(parse_look(&out))
+    }
+
+    fn set_profile_then_start_watchdog(&mut self, spec: &WatchdogSpec) -> Result<(), ProfileThenWatchdog> {
+        let script = self.layout.set_profile_then_launch(spec);
+        // Cut mid-way: whether the watchdog started is unknown (`Stop` finds out).
+        let o = self.run(&script, None, self.timeouts.command).map_err(ProfileThenWatchdog::Watchdog)?;
+        let set = o.stdout_text().lines().any(|l| l.trim() == crate::scripts::PROFILE_SET);
+        match (set, o.success()) {
+            (true, true) => Ok(()),
+            (true, false) => Err(ProfileThenWatchdog::Watchdog(failed("starting the watchdog", &o))),
+            (false, _) => Err(ProfileThenWatchdog::Profile(failed("setting the system profile", &o))),
+        }
     }
 
     fn cancel_watchdog(&mut self, run_id: &str) -> Result<Cancel, MachineError> {
@@ -509,16 +381,25 @@ impl<C: Connector> Machine for ScriptMachine<C> {
         self.fresh_ok("switch-to-configuration boot", &script, self.timeouts.activation).map(|_| ())
     }
 
-    fn make_default_then_confirm(&mut self, new: &str, run_id: &str) -> Result<(), DefaultThenConfirm> {
-        let script = self.layout.install_boot_then_confirm(new, run_id);
-        let timeout = self.timeouts.activation + self.timeouts.command;
+    fn make_default_then_confirm(
+        &mut self,
+        new: &str,
+        run_id: &str,
+    ) -> Result<Option<WatchdogSeen>, DefaultThenConfirm> {
+        let script = format!(
+            "(\n{}) || exit $?\necho {LOOK_FOLLOWS}\n{}",
+            self.layout.install_boot_then_confirm(new, run_id),
+            self.layout.look_watchdog_when(run_id, Awaited::End, HOST_WAIT)
+        );
+        let timeout = self.timeouts.activation + self.timeouts.command + HOST_WAIT;
         let o = self.conn.fresh().run(&SH, Some(script.as_bytes()), timeout).map_err(|e| {
             // Cut mid-way: whether it confirmed is the watchdog's to tell.
             DefaultThenConfirm::Default(lost(&e))
         })?;
-        let made = o.stdout_text().lines().any(|l| l.trim() == crate::scripts::DEFAULT_MADE);
+        let text = o.stdout_text();
+        let made = text.lines().any(|l| l.trim() == crate::scripts::DEFAULT_MADE);
         match (made, o.success()) {
-            (true, true) => Ok(()),
+            (true, true) => Ok(text.split_once(&format!("{LOOK_FOLLOWS}\n")).map(|(_, look)| parse_look(look))),
             (true, false) => Err(DefaultThenConfirm::Confirm(failed("confirming over a new login", &o))),
             (false, _) => Err(DefaultThenConfirm::Default(failed("switch-to-configuration boot", &o))),
         }
@@ -607,4 +488,54 @@ impl<C: Connector> Machine for ScriptMachine<C> {
 #[must_use]
 pub fn generation_number(link: &str) -> Option<u64> {
     link.rsplit('/').next()?.strip_prefix("system-")?.strip_suffix("-link")?.parse().ok()
+}
+
+/// The longest a host waits in one [`Machine::watchdog_when`] call.
+const HOST_WAIT: Duration = Duration::from_secs(10);
+
+/// The line after which the confirming login prints its look at the watchdog.
+const LOOK_FOLLOWS: &str = "fleetgate-look-follows";
+
+/// Reads [`Layout::state`]'s lines.
+fn parse_state(out: &str) -> HostState {
+    let mut s = HostState::default();
+    for line in out.lines() {
+        let Some((k, v)) = line.split_once('=') else { continue };
+        let v = v.trim().to_owned();
+        match k {
+            "current" => s.current = v,
+            "booted" => s.booted = v,
+            "profile" => s.profile = v,
+            "link" => s.profile_generation = generation_number(&v),
+            "boot_id" => s.boot_id = v,
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Reads [`Layout::look_watchdog`]'s three lines, and the host's state
+/// after them when [`Layout::look_watchdog_when`] printed it.
+fn parse_look(out: &str) -> WatchdogSeen {
+    let mut lines = out.lines();
+    let state_line = lines.next().unwrap_or("missing").trim().to_owned();
+    let status = lines.next().and_then(|s| s.trim().parse::<i32>().ok());
+    let boot_id = lines.next().unwrap_or_default().trim().to_owned();
+    let (word, rest) = state_line.split_once(' ').unwrap_or((state_line.as_str(), ""));
+    let state = match word {
+        "armed" => WatchdogState::Armed,
+        "refused" => WatchdogState::Refused(rest.to_owned()),
+        "activating" => WatchdogState::Activating,
+        "waiting" => WatchdogState::Waiting(status.unwrap_or(-1)),
+        "confirmed" => WatchdogState::Confirmed,
+        "rolling-back" => WatchdogState::RollingBack,
+        "rolled-back" => WatchdogState::RolledBack(rest.trim().parse().unwrap_or(-1)),
+        "cancelled" => WatchdogState::Cancelled,
+        _ => WatchdogState::Missing,
+    };
+    let host = out.lines().any(|l| l == crate::scripts::STATE_FOLLOWS).then(|| {
+        let after = out.split_once(&format!("{}\n", crate::scripts::STATE_FOLLOWS)).map_or("", |(_, a)| a);
+        parse_state(after)
+    });
+    WatchdogSeen { state, boot_id, host }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use fleetgate_transport::shell_quote as q;
 
-use crate::machine::WatchdogSpec;
+use crate::machine::{Awaited, WatchdogSpec};
 
 /// Where things are on the host: `root` is prefixed to every absolute path
 /// (empty on a real host).
@@ -40,6 +40,10 @@ pub const LAST_GOOD: &str = "/nix/var/nix/gcroots/fleetgate/last-good";
 /// The line [`Layout::install_boot_then_confirm`] prints once the new system
 /// is the boot default.
 pub const DEFAULT_MADE: &str = "fleetgate-default-made";
+/// The line [`Layout::set_profile_then_launch`] prints once the profile is set.
+pub const PROFILE_SET: &str = "fleetgate-profile-set";
+/// The line after which [`Layout::look_watchdog_when`] prints [`Layout::state`].
+pub const STATE_FOLLOWS: &str = "fleetgate-state-follows";
 
 impl Layout {
     /// `path` on the host.
@@ -64,11 +68,14 @@ impl Layout {
     }
 
     /// Prints `current=`, `booted=`, `link=`, `profile=`, `boot_id=` lines.
+    /// A system is a directory, so `cd -P` (a builtin) resolves its link as
+    /// `readlink -f` would; only the profile's own link needs `readlink`.
     #[must_use]
     pub fn state(&self) -> String {
         format!(
-            "{tools}echo \"current=$(readlink -f {cur})\"\necho \"booted=$(readlink -f {booted})\"\n\
-             echo \"link=$(readlink {profile})\"\necho \"profile=$(readlink -f {profile})\"\n\
+            "{tools}echo \"current=$(cd -P {cur} 2>/dev/null && pwd -P)\"\n\
+             echo \"booted=$(cd -P {booted} 2>/dev/null && pwd -P)\"\n\
+             echo \"link=$(readlink {profile})\"\necho \"profile=$(cd -P {profile} 2>/dev/null && pwd -P)\"\n\
              b=; read -r b < {boot_id}; echo \"boot_id=$b\"\n",
             tools = self.tools(&[]),
             cur = q(&self.at("/run/current-system")),
@@ -104,6 +111,13 @@ impl Layout {
     #[must_use]
     pub fn install_boot(&self, system: &str) -> String {
         format!("{}{}/bin/switch-to-configuration boot 2>&1\n", self.tools(&[system]), q(system))
+    }
+
+    /// [`Layout::set_profile`] to `w.new`, then (only if it succeeded) prints
+    /// [`PROFILE_SET`] and [`Layout::launch_watchdog`]: one round trip.
+    #[must_use]
+    pub fn set_profile_then_launch(&self, w: &WatchdogSpec) -> String {
+        format!("(\n{}) || exit $?\necho {PROFILE_SET}\n{}", self.set_profile(&w.new), self.launch_watchdog(w))
     }
 
     /// [`Layout::install_boot`], then (only if it succeeded) prints
@@ -223,6 +237,36 @@ done
              b=; read -r b < {boot_id}; echo \"$b\"\n",
             d = q(&self.run_dir(run_id)),
             boot_id = q(&self.at("/proc/sys/kernel/random/boot_id")),
+        )
+    }
+
+    /// Waits on the host while the watchdog is short of what `until` awaits
+    /// (a look every 50 ms, at most `wait`; without a `sleep` that takes
+    /// fractions it does not wait), then [`Layout::look_watchdog`]; for
+    /// [`Awaited::End`], once the watchdog has ended, [`STATE_FOLLOWS`] and
+    /// [`Layout::state`] after it.
+    #[must_use]
+    pub fn look_watchdog_when(&self, run_id: &str, until: Awaited, wait: Duration) -> String {
+        let (short_of, then) = match until {
+            Awaited::ActivationEnd => ("armed|activating", String::new()),
+            Awaited::End => (
+                "armed|activating|waiting|rolling-back",
+                format!(
+                    "case \"$s\" in armed|activating|waiting|rolling-back) ;; *) echo {STATE_FOLLOWS}\n{}esac\n",
+                    self.state()
+                ),
+            ),
+        };
+        format!(
+            "{tools}d={d}\nn={ticks}\nwhile [ \"$n\" -gt 0 ]; do\n\
+             \x20 s=missing; [ -f \"$d/state\" ] && read -r s < \"$d/state\"\n\
+             \x20 case \"$s\" in {short_of}) ;; *) break ;; esac\n\
+             \x20 sleep 0.05 </dev/null 2>/dev/null || break\n\
+             \x20 n=$((n - 1))\ndone\n{look}{then}",
+            tools = self.tools(&[]),
+            d = q(&self.run_dir(run_id)),
+            ticks = wait.as_millis() / 50,
+            look = self.look_watchdog(run_id),
         )
     }
 

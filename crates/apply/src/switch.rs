@@ -8,15 +8,14 @@
 //!
 //! | state          | step                                   | success →     | failure exits |
 //! |----------------|----------------------------------------|---------------|---------------|
-//! | `Prepare`      | profile → new                          | `Launch`      | restore profile → `Verify(old)` as Refused; restore fails → Unknown |
-//! | `Launch`       | watchdog dir + state `armed`, detached | `Activating`  | not started → restore profile → Refused; lost → `Stop` |
-//! | `Activating`   | poll state until not armed/activating  | `Health` (exit 0) | exit ≠ 0, deadline, gone → `Stop`; refused → restore → Refused; boot id changed → `AfterReboot`; acted by itself → `AwaitFinal` |
-//! | `Health`       | checks over a new login, until deadline| `MakeDefault` | → `Stop` |
-//! | `MakeDefault`  | new `switch-to-configuration boot`, then confirm, over one new login | `AwaitFinal` | boot failed → `Stop`; confirm failed → `AwaitFinal` (the watchdog decides by itself) |
+//! | `Prepare`      | profile → new, then (only if that worked) the watchdog's dir + state `armed`, started detached — one round trip | `Activating` | profile not set, or watchdog not started → restore profile → `Verify(old)` as Refused (restore fails → Unknown); lost → `Stop` |
+//! | `Activating`   | wait (on the host) until the state is not armed/activating | `Health` (exit 0) | exit ≠ 0, deadline, gone → `Stop`; refused → restore → Refused; boot id changed → `AfterReboot`; acted by itself → `AwaitFinal` |
+//! | `Health`       | checks (over the shared connection), until deadline | `MakeDefault` | → `Stop` |
+//! | `MakeDefault`  | new `switch-to-configuration boot`, then confirm, then wait for the watchdog's end and look — over one new login | `Verify(new)`/`Verify(old)` as `AwaitFinal` would (the login saw the end), else `AwaitFinal` | boot failed → `Stop`; confirm failed → `AwaitFinal` (the watchdog decides by itself) |
 //! | `Stop`         | cancel if not begun, else ask rollback | `AwaitFinal`  | cancelled → restore profile → Refused |
-//! | `AwaitFinal`   | poll until confirmed / rolled back / cancelled, deadline past the watchdog's own | `Verify(new)` / `Verify(old)` | deadline → Unknown; boot id changed → `AfterReboot` |
+//! | `AwaitFinal`   | wait (on the host) until confirmed / rolled back / cancelled, deadline past the watchdog's own; the same look reads where the host stands | `Verify(new)` / `Verify(old)` | deadline → Unknown; boot id changed → `AfterReboot` |
 //! | `AfterReboot`  | the host booted its default            | on old: restore profile + old boot → `Verify(old)` | else Unknown |
-//! | `Verify(x)`    | current and profile are x, read from the host | the outcome | anything else → Unknown |
+//! | `Verify(x)`    | current and profile are x, read from the host (by the look that saw the watchdog end, else now) | the outcome | anything else → Unknown |
 //!
 //! [`abandon`] enters the table at `Stop`: how whoever finds a switch whose
 //! driver died (the agent, restarted) ends it.
@@ -32,7 +31,8 @@
 use std::time::Duration;
 
 use crate::machine::{
-    Cancel, DefaultThenConfirm, Machine, MachineError, WatchdogSeen, WatchdogSpec, WatchdogState, poll,
+    Awaited, Cancel, DefaultThenConfirm, HostState, Machine, MachineError, ProfileThenWatchdog, WatchdogSeen,
+    WatchdogSpec, WatchdogState, poll,
 };
 use crate::outcome::{Observer, Outcome, Step};
 
@@ -69,7 +69,6 @@ enum Expect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Prepare,
-    Launch,
     Activating,
     Health,
     MakeDefault,
@@ -77,7 +76,7 @@ enum State {
     AwaitFinal { why: String },
     AfterReboot { why: String },
     RestoreProfile { at: Step, why: String },
-    Verify { expect: Expect, at: Step, why: String },
+    Verify { expect: Expect, at: Step, why: String, seen: Option<HostState> },
     Done(Outcome),
 }
 
@@ -133,21 +132,20 @@ pub fn abandon(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan) -> O
 
 fn next(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan, spec: &WatchdogSpec, s: State) -> State {
     match s {
-        State::Prepare => match m.set_profile(&p.new) {
-            Ok(_) => State::Launch,
-            Err(e) => {
-                State::RestoreProfile { at: Step::Activate, why: format!("could not set the system profile: {e}") }
-            }
-        },
-        State::Launch => match m.start_watchdog(spec) {
+        State::Prepare => match m.set_profile_then_start_watchdog(spec) {
             Ok(()) => {
                 obs.info(&format!("watchdog armed, {} s to confirm", p.window.as_secs()));
                 State::Activating
             }
-            Err(MachineError::Failed(e) | MachineError::Cannot(e)) => {
+            Err(ProfileThenWatchdog::Profile(e)) => {
+                State::RestoreProfile { at: Step::Activate, why: format!("could not set the system profile: {e}") }
+            }
+            Err(ProfileThenWatchdog::Watchdog(MachineError::Failed(e) | MachineError::Cannot(e))) => {
                 State::RestoreProfile { at: Step::Activate, why: format!("could not start the watchdog: {e}") }
             }
-            Err(e @ MachineError::Lost(_)) => State::Stop { why: format!("starting the watchdog: {e}") },
+            Err(ProfileThenWatchdog::Watchdog(e @ MachineError::Lost(_))) => {
+                State::Stop { why: format!("starting the watchdog: {e}") }
+            }
         },
         State::Activating => activating(m, p),
         State::Health => {
@@ -160,8 +158,11 @@ fn next(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan, spec: &Watc
         }
         State::MakeDefault => {
             obs.step(Step::Confirm);
+            let why = "the confirmation came too late".to_owned();
             match m.make_default_then_confirm(&p.new, &p.run_id) {
-                Ok(()) => State::AwaitFinal { why: "the confirmation came too late".to_owned() },
+                // The confirming login saw the watchdog end: no look of our own.
+                Ok(Some(seen)) if seen.state.is_final() || seen.boot_id != p.boot_id => ended(p, seen, why),
+                Ok(_) => State::AwaitFinal { why },
                 Err(DefaultThenConfirm::Default(e)) => {
                     State::Stop { why: format!("making the new system the boot default failed: {e}") }
                 }
@@ -186,13 +187,15 @@ fn next(m: &mut dyn Machine, obs: &mut dyn Observer, p: &SwitchPlan, spec: &Watc
         State::AwaitFinal { why } => await_final(m, p, why),
         State::AfterReboot { why } => after_reboot(m, p, why),
         State::RestoreProfile { at, why } => match m.restore_profile(p.old_generation, &p.old) {
-            Ok(()) => State::Verify { expect: Expect::Old, at, why: format!("{why}; nothing was activated") },
+            Ok(()) => {
+                State::Verify { expect: Expect::Old, at, why: format!("{why}; nothing was activated"), seen: None }
+            }
             Err(e) => State::Done(Outcome::Unknown {
                 at,
                 why: format!("{why}; then restoring the system profile failed: {e}. Check the host's profile"),
             }),
         },
-        State::Verify { expect, at, why } => State::Done(verify(m, p, expect, at, why)),
+        State::Verify { expect, at, why, seen } => State::Done(verify(m, p, expect, at, why, seen)),
         State::Done(o) => State::Done(o),
     }
 }
@@ -210,12 +213,14 @@ fn exit_text(code: i32, activation: Duration) -> String {
 
 fn activating(m: &mut dyn Machine, p: &SwitchPlan) -> State {
     let within = p.activation + Duration::from_secs(30);
+    let deadline = m.now() + within;
     let seen = poll(m, within, EVERY, |m| {
-        m.watchdog(&p.run_id)
+        let left = deadline.saturating_sub(m.now());
+        m.watchdog_when(&p.run_id, Awaited::ActivationEnd, left)
             .ok()
             .filter(|s| s.boot_id != p.boot_id || !matches!(s.state, WatchdogState::Armed | WatchdogState::Activating))
     });
-    let Some(WatchdogSeen { state, boot_id }) = seen else {
+    let Some(WatchdogSeen { state, boot_id, .. }) = seen else {
         return State::Stop { why: format!("activation did not end within {} s", within.as_secs()) };
     };
     if boot_id != p.boot_id {
@@ -242,8 +247,10 @@ fn await_final(m: &mut dyn Machine, p: &SwitchPlan, why: String) -> State {
     let within = p.window + p.activation + SLACK;
     // The confirmation wakes the watchdog at once (its FIFO; a 1 s tick
     // without mkfifo): the first look is right away, then often.
+    let deadline = m.now() + within;
     let seen = poll(m, within, CONFIRM_EVERY, |m| {
-        m.watchdog(&p.run_id).ok().filter(|s| s.state.is_final() || s.boot_id != p.boot_id)
+        let left = deadline.saturating_sub(m.now());
+        m.watchdog_when(&p.run_id, Awaited::End, left).ok().filter(|s| s.state.is_final() || s.boot_id != p.boot_id)
     });
     let Some(seen) = seen else {
         return State::Done(Outcome::Unknown {
@@ -254,14 +261,20 @@ fn await_final(m: &mut dyn Machine, p: &SwitchPlan, why: String) -> State {
             ),
         });
     };
+    ended(p, seen, why)
+}
+
+/// Where a look that saw the watchdog end (or the host reboot) leads.
+fn ended(p: &SwitchPlan, seen: WatchdogSeen, why: String) -> State {
     if seen.boot_id != p.boot_id || seen.state == WatchdogState::Missing {
         return State::AfterReboot { why };
     }
     match seen.state {
-        WatchdogState::Confirmed => State::Verify { expect: Expect::New, at: Step::Confirm, why },
+        WatchdogState::Confirmed => State::Verify { expect: Expect::New, at: Step::Confirm, why, seen: seen.host },
         WatchdogState::RolledBack(rc) => State::Verify {
             expect: Expect::Old,
             at: Step::Rollback,
+            seen: seen.host,
             why: if rc == 0 {
                 format!("{why}; the host rolled back to the previous generation")
             } else {
@@ -284,6 +297,7 @@ fn after_reboot(m: &mut dyn Machine, p: &SwitchPlan, why: String) -> State {
                     expect: Expect::Old,
                     at: Step::Rollback,
                     why: format!("{why}; it came back on the previous generation and its profile was restored"),
+                    seen: None,
                 },
                 Err(e) => State::Done(Outcome::Unknown {
                     at: Step::Rollback,
@@ -304,12 +318,19 @@ fn after_reboot(m: &mut dyn Machine, p: &SwitchPlan, why: String) -> State {
     }
 }
 
-fn verify(m: &mut dyn Machine, p: &SwitchPlan, expect: Expect, at: Step, why: String) -> Outcome {
+fn verify(
+    m: &mut dyn Machine,
+    p: &SwitchPlan,
+    expect: Expect,
+    at: Step,
+    why: String,
+    seen: Option<HostState>,
+) -> Outcome {
     let want = match expect {
         Expect::New => &p.new,
         Expect::Old => &p.old,
     };
-    match m.state() {
+    match seen.map_or_else(|| m.state(), Ok) {
         Ok(s) if &s.current == want && &s.profile == want => match expect {
             Expect::New => Outcome::Switched,
             Expect::Old if at == Step::Activate => Outcome::Refused { at, why },

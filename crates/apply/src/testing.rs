@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// The tools a system's `sw/bin` links to.
 pub const TOOLS: &[&str] = &[
     "mkdir", "mv", "sleep", "timeout", "cat", "readlink", "head", "tail", "rm", "ln", "chmod", "setsid", "sed", "awk",
-    "grep", "mkfifo",
+    "grep", "mkfifo", "od",
 ];
 
 /// A tool of this machine.

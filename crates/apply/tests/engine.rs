@@ -169,6 +169,29 @@ fn switch_verification_unanswered_is_unknown() {
     assert_eq!(o.standing(), Standing::Unknown, "{o:?}");
 }
 
+/// Issue 15: a machine whose look at the watchdog's end also reads where
+/// the host stands (the real one does, in one round trip) is verified from
+/// that look — confirmed, rolled back, and unanswered alike.
+#[test]
+fn switch_verified_from_the_look_that_saw_the_watchdog_end() {
+    let mut m = FakeMachine::running(&sys("old"));
+    m.look_reads_state = true;
+    assert_eq!(switch(&mut m), Outcome::Switched);
+    stays_on(&mut m, &sys("new"));
+
+    let mut m = FakeMachine::running(&sys("old"));
+    m.look_reads_state = true;
+    m.unhealthy.insert(sys("new"));
+    let o = switch(&mut m);
+    assert!(matches!(o, Outcome::RolledBack { .. }), "{o:?}");
+    stays_on(&mut m, &sys("old"));
+
+    let mut m = FakeMachine::running(&sys("old"));
+    m.look_reads_state = true;
+    m.always.insert(Op::State, lost());
+    assert_eq!(switch(&mut m).standing(), Standing::Unknown);
+}
+
 #[test]
 fn switch_reboot_during_activation_back_on_old_is_rolled_back() {
     let mut m = FakeMachine::running(&sys("old"));

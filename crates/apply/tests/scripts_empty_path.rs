@@ -51,16 +51,18 @@ impl Transport for EmptyPath {
     }
 }
 
-/// Counts the fresh logins asked for.
+/// Counts the fresh logins and the round trips on the shared connection.
 #[derive(Default)]
 struct Conn {
     fresh: Arc<AtomicUsize>,
+    shared: Arc<AtomicUsize>,
 }
 impl Connector for Conn {
     fn describe(&self) -> String {
         "empty-path".into()
     }
     fn shared(&mut self) -> &dyn Transport {
+        self.shared.fetch_add(1, Ordering::SeqCst);
         &EmptyPath
     }
     fn fresh(&self) -> Box<dyn Transport> {
@@ -119,10 +121,55 @@ fn live_switch_makes_the_default_and_confirms_over_one_fresh_login() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (old, new) = host(tmp.path(), 0);
     let fresh = Arc::new(AtomicUsize::new(0));
-    let mut m = machine_with(tmp.path(), Conn { fresh: Arc::clone(&fresh) });
+    let shared = Arc::new(AtomicUsize::new(0));
+    let mut m = machine_with(tmp.path(), Conn { fresh: Arc::clone(&fresh), shared: Arc::clone(&shared) });
     assert_eq!(live_switch(&mut m, &mut Silent, &plan(&old, &new)), Outcome::Switched);
     assert_eq!(fresh.load(Ordering::SeqCst), 1);
+    // Issue 15: profile + watchdog launch, the wait for activation's end (on
+    // the host), the health checks — where polls every 250 ms and separate
+    // calls took 7 or more. The fresh login that confirms also waits for the
+    // watchdog's end and reads where the host stands.
+    assert_eq!(shared.load(Ordering::SeqCst), 3);
     assert_eq!(fs::read_to_string(tmp.path().join("calls")).expect("calls"), "new test\nnew boot\n");
+}
+
+/// The opening round trip: the lock, the pending intent, the health
+/// baseline and the caller's script, from the real script; a second run is
+/// told who holds the lock and reads nothing.
+#[test]
+fn the_opening_takes_the_lock_and_reads_the_intent_and_the_callers_script() {
+    use fleetgate_apply::machine::LockError;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_old, new) = host(tmp.path(), 0);
+    let mut m = machine(tmp.path());
+    let o = m.open("r1", "echo from-facts; exit 5", Duration::from_secs(5)).expect("opened");
+    assert_eq!(o.intent, Ok(None));
+    assert_eq!(o.system_state, "unknown", "no systemctl here");
+    assert_eq!((o.extra.stdout.as_str(), o.extra.status), ("from-facts\n", Some(5)));
+    let intent = fleetgate_apply::intent::PendingIntent {
+        format: fleetgate_apply::intent::FORMAT,
+        run_id: "r0".into(),
+        new: new.clone(),
+        fallback: "/nix/store/f".into(),
+        fallback_generation: Some(1),
+        boot_id_before: "b0".into(),
+        deadline_unix: 1,
+        verified: fleetgate_apply::intent::Verified::default(),
+    };
+    m.write_intent(&intent).expect("written");
+    // The same run takes its own lock again.
+    let o = m.open("r1", "", Duration::from_secs(5)).expect("opened again");
+    assert_eq!(o.intent, Ok(Some(intent)));
+    assert_eq!((o.extra.stdout.as_str(), o.extra.status), ("", Some(0)));
+    match m.open("r2", "touch must-not-run", Duration::from_secs(5)) {
+        Err(LockError::Held { owner }) => assert!(owner.starts_with("run=r1 "), "{owner}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!tmp.path().join("must-not-run").exists());
+    m.unlock("r1").expect("unlocked");
+    fs::write(tmp.path().join("var/lib/fleetgate/pending.json"), "{not json").expect("garbage");
+    let o = m.open("r2", "", Duration::from_secs(5)).expect("opened by r2");
+    assert!(matches!(o.intent, Err(fleetgate_apply::MachineError::Failed(_))), "{:?}", o.intent);
 }
 
 /// A failing `switch-to-configuration boot` in that login confirms nothing:
@@ -387,6 +434,13 @@ fn log_sleeps(root: &Path, systems: [&str; 2]) -> std::path::PathBuf {
     log
 }
 
+/// The sleeps the watchdog ran: not the 50 ms ticks of the engine's own
+/// look that waits on the host (`Layout::look_watchdog_when`).
+fn watchdog_sleeps(log: &Path) -> String {
+    let all = fs::read_to_string(log).expect("sleeps");
+    all.lines().filter(|l| *l != "0.05").map(|l| format!("{l}\n")).collect()
+}
+
 /// Issue 15: the confirmation wakes the watchdog (its FIFO) instead of
 /// waiting for a 1-second tick: the only `sleep` it runs is its deadline.
 #[test]
@@ -397,7 +451,7 @@ fn a_confirmation_wakes_the_watchdog_without_a_polling_sleep() {
     let mut m = machine(tmp.path());
     let p = plan(&old, &new);
     assert_eq!(live_switch(&mut m, &mut Silent, &p), Outcome::Switched);
-    assert_eq!(fs::read_to_string(&log).expect("sleeps"), format!("{}\n", p.window.as_secs()));
+    assert_eq!(watchdog_sleeps(&log), format!("{}\n", p.window.as_secs()));
     let s = m.state().expect("state");
     assert_eq!((s.current, s.profile), (new.clone(), new));
 }
@@ -413,7 +467,7 @@ fn without_mkfifo_the_watchdog_looks_every_second_and_confirms() {
     let log = log_sleeps(tmp.path(), [&old, &new]);
     let mut m = machine(tmp.path());
     assert_eq!(live_switch(&mut m, &mut Silent, &plan(&old, &new)), Outcome::Switched);
-    let sleeps = fs::read_to_string(&log).expect("sleeps");
+    let sleeps = watchdog_sleeps(&log);
     assert!(!sleeps.is_empty() && sleeps.lines().all(|l| l == "1"), "{sleeps}");
     assert!(!tmp.path().join("run/fleetgate/runs/r1/wake").exists());
 }

@@ -12,9 +12,10 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use fleetgate_nix::{CopyOptions, Nix, StoreUri};
+use fleetgate_nix::{Closures, CopyOptions, Nix, PathInfo, StoreUri};
 
 use crate::events::{Bus, EventKind};
 use crate::inventory::Host;
@@ -131,6 +132,32 @@ pub fn lacking_script(paths: &[String]) -> Option<String> {
     Some(script)
 }
 
+/// The closures of a run's systems, read with one `nix path-info
+/// --recursive` by the first host that copies (issue 15: not one per host;
+/// a run with nothing to copy reads nothing).
+#[derive(Debug, Default)]
+pub struct FleetClosures {
+    systems: Vec<String>,
+    read: OnceLock<Option<Closures>>,
+}
+
+impl FleetClosures {
+    /// The closures of `systems`, read when first asked.
+    #[must_use]
+    pub fn new(systems: Vec<String>) -> FleetClosures {
+        FleetClosures { systems, read: OnceLock::new() }
+    }
+
+    /// The closure of `system`; `None` (Nix is asked per host) when the
+    /// fleet's could not be read or does not hold it.
+    pub fn closure_of(&self, nix: &Nix, system: &str) -> Option<Vec<PathInfo>> {
+        let closures = self.read.get_or_init(|| {
+            nix.path_info(None, &self.systems, true, false).ok().map(|(infos, _)| Closures::new(infos))
+        });
+        closures.as_ref()?.closure(&[system.to_owned()])
+    }
+}
+
 /// One host's copy.
 pub struct CopyJob<'a> {
     /// Nix on this machine.
@@ -147,6 +174,8 @@ pub struct CopyJob<'a> {
     pub timeout: Duration,
     /// Where progress goes.
     pub bus: &'a Bus,
+    /// The run's closures, if it read them for every host.
+    pub closures: Option<&'a FleetClosures>,
 }
 
 /// What a copy sent.
@@ -171,20 +200,20 @@ pub fn copy(job: &CopyJob<'_>, probe: &mut dyn Probe) -> Result<Copied, String> 
     let nix = job.nix.clone().with_env("NIX_SSHOPTS", sshopts).with_timeout(job.timeout);
     let options = CopyOptions { substitute_on_destination: job.substitute_on_destination, ..CopyOptions::default() };
     let mut throttle = Throttle::default();
-    let result = nix.copy_to_with_progress(
-        &store,
-        &[job.system.to_owned()],
-        &options,
-        &mut |paths| probe.lacking(paths),
-        &mut |p| {
-            if throttle.due() {
-                job.bus.send(
-                    &host.name,
-                    EventKind::CopyProgress { done_bytes: p.done_bytes, expected_bytes: p.expected_bytes },
-                );
-            }
-        },
-    );
+    let roots = [job.system.to_owned()];
+    let mut lacking = |paths: &[String]| probe.lacking(paths);
+    let mut progress = |p: &fleetgate_nix::CopyProgress| {
+        if throttle.due() {
+            job.bus.send(
+                &host.name,
+                EventKind::CopyProgress { done_bytes: p.done_bytes, expected_bytes: p.expected_bytes },
+            );
+        }
+    };
+    let result = match job.closures.and_then(|c| c.closure_of(job.nix, job.system)) {
+        Some(closure) => nix.copy_closure_with_progress(&store, &roots, closure, &options, &mut lacking, &mut progress),
+        None => nix.copy_to_with_progress(&store, &roots, &options, &mut lacking, &mut progress),
+    };
     match result {
         Ok(end) => {
             let copied = Copied { bytes: end.done_bytes, paths: end.paths_done };

@@ -11,6 +11,7 @@ use fleetgate_nix::Nix;
 
 use crate::ahead::{Ahead, StopOnDrop};
 use crate::build;
+use crate::copy::FleetClosures;
 use crate::error::DeployError;
 use crate::events::{Bus, EventKind, Phase};
 use crate::history::History;
@@ -149,6 +150,7 @@ impl Deployer<'_> {
                 record(report)?;
             }
             let buildable: Vec<String> = selected.iter().filter(|h| built.systems.contains_key(*h)).cloned().collect();
+            let closures = FleetClosures::new(built.systems.values().cloned().collect());
             let plan = waves(&buildable, self.options);
             let mut history_error = None;
             for (index, wave) in plan.iter().enumerate() {
@@ -190,6 +192,7 @@ impl Deployer<'_> {
                             bus: self.bus.clone(),
                             run_start: start,
                             ahead: Some(&ahead),
+                            closures: Some(&closures),
                         })
                     };
                     if let Err(e) = record(report) {

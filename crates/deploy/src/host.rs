@@ -5,8 +5,9 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use fleetgate_apply::intent::Verified;
+use fleetgate_apply::intent::{PendingIntent, Verified};
 use fleetgate_apply::machine::{HostState, LockError, Machine as _, MachineError};
+use fleetgate_apply::opening::Opening;
 use fleetgate_apply::reboot::{RebootPlan, fallback_for, resume, verified_reboot};
 use fleetgate_apply::scripts::{LOCK, Layout};
 use fleetgate_apply::switch::{SwitchPlan, live_switch};
@@ -44,6 +45,8 @@ pub struct HostJob<'a> {
     pub run_start: Instant,
     /// Connections logged in ahead of the host's turn (none: log in now).
     pub ahead: Option<&'a Ahead>,
+    /// The run's closures, read once for every host (none: Nix is asked per host).
+    pub closures: Option<&'a copy::FleetClosures>,
 }
 
 /// The profile generation that holds `system`: the profile's own if it
@@ -94,10 +97,13 @@ pub fn deploy_host(job: &HostJob<'_>) -> HostReport {
     on_locked_host(job, deploy_locked)
 }
 
-/// What runs on a host once it is locked: the outcome, standing and message.
-pub(crate) type LockedBody = fn(&mut Run<'_, '_>, &mut Machine) -> Result<Fail, Fail>;
+/// What runs on a host once it is locked, given what the opening round trip
+/// read: the outcome, standing and message.
+pub(crate) type LockedBody = fn(&mut Run<'_, '_>, &mut Machine, Opening) -> Result<Fail, Fail>;
 
-/// Connects, takes the deploy lock, runs `body`, releases the lock, reports.
+/// Connects, takes the deploy lock and reads the pending intent, the health
+/// baseline and the facts in the same round trip ([`Machine::open`]), runs
+/// `body`, releases the lock, reports.
 pub(crate) fn on_locked_host(job: &HostJob<'_>, body: LockedBody) -> HostReport {
     let host = job.host;
     let t = &job.options.timeouts;
@@ -119,8 +125,8 @@ pub(crate) fn on_locked_host(job: &HostJob<'_>, body: LockedBody) -> HostReport 
     let mut m = remote::machine(host, conn, t);
 
     run.tl.start(Phase::Lock);
-    match m.lock(job.run_id) {
-        Ok(()) => {}
+    let opening = match m.open(job.run_id, fleetgate_facts::SCRIPT, t.facts) {
+        Ok(opening) => opening,
         Err(LockError::Held { owner }) => {
             return run.finish(
                 Outcome::Failed,
@@ -144,19 +150,25 @@ pub(crate) fn on_locked_host(job: &HostJob<'_>, body: LockedBody) -> HostReport 
                 format!("could not take the deploy lock: {}; nothing was done", e.line()),
             );
         }
-    }
-    let result = body(&mut run, &mut m);
+    };
+    let result = body(&mut run, &mut m, opening);
     let _ = m.unlock(job.run_id);
     match result {
         Ok((outcome, standing, message)) | Err((outcome, standing, message)) => run.finish(outcome, standing, message),
     }
 }
 
-/// A verified reboot left pending by a run that died: finish it first.
-pub(crate) fn resolve_pending(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<(), Fail> {
+/// A verified reboot left pending by a run that died (`intent`, as the
+/// opening read it): finish it first. `Ok(true)`: one was finished, so what
+/// the opening read of the host is stale.
+pub(crate) fn resolve_pending(
+    run: &mut Run<'_, '_>,
+    m: &mut Machine,
+    intent: Result<Option<PendingIntent>, MachineError>,
+) -> Result<bool, Fail> {
     let t = &run.job.options.timeouts;
-    let intent = match m.read_intent() {
-        Ok(None) => return Ok(()),
+    let intent = match intent {
+        Ok(None) => return Ok(false),
         Ok(Some(i)) => i,
         Err(MachineError::Lost(e)) => {
             return Err((Outcome::Unreachable, Standing::KnownGood, format!("{e}; nothing was done")));
@@ -186,21 +198,39 @@ pub(crate) fn resolve_pending(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<
         run.report.booted_healthy = Some(intent.new.clone());
         record_last_good(run, m, &intent.new);
     }
-    Ok(())
+    Ok(true)
 }
 
-fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail> {
+/// The host's facts and health baseline: as the opening read them, or read
+/// again when `stale` (a pending reboot was finished since).
+pub(crate) fn facts_and_baseline(
+    run: &mut Run<'_, '_>,
+    m: &mut Machine,
+    opening: Opening,
+    stale: bool,
+) -> Result<(Facts, String), Fail> {
+    run.tl.start(Phase::Facts);
+    let (facts, baseline) = if stale {
+        let facts = fleetgate_facts::collect(m.transport(), run.job.options.timeouts.facts).map_err(|e| {
+            (Outcome::Unreachable, Standing::KnownGood, format!("gathering facts failed: {e}; nothing was done"))
+        })?;
+        (facts, m.system_state())
+    } else {
+        let target = m.transport().describe();
+        let extra = opening.extra;
+        (fleetgate_facts::from_output(&target, &extra.stdout, extra.status, &extra.stderr), opening.system_state)
+    };
+    remote::configure_loader(m, &facts);
+    Ok((facts, baseline))
+}
+
+fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine, opening: Opening) -> Result<Fail, Fail> {
     let job = run.job;
     let t = &job.options.timeouts;
     let new = job.system;
 
-    resolve_pending(run, m)?;
-
-    run.tl.start(Phase::Facts);
-    let facts = fleetgate_facts::collect(m.transport(), t.facts).map_err(|e| {
-        (Outcome::Unreachable, Standing::KnownGood, format!("gathering facts failed: {e}; nothing was done"))
-    })?;
-    remote::configure_loader(m, &facts);
+    let stale = resolve_pending(run, m, opening.intent.clone())?;
+    let (facts, baseline) = facts_and_baseline(run, m, opening, stale)?;
     let old = facts.current_system.as_ref().map(|s| s.path.clone());
     run.report.previous_system.clone_from(&old);
     run.report.running_system.clone_from(&old);
@@ -253,8 +283,6 @@ fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail> {
         };
         return Err((Outcome::Planned, Standing::KnownGood, format!("dry run: would {how}. {}", plan.next_step)));
     }
-    let baseline = m.system_state();
-
     run.tl.start(Phase::Copy);
     let copy_job = copy::CopyJob {
         nix: job.nix,
@@ -264,6 +292,7 @@ fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail> {
         free_bytes: facts.nix_free_bytes,
         timeout: t.copy,
         bus: &job.bus,
+        closures: job.closures,
     };
     let copied = copy::copy(&copy_job, &mut copy::TargetProbe { machine: m, timeout: t.command })
         .map_err(|msg| (Outcome::Failed, Standing::KnownGood, msg))?;

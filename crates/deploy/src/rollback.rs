@@ -9,18 +9,21 @@
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use fleetgate_apply::machine::Machine as _;
+use fleetgate_apply::opening::Opening;
 use fleetgate_apply::scripts::{LAST_GOOD, Layout};
 
 use crate::error::DeployError;
-use crate::events::{Bus, Phase};
+use crate::events::Bus;
 use crate::fleet::{in_parallel, new_run_id};
 use crate::history::History;
-use crate::host::{Fail, HostJob, Run, apply, choose_fallback, conclude, host_state, on_locked_host, resolve_pending};
+use crate::host::{
+    Fail, HostJob, Run, apply, choose_fallback, conclude, facts_and_baseline, host_state, on_locked_host,
+    resolve_pending,
+};
 use crate::inventory::Inventory;
 use crate::options::DeployOptions;
 use crate::plan::{Action, Plan, PlanInput, Planner};
-use crate::remote::{self, Machine};
+use crate::remote::Machine;
 use crate::report::{HostReport, Outcome, RunReport, Standing, exit_code};
 
 /// A rollback needs no plan of its own: the target generation already ran
@@ -33,9 +36,9 @@ impl Planner for NoPlanner {
     }
 }
 
-fn rollback_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail> {
+fn rollback_locked(run: &mut Run<'_, '_>, m: &mut Machine, opening: Opening) -> Result<Fail, Fail> {
     let t = &run.job.options.timeouts;
-    resolve_pending(run, m)?;
+    let stale = resolve_pending(run, m, opening.intent.clone())?;
     let script = format!("{}[ -e {LAST_GOOD} ] && readlink -f {LAST_GOOD} || true\n", Layout::default().tools(&[]));
     let on_host = m
         .sh_ok("reading the last-good generation", &script, t.command)
@@ -54,11 +57,7 @@ fn rollback_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail>
     };
     run.report.new_system = Some(target.clone());
 
-    run.tl.start(Phase::Facts);
-    let facts = fleetgate_facts::collect(m.transport(), t.facts).map_err(|e| {
-        (Outcome::Unreachable, Standing::KnownGood, format!("gathering facts failed: {e}; nothing was done"))
-    })?;
-    remote::configure_loader(m, &facts);
+    let (facts, baseline) = facts_and_baseline(run, m, opening, stale)?;
     let Some(current) = facts.current_system.as_ref().map(|s| s.path.clone()) else {
         return Err((
             Outcome::Failed,
@@ -91,7 +90,6 @@ fn rollback_locked(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Fail, Fail>
         run.report.action = Some(Action::Boot);
         Some(choose_fallback(run, &facts, &state, &target)?)
     };
-    let baseline = m.system_state();
     let outcome = apply(run, m, &facts, &state, &target, fallback, baseline);
     Ok(conclude(run, m, &outcome, &target))
 }
@@ -138,6 +136,7 @@ pub fn rollback(
             bus: bus.clone(),
             run_start: start,
             ahead: None,
+            closures: None,
         };
         let report = on_locked_host(&job, rollback_locked);
         if let Some(h) = history {

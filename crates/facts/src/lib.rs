@@ -438,18 +438,31 @@ pub fn from_target(target: &str, ssh_options: Vec<String>, timeout: Duration) ->
 /// with a finding.
 pub fn collect(transport: &dyn Transport, timeout: Duration) -> Result<Facts, FactsError> {
     let out = transport.run_script(SCRIPT, timeout)?;
-    let mut facts = parse(&transport.describe(), &String::from_utf8_lossy(&out.stdout));
-    if !out.success() {
+    Ok(from_output(
+        &transport.describe(),
+        &String::from_utf8_lossy(&out.stdout),
+        out.status,
+        &String::from_utf8_lossy(&out.stderr),
+    ))
+}
+
+/// Parses what [`SCRIPT`] printed on `target` when another script ran it
+/// (the deploy runs it inside its opening round trip): `status` is its exit
+/// status (`None`: cut short), `stderr` becomes the evidence of a failure.
+#[must_use]
+pub fn from_output(target: &str, stdout: &str, status: Option<i32>, stderr: &str) -> Facts {
+    let mut facts = parse(target, stdout);
+    if status != Some(0) {
         facts.findings.push(
             Finding::new(
                 "facts.script-failed",
                 Severity::Warning,
-                format!("the facts script exited with status {:?}; what it printed before is used", out.status),
+                format!("the facts script exited with status {status:?}; what it printed before is used"),
             )
-            .with_evidence(String::from_utf8_lossy(&out.stderr).lines().take(20).map(str::to_owned)),
+            .with_evidence(stderr.lines().take(20).map(str::to_owned)),
         );
     }
-    Ok(facts)
+    facts
 }
 
 /// Renders one finding for a terminal, as `fleetgate facts` and

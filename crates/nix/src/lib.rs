@@ -22,6 +22,7 @@
 //! Every error carries the command line (never its environment, where secrets live) and
 //! the tail of the child's stderr.
 
+pub mod closures;
 pub mod copy_progress;
 pub mod error;
 pub mod hash;
@@ -33,6 +34,7 @@ pub mod small_file;
 pub mod store_uri;
 pub mod version;
 
+pub use closures::Closures;
 pub use copy_progress::CopyProgress;
 pub use error::{NixError, ProcessError};
 pub use keys::{KeyError, KeyFileError, PublicKey, SecretKey, narinfo_fingerprint};

@@ -212,6 +212,23 @@ impl Nix {
         on_progress: &mut dyn FnMut(&CopyProgress),
     ) -> Result<CopyProgress, NixError> {
         let (closure, _) = self.path_info(None, paths, true, false)?;
+        self.copy_closure_with_progress(store, paths, closure, opts, lacking, on_progress)
+    }
+
+    /// [`Nix::copy_to_with_progress`] with the closure of `paths` already
+    /// known (from [`crate::Closures`]): no `nix path-info` of its own.
+    ///
+    /// # Errors
+    /// As [`Nix::copy_to_with_progress`].
+    pub fn copy_closure_with_progress(
+        &self,
+        store: &StoreUri,
+        paths: &[String],
+        closure: Vec<crate::PathInfo>,
+        opts: &CopyOptions,
+        lacking: &mut dyn FnMut(&[String]) -> Option<BTreeSet<String>>,
+        on_progress: &mut dyn FnMut(&CopyProgress),
+    ) -> Result<CopyProgress, NixError> {
         let all: Vec<String> = closure.iter().map(|p| p.path.clone()).collect();
         let expected = lacking(&all).map(|m| closure.iter().filter(|p| m.contains(&p.path)).map(|p| p.nar_size).sum());
         let mut tracker = CopyTracker::new(closure.into_iter().map(|p| (p.path, p.nar_size)), expected);

@@ -15,7 +15,14 @@
 //! @@fleetgate-extra
 //! <the caller's script's stdout>
 //! @@fleetgate-extra-status <its exit status>
+//! @@fleetgate-released                   (only with a `Release` that held)
 //! ```
+//!
+//! With a [`Release`], a host already where the deploy would put it (running
+//! and profile on that system, booted too if asked, no pending intent) has
+//! its lock released by the same script: an up-to-date host costs one round
+//! trip (issue 15). The caller must take the lock again (open again) before
+//! it changes anything on a host whose opening says [`Opening::released`].
 //!
 //! The intent travels hex-encoded, so no byte of it (hostile or truncated) can
 //! be taken for a marker; the caller's output is framed by the last status
@@ -41,6 +48,18 @@ pub struct Opening {
     pub system_state: String,
     /// The caller's script: what it printed on stdout, and its exit status.
     pub extra: Extra,
+    /// The script released the lock again (see [`Release`]).
+    pub released: bool,
+}
+
+/// When the opening releases the lock it took: the host runs `system`, its
+/// profile is on it, it booted it too when `booted`, and no reboot is pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release<'a> {
+    /// The system the deploy would put the host on.
+    pub system: &'a str,
+    /// Whether it must also have booted it.
+    pub booted: bool,
 }
 
 /// What the caller's script gave.
@@ -56,11 +75,23 @@ pub struct Extra {
 
 const EXTRA_BEGIN: &str = "@@fleetgate-extra";
 const EXTRA_STATUS: &str = "@@fleetgate-extra-status ";
+const RELEASED: &str = "@@fleetgate-released";
 
 /// The opening script: lock for `owner` (again if a line starting with
-/// `mine` owns it), then the reads, then `extra`.
+/// `mine` owns it), then the reads, then `extra`, then the [`Release`].
 #[must_use]
-pub fn script(layout: &Layout, owner: &str, mine: &str, extra: &str) -> String {
+pub fn script(layout: &Layout, owner: &str, mine: &str, extra: &str, release: Option<Release<'_>>) -> String {
+    let release = release.map_or_else(String::new, |r| {
+        let resolved =
+            |link: &str| format!("\"$(cd -P {} 2>/dev/null && pwd -P)\" = {}", q(&layout.at(link)), q(r.system));
+        format!(
+            "if [ ! -e \"$f\" ] && [ {cur} ] && [ {profile} ]{booted}; then rm -rf {lock} && echo {RELEASED}; fi\n",
+            cur = resolved("/run/current-system"),
+            profile = resolved(crate::scripts::PROFILE),
+            booted = if r.booted { format!(" && [ {} ]", resolved("/run/booted-system")) } else { String::new() },
+            lock = q(&layout.at(LOCK)),
+        )
+    });
     format!(
         "{tools}mkdir -p {dir} </dev/null\n\
          if mkdir {lock} 2>/dev/null </dev/null; then echo {owner} > {lock}/owner\n\
@@ -76,7 +107,7 @@ pub fn script(layout: &Layout, owner: &str, mine: &str, extra: &str) -> String {
          echo \"state=$(systemctl is-system-running 2>/dev/null </dev/null)\"\n\
          echo {EXTRA_BEGIN}\n\
          (\n:\n{extra}\n) </dev/null\n\
-         echo \"{EXTRA_STATUS}$?\"\n",
+         echo \"{EXTRA_STATUS}$?\"\n{release}",
         tools = layout.tools(&[]),
         dir = q(&layout.at(RUN_DIR)),
         lock = q(&layout.at(LOCK)),
@@ -144,13 +175,14 @@ pub fn parse(stdout: &str, stderr: &str) -> Result<Opening, LockError> {
         }) {
             Some(i) => Extra {
                 stdout: body[..i].to_owned(),
-                status: body[i + EXTRA_STATUS.len()..].trim().parse().ok(),
+                status: body[i + EXTRA_STATUS.len()..].lines().next().unwrap_or_default().trim().parse().ok(),
                 stderr: stderr.to_owned(),
             },
             None => Extra { stdout: body.to_owned(), status: None, stderr: stderr.to_owned() },
         },
     };
-    Ok(Opening { intent, system_state, extra })
+    let released = stdout.lines().last() == Some(RELEASED);
+    Ok(Opening { intent, system_state, extra, released })
 }
 
 fn intent_from_hex(hex: &str) -> Result<Option<PendingIntent>, MachineError> {
@@ -178,8 +210,15 @@ impl<C: Connector> ScriptMachine<C> {
     ///
     /// # Errors
     /// [`LockError`] as [`crate::machine::Machine::lock`].
-    pub fn open(&mut self, owner_run: &str, extra: &str, extra_timeout: Duration) -> Result<Opening, LockError> {
-        let script = script(&self.layout, &crate::scripts::lock_owner(owner_run), &format!("run={owner_run} "), extra);
+    pub fn open(
+        &mut self,
+        owner_run: &str,
+        extra: &str,
+        extra_timeout: Duration,
+        release: Option<Release<'_>>,
+    ) -> Result<Opening, LockError> {
+        let owner = crate::scripts::lock_owner(owner_run);
+        let script = script(&self.layout, &owner, &format!("run={owner_run} "), extra, release);
         let o = self.run(&script, None, self.timeouts.command + extra_timeout)?;
         if o.status != Some(0) && !o.stdout_text().starts_with("acquired") {
             return Err(LockError::Machine(failed("taking the deploy lock", &o)));
@@ -211,6 +250,9 @@ mod tests {
         assert_eq!(o.intent, Ok(None));
         assert_eq!(o.system_state, "degraded");
         assert_eq!(o.extra, Extra { stdout: "kernel\t6.1\nend\n".into(), status: Some(0), stderr: "warn\n".into() });
+        assert!(!o.released);
+        let o = parse(&format!("{out}@@fleetgate-released\n"), "").expect("parsed");
+        assert_eq!((o.extra.status, o.released), (Some(0), true));
         // Nothing printed by the caller's script, and an empty state.
         let o = parse("acquired\nintent absent\nstate=\n@@fleetgate-extra\n@@fleetgate-extra-status 3\n", "")
             .expect("parsed");

@@ -142,7 +142,7 @@ fn the_opening_takes_the_lock_and_reads_the_intent_and_the_callers_script() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (_old, new) = host(tmp.path(), 0);
     let mut m = machine(tmp.path());
-    let o = m.open("r1", "echo from-facts; exit 5", Duration::from_secs(5)).expect("opened");
+    let o = m.open("r1", "echo from-facts; exit 5", Duration::from_secs(5), None).expect("opened");
     assert_eq!(o.intent, Ok(None));
     assert_eq!(o.system_state, "unknown", "no systemctl here");
     assert_eq!((o.extra.stdout.as_str(), o.extra.status), ("from-facts\n", Some(5)));
@@ -158,18 +158,46 @@ fn the_opening_takes_the_lock_and_reads_the_intent_and_the_callers_script() {
     };
     m.write_intent(&intent).expect("written");
     // The same run takes its own lock again.
-    let o = m.open("r1", "", Duration::from_secs(5)).expect("opened again");
+    let o = m.open("r1", "", Duration::from_secs(5), None).expect("opened again");
     assert_eq!(o.intent, Ok(Some(intent)));
     assert_eq!((o.extra.stdout.as_str(), o.extra.status), ("", Some(0)));
-    match m.open("r2", "touch must-not-run", Duration::from_secs(5)) {
+    match m.open("r2", "touch must-not-run", Duration::from_secs(5), None) {
         Err(LockError::Held { owner }) => assert!(owner.starts_with("run=r1 "), "{owner}"),
         other => panic!("{other:?}"),
     }
     assert!(!tmp.path().join("must-not-run").exists());
     m.unlock("r1").expect("unlocked");
     fs::write(tmp.path().join("var/lib/fleetgate/pending.json"), "{not json").expect("garbage");
-    let o = m.open("r2", "", Duration::from_secs(5)).expect("opened by r2");
+    let o = m.open("r2", "", Duration::from_secs(5), None).expect("opened by r2");
     assert!(matches!(o.intent, Err(fleetgate_apply::MachineError::Failed(_))), "{:?}", o.intent);
+    assert!(!o.released);
+}
+
+/// Issue 15: an opening told what the deploy would do releases the lock
+/// itself when the host is already there (one round trip for an up-to-date
+/// host), and keeps it for anything else.
+#[test]
+fn the_opening_releases_the_lock_of_a_host_already_up_to_date() {
+    use fleetgate_apply::opening::Release;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (old, new) = host(tmp.path(), 0);
+    let lock = tmp.path().join("run/fleetgate/lock");
+    let mut m = machine(tmp.path());
+    let t = Duration::from_secs(5);
+    // Not there yet: the lock stays.
+    let o = m.open("r1", "", t, Some(Release { system: &new, booted: false })).expect("opened");
+    assert!(!o.released && lock.exists());
+    m.unlock("r1").expect("unlocked");
+    // There (running, profile; booted too): released, and the status line
+    // of the caller's script is still read.
+    let o = m.open("r1", "exit 2", t, Some(Release { system: &old, booted: true })).expect("opened");
+    assert!(o.released && !lock.exists(), "{o:?}");
+    assert_eq!(o.extra.status, Some(2));
+    // A pending intent keeps the lock, whatever the systems.
+    fs::create_dir_all(tmp.path().join("var/lib/fleetgate")).expect("dir");
+    fs::write(tmp.path().join("var/lib/fleetgate/pending.json"), "{}").expect("intent");
+    let o = m.open("r1", "", t, Some(Release { system: &old, booted: false })).expect("opened");
+    assert!(!o.released && lock.exists());
 }
 
 /// A failing `switch-to-configuration boot` in that login confirms nothing:

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fleetgate_apply::intent::{PendingIntent, Verified};
 use fleetgate_apply::machine::{HostState, LockError, Machine as _, MachineError};
-use fleetgate_apply::opening::Opening;
+use fleetgate_apply::opening::{Opening, Release};
 use fleetgate_apply::reboot::{RebootPlan, fallback_for, resume, verified_reboot};
 use fleetgate_apply::scripts::{LOCK, Layout};
 use fleetgate_apply::switch::{SwitchPlan, live_switch};
@@ -65,6 +65,8 @@ pub fn generation_of(facts: &Facts, system: &str) -> Option<u64> {
 
 /// One host's run in progress: its job, timeline and report so far.
 pub(crate) struct Run<'j, 'a> {
+    /// Whether this run holds the host's deploy lock (to release at the end).
+    pub(crate) locked: bool,
     pub(crate) job: &'j HostJob<'a>,
     pub(crate) tl: Timeline,
     pub(crate) report: HostReport,
@@ -94,7 +96,7 @@ impl Run<'_, '_> {
 
 /// Deploys one host.
 pub fn deploy_host(job: &HostJob<'_>) -> HostReport {
-    on_locked_host(job, deploy_locked)
+    on_locked_host(job, deploy_locked, true)
 }
 
 /// What runs on a host once it is locked, given what the opening round trip
@@ -103,11 +105,14 @@ pub(crate) type LockedBody = fn(&mut Run<'_, '_>, &mut Machine, Opening) -> Resu
 
 /// Connects, takes the deploy lock and reads the pending intent, the health
 /// baseline and the facts in the same round trip ([`Machine::open`]), runs
-/// `body`, releases the lock, reports.
-pub(crate) fn on_locked_host(job: &HostJob<'_>, body: LockedBody) -> HostReport {
+/// `body`, releases the lock, reports. With `release_up_to_date`, a host
+/// already on the job's system has its lock released by that same round
+/// trip (the body takes it again if it acts: [`relock`]).
+pub(crate) fn on_locked_host(job: &HostJob<'_>, body: LockedBody, release_up_to_date: bool) -> HostReport {
     let host = job.host;
     let t = &job.options.timeouts;
     let mut run = Run {
+        locked: false,
         job,
         tl: Timeline::new(&host.name, job.bus.clone(), job.run_start),
         report: HostReport {
@@ -124,38 +129,54 @@ pub(crate) fn on_locked_host(job: &HostJob<'_>, body: LockedBody) -> HostReport 
     };
     let mut m = remote::machine(host, conn, t);
 
-    run.tl.start(Phase::Lock);
-    let opening = match m.open(job.run_id, fleetgate_facts::SCRIPT, t.facts) {
-        Ok(opening) => opening,
-        Err(LockError::Held { owner }) => {
-            return run.finish(
-                Outcome::Failed,
-                Standing::KnownGood,
-                format!(
-                    "another deploy holds the lock on this host ({owner}); wait for it to finish — if it died, remove {LOCK} on the host; nothing was done"
-                ),
-            );
-        }
-        Err(LockError::Machine(MachineError::Lost(e))) => {
-            return run.finish(
-                Outcome::Unreachable,
-                Standing::KnownGood,
-                format!("{e}; nothing was done (retry with `fleetgate deploy --resume`)"),
-            );
-        }
-        Err(LockError::Machine(e)) => {
-            return run.finish(
-                Outcome::Unreachable,
-                Standing::KnownGood,
-                format!("could not take the deploy lock: {}; nothing was done", e.line()),
-            );
-        }
+    let release = release_up_to_date.then_some(Release { system: job.system, booted: job.options.reboot });
+    let result = match open(&mut run, &mut m, release) {
+        Ok(opening) => body(&mut run, &mut m, opening),
+        Err(fail) => Err(fail),
     };
-    let result = body(&mut run, &mut m, opening);
-    let _ = m.unlock(job.run_id);
+    if run.locked {
+        let _ = m.unlock(job.run_id);
+    }
     match result {
         Ok((outcome, standing, message)) | Err((outcome, standing, message)) => run.finish(outcome, standing, message),
     }
+}
+
+/// The opening round trip: the lock, and what the deploy decides on.
+fn open(run: &mut Run<'_, '_>, m: &mut Machine, release: Option<Release<'_>>) -> Result<Opening, Fail> {
+    let job = run.job;
+    run.tl.start(Phase::Lock);
+    match m.open(job.run_id, fleetgate_facts::SCRIPT, job.options.timeouts.facts, release) {
+        Ok(opening) => {
+            run.locked = !opening.released;
+            Ok(opening)
+        }
+        Err(LockError::Held { owner }) => Err((
+            Outcome::Failed,
+            Standing::KnownGood,
+            format!(
+                "another deploy holds the lock on this host ({owner}); wait for it to finish — if it died, remove {LOCK} on the host; nothing was done"
+            ),
+        )),
+        Err(LockError::Machine(MachineError::Lost(e))) => Err((
+            Outcome::Unreachable,
+            Standing::KnownGood,
+            format!("{e}; nothing was done (retry with `fleetgate deploy --resume`)"),
+        )),
+        Err(LockError::Machine(e)) => Err((
+            Outcome::Unreachable,
+            Standing::KnownGood,
+            format!("could not take the deploy lock: {}; nothing was done", e.line()),
+        )),
+    }
+}
+
+/// The opening released the lock (the host looked up to date to it) but the
+/// plan acts: take the lock again and read everything afresh — what was read
+/// without the lock held since decides nothing.
+fn relock(run: &mut Run<'_, '_>, m: &mut Machine) -> Result<Opening, Fail> {
+    run.tl.info("the host is not up to date after all: taking the deploy lock again");
+    open(run, m, None)
 }
 
 /// A verified reboot left pending by a run that died (`intent`, as the
@@ -229,6 +250,7 @@ fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine, opening: Opening) -> Re
     let t = &job.options.timeouts;
     let new = job.system;
 
+    let released = opening.released;
     let stale = resolve_pending(run, m, opening.intent.clone())?;
     let (facts, baseline) = facts_and_baseline(run, m, opening, stale)?;
     let old = facts.current_system.as_ref().map(|s| s.path.clone());
@@ -243,6 +265,10 @@ fn deploy_locked(run: &mut Run<'_, '_>, m: &mut Machine, opening: Opening) -> Re
         facts: &facts,
         reboot: job.options.reboot,
     });
+    if released && plan.action != Action::UpToDate {
+        let fresh = relock(run, m)?;
+        return deploy_locked(run, m, fresh);
+    }
     run.report.action = Some(plan.action);
     run.report.findings.extend(plan.findings.iter().cloned());
     let action = match plan.action {

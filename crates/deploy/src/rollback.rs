@@ -138,7 +138,7 @@ pub fn rollback(
             ahead: None,
             closures: None,
         };
-        let report = on_locked_host(&job, rollback_locked);
+        let report = on_locked_host(&job, rollback_locked, false);
         if let Some(h) = history {
             if let Err(e) = locked(h).record_host(&run_id, &report, now()) {
                 errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(e);

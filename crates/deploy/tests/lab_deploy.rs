@@ -50,9 +50,14 @@ fn lab_switch_live_then_inhibitor_goes_boot_with_verified_reboot() {
         assert_eq!(readlink(&lab, h, "/nix/var/nix/gcroots/fleetgate/last-good"), third[h]);
         assert_on(&lab, h, &third[h]);
     }
-    // Nothing to do the second time.
+    // Nothing to do the second time — and the opening round trip that saw
+    // that released the deploy lock itself (issue 15: one round trip).
     let report = deploy(&lab, &[], &options());
     assert!(report.hosts.iter().all(|h| h.outcome == Outcome::UpToDate), "{}", report.human());
+    for h in ["web1", "db1"] {
+        let lock = lab.ssh(h, "test -e /run/fleetgate/lock && echo locked || echo free").expect("ssh");
+        assert_eq!(lock.trim(), "free", "{h}: the up-to-date host's lock");
+    }
     assert!(lab.down().expect("down").is_empty());
 }
 

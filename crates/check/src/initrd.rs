@@ -9,6 +9,12 @@ use fleetgate_kmod::{ModuleIndex, ModuleName, Provider, Requirement};
 use fleetgate_system::SystemToplevel;
 
 use crate::error_chain;
+use crate::memo::Memo;
+
+/// The module metadata of the kernels checked so far (see [`crate::memo`]).
+static MODULE_INDEXES: Memo<ModuleIndex> = Memo::new();
+/// The kernel modules of the initrds checked so far.
+static INITRD_MODULES: Memo<fleetgate_initrd::KernelModules> = Memo::new();
 
 /// What one device (or the file system) needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +180,7 @@ pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
             return cov;
         }
     };
-    let index = match ModuleIndex::load(&dir) {
+    let index = match MODULE_INDEXES.get_or_read(&dir, || ModuleIndex::load(&dir)) {
         Ok(index) => index,
         Err(e) => {
             cov.findings.push(error(
@@ -200,7 +206,7 @@ pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
         cov.findings.push(error("initrd.missing", "the new system has no initrd"));
         return cov;
     };
-    let modules = match fleetgate_initrd::kernel_modules(initrd_path) {
+    let modules = match INITRD_MODULES.get_or_read(initrd_path, || fleetgate_initrd::kernel_modules(initrd_path)) {
         Ok(m) => m,
         Err(e) => {
             cov.findings.push(error(

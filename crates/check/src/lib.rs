@@ -41,6 +41,7 @@ pub mod fuzzing;
 pub mod hazards;
 pub mod human;
 pub mod initrd;
+pub mod memo;
 pub mod root;
 pub mod switch;
 

@@ -10,7 +10,7 @@
 //! ```text
 //! held <owner line>                      (and nothing more: the lock is not ours)
 //! acquired
-//! intent absent | intent unreadable | intent-hex (then `od -An -v -tx1` lines) … intent-end
+//! intent absent | intent unreadable | intent elsewhere | intent-hex (then `od -An -v -tx1` lines) … intent-end
 //! state=<systemctl is-system-running>
 //! @@fleetgate-extra
 //! <the caller's script's stdout>
@@ -25,7 +25,9 @@
 //! it changes anything on a host whose opening says [`Opening::released`].
 //!
 //! The intent travels hex-encoded, so no byte of it (hostile or truncated) can
-//! be taken for a marker; the caller's output is framed by the last status
+//! be taken for a marker (`intent elsewhere`: the running system has no `od`,
+//! so [`ScriptMachine::open`] reads the intent with a round trip of its own,
+//! as [`crate::machine::Machine::read_intent`] does); the caller's output is framed by the last status
 //! line. Each part runs with stdin from `/dev/null` (the script itself comes
 //! on stdin). Reading is bounded: at most [`crate::intent::MAX_BYTES`] + 1
 //! bytes of the intent.
@@ -76,6 +78,8 @@ pub struct Extra {
 const EXTRA_BEGIN: &str = "@@fleetgate-extra";
 const EXTRA_STATUS: &str = "@@fleetgate-extra-status ";
 const RELEASED: &str = "@@fleetgate-released";
+/// What [`parse`] says of an intent the script left to a read of its own.
+const ELSEWHERE: &str = "the pending intent is read on its own (no od on the host)";
 
 /// The opening script: lock for `owner` (again if a line starting with
 /// `mine` owns it), then the reads, then `extra`, then the [`Release`].
@@ -102,6 +106,7 @@ pub fn script(layout: &Layout, owner: &str, mine: &str, extra: &str, release: Op
          echo acquired\n\
          f={intent}\n\
          if [ ! -e \"$f\" ]; then echo 'intent absent'\n\
+         elif ! command -v od >/dev/null 2>&1; then echo 'intent elsewhere'\n\
          elif x=$(head -c {max} \"$f\" </dev/null | od -An -v -tx1); then printf 'intent-hex\\n%s\\nintent-end\\n' \"$x\"\n\
          else echo 'intent unreadable'; fi\n\
          echo \"state=$(systemctl is-system-running 2>/dev/null </dev/null)\"\n\
@@ -141,6 +146,7 @@ pub fn parse(stdout: &str, stderr: &str) -> Result<Opening, LockError> {
     }
     let intent = match lines.next().map(str::trim_end) {
         Some("intent absent") => Ok(None),
+        Some("intent elsewhere") => Err(MachineError::Cannot(ELSEWHERE.to_owned())),
         Some("intent-hex") => {
             let mut hex = String::new();
             let mut ended = false;
@@ -223,7 +229,11 @@ impl<C: Connector> ScriptMachine<C> {
         if o.status != Some(0) && !o.stdout_text().starts_with("acquired") {
             return Err(LockError::Machine(failed("taking the deploy lock", &o)));
         }
-        parse(&o.stdout_text(), &String::from_utf8_lossy(&o.stderr))
+        let mut opening = parse(&o.stdout_text(), &String::from_utf8_lossy(&o.stderr))?;
+        if matches!(&opening.intent, Err(MachineError::Cannot(m)) if m == ELSEWHERE) {
+            opening.intent = crate::machine::Machine::read_intent(self);
+        }
+        Ok(opening)
     }
 }
 

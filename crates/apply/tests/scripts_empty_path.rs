@@ -140,7 +140,7 @@ fn live_switch_makes_the_default_and_confirms_over_one_fresh_login() {
 fn the_opening_takes_the_lock_and_reads_the_intent_and_the_callers_script() {
     use fleetgate_apply::machine::LockError;
     let tmp = tempfile::tempdir().expect("tmp");
-    let (_old, new) = host(tmp.path(), 0);
+    let (old, new) = host(tmp.path(), 0);
     let mut m = machine(tmp.path());
     let o = m.open("r1", "echo from-facts; exit 5", Duration::from_secs(5), None).expect("opened");
     assert_eq!(o.intent, Ok(None));
@@ -159,13 +159,18 @@ fn the_opening_takes_the_lock_and_reads_the_intent_and_the_callers_script() {
     m.write_intent(&intent).expect("written");
     // The same run takes its own lock again.
     let o = m.open("r1", "", Duration::from_secs(5), None).expect("opened again");
-    assert_eq!(o.intent, Ok(Some(intent)));
+    assert_eq!(o.intent, Ok(Some(intent.clone())));
     assert_eq!((o.extra.stdout.as_str(), o.extra.status), ("", Some(0)));
     match m.open("r2", "touch must-not-run", Duration::from_secs(5), None) {
         Err(LockError::Held { owner }) => assert!(owner.starts_with("run=r1 "), "{owner}"),
         other => panic!("{other:?}"),
     }
     assert!(!tmp.path().join("must-not-run").exists());
+    // A running system without `od`: the intent is read on its own.
+    let od = Path::new(&old).join("sw/bin/od");
+    fs::remove_file(&od).expect("rm od");
+    let o = m.open("r1", "", Duration::from_secs(5), None).expect("opened without od");
+    assert_eq!(o.intent, Ok(Some(intent)));
     m.unlock("r1").expect("unlocked");
     fs::write(tmp.path().join("var/lib/fleetgate/pending.json"), "{not json").expect("garbage");
     let o = m.open("r2", "", Duration::from_secs(5), None).expect("opened by r2");

@@ -39,7 +39,7 @@ use fleetgate_transport::shell_quote as q;
 use crate::intent::{self, PendingIntent};
 use crate::machine::{LockError, MachineError};
 use crate::remote::{Connector, ScriptMachine, failed};
-use crate::scripts::{LOCK, Layout, RUN_DIR};
+use crate::scripts::{LOCK, Layout};
 
 /// What the opening round trip read, the lock being ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,14 +97,7 @@ pub fn script(layout: &Layout, owner: &str, mine: &str, extra: &str, release: Op
         )
     });
     format!(
-        "{tools}mkdir -p {dir} </dev/null\n\
-         if mkdir {lock} 2>/dev/null </dev/null; then echo {owner} > {lock}/owner\n\
-         else\n\
-         \x20 o=; [ -f {lock}/owner ] && read -r o < {lock}/owner\n\
-         \x20 case \"$o\" in {mine}*) ;; *) echo \"held $o\"; exit 0 ;; esac\n\
-         fi\n\
-         echo acquired\n\
-         f={intent}\n\
+        "{lock}f={intent}\n\
          if [ ! -e \"$f\" ]; then echo 'intent absent'\n\
          elif ! command -v od >/dev/null 2>&1; then echo 'intent elsewhere'\n\
          elif x=$(head -c {max} \"$f\" </dev/null | od -An -v -tx1); then printf 'intent-hex\\n%s\\nintent-end\\n' \"$x\"\n\
@@ -113,11 +106,7 @@ pub fn script(layout: &Layout, owner: &str, mine: &str, extra: &str, release: Op
          echo {EXTRA_BEGIN}\n\
          (\n:\n{extra}\n) </dev/null\n\
          echo \"{EXTRA_STATUS}$?\"\n{release}",
-        tools = layout.tools(&[]),
-        dir = q(&layout.at(RUN_DIR)),
-        lock = q(&layout.at(LOCK)),
-        owner = q(owner),
-        mine = q(mine),
+        lock = layout.lock(owner, mine),
         intent = q(&layout.at(intent::PATH)),
         max = intent::MAX_BYTES + 1,
     )
@@ -201,10 +190,7 @@ fn intent_from_hex(hex: &str) -> Result<Option<PendingIntent>, MachineError> {
     if bytes.len() as u64 > intent::MAX_BYTES {
         return Err(MachineError::Failed(format!("{} is larger than {} bytes", intent::PATH, intent::MAX_BYTES)));
     }
-    PendingIntent::parse(&String::from_utf8_lossy(&bytes)).map(Some).map_err(|e| {
-        let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
-        MachineError::Failed(format!("{e}{cause}"))
-    })
+    crate::remote::intent_from_bytes(&bytes).map(Some)
 }
 
 impl<C: Connector> ScriptMachine<C> {

@@ -454,10 +454,7 @@ impl<C: Connector> Machine for ScriptMachine<C> {
     fn read_intent(&mut self) -> Result<Option<PendingIntent>, MachineError> {
         match self.read(intent::PATH, intent::MAX_BYTES)? {
             None => Ok(None),
-            Some(bytes) => PendingIntent::parse(&String::from_utf8_lossy(&bytes)).map(Some).map_err(|e| {
-                let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
-                MachineError::Failed(format!("{e}{cause}"))
-            }),
+            Some(bytes) => intent_from_bytes(&bytes).map(Some),
         }
     }
 
@@ -488,6 +485,15 @@ impl<C: Connector> Machine for ScriptMachine<C> {
 #[must_use]
 pub fn generation_number(link: &str) -> Option<u64> {
     link.rsplit('/').next()?.strip_prefix("system-")?.strip_suffix("-link")?.parse().ok()
+}
+
+/// The pending intent in the bytes of its file, as the host gave them; a
+/// file that does not parse is `Failed`, with the parser's cause.
+pub(crate) fn intent_from_bytes(bytes: &[u8]) -> Result<PendingIntent, MachineError> {
+    PendingIntent::parse(&String::from_utf8_lossy(bytes)).map_err(|e| {
+        let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+        MachineError::Failed(format!("{e}{cause}"))
+    })
 }
 
 /// The longest a host waits in one [`Machine::watchdog_when`] call.

@@ -329,14 +329,20 @@ done
         format!("{}rm -f {}\n", self.tools(&[]), q(&self.at(path)))
     }
 
-    /// Takes the lock for `owner` (again if a line starting with `mine` owns it).
+    /// Takes the lock for `owner` (again if a line starting with `mine` owns
+    /// it) and prints `acquired`; else prints `held <owner line>` and exits 0.
+    /// A script may go on after it: what follows runs only with the lock held
+    /// ([`crate::opening`] does).
     #[must_use]
     pub fn lock(&self, owner: &str, mine: &str) -> String {
         format!(
-            "{tools}mkdir -p {dir}\n\
-             if mkdir {lock} 2>/dev/null; then echo {owner} > {lock}/owner; echo acquired; exit 0; fi\n\
-             o=; [ -f {lock}/owner ] && read -r o < {lock}/owner\n\
-             case \"$o\" in {mine}*) echo acquired ;; *) echo \"held $o\" ;; esac\n",
+            "{tools}mkdir -p {dir} </dev/null\n\
+             if mkdir {lock} 2>/dev/null </dev/null; then echo {owner} > {lock}/owner\n\
+             else\n\
+             \x20 o=; [ -f {lock}/owner ] && read -r o < {lock}/owner\n\
+             \x20 case \"$o\" in {mine}*) ;; *) echo \"held $o\"; exit 0 ;; esac\n\
+             fi\n\
+             echo acquired\n",
             tools = self.tools(&[]),
             dir = q(&self.at(RUN_DIR)),
             lock = q(&self.at(LOCK)),

@@ -3,6 +3,7 @@
 //! module metadata?
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use fleetgate_facts::{Device, Facts, Finding, Severity};
 use fleetgate_kmod::{ModuleIndex, ModuleName, Provider, Requirement};
@@ -10,11 +11,22 @@ use fleetgate_system::SystemToplevel;
 
 use crate::error_chain;
 use crate::memo::Memo;
+use crate::prefetch::{IndexRead, InitrdRead, Prefetch};
 
 /// The module metadata of the kernels checked so far (see [`crate::memo`]).
 static MODULE_INDEXES: Memo<ModuleIndex> = Memo::new();
 /// The kernel modules of the initrds checked so far.
 static INITRD_MODULES: Memo<fleetgate_initrd::KernelModules> = Memo::new();
+
+/// The new kernel's module metadata in `dir` (kept: [`crate::memo`]).
+pub(crate) fn read_module_index(dir: &Path) -> IndexRead {
+    MODULE_INDEXES.get_or_read(dir, || ModuleIndex::load(dir))
+}
+
+/// The kernel modules inside the initrd at `path` (kept: [`crate::memo`]).
+pub(crate) fn read_initrd_modules(path: &Path) -> InitrdRead {
+    INITRD_MODULES.get_or_read(path, || fleetgate_initrd::kernel_modules(path))
+}
 
 /// What one device (or the file system) needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +178,12 @@ fn metadata_unusable(dir: &std::path::Path, reason: &str) -> Finding {
 /// The initrd driver coverage check.
 #[must_use]
 pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
+    check_coverage_prefetched(new, facts, &Prefetch::none())
+}
+
+/// [`check_coverage`], taking the module metadata and the initrd's listing
+/// from `prefetch` where it read the same paths ([`crate::prefetch`]).
+pub fn check_coverage_prefetched(new: &SystemToplevel, facts: &Facts, prefetch: &Prefetch) -> Coverage {
     let mut cov = Coverage::default();
     let dir = match new.kernel_modules_dir() {
         Ok(dir) => dir,
@@ -180,7 +198,7 @@ pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
             return cov;
         }
     };
-    let index = match MODULE_INDEXES.get_or_read(&dir, || ModuleIndex::load(&dir)) {
+    let index = match prefetch.module_index(&dir).unwrap_or_else(|| read_module_index(&dir)) {
         Ok(index) => index,
         Err(e) => {
             cov.findings.push(error(
@@ -206,7 +224,7 @@ pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
         cov.findings.push(error("initrd.missing", "the new system has no initrd"));
         return cov;
     };
-    let modules = match INITRD_MODULES.get_or_read(initrd_path, || fleetgate_initrd::kernel_modules(initrd_path)) {
+    let modules = match prefetch.initrd_modules(initrd_path).unwrap_or_else(|| read_initrd_modules(initrd_path)) {
         Ok(m) => m,
         Err(e) => {
             cov.findings.push(error(

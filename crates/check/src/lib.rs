@@ -42,6 +42,7 @@ pub mod hazards;
 pub mod human;
 pub mod initrd;
 pub mod memo;
+pub mod prefetch;
 pub mod root;
 pub mod switch;
 
@@ -52,6 +53,7 @@ pub use error::{CheckError, error_chain, error_messages};
 use fleetgate_facts::Facts;
 pub use fleetgate_facts::{Finding, Severity};
 use fleetgate_system::SystemToplevel;
+pub use prefetch::Prefetch;
 use serde::{Deserialize, Serialize};
 
 /// Version of the [`Report`] JSON document.
@@ -182,9 +184,16 @@ impl Report {
 /// `check.incomplete` — never a verdict it did not reach.
 #[must_use]
 pub fn check(new: &SystemToplevel, facts: &Facts, options: &Options) -> Report {
+    check_prefetched(new, facts, options, Prefetch::none())
+}
+
+/// [`check`], with the reads of the new system that [`Prefetch::start`]
+/// began before the facts were in ([`prefetch`]): the same report, sooner.
+#[must_use]
+pub fn check_prefetched(new: &SystemToplevel, facts: &Facts, options: &Options, prefetch: Prefetch) -> Report {
     let deadline = options.deadline.unwrap_or(DEFAULT_DEADLINE);
     let (new_, facts_, options_) = (new.clone(), facts.clone(), options.clone());
-    match deadline::within(deadline, move || check_now(&new_, &facts_, &options_)) {
+    match deadline::within(deadline, move || check_now(&new_, &facts_, &options_, &prefetch)) {
         Ok(report) => report,
         Err(unfinished) => incomplete(new, facts, unfinished),
     }
@@ -219,12 +228,12 @@ fn incomplete(new: &SystemToplevel, facts: &Facts, unfinished: deadline::Unfinis
 }
 
 /// [`check`] on the calling thread, without a deadline.
-fn check_now(new: &SystemToplevel, facts: &Facts, options: &Options) -> Report {
+fn check_now(new: &SystemToplevel, facts: &Facts, options: &Options, prefetch: &Prefetch) -> Report {
     let mut findings: Vec<Finding> =
         facts.findings.iter().filter(|f| f.severity >= Severity::Warning).cloned().collect();
 
     findings.extend(boot_files::check_boot_files(new));
-    let coverage = initrd::check_coverage(new, facts);
+    let coverage = initrd::check_coverage_prefetched(new, facts, prefetch);
     findings.extend(coverage.findings.iter().cloned());
     findings.extend(root::check_root(new, facts));
     let switch = switch::check_switch(new, facts, options);

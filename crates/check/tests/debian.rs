@@ -183,3 +183,39 @@ fn broken_module_metadata_is_its_own_finding_never_a_wrong_module_list() {
         assert!(report.findings_with_id("initrd.coverage").next().is_none(), "{case}: {report:#?}");
     }
 }
+
+/// `fleetgate check` reads the new system's module metadata and initrd while
+/// the facts are read (`fleetgate_check::prefetch`): the report is the one a
+/// check without it gives — for the real Debian initrd, for an initrd that
+/// lacks the drivers, and when the prefetch read another system's initrd
+/// (the check reads its own).
+#[test]
+fn a_prefetched_check_reports_what_a_check_reports() {
+    use fleetgate_check::{Options, Prefetch, check, check_prefetched};
+    use fleetgate_system::SystemToplevel;
+
+    let kver = debian_kernel();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fstab = "/dev/vda / ext4 defaults 0 1\n";
+    let real = toplevel(&dir.path().join("real"), &kver, Path::new(&format!("/boot/initrd.img-{kver}")), fstab);
+    let small_dir = dir.path().join("small");
+    let base = format!("usr/lib/modules/{kver}/kernel");
+    let driverless = small_initrd(&small_dir, &[format!("{base}/fs/ext4/ext4.ko")]);
+    let small = toplevel(&small_dir, &kver, &driverless, fstab);
+    let options = Options { no_closure_diff: true, ..Options::default() };
+    let facts = virtio_facts();
+    let open = |top: &Path| SystemToplevel::open(top).expect("opens");
+
+    for top in [&real, &small] {
+        let system = open(top);
+        let prefetch = Prefetch::start(&system);
+        assert_eq!(check_prefetched(&system, &facts, &options, prefetch), check(&system, &facts, &options));
+    }
+    assert_eq!(check(&open(&small), &facts, &options).decision, Decision::Blocked);
+    assert_eq!(check(&open(&real), &facts, &options).decision, Decision::Boot);
+    // The prefetch of the real system is not taken for the driverless one.
+    let prefetch = Prefetch::start(&open(&real));
+    let report = check_prefetched(&open(&small), &facts, &options, prefetch);
+    assert_eq!(report, check(&open(&small), &facts, &options));
+    assert!(report.findings_with_id("initrd.missing-modules").next().is_some(), "{report:#?}");
+}

@@ -63,6 +63,9 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, CliError> {
     let system = fleetgate_system::SystemToplevel::open(&args.system).map_err(|e| {
         CliError::new(format!("cannot read the system {}", args.system.display())).caused_by(e).with_help(BUILD_HINT)
     })?;
+    // The new system's module metadata and initrd are read while the
+    // host's facts are (fleetgate_check::prefetch).
+    let prefetch = fleetgate_check::Prefetch::start(&system);
     let facts = args.target.facts_within(deadline)?;
     let options = Options {
         current: args.current.clone(),
@@ -72,7 +75,7 @@ fn run_inner(args: &CheckArgs) -> Result<ExitCode, CliError> {
         lint_inputs: None,
         deadline: Some(deadline.saturating_sub(started.elapsed())),
     };
-    let report = fleetgate_check::check(&system, &facts, &options);
+    let report = fleetgate_check::check_prefetched(&system, &facts, &options, prefetch);
     if args.json {
         println!("{}", report.to_json());
     } else {

@@ -410,6 +410,9 @@ impl Target for FakeTarget {
 
     fn console_tail(&mut self) -> Vec<String> {
         self.calls.push("console_tail".into());
+        if self.kexec == KexecEffect::Hangs {
+            return vec!["kexec_core: Starting new kernel".into()];
+        }
         match &self.boot {
             BootEffect::Hangs(lines) => lines.clone(),
             _ => vec!["<<< NixOS Stage 2 >>>".into()],

@@ -75,6 +75,9 @@ fn a_kexec_after_which_nothing_answers_is_unknown() {
     assert_eq!(r.exit_code(), 3);
     assert_eq!(r.resume, None, "no resume from an unknown state");
     assert!(!t.called("run_disko"));
+    // What the console says is where the operator looks next.
+    assert_eq!(r.console_tail, ["kexec_core: Starting new kernel"]);
+    assert!(r.human().contains("| kexec_core: Starting new kernel"), "{}", r.human());
 }
 
 #[test]

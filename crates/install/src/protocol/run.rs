@@ -138,7 +138,14 @@ impl Run<'_> {
         // A booted system is no installer: nothing resumes from there.
         let resumable = !matches!(stop.standing, Standing::BootedUnhealthy | Standing::Unknown);
         self.report.resume = stop.resume_from.filter(|_| resumable).map(|p| self.resume_command(p));
-        if matches!(stop.standing, Standing::Unknown | Standing::BootedUnhealthy) && phase == Phase::Reboot {
+        // Where nothing answers (or the booted system is unhealthy), the
+        // console is where the operator looks next: its tail is in the report.
+        let console_tells = match phase {
+            Phase::Reboot => matches!(stop.standing, Standing::Unknown | Standing::BootedUnhealthy),
+            Phase::Kexec => stop.standing == Standing::Unknown,
+            _ => false,
+        };
+        if console_tells {
             self.report.console_tail = self.target.console_tail();
         }
         self.report

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::target::{Look, TargetError, Waited};
+use crate::target::{Look, SameBootEnds, TargetError, Waited};
 
 /// The least time worth giving a probe of the target: one given less fails
 /// on a slow machine for want of time, and would stand as "did not answer"
@@ -24,8 +24,11 @@ pub struct Pacing {
 /// answers or `timeout` passes. The verdict at the deadline is the last
 /// *complete* probe's: no probe starts with less than
 /// [`Pacing::min_probe`] left (one started then fails for want of time).
+/// With [`SameBootEnds::NothingLoadedForKexec`], an answer of the old boot
+/// with no kernel loaded for kexec ends the wait at once ([`SameBootEnds`]).
 pub fn poll_for_boot(
     old_boot_id: &str,
+    same_boot_ends: SameBootEnds,
     timeout: Duration,
     pacing: Pacing,
     mut probe: impl FnMut(Duration) -> Result<Look, TargetError>,
@@ -42,6 +45,9 @@ pub fn poll_for_boot(
         asked = true;
         last = match probe(left) {
             Ok(look) if look.boot_id != old_boot_id => return Waited::NewBoot(look),
+            Ok(look) if same_boot_ends == SameBootEnds::NothingLoadedForKexec && look.kexec_loaded == Some(false) => {
+                return Waited::SameBoot(look);
+            }
             Ok(look) => Waited::SameBoot(look),
             Err(e) => Waited::Unreachable(e.line()),
         };
@@ -65,7 +71,7 @@ mod tests {
     fn a_probe_starved_of_time_does_not_overwrite_the_last_answer() {
         let pacing = Pacing { min_probe: Duration::from_millis(150), pause: Duration::from_millis(20) };
         let mut probes = 0;
-        let waited = poll_for_boot("old", Duration::from_millis(400), pacing, |left| {
+        let waited = poll_for_boot("old", SameBootEnds::AtDeadline, Duration::from_millis(400), pacing, |left| {
             probes += 1;
             if left < Duration::from_millis(150) {
                 Err(TargetError::Lost("ssh: connect timed out".into()))
@@ -76,10 +82,53 @@ mod tests {
         });
         assert!(matches!(waited, Waited::SameBoot(ref l) if l.boot_id == "old"), "{waited:?}");
         assert!(probes >= 2, "{probes}");
-        let waited = poll_for_boot("old", Duration::from_millis(400), pacing, |_| Ok(look("new")));
-        assert!(matches!(waited, Waited::NewBoot(ref l) if l.boot_id == "new"), "{waited:?}");
         let waited =
-            poll_for_boot("old", Duration::from_millis(100), pacing, |_| Err(TargetError::Lost("down".into())));
+            poll_for_boot("old", SameBootEnds::AtDeadline, Duration::from_millis(400), pacing, |_| Ok(look("new")));
+        assert!(matches!(waited, Waited::NewBoot(ref l) if l.boot_id == "new"), "{waited:?}");
+        let waited = poll_for_boot("old", SameBootEnds::AtDeadline, Duration::from_millis(100), pacing, |_| {
+            Err(TargetError::Lost("down".into()))
+        });
         assert!(matches!(waited, Waited::Unreachable(ref e) if e.contains("down")), "{waited:?}");
+    }
+
+    fn old_boot(kexec_loaded: Option<bool>) -> Look {
+        Look { kexec_loaded, ..look("old") }
+    }
+
+    /// Seed 001 without the deadline: after a `run` that returned, the old
+    /// boot answering with nothing loaded for kexec is final at once; with
+    /// a kernel loaded (a `kexec -e` still to come), or no way to tell, or
+    /// after a reboot, only the deadline ends the wait.
+    #[test]
+    fn the_old_boot_with_nothing_loaded_for_kexec_ends_the_wait_at_once() {
+        let pacing = Pacing { min_probe: Duration::from_millis(10), pause: Duration::from_millis(20) };
+        let long = Duration::from_secs(3600);
+        let mut probes = 0;
+        let waited = poll_for_boot("old", SameBootEnds::NothingLoadedForKexec, long, pacing, |_| {
+            probes += 1;
+            Ok(old_boot(Some(false)))
+        });
+        assert_eq!(probes, 1);
+        assert!(matches!(waited, Waited::SameBoot(ref l) if l.kexec_loaded == Some(false)), "{waited:?}");
+
+        let short = Duration::from_millis(200);
+        for (ends, loaded) in [
+            (SameBootEnds::NothingLoadedForKexec, Some(true)),
+            (SameBootEnds::NothingLoadedForKexec, None),
+            (SameBootEnds::AtDeadline, Some(false)),
+        ] {
+            let mut probes = 0;
+            let started = std::time::Instant::now();
+            let waited = poll_for_boot("old", ends, short, pacing, |_| {
+                probes += 1;
+                Ok(old_boot(loaded))
+            });
+            assert!(matches!(waited, Waited::SameBoot(_)), "{ends:?} {loaded:?}: {waited:?}");
+            let near_deadline = short - pacing.min_probe;
+            assert!(
+                probes >= 2 && started.elapsed() >= near_deadline,
+                "{ends:?} {loaded:?}: ended before the deadline"
+            );
+        }
     }
 }

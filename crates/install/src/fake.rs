@@ -18,7 +18,7 @@ use crate::layout::Layout;
 use crate::phase::Phases;
 use crate::protocol::{Plan, SystemCheck};
 
-use crate::target::{DiskUser, Health, Look, MountLine, StagedKexec, Target, TargetError, Waited};
+use crate::target::{DiskUser, Health, Look, MountLine, SameBootEnds, StagedKexec, Target, TargetError, Waited};
 
 /// What runs on the fake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +98,9 @@ pub struct FakeTarget {
     pub enrolled: BTreeMap<String, Found>,
     /// Whether writing a file keeps only half of it (a full disk).
     pub enrol_truncates: bool,
+    /// The old OS's `/sys/kernel/kexec_loaded` (the tarball's `kexec` of
+    /// [`KexecEffect::Nothing`] loads nothing: `Some(false)`).
+    pub old_kexec_loaded: Option<bool>,
     clock: Duration,
     boots: u32,
 }
@@ -166,6 +169,7 @@ impl FakeTarget {
             disks_written: false,
             enrolled: BTreeMap::new(),
             enrol_truncates: false,
+            old_kexec_loaded: Some(false),
             clock: Duration::ZERO,
             boots: 1,
         }
@@ -207,6 +211,7 @@ impl FakeTarget {
                 kernel_release: "6.1.0-28-amd64".into(),
                 booted_system: None,
                 mounts: vec![MountLine { source: "/dev/vda1".into(), mount_point: "/".into() }],
+                kexec_loaded: self.old_kexec_loaded,
             },
             Running::Installer => {
                 let mut mounts = vec![
@@ -227,6 +232,7 @@ impl FakeTarget {
                     kernel_release: self.installer_kernel.clone().unwrap_or_else(|| "6.12.1".into()),
                     booted_system: Some("/nix/store/i-nixos-system-installer".into()),
                     mounts,
+                    kexec_loaded: Some(false),
                 }
             }
             Running::Installed => Look {
@@ -238,6 +244,7 @@ impl FakeTarget {
                 kernel_release: "6.12.1".into(),
                 booted_system: self.installed.clone(),
                 mounts: vec![MountLine { source: "/dev/vda2".into(), mount_point: "/".into() }],
+                kexec_loaded: Some(false),
             },
             Running::Other => Look {
                 boot_id,
@@ -245,6 +252,7 @@ impl FakeTarget {
                 kernel_release: "6.1.0-28-amd64".into(),
                 booted_system: Some("/nix/store/o-nixos-system-other".into()),
                 mounts: Vec::new(),
+                kexec_loaded: None,
             },
         }
     }
@@ -327,14 +335,16 @@ impl Target for FakeTarget {
         Ok(())
     }
 
-    fn wait_for_boot(&mut self, old_boot_id: &str, timeout: Duration) -> Waited {
+    fn wait_for_boot(&mut self, old_boot_id: &str, same_boot_ends: SameBootEnds, timeout: Duration) -> Waited {
         if let Err(e) = self.step("wait_for_boot") {
             self.clock += timeout;
             return Waited::Unreachable(e.line());
         }
+        self.calls.push(format!("wait_for_boot: {same_boot_ends:?}"));
         let look = self.current_look();
         if look.boot_id == old_boot_id {
-            self.clock += timeout.saturating_sub(Duration::from_secs(1));
+            let at_once = same_boot_ends == SameBootEnds::NothingLoadedForKexec && look.kexec_loaded == Some(false);
+            self.clock += if at_once { Duration::from_secs(1) } else { timeout.saturating_sub(Duration::from_secs(1)) };
             Waited::SameBoot(look)
         } else {
             Waited::NewBoot(look)

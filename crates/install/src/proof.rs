@@ -63,9 +63,14 @@ pub fn kexec(
     let after = match waited {
         Waited::NewBoot(look) => look,
         Waited::SameBoot(look) => {
+            let nothing_loaded = if look.kexec_loaded == Some(false) {
+                ", and no kernel is loaded for kexec (/sys/kernel/kexec_loaded is 0): the tarball's kexec loaded nothing, so nothing will boot"
+            } else {
+                ""
+            };
             return Err(unproven(
                 format!(
-                    "kexec reported success but the old OS still runs: boot id {} unchanged, kernel {}, and `{marker}` is not in /proc/cmdline",
+                    "kexec reported success but the old OS still runs: boot id {} unchanged, kernel {}, and `{marker}` is not in /proc/cmdline{nothing_loaded}",
                     look.boot_id, look.kernel_release
                 ),
                 Standing::OldOsUntouched,

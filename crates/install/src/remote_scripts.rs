@@ -35,6 +35,13 @@ pub(crate) fn parse_look(text: &str) -> Result<Look, TargetError> {
             ["cmdline", v] => v.trim().clone_into(&mut look.cmdline),
             ["kernel", v] => v.trim().clone_into(&mut look.kernel_release),
             ["booted", v] => look.booted_system = Some((*v).to_owned()),
+            ["kexec_loaded", v] => {
+                look.kexec_loaded = match v.trim() {
+                    "1" => Some(true),
+                    "0" => Some(false),
+                    _ => None,
+                };
+            }
             ["mount", s, m] => look.mounts.push(MountLine { source: (*s).to_owned(), mount_point: (*m).to_owned() }),
             _ => {}
         }
@@ -50,6 +57,7 @@ pub(crate) const LOOK: &str = "PATH=/run/current-system/sw/bin:/usr/bin:/bin:/us
     printf 'cmdline\\t%s\\n' \"$(cat /proc/cmdline)\"\n\
     printf 'kernel\\t%s\\n' \"$(uname -r)\"\n\
     [ -e /run/booted-system ] && printf 'booted\\t%s\\n' \"$(readlink -f /run/booted-system)\"\n\
+    [ -r /sys/kernel/kexec_loaded ] && printf 'kexec_loaded\\t%s\\n' \"$(cat /sys/kernel/kexec_loaded)\"\n\
     while read -r src mp rest; do printf 'mount\\t%s\\t%s\\n' \"$src\" \"$mp\"; done < /proc/self/mounts\nexit 0\n";
 
 /// What uses each disk given as an argument, or its partitions: holders
@@ -109,6 +117,9 @@ mod tests {
         assert_eq!(look.boot_id, "b1");
         assert_eq!(look.mounts, [MountLine { source: "/dev/vda1".into(), mount_point: "/boot".into() }]);
         assert!(parse_look("cmdline\tx\n").is_err(), "no boot id, no look");
+        assert_eq!(look.kexec_loaded, None, "not said: not known");
+        let loaded = |v: &str| parse_look(&format!("boot_id\tb\nkexec_loaded\t{v}\n")).expect("look").kexec_loaded;
+        assert_eq!((loaded("1"), loaded("0"), loaded("yes")), (Some(true), Some(false), None));
         let users = parse_disk_users("holder\t/dev/vda2\tdm-0\tvg-root\nmount\t/dev/vda1\t/mnt/old\nswap\t/dev/vda3\nholder\t/dev/vdb1\tmd127\t\n")
             .expect("users");
         assert_eq!(users[0].describe(), "/dev/vda2 is held by dm-0 (vg-root)");
@@ -127,6 +138,8 @@ mod tests {
         assert_eq!(look.boot_id, boot_id.trim());
         assert_eq!(look.cmdline, std::fs::read_to_string("/proc/cmdline").expect("cmdline").trim());
         assert!(look.mounts.iter().any(|m| m.mount_point == "/"), "{:?}", look.mounts);
+        let loaded = std::fs::read_to_string("/sys/kernel/kexec_loaded").ok().map(|t| t.trim() == "1");
+        assert_eq!(look.kexec_loaded, loaded);
     }
 
     /// The disk-users script, run on this machine against the disk holding

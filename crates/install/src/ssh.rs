@@ -40,7 +40,7 @@ use crate::kexec::{self, DIR as KEXEC_DIR};
 pub use crate::kexec_source::{KexecSource, MAX_TARBALL};
 pub use crate::remote_scripts::parse_disk_users;
 use crate::remote_scripts::{DISK_USERS, LOOK, failed, parse_look, transport_error};
-use crate::target::{DiskUser, Health, Look, StagedKexec, Target, TargetError, Waited};
+use crate::target::{DiskUser, Health, Look, SameBootEnds, StagedKexec, Target, TargetError, Waited};
 
 /// Where the pre-flight facts are kept on the installer (a tmpfs).
 pub const KEPT_FACTS: &str = "/run/fleetgate/install/preflight-facts.json";
@@ -256,7 +256,7 @@ impl Target for SshTarget {
         self.sh("the kexec tarball's run", &script, &[], None, timeout).map(|_| ())
     }
 
-    fn wait_for_boot(&mut self, old_boot_id: &str, timeout: Duration) -> Waited {
+    fn wait_for_boot(&mut self, old_boot_id: &str, same_boot_ends: SameBootEnds, timeout: Duration) -> Waited {
         let pacing = Pacing { min_probe: MIN_PROBE, pause: Duration::from_secs(3) };
         // A login user who is not root, after `run`: the installer answers as
         // root@ (nixos-anywhere), the old OS (seed 001) as the login user.
@@ -266,7 +266,7 @@ impl Target for SshTarget {
         };
         let mut answerer = Answerer::LoginUser;
         let user_address = self.address.clone();
-        let waited = poll_for_boot(old_boot_id, timeout, pacing, |left| {
+        let waited = poll_for_boot(old_boot_id, same_boot_ends, timeout, pacing, |left| {
             let look_as = |address: &Address| {
                 let probe = self.fresh(address, left.min(Duration::from_secs(10)));
                 let out = probe.run(&["sh", "-c", LOOK], None, left.min(Duration::from_secs(30)));

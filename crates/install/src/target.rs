@@ -57,6 +57,27 @@ pub struct Look {
     pub booted_system: Option<String>,
     /// Every mount.
     pub mounts: Vec<MountLine>,
+    /// `/sys/kernel/kexec_loaded`: whether a kernel is loaded for `kexec -e`
+    /// (`None`: the kernel has no such file, or it could not be read).
+    #[serde(default)]
+    pub kexec_loaded: Option<bool>,
+}
+
+/// When a wait for the next boot may end, with the old boot still
+/// answering, before its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameBootEnds {
+    /// Only at the deadline (a reboot: the old system answers until it is
+    /// down).
+    AtDeadline,
+    /// As soon as the old boot answers with no kernel loaded for kexec
+    /// (`/sys/kernel/kexec_loaded` is 0). Only after a `run` that returned:
+    /// nixos-images' `kexec-run.sh` loads the installer (`kexec --load`)
+    /// before it returns and only then starts `sleep 6; kexec -e` in the
+    /// background, which with nothing loaded boots nothing — the old OS
+    /// stays (seed 001: a tarball whose `kexec` reports success and does
+    /// nothing), and waiting out the deadline would only delay saying so.
+    NothingLoadedForKexec,
 }
 
 /// What a wait for the next boot found at its end.
@@ -183,8 +204,9 @@ pub trait Target {
     /// [`TargetError`] (`Lost` is expected when the kexec is quick).
     fn start_kexec(&mut self, timeout: Duration) -> Result<(), TargetError>;
     /// Waits, at most `timeout`, for the target to answer with a boot id
-    /// other than `old_boot_id`.
-    fn wait_for_boot(&mut self, old_boot_id: &str, timeout: Duration) -> Waited;
+    /// other than `old_boot_id`; `same_boot_ends` says whether an answer of
+    /// the old boot may end the wait sooner.
+    fn wait_for_boot(&mut self, old_boot_id: &str, same_boot_ends: SameBootEnds, timeout: Duration) -> Waited;
     /// Everything that uses the block devices of `disks` (`/dev/vda`), or
     /// their partitions.
     ///

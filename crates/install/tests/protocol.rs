@@ -49,11 +49,38 @@ fn a_kexec_that_reports_success_and_does_nothing_stops_with_disks_untouched() {
     assert_eq!(result_of(&r, Phase::Disko), PhaseResult::NotReached);
     let error = r.phases[1].error.as_deref().unwrap_or_default();
     assert!(error.contains("the old OS still runs: boot id boot-1 unchanged"), "{error}");
+    // Nothing was loaded for kexec: said at once, not at the deadline.
+    assert!(error.contains("/sys/kernel/kexec_loaded is 0"), "{error}");
+    assert!(r.phases[1].seconds < 60, "waited {} s", r.phases[1].seconds);
+    assert!(t.called("wait_for_boot: NothingLoadedForKexec"), "{:?}", t.calls);
     assert!(!t.called("disk_users") && !t.called("run_disko") && !t.disks_written, "{:?}", t.calls);
     assert_eq!(
         r.resume.as_deref(),
         Some("fleetgate install .#web1 --target ssh://root@192.0.2.10 --phases kexec,disko,install,reboot")
     );
+}
+
+/// A kernel loaded for kexec while the old OS still answers (its `kexec -e`
+/// failed, or has not run yet), or a run whose connection was cut (it may
+/// still be loading): only the deadline ends the wait.
+#[test]
+fn a_kexec_still_loaded_or_a_run_cut_off_waits_for_the_deadline() {
+    let mut t = FakeTarget::new();
+    t.kexec = KexecEffect::Nothing;
+    t.old_kexec_loaded = Some(true);
+    let r = run(&mut t, &Scripted::default(), ALL);
+    assert_eq!((r.outcome, r.standing), (Outcome::Failed, Standing::OldOsUntouched));
+    let error = r.phases[1].error.as_deref().unwrap_or_default();
+    assert!(!error.contains("kexec_loaded"), "{error}");
+    assert!(r.phases[1].seconds >= 500, "waited only {} s", r.phases[1].seconds);
+
+    let mut t = FakeTarget::new();
+    t.kexec = KexecEffect::Nothing;
+    t.fail.insert("start_kexec", TargetError::Lost("connection closed".into()));
+    let r = run(&mut t, &Scripted::default(), ALL);
+    assert_eq!((r.outcome, r.standing), (Outcome::Failed, Standing::OldOsUntouched));
+    assert!(t.called("wait_for_boot: AtDeadline"), "{:?}", t.calls);
+    assert!(r.phases[1].seconds >= 500, "waited only {} s", r.phases[1].seconds);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use crate::phase::Phase;
 use crate::proof;
 use crate::report::Standing;
 use crate::stop::Stop;
+use crate::target::SameBootEnds;
 
 impl Run<'_> {
     pub(super) fn kexec(&mut self) -> Result<Standing, Stop> {
@@ -22,11 +23,16 @@ impl Run<'_> {
         })?;
         self.installer_kernel = staged.kernel_release;
         self.doing("running the tarball's kexec/run");
-        may_lose_contact(self.target.start_kexec(self.left())).map_err(|e| {
+        let started = self.target.start_kexec(self.left());
+        // Only a `run` that returned has loaded the installer (or nothing)
+        // for good; one cut off may still be loading it.
+        let same_boot_ends =
+            if started.is_ok() { SameBootEnds::NothingLoadedForKexec } else { SameBootEnds::AtDeadline };
+        may_lose_contact(started).map_err(|e| {
             Stop::failed(Standing::OldOsUntouched, format!("the kexec tarball's run failed: {e}"), Phase::Kexec, resume)
         })?;
         self.doing("waiting for the installer to boot");
-        let waited = self.target.wait_for_boot(&before.boot_id, self.left());
+        let waited = self.target.wait_for_boot(&before.boot_id, same_boot_ends, self.left());
         let lines = proof::kexec(&before, &waited, &marker, self.installer_kernel.as_deref())
             .map_err(|u| Stop::unproven(u, Phase::Kexec, "look at the target's console; nothing was destroyed"))?;
         self.proof.extend(lines);

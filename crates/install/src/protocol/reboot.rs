@@ -7,6 +7,7 @@ use crate::phase::Phase;
 use crate::proof;
 use crate::report::Standing;
 use crate::stop::Stop;
+use crate::target::SameBootEnds;
 
 impl Run<'_> {
     pub(super) fn reboot(&mut self) -> Result<Standing, Stop> {
@@ -25,7 +26,7 @@ impl Run<'_> {
             Stop::failed(Standing::SystemInstalled, format!("reboot failed: {e}"), Phase::Reboot, "resume from reboot")
         })?;
         self.doing("waiting for the first boot");
-        let waited = self.target.wait_for_boot(&before.boot_id, self.left());
+        let waited = self.target.wait_for_boot(&before.boot_id, SameBootEnds::AtDeadline, self.left());
         let look = proof::first_boot(&before.boot_id, &waited, &system).map_err(|u| {
             Stop::unproven(u, Phase::Reboot, "look at the console tail: the first boot did not come up as installed")
         })?;

@@ -303,7 +303,7 @@ impl DebianFirstVm {
     /// Starts QEMU on `dir`'s disk ([`assemble`]d), sshd on `ssh_port`.
     pub fn start(dir: &Path, ssh_port: u16, accel: qemu::Accel) -> anyhow::Result<DebianFirstVm> {
         let console = dir.join("console.log");
-        let mut qemu = Command::new("qemu-system-x86_64");
+        let mut qemu = qemu::qemu_command();
         qemu.args(["-accel", accel.as_str(), "-machine", "q35", "-smp", "1", "-m", &MEMORY_MIB.to_string()])
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .arg("-chardev")

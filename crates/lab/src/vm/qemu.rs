@@ -47,6 +47,23 @@ impl Accel {
     }
 }
 
+/// How much more CPU priority a VM gets than the suite's other processes.
+pub const QEMU_NICE: &str = "-10";
+
+/// `qemu-system-x86_64`, started through `nice -n -10` (the lab runs as
+/// root): under TCG a guest's one vCPU is one busy host thread, and the VM
+/// tests — one at a time, `.config/nextest.toml` — are the suite's longest
+/// chain, while the lab tests beside them are not on it. At the default
+/// priority a VM got about half a core of CI's two beside two lab tests (its
+/// scenarios took twice what they take alone); at `-10` it takes the core it
+/// needs and the lab tests share the rest. Every thread QEMU starts inherits
+/// the priority (`nice` execs QEMU: the child's pid is QEMU's).
+pub fn qemu_command() -> Command {
+    let mut qemu = Command::new("nice");
+    qemu.args(["-n", QEMU_NICE, "qemu-system-x86_64"]);
+    qemu
+}
+
 /// Whether a host boots with UEFI (OVMF), else BIOS (SeaBIOS).
 pub fn uses_uefi(host: &HostState) -> bool {
     matches!(host.spec.bootloader, Bootloader::SystemdBoot | Bootloader::GrubEfi)
@@ -55,7 +72,7 @@ pub fn uses_uefi(host: &HostState) -> bool {
 /// The QEMU command line of `host`. QEMU's stdout is the serial port.
 pub fn command(host: &HostState, dir: &HostDir, accel: Accel) -> anyhow::Result<Command> {
     let port = host.ssh_port.ok_or_else(|| anyhow::anyhow!("{} has no ssh port", host.name()))?;
-    let mut qemu = Command::new("qemu-system-x86_64");
+    let mut qemu = qemu_command();
     qemu.args(["-name", host.name(), "-accel", accel.as_str(), "-machine", "q35", "-smp", "1"])
         .args(["-m", &MEMORY_MIB.to_string()])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])

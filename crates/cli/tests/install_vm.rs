@@ -46,6 +46,7 @@ struct Machine {
     vm: DebianFirstVm,
     dir: tempfile::TempDir,
     kernel: DebianKernel,
+    accel: qemu::Accel,
 }
 
 impl Machine {
@@ -78,7 +79,7 @@ impl Machine {
         .expect("ssh_config");
         let accel = qemu::accel(&image::cache_dir(), &kernel.image);
         let vm = DebianFirstVm::start(dir.path(), port, accel).expect("qemu starts");
-        let mut machine = Machine { vm, dir, kernel };
+        let mut machine = Machine { vm, dir, kernel, accel };
         timed("booting Debian", || machine.wait_for_ssh());
         machine
     }
@@ -128,6 +129,39 @@ impl Machine {
     /// `fleetgate install` against this machine, as root.
     fn install(&self, flake: &str, system: &str, disko: &str, extra: &[&str]) -> (i32, Value, String) {
         self.install_as("root", flake, system, disko, extra)
+    }
+
+    /// `fleetgate install` as `user` with the lab's installer, once more on
+    /// the power-cycled old OS if the installer never answered after the
+    /// kexec. That has happened once, in CI (2026-11-27, two lab tests
+    /// beside the TCG guest), and not in ten kexecs here since: fleetgate's
+    /// side of it — state unknown, nothing after the kexec done, the
+    /// console's tail in the report — is asserted, the console printed, and
+    /// the machine (its disk untouched by the kexec phase) tried again.
+    fn install_through_the_installer(
+        &mut self,
+        user: &str,
+        flake: &str,
+        system: &str,
+        disko: &str,
+        extra: &[&str],
+    ) -> (i32, Value, String) {
+        let (code, report, stderr) = self.install_as(user, flake, system, disko, extra);
+        let hung = phase(&report, "kexec")["result"] == "failed" && report["standing"] == "unknown";
+        if !hung {
+            return (code, report, stderr);
+        }
+        assert_eq!(code, 3, "state unknown: {report:#}");
+        assert_eq!(phase(&report, "disko")["result"], "not-reached", "{report:#}");
+        assert!(report["console_tail"].as_array().is_some_and(|t| !t.is_empty()), "the console's tail: {report:#}");
+        eprintln!(
+            "install_vm: the installer did not answer after the kexec (reported unknown, as it must be); console:\n{}\n\
+             install_vm: power-cycling the old OS and trying once more",
+            self.console()
+        );
+        self.vm.power_cycle(self.dir.path(), self.accel).expect("QEMU starts again");
+        timed("booting Debian again", || self.wait_for_ssh());
+        self.install_as(user, flake, system, disko, extra)
     }
 
     /// `fleetgate install` against this machine as `user` (`ssh://user@debian`).
@@ -288,7 +322,7 @@ fn phase<'a>(report: &'a Value, name: &str) -> &'a Value {
 #[test]
 fn install_vm_refusals_leave_the_old_os_untouched() {
     let lab = LabGuard::up(&["web1=virtio,systemd-boot"]).expect("a lab to build the fixture");
-    let machine = Machine::boot(&lab);
+    let mut machine = Machine::boot(&lab);
     let (flake, disko) = host_flake(machine.dir.path());
     let before = machine.untouched_state();
     let noop = kexec_that_does_nothing(&machine);
@@ -348,7 +382,8 @@ fn install_vm_refusals_leave_the_old_os_untouched() {
     let tarball = installer(&machine);
     let hang = vm_system(&lab, |web1| STAGE1_HANG.clone_into(&mut web1.initrd_post_device_commands));
     let (code, report, _) = timed("install, first boot hangs in stage 1 (reboot deadline 150 s)", || {
-        machine.install(&flake, &hang, &disko, &["--kexec", &tarball, "--phase-timeout", "reboot=150"])
+        let extra = ["--kexec", &tarball, "--phase-timeout", "reboot=150"];
+        machine.install_through_the_installer("root", &flake, &hang, &disko, &extra)
     });
     assert_eq!(code, 3, "state unknown: {report:#}\nconsole:\n{}", machine.console());
     assert_eq!(report["outcome"], "unknown", "{report:#}");
@@ -398,7 +433,7 @@ fn vm_system(lab: &LabGuard, mutate: impl FnOnce(&mut fleetgate_lab::fixture::Ho
 #[test]
 fn install_vm_kexec_mounted_disk_then_full_install() {
     let lab = LabGuard::up(&["web1=virtio,systemd-boot"]).expect("a lab to build the fixture");
-    let machine = Machine::boot(&lab);
+    let mut machine = Machine::boot(&lab);
     let tarball_arg = installer(&machine);
     let (flake, disko) = host_flake(machine.dir.path());
     let system = vm_system(&lab, |_| {});
@@ -414,7 +449,7 @@ fn install_vm_kexec_mounted_disk_then_full_install() {
     let hw_arg = hw.display().to_string();
     let (code, report, _) = timed("install --phases kexec (as admin through sudo)", || {
         let extra = ["--kexec", &tarball_arg, "--phases", "kexec", "--generate-hardware-config", &hw_arg];
-        machine.install_as(debian_first::SUDO_USER, &flake, &system, &disko, &extra)
+        machine.install_through_the_installer(debian_first::SUDO_USER, &flake, &system, &disko, &extra)
     });
     assert_eq!(code, 0, "{report:#}\nconsole:\n{}", machine.console());
     assert_eq!(phase(&report, "pre-flight")["result"], "proven", "{report:#}");

@@ -326,6 +326,16 @@ impl DebianFirstVm {
         Ok(DebianFirstVm { child, ssh_port, console })
     }
 
+    /// Cuts the power (QEMU killed) and starts the machine again on the same
+    /// disk, port and firmware variables: a power cycle. The console log
+    /// starts anew.
+    pub fn power_cycle(&mut self, dir: &Path, accel: qemu::Accel) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        *self = DebianFirstVm::start(dir, self.ssh_port, accel)?;
+        Ok(())
+    }
+
     pub fn ssh_port(&self) -> u16 {
         self.ssh_port
     }

@@ -210,7 +210,7 @@ mod tests {
     /// ran, each with its mark, and the error that stopped it.
     #[test]
     fn a_terminal_shows_where_an_install_stopped() {
-        let term = indicatif::InMemoryTerm::new(20, 240);
+        let term = indicatif::InMemoryTerm::new(20, 400);
         let draw = indicatif::ProgressDrawTarget::term_like(Box::new(term.clone()));
         let mut live = LivePhases::new(LiveLines::new(draw, PHASE_WIDTH, None));
         let mut target = FakeTarget::new();
@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(shown[0], "pre-flight | ✔ proven (2 s)");
         assert_eq!(
             shown[1],
-            "kexec | ✘ failed (600 s): kexec reported success but the old OS still runs: boot id boot-1 unchanged, kernel 6.1.0-28-amd64, and `fleetgate.install=0123456789abcdef0123456789abcdef` is not in /proc/cmdline"
+            "kexec | ✘ failed (5 s): kexec reported success but the old OS still runs: boot id boot-1 unchanged, kernel 6.1.0-28-amd64, and `fleetgate.install=0123456789abcdef0123456789abcdef` is not in /proc/cmdline, and no kernel is loaded for kexec (/sys/kernel/kexec_loaded is 0): the tarball's kexec loaded nothing, so nothing will boot"
         );
     }
 }

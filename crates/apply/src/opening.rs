@@ -118,6 +118,20 @@ pub fn script(layout: &Layout, owner: &str, mine: &str, extra: &str, release: Op
 /// [`LockError::Held`] when another run holds the lock;
 /// [`LockError::Machine`] when the output is not the script's.
 pub fn parse(stdout: &str, stderr: &str) -> Result<Opening, LockError> {
+    parse_saying_where(stdout, stderr).map(|(opening, _)| opening)
+}
+
+/// Where the pending intent is to be read: in the opening's output, or
+/// (`intent elsewhere`: the running system has no `od`) by a read of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IntentIs {
+    Here,
+    Elsewhere,
+}
+
+/// [`parse`], and whether the script left the intent to a read of its own
+/// (then [`Opening::intent`] is an error naming that).
+fn parse_saying_where(stdout: &str, stderr: &str) -> Result<(Opening, IntentIs), LockError> {
     let mut lines = stdout.split_inclusive('\n');
     match lines.next().map(str::trim_end) {
         Some("acquired") => {}
@@ -133,7 +147,9 @@ pub fn parse(stdout: &str, stderr: &str) -> Result<Opening, LockError> {
             ))));
         }
     }
-    let intent = match lines.next().map(str::trim_end) {
+    let intent_line = lines.next().map(str::trim_end);
+    let intent_is = if intent_line == Some("intent elsewhere") { IntentIs::Elsewhere } else { IntentIs::Here };
+    let intent = match intent_line {
         Some("intent absent") => Ok(None),
         Some("intent elsewhere") => Err(MachineError::Cannot(ELSEWHERE.to_owned())),
         Some("intent-hex") => {
@@ -177,7 +193,7 @@ pub fn parse(stdout: &str, stderr: &str) -> Result<Opening, LockError> {
         },
     };
     let released = stdout.lines().last() == Some(RELEASED);
-    Ok(Opening { intent, system_state, extra, released })
+    Ok((Opening { intent, system_state, extra, released }, intent_is))
 }
 
 fn intent_from_hex(hex: &str) -> Result<Option<PendingIntent>, MachineError> {
@@ -215,8 +231,8 @@ impl<C: Connector> ScriptMachine<C> {
         if o.status != Some(0) && !o.stdout_text().starts_with("acquired") {
             return Err(LockError::Machine(failed("taking the deploy lock", &o)));
         }
-        let mut opening = parse(&o.stdout_text(), &String::from_utf8_lossy(&o.stderr))?;
-        if matches!(&opening.intent, Err(MachineError::Cannot(m)) if m == ELSEWHERE) {
+        let (mut opening, intent_is) = parse_saying_where(&o.stdout_text(), &String::from_utf8_lossy(&o.stderr))?;
+        if intent_is == IntentIs::Elsewhere {
             opening.intent = crate::machine::Machine::read_intent(self);
         }
         Ok(opening)

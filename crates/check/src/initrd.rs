@@ -178,12 +178,12 @@ fn metadata_unusable(dir: &std::path::Path, reason: &str) -> Finding {
 /// The initrd driver coverage check.
 #[must_use]
 pub fn check_coverage(new: &SystemToplevel, facts: &Facts) -> Coverage {
-    check_coverage_prefetched(new, facts, &Prefetch::none())
+    check_coverage_prefetched(new, facts, &mut Prefetch::none())
 }
 
 /// [`check_coverage`], taking the module metadata and the initrd's listing
 /// from `prefetch` where it read the same paths ([`crate::prefetch`]).
-pub fn check_coverage_prefetched(new: &SystemToplevel, facts: &Facts, prefetch: &Prefetch) -> Coverage {
+pub fn check_coverage_prefetched(new: &SystemToplevel, facts: &Facts, prefetch: &mut Prefetch) -> Coverage {
     let mut cov = Coverage::default();
     let dir = match new.kernel_modules_dir() {
         Ok(dir) => dir,

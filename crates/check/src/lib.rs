@@ -190,10 +190,10 @@ pub fn check(new: &SystemToplevel, facts: &Facts, options: &Options) -> Report {
 /// [`check`], with the reads of the new system that [`Prefetch::start`]
 /// began before the facts were in ([`prefetch`]): the same report, sooner.
 #[must_use]
-pub fn check_prefetched(new: &SystemToplevel, facts: &Facts, options: &Options, prefetch: Prefetch) -> Report {
+pub fn check_prefetched(new: &SystemToplevel, facts: &Facts, options: &Options, mut prefetch: Prefetch) -> Report {
     let deadline = options.deadline.unwrap_or(DEFAULT_DEADLINE);
     let (new_, facts_, options_) = (new.clone(), facts.clone(), options.clone());
-    match deadline::within(deadline, move || check_now(&new_, &facts_, &options_, &prefetch)) {
+    match deadline::within(deadline, move || check_now(&new_, &facts_, &options_, &mut prefetch)) {
         Ok(report) => report,
         Err(unfinished) => incomplete(new, facts, unfinished),
     }
@@ -228,7 +228,7 @@ fn incomplete(new: &SystemToplevel, facts: &Facts, unfinished: deadline::Unfinis
 }
 
 /// [`check`] on the calling thread, without a deadline.
-fn check_now(new: &SystemToplevel, facts: &Facts, options: &Options, prefetch: &Prefetch) -> Report {
+fn check_now(new: &SystemToplevel, facts: &Facts, options: &Options, prefetch: &mut Prefetch) -> Report {
     let mut findings: Vec<Finding> =
         facts.findings.iter().filter(|f| f.severity >= Severity::Warning).cloned().collect();
 

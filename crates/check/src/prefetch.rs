@@ -20,7 +20,7 @@
 //! on its own, its result dropped.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use fleetgate_initrd::KernelModules;
@@ -37,8 +37,8 @@ pub(crate) type InitrdRead = Result<Arc<KernelModules>, fleetgate_initrd::Error>
 /// Reads started early; see the module documentation.
 #[derive(Debug, Default)]
 pub struct Prefetch {
-    index: Mutex<Option<Pending<IndexRead>>>,
-    initrd: Mutex<Option<Pending<InitrdRead>>>,
+    index: Option<Pending<IndexRead>>,
+    initrd: Option<Pending<InitrdRead>>,
 }
 
 #[derive(Debug)]
@@ -68,19 +68,19 @@ impl Prefetch {
             let path = initrd.clone();
             spawn("fleetgate-check-initrd", path, move || read_initrd_modules(&initrd))
         });
-        Prefetch { index: Mutex::new(index), initrd: Mutex::new(initrd) }
+        Prefetch { index, initrd }
     }
 
     /// The module metadata read from `dir`, if a prefetch read that path
     /// and ended with a result.
-    pub(crate) fn module_index(&self, dir: &Path) -> Option<IndexRead> {
-        take(&self.index, dir)
+    pub(crate) fn module_index(&mut self, dir: &Path) -> Option<IndexRead> {
+        take(&mut self.index, dir)
     }
 
     /// The module listing read from the initrd at `path`, if a prefetch read
     /// that path and ended with a result.
-    pub(crate) fn initrd_modules(&self, path: &Path) -> Option<InitrdRead> {
-        take(&self.initrd, path)
+    pub(crate) fn initrd_modules(&mut self, path: &Path) -> Option<InitrdRead> {
+        take(&mut self.initrd, path)
     }
 }
 
@@ -93,8 +93,8 @@ fn spawn<T: Send + 'static>(
     Some(Pending { path, thread })
 }
 
-fn take<T>(slot: &Mutex<Option<Pending<T>>>, path: &Path) -> Option<T> {
-    let pending = slot.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+fn take<T>(slot: &mut Option<Pending<T>>, path: &Path) -> Option<T> {
+    let pending = slot.take()?;
     if pending.path != path {
         return None;
     }
@@ -105,34 +105,33 @@ fn take<T>(slot: &Mutex<Option<Pending<T>>>, path: &Path) -> Option<T> {
 mod tests {
     use super::*;
 
-    fn pending<T: Send + 'static>(path: &str, value: T) -> Mutex<Option<Pending<T>>> {
-        Mutex::new(spawn("test", PathBuf::from(path), move || value))
+    fn pending<T: Send + 'static>(path: &str, value: T) -> Option<Pending<T>> {
+        spawn("test", PathBuf::from(path), move || value)
     }
 
     #[test]
     fn a_prefetch_is_taken_once_and_only_for_its_own_path() {
-        let slot = pending("/nix/store/a-initrd", 7);
+        let mut slot = pending("/nix/store/a-initrd", 7);
         assert_eq!(
-            take(&slot, Path::new("/nix/store/other-initrd")),
+            take(&mut slot, Path::new("/nix/store/other-initrd")),
             None,
             "another path: not its value (and the prefetch is dropped)"
         );
-        assert_eq!(take(&slot, Path::new("/nix/store/a-initrd")), None, "dropped: the check reads for itself");
-        let slot = pending("/nix/store/a-initrd", 7);
-        assert_eq!(take(&slot, Path::new("/nix/store/a-initrd")), Some(7));
-        assert_eq!(take(&slot, Path::new("/nix/store/a-initrd")), None);
+        assert_eq!(take(&mut slot, Path::new("/nix/store/a-initrd")), None, "dropped: the check reads for itself");
+        let mut slot = pending("/nix/store/a-initrd", 7);
+        assert_eq!(take(&mut slot, Path::new("/nix/store/a-initrd")), Some(7));
+        assert_eq!(take(&mut slot, Path::new("/nix/store/a-initrd")), None);
     }
 
     #[test]
     fn a_prefetch_that_panicked_gives_nothing_so_the_check_reads_itself() {
-        let slot: Mutex<Option<Pending<u8>>> =
-            Mutex::new(spawn("test", PathBuf::from("/x"), || panic!("a bug in a reader")));
-        assert_eq!(take(&slot, Path::new("/x")), None);
+        let mut slot: Option<Pending<u8>> = spawn("test", PathBuf::from("/x"), || panic!("a bug in a reader"));
+        assert_eq!(take(&mut slot, Path::new("/x")), None);
     }
 
     #[test]
     fn no_prefetch_has_nothing() {
-        let none = Prefetch::none();
+        let mut none = Prefetch::none();
         assert!(none.module_index(Path::new("/x")).is_none());
         assert!(none.initrd_modules(Path::new("/x")).is_none());
     }

@@ -45,9 +45,7 @@ pub fn poll_for_boot(
         asked = true;
         last = match probe(left) {
             Ok(look) if look.boot_id != old_boot_id => return Waited::NewBoot(look),
-            Ok(look) if same_boot_ends == SameBootEnds::NothingLoadedForKexec && look.kexec_loaded == Some(false) => {
-                return Waited::SameBoot(look);
-            }
+            Ok(look) if same_boot_ends.ends_with(&look) => return Waited::SameBoot(look),
             Ok(look) => Waited::SameBoot(look),
             Err(e) => Waited::Unreachable(e.line()),
         };

@@ -343,8 +343,11 @@ impl Target for FakeTarget {
         self.calls.push(format!("wait_for_boot: {same_boot_ends:?}"));
         let look = self.current_look();
         if look.boot_id == old_boot_id {
-            let at_once = same_boot_ends == SameBootEnds::NothingLoadedForKexec && look.kexec_loaded == Some(false);
-            self.clock += if at_once { Duration::from_secs(1) } else { timeout.saturating_sub(Duration::from_secs(1)) };
+            self.clock += if same_boot_ends.ends_with(&look) {
+                Duration::from_secs(1)
+            } else {
+                timeout.saturating_sub(Duration::from_secs(1))
+            };
             Waited::SameBoot(look)
         } else {
             Waited::NewBoot(look)

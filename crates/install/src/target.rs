@@ -80,6 +80,14 @@ pub enum SameBootEnds {
     NothingLoadedForKexec,
 }
 
+impl SameBootEnds {
+    /// Whether `look`, an answer of the old boot, ends the wait now.
+    #[must_use]
+    pub fn ends_with(self, look: &Look) -> bool {
+        self == SameBootEnds::NothingLoadedForKexec && look.kexec_loaded == Some(false)
+    }
+}
+
 /// What a wait for the next boot found at its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Waited {
